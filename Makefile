@@ -1,0 +1,42 @@
+# dstack: make help lists the targets.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+GO ?= go
+BIN := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/dstackai/dstack/version.Version=$(VERSION)
+export CGO_ENABLED ?= 0
+
+.PHONY: help build test test-short lint bench demo fuzz clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/dstack and bin/dstack-runner (static)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/dstack ./cmd/dstack
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/dstack-runner ./cmd/dstack-runner
+
+test: ## every test, with the race detector, on SQLite and PostgreSQL
+	DSTACK_TEST_POSTGRES_DSN="$$(scripts/postgres.sh | tail -n 1)" CGO_ENABLED=1 \
+		$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short: ## unit tests only, no PostgreSQL
+	CGO_ENABLED=1 $(GO) test -race -short ./...
+
+lint: ## go vet, gofmt and golangci-lint when installed
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'run gofmt -w'; exit 1; }
+	@if command -v golangci-lint >/dev/null; then golangci-lint run ./...; else echo 'golangci-lint not installed: skipped'; fi
+
+bench: ## benchmarks: pickup latency, claim throughput, log throughput
+	DSTACK_TEST_POSTGRES_DSN="$$(scripts/postgres.sh | tail -n 1)" \
+		$(GO) test -run '^$$' -bench . -benchtime 3s ./...
+
+fuzz: ## run every fuzz target for 30s each
+	scripts/fuzz.sh 30s
+
+demo: build ## run the example workflows end to end on a local server and runner
+	scripts/demo.sh
+
+clean: ## remove build outputs
+	rm -rf $(BIN) build .demo

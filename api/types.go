@@ -1,0 +1,303 @@
+// Package api defines the wire types of dstack's HTTP API, version 1.
+//
+// The server, the CLI, the web UI and the runners all speak these types; nothing
+// else crosses the wire. Field names are snake_case JSON and are part of the
+// public contract: add fields, never rename them.
+package api
+
+import (
+	"fmt"
+	"time"
+)
+
+// PathPrefix is where every versioned endpoint lives.
+const PathPrefix = "/api/v1"
+
+// LeaseHeader carries a job's fencing token on every runner call about that job.
+const LeaseHeader = "X-Dstack-Lease"
+
+// Error is the body of every non-2xx response: {"error": {"code": ..., "message": ...}}.
+type Error struct {
+	// Status is the HTTP status; it is not serialised.
+	Status int `json:"-"`
+	// Code is a stable machine-readable word, one of the Code* constants.
+	Code string `json:"code"`
+	// Message says what is wrong and what to do about it, for a person.
+	Message string `json:"message"`
+}
+
+// ErrorBody wraps Error on the wire.
+type ErrorBody struct {
+	Error *Error `json:"error"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Error codes.
+const (
+	CodeUnauthenticated = "unauthenticated"
+	CodeForbidden       = "forbidden"
+	CodeNotFound        = "not_found"
+	CodeInvalid         = "invalid"
+	CodeConflict        = "conflict"
+	CodeTooLarge        = "too_large"
+	CodeLeaseLost       = "lease_lost"
+	CodeInternal        = "internal"
+	CodeUnavailable     = "unavailable"
+)
+
+// Errorf builds an *Error.
+func Errorf(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// JobStatus is the state of a job, and by aggregation of a run.
+type JobStatus string
+
+// The job states, in the order a job normally passes through them.
+const (
+	StatusSubmitted    JobStatus = "submitted"    // waiting for its dependencies
+	StatusPending      JobStatus = "pending"      // queued for a runner or an instance
+	StatusProvisioning JobStatus = "provisioning" // an instance is being started for it
+	StatusDownloading  JobStatus = "downloading"  // a runner took it and fetches code and artifacts
+	StatusRunning      JobStatus = "running"
+	StatusUploading    JobStatus = "uploading" // artifacts are being uploaded
+	StatusDone         JobStatus = "done"
+	StatusFailed       JobStatus = "failed"
+	StatusStopped      JobStatus = "stopped" // stopped by the user, artifacts uploaded
+	StatusAborted      JobStatus = "aborted" // aborted by the user, artifacts not uploaded
+	StatusInterrupted  JobStatus = "interrupted"
+)
+
+// Finished reports whether s is a final state.
+func (s JobStatus) Finished() bool {
+	switch s {
+	case StatusDone, StatusFailed, StatusStopped, StatusAborted:
+		return true
+	}
+	return false
+}
+
+// Active reports whether a runner holds a job in state s.
+func (s JobStatus) Active() bool {
+	switch s {
+	case StatusDownloading, StatusRunning, StatusUploading:
+		return true
+	}
+	return false
+}
+
+// GPURequest is what a job asks of GPUs. Zero Count means no GPU.
+type GPURequest struct {
+	Count     int    `json:"count"`
+	Name      string `json:"name,omitempty"`       // matched case-insensitively as a substring of the GPU's name
+	MemoryMiB int64  `json:"memory_mib,omitempty"` // at least this much per GPU
+}
+
+// Resources is what a job needs of the machine that runs it.
+type Resources struct {
+	CPU           int         `json:"cpu,omitempty"`
+	MemoryMiB     int64       `json:"memory_mib,omitempty"`
+	ShmSizeMiB    int64       `json:"shm_size_mib,omitempty"`
+	GPU           *GPURequest `json:"gpu,omitempty"`
+	Interruptible bool        `json:"interruptible,omitempty"`
+}
+
+// GPUCount is the number of GPUs asked for.
+func (r Resources) GPUCount() int {
+	if r.GPU == nil {
+		return 0
+	}
+	return r.GPU.Count
+}
+
+// JobSpec is one workflow of a run, resolved: variables substituted, the
+// provider turned into an image and commands.
+type JobSpec struct {
+	Workflow  string            `json:"workflow"`
+	Provider  string            `json:"provider"` // bash | docker | python
+	Image     string            `json:"image,omitempty"`
+	Commands  []string          `json:"commands"`
+	Env       map[string]string `json:"env,omitempty"`
+	DependsOn []string          `json:"depends_on,omitempty"` // workflow names of the same run
+	Artifacts []string          `json:"artifacts,omitempty"`  // paths relative to the working directory
+	Resources Resources         `json:"resources"`
+	Variables map[string]string `json:"variables,omitempty"` // as resolved, for display
+}
+
+// CodeUploadResponse answers POST /code: the code archive's content address.
+type CodeUploadResponse struct {
+	CodeID string `json:"code_id"`
+	Size   int64  `json:"size"`
+}
+
+// RunSubmitRequest is the body of POST /runs.
+type RunSubmitRequest struct {
+	Workflow string    `json:"workflow"` // the workflow the user asked for
+	CodeID   string    `json:"code_id"`
+	Jobs     []JobSpec `json:"jobs"` // the workflow and everything it depends on
+}
+
+// Run is one submission: a workflow and its dependencies.
+type Run struct {
+	Name        string     `json:"name"`
+	Workflow    string     `json:"workflow"`
+	User        string     `json:"user"`
+	Status      JobStatus  `json:"status"`
+	SubmittedAt time.Time  `json:"submitted_at"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	Jobs        []Job      `json:"jobs"` // dependencies before dependents
+}
+
+// Job is one workflow of a run as scheduled.
+type Job struct {
+	ID           string     `json:"id"`
+	RunName      string     `json:"run_name"`
+	Workflow     string     `json:"workflow"`
+	Status       JobStatus  `json:"status"`
+	StatusReason string     `json:"status_reason,omitempty"`
+	RunnerID     string     `json:"runner_id,omitempty"`
+	RunnerName   string     `json:"runner_name,omitempty"`
+	Attempt      int        `json:"attempt"`
+	ExitCode     *int       `json:"exit_code,omitempty"`
+	SubmittedAt  time.Time  `json:"submitted_at"`
+	StartedAt    *time.Time `json:"started_at,omitempty"`
+	FinishedAt   *time.Time `json:"finished_at,omitempty"`
+	Spec         JobSpec    `json:"spec"`
+}
+
+// StopRequest is the body of POST /runs/{name}/stop.
+type StopRequest struct {
+	Abort bool `json:"abort"`
+}
+
+// ArtifactFile is one file of a job's artifacts.
+type ArtifactFile struct {
+	Workflow string `json:"workflow"`
+	JobID    string `json:"job_id"`
+	Path     string `json:"path"` // slash-separated, relative to the job's working directory
+	Size     int64  `json:"size"`
+}
+
+// User is who a token belongs to.
+type User struct {
+	Name  string `json:"name"`
+	Admin bool   `json:"admin"`
+}
+
+// GPU is one GPU of a runner's host.
+type GPU struct {
+	Name      string `json:"name"`
+	MemoryMiB int64  `json:"memory_mib"`
+}
+
+// HostResources is what a runner's machine has, or has free.
+type HostResources struct {
+	CPUs      int   `json:"cpus"`
+	MemoryMiB int64 `json:"memory_mib"`
+	DiskMiB   int64 `json:"disk_mib"`
+	GPUs      []GPU `json:"gpus,omitempty"`
+}
+
+// RunnerStatus says whether a runner is heard from.
+type RunnerStatus string
+
+// Runner states.
+const (
+	RunnerOnline  RunnerStatus = "online"
+	RunnerOffline RunnerStatus = "offline"
+)
+
+// Runner is a machine that runs jobs.
+type Runner struct {
+	ID            string        `json:"id"`
+	Name          string        `json:"name"`
+	Hostname      string        `json:"hostname"`
+	Status        RunnerStatus  `json:"status"`
+	Executor      string        `json:"executor"`
+	Version       string        `json:"version"`
+	Resources     HostResources `json:"resources"`
+	JobID         string        `json:"job_id,omitempty"`
+	RunName       string        `json:"run_name,omitempty"`
+	RegisteredAt  time.Time     `json:"registered_at"`
+	LastHeartbeat time.Time     `json:"last_heartbeat"`
+}
+
+// RunnerRegisterRequest is the body of POST /runners/register, sent with a
+// user's token; the answer carries the runner's own credential.
+type RunnerRegisterRequest struct {
+	Name      string        `json:"name"`
+	Hostname  string        `json:"hostname"`
+	Executor  string        `json:"executor"`
+	Version   string        `json:"version"`
+	Resources HostResources `json:"resources"`
+}
+
+// RunnerRegisterResponse answers a registration.
+type RunnerRegisterResponse struct {
+	RunnerID  string    `json:"runner_id"`
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// HeartbeatInterval is how often the server wants to hear from the runner.
+	HeartbeatInterval Duration `json:"heartbeat_interval"`
+}
+
+// HeartbeatRequest is the body of POST /runner/heartbeat.
+type HeartbeatRequest struct {
+	Resources *HostResources `json:"resources,omitempty"`
+	JobID     string         `json:"job_id,omitempty"`
+}
+
+// ClaimRequest is the body of POST /runner/claim: the runner's free resources.
+type ClaimRequest struct {
+	Free HostResources `json:"free"`
+	// Wait is how long the server may hold the request open waiting for a job.
+	Wait Duration `json:"wait"`
+}
+
+// Assignment answers a successful claim.
+type Assignment struct {
+	Job   Job   `json:"job"`
+	Lease int64 `json:"lease"`
+}
+
+// JobStatusUpdate is the body of POST /runner/jobs/{id}/status.
+type JobStatusUpdate struct {
+	Status   JobStatus `json:"status"`
+	ExitCode *int      `json:"exit_code,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+}
+
+// StopSignal answers GET /runner/jobs/{id}/stop: what the user asked for.
+type StopSignal struct {
+	Stop  bool `json:"stop"`
+	Abort bool `json:"abort"`
+}
+
+// LogAppendResponse answers a log upload with the job's log length after it.
+type LogAppendResponse struct {
+	Size int64 `json:"size"`
+}
+
+// Dependency is one finished dependency of a job and its artifact files.
+type Dependency struct {
+	Workflow string         `json:"workflow"`
+	JobID    string         `json:"job_id"`
+	Files    []ArtifactFile `json:"files"`
+}
+
+// Duration is a time.Duration that travels as a Go duration string ("30s").
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", b, err)
+	}
+	*d = Duration(v)
+	return nil
+}

@@ -1,0 +1,211 @@
+// Package blob stores the large things a server keeps outside its database:
+// code archives and job artifacts. Keys are slash-separated paths.
+//
+// Store is the one contract; Local keeps objects as files under a directory
+// (the embedded default). An S3 implementation plugs in behind the same
+// interface.
+package blob
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// ErrNotFound: no object under the key.
+var ErrNotFound = errors.New("object not found")
+
+// Object describes a stored object.
+type Object struct {
+	Key  string
+	Size int64
+}
+
+// Store keeps objects by key.
+type Store interface {
+	// Put writes r under key, replacing what was there only once r is read
+	// whole: a failed Put leaves the old object, or none.
+	Put(ctx context.Context, key string, r io.Reader) (int64, error)
+	// Open reads the object from offset on; it returns the bytes that follow.
+	Open(ctx context.Context, key string, offset int64) (io.ReadCloser, int64, error)
+	// Stat returns the object's size, ErrNotFound if there is none.
+	Stat(ctx context.Context, key string) (Object, error)
+	// List returns the objects whose keys start with prefix, sorted by key.
+	List(ctx context.Context, prefix string) ([]Object, error)
+}
+
+// ValidKey reports whether key is a clean relative slash path with no "."
+// or ".." element.
+func ValidKey(key string) bool {
+	if key == "" || strings.HasPrefix(key, "/") || strings.Contains(key, "\\") || strings.ContainsRune(key, 0) {
+		return false
+	}
+	if path.Clean(key) != key {
+		return false
+	}
+	for _, el := range strings.Split(key, "/") {
+		if el == "." || el == ".." || el == "" {
+			return false
+		}
+	}
+	return true
+}
+
+// Local is a Store on the local file system.
+type Local struct{ dir string }
+
+// NewLocal returns a store under dir, creating it.
+func NewLocal(dir string) (*Local, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("blob store: %w", err)
+	}
+	return &Local{dir: dir}, nil
+}
+
+func (l *Local) file(key string) (string, error) {
+	if !ValidKey(key) {
+		return "", fmt.Errorf("invalid object key %q", key)
+	}
+	return filepath.Join(l.dir, filepath.FromSlash(key)), nil
+}
+
+// Put implements Store.
+func (l *Local) Put(ctx context.Context, key string, r io.Reader) (int64, error) {
+	name, err := l.file(key)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.MkdirAll(filepath.Dir(name), 0o700); err != nil {
+		return 0, fmt.Errorf("put %s: %w", key, err)
+	}
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := name + ".tmp-" + hex.EncodeToString(rnd[:])
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("put %s: %w", key, err)
+	}
+	n, err := io.Copy(f, ctxReader{ctx, r})
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, name)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return n, fmt.Errorf("put %s: %w", key, err)
+	}
+	return n, nil
+}
+
+// Open implements Store.
+func (l *Local) Open(_ context.Context, key string, offset int64) (io.ReadCloser, int64, error) {
+	name, err := l.file(key)
+	if err != nil {
+		return nil, 0, err
+	}
+	f, err := os.Open(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil || st.IsDir() {
+		f.Close()
+		return nil, 0, ErrNotFound
+	}
+	if offset > st.Size() {
+		offset = st.Size()
+	}
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size() - offset, nil
+}
+
+// Stat implements Store.
+func (l *Local) Stat(_ context.Context, key string) (Object, error) {
+	name, err := l.file(key)
+	if err != nil {
+		return Object{}, err
+	}
+	st, err := os.Stat(name)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && st.IsDir()) {
+		return Object{}, ErrNotFound
+	}
+	if err != nil {
+		return Object{}, err
+	}
+	return Object{Key: key, Size: st.Size()}, nil
+}
+
+// List implements Store.
+func (l *Local) List(_ context.Context, prefix string) ([]Object, error) {
+	// Walk the deepest directory the prefix names whole.
+	root := l.dir
+	if i := strings.LastIndex(prefix, "/"); i > 0 {
+		if !ValidKey(prefix[:i]) {
+			return nil, fmt.Errorf("invalid prefix %q", prefix)
+		}
+		root = filepath.Join(l.dir, filepath.FromSlash(prefix[:i]))
+	}
+	var out []Object
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.IsDir() || strings.Contains(d.Name(), ".tmp-") {
+			return nil
+		}
+		rel, err := filepath.Rel(l.dir, p)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		out = append(out, Object{Key: key, Size: info.Size()})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

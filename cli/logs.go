@@ -1,0 +1,217 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/client"
+)
+
+func (e *Env) logsCmd() *cobra.Command {
+	var follow bool
+	var since string
+	cmd := &cobra.Command{
+		Use:   "logs RUN [-f] [--since 10m|TIME]",
+		Short: "Print a run's logs",
+		Long: `Print the logs of every job of a run, dependencies first. With several jobs, a
+line such as "==> prepare (job 1/2)" on stderr heads each job's logs.
+
+-f follows the logs until the run ends. --since prints only what was written
+after a time: a duration back from now (10m, 1h30m) or a time (RFC 3339 such
+as 2024-05-01T10:00:00Z, or 2024-05-01 in local time).`,
+		Args: exactArgs("RUN"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var from time.Time
+			if since != "" {
+				t, err := parseSince(e.Now(), since)
+				if err != nil {
+					return usagef("%v", err)
+				}
+				from = t
+			}
+			return e.logs(cmd.Context(), args[0], follow, from)
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the logs until the run ends")
+	cmd.Flags().StringVar(&since, "since", "", "only output written since: a duration such as 10m, or a time")
+	return cmd
+}
+
+func (e *Env) logs(ctx context.Context, name string, follow bool, since time.Time) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	run, err := c.RunGet(ctx, name)
+	if err != nil {
+		return c.runErr(name, err)
+	}
+	if err := e.streamRun(ctx, c, run, follow, since); err != nil {
+		return err
+	}
+	if follow {
+		final, err := waitRun(ctx, c, name)
+		if err != nil {
+			return err
+		}
+		if final.Status == api.StatusDone {
+			fmt.Fprintf(e.Stderr, "RUN %s done\n", name)
+		} else {
+			_, why := runFailure(final)
+			fmt.Fprintf(e.Stderr, "RUN %s %s: %s\n", name, final.Status, why)
+		}
+	}
+	return nil
+}
+
+// streamRun writes the logs of a run's jobs to stdout one job after the
+// other, in the run's order (dependencies first).
+func (e *Env) streamRun(ctx context.Context, c *apiClient, run *api.Run, follow bool, since time.Time) error {
+	for i, job := range run.Jobs {
+		if len(run.Jobs) > 1 {
+			fmt.Fprintf(e.Stderr, "==> %s (job %d/%d)\n", job.Workflow, i+1, len(run.Jobs))
+		}
+		if err := e.streamJob(ctx, c, job, follow, since); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxFailures is how many failed calls in a row following gives up after.
+const maxFailures = 8
+
+// streamJob writes one job's log to stdout. When following, it reconnects
+// after a broken stream, from where it left off, until the job is finished.
+func (e *Env) streamJob(ctx context.Context, c *apiClient, job api.Job, follow bool, since time.Time) error {
+	out := &errWriter{w: e.Stdout}
+	var received int64
+	failures := 0
+	delay := 200 * time.Millisecond
+	for {
+		o := client.LogOptions{Follow: follow}
+		var skip int64
+		if since.IsZero() {
+			o.Offset = received
+		} else {
+			// The server filters by time; the same filter gives the same
+			// bytes again, so skip what was already written.
+			o.Since, skip = since, received
+		}
+		n, err := e.copyLog(ctx, c, job.ID, o, skip, out)
+		received += n
+		switch {
+		case out.err != nil:
+			return fmt.Errorf("write the logs: %w", out.err)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !follow:
+			if err != nil {
+				return c.explain(err)
+			}
+			return nil
+		case err != nil && (!retryable(err) || failures >= maxFailures):
+			return c.explain(err)
+		}
+		if err == nil {
+			// The stream ended: normally because the job is finished, but
+			// a server may also end a long stream; then go on from here.
+			run, gerr := c.RunGet(ctx, job.RunName)
+			if gerr != nil && (!retryable(gerr) || failures >= maxFailures) {
+				return c.runErr(job.RunName, gerr)
+			}
+			if gerr == nil && jobFinished(run, job.ID) {
+				return nil
+			}
+		}
+		if n > 0 {
+			failures, delay = 0, 200*time.Millisecond
+			continue
+		}
+		failures++
+		if err := sleep(ctx, delay); err != nil {
+			return err
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// copyLog copies one log stream to out, skipping its first skip bytes, and
+// says how many bytes it wrote.
+func (e *Env) copyLog(ctx context.Context, c *apiClient, jobID string, o client.LogOptions, skip int64, out io.Writer) (int64, error) {
+	rc, err := c.JobLogs(ctx, jobID, o)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	if skip > 0 {
+		if _, err := io.CopyN(io.Discard, rc, skip); err != nil {
+			if errors.Is(err, io.EOF) {
+				return 0, nil
+			}
+			return 0, err
+		}
+	}
+	return io.Copy(out, rc)
+}
+
+func jobFinished(run *api.Run, jobID string) bool {
+	for _, j := range run.Jobs {
+		if j.ID == jobID {
+			return j.Status.Finished()
+		}
+	}
+	return run.Status.Finished()
+}
+
+// retryable reports whether a failed call may succeed if tried again: the
+// server was unreachable or unavailable, or the stream broke.
+func retryable(err error) bool {
+	var unreachable *client.UnreachableError
+	if errors.As(err, &unreachable) {
+		return true
+	}
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return ae.Code == api.CodeUnavailable || ae.Status == http.StatusBadGateway ||
+			ae.Status == http.StatusServiceUnavailable || ae.Status == http.StatusGatewayTimeout
+	}
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// errWriter remembers the first error writing to w, so that a failed
+// write (a closed pipe) is told apart from a broken stream.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (w *errWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.w.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}

@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dstackai/dstack/api"
+)
+
+func (e *Env) psCmd() *cobra.Command {
+	var all, asJSON bool
+	cmd := &cobra.Command{
+		Use:     "ps [-a] [--json]",
+		Aliases: []string{"status"},
+		Short:   "List runs",
+		Long: `List runs, newest first: unfinished and recently finished ones, or all of
+them with -a. RUNNER is the runner of the run's current (or last) job;
+DURATION runs from the first job's start to the run's end, or to now.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return e.ps(cmd.Context(), all, asJSON)
+		},
+	}
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "list all runs, not only unfinished and recent ones")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of runs")
+	return cmd
+}
+
+func (e *Env) ps(ctx context.Context, all, asJSON bool) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	runs, err := c.RunList(ctx, all)
+	if err != nil {
+		return c.explain(err)
+	}
+	if asJSON {
+		return writeJSON(e.Stdout, runs)
+	}
+	if len(runs) == 0 && !all {
+		fmt.Fprintln(e.Stderr, "No unfinished or recent runs; `dstack ps -a` lists all of them, `dstack run WORKFLOW` starts one.")
+		return nil
+	}
+	now := e.Now()
+	t := newTable(e.Stdout, "run", "workflow", "status", "runner", "submitted", "duration")
+	for _, r := range runs {
+		t.row(r.Name, r.Workflow, string(r.Status), runRunner(&r), formatAgo(now, r.SubmittedAt), runDuration(&r, now))
+	}
+	return t.flush()
+}
+
+// runRunner is the runner of the run's active job, else of its last job
+// that had one.
+func runRunner(r *api.Run) string {
+	last := ""
+	for _, j := range r.Jobs {
+		name := j.RunnerName
+		if name == "" {
+			name = j.RunnerID
+		}
+		if j.Status.Active() && name != "" {
+			return name
+		}
+		if name != "" {
+			last = name
+		}
+	}
+	return last
+}
+
+// runDuration is from the first job's start to the run's end, or to now.
+func runDuration(r *api.Run, now time.Time) string {
+	var start *time.Time
+	var end *time.Time
+	for _, j := range r.Jobs {
+		if j.StartedAt != nil && (start == nil || j.StartedAt.Before(*start)) {
+			start = j.StartedAt
+		}
+		if j.FinishedAt != nil && (end == nil || j.FinishedAt.After(*end)) {
+			end = j.FinishedAt
+		}
+	}
+	if start == nil {
+		return ""
+	}
+	if r.FinishedAt != nil {
+		end = r.FinishedAt
+	} else if !r.Status.Finished() {
+		end = &now
+	}
+	if end == nil {
+		end = &now
+	}
+	return formatDuration(end.Sub(*start))
+}

@@ -1,0 +1,358 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/codearchive"
+	"github.com/dstackai/dstack/workflow"
+)
+
+// DefaultMaxCodeSize is the most file content (uncompressed) of the working
+// directory that `dstack run` uploads, unless --max-code-size or
+// DSTACK_MAX_CODE_SIZE says otherwise.
+const DefaultMaxCodeSize int64 = 256 << 20
+
+func (e *Env) runCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "run [--dir DIR] [--max-code-size SIZE] [-d] WORKFLOW [--VAR VALUE]...",
+		Short: "Run a workflow and follow its logs",
+		Long: `Run a workflow of .dstack/workflows.yaml, with every workflow it depends on.
+
+The working directory is uploaded as the jobs' code (honouring .gitignore and
+.dstackignore), the run is submitted, and its logs are followed until it ends;
+the exit code is the run's: 0 when done, the failing job's exit code when it
+failed with one, 1 otherwise. With several jobs, a line such as
+"==> prepare (job 1/2)" on stderr heads each job's logs.
+
+Variables of the workflows are set after the workflow's name, as --NAME VALUE
+or --NAME=VALUE. The options of run itself (--dir, --max-code-size) go before
+the workflow's name; -d/--detach and -h/--help work anywhere.
+
+Ctrl-C stops following the run, not the run: ` + "`dstack logs RUN -f`" + ` follows it
+again and ` + "`dstack stop RUN`" + ` stops it. The exit code is then 130.`,
+		Example: `  dstack run train
+  dstack run train --epochs 20 --lr=0.01
+  dstack run -d train`,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ra, err := parseRunArgs(args)
+			if err != nil {
+				return err
+			}
+			if ra.Help {
+				return cmd.Help()
+			}
+			return e.run(cmd.Context(), ra)
+		},
+	}
+	// These flags are for --help only: parseRunArgs reads the command line.
+	cmd.Flags().BoolP("detach", "d", false, "submit the run and return without following it")
+	cmd.Flags().String("dir", "", "the project's directory (default: the current one)")
+	cmd.Flags().String("max-code-size", "256MiB", "the most file content of the working directory to upload (env DSTACK_MAX_CODE_SIZE)")
+	return cmd
+}
+
+func (e *Env) maxCodeSize(flag string) (int64, error) {
+	if flag != "" {
+		n, err := parseSize(flag)
+		if err != nil {
+			return 0, usagef("--max-code-size: %v", err)
+		}
+		return n, nil
+	}
+	if v := e.Getenv("DSTACK_MAX_CODE_SIZE"); v != "" {
+		n, err := parseSize(v)
+		if err != nil {
+			return 0, fmt.Errorf("DSTACK_MAX_CODE_SIZE: %w", err)
+		}
+		return n, nil
+	}
+	return DefaultMaxCodeSize, nil
+}
+
+func (e *Env) run(ctx context.Context, ra runArgs) error {
+	dir, err := e.projectDir(ra.Dir)
+	if err != nil {
+		return err
+	}
+	maxSize, err := e.maxCodeSize(ra.MaxCodeSize)
+	if err != nil {
+		return err
+	}
+	wf, err := workflow.Load(dir)
+	if err != nil {
+		return err
+	}
+	jobs, err := wf.Resolve(ra.Workflow, ra.Vars)
+	if err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	// Check the server and the token before packing, which can take a while.
+	if _, err := c.Me(ctx); err != nil {
+		return c.explain(err)
+	}
+	archive, size, err := packCode(ctx, dir, maxSize)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = archive.Close()
+		_ = os.Remove(archive.Name())
+	}()
+	if !ra.Detach {
+		fmt.Fprintf(e.Stderr, "Uploading the code (%s)...\n", formatBytes(size))
+	}
+	up, err := c.CodeUpload(ctx, archive)
+	if err != nil {
+		if client.IsCode(err, api.CodeTooLarge) {
+			return fmt.Errorf("the server refused the code: %w; add large files to .dstackignore", err)
+		}
+		return c.explain(err)
+	}
+	run, err := c.RunSubmit(ctx, api.RunSubmitRequest{Workflow: ra.Workflow, CodeID: up.CodeID, Jobs: jobs})
+	if err != nil {
+		return c.explain(err)
+	}
+	if ra.Detach {
+		fmt.Fprintf(e.Stdout, "RUN %s submitted\n", run.Name)
+		fmt.Fprintf(e.Stderr, "Follow it with `dstack logs %s -f`, stop it with `dstack stop %s`.\n", run.Name, run.Name)
+		return nil
+	}
+	fmt.Fprintf(e.Stderr, "RUN %s submitted (%s)\n", run.Name, describeJobs(run))
+	return e.follow(ctx, c, run)
+}
+
+// describeJobs is "train", or "prepare, train" for a run of several jobs.
+func describeJobs(run *api.Run) string {
+	names := make([]string, len(run.Jobs))
+	for i, j := range run.Jobs {
+		names[i] = j.Workflow
+	}
+	if len(names) == 0 {
+		return run.Workflow
+	}
+	return strings.Join(names, ", ")
+}
+
+// packCode packs dir into a temporary file, positioned at its start.
+func packCode(ctx context.Context, dir string, maxSize int64) (*os.File, int64, error) {
+	f, err := os.CreateTemp("", "dstack-code-*.tar.gz")
+	if err != nil {
+		return nil, 0, fmt.Errorf("pack the code: %w", err)
+	}
+	fail := func(err error) (*os.File, int64, error) {
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+		return nil, 0, err
+	}
+	if _, err := codearchive.Pack(ctx, dir, f, codearchive.PackOptions{MaxSize: maxSize}); err != nil {
+		if errors.Is(err, codearchive.ErrTooLarge) {
+			return fail(fmt.Errorf("%w; or raise the limit with `dstack run --max-code-size SIZE` or DSTACK_MAX_CODE_SIZE", err))
+		}
+		return fail(fmt.Errorf("pack the code of %s: %w", dir, err))
+	}
+	size, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fail(err)
+	}
+	return f, size, nil
+}
+
+// follow streams a submitted run's logs until it ends and reports how it
+// ended. Ctrl-C stops following, not the run.
+func (e *Env) follow(ctx context.Context, c *apiClient, run *api.Run) error {
+	ictx, stop := e.Interrupt(ctx)
+	defer stop()
+	// The status watcher and the log headers share stderr.
+	fe := *e
+	fe.Stderr = &syncWriter{w: e.Stderr}
+	wctx, cancelWatch := context.WithCancel(ictx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		fe.watchStatus(wctx, c, run.Name)
+	}()
+	err := fe.streamRun(ictx, c, run, true, time.Time{})
+	var final *api.Run
+	if err == nil {
+		final, err = waitRun(ictx, c, run.Name)
+	}
+	cancelWatch()
+	<-watched
+	if ictx.Err() != nil && ctx.Err() == nil {
+		fmt.Fprintf(e.Stderr, "\nStopped following run %s; it goes on.\n", run.Name)
+		fmt.Fprintf(e.Stderr, "Follow it again with `dstack logs %s -f`, stop it with `dstack stop %s`.\n", run.Name, run.Name)
+		return &exitError{code: ExitInterrupted}
+	}
+	if err != nil {
+		return err
+	}
+	return e.reportRun(final)
+}
+
+// waitRun polls a run until it is finished.
+func waitRun(ctx context.Context, c *apiClient, name string) (*api.Run, error) {
+	delay := 100 * time.Millisecond
+	failures := 0
+	for {
+		run, err := c.RunGet(ctx, name)
+		switch {
+		case err == nil && run.Status.Finished():
+			return run, nil
+		case err == nil:
+			failures = 0
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case !retryable(err) || failures >= maxFailures:
+			return nil, c.runErr(name, err)
+		default:
+			failures++
+		}
+		if err := sleep(ctx, delay); err != nil {
+			return nil, err
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+// reportRun prints how a finished run ended, and turns a failure into the
+// command's exit code.
+func (e *Env) reportRun(run *api.Run) error {
+	dur := ""
+	if run.FinishedAt != nil {
+		dur = " in " + formatDuration(run.FinishedAt.Sub(run.SubmittedAt))
+	}
+	if run.Status == api.StatusDone {
+		fmt.Fprintf(e.Stderr, "RUN %s done%s\n", run.Name, dur)
+		return nil
+	}
+	code, why := runFailure(run)
+	return &exitError{code: code, msg: fmt.Sprintf("run %s %s%s: %s", run.Name, run.Status, dur, why)}
+}
+
+// runFailure is the exit code of a run that did not end done, and why.
+func runFailure(run *api.Run) (int, string) {
+	var job *api.Job
+	for i := range run.Jobs {
+		if run.Jobs[i].Status == api.StatusFailed {
+			job = &run.Jobs[i]
+			break
+		}
+	}
+	if job == nil {
+		for i := range run.Jobs {
+			if run.Jobs[i].Status == run.Status {
+				job = &run.Jobs[i]
+				break
+			}
+		}
+	}
+	if job == nil {
+		return ExitError, "see `dstack logs " + run.Name + "`"
+	}
+	code := ExitError
+	var why string
+	switch {
+	case job.ExitCode != nil && *job.ExitCode != 0:
+		why = fmt.Sprintf("%s exited with code %d", job.Workflow, *job.ExitCode)
+		if *job.ExitCode > 0 && *job.ExitCode < 256 {
+			code = *job.ExitCode
+		}
+	case job.Status == api.StatusStopped, job.Status == api.StatusAborted:
+		why = fmt.Sprintf("%s was %s", job.Workflow, job.Status)
+	default:
+		why = fmt.Sprintf("%s %s", job.Workflow, job.Status)
+	}
+	if job.StatusReason != "" {
+		why += " (" + job.StatusReason + ")"
+	}
+	return code, why
+}
+
+// statusPoll is how often watchStatus looks at a followed run.
+const statusPoll = 2 * time.Second
+
+// watchStatus says on stderr why a followed run shows no output: a job has
+// waited for a runner or an instance for a while, or was interrupted and
+// requeued. It returns when ctx ends or the run is finished.
+func (e *Env) watchStatus(ctx context.Context, c *apiClient, name string) {
+	type seen struct {
+		status  api.JobStatus
+		attempt int
+		polls   int // polls that saw this status
+	}
+	last := map[string]*seen{}
+	t := time.NewTicker(statusPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		run, err := c.RunGet(ctx, name)
+		if err != nil {
+			continue // following reports errors; this only adds notes
+		}
+		for _, j := range run.Jobs {
+			s := last[j.ID]
+			switch {
+			case s == nil:
+				s = &seen{status: j.Status, attempt: j.Attempt}
+				last[j.ID] = s
+			case j.Attempt > s.attempt || (j.Status == api.StatusInterrupted && s.status != j.Status):
+				why := ""
+				if j.StatusReason != "" {
+					why = " (" + j.StatusReason + ")"
+				}
+				fmt.Fprintf(e.Stderr, "==> %s was interrupted%s; it is queued again, attempt %d\n", j.Workflow, why, j.Attempt)
+				*s = seen{status: j.Status, attempt: j.Attempt}
+			case j.Status != s.status:
+				*s = seen{status: j.Status, attempt: j.Attempt}
+			}
+			s.polls++
+			if s.polls != 2 {
+				continue // tell once, and only about a state that lasts
+			}
+			switch j.Status {
+			case api.StatusPending:
+				fmt.Fprintf(e.Stderr, "==> %s is waiting for a runner that fits it (`dstack runners` lists them)\n", j.Workflow)
+			case api.StatusProvisioning:
+				fmt.Fprintf(e.Stderr, "==> %s is waiting for an instance to start\n", j.Workflow)
+			}
+		}
+		if run.Status.Finished() {
+			return
+		}
+	}
+}
+
+// syncWriter serialises writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}

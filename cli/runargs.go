@@ -1,0 +1,124 @@
+package cli
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// runArgs is the command line of `dstack run`, which cobra cannot parse:
+// the words after the workflow's name are the workflow's variables.
+//
+//	dstack run [--dir DIR] [--max-code-size SIZE] [-d] WORKFLOW [--NAME VALUE | --NAME=VALUE | -d]...
+//
+// The run's own options go before WORKFLOW. After it, every --NAME VALUE
+// (or --NAME=VALUE) sets the variable NAME, except -d/--detach and
+// -h/--help, which keep their meaning anywhere. A value is the next word
+// whatever it looks like (--lr -0.1), unless it starts with "--": that is
+// taken for a missing value; write --NAME=--VALUE to pass one. A variable
+// given twice takes its last value.
+type runArgs struct {
+	Workflow    string
+	Vars        map[string]string
+	Detach      bool
+	Help        bool
+	Dir         string
+	MaxCodeSize string // as given; empty for the default
+}
+
+// varName is what the workflows file accepts as a variable's name.
+var varName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
+
+// parseRunArgs parses the arguments of `dstack run` (after "run"). Its
+// errors are usage errors.
+func parseRunArgs(args []string) (runArgs, error) {
+	r := runArgs{Vars: map[string]string{}}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch a {
+		case "-h", "--help":
+			r.Help = true
+			continue
+		case "-d", "--detach":
+			r.Detach = true
+			continue
+		}
+		if r.Workflow == "" {
+			// Before the workflow's name: the run's own options.
+			name, value, hasValue := strings.Cut(a, "=")
+			switch name {
+			case "--dir", "--max-code-size":
+				if !hasValue {
+					if i+1 >= len(args) {
+						return r, usagef("%s needs a value", name)
+					}
+					i++
+					value = args[i]
+				}
+				if name == "--dir" {
+					r.Dir = value
+				} else {
+					r.MaxCodeSize = value
+				}
+				continue
+			}
+			if strings.HasPrefix(a, "-") {
+				return r, usagef("unknown option %q before the workflow's name: dstack run [--dir DIR] [--max-code-size SIZE] [-d] WORKFLOW [--VAR VALUE]...", a)
+			}
+			if a == "" {
+				return r, usagef("the workflow's name is empty")
+			}
+			r.Workflow = a
+			continue
+		}
+		if !strings.HasPrefix(a, "--") {
+			if strings.HasPrefix(a, "-") {
+				return r, usagef("unknown option %q: variables are passed as --NAME VALUE", a)
+			}
+			return r, usagef("unexpected argument %q: only one workflow runs at a time, and variables are passed as --NAME VALUE", a)
+		}
+		name, value, hasValue := strings.Cut(a[2:], "=")
+		if name == "" {
+			return r, usagef("%q is not a variable: pass variables as --NAME VALUE", a)
+		}
+		if !varName.MatchString(name) {
+			return r, usagef("%q is not a valid variable name: use letters, digits, '_' and '-', starting with a letter or '_'", name)
+		}
+		if !hasValue {
+			if i+1 >= len(args) || strings.HasPrefix(args[i+1], "--") {
+				return r, usagef("variable --%s needs a value: --%s VALUE or --%s=VALUE", name, name, name)
+			}
+			i++
+			value = args[i]
+		}
+		r.Vars[name] = value
+	}
+	if r.Workflow == "" && !r.Help {
+		return r, usagef("missing WORKFLOW: dstack run WORKFLOW [--VAR VALUE]... [-d]")
+	}
+	return r, nil
+}
+
+// args writes r back as arguments that parse to r.
+func (r runArgs) args() []string {
+	var out []string
+	if r.Dir != "" {
+		out = append(out, "--dir="+r.Dir)
+	}
+	if r.MaxCodeSize != "" {
+		out = append(out, "--max-code-size="+r.MaxCodeSize)
+	}
+	if r.Help {
+		out = append(out, "--help")
+	}
+	if r.Workflow != "" {
+		out = append(out, r.Workflow)
+	}
+	for k, v := range r.Vars {
+		out = append(out, fmt.Sprintf("--%s=%s", k, v))
+	}
+	if r.Detach {
+		out = append(out, "-d")
+	}
+	return out
+}

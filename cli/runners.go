@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dstackai/dstack/api"
+)
+
+func (e *Env) runnersCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "runners [--json]",
+		Short: "List runners",
+		Long: `List the runners: the machines that run jobs. JOB is the run of the job a
+runner has now.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return e.runners(cmd.Context(), asJSON)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of runners")
+	return cmd
+}
+
+func (e *Env) runners(ctx context.Context, asJSON bool) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	rs, err := c.RunnerList(ctx)
+	if err != nil {
+		return c.explain(err)
+	}
+	if asJSON {
+		return writeJSON(e.Stdout, rs)
+	}
+	if len(rs) == 0 {
+		fmt.Fprintln(e.Stderr, "No runners yet: on a machine, run `dstack-runner config --token TOKEN --server URL` and `dstack-runner start`.")
+		return nil
+	}
+	t := newTable(e.Stdout, "name", "host", "status", "cpu", "memory", "gpu", "disk", "job")
+	for _, r := range rs {
+		cpu := ""
+		if r.Resources.CPUs > 0 {
+			cpu = strconv.Itoa(r.Resources.CPUs)
+		}
+		job := r.RunName
+		if job == "" {
+			job = r.JobID
+		}
+		t.row(r.Name, r.Hostname, string(r.Status), cpu, formatMiB(r.Resources.MemoryMiB), formatGPUs(r.Resources.GPUs), formatMiB(r.Resources.DiskMiB), job)
+	}
+	return t.flush()
+}
+
+// formatGPUs groups a host's GPUs: "2xA100 (40 GiB)", "1xT4 (16 GiB), 1xA10 (24 GiB)".
+func formatGPUs(gpus []api.GPU) string {
+	type key struct {
+		name string
+		mem  int64
+	}
+	var order []key
+	count := map[key]int{}
+	for _, g := range gpus {
+		k := key{g.Name, g.MemoryMiB}
+		if count[k] == 0 {
+			order = append(order, k)
+		}
+		count[k]++
+	}
+	parts := make([]string, 0, len(order))
+	for _, k := range order {
+		s := fmt.Sprintf("%dx%s", count[k], k.name)
+		if m := formatMiB(k.mem); m != "" {
+			s += " (" + m + ")"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ", ")
+}

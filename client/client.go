@@ -1,0 +1,279 @@
+// Package client is the Go client of dstack's HTTP API. The CLI, the runner and
+// the tests reach the server through it and nothing else.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dstackai/dstack/api"
+)
+
+// Client calls one dstack server with one bearer token.
+type Client struct {
+	base  *url.URL
+	token string
+	http  *http.Client
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithHTTPClient replaces the HTTP client (for TLS settings or tests).
+func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
+
+// New returns a client of the server at baseURL (e.g. "http://127.0.0.1:3000").
+func New(baseURL, token string, opts ...Option) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("server URL %q is not an absolute http(s) URL such as http://127.0.0.1:3000", baseURL)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("server URL %q: scheme must be http or https", baseURL)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	c := &Client{base: u, token: token, http: &http.Client{Transport: tr}}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+// BaseURL is the server's URL.
+func (c *Client) BaseURL() string { return c.base.String() }
+
+// WithToken returns a copy of c that authenticates with another token.
+func (c *Client) WithToken(token string) *Client {
+	cp := *c
+	cp.token = token
+	return &cp
+}
+
+// request describes one call.
+type request struct {
+	method  string
+	path    string // under api.PathPrefix unless it starts with "//"
+	query   url.Values
+	body    io.Reader
+	ctype   string
+	headers map[string]string
+}
+
+func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
+	u := *c.base
+	if strings.HasPrefix(r.path, "//") {
+		u.Path += r.path[1:]
+	} else {
+		u.Path += api.PathPrefix + r.path
+	}
+	u.RawQuery = r.query.Encode()
+	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), r.body)
+	if err != nil {
+		return nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if r.ctype != "" {
+		req.Header.Set("Content-Type", r.ctype)
+	}
+	for k, v := range r.headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &UnreachableError{URL: c.base.String(), Err: err}
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	return resp, nil
+}
+
+// UnreachableError says the server could not be reached at all.
+type UnreachableError struct {
+	URL string
+	Err error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the dstack server at %s: %v (is `dstack server` running and the URL right?)", e.URL, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+func decodeError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var body api.ErrorBody
+	if json.Unmarshal(b, &body) == nil && body.Error != nil && body.Error.Message != "" {
+		body.Error.Status = resp.StatusCode
+		return body.Error
+	}
+	msg := strings.TrimSpace(string(b))
+	if msg == "" {
+		msg = resp.Status
+	}
+	return &api.Error{Status: resp.StatusCode, Code: api.CodeInternal, Message: fmt.Sprintf("server answered %s: %s", resp.Status, msg)}
+}
+
+// IsCode reports whether err is an API error with the given code.
+func IsCode(err error, code string) bool {
+	var e *api.Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+func (c *Client) doJSON(ctx context.Context, method, path string, query url.Values, in, out any) error {
+	r := request{method: method, path: path, query: query}
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		r.body, r.ctype = bytes.NewReader(b), "application/json"
+	}
+	resp, err := c.do(ctx, r)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// Health calls GET /healthz.
+func (c *Client) Health(ctx context.Context) error {
+	resp, err := c.do(ctx, request{method: http.MethodGet, path: "//healthz"})
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// Me returns the user the token belongs to.
+func (c *Client) Me(ctx context.Context) (*api.User, error) {
+	var u api.User
+	return &u, c.doJSON(ctx, http.MethodGet, "/me", nil, nil, &u)
+}
+
+// CodeUpload uploads a gzip'd tar of a working directory.
+func (c *Client) CodeUpload(ctx context.Context, archive io.Reader) (*api.CodeUploadResponse, error) {
+	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/code", body: archive, ctype: "application/gzip"})
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var out api.CodeUploadResponse
+	return &out, json.NewDecoder(resp.Body).Decode(&out)
+}
+
+// RunSubmit submits a run.
+func (c *Client) RunSubmit(ctx context.Context, req api.RunSubmitRequest) (*api.Run, error) {
+	var r api.Run
+	return &r, c.doJSON(ctx, http.MethodPost, "/runs", nil, req, &r)
+}
+
+// RunList lists runs, newest first: unfinished and recently finished ones, or
+// all of them.
+func (c *Client) RunList(ctx context.Context, all bool) ([]api.Run, error) {
+	var rs []api.Run
+	q := url.Values{}
+	if all {
+		q.Set("all", "true")
+	}
+	return rs, c.doJSON(ctx, http.MethodGet, "/runs", q, nil, &rs)
+}
+
+// RunGet returns a run with its jobs.
+func (c *Client) RunGet(ctx context.Context, name string) (*api.Run, error) {
+	var r api.Run
+	return &r, c.doJSON(ctx, http.MethodGet, "/runs/"+url.PathEscape(name), nil, nil, &r)
+}
+
+// RunStop stops a run: artifacts are uploaded unless abort.
+func (c *Client) RunStop(ctx context.Context, name string, abort bool) (*api.Run, error) {
+	var r api.Run
+	return &r, c.doJSON(ctx, http.MethodPost, "/runs/"+url.PathEscape(name)+"/stop", nil, api.StopRequest{Abort: abort}, &r)
+}
+
+// LogOptions select what JobLogs returns.
+type LogOptions struct {
+	Follow bool      // keep the stream open until the job finishes
+	Since  time.Time // only output written at or after it
+	Offset int64     // skip the first Offset bytes of the log
+}
+
+// JobLogs streams a job's output.
+func (c *Client) JobLogs(ctx context.Context, jobID string, o LogOptions) (io.ReadCloser, error) {
+	q := url.Values{}
+	if o.Follow {
+		q.Set("follow", "true")
+	}
+	if !o.Since.IsZero() {
+		q.Set("since", o.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if o.Offset > 0 {
+		q.Set("offset", strconv.FormatInt(o.Offset, 10))
+	}
+	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/jobs/" + url.PathEscape(jobID) + "/logs", query: q})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// ArtifactList lists the artifact files of a run's jobs.
+func (c *Client) ArtifactList(ctx context.Context, run string) ([]api.ArtifactFile, error) {
+	var fs []api.ArtifactFile
+	return fs, c.doJSON(ctx, http.MethodGet, "/runs/"+url.PathEscape(run)+"/artifacts", nil, nil, &fs)
+}
+
+// ArtifactDownload opens one artifact file from offset on, and says how many
+// bytes follow.
+func (c *Client) ArtifactDownload(ctx context.Context, jobID, path string, offset int64) (io.ReadCloser, int64, error) {
+	r := request{method: http.MethodGet, path: "/jobs/" + url.PathEscape(jobID) + "/artifacts/" + escapePath(path)}
+	if offset > 0 {
+		r.headers = map[string]string{"Range": fmt.Sprintf("bytes=%d-", offset)}
+	}
+	resp, err := c.do(ctx, r)
+	if err != nil {
+		return nil, 0, err
+	}
+	return resp.Body, resp.ContentLength, nil
+}
+
+// RunnerList lists the user's runners.
+func (c *Client) RunnerList(ctx context.Context) ([]api.Runner, error) {
+	var rs []api.Runner
+	return rs, c.doJSON(ctx, http.MethodGet, "/runners", nil, nil, &rs)
+}
+
+func escapePath(p string) string {
+	parts := strings.Split(p, "/")
+	for i, s := range parts {
+		parts[i] = url.PathEscape(s)
+	}
+	return strings.Join(parts, "/")
+}

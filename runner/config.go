@@ -1,0 +1,241 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/executor"
+)
+
+// Environment variables read by ApplyEnv.
+const (
+	EnvServer = "DSTACK_SERVER"
+	EnvToken  = "DSTACK_TOKEN"
+)
+
+// DefaultServer is the server a runner talks to when none is configured.
+const DefaultServer = "http://127.0.0.1:3000"
+
+// Config is a runner's configuration. The fields with yaml tags are what
+// `dstack-runner config` writes to the config file; the others are set by
+// whoever embeds a runner (the CLI, the local backend, tests).
+type Config struct {
+	// Server is the URL of the dstack server.
+	Server string `yaml:"server"`
+	// Token is the user's token; it is exchanged for a runner credential at
+	// registration.
+	Token string `yaml:"token"`
+	// Name is the runner's name as shown by `dstack runners`.
+	Name string `yaml:"name"`
+	// DataDir holds the runner's state, job working directories and log
+	// spools.
+	DataDir string `yaml:"data_dir,omitempty"`
+	// Executor is "shell" (the default) or "docker".
+	Executor string `yaml:"executor,omitempty"`
+
+	// Resources, when set, are reported instead of the detected ones.
+	Resources *api.HostResources `yaml:"-"`
+	// NvidiaSMI is the nvidia-smi binary to query GPUs with.
+	NvidiaSMI string `yaml:"-"`
+	// ExecutorImpl, when set, runs the jobs instead of Executor's.
+	ExecutorImpl executor.Executor `yaml:"-"`
+	// ClaimWait is how long one claim waits on the server for a job.
+	ClaimWait time.Duration `yaml:"-"`
+	// StopGrace is how long a stopped job has between SIGTERM and SIGKILL.
+	StopGrace time.Duration `yaml:"-"`
+	// LogAckTimeout bounds how long a finished job waits, without progress,
+	// for the server to acknowledge its log before its status is reported.
+	LogAckTimeout time.Duration `yaml:"-"`
+	// ShutdownTimeout bounds Stop: the job in progress is stopped, its
+	// artifacts uploaded and its status reported within it.
+	ShutdownTimeout time.Duration `yaml:"-"`
+	// MaxCodeSize bounds the unpacked size of a job's code (0: the
+	// archive package's default).
+	MaxCodeSize int64 `yaml:"-"`
+	// Version is reported at registration; empty means Version.
+	Version string `yaml:"-"`
+}
+
+// Version is the runner's version, set at build time with
+// -ldflags "-X github.com/dstackai/dstack/runner.Version=...".
+var Version = "0.0.0-dev"
+
+// DefaultConfig is the configuration before the file, the environment and
+// the flags are applied.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Server:   DefaultServer,
+		Name:     host,
+		DataDir:  DefaultDataDir(),
+		Executor: "shell",
+	}
+}
+
+// DefaultDataDir is ~/.dstack-runner.
+func DefaultDataDir() string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return ".dstack-runner"
+	}
+	return filepath.Join(home, ".dstack-runner")
+}
+
+// DefaultConfigPath is ~/.dstack-runner/config.yaml.
+func DefaultConfigPath() string { return filepath.Join(DefaultDataDir(), "config.yaml") }
+
+// LoadFile applies the config file at path over c. A missing file is an
+// error that says how to create it.
+func (c *Config) LoadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no runner config at %s: run `dstack-runner config --token TOKEN` first (the token is in the web UI's Settings)", path)
+	}
+	if err != nil {
+		return fmt.Errorf("read runner config: %w", err)
+	}
+	var f Config
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("runner config %s is not valid YAML: %w (fix it or rewrite it with `dstack-runner config`)", path, err)
+	}
+	if f.Server != "" {
+		c.Server = f.Server
+	}
+	if f.Token != "" {
+		c.Token = f.Token
+	}
+	if f.Name != "" {
+		c.Name = f.Name
+	}
+	if f.DataDir != "" {
+		c.DataDir = f.DataDir
+	}
+	if f.Executor != "" {
+		c.Executor = f.Executor
+	}
+	return nil
+}
+
+// WriteFile writes the file fields of c to path (mode 0600: it holds a
+// token), creating its directory.
+func (c Config) WriteFile(path string) error {
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("write runner config: %w", err)
+	}
+	return writeFileAtomic(path, b, 0o600, true)
+}
+
+// ApplyEnv applies DSTACK_SERVER and DSTACK_TOKEN over c.
+func (c *Config) ApplyEnv(getenv func(string) string) {
+	if v := getenv(EnvServer); v != "" {
+		c.Server = v
+	}
+	if v := getenv(EnvToken); v != "" {
+		c.Token = v
+	}
+}
+
+// Validate says what is wrong with c, and how to fix it.
+func (c Config) Validate() error {
+	var errs []error
+	if err := ValidateServerURL(c.Server); err != nil {
+		errs = append(errs, err)
+	}
+	if strings.TrimSpace(c.Token) == "" {
+		errs = append(errs, errors.New("no token: run `dstack-runner config --token TOKEN` (the token is in the web UI's Settings) or set "+EnvToken))
+	}
+	if n := strings.TrimSpace(c.Name); n == "" || len(n) > 200 {
+		errs = append(errs, errors.New("the runner name must be 1 to 200 characters: set it with --name"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("no data directory: set it with --data-dir"))
+	}
+	if c.ExecutorImpl == nil {
+		if _, err := executor.New(c.Executor); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"claim wait", c.ClaimWait}, {"stop grace", c.StopGrace}, {"log ack timeout", c.LogAckTimeout}, {"shutdown timeout", c.ShutdownTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %s is negative", d.name, d.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateServerURL checks that u is an absolute http(s) URL.
+func ValidateServerURL(u string) error {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" || (p.Scheme != "http" && p.Scheme != "https") {
+		return fmt.Errorf("server URL %q is not an http(s) URL such as %s: set it with --server", u, DefaultServer)
+	}
+	if p.RawQuery != "" || p.Fragment != "" {
+		return fmt.Errorf("server URL %q must not have a query or fragment", u)
+	}
+	return nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.ClaimWait == 0 {
+		c.ClaimWait = 30 * time.Second
+	}
+	if c.StopGrace == 0 {
+		c.StopGrace = 2 * time.Second
+	}
+	if c.LogAckTimeout == 0 {
+		c.LogAckTimeout = 30 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 60 * time.Second
+	}
+	if c.Version == "" {
+		c.Version = Version
+	}
+	if c.Executor == "" {
+		c.Executor = "shell"
+	}
+}
+
+// writeFileAtomic writes b to path through a temporary file and a rename, so
+// a crash leaves the old file or the new one; with sync, the new one is on
+// disk when it returns.
+func writeFileAtomic(path string, b []byte, mode os.FileMode, sync bool) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if sync {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return err
+		}
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,244 @@
+package runner
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigSources(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		file string
+		env  map[string]string
+		want Config
+	}{
+		{"file only", "server: http://example.com:3000\ntoken: T1\nname: gpu-box\n", nil,
+			Config{Server: "http://example.com:3000", Token: "T1", Name: "gpu-box", DataDir: "/data", Executor: "shell"}},
+		{"environment wins", "server: http://example.com:3000\ntoken: T1\n",
+			map[string]string{EnvServer: "https://dstack.example.org", EnvToken: "T2"},
+			Config{Server: "https://dstack.example.org", Token: "T2", Name: "default-name", DataDir: "/data", Executor: "shell"}},
+		{"file sets data dir", "token: T1\ndata_dir: /srv/runner\n", nil,
+			Config{Server: DefaultServer, Token: "T1", Name: "default-name", DataDir: "/srv/runner", Executor: "shell"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg := Config{Server: DefaultServer, Name: "default-name", DataDir: "/data", Executor: "shell"}
+			if err := cfg.LoadFile(path); err != nil {
+				t.Fatal(err)
+			}
+			cfg.ApplyEnv(func(k string) string { return tt.env[k] })
+			if !reflect.DeepEqual(cfg, tt.want) {
+				t.Errorf("got %+v, want %+v", cfg, tt.want)
+			}
+			if err := cfg.Validate(); err != nil {
+				t.Errorf("Validate: %v", err)
+			}
+		})
+	}
+}
+
+func TestConfigFileErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("server: [unclosed\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		path, want string
+	}{
+		{filepath.Join(dir, "missing.yaml"), "dstack-runner config --token"},
+		{bad, "not valid YAML"},
+	}
+	for _, tt := range tests {
+		var cfg Config
+		err := cfg.LoadFile(tt.path)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("LoadFile(%s) = %v, want an error mentioning %q", tt.path, err, tt.want)
+		}
+	}
+}
+
+func TestConfigWriteFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "sub", "config.yaml")
+	in := Config{Server: "http://10.0.0.1:3000", Token: "secret", Name: "box", StopGrace: time.Second}
+	if err := in.WriteFile(path); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", st.Mode().Perm())
+	}
+	var out Config
+	if err := out.LoadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	if out.Server != in.Server || out.Token != in.Token || out.Name != in.Name || out.StopGrace != 0 {
+		t.Errorf("round trip: got %+v", out)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	good := Config{Server: DefaultServer, Token: "T", Name: "n", DataDir: "/d", Executor: "shell"}
+	tests := []struct {
+		name   string
+		change func(*Config)
+		want   string // in the error; "" for none
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"https", func(c *Config) { c.Server = "https://dstack.example.org/prefix" }, ""},
+		{"no scheme", func(c *Config) { c.Server = "127.0.0.1:3000" }, "--server"},
+		{"ftp", func(c *Config) { c.Server = "ftp://host" }, "--server"},
+		{"no token", func(c *Config) { c.Token = " " }, "dstack-runner config --token"},
+		{"no name", func(c *Config) { c.Name = "" }, "--name"},
+		{"long name", func(c *Config) { c.Name = strings.Repeat("x", 201) }, "--name"},
+		{"no data dir", func(c *Config) { c.DataDir = "" }, "--data-dir"},
+		{"docker", func(c *Config) { c.Executor = "docker" }, "--executor shell"},
+		{"unknown executor", func(c *Config) { c.Executor = "k8s" }, "unknown executor"},
+		{"negative grace", func(c *Config) { c.StopGrace = -time.Second }, "negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := good
+			tt.change(&c)
+			err := c.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("Validate: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("Validate = %v, want an error mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestStateReusable(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	cfg := Config{Server: "http://s:3000", Name: "box"}
+	good := state{Server: cfg.Server, Name: cfg.Name, RunnerID: "r1", Token: "tok", RegisteredAt: now.Add(-time.Hour), ExpiresAt: now.Add(30 * 24 * time.Hour)}
+	tests := []struct {
+		name   string
+		change func(*state)
+		want   bool
+	}{
+		{"valid", func(*state) {}, true},
+		{"other server", func(s *state) { s.Server = "http://other:3000" }, false},
+		{"other name", func(s *state) { s.Name = "other" }, false},
+		{"expired", func(s *state) { s.ExpiresAt = now.Add(-time.Minute) }, false},
+		{"expiring within a day", func(s *state) { s.RegisteredAt = now.Add(-30 * 24 * time.Hour); s.ExpiresAt = now.Add(time.Hour) }, false},
+		{"short life, early", func(s *state) { s.RegisteredAt = now.Add(-time.Minute); s.ExpiresAt = now.Add(time.Hour) }, true},
+		{"died in a job", func(s *state) { s.JobID = "j1" }, false},
+		{"no token", func(s *state) { s.Token = "" }, false},
+	}
+	for _, tt := range tests {
+		s := good
+		tt.change(&s)
+		if got := s.reusable(cfg, now); got != tt.want {
+			t.Errorf("%s: reusable = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	var none *state
+	if none.reusable(cfg, now) {
+		t.Error("nil state is reusable")
+	}
+}
+
+func TestStateRoundTrip(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if s, err := loadState(dir); s != nil || err != nil {
+		t.Fatalf("no file: %v, %v", s, err)
+	}
+	in := &state{Server: "http://s", Name: "n", RunnerID: "r", Token: "t", ExpiresAt: time.Now().Round(0).UTC(), HeartbeatInterval: 10 * time.Second, JobID: "j"}
+	if err := saveState(dir, in, true); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(statePath(dir))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("state file: %v, %v", st, err)
+	}
+	out, err := loadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Errorf("got %+v, want %+v", out, in)
+	}
+}
+
+func TestLocalPath(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		rel, want string // want "" for an error
+	}{
+		{"model", "/w/model"},
+		{"data/train.csv", "/w/data/train.csv"},
+		{"out/", "/w/out"},
+		{"./a/../b", "/w/b"},
+		{".", "/w"},
+		{"", ""},
+		{"/etc/passwd", ""},
+		{"..", ""},
+		{"../x", ""},
+		{"a/../../x", ""},
+	}
+	for _, tt := range tests {
+		got, err := localPath("/w", tt.rel)
+		if (err != nil) != (tt.want == "") || (err == nil && got != tt.want) {
+			t.Errorf("localPath(%q) = %q, %v; want %q", tt.rel, got, err, tt.want)
+		}
+	}
+}
+
+func TestCollectArtifacts(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, f := range []string{"model/weights.bin", "model/sub/config.json", "report.txt", "other/x"} {
+		p := filepath.Join(dir, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(dir, "model", "link")); err != nil {
+		t.Fatal(err)
+	}
+	files, missing, err := collectArtifacts(dir, []string{"model", "report.txt", "absent", "model/sub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rels []string
+	for _, f := range files {
+		rels = append(rels, f.rel)
+	}
+	sort.Strings(rels)
+	if want := []string{"model/sub/config.json", "model/weights.bin", "report.txt"}; !reflect.DeepEqual(rels, want) {
+		t.Errorf("files %v, want %v", rels, want)
+	}
+	if !reflect.DeepEqual(missing, []string{"absent"}) {
+		t.Errorf("missing %v", missing)
+	}
+	if _, _, err := collectArtifacts(dir, []string{"../escape"}); err == nil {
+		t.Error("an artifact path outside the working directory was accepted")
+	}
+}

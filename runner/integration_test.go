@@ -1,0 +1,438 @@
+package runner
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/server/servertest"
+)
+
+// These tests run a real server in process (servertest) and a Runner
+// against it, and drive them through the admin's API client as the CLI
+// would.
+
+type fixture struct {
+	srv   *servertest.Server
+	admin *client.Client
+	cfg   Config
+	r     *Runner
+}
+
+// setup starts a server and a runner registered with it.
+func setup(t testing.TB, change ...func(*Config)) *fixture {
+	t.Helper()
+	srv := servertest.Start(t)
+	f := &fixture{srv: srv, admin: srv.Client()}
+	f.cfg = Config{
+		Server:    srv.URL,
+		Token:     srv.AdminToken,
+		Name:      "test-runner",
+		DataDir:   t.TempDir(),
+		Resources: &api.HostResources{CPUs: 4, MemoryMiB: 8192, DiskMiB: 100 << 10},
+		StopGrace: time.Second,
+	}
+	for _, c := range change {
+		c(&f.cfg)
+	}
+	f.r = f.startRunner(t)
+	return f
+}
+
+func (f *fixture) startRunner(t testing.TB) *Runner {
+	t.Helper()
+	r, err := New(f.cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// codeArchive builds a gzip'd tar of files (name -> content).
+func codeArchive(t testing.TB, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(files[n])), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(files[n])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func (f *fixture) uploadCode(t testing.TB, files map[string]string) string {
+	t.Helper()
+	if files == nil {
+		files = map[string]string{"README": "test code\n"}
+	}
+	resp, err := f.admin.CodeUpload(context.Background(), bytes.NewReader(codeArchive(t, files)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.CodeID
+}
+
+// submit submits a run of jobs (the last one is the run's workflow).
+func (f *fixture) submit(t testing.TB, codeID string, jobs ...api.JobSpec) *api.Run {
+	t.Helper()
+	for i := range jobs {
+		if jobs[i].Provider == "" {
+			jobs[i].Provider = "bash"
+		}
+	}
+	run, err := f.admin.RunSubmit(context.Background(), api.RunSubmitRequest{Workflow: jobs[len(jobs)-1].Workflow, CodeID: codeID, Jobs: jobs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return run
+}
+
+// job returns the job of a workflow of a run as the server has it now.
+func (f *fixture) job(t testing.TB, run, workflow string) api.Job {
+	t.Helper()
+	r, err := f.admin.RunGet(context.Background(), run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range r.Jobs {
+		if j.Workflow == workflow {
+			return j
+		}
+	}
+	t.Fatalf("run %s has no job %s", run, workflow)
+	return api.Job{}
+}
+
+// waitStatus polls until the job reaches a state that satisfies ok.
+func (f *fixture) waitStatus(t testing.TB, run, workflow string, ok func(api.JobStatus) bool) api.Job {
+	t.Helper()
+	var j api.Job
+	waitUntil(t, "job "+workflow+" of "+run, func() bool {
+		j = f.job(t, run, workflow)
+		return ok(j.Status)
+	})
+	return j
+}
+
+func finished(s api.JobStatus) bool { return s.Finished() }
+
+// logs returns a job's whole log.
+func (f *fixture) logs(t testing.TB, jobID string) string {
+	t.Helper()
+	rc, err := f.admin.JobLogs(context.Background(), jobID, client.LogOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// waitLog polls a job's log until it contains s.
+func (f *fixture) waitLog(t testing.TB, jobID, s string) {
+	t.Helper()
+	waitUntil(t, "log line "+strconv.Quote(s), func() bool { return strings.Contains(f.logs(t, jobID), s) })
+}
+
+// artifacts returns a run's artifact files (path -> content) of a job.
+func (f *fixture) artifacts(t testing.TB, run, jobID string) map[string]string {
+	t.Helper()
+	files, err := f.admin.ArtifactList(context.Background(), run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, a := range files {
+		if a.JobID != jobID {
+			continue
+		}
+		rc, _, err := f.admin.ArtifactDownload(context.Background(), a.JobID, a.Path, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[a.Path] = string(b)
+	}
+	return out
+}
+
+func TestJobRunsToTheEnd(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	code := f.uploadCode(t, map[string]string{"data.txt": "from the code\n", "src/train.sh": "echo training $EPOCHS\n"})
+	var wantLog strings.Builder
+	wantLog.WriteString("from the code\ntrain run\ntraining 20\n")
+	for i := 1; i <= 2000; i++ {
+		wantLog.WriteString("line " + strconv.Itoa(i) + "\n")
+	}
+	wantLog.WriteString("to stderr\n")
+	run := f.submit(t, code, api.JobSpec{
+		Workflow: "train",
+		Env:      map[string]string{"EPOCHS": "20"},
+		Commands: []string{
+			"cat data.txt",
+			`echo "$DSTACK_WORKFLOW ${DSTACK_RUN_NAME%%-*}" | sed 's/^train [a-z]*$/train run/'`,
+			"sh src/train.sh",
+			"for i in $(seq 1 2000); do echo line $i; done",
+			"echo to stderr >&2",
+			"mkdir -p model/sub && echo weights > model/w.bin && echo cfg > model/sub/c.json && echo r > report.txt",
+		},
+		Artifacts: []string{"model", "report.txt"},
+	})
+	j := f.waitStatus(t, run.Name, "train", finished)
+	if j.Status != api.StatusDone || j.ExitCode == nil || *j.ExitCode != 0 {
+		t.Fatalf("job %s (%s), exit code %v; log:\n%s", j.Status, j.StatusReason, j.ExitCode, f.logs(t, j.ID))
+	}
+	if got := f.logs(t, j.ID); got != wantLog.String() {
+		t.Errorf("log:\n%.500s\nwant:\n%.500s", got, wantLog.String())
+	}
+	want := map[string]string{"model/w.bin": "weights\n", "model/sub/c.json": "cfg\n", "report.txt": "r\n"}
+	if got := f.artifacts(t, run.Name, j.ID); !equalMaps(got, want) {
+		t.Errorf("artifacts %v, want %v", got, want)
+	}
+	if j.RunnerID != f.r.ID() {
+		t.Errorf("job ran on %q, want %q", j.RunnerID, f.r.ID())
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestJobFails(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	code := f.uploadCode(t, nil)
+	tests := []struct {
+		name       string
+		spec       api.JobSpec
+		wantCode   *int
+		wantReason string
+		wantLog    string
+	}{
+		{"exit code", api.JobSpec{Commands: []string{"echo before", "exit 3", "echo after"}}, ptr(3), "exit status 3", "before\n"},
+		{"set -e", api.JobSpec{Commands: []string{"false", "echo unreachable"}}, ptr(1), "exit status 1", ""},
+		{"missing artifact", api.JobSpec{Commands: []string{"mkdir -p out && echo x > out/f"}, Artifacts: []string{"out", "nope"}}, ptr(0), `artifact path "nope" does not exist`, `artifact path "nope" does not exist`},
+	}
+	// One runner runs them one after the other.
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.spec.Workflow = "w"
+			run := f.submit(t, code, tt.spec)
+			j := f.waitStatus(t, run.Name, "w", finished)
+			if j.Status != api.StatusFailed {
+				t.Fatalf("status %s, want failed", j.Status)
+			}
+			if (j.ExitCode == nil) != (tt.wantCode == nil) || (j.ExitCode != nil && *j.ExitCode != *tt.wantCode) {
+				t.Errorf("exit code %v, want %v", j.ExitCode, tt.wantCode)
+			}
+			if !strings.Contains(j.StatusReason, tt.wantReason) {
+				t.Errorf("reason %q, want %q", j.StatusReason, tt.wantReason)
+			}
+			if got := f.logs(t, j.ID); !strings.Contains(got, tt.wantLog) {
+				t.Errorf("log %q, want it to contain %q", got, tt.wantLog)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestDependencies(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	code := f.uploadCode(t, nil)
+	run := f.submit(t, code,
+		api.JobSpec{Workflow: "prepare", Commands: []string{"mkdir -p data/nested && echo rows > data/nested/train.csv && echo solo > single.txt"}, Artifacts: []string{"data", "single.txt"}},
+		api.JobSpec{Workflow: "train", DependsOn: []string{"prepare"}, Commands: []string{"cat data/nested/train.csv single.txt"}},
+	)
+	j := f.waitStatus(t, run.Name, "train", finished)
+	if j.Status != api.StatusDone {
+		t.Fatalf("train %s: %s; log:\n%s", j.Status, j.StatusReason, f.logs(t, j.ID))
+	}
+	if got := f.logs(t, j.ID); got != "rows\nsolo\n" {
+		t.Errorf("train's log %q", got)
+	}
+}
+
+func TestStop(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name          string
+		abort         bool
+		wantStatus    api.JobStatus
+		wantArtifacts map[string]string
+		wantLog       string
+	}{
+		{"stop", false, api.StatusStopped, map[string]string{"out/partial.txt": "saved on TERM\n"}, "got TERM\n"},
+		{"abort", true, api.StatusAborted, map[string]string{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := setup(t)
+			code := f.uploadCode(t, nil)
+			run := f.submit(t, code, api.JobSpec{
+				Workflow: "w",
+				Commands: []string{
+					"trap 'echo got TERM; mkdir -p out; echo saved on TERM > out/partial.txt; exit 5' TERM",
+					"echo started",
+					"while true; do sleep 0.05; done",
+				},
+				Artifacts: []string{"out"},
+			})
+			j := f.waitStatus(t, run.Name, "w", func(s api.JobStatus) bool { return s == api.StatusRunning })
+			f.waitLog(t, j.ID, "started")
+			start := time.Now()
+			if _, err := f.admin.RunStop(context.Background(), run.Name, tt.abort); err != nil {
+				t.Fatal(err)
+			}
+			j = f.waitStatus(t, run.Name, "w", finished)
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("the stop took %v", d)
+			}
+			if j.Status != tt.wantStatus {
+				t.Fatalf("status %s (%s), want %s", j.Status, j.StatusReason, tt.wantStatus)
+			}
+			if got := f.artifacts(t, run.Name, j.ID); !equalMaps(got, tt.wantArtifacts) {
+				t.Errorf("artifacts %v, want %v", got, tt.wantArtifacts)
+			}
+			if got := f.logs(t, j.ID); !strings.HasPrefix(got, "started\n") || !strings.Contains(got, tt.wantLog) {
+				t.Errorf("log %q", got)
+			}
+		})
+	}
+}
+
+func TestStopKillsAfterGrace(t *testing.T) {
+	t.Parallel()
+	f := setup(t, func(c *Config) { c.StopGrace = 300 * time.Millisecond })
+	code := f.uploadCode(t, nil)
+	run := f.submit(t, code, api.JobSpec{Workflow: "w", Commands: []string{"trap 'echo ignoring TERM' TERM", "echo started", "while true; do sleep 0.05; done"}})
+	j := f.waitStatus(t, run.Name, "w", func(s api.JobStatus) bool { return s == api.StatusRunning })
+	f.waitLog(t, j.ID, "started")
+	if _, err := f.admin.RunStop(context.Background(), run.Name, false); err != nil {
+		t.Fatal(err)
+	}
+	j = f.waitStatus(t, run.Name, "w", finished)
+	if j.Status != api.StatusStopped || j.ExitCode == nil || *j.ExitCode != 137 {
+		t.Errorf("status %s, exit code %v; want stopped, 137", j.Status, j.ExitCode)
+	}
+}
+
+func TestServerRestartDuringJob(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	code := f.uploadCode(t, nil)
+	const lines = 200000
+	run := f.submit(t, code, api.JobSpec{
+		Workflow: "w",
+		Commands: []string{"echo first", "while [ ! -e go ]; do sleep 0.01; done", "seq 1 " + strconv.Itoa(lines)},
+	})
+	j := f.waitStatus(t, run.Name, "w", func(s api.JobStatus) bool { return s == api.StatusRunning })
+	f.waitLog(t, j.ID, "first")
+	f.srv.Restart(t)
+	// Let the job write while the runner's calls go to a new server.
+	f.admin = f.srv.Client()
+	if err := os.WriteFile(filepath.Join(f.r.jobsDir(), j.ID, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j = f.waitStatus(t, run.Name, "w", finished)
+	if j.Status != api.StatusDone {
+		t.Fatalf("status %s (%s)", j.Status, j.StatusReason)
+	}
+	var want strings.Builder
+	want.WriteString("first\n")
+	for i := 1; i <= lines; i++ {
+		want.WriteString(strconv.Itoa(i) + "\n")
+	}
+	if got := f.logs(t, j.ID); got != want.String() {
+		t.Errorf("log has %d bytes, want %d", len(got), want.Len())
+	}
+}
+
+func TestRestartReusesIdentity(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	first := f.r.ID()
+	f.r.Stop()
+	f.r.Stop() // twice is fine
+	second := f.startRunner(t)
+	if second.ID() != first {
+		t.Errorf("restarted runner registered anew: %s, want %s", second.ID(), first)
+	}
+	// The reused identity works: it runs a job.
+	run := f.submit(t, f.uploadCode(t, nil), api.JobSpec{Workflow: "w", Commands: []string{"echo ok"}})
+	if j := f.waitStatus(t, run.Name, "w", finished); j.Status != api.StatusDone || j.RunnerID != first {
+		t.Errorf("job %s on %s", j.Status, j.RunnerID)
+	}
+}
+
+func TestShutdownStopsTheJob(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	code := f.uploadCode(t, nil)
+	run := f.submit(t, code, api.JobSpec{
+		Workflow:  "w",
+		Commands:  []string{"echo started", "mkdir out && echo x > out/x", "sleep 1000"},
+		Artifacts: []string{"out"},
+	})
+	j := f.waitStatus(t, run.Name, "w", func(s api.JobStatus) bool { return s == api.StatusRunning })
+	f.waitLog(t, j.ID, "started")
+	f.r.Stop()
+	j = f.job(t, run.Name, "w")
+	if j.Status != api.StatusStopped || !strings.Contains(j.StatusReason, "shut down") {
+		t.Errorf("after Stop the job is %s (%s), want stopped", j.Status, j.StatusReason)
+	}
+	if got := f.artifacts(t, run.Name, j.ID); got["out/x"] != "x\n" {
+		t.Errorf("artifacts %v", got)
+	}
+}

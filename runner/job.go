@@ -1,0 +1,408 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/executor"
+)
+
+// job is one assignment in progress.
+type job struct {
+	r     *Runner
+	id    string
+	lease int64
+	spec  api.JobSpec
+	run   string
+	log   *slog.Logger
+	dir   string // working directory
+
+	// ctx ends when the job is dropped: its lease was lost, or the runner's
+	// shutdown ran out of time.
+	ctx    context.Context
+	cancel context.CancelFunc
+	lost   atomic.Bool
+
+	stopCh chan api.StopSignal // the user's stop, once
+	wg     sync.WaitGroup      // the job's goroutines
+	spool  *spool              // the output, once created
+}
+
+// permanentError marks a failure a retry will not fix.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error { return permanentError{err} }
+
+// do calls f until it succeeds or fails for good. Transient failures are
+// retried with backoff while ctx lasts; a refused credential is replaced
+// first; lease_lost drops the job and returns errLeaseLost.
+func (j *job) do(ctx context.Context, what string, f func(context.Context, *client.Client) error) error {
+	bo := newBackoff(100*time.Millisecond, 3*time.Second)
+	for {
+		tok := j.r.token()
+		err := f(ctx, j.r.client())
+		var perm permanentError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &perm):
+			return perm.err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case isLeaseLost(err):
+			j.loseLease()
+			return errLeaseLost
+		case isUnauthenticated(err):
+			if !j.r.reauth(ctx, tok) && !bo.wait(ctx) {
+				return ctx.Err()
+			}
+			continue
+		case !transient(err):
+			return err
+		}
+		j.log.Warn(what+" failed; retrying", "err", err)
+		if !bo.wait(ctx) {
+			return ctx.Err()
+		}
+	}
+}
+
+// loseLease drops the job: whatever runs for it is killed through ctx.
+func (j *job) loseLease() {
+	if j.lost.CompareAndSwap(false, true) {
+		j.log.Warn("the server gave the job away; dropping it")
+	}
+	j.cancel()
+}
+
+// setStatus reports a state. Only lease loss and the end of ctx stop the
+// retries of a transient failure.
+func (j *job) setStatus(ctx context.Context, u api.JobStatusUpdate) error {
+	err := j.do(ctx, "report "+string(u.Status), func(ctx context.Context, c *client.Client) error {
+		_, err := c.JobSetStatus(ctx, j.id, j.lease, u)
+		return err
+	})
+	if err != nil && !isLeaseLost(err) {
+		j.log.Error("report job status", "status", u.Status, "err", err)
+	}
+	return err
+}
+
+// runJob runs an assignment to its end. It returns once the job's final
+// status is reported, or the job is dropped.
+func (r *Runner) runJob(a *api.Assignment) {
+	j := &job{
+		r: r, id: a.Job.ID, lease: a.Lease, spec: a.Job.Spec, run: a.Job.RunName,
+		log:    r.log.With("job", a.Job.ID, "run", a.Job.RunName, "workflow", a.Job.Workflow),
+		dir:    filepath.Join(r.jobsDir(), a.Job.ID),
+		stopCh: make(chan api.StopSignal, 1),
+	}
+	j.ctx, j.cancel = context.WithCancel(r.hardCtx)
+	r.mu.Lock()
+	r.current = j
+	r.mu.Unlock()
+	r.saveJob(j.id)
+	defer func() {
+		r.mu.Lock()
+		r.current = nil
+		r.mu.Unlock()
+		r.saveJob("")
+	}()
+	j.log.Info("job claimed", "lease", a.Lease)
+	j.execute()
+	j.cancel()
+	j.wg.Wait()
+	if j.spool != nil {
+		if err := j.spool.release(); err != nil {
+			j.log.Warn("remove the log spool", "err", err)
+		}
+	}
+	if err := os.RemoveAll(j.dir); err != nil {
+		j.log.Warn("remove the working directory", "err", err)
+	}
+}
+
+// outcome is how a job ended, before artifacts.
+type outcome struct {
+	status   api.JobStatus
+	exitCode *int
+	reason   string
+	upload   bool // upload the artifacts
+}
+
+func (j *job) execute() {
+	sp, err := createSpool(filepath.Join(j.r.jobsDir(), j.id+".log"))
+	if err != nil {
+		j.finishWithoutLog(outcome{status: api.StatusFailed, reason: err.Error()})
+		return
+	}
+	j.spool = sp
+	sh := newShipper(sp, func(ctx context.Context, offset int64, data []byte) (int64, error) {
+		return j.r.client().JobLogAppend(ctx, j.id, j.lease, offset, data)
+	}, j.log)
+	sh.onLost = j.loseLease
+	sh.reauth = func(ctx context.Context) {
+		if !j.r.reauth(ctx, j.r.token()) {
+			newBackoff(time.Second, time.Second).wait(ctx)
+		}
+	}
+	j.wg.Add(2)
+	go func() {
+		defer j.wg.Done()
+		sh.run(j.ctx)
+	}()
+	go func() {
+		defer j.wg.Done()
+		j.watchStop()
+	}()
+
+	out := j.runProcess(sp)
+	if j.ctx.Err() != nil {
+		return // dropped: nothing more to report
+	}
+	if out.upload {
+		j.finishArtifacts(sp, &out)
+		if j.ctx.Err() != nil {
+			return
+		}
+	}
+	sp.Close()
+	if !sh.wait(j.r.cfg.LogAckTimeout) {
+		size, _ := sp.state()
+		j.log.Warn("reporting the job's status before its whole log reached the server", "acked", sh.acked.Load(), "size", size, "err", sh.err)
+	}
+	if j.ctx.Err() != nil {
+		return
+	}
+	if err := j.setStatus(j.ctx, api.JobStatusUpdate{Status: out.status, ExitCode: out.exitCode, Reason: out.reason}); err == nil {
+		j.log.Info("job finished", "status", out.status, "reason", out.reason)
+	}
+}
+
+// finishWithoutLog reports a failure that came before there was a log.
+func (j *job) finishWithoutLog(out outcome) {
+	j.log.Error("job failed", "reason", out.reason)
+	_ = j.setStatus(j.ctx, api.JobStatusUpdate{Status: out.status, Reason: out.reason})
+}
+
+// runProcess prepares the working directory and runs the commands, honouring
+// stops. Its outcome's status is final unless the artifacts fail.
+func (j *job) runProcess(sp *spool) outcome {
+	// A stop during the preparation ends it.
+	prepCtx, cancelPrep := context.WithCancel(j.ctx)
+	var stopped atomic.Pointer[api.StopSignal]
+	prepDone := make(chan struct{})
+	go func() {
+		defer close(prepDone)
+		select {
+		case sig := <-j.stopCh:
+			stopped.Store(&sig)
+			cancelPrep()
+		case <-j.r.runCtx.Done():
+			cancelPrep()
+		case <-prepCtx.Done():
+		}
+	}()
+	err := j.prepare(prepCtx)
+	cancelPrep()
+	<-prepDone
+	if sig := stopped.Load(); sig != nil {
+		// Nothing ran: there is nothing to upload.
+		return stopOutcome(*sig, "stopped before the commands started")
+	}
+	if j.r.runCtx.Err() != nil && j.ctx.Err() == nil {
+		return outcome{status: api.StatusStopped, reason: "the runner shut down before the commands started"}
+	}
+	if err != nil {
+		if j.ctx.Err() == nil {
+			sp.Note("%v", err)
+		}
+		return outcome{status: api.StatusFailed, reason: err.Error()}
+	}
+	if err := j.setStatus(j.ctx, api.JobStatusUpdate{Status: api.StatusRunning}); err != nil {
+		return outcome{status: api.StatusFailed, reason: "report running: " + err.Error()}
+	}
+	if j.spec.Image != "" && j.r.exec.Name() == "shell" {
+		sp.Note("image %s ignored: this runner uses the shell executor", j.spec.Image)
+	}
+	proc, err := j.r.exec.Start(j.ctx, executor.Spec{
+		JobID: j.id, RunName: j.run, Workflow: j.spec.Workflow, Provider: j.spec.Provider, Image: j.spec.Image,
+		Commands: j.spec.Commands, Env: j.spec.Env, WorkDir: j.dir, Output: sp,
+	})
+	if err != nil {
+		sp.Note("%v", err)
+		return outcome{status: api.StatusFailed, reason: err.Error()}
+	}
+	j.log.Info("job started")
+	return j.supervise(proc)
+}
+
+func stopOutcome(sig api.StopSignal, reason string) outcome {
+	if sig.Abort {
+		return outcome{status: api.StatusAborted, reason: reason}
+	}
+	return outcome{status: api.StatusStopped, reason: reason}
+}
+
+// prepare fills the working directory: the code, then the dependencies'
+// artifacts.
+func (j *job) prepare(ctx context.Context) error {
+	if err := cleanDir(j.dir); err != nil {
+		return err
+	}
+	if err := j.downloadCode(ctx); err != nil {
+		return fmt.Errorf("download code: %w", err)
+	}
+	if len(j.spec.DependsOn) > 0 {
+		if err := j.downloadDependencies(ctx); err != nil {
+			return fmt.Errorf("download dependencies: %w", err)
+		}
+	}
+	return nil
+}
+
+// supervise waits for the process to end, or stops it when asked to.
+func (j *job) supervise(proc executor.Process) outcome {
+	waitCh := make(chan executor.Result, 1)
+	go func() { waitCh <- proc.Wait() }()
+	var res executor.Result
+	var out outcome
+	select {
+	case res = <-waitCh:
+		out = exitOutcome(res)
+	case sig := <-j.stopCh:
+		if sig.Abort {
+			j.log.Info("aborting the job")
+			_ = proc.Kill()
+			res = <-waitCh
+			return outcome{status: api.StatusAborted, exitCode: &res.ExitCode, reason: "aborted by the user"}
+		}
+		j.log.Info("stopping the job")
+		res = j.terminate(proc, waitCh)
+		out = outcome{status: api.StatusStopped, exitCode: &res.ExitCode, reason: "stopped by the user", upload: true}
+	case <-j.r.runCtx.Done():
+		j.log.Info("the runner is shutting down: stopping the job")
+		res = j.terminate(proc, waitCh)
+		out = outcome{status: api.StatusStopped, exitCode: &res.ExitCode, reason: "the runner shut down", upload: true}
+	case <-j.ctx.Done():
+		_ = proc.Kill()
+		res = <-waitCh
+		return outcome{status: api.StatusFailed, reason: "dropped"}
+	}
+	if res.OutputErr != nil {
+		j.log.Error("some of the job's output was lost", "err", res.OutputErr)
+	}
+	return out
+}
+
+func exitOutcome(res executor.Result) outcome {
+	code := res.ExitCode
+	if res.Success() {
+		return outcome{status: api.StatusDone, exitCode: &code, upload: true}
+	}
+	o := outcome{status: api.StatusFailed, reason: res.Reason(), upload: true}
+	if res.Err == nil {
+		o.exitCode = &code
+	}
+	return o
+}
+
+// terminate sends SIGTERM, then SIGKILL after the grace period.
+func (j *job) terminate(proc executor.Process, waitCh <-chan executor.Result) executor.Result {
+	if err := proc.Terminate(); err != nil {
+		j.log.Warn("terminate", "err", err)
+	}
+	t := time.NewTimer(j.r.cfg.StopGrace)
+	defer t.Stop()
+	select {
+	case res := <-waitCh:
+		return res
+	case <-t.C:
+		j.log.Info("the job outlived its grace period: killing it", "grace", j.r.cfg.StopGrace)
+	case <-j.ctx.Done():
+	}
+	_ = proc.Kill()
+	return <-waitCh
+}
+
+// watchStop long-polls the server for the user's stop and hands it to
+// stopCh.
+func (j *job) watchStop() {
+	bo := newBackoff(200*time.Millisecond, 3*time.Second)
+	for j.ctx.Err() == nil {
+		tok := j.r.token()
+		sig, err := j.r.client().JobWaitStop(j.ctx, j.id, j.lease, 30*time.Second)
+		switch {
+		case j.ctx.Err() != nil:
+			return
+		case err == nil:
+			bo.reset()
+			if sig.Stop {
+				j.stopCh <- *sig
+				return
+			}
+			continue
+		case isLeaseLost(err):
+			j.loseLease()
+			return
+		case isUnauthenticated(err):
+			j.r.reauth(j.ctx, tok)
+		default:
+			j.log.Debug("waiting for a stop failed; retrying", "err", err)
+		}
+		bo.wait(j.ctx)
+	}
+}
+
+// finishArtifacts reports uploading and uploads the artifacts, adjusting out
+// when they fail.
+func (j *job) finishArtifacts(sp *spool, out *outcome) {
+	if len(j.spec.Artifacts) == 0 {
+		return
+	}
+	if err := j.setStatus(j.ctx, api.JobStatusUpdate{Status: api.StatusUploading}); err != nil {
+		return
+	}
+	missing, err := j.uploadArtifacts(j.ctx)
+	if err != nil {
+		if isLeaseLost(err) || j.ctx.Err() != nil {
+			return
+		}
+		sp.Note("%v", err)
+		j.log.Error("upload artifacts", "err", err)
+		if out.status == api.StatusDone {
+			out.status, out.reason = api.StatusFailed, err.Error()
+		} else {
+			out.reason += "; " + err.Error()
+		}
+		return
+	}
+	if len(missing) > 0 {
+		msg := fmt.Sprintf("artifact path %s does not exist", strings.Join(quoteAll(missing), ", "))
+		sp.Note("%s", msg)
+		if out.status == api.StatusDone {
+			out.status, out.reason = api.StatusFailed, msg
+		}
+	}
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = fmt.Sprintf("%q", s)
+	}
+	return out
+}

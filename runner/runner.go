@@ -1,0 +1,421 @@
+// Package runner is dstack's runner agent: it registers a machine with the
+// server, heartbeats, claims one job at a time and runs it through an
+// executor, streaming its output and uploading its artifacts.
+//
+// A Runner talks to the server only through package client. Its life:
+//
+//	Start: detect resources, register (or reuse the identity in
+//	       <data-dir>/state.json), then run two loops:
+//	  heartbeat: every interval the server asked for; a refused credential
+//	             is replaced by registering again with the user's token.
+//	  claim:     long-poll for a job that fits the host; run it; repeat.
+//	Stop:  stop claiming, stop the job in progress as a user's stop would
+//	       (SIGTERM, grace, SIGKILL, artifacts, status "stopped"), all
+//	       within ShutdownTimeout.
+//
+// A job goes: clean <data-dir>/jobs/<id>/, download and unpack the code,
+// download the dependencies' artifacts, report running, run the commands
+// (output spooled to <data-dir>/jobs/<id>.log and shipped to the server),
+// report uploading, upload the artifacts, wait for the log to be
+// acknowledged, report done, failed, stopped or aborted. Any call that
+// answers lease_lost means the server gave the job away: the process is
+// killed and nothing more is reported.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/executor"
+	"github.com/dstackai/dstack/hostinfo"
+)
+
+// Runner is the agent. Create it with New, then Start and Stop it.
+type Runner struct {
+	cfg  Config
+	log  *slog.Logger
+	exec executor.Executor
+	user *client.Client // authenticated with the user's token
+
+	startOnce sync.Once
+	stopOnce  sync.Once
+	startErr  error
+
+	// runCtx ends when the runner is told to stop: no more claims, and the
+	// job in progress is stopped. hardCtx ends ShutdownTimeout later, or as
+	// soon as everything is wound down: every call and process goes with it.
+	runCtx     context.Context
+	cancelRun  context.CancelFunc
+	hardCtx    context.Context
+	cancelHard context.CancelFunc
+	wg         sync.WaitGroup
+	loopDone   chan struct{}
+	stopped    chan struct{} // closed by Stop
+
+	resources api.HostResources
+
+	mu        sync.Mutex
+	cred      *state // the current identity; never nil after Start
+	runnerCli *client.Client
+	current   *job
+	regMu     sync.Mutex // one registration at a time
+}
+
+// New checks cfg and returns a runner that has not started.
+func New(cfg Config, logger *slog.Logger) (*Runner, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.applyDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ex := cfg.ExecutorImpl
+	if ex == nil {
+		var err error
+		if ex, err = executor.New(cfg.Executor); err != nil {
+			return nil, err
+		}
+	}
+	user, err := client.New(cfg.Server, cfg.Token)
+	if err != nil {
+		return nil, err
+	}
+	return &Runner{
+		cfg:      cfg,
+		log:      logger.With("subsystem", "runner"),
+		exec:     ex,
+		user:     user,
+		loopDone: make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}, nil
+}
+
+// Start prepares the data directory, detects the host's resources and
+// registers, retrying while the server cannot be reached, then starts
+// serving jobs in the background. It fails when the server refuses the
+// registration, or when ctx ends first. Cancelling ctx later stops the
+// runner as Stop does, without waiting. A second call returns the first's
+// result.
+func (r *Runner) Start(ctx context.Context) error {
+	r.startOnce.Do(func() { r.startErr = r.start(ctx) })
+	return r.startErr
+}
+
+func (r *Runner) start(ctx context.Context) error {
+	r.runCtx, r.cancelRun = context.WithCancel(ctx)
+	r.hardCtx, r.cancelHard = context.WithCancel(context.WithoutCancel(ctx))
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		select {
+		case <-r.stopped:
+			r.cancelRun()
+		case <-r.runCtx.Done():
+		}
+	}()
+	fail := func(err error) error {
+		r.cancelRun()
+		r.cancelHard()
+		close(r.loopDone)
+		return err
+	}
+	if err := os.MkdirAll(r.jobsDir(), 0o700); err != nil {
+		return fail(fmt.Errorf("create data directory: %w", err))
+	}
+	// Leftovers of a runner that died: their jobs are the server's to
+	// requeue.
+	if err := cleanDir(r.jobsDir()); err != nil {
+		return fail(err)
+	}
+	if r.cfg.Resources != nil {
+		r.resources = *r.cfg.Resources
+	} else {
+		res, err := hostinfo.Detect(ctx, hostinfo.Options{DataDir: r.cfg.DataDir, NvidiaSMI: r.cfg.NvidiaSMI, Logger: r.log})
+		if err != nil {
+			return fail(fmt.Errorf("detect resources: %w", err))
+		}
+		r.resources = res
+	}
+	if err := r.identify(r.runCtx); err != nil {
+		return fail(err)
+	}
+	r.wg.Add(3)
+	go func() {
+		defer r.wg.Done()
+		r.heartbeatLoop(r.hardCtx)
+	}()
+	go func() {
+		defer r.wg.Done()
+		defer close(r.loopDone)
+		r.claimLoop()
+	}()
+	go func() {
+		defer r.wg.Done()
+		r.watchdog()
+	}()
+	return nil
+}
+
+// watchdog ends hardCtx once the claim loop is over, or ShutdownTimeout
+// after the runner was told to stop, whichever comes first.
+func (r *Runner) watchdog() {
+	defer r.cancelHard()
+	select {
+	case <-r.loopDone:
+		return
+	case <-r.runCtx.Done():
+	}
+	t := time.NewTimer(r.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-r.loopDone:
+	case <-t.C:
+		r.log.Warn("shutdown timeout passed: killing the job without reporting it", "timeout", r.cfg.ShutdownTimeout)
+	}
+}
+
+// Stop stops claiming, stops the job in progress (artifacts uploaded,
+// status "stopped"), and returns when every goroutine has ended, at most
+// ShutdownTimeout later. It is safe to call twice, and before Start.
+func (r *Runner) Stop() {
+	r.stopOnce.Do(func() {
+		close(r.stopped) // ends a Start in progress
+		r.startOnce.Do(func() { r.startErr = errors.New("runner stopped before it started") })
+		if r.cancelRun == nil {
+			return
+		}
+		r.cancelRun()
+		r.wg.Wait()
+		r.cancelHard()
+	})
+}
+
+// Done is closed when the runner stopped serving jobs.
+func (r *Runner) Done() <-chan struct{} { return r.loopDone }
+
+// ID is the runner's ID on the server, once started.
+func (r *Runner) ID() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cred == nil {
+		return ""
+	}
+	return r.cred.RunnerID
+}
+
+// Resources are the host's resources as reported, once started.
+func (r *Runner) Resources() api.HostResources { return r.resources }
+
+func (r *Runner) jobsDir() string { return filepath.Join(r.cfg.DataDir, "jobs") }
+
+// client returns the client with the current runner credential.
+func (r *Runner) client() *client.Client {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.runnerCli
+}
+
+func (r *Runner) token() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cred == nil {
+		return ""
+	}
+	return r.cred.Token
+}
+
+// identify reuses the saved identity when it is still good, or registers.
+func (r *Runner) identify(ctx context.Context) error {
+	st, err := loadState(r.cfg.DataDir)
+	if err != nil {
+		r.log.Warn("ignoring the saved runner state", "err", err)
+		st = nil
+	}
+	if st != nil && st.JobID != "" {
+		r.log.Warn("the runner stopped in the middle of a job last time; registering anew so the server requeues it", "job", st.JobID)
+	}
+	if st.reusable(r.cfg, time.Now()) {
+		r.setCred(st)
+		bo := newBackoff(200*time.Millisecond, 5*time.Second)
+		for {
+			err := r.client().RunnerHeartbeat(ctx, api.HeartbeatRequest{Resources: &r.resources})
+			if err == nil {
+				r.log.Info("reusing the saved runner identity", "runner_id", st.RunnerID)
+				return nil
+			}
+			if !transient(err) || ctx.Err() != nil {
+				r.log.Info("saved runner identity refused; registering anew", "err", err)
+				break
+			}
+			r.log.Warn("waiting for the server", "err", err)
+			if !bo.wait(ctx) {
+				return ctx.Err()
+			}
+		}
+	}
+	return r.register(ctx, "")
+}
+
+// register exchanges the user's token for a runner credential, retrying
+// while the server cannot be reached. stale is the credential found
+// refused: when another goroutine already replaced it, register returns at
+// once.
+func (r *Runner) register(ctx context.Context, stale string) error {
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	if stale != "" && r.token() != stale {
+		return nil
+	}
+	host, _ := os.Hostname()
+	req := api.RunnerRegisterRequest{Name: r.cfg.Name, Hostname: host, Executor: r.exec.Name(), Version: r.cfg.Version, Resources: r.resources}
+	bo := newBackoff(200*time.Millisecond, 5*time.Second)
+	for {
+		resp, err := r.user.RunnerRegister(ctx, req)
+		if err == nil {
+			st := &state{
+				Server: r.cfg.Server, Name: r.cfg.Name, RunnerID: resp.RunnerID, Token: resp.Token,
+				RegisteredAt: time.Now(), ExpiresAt: resp.ExpiresAt, HeartbeatInterval: time.Duration(resp.HeartbeatInterval),
+			}
+			r.setCred(st)
+			if err := saveState(r.cfg.DataDir, st, true); err != nil {
+				r.log.Warn("the runner identity is not saved; a restart will register anew", "err", err)
+			}
+			r.log.Info("registered", "runner_id", resp.RunnerID, "name", r.cfg.Name, "heartbeat_interval", st.HeartbeatInterval)
+			return nil
+		}
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case isUnauthenticated(err):
+			return fmt.Errorf("the server refused the token: %w (copy your token from the web UI's Settings and run `dstack-runner config --token TOKEN`)", err)
+		case !transient(err):
+			return fmt.Errorf("register: %w", err)
+		}
+		r.log.Warn("cannot register yet; retrying", "err", err)
+		if !bo.wait(ctx) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (r *Runner) setCred(st *state) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cred = st
+	r.runnerCli = r.user.WithToken(st.Token)
+}
+
+// reauth replaces a refused runner credential, and reports whether it was
+// replaced. The job in progress, if any, belonged to the old identity: the
+// server will answer lease_lost for it.
+func (r *Runner) reauth(ctx context.Context, stale string) bool {
+	r.log.Warn("the runner credential was refused; registering again")
+	if err := r.register(ctx, stale); err != nil {
+		if ctx.Err() == nil {
+			r.log.Error("register again", "err", err)
+		}
+		return false
+	}
+	return true
+}
+
+// saveJob records the job in progress in the state file.
+func (r *Runner) saveJob(jobID string) {
+	r.mu.Lock()
+	st := *r.cred
+	st.JobID = jobID
+	r.mu.Unlock()
+	if err := saveState(r.cfg.DataDir, &st, false); err != nil {
+		r.log.Warn("save runner state", "err", err)
+	}
+}
+
+func (r *Runner) heartbeatInterval() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if d := r.cred.HeartbeatInterval; d > 0 {
+		return d
+	}
+	return 10 * time.Second
+}
+
+func (r *Runner) heartbeatLoop(ctx context.Context) {
+	t := time.NewTimer(r.heartbeatInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var jobID string
+		r.mu.Lock()
+		if r.current != nil {
+			jobID = r.current.id
+		}
+		r.mu.Unlock()
+		tok := r.token()
+		err := r.client().RunnerHeartbeat(ctx, api.HeartbeatRequest{JobID: jobID})
+		switch {
+		case err == nil || ctx.Err() != nil:
+		case isUnauthenticated(err):
+			r.reauth(ctx, tok)
+		default:
+			r.log.Warn("heartbeat failed", "err", err)
+		}
+		t.Reset(r.heartbeatInterval())
+	}
+}
+
+// claimLoop claims and runs jobs one at a time until runCtx ends.
+func (r *Runner) claimLoop() {
+	ctx := r.runCtx
+	bo := newBackoff(100*time.Millisecond, 3*time.Second)
+	for ctx.Err() == nil {
+		r.renewIfDue(ctx)
+		tok := r.token()
+		a, err := r.client().RunnerClaim(ctx, api.ClaimRequest{Free: r.resources, Wait: api.Duration(r.cfg.ClaimWait)})
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil:
+			bo.reset()
+		case isUnauthenticated(err):
+			if !r.reauth(ctx, tok) {
+				bo.wait(ctx)
+			}
+			continue
+		default:
+			r.log.Warn("claim failed; retrying", "err", err)
+			bo.wait(ctx)
+			continue
+		}
+		if a == nil {
+			continue
+		}
+		r.runJob(a)
+	}
+}
+
+// renewIfDue replaces the credential ahead of its expiry, between jobs.
+func (r *Runner) renewIfDue(ctx context.Context) {
+	r.mu.Lock()
+	due := time.Now().After(r.cred.renewAt())
+	tok := r.cred.Token
+	r.mu.Unlock()
+	if due {
+		r.log.Info("renewing the runner credential before it expires")
+		if err := r.register(ctx, tok); err != nil && ctx.Err() == nil {
+			r.log.Error("renew the runner credential", "err", err)
+		}
+	}
+}

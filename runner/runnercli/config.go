@@ -1,0 +1,59 @@
+package runnercli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dstackai/dstack/runner"
+)
+
+func newConfigCmd(g *globals) *cobra.Command {
+	var server, token, name string
+	cmd := &cobra.Command{
+		Use:   "config --token TOKEN [--server URL] [--name NAME]",
+		Short: "Write the runner's config file",
+		Long:  "Write the server URL, the user's token and the runner's name to the runner's config file (mode 0600).\nThe token is in the web UI's Settings.",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			path := g.configPath()
+			cfg := runner.DefaultConfig()
+			// Keep what an earlier `config` wrote and this one does not change.
+			if _, err := os.Stat(path); err == nil {
+				if err := cfg.LoadFile(path); err != nil {
+					return err
+				}
+			}
+			if token == "" {
+				return usageError{errors.New("--token is required: copy it from the web UI's Settings")}
+			}
+			cfg.Token = token
+			if c.Flags().Changed("server") {
+				cfg.Server = server
+			}
+			if c.Flags().Changed("name") {
+				cfg.Name = name
+			}
+			if err := runner.ValidateServerURL(cfg.Server); err != nil {
+				return err
+			}
+			if g.dataDir != "" {
+				cfg.DataDir = g.dataDir
+			}
+			if cfg.DataDir == runner.DefaultDataDir() {
+				cfg.DataDir = "" // the default stays implicit
+			}
+			if err := cfg.WriteFile(path); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.env.Stdout, "Runner config written to %s (server %s, name %s).\nStart the runner with `dstack-runner start`.\n", path, cfg.Server, cfg.Name)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&token, "token", "", "your dstack token (from the web UI's Settings)")
+	cmd.Flags().StringVar(&server, "server", runner.DefaultServer, "URL of the dstack server")
+	cmd.Flags().StringVar(&name, "name", "", "runner name (default: the host name)")
+	return cmd
+}

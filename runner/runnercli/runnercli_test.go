@@ -1,0 +1,245 @@
+package runnercli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"gopkg.in/yaml.v3"
+
+	"github.com/dstackai/dstack/api"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type fixture struct {
+	dir    string
+	config string
+	env    map[string]string
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	return &fixture{dir: dir, config: filepath.Join(dir, "config.yaml"), env: map[string]string{}}
+}
+
+// run runs a command line and returns its exit code, stdout and stderr.
+func (f *fixture) run(ctx context.Context, args ...string) (int, string, string) {
+	var stdout, stderr syncBuffer
+	code := f.runTo(ctx, &stdout, &stderr, args...)
+	return code, stdout.String(), stderr.String()
+}
+
+func (f *fixture) runTo(ctx context.Context, stdout, stderr *syncBuffer, args ...string) int {
+	env := Env{Stdout: stdout, Stderr: stderr, Getenv: func(k string) string { return f.env[k] }, Signals: ctx}
+	return Run(context.Background(), env, append([]string{"--config", f.config}, args...))
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestConfigCommand(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		want     map[string]string // keys of the written file
+		wantErr  string
+	}{
+		{"token and server", []string{"config", "--token", "T1", "--server", "https://dstack.example.org"}, ExitOK,
+			map[string]string{"server": "https://dstack.example.org", "token": "T1"}, ""},
+		{"default server", []string{"config", "--token", "T1", "--name", "box"}, ExitOK,
+			map[string]string{"server": "http://127.0.0.1:3000", "token": "T1", "name": "box"}, ""},
+		{"no token", []string{"config", "--server", "http://h:3000"}, ExitUsage, nil, "--token is required"},
+		{"bad URL", []string{"config", "--token", "T", "--server", "localhost:3000"}, ExitError, nil, "not an http(s) URL"},
+		{"unknown flag", []string{"config", "--tokn", "T"}, ExitUsage, nil, "unknown flag"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := setup(t)
+			code, stdout, stderr := f.run(context.Background(), tt.args...)
+			if code != tt.wantCode {
+				t.Fatalf("exit code %d, want %d; stderr %q", code, tt.wantCode, stderr)
+			}
+			if tt.wantErr != "" && !strings.Contains(stderr, tt.wantErr) {
+				t.Errorf("stderr %q, want it to mention %q", stderr, tt.wantErr)
+			}
+			if tt.want == nil {
+				if _, err := os.Stat(f.config); err == nil {
+					t.Errorf("config written on failure")
+				}
+				return
+			}
+			if !strings.Contains(stdout, "dstack-runner start") {
+				t.Errorf("stdout %q does not say what to do next", stdout)
+			}
+			b, err := os.ReadFile(f.config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got map[string]string
+			if err := yaml.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tt.want {
+				if got[k] != v {
+					t.Errorf("%s = %q, want %q (file %s)", k, got[k], v, b)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigKeepsServer(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	if code, _, stderr := f.run(context.Background(), "config", "--token", "T1", "--server", "http://10.1.1.1:3000"); code != 0 {
+		t.Fatal(stderr)
+	}
+	if code, _, stderr := f.run(context.Background(), "config", "--token", "T2"); code != 0 {
+		t.Fatal(stderr)
+	}
+	b, _ := os.ReadFile(f.config)
+	if !strings.Contains(string(b), "http://10.1.1.1:3000") || !strings.Contains(string(b), "T2") {
+		t.Errorf("config %s", b)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	code, stdout, _ := setup(t).run(context.Background(), "version")
+	if code != 0 || !strings.HasPrefix(stdout, "dstack-runner ") {
+		t.Errorf("version: %d %q", code, stdout)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		prepare func(f *fixture)
+		args    []string
+		wantErr string
+	}{
+		{"no config", func(*fixture) {}, nil, "dstack-runner config --token"},
+		{"bad executor", func(f *fixture) { f.run(context.Background(), "config", "--token", "T") }, []string{"--executor", "podman"}, "unknown executor"},
+		{"bad server in env", func(f *fixture) {
+			f.run(context.Background(), "config", "--token", "T")
+			f.env["DSTACK_SERVER"] = "nope"
+		}, nil, "--server"},
+		{"bad log level", func(f *fixture) { f.run(context.Background(), "config", "--token", "T") }, []string{"--log-level", "loud"}, "--log-level"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := setup(t)
+			tt.prepare(f)
+			code, _, stderr := f.run(context.Background(), append([]string{"start", "--data-dir", f.dir}, tt.args...)...)
+			if code == 0 || !strings.Contains(stderr, tt.wantErr) {
+				t.Errorf("exit code %d, stderr %q; want an error mentioning %q", code, stderr, tt.wantErr)
+			}
+		})
+	}
+}
+
+// fakeServer answers a runner's registration, heartbeats and claims (never
+// with a job).
+func fakeServer(t *testing.T, token string) (*httptest.Server, *sync.Map) {
+	t.Helper()
+	var seen sync.Map
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/runners/register", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			w.WriteHeader(http.StatusUnauthorized)
+			_ = json.NewEncoder(w).Encode(api.ErrorBody{Error: &api.Error{Code: api.CodeUnauthenticated, Message: "bad token"}})
+			return
+		}
+		var req api.RunnerRegisterRequest
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		seen.Store("name", req.Name)
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(api.RunnerRegisterResponse{RunnerID: "r1", Token: "rt", ExpiresAt: time.Now().Add(time.Hour), HeartbeatInterval: api.Duration(time.Second)})
+	})
+	mux.HandleFunc("POST /api/v1/runner/heartbeat", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	mux.HandleFunc("POST /api/v1/runner/claim", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(time.Second):
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv, &seen
+}
+
+func TestStartRegistersAndStops(t *testing.T) {
+	t.Parallel()
+	srv, seen := fakeServer(t, "user-token")
+	f := setup(t)
+	if code, _, stderr := f.run(context.Background(), "config", "--token", "user-token", "--server", srv.URL, "--name", "from-file"); code != 0 {
+		t.Fatal(stderr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- f.runTo(ctx, &stdout, &stderr, "start", "--data-dir", f.dir, "--name", "from-flag") }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stdout.String(), "waiting for jobs") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the runner did not say it is registered; stderr:\n%s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit code %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "Runner from-flag registered with "+srv.URL) {
+		t.Errorf("stdout %q", stdout.String())
+	}
+	if name, _ := seen.Load("name"); name != "from-flag" {
+		t.Errorf("registered as %v, want from-flag", name)
+	}
+	st, err := os.Stat(filepath.Join(f.dir, "state.json"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("state file: %v %v", st, err)
+	}
+}
+
+func TestStartRefusedToken(t *testing.T) {
+	t.Parallel()
+	srv, _ := fakeServer(t, "user-token")
+	f := setup(t)
+	f.run(context.Background(), "config", "--token", "wrong", "--server", srv.URL)
+	code, _, stderr := f.run(context.Background(), "start", "--data-dir", f.dir)
+	if code != ExitError || !strings.Contains(stderr, "dstack-runner config --token") {
+		t.Errorf("exit code %d, stderr %q", code, stderr)
+	}
+}

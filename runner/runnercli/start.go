@@ -1,0 +1,113 @@
+package runnercli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/runner"
+)
+
+func newStartCmd(g *globals) *cobra.Command {
+	var (
+		executorName, name, server, logLevel string
+	)
+	cmd := &cobra.Command{
+		Use:   "start [--executor shell] [--name NAME]",
+		Short: "Register with the server and run jobs until stopped",
+		Long:  "Register this machine with the dstack server and run the jobs it assigns, one at a time, until SIGINT or SIGTERM.\nOn shutdown the job in progress is stopped: its artifacts are uploaded and it is reported as stopped.",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg, err := loadStartConfig(c, g, executorName, name, server)
+			if err != nil {
+				return err
+			}
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)}
+			}
+			logger := slog.New(slog.NewTextHandler(g.env.Stderr, &slog.HandlerOptions{Level: level}))
+			r, err := runner.New(cfg, logger)
+			if err != nil {
+				return err
+			}
+
+			ctx := g.env.Signals
+			if ctx == nil {
+				var stop context.CancelFunc
+				ctx, stop = signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				// A second signal during the shutdown ends the process at once.
+				go func() {
+					<-ctx.Done()
+					stop()
+				}()
+			}
+			if err := r.Start(ctx); err != nil {
+				r.Stop()
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			fmt.Fprintf(g.env.Stdout, "Runner %s registered with %s (%s); waiting for jobs. Stop it with Ctrl-C.\n", cfg.Name, cfg.Server, describe(r.Resources()))
+			select {
+			case <-ctx.Done():
+			case <-r.Done():
+			}
+			fmt.Fprintln(g.env.Stdout, "Shutting down...")
+			r.Stop()
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&executorName, "executor", "", "how jobs run: shell (default)")
+	cmd.Flags().StringVar(&name, "name", "", "runner name (default: the config file's, else the host name)")
+	cmd.Flags().StringVar(&server, "server", "", "URL of the dstack server (default: the config file's)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+// loadStartConfig applies defaults, the config file, the environment and the
+// flags, in that order, and validates the result.
+func loadStartConfig(c *cobra.Command, g *globals, executorName, name, server string) (runner.Config, error) {
+	cfg := runner.DefaultConfig()
+	path := g.configPath()
+	if err := cfg.LoadFile(path); err != nil {
+		// With everything in the environment, the file is optional.
+		if _, statErr := os.Stat(path); statErr == nil || g.env.Getenv(runner.EnvToken) == "" {
+			return cfg, err
+		}
+	}
+	cfg.ApplyEnv(g.env.Getenv)
+	if g.dataDir != "" {
+		cfg.DataDir = g.dataDir
+	}
+	if c.Flags().Changed("executor") {
+		cfg.Executor = executorName
+	}
+	if c.Flags().Changed("name") {
+		cfg.Name = name
+	}
+	if c.Flags().Changed("server") {
+		cfg.Server = server
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("runner config (%s): %w", path, err)
+	}
+	return cfg, nil
+}
+
+func describe(r api.HostResources) string {
+	parts := []string{fmt.Sprintf("%d CPUs", r.CPUs), fmt.Sprintf("%d MiB memory", r.MemoryMiB), fmt.Sprintf("%d GiB disk", r.DiskMiB>>10)}
+	if len(r.GPUs) > 0 {
+		parts = append(parts, fmt.Sprintf("%d× %s", len(r.GPUs), r.GPUs[0].Name))
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,183 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/blob"
+	"github.com/dstackai/dstack/store"
+)
+
+func artifactPrefix(jobID string) string { return "artifacts/" + jobID + "/" }
+
+func artifactPath(r *http.Request) (string, error) {
+	p := r.PathValue("path")
+	if !blob.ValidKey(p) {
+		return "", invalid("artifact path %q must be a clean relative path", p)
+	}
+	return p, nil
+}
+
+func (s *Server) handleArtifactUpload(w http.ResponseWriter, r *http.Request, rn *store.Runner) error {
+	job, err := s.runnerJob(r, rn)
+	if err != nil {
+		return err
+	}
+	p, err := artifactPath(r)
+	if err != nil {
+		return err
+	}
+	n, err := s.blobs.Put(r.Context(), artifactPrefix(job.ID)+p, r.Body)
+	if err != nil {
+		return fmt.Errorf("store artifact: %w", err)
+	}
+	if want := r.Header.Get("X-Dstack-Size"); want != "" && want != strconv.FormatInt(n, 10) {
+		return invalid("artifact %s: received %d bytes, expected %s", p, n, want)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// jobArtifacts lists a job's artifact files.
+func (s *Server) jobArtifacts(r *http.Request, j *store.Job) ([]api.ArtifactFile, error) {
+	objs, err := s.blobs.List(r.Context(), artifactPrefix(j.ID))
+	if err != nil {
+		return nil, fmt.Errorf("list artifacts: %w", err)
+	}
+	out := make([]api.ArtifactFile, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, api.ArtifactFile{Workflow: j.Workflow, JobID: j.ID, Path: strings.TrimPrefix(o.Key, artifactPrefix(j.ID)), Size: o.Size})
+	}
+	return out, nil
+}
+
+func (s *Server) handleArtifactList(w http.ResponseWriter, r *http.Request, u *store.User) error {
+	run, err := s.userRun(r, u)
+	if err != nil {
+		return err
+	}
+	out := []api.ArtifactFile{}
+	for _, j := range run.Jobs {
+		fs, err := s.jobArtifacts(r, j)
+		if err != nil {
+			return err
+		}
+		out = append(out, fs...)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleArtifactDownload(w http.ResponseWriter, r *http.Request, u *store.User) error {
+	job, err := s.userJob(r, u)
+	if err != nil {
+		return err
+	}
+	return s.serveArtifact(w, r, job.ID)
+}
+
+// serveArtifact sends one artifact file, honouring `Range: bytes=N-`.
+func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request, jobID string) error {
+	p, err := artifactPath(r)
+	if err != nil {
+		return err
+	}
+	var offset int64
+	if rg := r.Header.Get("Range"); rg != "" {
+		v, ok := strings.CutPrefix(rg, "bytes=")
+		v, ok2 := strings.CutSuffix(v, "-")
+		if offset, err = strconv.ParseInt(v, 10, 64); !ok || !ok2 || err != nil || offset < 0 {
+			return api.Errorf(http.StatusRequestedRangeNotSatisfiable, api.CodeInvalid, "only `Range: bytes=N-` is supported")
+		}
+	}
+	obj, err := s.blobs.Stat(r.Context(), artifactPrefix(jobID)+p)
+	if errors.Is(err, blob.ErrNotFound) {
+		return notFound("no artifact %s", p)
+	}
+	if err != nil {
+		return err
+	}
+	if offset > obj.Size {
+		return api.Errorf(http.StatusRequestedRangeNotSatisfiable, api.CodeInvalid, "offset %d is past the end of %s (%d bytes)", offset, p, obj.Size)
+	}
+	rc, n, err := s.blobs.Open(r.Context(), artifactPrefix(jobID)+p, offset)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	w.Header().Set("Accept-Ranges", "bytes")
+	if offset > 0 {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", offset, obj.Size-1, obj.Size))
+		w.WriteHeader(http.StatusPartialContent)
+	}
+	return copyBody(w, rc)
+}
+
+// copyBody streams a response body. Once the status is sent a failed copy
+// can only cut the body short, which the client sees by its length.
+func copyBody(w io.Writer, r io.Reader) error {
+	_, _ = io.Copy(w, r)
+	return nil
+}
+
+// depJobs returns the finished jobs a job depends on.
+func (s *Server) depJobs(r *http.Request, job *store.Job) ([]*store.Job, error) {
+	run, err := s.store.RunGet(r.Context(), store.RunGetParams{Name: job.RunName})
+	if err != nil {
+		return nil, fmt.Errorf("load run: %w", err)
+	}
+	var out []*store.Job
+	for _, j := range run.Jobs {
+		if slices.Contains(job.Spec.DependsOn, j.Workflow) {
+			out = append(out, j)
+		}
+	}
+	return out, nil
+}
+
+func (s *Server) handleDependencies(w http.ResponseWriter, r *http.Request, rn *store.Runner) error {
+	job, err := s.runnerJob(r, rn)
+	if err != nil {
+		return err
+	}
+	deps, err := s.depJobs(r, job)
+	if err != nil {
+		return err
+	}
+	out := []api.Dependency{}
+	for _, d := range deps {
+		fs, err := s.jobArtifacts(r, d)
+		if err != nil {
+			return err
+		}
+		out = append(out, api.Dependency{Workflow: d.Workflow, JobID: d.ID, Files: fs})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) handleDependencyArtifact(w http.ResponseWriter, r *http.Request, rn *store.Runner) error {
+	job, err := s.runnerJob(r, rn)
+	if err != nil {
+		return err
+	}
+	deps, err := s.depJobs(r, job)
+	if err != nil {
+		return err
+	}
+	dep := r.PathValue("dep")
+	for _, d := range deps {
+		if d.ID == dep {
+			return s.serveArtifact(w, r, d.ID)
+		}
+	}
+	return notFound("job %s is not a dependency of job %s", dep, job.ID)
+}

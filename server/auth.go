@@ -1,0 +1,165 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/store"
+)
+
+// Token prefixes tell a user's token from a runner's credential at a glance.
+const (
+	userTokenPrefix   = "dstu_"
+	runnerTokenPrefix = "dstr_"
+)
+
+// newToken returns a fresh random token with prefix: 160 bits of entropy.
+func newToken(prefix string) string {
+	var b [20]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return prefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// hashToken is how tokens are stored: they are random, so a plain SHA-256
+// suffices (no salt or stretching is needed against guessing).
+func hashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// newID returns a random 16-hex-digit identifier.
+func newID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// ensureAdmin creates the admin user on first start and returns its token;
+// later starts return "".
+func (s *Server) ensureAdmin(ctx context.Context) (string, error) {
+	n, err := s.store.UserCount(ctx)
+	if err != nil {
+		return "", fmt.Errorf("count users: %w", err)
+	}
+	if n > 0 {
+		return "", nil
+	}
+	token := newToken(userTokenPrefix)
+	_, err = s.store.UserCreate(ctx, store.UserCreateParams{ID: newID(), Name: "admin", TokenHash: hashToken(token), Admin: true, Now: s.cfg.Now()})
+	if errors.Is(err, store.ErrConflict) {
+		return "", nil // another replica made it first
+	}
+	if err != nil {
+		return "", fmt.Errorf("create admin user: %w", err)
+	}
+	return token, nil
+}
+
+// authenticator checks bearer tokens. Runner credentials are checked on every
+// call a runner makes, so they are cached briefly; a revoked credential stops
+// working within runnerCacheTTL.
+type authenticator struct {
+	store store.Store
+	now   func() time.Time
+
+	mu      sync.Mutex
+	runners map[string]cachedRunner
+}
+
+const runnerCacheTTL = 5 * time.Second
+
+type cachedRunner struct {
+	r       *store.Runner
+	fetched time.Time
+}
+
+func newAuthenticator(st store.Store, now func() time.Time) *authenticator {
+	return &authenticator{store: st, now: now, runners: map[string]cachedRunner{}}
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	return ""
+}
+
+var errNoToken = api.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated,
+	"no token given: send `Authorization: Bearer TOKEN` (the CLI reads it from ~/.dstack/config.yaml or DSTACK_TOKEN)")
+
+// user authenticates a user's request.
+func (a *authenticator) user(r *http.Request) (*store.User, error) {
+	tok := bearer(r)
+	if tok == "" {
+		return nil, errNoToken
+	}
+	if strings.HasPrefix(tok, runnerTokenPrefix) {
+		return nil, api.Errorf(http.StatusForbidden, api.CodeForbidden, "a runner credential cannot call user endpoints: use a user token")
+	}
+	u, err := a.store.UserGetByTokenHash(r.Context(), hashToken(tok))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, api.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated,
+			"the token was refused: check it, or set a valid one with `dstack config --server URL --token TOKEN`")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	return u, nil
+}
+
+// runner authenticates a runner's request.
+func (a *authenticator) runner(r *http.Request) (*store.Runner, error) {
+	tok := bearer(r)
+	if tok == "" {
+		return nil, errNoToken
+	}
+	h := hashToken(tok)
+	now := a.now()
+	a.mu.Lock()
+	c, ok := a.runners[h]
+	a.mu.Unlock()
+	if !ok || now.Sub(c.fetched) > runnerCacheTTL {
+		rn, err := a.store.RunnerGetByTokenHash(r.Context(), h)
+		if errors.Is(err, store.ErrNotFound) {
+			a.forget(h)
+			return nil, api.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated,
+				"runner credential refused: the runner is not registered (re-register with `dstack-runner start`)")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("authenticate runner: %w", err)
+		}
+		c = cachedRunner{r: rn, fetched: now}
+		a.mu.Lock()
+		if len(a.runners) > 100_000 {
+			clear(a.runners)
+		}
+		a.runners[h] = c
+		a.mu.Unlock()
+	}
+	if !now.Before(c.r.TokenExpiresAt) {
+		return nil, api.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated,
+			"runner credential expired at %s: the runner must register again", c.r.TokenExpiresAt.UTC().Format(time.RFC3339))
+	}
+	return c.r, nil
+}
+
+func (a *authenticator) forget(hash string) {
+	a.mu.Lock()
+	delete(a.runners, hash)
+	a.mu.Unlock()
+}

@@ -1,0 +1,80 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/server/servertest"
+)
+
+// BenchmarkClaimThroughput measures jobs assigned per second with 10,000
+// queued jobs and 200 runners claiming over HTTP, on SQLite and PostgreSQL.
+func BenchmarkClaimThroughput(b *testing.B) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		b.Run(db, func(b *testing.B) {
+			var opts []servertest.Option
+			if db == "postgres" {
+				opts = append(opts, servertest.WithPostgres(servertest.PostgresDSN(b)))
+			}
+			srv := servertest.Start(b, opts...)
+			ctx := context.Background()
+			admin := srv.Client()
+			const runners, jobs = 200, 10_000
+			rcs := make([]*client.Client, runners)
+			for i := range rcs {
+				reg, err := admin.RunnerRegister(ctx, api.RunnerRegisterRequest{
+					Name: fmt.Sprintf("bench-%d", i), Resources: api.HostResources{CPUs: 8, MemoryMiB: 32 << 10},
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				rcs[i] = admin.WithToken(reg.Token)
+			}
+			code := uploadCode(b, admin)
+			b.ResetTimer()
+			var total time.Duration
+			for it := 0; it < b.N; it++ {
+				b.StopTimer()
+				submitIndependentJobs(b, admin, code, jobs)
+				b.StartTimer()
+				start := time.Now()
+				var claimed atomic.Int64
+				var wg sync.WaitGroup
+				for _, rc := range rcs {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for {
+							a, err := rc.RunnerClaim(ctx, api.ClaimRequest{Free: api.HostResources{CPUs: 8, MemoryMiB: 32 << 10}})
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							if a == nil {
+								return
+							}
+							claimed.Add(1)
+							// Finish the job so the runner is free again.
+							if _, err := rc.JobSetStatus(ctx, a.Job.ID, a.Lease, api.JobStatusUpdate{Status: api.StatusDone}); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				total += time.Since(start)
+				if claimed.Load() != jobs {
+					b.Fatalf("claimed %d jobs, want %d", claimed.Load(), jobs)
+				}
+			}
+			b.ReportMetric(float64(jobs*b.N)/total.Seconds(), "claims/s")
+		})
+	}
+}

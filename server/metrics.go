@@ -1,0 +1,105 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dstackai/dstack/store"
+)
+
+// metrics are what /metrics exports, on a registry of the server's own.
+type metrics struct {
+	reg         *prometheus.Registry
+	pickup      prometheus.Histogram
+	finished    *prometheus.CounterVec
+	interrupted prometheus.Counter
+	logBytes    prometheus.Counter
+	requests    *prometheus.CounterVec
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		pickup: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "dstack_job_pickup_seconds",
+			Help:    "Time from a job's submission to a runner claiming it (first attempts of jobs without dependencies).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 18),
+		}),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dstack_jobs_finished_total", Help: "Jobs that reached a final state, by state.",
+		}, []string{"status"}),
+		interrupted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dstack_jobs_interrupted_total", Help: "Jobs whose runner stopped responding.",
+		}),
+		logBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dstack_log_bytes_total", Help: "Bytes of job output received.",
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dstack_http_requests_total", Help: "API requests by method and status code.",
+		}, []string{"method", "code"}),
+	}
+	m.reg.MustRegister(m.pickup, m.finished, m.interrupted, m.logBytes, m.requests,
+		&stateCollector{s: s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+func (m *metrics) instrument(h http.Handler) http.Handler {
+	return promhttp.InstrumentHandlerCounter(m.requests, h)
+}
+
+func (m *metrics) observeClaim(j *store.Job, now time.Time) {
+	if j.Attempt == 0 && len(j.Spec.DependsOn) == 0 {
+		m.pickup.Observe(now.Sub(j.SubmittedAt).Seconds())
+	}
+}
+
+func (m *metrics) jobFinished(j *store.Job) { m.finished.WithLabelValues(string(j.Status)).Inc() }
+
+// stateCollector reads queue and runner gauges from the store at scrape time,
+// so they are right whichever replica changed them.
+type stateCollector struct{ s *Server }
+
+var (
+	jobsDesc    = prometheus.NewDesc("dstack_jobs", "Jobs by state (queued jobs are pending).", []string{"status"}, nil)
+	runnersDesc = prometheus.NewDesc("dstack_runners", "Runners by state.", []string{"status"}, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- jobsDesc
+	ch <- runnersDesc
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if counts, err := c.s.store.JobCountByStatus(ctx); err == nil {
+		for st, n := range counts {
+			ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(n), string(st))
+		}
+	}
+	if rs, err := c.s.store.RunnerList(ctx, store.RunnerListParams{}); err == nil {
+		var on, off, busy float64
+		for _, r := range rs {
+			switch {
+			case !r.Online:
+				off++
+			case r.JobID != "":
+				busy++
+			default:
+				on++
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(runnersDesc, prometheus.GaugeValue, on, "idle")
+		ch <- prometheus.MustNewConstMetric(runnersDesc, prometheus.GaugeValue, busy, "busy")
+		ch <- prometheus.MustNewConstMetric(runnersDesc, prometheus.GaugeValue, off, "offline")
+	}
+}

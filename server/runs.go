@@ -1,0 +1,316 @@
+package server
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/blob"
+	"github.com/dstackai/dstack/store"
+)
+
+// codeKey is where a code archive is kept, by content.
+func codeKey(codeID string) string { return "code/" + codeID + ".tar.gz" }
+
+var codeIDPattern = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// handleCodeUpload stores a code archive under its SHA-256.
+func (s *Server) handleCodeUpload(w http.ResponseWriter, r *http.Request, u *store.User) error {
+	if r.ContentLength > s.cfg.MaxCodeSize {
+		return tooLargeCode(r.ContentLength, s.cfg.MaxCodeSize)
+	}
+	tmp, err := os.CreateTemp(s.cfg.DataDir, "upload-*")
+	if err != nil {
+		return fmt.Errorf("code upload: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r.Body, s.cfg.MaxCodeSize+1))
+	if err != nil {
+		return invalid("code upload broke off after %d bytes: %v", n, err)
+	}
+	if n > s.cfg.MaxCodeSize {
+		return tooLargeCode(n, s.cfg.MaxCodeSize)
+	}
+	if n == 0 {
+		return invalid("code archive is empty: send a gzip'd tar of the working directory")
+	}
+	id := hex.EncodeToString(h.Sum(nil))
+	if _, err := s.blobs.Stat(r.Context(), codeKey(id)); err != nil {
+		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		if _, err := s.blobs.Put(r.Context(), codeKey(id), tmp); err != nil {
+			return fmt.Errorf("store code: %w", err)
+		}
+	}
+	writeJSON(w, http.StatusCreated, api.CodeUploadResponse{CodeID: id, Size: n})
+	return nil
+}
+
+func tooLargeCode(n, max int64) error {
+	return api.Errorf(http.StatusRequestEntityTooLarge, api.CodeTooLarge,
+		"code archive is larger than the server's limit of %d MiB: list big files and folders (data, checkpoints) in .dstackignore, or raise the limit with `dstack server --max-code-size`", max>>20)
+}
+
+var workflowNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
+
+// validateJobs checks a submitted run: names unique and well-formed,
+// providers known, commands present, dependencies inside the run and
+// acyclic. It returns the jobs in dependency order.
+func validateJobs(req api.RunSubmitRequest) ([]api.JobSpec, error) {
+	if len(req.Jobs) == 0 {
+		return nil, invalid("a run needs at least one job")
+	}
+	if len(req.Jobs) > 1000 {
+		return nil, invalid("a run may have at most 1000 jobs, this one has %d", len(req.Jobs))
+	}
+	byName := map[string]api.JobSpec{}
+	for i, j := range req.Jobs {
+		if !workflowNamePattern.MatchString(j.Workflow) {
+			return nil, invalid("jobs[%d]: workflow name %q: use letters, digits, '-', '_' and '.', at most 100", i, j.Workflow)
+		}
+		if _, dup := byName[j.Workflow]; dup {
+			return nil, invalid("workflow %q appears twice in the run", j.Workflow)
+		}
+		switch j.Provider {
+		case "bash", "docker", "python":
+		default:
+			return nil, invalid("workflow %q: unknown provider %q: use bash, docker or python", j.Workflow, j.Provider)
+		}
+		if len(j.Commands) == 0 {
+			return nil, invalid("workflow %q has no commands", j.Workflow)
+		}
+		if j.Provider == "docker" && j.Image == "" {
+			return nil, invalid("workflow %q: the docker provider needs an image", j.Workflow)
+		}
+		if j.Resources.CPU < 0 || j.Resources.MemoryMiB < 0 || j.Resources.GPUCount() < 0 {
+			return nil, invalid("workflow %q: resources cannot be negative", j.Workflow)
+		}
+		for _, a := range j.Artifacts {
+			if !validRelPath(a) {
+				return nil, invalid("workflow %q: artifact path %q must be relative and stay inside the working directory", j.Workflow, a)
+			}
+		}
+		byName[j.Workflow] = j
+	}
+	if _, ok := byName[req.Workflow]; !ok {
+		return nil, invalid("the run's workflow %q is not among its jobs", req.Workflow)
+	}
+	// Topological order, keeping the given order among equals.
+	var order []api.JobSpec
+	state := map[string]int{} // 1 visiting, 2 done
+	var visit func(name string, path []string) error
+	visit = func(name string, path []string) error {
+		switch state[name] {
+		case 2:
+			return nil
+		case 1:
+			return invalid("dependency cycle: %s", strings.Join(append(path, name), " -> "))
+		}
+		state[name] = 1
+		for _, d := range byName[name].DependsOn {
+			if _, ok := byName[d]; !ok {
+				return invalid("workflow %q depends on %q, which is not in the run", name, d)
+			}
+			if err := visit(d, append(path, name)); err != nil {
+				return err
+			}
+		}
+		state[name] = 2
+		order = append(order, byName[name])
+		return nil
+	}
+	for _, j := range req.Jobs {
+		if err := visit(j.Workflow, nil); err != nil {
+			return nil, err
+		}
+	}
+	return order, nil
+}
+
+func validRelPath(p string) bool {
+	p = strings.TrimSuffix(p, "/")
+	if p == "" || p == "." {
+		return false
+	}
+	return blob.ValidKey(p)
+}
+
+func (s *Server) handleRunSubmit(w http.ResponseWriter, r *http.Request, u *store.User) error {
+	var req api.RunSubmitRequest
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	jobs, err := validateJobs(req)
+	if err != nil {
+		return err
+	}
+	if !codeIDPattern.MatchString(req.CodeID) {
+		return invalid("code_id %q is not a code archive id: upload the code first (POST /api/v1/code)", req.CodeID)
+	}
+	if _, err := s.blobs.Stat(r.Context(), codeKey(req.CodeID)); err != nil {
+		return invalid("no code archive %s on the server: upload it first (POST /api/v1/code)", req.CodeID)
+	}
+	p := store.RunCreateParams{ID: newID(), UserID: u.ID, Workflow: req.Workflow, CodeID: req.CodeID, Now: s.cfg.Now()}
+	for _, j := range jobs {
+		p.Jobs = append(p.Jobs, store.JobCreate{ID: newID(), Spec: j})
+	}
+	var run *store.Run
+	for attempt := 0; ; attempt++ {
+		p.Name = runName(attempt)
+		run, err = s.store.RunCreate(r.Context(), p)
+		if errors.Is(err, store.ErrConflict) && attempt < 20 {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("create run: %w", err)
+		}
+		break
+	}
+	s.queue.wake(userKey(u.ID))
+	s.log.Info("run submitted", "run", run.Name, "workflow", run.Workflow, "jobs", len(run.Jobs), "user", u.Name)
+	writeJSON(w, http.StatusCreated, toAPIRun(run))
+	return nil
+}
+
+var (
+	adjectives = []string{"amber", "bold", "brave", "bright", "calm", "clever", "cool", "crisp", "eager", "fast", "gentle", "glad", "grand", "happy", "keen", "kind", "lively", "lucky", "merry", "neat", "nimble", "proud", "quick", "quiet", "rapid", "sharp", "shiny", "smart", "steady", "swift", "tidy", "wise"}
+	animals    = []string{"ant", "badger", "bat", "bear", "bee", "cat", "crane", "deer", "dingo", "dove", "eagle", "falcon", "fox", "frog", "gecko", "hare", "heron", "ibis", "koala", "lemur", "lion", "lynx", "mole", "moose", "newt", "otter", "owl", "panda", "puma", "seal", "swan", "tiger", "wolf", "yak", "zebra"}
+)
+
+// runName makes a readable name; later attempts widen the numeric suffix so
+// that collisions become unlikely.
+func runName(attempt int) string {
+	n := rand.IntN(100 * (attempt + 1) * (attempt + 1))
+	return fmt.Sprintf("%s-%s-%d", adjectives[rand.IntN(len(adjectives))], animals[rand.IntN(len(animals))], n)
+}
+
+// recentRuns is how long a finished run stays in `dstack ps` without -a.
+const recentRuns = time.Hour
+
+func (s *Server) handleRunList(w http.ResponseWriter, r *http.Request, u *store.User) error {
+	p := store.RunListParams{UserID: u.ID, Limit: 1000}
+	if r.URL.Query().Get("all") != "true" {
+		p.FinishedAfter = s.cfg.Now().Add(-recentRuns)
+	}
+	runs, err := s.store.RunList(r.Context(), p)
+	if err != nil {
+		return fmt.Errorf("list runs: %w", err)
+	}
+	out := make([]api.Run, 0, len(runs))
+	for _, run := range runs {
+		out = append(out, toAPIRun(run))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) userRun(r *http.Request, u *store.User) (*store.Run, error) {
+	name := r.PathValue("name")
+	run, err := s.store.RunGet(r.Context(), store.RunGetParams{Name: name, UserID: u.ID})
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound("no run named %q: `dstack ps -a` lists your runs", name)
+	}
+	return run, err
+}
+
+func (s *Server) handleRunGet(w http.ResponseWriter, r *http.Request, u *store.User) error {
+	run, err := s.userRun(r, u)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toAPIRun(run))
+	return nil
+}
+
+func (s *Server) handleRunStop(w http.ResponseWriter, r *http.Request, u *store.User) error {
+	var req api.StopRequest
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	run, err := s.userRun(r, u)
+	if err != nil {
+		return err
+	}
+	jobs, err := s.store.JobRequestStop(r.Context(), store.JobRequestStopParams{RunID: run.ID, Abort: req.Abort, Now: s.cfg.Now()})
+	if err != nil {
+		return fmt.Errorf("stop run: %w", err)
+	}
+	for _, j := range jobs {
+		s.queue.wake(jobKey(j.ID))
+		if j.Status.Finished() {
+			_ = s.logs.Finish(j.ID)
+		}
+	}
+	run.Jobs = jobs
+	s.log.Info("run stop requested", "run", run.Name, "abort", req.Abort)
+	writeJSON(w, http.StatusOK, toAPIRun(run))
+	return nil
+}
+
+// toAPIRun converts a run; its status is derived from its jobs'.
+func toAPIRun(run *store.Run) api.Run {
+	out := api.Run{Name: run.Name, Workflow: run.Workflow, User: run.UserName, SubmittedAt: run.SubmittedAt, Jobs: make([]api.Job, 0, len(run.Jobs))}
+	for _, j := range run.Jobs {
+		out.Jobs = append(out.Jobs, toAPIJob(j))
+	}
+	out.Status, out.FinishedAt = runStatus(run.Jobs)
+	return out
+}
+
+// activeRank orders unfinished states: a run shows its most advanced job's.
+var activeRank = map[api.JobStatus]int{
+	api.StatusSubmitted: 1, api.StatusInterrupted: 2, api.StatusPending: 3, api.StatusProvisioning: 4,
+	api.StatusDownloading: 5, api.StatusUploading: 6, api.StatusRunning: 7,
+}
+
+// runStatus aggregates job states: while any job is unfinished, the most
+// advanced unfinished state; then failed, aborted or stopped if any job
+// ended so, else done.
+func runStatus(jobs []*store.Job) (api.JobStatus, *time.Time) {
+	var (
+		best     api.JobStatus
+		finished *time.Time
+		ended    = map[api.JobStatus]bool{}
+	)
+	for _, j := range jobs {
+		if !j.Status.Finished() {
+			if activeRank[j.Status] > activeRank[best] {
+				best = j.Status
+			}
+			continue
+		}
+		ended[j.Status] = true
+		if j.FinishedAt != nil && (finished == nil || j.FinishedAt.After(*finished)) {
+			finished = j.FinishedAt
+		}
+	}
+	if best != "" {
+		return best, nil
+	}
+	for _, st := range []api.JobStatus{api.StatusFailed, api.StatusAborted, api.StatusStopped} {
+		if ended[st] {
+			return st, finished
+		}
+	}
+	return api.StatusDone, finished
+}
+
+func toAPIJob(j *store.Job) api.Job {
+	return api.Job{
+		ID: j.ID, RunName: j.RunName, Workflow: j.Workflow, Status: j.Status, StatusReason: j.StatusReason,
+		RunnerID: j.RunnerID, RunnerName: j.RunnerName, Attempt: j.Attempt, ExitCode: j.ExitCode,
+		SubmittedAt: j.SubmittedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt, Spec: j.Spec,
+	}
+}

@@ -1,0 +1,341 @@
+// Package server is the dstack control plane: the HTTP API the CLI, the UI and
+// the runners call, the job queue they are matched through, and the loops
+// that keep state honest (runners that stop heartbeating lose their jobs).
+//
+// A Server is built from a Config with New, started with Start and stopped
+// with Stop; both are safe to call twice.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dstackai/dstack/blob"
+	"github.com/dstackai/dstack/logstore"
+	"github.com/dstackai/dstack/store"
+	"github.com/dstackai/dstack/store/postgres"
+	"github.com/dstackai/dstack/store/sqlite"
+)
+
+// Config is how a server runs. Zero fields take the defaults of Defaults.
+type Config struct {
+	// Host and Port to listen on. Port 0 picks a free port.
+	Host string
+	Port int
+	// DataDir holds the SQLite database, logs, artifacts and code.
+	DataDir string
+	// DB is "" for SQLite in DataDir, or a postgres:// URL.
+	DB string
+	// HeartbeatTimeout: a runner not heard from for this long is offline and
+	// its job is requeued.
+	HeartbeatTimeout time.Duration
+	// MaxAttempts bounds how often an interrupted job is run.
+	MaxAttempts int
+	// MaxCodeSize bounds an uploaded code archive.
+	MaxCodeSize int64
+	// RunnerTokenTTL is how long a runner credential is valid.
+	RunnerTokenTTL time.Duration
+	// TLSCert and TLSKey turn on HTTPS.
+	TLSCert, TLSKey string
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+// Defaults are the values zero Config fields take.
+var Defaults = Config{
+	Host:             "127.0.0.1",
+	Port:             3000,
+	HeartbeatTimeout: 30 * time.Second,
+	MaxAttempts:      3,
+	MaxCodeSize:      256 << 20,
+	RunnerTokenTTL:   30 * 24 * time.Hour,
+}
+
+// DefaultDataDir is ~/.dstack/server.
+func DefaultDataDir() (string, error) {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("find home directory: %w (set --data-dir)", err)
+	}
+	return filepath.Join(home, ".dstack", "server"), nil
+}
+
+func (c *Config) applyDefaults() error {
+	if c.Host == "" {
+		c.Host = Defaults.Host
+	}
+	if c.HeartbeatTimeout == 0 {
+		c.HeartbeatTimeout = Defaults.HeartbeatTimeout
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = Defaults.MaxAttempts
+	}
+	if c.MaxCodeSize == 0 {
+		c.MaxCodeSize = Defaults.MaxCodeSize
+	}
+	if c.RunnerTokenTTL == 0 {
+		c.RunnerTokenTTL = Defaults.RunnerTokenTTL
+	}
+	if c.DataDir == "" {
+		d, err := DefaultDataDir()
+		if err != nil {
+			return err
+		}
+		c.DataDir = d
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Validate says what is wrong with c, in words a user can act on.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Port < 0 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("--port %d is not a TCP port (0-65535)", c.Port))
+	}
+	if c.DB != "" && !strings.HasPrefix(c.DB, "postgres://") && !strings.HasPrefix(c.DB, "postgresql://") {
+		errs = append(errs, fmt.Errorf("--db %q: give a postgres://user:password@host:port/dbname URL, or leave it out for SQLite", redactDSN(c.DB)))
+	}
+	if c.HeartbeatTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--heartbeat-timeout %s is too short: use at least 1s", c.HeartbeatTimeout))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together: give both or neither"))
+	}
+	if c.MaxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("--max-attempts %d: must be at least 1", c.MaxAttempts))
+	}
+	return errors.Join(errs...)
+}
+
+// redactDSN hides a password in a database URL.
+func redactDSN(dsn string) string {
+	if i := strings.Index(dsn, "://"); i >= 0 {
+		rest := dsn[i+3:]
+		if at := strings.Index(rest, "@"); at >= 0 {
+			if colon := strings.Index(rest[:at], ":"); colon >= 0 {
+				return dsn[:i+3] + rest[:colon] + ":***" + rest[at:]
+			}
+		}
+	}
+	return dsn
+}
+
+// Server is a running control plane.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	store   store.Store
+	logs    *logstore.Store
+	blobs   blob.Store
+	auth    *authenticator
+	queue   *queue
+	metrics *metrics
+
+	adminToken string
+
+	mu       sync.Mutex
+	started  bool
+	stopped  bool
+	ln       net.Listener
+	http     *http.Server
+	cancel   context.CancelFunc
+	loops    sync.WaitGroup
+	serveErr chan error
+}
+
+// New opens the server's state (creating and migrating it as needed) and the
+// admin user on first start. It does not listen yet.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if err := cfg.applyDefaults(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("migrate database: %w", err)
+	}
+	logs, err := logstore.Open(filepath.Join(cfg.DataDir, "logs"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	blobs, err := blob.NewLocal(filepath.Join(cfg.DataDir, "blobs"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s := &Server{
+		cfg:   cfg,
+		log:   cfg.Logger.With("subsystem", "server"),
+		store: st,
+		logs:  logs,
+		blobs: blobs,
+		queue: newQueue(),
+	}
+	s.auth = newAuthenticator(st, cfg.Now)
+	s.metrics = newMetrics(s)
+	token, err := s.ensureAdmin(ctx)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.adminToken = token
+	return s, nil
+}
+
+func openStore(ctx context.Context, cfg Config) (store.Store, error) {
+	if cfg.DB != "" {
+		st, err := postgres.Open(ctx, cfg.DB)
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL %s: %w", redactDSN(cfg.DB), err)
+		}
+		return st, nil
+	}
+	path := filepath.Join(cfg.DataDir, "dstack.db")
+	st, err := sqlite.Open(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("open SQLite %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// AdminToken is the admin's token when this start created the admin user, ""
+// otherwise: tokens are stored hashed and cannot be shown again.
+func (s *Server) AdminToken() string { return s.adminToken }
+
+// Store is the server's state, for tests and tools that run in process.
+func (s *Server) Store() store.Store { return s.store }
+
+// Start listens and serves until Stop.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return nil
+	}
+	if s.stopped {
+		return errors.New("server was stopped")
+	}
+	addr := net.JoinHostPort(s.cfg.Host, fmt.Sprint(s.cfg.Port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w (is another server running? use --port)", addr, err)
+	}
+	if s.cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("load TLS certificate: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	s.ln = ln
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.http = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return loopCtx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.serveErr = make(chan error, 1)
+	go func() { s.serveErr <- s.http.Serve(ln) }()
+	s.loops.Add(1)
+	go func() {
+		defer s.loops.Done()
+		s.reapLoop(loopCtx)
+	}()
+	s.started = true
+	s.log.Info("listening", "url", s.urlLocked())
+	return nil
+}
+
+// URL is where the server listens, once started.
+func (s *Server) URL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.urlLocked()
+}
+
+func (s *Server) urlLocked() string {
+	if s.ln == nil {
+		return ""
+	}
+	scheme := "http"
+	if s.cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + s.ln.Addr().String()
+}
+
+// Stop stops serving (waiting up to 10s for requests in flight; long-polls
+// end at once) and closes the state.
+func (s *Server) Stop() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return nil
+	}
+	s.stopped = true
+	var errs []error
+	if s.started {
+		s.cancel() // ends long-polls and loops
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := s.http.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
+		if err := <-s.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+		s.loops.Wait()
+	}
+	errs = append(errs, s.store.Close())
+	return errors.Join(errs...)
+}
+
+// Migrate applies the database migrations of cfg's store and returns.
+func Migrate(ctx context.Context, cfg Config) error {
+	if err := cfg.applyDefaults(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return fmt.Errorf("migrate database: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+// Package servercmd is the `dstack server` command: it starts the control
+// plane in the foreground until interrupted.
+package servercmd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dstackai/dstack/server"
+	"github.com/dstackai/dstack/userconfig"
+)
+
+// Command returns `dstack server`.
+func Command() *cobra.Command {
+	cfg := server.Defaults
+	var logLevel, logFormat string
+	var noConfig bool
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Start the dstack server (API, scheduler and web UI)",
+		Long: `Start the dstack server in the foreground.
+
+On first start it creates the admin user and prints the admin token once; if
+the CLI has no server configured yet, it writes the URL and token to
+~/.dstack/config.yaml so that dstack commands work at once.
+
+State lives in --data-dir (SQLite, logs, artifacts), or in PostgreSQL with
+--db postgres://user:password@host:5432/dbname.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(cmd.ErrOrStderr(), logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			return run(cmd.Context(), cmd.OutOrStdout(), cfg, !noConfig)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Host, "host", cfg.Host, "address to listen on")
+	f.IntVar(&cfg.Port, "port", cfg.Port, "port to listen on")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "where state, logs and artifacts live (default ~/.dstack/server)")
+	f.StringVar(&cfg.DB, "db", "", "PostgreSQL URL (default: SQLite in --data-dir)")
+	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "a runner silent this long is offline and its job requeued")
+	f.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "how many times an interrupted job is run")
+	f.Int64Var(&cfg.MaxCodeSize, "max-code-size", cfg.MaxCodeSize, "largest code archive accepted, in bytes")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (serves HTTPS)")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	f.BoolVar(&noConfig, "no-cli-config", false, "do not write ~/.dstack/config.yaml on first start")
+	for _, env := range []struct{ flag, name string }{{"db", "DSTACK_SERVER_DB"}, {"data-dir", "DSTACK_SERVER_DATA_DIR"}} {
+		if v := os.Getenv(env.name); v != "" {
+			_ = f.Set(env.flag, v)
+		}
+	}
+	cmd.AddCommand(migrateCommand())
+	return cmd
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", format)
+}
+
+func run(ctx context.Context, out io.Writer, cfg server.Config, writeCLIConfig bool) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
+		_ = srv.Stop()
+		return err
+	}
+	url := srv.URL()
+	fmt.Fprintf(out, "The dstack server is running at %s\n", url)
+	if tok := srv.AdminToken(); tok != "" {
+		fmt.Fprintf(out, "The admin token is %s\n", tok)
+		fmt.Fprintln(out, "  (shown once: it is stored hashed; keep it)")
+		if writeCLIConfig {
+			if path, ok := configureCLI(url, tok); ok {
+				fmt.Fprintf(out, "The CLI is configured to use this server (%s)\n", path)
+			}
+		}
+		fmt.Fprintf(out, "To add a runner: dstack-runner config --server %s --token %s && dstack-runner start\n", url, tok)
+	}
+	<-ctx.Done()
+	fmt.Fprintln(out, "Stopping the dstack server...")
+	return srv.Stop()
+}
+
+// configureCLI writes the CLI's config when it names no server yet.
+func configureCLI(url, token string) (string, bool) {
+	path, err := userconfig.DefaultPath()
+	if err != nil {
+		return "", false
+	}
+	c, err := userconfig.Load(path)
+	if err != nil || strings.TrimSpace(c.Server) != "" {
+		return "", false
+	}
+	c.Server, c.Token = url, token
+	if err := userconfig.Save(path, c); err != nil {
+		return "", false
+	}
+	return path, true
+}
+
+func migrateCommand() *cobra.Command {
+	var cfg server.Config
+	return &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply database migrations and exit",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			parent := cmd.Parent().Flags()
+			cfg.DataDir, _ = parent.GetString("data-dir")
+			cfg.DB, _ = parent.GetString("db")
+			if err := server.Migrate(cmd.Context(), cfg); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "The database is up to date.")
+			return nil
+		},
+	}
+}
+

@@ -1,0 +1,112 @@
+// Package sqlcore is the SQL behind both stores: every store.Store method
+// written once, over a small Dialect that says how SQLite and PostgreSQL
+// differ (placeholder syntax does not: both accept $1, $2...).
+//
+// The drivers stay in store/sqlite and store/postgres. They hand the core a
+// DB that runs statements and write transactions, and that already turns the
+// driver's "no rows" into store.ErrNotFound and its unique violations into
+// store.ErrConflict, so the core only ever tests for the domain's errors.
+package sqlcore
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"strings"
+
+	"github.com/dstackai/dstack/store"
+)
+
+// Querier runs statements, on a pool or inside a transaction. Args are int,
+// int64, string, bool, nil or *int64; timestamps travel as unix microseconds.
+type Querier interface {
+	// Exec runs a statement and returns the number of rows it changed.
+	Exec(ctx context.Context, query string, args ...any) (int64, error)
+	Query(ctx context.Context, query string, args ...any) (Rows, error)
+	// QueryRow runs a query for one row; its Scan returns store.ErrNotFound
+	// when there is none.
+	QueryRow(ctx context.Context, query string, args ...any) Row
+}
+
+// Rows is the result of Query.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close()
+}
+
+// Row is the result of QueryRow.
+type Row interface {
+	Scan(dest ...any) error
+}
+
+// DB is a database that also runs write transactions.
+type DB interface {
+	Querier
+	// Tx runs fn in a transaction that holds the write lock from its start
+	// where the database has one (SQLite), and commits it when fn returns
+	// nil; fn may run once only.
+	Tx(ctx context.Context, fn func(q Querier) error) error
+}
+
+// Dialect is what differs between the SQL databases.
+type Dialect struct {
+	// Migrations holds the dialect's NNN_name.up.sql files at its root.
+	Migrations fs.FS
+	// MigrateLock, when set, runs first in the migration transaction to keep
+	// concurrent migrations apart.
+	MigrateLock string
+	// NextQueueSeq is an SQL expression for the next value of the job queue's
+	// order: it must grow with every evaluation.
+	NextQueueSeq string
+	// Strpos names the function (haystack, needle) returning the 1-based
+	// position of needle in haystack, 0 when absent.
+	Strpos string
+	// ForUpdate is appended to a SELECT to lock the rows read ("" when a
+	// write transaction already excludes every other writer).
+	ForUpdate string
+	// SkipLocked is appended to the claim's inner SELECT so that concurrent
+	// claimers pass over each other's rows instead of waiting for them.
+	SkipLocked string
+}
+
+// Store implements store.Store over a DB and a Dialect.
+type Store struct {
+	read  Querier
+	write DB
+	d     Dialect
+	close func() error
+
+	claimSQL string
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns a Store that reads with read, writes with write, and calls
+// closeFn on Close. read and write may be the same pool.
+func New(read Querier, write DB, d Dialect, closeFn func() error) *Store {
+	s := &Store{read: read, write: write, d: d, close: closeFn}
+	s.claimSQL = claimSQL(d)
+	return s
+}
+
+// Close releases the database.
+func (s *Store) Close() error {
+	if s.close == nil {
+		return nil
+	}
+	return s.close()
+}
+
+// placeholders returns "$from, $from+1, ..." for n arguments.
+func placeholders(from, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", from+i)
+	}
+	return b.String()
+}

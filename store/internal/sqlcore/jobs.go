@@ -1,0 +1,235 @@
+package sqlcore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/store"
+)
+
+// JobGet finds a job by ID.
+func (s *Store) JobGet(ctx context.Context, id string) (*store.Job, error) {
+	j, err := scanJob(s.read.QueryRow(ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = $1`, id))
+	if err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// claimSQL is JobClaimNext's one statement: the inner SELECT walks the index
+// (user_id, status, queue_seq) in queue order and stops at the first job that
+// fits; the UPDATE takes it. On PostgreSQL the inner SELECT locks that row and
+// skips rows other claimers hold, and the row is checked again once locked,
+// so two claimers never take one job and never wait for each other. On SQLite
+// the single writer gives the same guarantee.
+//
+// $1 runner, $2 now, $3 user, $4 free CPUs, $5 free memory, $6 free GPUs,
+// $7 free GPU memory, $8 free GPU name (lowercased).
+func claimSQL(d Dialect) string {
+	return `UPDATE jobs SET status = 'downloading', runner_id = $1, claimed_at = $2, lease = lease + 1,
+		status_reason = ''
+		WHERE id = (SELECT id FROM jobs
+			WHERE user_id = $3 AND status = 'pending'
+			AND cpu <= $4 AND memory_mib <= $5 AND gpu_count <= $6 AND gpu_memory_mib <= $7
+			AND (gpu_name = '' OR ` + d.Strpos + `($8, gpu_name) > 0)
+			ORDER BY queue_seq LIMIT 1` + d.SkipLocked + `)
+		RETURNING ` + jobColumns
+}
+
+// JobClaimNext assigns the first pending job of the user that fits p.Free.
+// The runner's GPUs are taken as alike: the first one's name and memory stand
+// for all of them.
+func (s *Store) JobClaimNext(ctx context.Context, p store.JobClaimNextParams) (*store.Job, error) {
+	var (
+		gpuName string
+		gpuMem  int64
+	)
+	if len(p.Free.GPUs) > 0 {
+		gpuName = strings.ToLower(p.Free.GPUs[0].Name)
+		gpuMem = p.Free.GPUs[0].MemoryMiB
+	}
+	j, err := scanJob(s.write.QueryRow(ctx, s.claimSQL, p.RunnerID, micros(p.Now), p.UserID,
+		p.Free.CPUs, p.Free.MemoryMiB, len(p.Free.GPUs), gpuMem, gpuName))
+	if err != nil {
+		return nil, fmt.Errorf("claim job for runner %s: %w", p.RunnerID, err)
+	}
+	return j, nil
+}
+
+// JobSetStatus moves an active job to p.Status under its lease.
+func (s *Store) JobSetStatus(ctx context.Context, p store.JobSetStatusParams) (*store.Job, error) {
+	if !p.Status.Active() && !p.Status.Finished() {
+		return nil, fmt.Errorf("set status of job %s: a runner cannot move a job to %q", p.ID, p.Status)
+	}
+	var exitCode any
+	if p.ExitCode != nil {
+		exitCode = int64(*p.ExitCode)
+	}
+	var out *store.Job
+	err := s.write.Tx(ctx, func(q Querier) error {
+		var runID string
+		if err := q.QueryRow(ctx, `SELECT run_id FROM jobs WHERE id = $1`, p.ID).Scan(&runID); err != nil {
+			return err
+		}
+		final := p.Status.Finished()
+		if final {
+			if err := s.lockRun(ctx, q, runID); err != nil {
+				return err
+			}
+		}
+		got, err := collectJobs(q.Query(ctx, `UPDATE jobs SET status = $4, status_reason = $5,
+			exit_code = COALESCE($6, exit_code),
+			started_at = CASE WHEN $4 = 'running' THEN COALESCE(started_at, $7) ELSE started_at END,
+			finished_at = CASE WHEN $4 IN ('done', 'failed', 'stopped', 'aborted') THEN $7 ELSE finished_at END
+			WHERE id = $1 AND runner_id = $2 AND lease = $3 AND status IN `+activeStatuses+`
+			RETURNING `+jobColumns,
+			p.ID, p.RunnerID, p.Lease, string(p.Status), p.Reason, exitCode, micros(p.Now)))
+		if err != nil {
+			return err
+		}
+		if len(got) == 0 {
+			return store.ErrLeaseLost
+		}
+		out = got[0]
+		if final {
+			_, err = s.propagate(ctx, q, out, p.Now)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("set status of job %s: %w", p.ID, err)
+	}
+	return out, nil
+}
+
+// propagate settles the submitted jobs of ended's run that depend on ended,
+// which has just reached a final state. When it is done, each dependent whose
+// dependencies are all done becomes pending, at the back of the queue. When it
+// is not, each dependent fails, and so on down the graph. The caller holds
+// the run's lock. It returns the jobs it changed.
+func (s *Store) propagate(ctx context.Context, q Querier, ended *store.Job, now time.Time) ([]*store.Job, error) {
+	jobs, err := s.runJobs(ctx, q, ended.RunID)
+	if err != nil {
+		return nil, err
+	}
+	status := map[string]api.JobStatus{}
+	for _, j := range jobs {
+		status[j.Workflow] = j.Status
+	}
+	dependents := func(workflow string) []*store.Job {
+		var out []*store.Job
+		for _, j := range jobs {
+			if j.Status == api.StatusSubmitted && slices.Contains(j.Spec.DependsOn, workflow) {
+				out = append(out, j)
+			}
+		}
+		return out
+	}
+	var changed []*store.Job
+	update := func(query string, args ...any) error {
+		got, err := collectJobs(q.Query(ctx, query+` AND status = 'submitted' RETURNING `+jobColumns, args...))
+		if err != nil {
+			return err
+		}
+		changed = append(changed, got...)
+		return nil
+	}
+
+	if ended.Status == api.StatusDone {
+		for _, j := range dependents(ended.Workflow) {
+			ready := true
+			for _, dep := range j.Spec.DependsOn {
+				ready = ready && status[dep] == api.StatusDone
+			}
+			if !ready {
+				continue
+			}
+			if err := update(`UPDATE jobs SET status = 'pending', queue_seq = `+s.d.NextQueueSeq+`
+				WHERE id = $1`, j.ID); err != nil {
+				return nil, fmt.Errorf("queue job %s: %w", j.ID, err)
+			}
+		}
+		return changed, nil
+	}
+
+	type failure struct {
+		workflow string
+		status   api.JobStatus
+	}
+	queue := []failure{{ended.Workflow, ended.Status}}
+	for len(queue) > 0 {
+		f := queue[0]
+		queue = queue[1:]
+		for _, j := range dependents(f.workflow) {
+			reason := fmt.Sprintf("dependency %q %s", f.workflow, f.status)
+			if err := update(`UPDATE jobs SET status = 'failed', status_reason = $2, finished_at = $3
+				WHERE id = $1`, j.ID, reason, micros(now)); err != nil {
+				return nil, fmt.Errorf("fail job %s: %w", j.ID, err)
+			}
+			j.Status = api.StatusFailed
+			queue = append(queue, failure{j.Workflow, api.StatusFailed})
+		}
+	}
+	return changed, nil
+}
+
+// JobRequestStop ends a run's waiting jobs and flags its active ones.
+// "abort" overrides "stop", never the other way round.
+func (s *Store) JobRequestStop(ctx context.Context, p store.JobRequestStopParams) ([]*store.Job, error) {
+	final := api.StatusStopped
+	if p.Abort {
+		final = api.StatusAborted
+	}
+	var jobs []*store.Job
+	err := s.write.Tx(ctx, func(q Querier) error {
+		if err := s.lockRun(ctx, q, p.RunID); err != nil {
+			return err
+		}
+		_, err := q.Exec(ctx, `UPDATE jobs SET status = $2, finished_at = $3
+			WHERE run_id = $1 AND status IN ('submitted', 'pending', 'provisioning', 'interrupted')`,
+			p.RunID, string(final), micros(p.Now))
+		if err != nil {
+			return err
+		}
+		_, err = q.Exec(ctx, `UPDATE jobs SET stop_requested =
+			CASE WHEN $2 OR stop_requested = 'abort' THEN 'abort' ELSE 'stop' END
+			WHERE run_id = $1 AND status IN `+activeStatuses, p.RunID, p.Abort)
+		if err != nil {
+			return err
+		}
+		jobs, err = s.runJobs(ctx, q, p.RunID)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stop run %s: %w", p.RunID, err)
+	}
+	return jobs, nil
+}
+
+// JobCountByStatus counts jobs per state; states without jobs are absent.
+func (s *Store) JobCountByStatus(ctx context.Context) (map[api.JobStatus]int, error) {
+	rows, err := s.read.Query(ctx, `SELECT status, COUNT(*) FROM jobs GROUP BY status`)
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	defer rows.Close()
+	out := map[api.JobStatus]int{}
+	for rows.Next() {
+		var (
+			st string
+			n  int
+		)
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, fmt.Errorf("count jobs: %w", err)
+		}
+		out[api.JobStatus(st)] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,229 @@
+package sqlcore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/store"
+)
+
+// RunnerCreate records a new runner, online, heard from at p.Now.
+func (s *Store) RunnerCreate(ctx context.Context, p store.RunnerCreateParams) (*store.Runner, error) {
+	res, err := json.Marshal(p.Resources)
+	if err != nil {
+		return nil, fmt.Errorf("create runner %q: encode resources: %w", p.Name, err)
+	}
+	now := micros(p.Now)
+	_, err = s.write.Exec(ctx, `INSERT INTO runners (id, user_id, name, hostname, executor, version, resources,
+		token_hash, token_expires_at, online, registered_at, last_heartbeat)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, TRUE, $10, $10)`,
+		p.ID, p.UserID, p.Name, p.Hostname, p.Executor, p.Version, string(res),
+		p.TokenHash, micros(p.TokenExpiresAt), now)
+	if err != nil {
+		return nil, fmt.Errorf("create runner %q: %w", p.Name, err)
+	}
+	return &store.Runner{
+		ID: p.ID, UserID: p.UserID, Name: p.Name, Hostname: p.Hostname, Executor: p.Executor,
+		Version: p.Version, Resources: p.Resources, Online: true,
+		RegisteredAt: fromMicros(now), LastHeartbeat: fromMicros(now),
+		TokenExpiresAt: fromMicros(micros(p.TokenExpiresAt)),
+	}, nil
+}
+
+// runnerSelect reads runners with the job each holds: the active job with
+// that runner_id. The store does not stop a runner from claiming a second job
+// while it holds one (the server hands out one at a time); should it happen,
+// the one claimed last is shown.
+const runnerSelect = `SELECT r.id, r.user_id, r.name, r.hostname, r.executor, r.version, r.resources,
+	r.online, r.registered_at, r.last_heartbeat, r.token_expires_at,
+	COALESCE(j.id, ''), COALESCE(j.run_name, '')
+	FROM runners r
+	LEFT JOIN jobs j ON j.id = (SELECT h.id FROM jobs h
+		WHERE h.runner_id = r.id AND h.status IN ` + activeStatuses + `
+		ORDER BY h.claimed_at DESC LIMIT 1)`
+
+func scanRunner(row Row) (*store.Runner, error) {
+	var (
+		r                            store.Runner
+		res                          string
+		registered, heard, expiresAt int64
+	)
+	err := row.Scan(&r.ID, &r.UserID, &r.Name, &r.Hostname, &r.Executor, &r.Version, &res,
+		&r.Online, &registered, &heard, &expiresAt, &r.JobID, &r.RunName)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(res), &r.Resources); err != nil {
+		return nil, fmt.Errorf("runner %s: decode resources: %w", r.ID, err)
+	}
+	r.RegisteredAt = fromMicros(registered)
+	r.LastHeartbeat = fromMicros(heard)
+	r.TokenExpiresAt = fromMicros(expiresAt)
+	return &r, nil
+}
+
+// RunnerGetByTokenHash finds the runner a credential belongs to.
+func (s *Store) RunnerGetByTokenHash(ctx context.Context, tokenHash string) (*store.Runner, error) {
+	r, err := scanRunner(s.read.QueryRow(ctx, runnerSelect+` WHERE r.token_hash = $1`, tokenHash))
+	if err != nil {
+		return nil, fmt.Errorf("get runner by token: %w", err)
+	}
+	return r, nil
+}
+
+// RunnerGet finds a runner by ID.
+func (s *Store) RunnerGet(ctx context.Context, id string) (*store.Runner, error) {
+	r, err := scanRunner(s.read.QueryRow(ctx, runnerSelect+` WHERE r.id = $1`, id))
+	if err != nil {
+		return nil, fmt.Errorf("get runner %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// RunnerList lists runners by name.
+func (s *Store) RunnerList(ctx context.Context, p store.RunnerListParams) ([]*store.Runner, error) {
+	q, args := runnerSelect, []any{}
+	if p.UserID != "" {
+		q += ` WHERE r.user_id = $1`
+		args = append(args, p.UserID)
+	}
+	rows, err := s.read.Query(ctx, q+` ORDER BY r.name, r.id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list runners: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.Runner
+	for rows.Next() {
+		r, err := scanRunner(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list runners: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list runners: %w", err)
+	}
+	return out, nil
+}
+
+// RunnerHeartbeat marks a runner online and heard from at p.Now.
+func (s *Store) RunnerHeartbeat(ctx context.Context, p store.RunnerHeartbeatParams) error {
+	q := `UPDATE runners SET online = TRUE, last_heartbeat = $2 WHERE id = $1`
+	args := []any{p.ID, micros(p.Now)}
+	if p.Resources != nil {
+		res, err := json.Marshal(p.Resources)
+		if err != nil {
+			return fmt.Errorf("heartbeat of runner %s: encode resources: %w", p.ID, err)
+		}
+		q = `UPDATE runners SET online = TRUE, last_heartbeat = $2, resources = $3 WHERE id = $1`
+		args = append(args, string(res))
+	}
+	n, err := s.write.Exec(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("heartbeat of runner %s: %w", p.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("heartbeat of runner %s: %w", p.ID, store.ErrNotFound)
+	}
+	return nil
+}
+
+// RunnerMarkOffline marks stale runners offline and interrupts their jobs.
+// A job whose stop was requested ends stopped (or aborted) instead of being
+// requeued: the user no longer wants it. A job that ends (failed, stopped or
+// aborted) fails its dependents as JobSetStatus does; they are returned too.
+func (s *Store) RunnerMarkOffline(ctx context.Context, p store.RunnerMarkOfflineParams) ([]*store.Job, error) {
+	var changed []*store.Job
+	err := s.write.Tx(ctx, func(q Querier) error {
+		changed = nil
+		rows, err := q.Query(ctx, `UPDATE runners SET online = FALSE
+			WHERE online = TRUE AND last_heartbeat < $1 RETURNING id, name`, micros(p.HeartbeatBefore))
+		if err != nil {
+			return err
+		}
+		names := map[string]string{}
+		var ids []any
+		for rows.Next() {
+			var id, name string
+			if err := rows.Scan(&id, &name); err != nil {
+				rows.Close()
+				return err
+			}
+			names[id] = name
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		held, err := collectJobs(q.Query(ctx, `SELECT `+jobColumns+` FROM jobs
+			WHERE status IN `+activeStatuses+` AND runner_id IN (`+placeholders(1, len(ids))+`)
+			ORDER BY queue_seq`, ids...))
+		if err != nil {
+			return err
+		}
+		for _, j := range held {
+			jobs, err := s.interrupt(ctx, q, j, names[j.RunnerID], p)
+			if err != nil {
+				return fmt.Errorf("job %s: %w", j.ID, err)
+			}
+			changed = append(changed, jobs...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mark runners offline: %w", err)
+	}
+	return changed, nil
+}
+
+// interrupt requeues, fails or ends a job whose runner went away, under the
+// job's lease so that a concurrent change wins. It returns the jobs changed.
+func (s *Store) interrupt(ctx context.Context, q Querier, j *store.Job, runner string, p store.RunnerMarkOfflineParams) ([]*store.Job, error) {
+	// Lock the run before the job, as every transaction that ends jobs does.
+	if err := s.lockRun(ctx, q, j.RunID); err != nil {
+		return nil, err
+	}
+	const guard = ` WHERE id = $1 AND lease = $2 AND status IN ` + activeStatuses + ` RETURNING ` + jobColumns
+	if j.StopRequested == "" && j.Attempt+1 < p.MaxAttempts {
+		reason := fmt.Sprintf("runner %s stopped responding; requeued", runner)
+		return collectJobs(q.Query(ctx, `UPDATE jobs SET status = 'pending', attempt = attempt + 1,
+			lease = lease + 1, runner_id = NULL, claimed_at = NULL, started_at = NULL, exit_code = NULL,
+			status_reason = $3`+guard, j.ID, j.Lease, reason))
+	}
+	status := api.StatusFailed
+	reason := fmt.Sprintf("runner %s stopped responding; interrupted %d times, giving up", runner, j.Attempt+1)
+	if j.StopRequested != "" {
+		status = api.StatusStopped
+		if j.StopRequested == "abort" {
+			status = api.StatusAborted
+		}
+		reason = fmt.Sprintf("runner %s stopped responding", runner)
+	}
+	got, err := collectJobs(q.Query(ctx, `UPDATE jobs SET status = $3, status_reason = $4, finished_at = $5`+guard,
+		j.ID, j.Lease, string(status), reason, micros(p.Now)))
+	if err != nil || len(got) == 0 {
+		return got, err
+	}
+	deps, err := s.propagate(ctx, q, got[0], p.Now)
+	if err != nil {
+		return nil, err
+	}
+	return append(got, deps...), nil
+}
+
+// lockRun serialises, on PostgreSQL, the transactions that end jobs of one
+// run, so that each sees the others' outcome when it decides the dependents.
+func (s *Store) lockRun(ctx context.Context, q Querier, runID string) error {
+	var id string
+	err := q.QueryRow(ctx, `SELECT id FROM runs WHERE id = $1`+s.d.ForUpdate, runID).Scan(&id)
+	if err != nil {
+		return fmt.Errorf("lock run %s: %w", runID, err)
+	}
+	return nil
+}

@@ -1,0 +1,250 @@
+// Package store is dstack's state: users, runners, runs and jobs.
+//
+// One interface, Store, is implemented for SQLite (store/sqlite, the embedded
+// default) and PostgreSQL (store/postgres). Both pass the conformance suite in
+// store/storetest. Every method that changes state does so in one transaction;
+// a method either applies in full or not at all.
+//
+// Methods are named noun-verb and take a params struct. sql.ErrNoRows never
+// escapes: a missing row is ErrNotFound.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/dstackai/dstack/api"
+)
+
+// Errors returned by every Store.
+var (
+	// ErrNotFound: no such row.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a unique key is already taken.
+	ErrConflict = errors.New("already exists")
+	// ErrLeaseLost: the caller's fencing token is not the job's current one:
+	// the job was requeued, reassigned or finished meanwhile.
+	ErrLeaseLost = errors.New("job lease lost")
+)
+
+// Store is the state of a dstack server.
+type Store interface {
+	// Migrate applies the embedded migrations not yet applied. It is safe to
+	// call from several processes at once.
+	Migrate(ctx context.Context) error
+	// Close releases the database.
+	Close() error
+
+	UserCreate(ctx context.Context, p UserCreateParams) (*User, error)
+	UserGetByTokenHash(ctx context.Context, tokenHash string) (*User, error)
+	UserGet(ctx context.Context, id string) (*User, error)
+	UserCount(ctx context.Context) (int, error)
+
+	// RunnerCreate records a new runner with its credential's hash.
+	RunnerCreate(ctx context.Context, p RunnerCreateParams) (*Runner, error)
+	// RunnerGetByTokenHash finds the runner a credential belongs to, whatever
+	// its expiry; callers check TokenExpiresAt.
+	RunnerGetByTokenHash(ctx context.Context, tokenHash string) (*Runner, error)
+	RunnerGet(ctx context.Context, id string) (*Runner, error)
+	// RunnerList lists a user's runners (all runners when UserID is empty),
+	// with the job each one holds.
+	RunnerList(ctx context.Context, p RunnerListParams) ([]*Runner, error)
+	// RunnerHeartbeat records that a runner was heard from; an offline runner
+	// comes back online.
+	RunnerHeartbeat(ctx context.Context, p RunnerHeartbeatParams) error
+	// RunnerMarkOffline marks offline every online runner not heard from since
+	// HeartbeatBefore and interrupts the jobs they hold: each such job becomes
+	// pending again with a new lease (Attempt+1) while Attempt < MaxAttempts,
+	// and failed otherwise. It returns the jobs it changed.
+	RunnerMarkOffline(ctx context.Context, p RunnerMarkOfflineParams) ([]*Job, error)
+
+	// RunCreate records a run and its jobs at once. Jobs with no dependencies
+	// are pending, the others submitted. Job IDs and the order of Jobs are the
+	// caller's; DependsOn names workflows of the same run.
+	RunCreate(ctx context.Context, p RunCreateParams) (*Run, error)
+	// RunGet returns a run with its jobs (by name).
+	RunGet(ctx context.Context, p RunGetParams) (*Run, error)
+	// RunList returns runs newest first with their jobs.
+	RunList(ctx context.Context, p RunListParams) ([]*Run, error)
+
+	JobGet(ctx context.Context, id string) (*Job, error)
+	// JobClaimNext assigns the oldest pending job of the runner's user that
+	// fits Free to the runner: status downloading, a new lease, Attempt
+	// unchanged. ErrNotFound when none fits.
+	JobClaimNext(ctx context.Context, p JobClaimNextParams) (*Job, error)
+	// JobSetStatus moves an active job to a new state under its lease
+	// (ErrLeaseLost otherwise). A final state releases the runner and, in the
+	// same transaction, queues the dependents whose dependencies are all done
+	// (done) or fails them (any other final state).
+	JobSetStatus(ctx context.Context, p JobSetStatusParams) (*Job, error)
+	// JobRequestStop asks every unfinished job of a run to stop: submitted and
+	// pending jobs end at once (stopped or aborted), active ones are flagged
+	// for their runner. It returns the run's jobs after the change.
+	JobRequestStop(ctx context.Context, p JobRequestStopParams) ([]*Job, error)
+	// JobListPendingCount counts pending jobs, for metrics.
+	JobCountByStatus(ctx context.Context) (map[api.JobStatus]int, error)
+}
+
+// User is an account; its token is stored hashed.
+type User struct {
+	ID        string
+	Name      string
+	Admin     bool
+	CreatedAt time.Time
+}
+
+// UserCreateParams are the arguments of UserCreate.
+type UserCreateParams struct {
+	ID        string
+	Name      string
+	TokenHash string
+	Admin     bool
+	Now       time.Time
+}
+
+// Runner is a registered runner.
+type Runner struct {
+	ID             string
+	UserID         string
+	Name           string
+	Hostname       string
+	Executor       string
+	Version        string
+	Resources      api.HostResources
+	Online         bool
+	RegisteredAt   time.Time
+	LastHeartbeat  time.Time
+	TokenExpiresAt time.Time
+	// JobID and RunName are the job the runner holds, if any.
+	JobID   string
+	RunName string
+}
+
+// RunnerCreateParams are the arguments of RunnerCreate.
+type RunnerCreateParams struct {
+	ID             string
+	UserID         string
+	Name           string
+	Hostname       string
+	Executor       string
+	Version        string
+	Resources      api.HostResources
+	TokenHash      string
+	TokenExpiresAt time.Time
+	Now            time.Time
+}
+
+// RunnerListParams are the arguments of RunnerList.
+type RunnerListParams struct {
+	UserID string // empty: every user's
+}
+
+// RunnerHeartbeatParams are the arguments of RunnerHeartbeat.
+type RunnerHeartbeatParams struct {
+	ID        string
+	Now       time.Time
+	Resources *api.HostResources // nil: unchanged
+}
+
+// RunnerMarkOfflineParams are the arguments of RunnerMarkOffline.
+type RunnerMarkOfflineParams struct {
+	HeartbeatBefore time.Time
+	MaxAttempts     int
+	Now             time.Time
+}
+
+// Run is a submission with its jobs.
+type Run struct {
+	ID          string
+	Name        string
+	UserID      string
+	UserName    string
+	Workflow    string
+	CodeID      string
+	SubmittedAt time.Time
+	Jobs        []*Job // in the order given to RunCreate
+}
+
+// RunCreateParams are the arguments of RunCreate.
+type RunCreateParams struct {
+	ID       string
+	Name     string // unique; ErrConflict when taken
+	UserID   string
+	Workflow string
+	CodeID   string
+	Now      time.Time
+	Jobs     []JobCreate
+}
+
+// JobCreate is one job of RunCreate.
+type JobCreate struct {
+	ID   string
+	Spec api.JobSpec
+}
+
+// RunGetParams are the arguments of RunGet.
+type RunGetParams struct {
+	Name   string
+	UserID string // empty: any user's
+}
+
+// RunListParams are the arguments of RunList.
+type RunListParams struct {
+	UserID string // empty: any user's
+	// FinishedAfter keeps only runs with an unfinished job or a job finished
+	// after it; zero keeps all.
+	FinishedAfter time.Time
+	Limit         int // 0: no limit
+}
+
+// Job is one workflow of a run.
+type Job struct {
+	ID           string
+	RunID        string
+	RunName      string
+	UserID       string
+	CodeID       string
+	Workflow     string
+	Spec         api.JobSpec
+	Status       api.JobStatus
+	StatusReason string
+	RunnerID     string
+	RunnerName   string
+	// Lease is the fencing token of the current assignment; it grows with
+	// every claim and requeue.
+	Lease         int64
+	Attempt       int
+	ExitCode      *int
+	StopRequested string // "", "stop" or "abort"
+	SubmittedAt   time.Time
+	ClaimedAt     *time.Time
+	StartedAt     *time.Time
+	FinishedAt    *time.Time
+}
+
+// JobClaimNextParams are the arguments of JobClaimNext.
+type JobClaimNextParams struct {
+	RunnerID string
+	UserID   string
+	Free     api.HostResources
+	Now      time.Time
+}
+
+// JobSetStatusParams are the arguments of JobSetStatus.
+type JobSetStatusParams struct {
+	ID       string
+	RunnerID string
+	Lease    int64
+	Status   api.JobStatus
+	ExitCode *int
+	Reason   string
+	Now      time.Time
+}
+
+// JobRequestStopParams are the arguments of JobRequestStop.
+type JobRequestStopParams struct {
+	RunID string
+	Abort bool
+	Now   time.Time
+}

@@ -1,0 +1,63 @@
+package workflow
+
+import (
+	"slices"
+	"testing"
+)
+
+// FuzzParse checks that Parse never panics and that every file it accepts
+// resolves each of its workflows, with and without (harmless) overrides, dependencies
+// always before their dependents.
+func FuzzParse(f *testing.F) {
+	for _, seed := range []string{
+		productExample,
+		string(Sample()),
+		"",
+		"workflows: []\n",
+		"workflows:\n  - {name: a, provider: bash, commands: [ls], depends-on: [a]}\n",
+		"variables: {x: 1}\nworkflows:\n  - {name: a, provider: python, file: a.py, args: '--x ${{ x }}', version: '3.${{x}}'}\n",
+		"workflows:\n  - &a {name: a, provider: docker, image: 'i:${{ t }}', commands: [ls], variables: {t: 1}}\n  - {<<: *a, name: b, depends-on: a}\n",
+		"workflows:\n  - name: a\n    provider: bash\n    commands: ['$${{ x }}', \"${{ y\"]\n    env: [A=1, B=${{ z }}]\n",
+		"x-d: &d {provider: bash}\nworkflows:\n  - <<: *d\n    name: a\n    commands: [ls]\n    resources: {cpu: 1, memory: 1.5GB, gpu: {name: A100, memory: 40GB}, shm_size: 1GB, interruptible: true}\n    artifacts: [{path: out}, '${{ d }}']\n    variables: {d: x}\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file, err := Parse("fuzz.yaml", data)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error message")
+			}
+			return
+		}
+		for _, name := range file.Names() {
+			specs, err := file.Resolve(name, nil)
+			if err != nil {
+				t.Fatalf("Parse accepted the file but Resolve(%q) failed: %v", name, err)
+			}
+			if len(specs) == 0 || specs[len(specs)-1].Workflow != name {
+				t.Fatalf("Resolve(%q) does not end with the workflow: %+v", name, specs)
+			}
+			var seen []string
+			for _, s := range specs {
+				for _, d := range s.DependsOn {
+					if !slices.Contains(seen, d) {
+						t.Fatalf("Resolve(%q): %q comes before its dependency %q", name, s.Workflow, d)
+					}
+				}
+				seen = append(seen, s.Workflow)
+			}
+			vars, err := file.Variables(name)
+			if err != nil {
+				t.Fatalf("Variables(%q): %v", name, err)
+			}
+			overrides := map[string]string{}
+			for k := range vars {
+				overrides[k] = "1"
+			}
+			if _, err := file.Resolve(name, overrides); err != nil {
+				t.Fatalf("Resolve(%q, %v): %v", name, overrides, err)
+			}
+		}
+	})
+}
