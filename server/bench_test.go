@@ -11,6 +11,7 @@ import (
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
 	"github.com/dstackai/dstack/server/servertest"
+	"github.com/dstackai/dstack/store/storetest"
 )
 
 // BenchmarkClaimThroughput measures jobs assigned per second with 10,000
@@ -20,7 +21,7 @@ func BenchmarkClaimThroughput(b *testing.B) {
 		b.Run(db, func(b *testing.B) {
 			var opts []servertest.Option
 			if db == "postgres" {
-				opts = append(opts, servertest.WithPostgres(servertest.PostgresDSN(b)))
+				opts = append(opts, servertest.WithPostgres(storetest.PostgresDSN(b)))
 			}
 			srv := servertest.Start(b, opts...)
 			ctx := context.Background()
