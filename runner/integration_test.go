@@ -56,9 +56,8 @@ func (f *fixture) startRunner(t testing.TB) *Runner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := r.Start(ctx); err != nil {
+	// Start's context bounds the runner's whole life, not only its start.
+	if err := r.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Stop)
@@ -356,7 +355,7 @@ func TestStopKillsAfterGrace(t *testing.T) {
 	t.Parallel()
 	f := setup(t, func(c *Config) { c.StopGrace = 300 * time.Millisecond })
 	code := f.uploadCode(t, nil)
-	run := f.submit(t, code, api.JobSpec{Workflow: "w", Commands: []string{"trap 'echo ignoring TERM' TERM", "echo started", "while true; do sleep 0.05; done"}})
+	run := f.submit(t, code, api.JobSpec{Workflow: "w", Commands: []string{"trap 'echo ignoring TERM' TERM", "echo started", "while true; do sleep 0.05 || true; done"}})
 	j := f.waitStatus(t, run.Name, "w", func(s api.JobStatus) bool { return s == api.StatusRunning })
 	f.waitLog(t, j.ID, "started")
 	if _, err := f.admin.RunStop(context.Background(), run.Name, false); err != nil {
@@ -364,7 +363,7 @@ func TestStopKillsAfterGrace(t *testing.T) {
 	}
 	j = f.waitStatus(t, run.Name, "w", finished)
 	if j.Status != api.StatusStopped || j.ExitCode == nil || *j.ExitCode != 137 {
-		t.Errorf("status %s, exit code %v; want stopped, 137", j.Status, j.ExitCode)
+		t.Errorf("status %s, exit code %s; want stopped, 137", j.Status, fmtExit(j.ExitCode))
 	}
 }
 
@@ -422,7 +421,7 @@ func TestShutdownStopsTheJob(t *testing.T) {
 	code := f.uploadCode(t, nil)
 	run := f.submit(t, code, api.JobSpec{
 		Workflow:  "w",
-		Commands:  []string{"echo started", "mkdir out && echo x > out/x", "sleep 1000"},
+		Commands:  []string{"mkdir out && echo x > out/x", "echo started", "sleep 1000"},
 		Artifacts: []string{"out"},
 	})
 	j := f.waitStatus(t, run.Name, "w", func(s api.JobStatus) bool { return s == api.StatusRunning })
@@ -435,4 +434,11 @@ func TestShutdownStopsTheJob(t *testing.T) {
 	if got := f.artifacts(t, run.Name, j.ID); got["out/x"] != "x\n" {
 		t.Errorf("artifacts %v", got)
 	}
+}
+
+func fmtExit(code *int) string {
+	if code == nil {
+		return "none"
+	}
+	return strconv.Itoa(*code)
 }
