@@ -1,0 +1,361 @@
+package plan
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dstackai/dstack/backend"
+)
+
+// planner is one pass of Plan: the snapshot indexed, and the decision as it
+// grows.
+type planner struct {
+	now         time.Time
+	idleTimeout time.Duration
+
+	jobs      []*jobState   // queue order
+	instances []*instState  // by ID
+	limits    []*limitState // by ID
+	byLimitID map[string]*limitState
+	users     map[string]*userState
+	shapes    map[shapeKey]*shape
+
+	out Decision
+}
+
+type jobState struct {
+	Job
+	sec      int64 // QueuedAt as Unix seconds and nanoseconds, for a cheap sort
+	nsec     int
+	need     need
+	reserved *instState // the instance launching (or registered) for it
+}
+
+// userState is one user's share of the snapshot.
+type userState struct {
+	limits  []*limitState  // by ID
+	runners []*runnerState // free ones, smallest first
+	// What the user's jobs choose from, in the order they choose, filled
+	// once the limits' instances are counted: enabled limits with an offer
+	// cheapest first, and their pools of free instances.
+	sorted          bool
+	launchable      []*limitState
+	idle, launching []*pool
+}
+
+func (p *planner) user(id string) *userState {
+	u := p.users[id]
+	if u == nil {
+		u = &userState{}
+		p.users[id] = u
+	}
+	return u
+}
+
+type runnerState struct {
+	Runner
+	m    machine
+	used bool
+}
+
+// instKind is what an instance is doing, as far as planning goes; it is
+// also the order in which an over-limit limit gives its instances up.
+type instKind int
+
+const (
+	instFree     instKind = iota // idle, or launching for no pending job
+	instReserved                 // launching (or registered) for a pending job
+	instBusy                     // running a job
+)
+
+type instState struct {
+	Instance
+	kind       instKind
+	limit      *limitState // nil when the limit is gone
+	job        *jobState   // the pending job it is reserved for
+	terminated bool        // by this pass
+	taken      bool        // a pending job was bound to it by this pass
+}
+
+type limitState struct {
+	Limit
+	offer            *backend.Offer // nil when no backend offers it
+	m                machine        // the offer's
+	unavailableUntil time.Time      // zero when available
+	live             []*instState   // not terminating, not terminated by this pass
+	count            int            // instances counted against Max
+	room             int            // launches still allowed in this pass
+	idle, launching  *pool          // free instances, running and launching
+	launch           *Launch
+}
+
+// pool is a limit's free instances of one state, taken from head on.
+type pool struct {
+	limit *limitState
+	insts []*instState
+	head  int
+	m     machine
+	price float64
+}
+
+func (p *pool) empty() bool { return p.head == len(p.insts) }
+
+func newPlanner(s Snapshot) *planner {
+	p := &planner{
+		now:         s.Now,
+		idleTimeout: s.IdleTimeout,
+		byLimitID:   make(map[string]*limitState, len(s.Limits)),
+		users:       map[string]*userState{},
+		shapes:      make(map[shapeKey]*shape, min(len(s.Jobs), 1024)),
+	}
+	if p.idleTimeout <= 0 {
+		p.idleTimeout = DefaultIdleTimeout
+	}
+
+	offers := make(map[backend.OfferKey]*backend.Offer, len(s.Offers))
+	for i := range s.Offers {
+		o := &s.Offers[i]
+		if prev, ok := offers[o.Key()]; !ok || cheaper(o, prev) {
+			offers[o.Key()] = o
+		}
+	}
+
+	p.limits = make([]*limitState, 0, len(s.Limits))
+	for _, l := range s.Limits {
+		ls := &limitState{Limit: l}
+		if o := offers[l.OfferKey()]; o != nil {
+			ls.offer = o
+			ls.m = machineOf(o.Resources())
+		}
+		if until, ok := s.Unavailable[l.OfferKey()]; ok && until.After(s.Now) {
+			ls.unavailableUntil = until
+		}
+		p.limits = append(p.limits, ls)
+	}
+	slices.SortFunc(p.limits, func(a, b *limitState) int { return strings.Compare(a.ID, b.ID) })
+	for _, l := range p.limits {
+		p.byLimitID[l.ID] = l
+		u := p.user(l.UserID)
+		u.limits = append(u.limits, l)
+	}
+
+	p.jobs = make([]*jobState, len(s.Jobs))
+	states := make([]jobState, len(s.Jobs))
+	for i, j := range s.Jobs {
+		states[i] = jobState{Job: j, sec: j.QueuedAt.Unix(), nsec: j.QueuedAt.Nanosecond(), need: needOf(j.Resources)}
+		p.jobs[i] = &states[i]
+	}
+	slices.SortFunc(p.jobs, func(a, b *jobState) int {
+		return cmp.Or(cmp.Compare(a.sec, b.sec), cmp.Compare(a.nsec, b.nsec), strings.Compare(a.ID, b.ID))
+	})
+	for _, r := range s.Runners {
+		u := p.user(r.UserID)
+		u.runners = append(u.runners, &runnerState{Runner: r, m: machineOf(r.Free)})
+	}
+	for _, u := range p.users {
+		slices.SortFunc(u.runners, func(a, b *runnerState) int {
+			if a.m.less(b.m) {
+				return -1
+			}
+			if b.m.less(a.m) {
+				return 1
+			}
+			return strings.Compare(a.ID, b.ID)
+		})
+	}
+
+	p.instances = make([]*instState, len(s.Instances))
+	for i, in := range s.Instances {
+		p.instances[i] = &instState{Instance: in, limit: p.byLimitID[in.LimitID]}
+	}
+	slices.SortFunc(p.instances, func(a, b *instState) int { return strings.Compare(a.ID, b.ID) })
+	// An instance is reserved for the pending job it names when the job is
+	// its own limit's user's; of several, the first by ID.
+	naming := map[string][]*instState{}
+	for _, in := range p.instances {
+		if in.State != InstanceTerminating && in.JobID != "" && in.limit != nil {
+			naming[in.JobID] = append(naming[in.JobID], in)
+		}
+	}
+	if len(naming) > 0 {
+		for _, j := range p.jobs {
+			for _, in := range naming[j.ID] {
+				if in.job == nil && in.limit.UserID == j.UserID {
+					in.kind, in.job, j.reserved = instReserved, j, in
+					break
+				}
+			}
+		}
+	}
+	for _, in := range p.instances {
+		switch {
+		case in.job != nil, in.State == InstanceTerminating:
+		case in.State != InstanceLaunching && in.JobID != "":
+			in.kind = instBusy
+		default:
+			in.kind = instFree
+		}
+	}
+	return p
+}
+
+// cheaper orders offers of one key: the lower price, then a total order so
+// that the choice does not depend on the input's order.
+func cheaper(a, b *backend.Offer) bool {
+	if a.PricePerHour != b.PricePerHour {
+		return a.PricePerHour < b.PricePerHour
+	}
+	if a.CPUs != b.CPUs {
+		return a.CPUs < b.CPUs
+	}
+	if a.MemoryMiB != b.MemoryMiB {
+		return a.MemoryMiB < b.MemoryMiB
+	}
+	return len(a.GPUs) < len(b.GPUs)
+}
+
+// terminateForLimits applies rules 1 and 2: instances of deleted and
+// disabled limits go, and a limit over its maximum gives up the extras.
+func (p *planner) terminateForLimits() {
+	for _, in := range p.instances {
+		l := in.limit
+		switch {
+		case l == nil:
+			if in.State != InstanceTerminating {
+				p.terminate(in, ReasonLimitDeleted)
+			}
+		case in.State == InstanceTerminating:
+			l.count++
+		case !l.Enabled:
+			l.count++
+			p.terminate(in, ReasonLimitDisabled)
+		default:
+			l.count++
+			l.live = append(l.live, in)
+		}
+	}
+	for _, l := range p.limits {
+		ceiling := max(l.Max, 0)
+		if extra := len(l.live) - ceiling; extra > 0 {
+			slices.SortFunc(l.live, func(a, b *instState) int {
+				return cmp.Or(cmp.Compare(a.kind, b.kind), b.StartedAt.Compare(a.StartedAt), strings.Compare(a.ID, b.ID))
+			})
+			for _, in := range l.live[:extra] {
+				p.terminate(in, ReasonOverLimit)
+			}
+			l.live = l.live[extra:]
+		}
+		l.room = ceiling - l.count
+		if l.room < 0 || !l.Enabled {
+			l.room = 0
+		}
+		p.fillPools(l)
+	}
+}
+
+// fillPools puts l's free instances into its pools: idle ones longest idle
+// first (they are nearest their timeout), launching ones oldest first.
+func (p *planner) fillPools(l *limitState) {
+	var idle, launching []*instState
+	for _, in := range l.live {
+		if in.kind != instFree {
+			continue
+		}
+		if in.State == InstanceLaunching {
+			launching = append(launching, in)
+		} else {
+			idle = append(idle, in)
+		}
+	}
+	mk := func(insts []*instState, since func(*instState) time.Time) *pool {
+		if len(insts) == 0 {
+			return nil
+		}
+		slices.SortFunc(insts, func(a, b *instState) int {
+			return cmp.Or(since(a).Compare(since(b)), strings.Compare(a.ID, b.ID))
+		})
+		// Instances of one limit share its instance type; the first one's
+		// offer stands for all.
+		return &pool{limit: l, insts: insts, m: machineOf(insts[0].Offer.Resources()), price: insts[0].Offer.PricePerHour}
+	}
+	l.idle = mk(idle, (*instState).idleSince)
+	l.launching = mk(launching, func(in *instState) time.Time { return in.StartedAt })
+}
+
+func (in *instState) idleSince() time.Time {
+	if in.IdleSince.IsZero() {
+		return in.StartedAt
+	}
+	return in.IdleSince
+}
+
+func (p *planner) terminate(in *instState, r Reason) {
+	in.terminated = true
+	t := Termination{InstanceID: in.ID, LimitID: in.LimitID, Reason: r}
+	switch in.kind {
+	case instReserved:
+		t.JobID = in.JobID
+		in.job.reserved = nil // the job is planned anew
+	case instBusy:
+		t.JobID, t.Requeue = in.JobID, true
+	}
+	p.out.Terminations = append(p.out.Terminations, t)
+}
+
+// assign applies rule 3 to every pending job, in queue order.
+func (p *planner) assign() {
+	for _, j := range p.jobs {
+		if in := j.reserved; in != nil {
+			p.out.Bindings = append(p.out.Bindings, Binding{JobID: j.ID, InstanceID: in.ID})
+			continue
+		}
+		sh := p.shape(j)
+		if r := sh.nextRunner(); r != nil {
+			r.used = true
+			p.out.Bindings = append(p.out.Bindings, Binding{JobID: j.ID, RunnerID: r.ID})
+			continue
+		}
+		if in := sh.nextInstance(); in != nil {
+			in.taken = true
+			p.out.Bindings = append(p.out.Bindings, Binding{JobID: j.ID, InstanceID: in.ID})
+			continue
+		}
+		if l := sh.nextLimit(); l != nil {
+			l.room--
+			if l.launch == nil {
+				l.launch = &Launch{LimitID: l.ID, Offer: *l.offer}
+			}
+			l.launch.Count++
+			l.launch.JobIDs = append(l.launch.JobIDs, j.ID)
+			continue
+		}
+		p.out.Waiting = append(p.out.Waiting, sh.waiting(p, j))
+	}
+}
+
+// terminateIdle applies rule 4.
+func (p *planner) terminateIdle() {
+	for _, in := range p.instances {
+		if in.terminated || in.taken || in.kind != instFree || in.limit == nil ||
+			in.State == InstanceTerminating || in.State == InstanceLaunching {
+			continue
+		}
+		if !p.now.Before(in.idleSince().Add(p.idleTimeout)) {
+			p.terminate(in, ReasonIdle)
+		}
+	}
+}
+
+func (p *planner) decision() Decision {
+	for _, l := range p.limits {
+		if l.launch != nil {
+			p.out.Launches = append(p.out.Launches, *l.launch)
+		}
+	}
+	slices.SortFunc(p.out.Terminations, func(a, b Termination) int { return strings.Compare(a.InstanceID, b.InstanceID) })
+	slices.SortFunc(p.out.Bindings, func(a, b Binding) int { return strings.Compare(a.JobID, b.JobID) })
+	slices.SortFunc(p.out.Waiting, func(a, b Waiting) int { return strings.Compare(a.JobID, b.JobID) })
+	return p.out
+}
