@@ -323,7 +323,8 @@ func (e *Env) watchStatus(ctx context.Context, c *apiClient, name string) {
 				if j.StatusReason != "" {
 					why = " (" + j.StatusReason + ")"
 				}
-				fmt.Fprintf(e.Stderr, "==> %s was interrupted%s; it is queued again, attempt %d\n", j.Workflow, why, j.Attempt)
+				// Attempt counts from 0: the first requeue starts attempt 2.
+				fmt.Fprintf(e.Stderr, "==> %s was interrupted%s; it is queued again, attempt %d\n", j.Workflow, why, j.Attempt+1)
 				*s = seen{status: j.Status, attempt: j.Attempt}
 			case j.Status != s.status:
 				*s = seen{status: j.Status, attempt: j.Attempt}

@@ -19,7 +19,8 @@ import (
 func BenchmarkClaimThroughput(b *testing.B) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		b.Run(db, func(b *testing.B) {
-			var opts []servertest.Option
+			// The benchmark's runners do not heartbeat.
+			opts := []servertest.Option{servertest.WithHeartbeatTimeout(time.Hour)}
 			if db == "postgres" {
 				opts = append(opts, servertest.WithPostgres(storetest.PostgresDSN(b)))
 			}

@@ -1,8 +1,8 @@
 // Package sqlite is dstack's embedded store: store.Store on a SQLite file,
 // through modernc.org/sqlite (pure Go, no cgo).
 //
-// The file is in WAL mode, so reads never wait for the writer. Writes go
-// through a pool of one connection: they queue in Go rather than spin on
+// The file is in WAL mode, so reads never wait for the writer. Writes run
+// one at a time under a Go mutex: they queue in Go rather than spin on
 // SQLite's busy handler, and each transaction starts with BEGIN IMMEDIATE
 // (_txlock=immediate), so it holds the write lock from its first statement
 // and never fails to upgrade a read lock half way. Reads use a second pool of
@@ -23,6 +23,7 @@ import (
 	"io/fs"
 	"net/url"
 	"runtime"
+	"sync"
 
 	sqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -64,8 +65,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		NextQueueSeq: `(SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs)`,
 		Strpos:       "instr",
 	}
-	closeFn := func() error { return errors.Join(read.Close(), write.Close()) }
-	return &Store{sqlcore.New(queries{read}, writer{queries{write}, write}, d, closeFn)}, nil
+	rq := queries{read, newStmtCache(read)}
+	w := writer{db: write, stmts: newStmtCache(write), mu: new(sync.Mutex)}
+	closeFn := func() error { return errors.Join(rq.stmts.close(), w.stmts.close(), read.Close(), write.Close()) }
+	return &Store{sqlcore.New(rq, w, d, closeFn)}, nil
 }
 
 // openPool opens the write pool (one connection) or the read pool.
@@ -85,7 +88,7 @@ func openPool(ctx context.Context, path string, write bool) (*sql.DB, error) {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 	if write {
-		db.SetMaxOpenConns(1)
+		db.SetMaxOpenConns(2) // see writer
 	} else {
 		db.SetMaxOpenConns(max(4, runtime.NumCPU()))
 	}
@@ -105,8 +108,62 @@ type queryer interface {
 }
 
 // queries adapts database/sql to sqlcore.Querier, mapping errors to the
-// store's.
-type queries struct{ q queryer }
+// store's. Queries go through prepared statements kept in stmts: SQLite
+// spends more time parsing the store's statements than running them.
+type queries struct {
+	q     queryer
+	stmts *stmtCache
+}
+
+// stmtCache holds a pool's prepared statements by query text. database/sql
+// prepares each one again on every connection that runs it, and Tx.Stmt
+// reuses the connection's.
+type stmtCache struct {
+	db *sql.DB
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+func newStmtCache(db *sql.DB) *stmtCache { return &stmtCache{db: db, m: map[string]*sql.Stmt{}} }
+
+// get returns the statement for query, preparing it on first use.
+func (c *stmtCache) get(ctx context.Context, query string) (*sql.Stmt, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[query]; ok {
+		return st, nil
+	}
+	st, err := c.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	c.m[query] = st
+	return st, nil
+}
+
+func (c *stmtCache) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, st := range c.m {
+		errs = append(errs, st.Close())
+	}
+	c.m = nil
+	return errors.Join(errs...)
+}
+
+// stmt returns the cached statement for query, bound to the transaction when
+// q runs in one.
+func (q queries) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	st, err := q.stmts.get(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if tx, ok := q.q.(*sql.Tx); ok {
+		return tx.StmtContext(ctx, st), nil
+	}
+	return st, nil
+}
 
 func (q queries) Exec(ctx context.Context, query string, args ...any) (int64, error) {
 	res, err := q.q.ExecContext(ctx, query, args...)
@@ -121,7 +178,15 @@ func (q queries) Exec(ctx context.Context, query string, args ...any) (int64, er
 }
 
 func (q queries) Query(ctx context.Context, query string, args ...any) (sqlcore.Rows, error) {
-	rows, err := q.q.QueryContext(ctx, query, args...)
+	var rows *sql.Rows
+	st, err := q.stmt(ctx, query)
+	if err != nil {
+		// Not preparable outside the transaction, say on a table it
+		// creates: run it unprepared.
+		rows, err = q.q.QueryContext(ctx, query, args...)
+	} else {
+		rows, err = st.QueryContext(ctx, args...)
+	}
 	if err != nil {
 		return nil, mapErr(err)
 	}
@@ -129,21 +194,30 @@ func (q queries) Query(ctx context.Context, query string, args ...any) (sqlcore.
 }
 
 func (q queries) QueryRow(ctx context.Context, query string, args ...any) sqlcore.Row {
-	return sqlRow{q.q.QueryRowContext(ctx, query, args...)}
+	st, err := q.stmt(ctx, query)
+	if err != nil {
+		return sqlRow{q.q.QueryRowContext(ctx, query, args...)} // as in Query
+	}
+	return sqlRow{st.QueryRowContext(ctx, args...)}
 }
 
-// writer adds transactions to the write pool's queries.
+// writer runs every write, transaction or single statement, one at a time
+// under mu. Its pool has two connections: one for the write in progress, the
+// other free to prepare statements meanwhile.
 type writer struct {
-	queries
-	db *sql.DB
+	db    *sql.DB
+	stmts *stmtCache
+	mu    *sync.Mutex
 }
 
 func (w writer) Tx(ctx context.Context, fn func(q sqlcore.Querier) error) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	tx, err := w.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", mapErr(err))
 	}
-	if err := fn(queries{tx}); err != nil {
+	if err := fn(queries{tx, w.stmts}); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
@@ -151,6 +225,54 @@ func (w writer) Tx(ctx context.Context, fn func(q sqlcore.Querier) error) error 
 		return fmt.Errorf("commit: %w", mapErr(err))
 	}
 	return nil
+}
+
+func (w writer) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	var n int64
+	err := w.Tx(ctx, func(q sqlcore.Querier) error {
+		var err error
+		n, err = q.Exec(ctx, query, args...)
+		return err
+	})
+	return n, err
+}
+
+// Query runs a writing query whose rows the caller reads; the write lock is
+// held until the rows are closed.
+func (w writer) Query(ctx context.Context, query string, args ...any) (sqlcore.Rows, error) {
+	w.mu.Lock()
+	rows, err := queries{w.db, w.stmts}.Query(ctx, query, args...)
+	if err != nil {
+		w.mu.Unlock()
+		return nil, err
+	}
+	return &unlockRows{Rows: rows, unlock: sync.OnceFunc(w.mu.Unlock)}, nil
+}
+
+func (w writer) QueryRow(ctx context.Context, query string, args ...any) sqlcore.Row {
+	return writeRow{w: w, ctx: ctx, query: query, args: args}
+}
+
+// writeRow runs its query when scanned, in a transaction of its own.
+type writeRow struct {
+	w     writer
+	ctx   context.Context
+	query string
+	args  []any
+}
+
+func (r writeRow) Scan(dest ...any) error {
+	return r.w.Tx(r.ctx, func(q sqlcore.Querier) error { return q.QueryRow(r.ctx, r.query, r.args...).Scan(dest...) })
+}
+
+type unlockRows struct {
+	sqlcore.Rows
+	unlock func()
+}
+
+func (r *unlockRows) Close() {
+	r.Rows.Close()
+	r.unlock()
 }
 
 type sqlRows struct{ *sql.Rows }

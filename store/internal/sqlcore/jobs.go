@@ -112,18 +112,24 @@ func (s *Store) JobSetStatus(ctx context.Context, p store.JobSetStatusParams) (*
 // is not, each dependent fails, and so on down the graph. The caller holds
 // the run's lock. It returns the jobs it changed.
 func (s *Store) propagate(ctx context.Context, q Querier, ended *store.Job, now time.Time) ([]*store.Job, error) {
-	jobs, err := s.runJobs(ctx, q, ended.RunID)
+	// Most runs have no waiting job left: settle that with one cheap query
+	// before reading any job in full.
+	waiting, err := collectJobs(q.Query(ctx, `SELECT `+jobColumns+` FROM jobs
+		WHERE run_id = $1 AND status = 'submitted' ORDER BY position`, ended.RunID))
+	if err != nil {
+		return nil, fmt.Errorf("waiting jobs of run %s: %w", ended.RunID, err)
+	}
+	if len(waiting) == 0 {
+		return nil, nil
+	}
+	status, err := s.runStatuses(ctx, q, ended.RunID)
 	if err != nil {
 		return nil, err
 	}
-	status := map[string]api.JobStatus{}
-	for _, j := range jobs {
-		status[j.Workflow] = j.Status
-	}
 	dependents := func(workflow string) []*store.Job {
 		var out []*store.Job
-		for _, j := range jobs {
-			if j.Status == api.StatusSubmitted && slices.Contains(j.Spec.DependsOn, workflow) {
+		for _, j := range waiting {
+			if status[j.Workflow] == api.StatusSubmitted && slices.Contains(j.Spec.DependsOn, workflow) {
 				out = append(out, j)
 			}
 		}
@@ -170,11 +176,32 @@ func (s *Store) propagate(ctx context.Context, q Querier, ended *store.Job, now 
 				WHERE id = $1`, j.ID, reason, micros(now)); err != nil {
 				return nil, fmt.Errorf("fail job %s: %w", j.ID, err)
 			}
-			j.Status = api.StatusFailed
+			status[j.Workflow] = api.StatusFailed
 			queue = append(queue, failure{j.Workflow, api.StatusFailed})
 		}
 	}
 	return changed, nil
+}
+
+// runStatuses returns the state of each job of a run, by workflow.
+func (s *Store) runStatuses(ctx context.Context, q Querier, runID string) (map[string]api.JobStatus, error) {
+	rows, err := q.Query(ctx, `SELECT workflow, status FROM jobs WHERE run_id = $1`, runID)
+	if err != nil {
+		return nil, fmt.Errorf("job states of run %s: %w", runID, err)
+	}
+	defer rows.Close()
+	out := map[string]api.JobStatus{}
+	for rows.Next() {
+		var wf, st string
+		if err := rows.Scan(&wf, &st); err != nil {
+			return nil, fmt.Errorf("job states of run %s: %w", runID, err)
+		}
+		out[wf] = api.JobStatus(st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("job states of run %s: %w", runID, err)
+	}
+	return out, nil
 }
 
 // JobRequestStop ends a run's waiting jobs and flags its active ones.

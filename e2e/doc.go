@@ -1,0 +1,12 @@
+// Package e2e holds the end-to-end tests of dstack: they build the real
+// `dstack` and `dstack-runner` binaries, start a server and runners as
+// subprocesses on loopback, and drive them with the CLI as a user would,
+// asserting what a user notices (output, exit codes, files). Every scenario
+// runs on SQLite and on PostgreSQL (the latter when DSTACK_TEST_POSTGRES_DSN
+// is set, as `make test` does).
+//
+// TestMain builds the binaries once with the go on PATH; `go test -short`
+// skips the package. A failing test shows the output of every process it
+// started (DSTACK_TEST_VERBOSE=1: every test). The package has no code of
+// its own: harness_test.go is the harness, the other files the scenarios.
+package e2e
