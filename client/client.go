@@ -64,7 +64,7 @@ func (c *Client) WithToken(token string) *Client {
 // request describes one call.
 type request struct {
 	method  string
-	path    string // under api.PathPrefix unless it starts with "//"
+	path    string // escaped; under api.PathPrefix unless it starts with "//"
 	query   url.Values
 	body    io.Reader
 	ctype   string
@@ -73,11 +73,18 @@ type request struct {
 
 func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	u := *c.base
+	p := api.PathPrefix + r.path
 	if strings.HasPrefix(r.path, "//") {
-		u.Path += r.path[1:]
-	} else {
-		u.Path += api.PathPrefix + r.path
+		p = r.path[1:]
 	}
+	// r.path is escaped already (a segment may hold an escaped "/" or "%"):
+	// keep it as it is on the wire.
+	raw := u.EscapedPath() + p
+	unescaped, err := url.PathUnescape(raw)
+	if err != nil {
+		return nil, fmt.Errorf("request path %q: %w", raw, err)
+	}
+	u.Path, u.RawPath = unescaped, raw
 	u.RawQuery = r.query.Encode()
 	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), r.body)
 	if err != nil {

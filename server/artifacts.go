@@ -33,15 +33,55 @@ func (s *Server) handleArtifactUpload(w http.ResponseWriter, r *http.Request, rn
 	if err != nil {
 		return err
 	}
-	n, err := s.blobs.Put(r.Context(), artifactPrefix(job.ID)+p, r.Body)
-	if err != nil {
-		return fmt.Errorf("store artifact: %w", err)
+	body := io.Reader(r.Body)
+	if v := r.Header.Get("X-Dstack-Size"); v != "" {
+		want, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || want < 0 {
+			return invalid("X-Dstack-Size %q is not a size in bytes", v)
+		}
+		// Checked while storing, so that a body of another length fails the
+		// Put and leaves nothing (or the previous upload) behind.
+		body = &sizedReader{r: r.Body, want: want}
 	}
-	if want := r.Header.Get("X-Dstack-Size"); want != "" && want != strconv.FormatInt(n, 10) {
-		return invalid("artifact %s: received %d bytes, expected %s", p, n, want)
+	if _, err := s.blobs.Put(r.Context(), artifactPrefix(job.ID)+p, body); err != nil {
+		var se *sizeError
+		if errors.As(err, &se) {
+			return invalid("artifact %s: %v; nothing was stored", p, se)
+		}
+		return fmt.Errorf("store artifact: %w", err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// sizedReader fails when its reader yields more or fewer than want bytes.
+type sizedReader struct {
+	r         io.Reader
+	want, got int64
+}
+
+type sizeError struct {
+	got, want int64
+	more      bool
+}
+
+func (e *sizeError) Error() string {
+	if e.more {
+		return fmt.Sprintf("received more than the %d bytes expected", e.want)
+	}
+	return fmt.Sprintf("received %d bytes, expected %d", e.got, e.want)
+}
+
+func (s *sizedReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.got += int64(n)
+	if s.got > s.want {
+		return n, &sizeError{got: s.got, want: s.want, more: true}
+	}
+	if errors.Is(err, io.EOF) && s.got != s.want {
+		return n, &sizeError{got: s.got, want: s.want}
+	}
+	return n, err
 }
 
 // jobArtifacts lists a job's artifact files.

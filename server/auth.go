@@ -91,10 +91,12 @@ func newAuthenticator(st store.Store, now func() time.Time) *authenticator {
 	return &authenticator{store: st, now: now, runners: map[string]cachedRunner{}}
 }
 
+// bearer returns the request's bearer token; the scheme's name is
+// case-insensitive (RFC 9110, section 11.1).
 func bearer(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	if t, ok := strings.CutPrefix(h, "Bearer "); ok {
-		return strings.TrimSpace(t)
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if ok && strings.EqualFold(scheme, "Bearer") {
+		return strings.TrimSpace(tok)
 	}
 	return ""
 }
@@ -127,6 +129,10 @@ func (a *authenticator) runner(r *http.Request) (*store.Runner, error) {
 	tok := bearer(r)
 	if tok == "" {
 		return nil, errNoToken
+	}
+	if strings.HasPrefix(tok, userTokenPrefix) {
+		return nil, api.Errorf(http.StatusForbidden, api.CodeForbidden,
+			"a user token cannot call runner endpoints: a runner uses the credential it gets when it registers (`dstack-runner config --token TOKEN`, then `dstack-runner start`)")
 	}
 	h := hashToken(tok)
 	now := a.now()

@@ -46,9 +46,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // readJSON decodes a JSON body into v, refusing unknown fields and oversized
 // bodies with messages that say which.
 func readJSON(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxJSONBody+1))
+	body := &io.LimitedReader{R: r.Body, N: maxJSONBody + 1}
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if body.N <= 0 {
+			return api.Errorf(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "request body is larger than %d MiB: send less", maxJSONBody>>20)
+		}
 		if errors.Is(err, io.EOF) {
 			return api.Errorf(http.StatusBadRequest, api.CodeInvalid, "request body is empty: send a JSON object")
 		}
@@ -72,5 +76,4 @@ type flushWriter struct {
 }
 
 func (fw flushWriter) Write(p []byte) (int, error) { return fw.w.Write(p) }
-func (fw flushWriter) Flush()                       { _ = fw.f.Flush() }
-
+func (fw flushWriter) Flush()                      { _ = fw.f.Flush() }

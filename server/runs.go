@@ -60,7 +60,15 @@ func (s *Server) handleCodeUpload(w http.ResponseWriter, r *http.Request, u *sto
 
 func tooLargeCode(n, max int64) error {
 	return api.Errorf(http.StatusRequestEntityTooLarge, api.CodeTooLarge,
-		"code archive is larger than the server's limit of %d MiB: list big files and folders (data, checkpoints) in .dstackignore, or raise the limit with `dstack server --max-code-size`", max>>20)
+		"code archive is larger than the server's limit of %s: list big files and folders (data, checkpoints) in .dstackignore, or raise the limit with `dstack server --max-code-size`", byteSize(max))
+}
+
+// byteSize writes n bytes in MiB when that is exact, in bytes otherwise.
+func byteSize(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 var workflowNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)

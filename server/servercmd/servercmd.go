@@ -144,4 +144,3 @@ func migrateCommand() *cobra.Command {
 		},
 	}
 }
-

@@ -1,0 +1,22 @@
+package server
+
+import "testing"
+
+// Route is a route the server registers, for the tests of package
+// server_test: its method, its path pattern and the credential it takes
+// ("userToken", "runnerToken", or "" for none).
+type Route struct{ Method, Path, Auth string }
+
+func (r Route) String() string { return r.Method + " " + r.Path }
+
+// Routes lists the routes the server registers, read from its source as the
+// OpenAPI tests read them, so that a new route is covered without a list to
+// keep up to date.
+func Routes(t *testing.T) []Route {
+	t.Helper()
+	var out []Route
+	for _, r := range servedRoutes(t) {
+		out = append(out, Route{Method: r.method, Path: r.path, Auth: r.auth})
+	}
+	return out
+}
