@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/dstackai/dstack/version.Version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: help build test test-short lint bench demo fuzz clean
+.PHONY: help build test test-short lint bench demo fuzz local-image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ fuzz: ## run every fuzz target for 30s each
 
 demo: build ## run the example workflows end to end on a local server and runner
 	scripts/demo.sh
+
+local-image: build ## build the local backend's runner image (dstack-local-runner:<hash>)
+	GO=$(GO) scripts/local-image.sh $(BIN)/dstack-runner
 
 clean: ## remove build outputs
 	rm -rf $(BIN) build .demo

@@ -221,7 +221,20 @@ type Runner struct {
 	RunName       string        `json:"run_name,omitempty"`
 	RegisteredAt  time.Time     `json:"registered_at"`
 	LastHeartbeat time.Time     `json:"last_heartbeat"`
+	// Backend .. InstanceState describe the on-demand instance the runner
+	// runs on; all are empty for a self-hosted runner.
+	Backend       string `json:"backend,omitempty"`
+	Region        string `json:"region,omitempty"`
+	InstanceType  string `json:"instance_type,omitempty"`
+	PurchaseType  string `json:"purchase_type,omitempty"`  // PurchaseSpot or PurchaseOnDemand
+	InstanceState string `json:"instance_state,omitempty"` // launching, running, terminating, terminated or gone
 }
+
+// Purchase types of on-demand instances.
+const (
+	PurchaseSpot     = "spot"
+	PurchaseOnDemand = "on-demand"
+)
 
 // RunnerRegisterRequest is the body of POST /runners/register, sent with a
 // user's token; the answer carries the runner's own credential.
@@ -240,6 +253,17 @@ type RunnerRegisterResponse struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	// HeartbeatInterval is how often the server wants to hear from the runner.
 	HeartbeatInterval Duration `json:"heartbeat_interval"`
+}
+
+// RunnerJoinRequest is the body of POST /runners/join, sent without any
+// Authorization header by the runner of an on-demand instance: JoinToken, the
+// single-use credential the server gave the instance at launch, stands in for
+// a user's token. The server consumes the token, registers the runner for the
+// instance's user and answers as for a registration (RunnerRegisterResponse,
+// 201). An unknown, used or cancelled token is 401 unauthenticated.
+type RunnerJoinRequest struct {
+	RunnerRegisterRequest
+	JoinToken string `json:"join_token"`
 }
 
 // HeartbeatRequest is the body of POST /runner/heartbeat.

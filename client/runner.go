@@ -13,14 +13,22 @@ import (
 	"github.com/dstackai/dstack/api"
 )
 
-// The calls of this file are a runner's. Register takes a user's token; the
-// others take the runner credential it returns (see WithToken), and calls
+// The calls of this file are a runner's. Register takes a user's token, Join
+// an on-demand instance's join token; the others take the runner credential it returns (see WithToken), and calls
 // about a job carry the job's lease.
 
 // RunnerRegister exchanges a user's token for a runner credential.
 func (c *Client) RunnerRegister(ctx context.Context, req api.RunnerRegisterRequest) (*api.RunnerRegisterResponse, error) {
 	var out api.RunnerRegisterResponse
 	return &out, c.doJSON(ctx, http.MethodPost, "/runners/register", nil, req, &out)
+}
+
+// RunnerJoin exchanges an on-demand instance's single-use join token for a
+// runner credential. It sends no Authorization header, whatever token c has:
+// the join token in the body is the only credential.
+func (c *Client) RunnerJoin(ctx context.Context, req api.RunnerJoinRequest) (*api.RunnerRegisterResponse, error) {
+	var out api.RunnerRegisterResponse
+	return &out, c.WithToken("").doJSON(ctx, http.MethodPost, "/runners/join", nil, req, &out)
 }
 
 // RunnerHeartbeat tells the server the runner is alive.

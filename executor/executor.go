@@ -4,8 +4,9 @@
 // An Executor starts a Process from a Spec. The shell executor (Shell) runs
 // the commands as one script in the job's working directory, in a process
 // group of its own so that a stop reaches every process the script started.
-// A Docker executor will run them in a container of the workflow's image
-// behind the same interface.
+// The Docker executor (Docker) runs them in a container of the workflow's
+// image, with the working directory bind-mounted at /workflow; see docker.go
+// for what it does with each provider.
 package executor
 
 import (
@@ -13,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"time"
 )
 
 // Executor starts jobs' processes.
@@ -45,6 +48,17 @@ type Spec struct {
 	// written. At most one Write runs at a time. An *os.File is handed to
 	// the process as is.
 	Output io.Writer
+	// Resources are the job's limits; the shell executor ignores them.
+	Resources Resources
+}
+
+// Resources are what a job may use of the machine. Zero means no limit.
+type Resources struct {
+	CPUs       int
+	MemoryMiB  int64
+	ShmSizeMiB int64
+	// GPUs is how many GPUs the job gets; -1 means all of them.
+	GPUs int
 }
 
 // Validate says what is missing from spec.
@@ -101,13 +115,65 @@ func (r Result) Reason() string {
 	return fmt.Sprintf("exit status %d", r.ExitCode)
 }
 
-// New returns the executor of a name.
-func New(name string) (Executor, error) {
+// Cleaner is an executor that can remove what jobs of an earlier life of
+// the runner left behind (a crash leaves containers). A runner calls Cleanup
+// at start, before it takes a job.
+type Cleaner interface {
+	Cleanup(ctx context.Context) error
+}
+
+// Names are the executors New knows.
+var Names = []string{"auto", "shell", "docker"}
+
+// CheckName says whether New knows name, without connecting to anything.
+func CheckName(name string) error {
 	switch name {
-	case "", "shell":
-		return Shell{}, nil
-	case "docker":
-		return nil, errors.New("the docker executor is not available yet: use --executor shell")
+	case "", "auto", "shell", "docker":
+		return nil
 	}
-	return nil, fmt.Errorf("unknown executor %q: use shell", name)
+	return fmt.Errorf("unknown executor %q: use auto, shell or docker", name)
+}
+
+// Options configure the executors New makes.
+type Options struct {
+	// BashImage is the image bash jobs run in on the Docker executor. Empty
+	// means they run with the shell executor, on the host.
+	BashImage string
+	// Owner tells the containers of this runner from those of other
+	// runners on the same Docker Engine: Cleanup removes only its own.
+	// Runners use their data directory.
+	Owner string
+	// User is the uid:gid containers run as; empty means the runner's own,
+	// so that what a job writes in its working directory is the runner's.
+	User string
+	// DockerHost overrides DOCKER_HOST (tests).
+	DockerHost string
+	// PingTimeout bounds how long New waits for the Docker Engine to
+	// answer; zero means 5s.
+	PingTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// New returns the executor of a name: "shell"; "docker", which fails when
+// the Docker Engine (DOCKER_HOST, else the local socket) does not answer a
+// ping; or "auto" (and ""), which is docker when the engine answers and
+// shell otherwise.
+func New(ctx context.Context, name string, opts Options) (Executor, error) {
+	if err := CheckName(name); err != nil {
+		return nil, err
+	}
+	if name == "shell" {
+		return Shell{}, nil
+	}
+	d, err := NewDocker(ctx, opts)
+	if err == nil {
+		return d, nil
+	}
+	if name == "docker" {
+		return nil, err
+	}
+	if opts.Logger != nil {
+		opts.Logger.Info("no Docker Engine: jobs run with the shell executor", "err", err)
+	}
+	return Shell{}, nil
 }

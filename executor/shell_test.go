@@ -41,7 +41,7 @@ type fixture struct {
 	out *syncBuffer
 }
 
-func setup(t *testing.T) fixture {
+func setup(t testing.TB) fixture {
 	t.Helper()
 	return fixture{dir: t.TempDir(), out: &syncBuffer{}}
 }
@@ -304,16 +304,6 @@ func TestSpecValidate(t *testing.T) {
 	for _, tt := range tests {
 		if _, err := (Shell{}).Start(context.Background(), tt.spec); err == nil {
 			t.Errorf("%s: Start succeeded", tt.name)
-		}
-	}
-}
-
-func TestNew(t *testing.T) {
-	t.Parallel()
-	for name, ok := range map[string]bool{"": true, "shell": true, "docker": false, "k8s": false} {
-		e, err := New(name)
-		if (err == nil) != ok {
-			t.Errorf("New(%q) = %v, %v", name, e, err)
 		}
 	}
 }

@@ -17,8 +17,9 @@ import (
 
 // Environment variables read by ApplyEnv.
 const (
-	EnvServer = "DSTACK_SERVER"
-	EnvToken  = "DSTACK_TOKEN"
+	EnvServer    = "DSTACK_SERVER"
+	EnvToken     = "DSTACK_TOKEN"
+	EnvJoinToken = "DSTACK_JOIN_TOKEN"
 )
 
 // DefaultServer is the server a runner talks to when none is configured.
@@ -33,13 +34,24 @@ type Config struct {
 	// Token is the user's token; it is exchanged for a runner credential at
 	// registration.
 	Token string `yaml:"token"`
+	// JoinToken is the single-use credential of an on-demand instance, set
+	// instead of Token by whoever launched the instance (a backend): the
+	// runner joins with it (POST /runners/join) rather than registering with
+	// a user's token, and never registers again. See join.go.
+	JoinToken string `yaml:"join_token,omitempty"`
 	// Name is the runner's name as shown by `dstack runners`.
 	Name string `yaml:"name"`
 	// DataDir holds the runner's state, job working directories and log
 	// spools.
 	DataDir string `yaml:"data_dir,omitempty"`
-	// Executor is "shell" (the default) or "docker".
+	// Executor is how jobs run: "auto" (DefaultConfig's: docker when the
+	// Docker Engine answers at start, shell otherwise), "shell" (what an
+	// empty Executor means) or "docker".
 	Executor string `yaml:"executor,omitempty"`
+	// BashImage is the image bash jobs run in with the docker executor.
+	// Empty means they run on the host with the shell executor, even when
+	// Docker is there (docker and python jobs name their image).
+	BashImage string `yaml:"bash_image,omitempty"`
 
 	// Resources, when set, are reported instead of the detected ones.
 	Resources *api.HostResources `yaml:"-"`
@@ -76,7 +88,7 @@ func DefaultConfig() Config {
 		Server:   DefaultServer,
 		Name:     host,
 		DataDir:  DefaultDataDir(),
-		Executor: "shell",
+		Executor: "auto",
 	}
 }
 
@@ -112,6 +124,9 @@ func (c *Config) LoadFile(path string) error {
 	if f.Token != "" {
 		c.Token = f.Token
 	}
+	if f.JoinToken != "" {
+		c.JoinToken = f.JoinToken
+	}
 	if f.Name != "" {
 		c.Name = f.Name
 	}
@@ -120,6 +135,9 @@ func (c *Config) LoadFile(path string) error {
 	}
 	if f.Executor != "" {
 		c.Executor = f.Executor
+	}
+	if f.BashImage != "" {
+		c.BashImage = f.BashImage
 	}
 	return nil
 }
@@ -137,13 +155,16 @@ func (c Config) WriteFile(path string) error {
 	return writeFileAtomic(path, b, 0o600, true)
 }
 
-// ApplyEnv applies DSTACK_SERVER and DSTACK_TOKEN over c.
+// ApplyEnv applies DSTACK_SERVER, DSTACK_TOKEN and DSTACK_JOIN_TOKEN over c.
 func (c *Config) ApplyEnv(getenv func(string) string) {
 	if v := getenv(EnvServer); v != "" {
 		c.Server = v
 	}
 	if v := getenv(EnvToken); v != "" {
 		c.Token = v
+	}
+	if v := getenv(EnvJoinToken); v != "" {
+		c.JoinToken = v
 	}
 }
 
@@ -153,8 +174,12 @@ func (c Config) Validate() error {
 	if err := ValidateServerURL(c.Server); err != nil {
 		errs = append(errs, err)
 	}
-	if strings.TrimSpace(c.Token) == "" {
+	token, join := strings.TrimSpace(c.Token) != "", strings.TrimSpace(c.JoinToken) != ""
+	switch {
+	case !token && !join:
 		errs = append(errs, errors.New("no token: run `dstack-runner config --token TOKEN` (the token is in the web UI's Settings) or set "+EnvToken))
+	case token && join:
+		errs = append(errs, errors.New("both a user token and a join token are set: a self-hosted runner uses the token, an on-demand instance's runner only its join token (--join-token or "+EnvJoinToken+"); remove one"))
 	}
 	if n := strings.TrimSpace(c.Name); n == "" || len(n) > 200 {
 		errs = append(errs, errors.New("the runner name must be 1 to 200 characters: set it with --name"))
@@ -163,9 +188,12 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("no data directory: set it with --data-dir"))
 	}
 	if c.ExecutorImpl == nil {
-		if _, err := executor.New(c.Executor); err != nil {
-			errs = append(errs, err)
+		if err := executor.CheckName(c.Executor); err != nil {
+			errs = append(errs, fmt.Errorf("%w (set it with --executor)", err))
 		}
+	}
+	if strings.ContainsAny(c.BashImage, " \t\n") {
+		errs = append(errs, fmt.Errorf("bash image %q is not a Docker image name; give one such as ubuntu:24.04 (--bash-image)", c.BashImage))
 	}
 	for _, d := range []struct {
 		name string

@@ -25,6 +25,11 @@ func TestConfigSources(t *testing.T) {
 			Config{Server: "https://dstack.example.org", Token: "T2", Name: "default-name", DataDir: "/data", Executor: "shell"}},
 		{"file sets data dir", "token: T1\ndata_dir: /srv/runner\n", nil,
 			Config{Server: DefaultServer, Token: "T1", Name: "default-name", DataDir: "/srv/runner", Executor: "shell"}},
+		{"file sets the executor", "token: T1\nexecutor: docker\nbash_image: ubuntu:24.04\n", nil,
+			Config{Server: DefaultServer, Token: "T1", Name: "default-name", DataDir: "/data", Executor: "docker", BashImage: "ubuntu:24.04"}},
+		{"join token from the environment", "server: http://example.com:3000\n",
+			map[string]string{EnvJoinToken: "J1"},
+			Config{Server: "http://example.com:3000", JoinToken: "J1", Name: "default-name", DataDir: "/data", Executor: "shell"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,11 +111,16 @@ func TestConfigValidate(t *testing.T) {
 		{"no scheme", func(c *Config) { c.Server = "127.0.0.1:3000" }, "--server"},
 		{"ftp", func(c *Config) { c.Server = "ftp://host" }, "--server"},
 		{"no token", func(c *Config) { c.Token = " " }, "dstack-runner config --token"},
+		{"join token", func(c *Config) { c.Token, c.JoinToken = "", "jt" }, ""},
+		{"both tokens", func(c *Config) { c.JoinToken = "jt" }, "remove one"},
 		{"no name", func(c *Config) { c.Name = "" }, "--name"},
 		{"long name", func(c *Config) { c.Name = strings.Repeat("x", 201) }, "--name"},
 		{"no data dir", func(c *Config) { c.DataDir = "" }, "--data-dir"},
-		{"docker", func(c *Config) { c.Executor = "docker" }, "--executor shell"},
+		{"docker", func(c *Config) { c.Executor = "docker" }, ""},
+		{"auto", func(c *Config) { c.Executor = "auto" }, ""},
 		{"unknown executor", func(c *Config) { c.Executor = "k8s" }, "unknown executor"},
+		{"bash image", func(c *Config) { c.BashImage = "ubuntu:24.04" }, ""},
+		{"bad bash image", func(c *Config) { c.BashImage = "ubuntu 24.04" }, "--bash-image"},
 		{"negative grace", func(c *Config) { c.StopGrace = -time.Second }, "negative"},
 	}
 	for _, tt := range tests {

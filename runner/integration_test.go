@@ -442,3 +442,42 @@ func fmtExit(code *int) string {
 	}
 	return strconv.Itoa(*code)
 }
+
+// TestRequeuedJobKeepsEarlierLog: a job whose first runner vanished after
+// writing output runs again elsewhere, and its log holds both attempts'
+// output whole, in order.
+func TestRequeuedJobKeepsEarlierLog(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, servertest.WithHeartbeatTimeout(time.Second))
+	f := &fixture{srv: srv, admin: srv.Client()}
+	ctx := t.Context()
+	code := f.uploadCode(t, nil)
+	run := f.submit(t, code, api.JobSpec{Workflow: "w", Commands: []string{"echo second attempt"}})
+
+	// A runner that takes the job, writes a line and is never heard from again.
+	reg, err := f.admin.RunnerRegister(ctx, api.RunnerRegisterRequest{Name: "lost", Resources: api.HostResources{CPUs: 1, MemoryMiB: 1024}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := f.admin.WithToken(reg.Token)
+	a, err := lost.RunnerClaim(ctx, api.ClaimRequest{Free: api.HostResources{CPUs: 1, MemoryMiB: 1024}, Wait: api.Duration(5 * time.Second)})
+	if err != nil || a == nil {
+		t.Fatalf("claim: %v, %v", a, err)
+	}
+	const first = "first attempt wrote this\n"
+	if _, err := lost.JobLogAppend(ctx, a.Job.ID, a.Lease, 0, []byte(first)); err != nil {
+		t.Fatal(err)
+	}
+	f.waitStatus(t, run.Name, "w", func(s api.JobStatus) bool { return s == api.StatusPending })
+
+	f.cfg = Config{Server: srv.URL, Token: srv.AdminToken, Name: "second", DataDir: t.TempDir(),
+		Resources: &api.HostResources{CPUs: 4, MemoryMiB: 8192, DiskMiB: 100 << 10}, StopGrace: time.Second}
+	f.r = f.startRunner(t)
+	j := f.waitStatus(t, run.Name, "w", finished)
+	if j.Status != api.StatusDone || j.Attempt != 1 {
+		t.Fatalf("job %s on attempt %d (%s), want done on attempt 1", j.Status, j.Attempt, j.StatusReason)
+	}
+	if got, want := f.logs(t, j.ID), first+"second attempt\n"; got != want {
+		t.Errorf("log %q, want %q", got, want)
+	}
+}

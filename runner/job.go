@@ -150,8 +150,20 @@ func (j *job) execute() {
 		return
 	}
 	j.spool = sp
+	// The job's log on the server may already hold what earlier attempts
+	// wrote: this attempt's output goes after it. An empty append answers
+	// the log's size.
+	base := int64(-1)
 	sh := newShipper(sp, func(ctx context.Context, offset int64, data []byte) (int64, error) {
-		return j.r.client().JobLogAppend(ctx, j.id, j.lease, offset, data)
+		if base < 0 {
+			size, err := j.r.client().JobLogAppend(ctx, j.id, j.lease, 0, nil)
+			if err != nil {
+				return 0, err
+			}
+			base = size
+		}
+		size, err := j.r.client().JobLogAppend(ctx, j.id, j.lease, base+offset, data)
+		return size - base, err
 	}, j.log)
 	sh.onLost = j.loseLease
 	sh.reauth = func(ctx context.Context) {
@@ -241,6 +253,7 @@ func (j *job) runProcess(sp *spool) outcome {
 	proc, err := j.r.exec.Start(j.ctx, executor.Spec{
 		JobID: j.id, RunName: j.run, Workflow: j.spec.Workflow, Provider: j.spec.Provider, Image: j.spec.Image,
 		Commands: j.spec.Commands, Env: j.spec.Env, WorkDir: j.dir, Output: sp,
+		Resources: executorResources(j.spec.Resources),
 	})
 	if err != nil {
 		sp.Note("%v", err)
@@ -248,6 +261,12 @@ func (j *job) runProcess(sp *spool) outcome {
 	}
 	j.log.Info("job started")
 	return j.supervise(proc)
+}
+
+// executorResources are the limits of a job's container: what it asked
+// for. A runner takes one job at a time, so the GPUs it asked for are free.
+func executorResources(r api.Resources) executor.Resources {
+	return executor.Resources{CPUs: r.CPU, MemoryMiB: r.MemoryMiB, ShmSizeMiB: r.ShmSizeMiB, GPUs: r.GPUCount()}
 }
 
 func stopOutcome(sig api.StopSignal, reason string) outcome {

@@ -4,10 +4,13 @@
 //
 // A Runner talks to the server only through package client. Its life:
 //
-//	Start: detect resources, register (or reuse the identity in
+//	Start: remove the containers and job directories an earlier life
+//	       left, detect resources, register (or reuse the identity in
 //	       <data-dir>/state.json), then run two loops:
 //	  heartbeat: every interval the server asked for; a refused credential
-//	             is replaced by registering again with the user's token.
+//	             is replaced by registering again with the user's token
+//	             (an on-demand instance's runner joins once with its join
+//	             token instead, and stops when refused: see join.go).
 //	  claim:     long-poll for a job that fits the host; run it; repeat.
 //	Stop:  stop claiming, stop the job in progress as a user's stop would
 //	       (SIGTERM, grace, SIGKILL, artifacts, status "stopped"), all
@@ -15,17 +18,20 @@
 //
 // A job goes: clean <data-dir>/jobs/<id>/, download and unpack the code,
 // download the dependencies' artifacts, report running, run the commands
-// (output spooled to <data-dir>/jobs/<id>.log and shipped to the server),
-// report uploading, upload the artifacts, wait for the log to be
-// acknowledged, report done, failed, stopped or aborted. Any call that
-// answers lease_lost means the server gave the job away: the process is
-// killed and nothing more is reported.
+// through the executor (Config.Executor: in a container of the job's
+// image with docker, on the host with shell; output spooled to
+// <data-dir>/jobs/<id>.log and shipped to the server), report uploading,
+// upload the artifacts, wait for the log to be acknowledged, report done,
+// failed, stopped or aborted. Any call that answers lease_lost means the
+// server gave the job away: the process is killed and nothing more is
+// reported.
 package runner
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -43,7 +49,9 @@ type Runner struct {
 	cfg  Config
 	log  *slog.Logger
 	exec executor.Executor
-	user *client.Client // authenticated with the user's token
+	// ownExec: the runner made exec, and closes it when it stops.
+	ownExec bool
+	user    *client.Client // authenticated with the user's token
 
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -78,25 +86,61 @@ func New(cfg Config, logger *slog.Logger) (*Runner, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	ex := cfg.ExecutorImpl
+	ex, ownExec := cfg.ExecutorImpl, false
 	if ex == nil {
 		var err error
-		if ex, err = executor.New(cfg.Executor); err != nil {
+		if ex, err = newExecutor(cfg, logger); err != nil {
 			return nil, err
 		}
+		ownExec = true
 	}
 	user, err := client.New(cfg.Server, cfg.Token)
 	if err != nil {
+		if ownExec {
+			closeExecutor(ex)
+		}
 		return nil, err
 	}
 	return &Runner{
 		cfg:      cfg,
 		log:      logger.With("subsystem", "runner"),
 		exec:     ex,
+		ownExec:  ownExec,
 		user:     user,
 		loopDone: make(chan struct{}),
 		stopped:  make(chan struct{}),
 	}, nil
+}
+
+// newExecutor makes the executor cfg names. Its containers are labelled
+// with the host and the data directory: a runner removes at start what an
+// earlier life of itself left, and nothing of other runners'.
+func newExecutor(cfg Config, logger *slog.Logger) (executor.Executor, error) {
+	host, _ := os.Hostname()
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ex, err := executor.New(ctx, cfg.Executor, executor.Options{
+		BashImage: cfg.BashImage,
+		Owner:     host + ":" + dir,
+		Logger:    logger.With("subsystem", "runner"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("executor chosen", "subsystem", "runner", "executor", ex.Name(), "asked", cfg.Executor)
+	return ex, nil
+}
+
+// closeExecutor releases what an executor holds (the Docker client's
+// connections), when it holds anything.
+func closeExecutor(ex executor.Executor) {
+	if c, ok := ex.(io.Closer); ok {
+		_ = c.Close()
+	}
 }
 
 // Start prepares the data directory, detects the host's resources and
@@ -132,7 +176,12 @@ func (r *Runner) start(ctx context.Context) error {
 		return fail(fmt.Errorf("create data directory: %w", err))
 	}
 	// Leftovers of a runner that died: their jobs are the server's to
-	// requeue.
+	// requeue. Their containers first: they write in the directories.
+	if c, ok := r.exec.(executor.Cleaner); ok {
+		if err := c.Cleanup(ctx); err != nil {
+			r.log.Warn("remove the containers of an earlier run", "err", err)
+		}
+	}
 	if err := cleanDir(r.jobsDir()); err != nil {
 		return fail(err)
 	}
@@ -188,6 +237,9 @@ func (r *Runner) watchdog() {
 // ShutdownTimeout later. It is safe to call twice, and before Start.
 func (r *Runner) Stop() {
 	r.stopOnce.Do(func() {
+		if r.ownExec {
+			defer closeExecutor(r.exec)
+		}
 		close(r.stopped) // ends a Start in progress
 		r.startOnce.Do(func() { r.startErr = errors.New("runner stopped before it started") })
 		if r.cancelRun == nil {
@@ -211,6 +263,10 @@ func (r *Runner) ID() string {
 	}
 	return r.cred.RunnerID
 }
+
+// Executor is the name of the executor that runs the jobs ("shell",
+// "docker"), as reported at registration.
+func (r *Runner) Executor() string { return r.exec.Name() }
 
 // Resources are the host's resources as reported, once started.
 func (r *Runner) Resources() api.HostResources { return r.resources }
@@ -279,7 +335,7 @@ func (r *Runner) register(ctx context.Context, stale string) error {
 	req := api.RunnerRegisterRequest{Name: r.cfg.Name, Hostname: host, Executor: r.exec.Name(), Version: r.cfg.Version, Resources: r.resources}
 	bo := newBackoff(200*time.Millisecond, 5*time.Second)
 	for {
-		resp, err := r.user.RunnerRegister(ctx, req)
+		resp, err := r.exchange(ctx, req, stale)
 		if err == nil {
 			st := &state{
 				Server: r.cfg.Server, Name: r.cfg.Name, RunnerID: resp.RunnerID, Token: resp.Token,
@@ -295,6 +351,10 @@ func (r *Runner) register(ctx context.Context, stale string) error {
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
+		case errors.Is(err, errJoinSpent):
+			return err
+		case isUnauthenticated(err) && r.joins():
+			return fmt.Errorf("the server refused the join token: %w (the instance was terminated or its token already used; an on-demand runner cannot register again)", errors.Join(err, errJoinSpent))
 		case isUnauthenticated(err):
 			return fmt.Errorf("the server refused the token: %w (copy your token from the web UI's Settings and run `dstack-runner config --token TOKEN`)", err)
 		case !transient(err):
@@ -320,7 +380,11 @@ func (r *Runner) setCred(st *state) {
 func (r *Runner) reauth(ctx context.Context, stale string) bool {
 	r.log.Warn("the runner credential was refused; registering again")
 	if err := r.register(ctx, stale); err != nil {
-		if ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(err, errJoinSpent):
+			r.giveUp(err)
+		default:
 			r.log.Error("register again", "err", err)
 		}
 		return false
@@ -408,6 +472,9 @@ func (r *Runner) claimLoop() {
 
 // renewIfDue replaces the credential ahead of its expiry, between jobs.
 func (r *Runner) renewIfDue(ctx context.Context) {
+	if r.joins() {
+		return // its join token is spent; see join.go
+	}
 	r.mu.Lock()
 	due := time.Now().After(r.cred.renewAt())
 	tok := r.cred.Token

@@ -60,10 +60,18 @@ func (s *Server) handleRunnerList(w http.ResponseWriter, r *http.Request, u *sto
 		if rn.Online {
 			st = api.RunnerOnline
 		}
-		out = append(out, api.Runner{
+		ar := api.Runner{
 			ID: rn.ID, Name: rn.Name, Hostname: rn.Hostname, Status: st, Executor: rn.Executor, Version: rn.Version,
 			Resources: rn.Resources, JobID: rn.JobID, RunName: rn.RunName, RegisteredAt: rn.RegisteredAt, LastHeartbeat: rn.LastHeartbeat,
-		})
+		}
+		if rn.InstanceID != "" {
+			ar.Backend, ar.Region, ar.InstanceType, ar.InstanceState = rn.Backend, rn.Region, rn.InstanceType, string(rn.InstanceState)
+			ar.PurchaseType = api.PurchaseOnDemand
+			if rn.Spot {
+				ar.PurchaseType = api.PurchaseSpot
+			}
+		}
+		out = append(out, ar)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

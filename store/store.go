@@ -1,4 +1,6 @@
-// Package store is dstack's state: users, runners, runs and jobs.
+// Package store is dstack's state: users, runners, runs and jobs, and the
+// on-demand runners the server launches: limits, instances, unavailable
+// offers and the autoscaler's leader lease (see ondemand.go).
 //
 // One interface, Store, is implemented for SQLite (store/sqlite, the embedded
 // default) and PostgreSQL (store/postgres). Both pass the conformance suite in
@@ -26,6 +28,10 @@ var (
 	// ErrLeaseLost: the caller's fencing token is not the job's current one:
 	// the job was requeued, reassigned or finished meanwhile.
 	ErrLeaseLost = errors.New("job lease lost")
+	// ErrLimitReached: InstanceCreate would take a limit over its maximum,
+	// or the limit is gone (then ErrNotFound too), or its user's on-demand
+	// runners are disabled.
+	ErrLimitReached = errors.New("limit reached")
 )
 
 // Store is the state of a dstack server.
@@ -82,8 +88,89 @@ type Store interface {
 	// pending jobs end at once (stopped or aborted), active ones are flagged
 	// for their runner. It returns the run's jobs after the change.
 	JobRequestStop(ctx context.Context, p JobRequestStopParams) ([]*Job, error)
-	// JobListPendingCount counts pending jobs, for metrics.
+	// JobCountByStatus counts jobs per state, for metrics.
 	JobCountByStatus(ctx context.Context) (map[api.JobStatus]int, error)
+	// JobListPending lists the pending jobs (of every user when UserID is
+	// empty) in queue order, with what the autoscaler plans by: their
+	// resources and when they were submitted and queued.
+	JobListPending(ctx context.Context, p JobListPendingParams) ([]*PendingJob, error)
+
+	// LimitPut creates the limit with p's key (user, backend, region,
+	// instance type, spot), or sets the maximum of the one that exists,
+	// keeping its ID. The result says which, and the maximum before.
+	LimitPut(ctx context.Context, p LimitPutParams) (*LimitPutResult, error)
+	// LimitDelete deletes one limit of a user, or all of them when ID is
+	// empty, and returns what it deleted. The limits' instances stay, with
+	// their LimitID: the autoscaler terminates them. ErrNotFound when ID
+	// names no limit of the user.
+	LimitDelete(ctx context.Context, p LimitDeleteParams) ([]*Limit, error)
+	// LimitList lists a user's limits (every user's when UserID is empty),
+	// by user and key, each with its count of instances.
+	LimitList(ctx context.Context, p LimitListParams) ([]*Limit, error)
+	// OnDemandSetEnabled turns a user's on-demand runners on or off.
+	OnDemandSetEnabled(ctx context.Context, p OnDemandSetEnabledParams) error
+	// OnDemandGet says whether a user's on-demand runners are enabled (they
+	// are until OnDemandSetEnabled says otherwise). ErrNotFound for an
+	// unknown user.
+	OnDemandGet(ctx context.Context, userID string) (*OnDemand, error)
+
+	// InstanceCreate records the intent to launch len(p.Instances) instances
+	// of one limit, all launching, before the cloud is asked. In the same
+	// transaction it first checks that the limit exists, that its user's
+	// on-demand runners are enabled, and that the limit's instances counted
+	// against it (launching, running, terminating) plus the new ones stay
+	// within its maximum; ErrLimitReached otherwise, and nothing is written.
+	// Concurrent calls are serialised on the limit, so no interleaving of
+	// them, and no crash after them, leaves a limit over its maximum.
+	InstanceCreate(ctx context.Context, p InstanceCreateParams) ([]*Instance, error)
+	// InstanceSetLaunched records the cloud IDs a launch returned, by record
+	// ID, whatever the instances' states (one terminated meanwhile still
+	// needs its cloud ID to be terminated); launching instances stay
+	// launching until their runners register. ErrNotFound when an ID names
+	// no instance, ErrConflict when one already has another cloud ID; then
+	// nothing is written.
+	InstanceSetLaunched(ctx context.Context, p InstanceSetLaunchedParams) ([]*Instance, error)
+	// InstanceRegister registers the runner of a launching instance by the
+	// hash of its join token: in one transaction it creates the runner (for
+	// the instance's user, with InstanceID set), consumes the token, links
+	// the runner and moves the instance to running. A token already used,
+	// unknown, or of an instance no longer launching is ErrNotFound.
+	InstanceRegister(ctx context.Context, p InstanceRegisterParams) (*Instance, *Runner, error)
+	// InstanceBindJob records that a launching or running instance is for,
+	// or runs, a job; it is no longer idle. ErrNotFound when the instance is
+	// unknown or no longer launching or running, or the job is unknown.
+	InstanceBindJob(ctx context.Context, p InstanceBindJobParams) (*Instance, error)
+	// InstanceSetIdle unbinds a launching or running instance's job; an
+	// instance already idle keeps its IdleSince. ErrNotFound as for
+	// InstanceBindJob.
+	InstanceSetIdle(ctx context.Context, p InstanceSetIdleParams) (*Instance, error)
+	// InstanceSetState moves an instance forward to terminating, terminated
+	// or gone, with a reason; a move to where the instance already is, or
+	// behind it, changes nothing. Moving it, in the same transaction, cancels
+	// an unused join token, marks the runner offline once the instance has
+	// ended, and interrupts the jobs its runner holds as RunnerMarkOffline
+	// does: each becomes pending with a new lease (Attempt+1) while Attempt+1
+	// < MaxAttempts, and fails otherwise. It returns the instance and the
+	// jobs it changed.
+	InstanceSetState(ctx context.Context, p InstanceSetStateParams) (*Instance, []*Job, error)
+	// InstanceList lists instances oldest first, filtered by p.
+	InstanceList(ctx context.Context, p InstanceListParams) ([]*Instance, error)
+	InstanceGet(ctx context.Context, id string) (*Instance, error)
+
+	// OfferMarkUnavailable marks an offer unavailable until p.Until,
+	// replacing an earlier mark; Since stays that of a mark not yet expired.
+	OfferMarkUnavailable(ctx context.Context, p OfferMarkUnavailableParams) error
+	// OfferUnavailableList lists the offers marked unavailable past now.
+	OfferUnavailableList(ctx context.Context, now time.Time) ([]*OfferUnavailable, error)
+
+	// LeaseAcquire takes the named lease for p.Holder until p.Now+p.TTL when
+	// it is free, expired, or already the holder's (a renewal), and reports
+	// whether the holder has it. Leases are compared against the callers'
+	// clocks, which must roughly agree.
+	LeaseAcquire(ctx context.Context, p LeaseAcquireParams) (bool, error)
+	// LeaseRelease gives up the named lease if p.Holder has it; otherwise it
+	// does nothing.
+	LeaseRelease(ctx context.Context, p LeaseReleaseParams) error
 }
 
 // User is an account; its token is stored hashed.
@@ -119,6 +206,14 @@ type Runner struct {
 	// JobID and RunName are the job the runner holds, if any.
 	JobID   string
 	RunName string
+	// InstanceID is the on-demand instance the runner runs on; empty for a
+	// self-hosted runner. The other fields are the instance's.
+	InstanceID    string
+	Backend       string
+	Region        string
+	InstanceType  string
+	Spot          bool
+	InstanceState InstanceState
 }
 
 // RunnerCreateParams are the arguments of RunnerCreate.
@@ -133,6 +228,9 @@ type RunnerCreateParams struct {
 	TokenHash      string
 	TokenExpiresAt time.Time
 	Now            time.Time
+	// InstanceID is the on-demand instance the runner runs on; empty for a
+	// self-hosted runner. InstanceRegister sets it.
+	InstanceID string
 }
 
 // RunnerListParams are the arguments of RunnerList.

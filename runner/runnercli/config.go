@@ -7,13 +7,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dstackai/dstack/executor"
 	"github.com/dstackai/dstack/runner"
 )
 
 func newConfigCmd(g *globals) *cobra.Command {
-	var server, token, name string
+	var server, token, name, executorName, bashImage string
 	cmd := &cobra.Command{
-		Use:   "config --token TOKEN [--server URL] [--name NAME]",
+		Use:   "config --token TOKEN [--server URL] [--name NAME] [--executor auto|shell|docker] [--bash-image IMAGE]",
 		Short: "Write the runner's config file",
 		Long:  "Write the server URL, the user's token and the runner's name to the runner's config file (mode 0600).\nThe token is in the web UI's Settings.",
 		Args:  cobra.NoArgs,
@@ -36,6 +37,15 @@ func newConfigCmd(g *globals) *cobra.Command {
 			if c.Flags().Changed("name") {
 				cfg.Name = name
 			}
+			if c.Flags().Changed("executor") {
+				if err := executor.CheckName(executorName); err != nil {
+					return usageError{fmt.Errorf("--executor: %w", err)}
+				}
+				cfg.Executor = executorName
+			}
+			if c.Flags().Changed("bash-image") {
+				cfg.BashImage = bashImage
+			}
 			if err := runner.ValidateServerURL(cfg.Server); err != nil {
 				return err
 			}
@@ -44,6 +54,9 @@ func newConfigCmd(g *globals) *cobra.Command {
 			}
 			if cfg.DataDir == runner.DefaultDataDir() {
 				cfg.DataDir = "" // the default stays implicit
+			}
+			if cfg.Executor == runner.DefaultConfig().Executor {
+				cfg.Executor = ""
 			}
 			if err := cfg.WriteFile(path); err != nil {
 				return err
@@ -55,5 +68,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&token, "token", "", "your dstack token (from the web UI's Settings)")
 	cmd.Flags().StringVar(&server, "server", runner.DefaultServer, "URL of the dstack server")
 	cmd.Flags().StringVar(&name, "name", "", "runner name (default: the host name)")
+	cmd.Flags().StringVar(&executorName, "executor", "auto", "how jobs run: auto (docker when the Docker Engine answers at start, shell otherwise), shell or docker")
+	cmd.Flags().StringVar(&bashImage, "bash-image", "", "image for bash jobs with the docker executor (default none: bash jobs run on the host)")
 	return cmd
 }

@@ -6,7 +6,12 @@
 // http://127.0.0.1:3000, the host name as the runner's name, data in
 // ~/.dstack-runner), the config file (~/.dstack-runner/config.yaml, or the
 // file --config or DSTACK_RUNNER_CONFIG names), the environment
-// (DSTACK_SERVER, DSTACK_TOKEN), then the flags.
+// (DSTACK_SERVER, DSTACK_TOKEN, DSTACK_JOIN_TOKEN), then the flags.
+//
+// An on-demand instance's runner runs with no config file:
+// `dstack-runner start --server URL --name NAME --data-dir DIR` with its
+// single-use join token in DSTACK_JOIN_TOKEN (or --join-token); it joins
+// with the token instead of registering with a user's token.
 //
 // Exit codes: 0 success, 1 an error, 2 a usage error.
 package runnercli

@@ -78,6 +78,11 @@ func TestConfigCommand(t *testing.T) {
 		{"no token", []string{"config", "--server", "http://h:3000"}, ExitUsage, nil, "--token is required"},
 		{"bad URL", []string{"config", "--token", "T", "--server", "localhost:3000"}, ExitError, nil, "not an http(s) URL"},
 		{"unknown flag", []string{"config", "--tokn", "T"}, ExitUsage, nil, "unknown flag"},
+		{"executor", []string{"config", "--token", "T1", "--executor", "docker", "--bash-image", "ubuntu:24.04"}, ExitOK,
+			map[string]string{"token": "T1", "executor": "docker", "bash_image": "ubuntu:24.04"}, ""},
+		{"default executor stays implicit", []string{"config", "--token", "T1", "--executor", "auto"}, ExitOK,
+			map[string]string{"token": "T1", "executor": ""}, ""},
+		{"bad executor", []string{"config", "--token", "T1", "--executor", "podman"}, ExitUsage, nil, "unknown executor"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -241,5 +246,43 @@ func TestStartRefusedToken(t *testing.T) {
 	code, _, stderr := f.run(context.Background(), "start", "--data-dir", f.dir)
 	if code != ExitError || !strings.Contains(stderr, "dstack-runner config --token") {
 		t.Errorf("exit code %d, stderr %q", code, stderr)
+	}
+}
+
+func TestStartExecutor(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		config []string // extra flags of `config`
+		start  []string // extra flags of `start`
+		want   string
+	}{
+		{"flag", nil, []string{"--executor", "shell"}, "; shell executor)"},
+		{"config file", []string{"--executor", "shell"}, nil, "; shell executor)"},
+		{"flag over the config file", []string{"--executor", "docker"}, []string{"--executor", "shell"}, "; shell executor)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv, _ := fakeServer(t, "user-token")
+			f := setup(t)
+			if code, _, stderr := f.run(context.Background(), append([]string{"config", "--token", "user-token", "--server", srv.URL}, tt.config...)...); code != 0 {
+				t.Fatal(stderr)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			var stdout, stderr syncBuffer
+			done := make(chan int, 1)
+			go func() {
+				done <- f.runTo(ctx, &stdout, &stderr, append([]string{"start", "--data-dir", f.dir}, tt.start...)...)
+			}()
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(stdout.String(), "waiting for jobs") && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			cancel()
+			if code := <-done; code != 0 || !strings.Contains(stdout.String(), tt.want) {
+				t.Errorf("exit code %d, stdout %q, want it to say %q; stderr:\n%s", code, stdout.String(), tt.want, stderr.String())
+			}
+		})
 	}
 }

@@ -17,15 +17,15 @@ import (
 
 func newStartCmd(g *globals) *cobra.Command {
 	var (
-		executorName, name, server, logLevel string
+		executorName, bashImage, name, server, logLevel, joinToken string
 	)
 	cmd := &cobra.Command{
-		Use:   "start [--executor shell] [--name NAME]",
+		Use:   "start [--executor auto|shell|docker] [--name NAME]",
 		Short: "Register with the server and run jobs until stopped",
 		Long:  "Register this machine with the dstack server and run the jobs it assigns, one at a time, until SIGINT or SIGTERM.\nOn shutdown the job in progress is stopped: its artifacts are uploaded and it is reported as stopped.",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cfg, err := loadStartConfig(c, g, executorName, name, server)
+			cfg, err := loadStartConfig(c, g, startFlags{executor: executorName, bashImage: bashImage, name: name, server: server, joinToken: joinToken})
 			if err != nil {
 				return err
 			}
@@ -57,7 +57,7 @@ func newStartCmd(g *globals) *cobra.Command {
 				}
 				return err
 			}
-			fmt.Fprintf(g.env.Stdout, "Runner %s registered with %s (%s); waiting for jobs. Stop it with Ctrl-C.\n", cfg.Name, cfg.Server, describe(r.Resources()))
+			fmt.Fprintf(g.env.Stdout, "Runner %s registered with %s (%s; %s executor); waiting for jobs. Stop it with Ctrl-C.\n", cfg.Name, cfg.Server, describe(r.Resources()), r.Executor())
 			select {
 			case <-ctx.Done():
 			case <-r.Done():
@@ -67,21 +67,30 @@ func newStartCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&executorName, "executor", "", "how jobs run: shell (default)")
+	cmd.Flags().StringVar(&executorName, "executor", "", "how jobs run: auto (docker when the Docker Engine answers, shell otherwise), shell or docker (default: the config file's, else auto)")
+	cmd.Flags().StringVar(&bashImage, "bash-image", "", "image for bash jobs with the docker executor (default: the config file's, else none: bash jobs run on the host)")
 	cmd.Flags().StringVar(&name, "name", "", "runner name (default: the config file's, else the host name)")
 	cmd.Flags().StringVar(&server, "server", "", "URL of the dstack server (default: the config file's)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&joinToken, "join-token", "", "an on-demand instance's single-use join token, set by the server's backend (or $"+runner.EnvJoinToken+"); replaces the user's token")
 	return cmd
+}
+
+// startFlags are the values of start's own flags.
+type startFlags struct {
+	executor, bashImage, name, server, joinToken string
 }
 
 // loadStartConfig applies defaults, the config file, the environment and the
 // flags, in that order, and validates the result.
-func loadStartConfig(c *cobra.Command, g *globals, executorName, name, server string) (runner.Config, error) {
+func loadStartConfig(c *cobra.Command, g *globals, f startFlags) (runner.Config, error) {
 	cfg := runner.DefaultConfig()
 	path := g.configPath()
 	if err := cfg.LoadFile(path); err != nil {
-		// With everything in the environment, the file is optional.
-		if _, statErr := os.Stat(path); statErr == nil || g.env.Getenv(runner.EnvToken) == "" {
+		// With a token in the environment or a join token, the file is
+		// optional (an on-demand instance has none).
+		haveToken := g.env.Getenv(runner.EnvToken) != "" || g.env.Getenv(runner.EnvJoinToken) != "" || f.joinToken != ""
+		if _, statErr := os.Stat(path); statErr == nil || !haveToken {
 			return cfg, err
 		}
 	}
@@ -90,13 +99,19 @@ func loadStartConfig(c *cobra.Command, g *globals, executorName, name, server st
 		cfg.DataDir = g.dataDir
 	}
 	if c.Flags().Changed("executor") {
-		cfg.Executor = executorName
+		cfg.Executor = f.executor
+	}
+	if c.Flags().Changed("bash-image") {
+		cfg.BashImage = f.bashImage
 	}
 	if c.Flags().Changed("name") {
-		cfg.Name = name
+		cfg.Name = f.name
 	}
 	if c.Flags().Changed("server") {
-		cfg.Server = server
+		cfg.Server = f.server
+	}
+	if c.Flags().Changed("join-token") {
+		cfg.JoinToken = f.joinToken
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("runner config (%s): %w", path, err)

@@ -5,7 +5,12 @@
 // UPDATE SKIP LOCKED, so concurrent claimers neither wait for each other nor
 // take one job twice. A transaction that ends jobs locks their run's row
 // first, so that the decisions about dependents see every sibling's outcome.
-// Locks are always taken in the order runners, runs, jobs.
+// InstanceCreate locks its limit's row (FOR UPDATE) before counting the
+// limit's instances, so concurrent launches of one limit take turns and never
+// exceed its maximum. Locks are always taken in the order limits, instances,
+// runners, runs, jobs; a claim holds only a pending job's lock when it reads
+// its runner's instance under a share lock, and no transaction that locks
+// instances waits for a pending job.
 //
 // The DSN is pgx's: a URL or key=value string. pgxpool's settings go in it too
 // (pool_max_conns=32), as do server settings such as search_path.
@@ -68,6 +73,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		Strpos:       "strpos",
 		ForUpdate:    " FOR UPDATE",
 		SkipLocked:   " FOR UPDATE SKIP LOCKED",
+		ForShare:     " FOR SHARE",
 	}
 	db := poolDB{queries{pool}, pool}
 	closeFn := func() error { pool.Close(); return nil }
@@ -134,8 +140,9 @@ type pgRow struct{ pgx.Row }
 
 func (r pgRow) Scan(dest ...any) error { return mapErr(r.Row.Scan(dest...)) }
 
-// mapErr turns "no rows" into store.ErrNotFound and a unique violation into
-// store.ErrConflict, keeping the driver's error in the chain.
+// mapErr turns "no rows" and a foreign key violation into store.ErrNotFound
+// and a unique violation into store.ErrConflict, keeping the driver's error
+// in the chain.
 func mapErr(err error) error {
 	if err == nil {
 		return nil
@@ -144,8 +151,13 @@ func mapErr(err error) error {
 		return store.ErrNotFound
 	}
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
-		return fmt.Errorf("%w: %w", store.ErrConflict, err)
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "23505": // unique_violation
+			return fmt.Errorf("%w: %w", store.ErrConflict, err)
+		case "23503": // foreign_key_violation
+			return fmt.Errorf("%w: %w", store.ErrNotFound, err)
+		}
 	}
 	return err
 }

@@ -285,8 +285,9 @@ type sqlRow struct{ *sql.Row }
 
 func (r sqlRow) Scan(dest ...any) error { return mapErr(r.Row.Scan(dest...)) }
 
-// mapErr turns "no rows" into store.ErrNotFound and a unique violation into
-// store.ErrConflict, keeping the driver's error in the chain.
+// mapErr turns "no rows" and a foreign key violation into store.ErrNotFound
+// and a unique violation into store.ErrConflict, keeping the driver's error
+// in the chain.
 func mapErr(err error) error {
 	if err == nil {
 		return nil
@@ -299,6 +300,8 @@ func mapErr(err error) error {
 		switch se.Code() {
 		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
 			return fmt.Errorf("%w: %w", store.ErrConflict, err)
+		case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+			return fmt.Errorf("%w: %w", store.ErrNotFound, err)
 		}
 	}
 	return err

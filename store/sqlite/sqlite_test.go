@@ -26,3 +26,7 @@ func TestConformance(t *testing.T) {
 func BenchmarkJobClaimNext(b *testing.B) {
 	storetest.BenchmarkJobClaimNext(b, open(b))
 }
+
+func BenchmarkJobListPending(b *testing.B) {
+	storetest.BenchmarkJobListPending(b, open(b))
+}

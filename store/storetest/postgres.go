@@ -12,8 +12,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// PostgresDSN creates a fresh database on the PostgreSQL server named by
-// DSTACK_TEST_POSTGRES_DSN, drops it when the test ends, and returns its URL.
+// PostgresDSN creates a fresh schema in the PostgreSQL database named by
+// DSTACK_TEST_POSTGRES_DSN, drops it when the test ends, and returns a URL
+// whose connections use it (search_path). A schema costs a few milliseconds
+// where a database costs a few hundred, and the suite creates one per test;
+// the store keeps schemas apart (its migration lock is per schema).
 // Without the variable the test fails under CI and is skipped elsewhere:
 // `make test` starts PostgreSQL and sets it.
 func PostgresDSN(t testing.TB) string {
@@ -35,8 +38,8 @@ func PostgresDSN(t testing.TB) string {
 		t.Fatalf("connect to PostgreSQL: %v", err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database: %v", err)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
+		t.Fatalf("create schema: %v", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -46,12 +49,14 @@ func PostgresDSN(t testing.TB) string {
 			return
 		}
 		defer c.Close(ctx)
-		_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		_, _ = c.Exec(ctx, "DROP SCHEMA IF EXISTS "+name+" CASCADE")
 	})
 	u, err := url.Parse(base)
 	if err != nil {
 		t.Fatalf("DSTACK_TEST_POSTGRES_DSN: %v", err)
 	}
-	u.Path = "/" + name
+	q := u.Query()
+	q.Set("search_path", name)
+	u.RawQuery = q.Encode()
 	return u.String()
 }

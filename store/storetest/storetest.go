@@ -1,6 +1,6 @@
 // Package storetest is the conformance suite every store.Store passes: Run
-// checks each method's documented behaviour, BenchmarkJobClaimNext measures
-// the queue. A store's own tests call them with a function that opens a new,
+// checks each method's documented behaviour, BenchmarkJobClaimNext and
+// BenchmarkJobListPending measure the queue. A store's own tests call them with a function that opens a new,
 // empty, unmigrated database for one test.
 package storetest
 
@@ -32,6 +32,15 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Depends": dependsTests,
 		"Stop":    stopTests,
 		"Offline": offlineTests,
+		"Pending": pendingTests,
+		// On-demand runners.
+		"Limit":         limitTests,
+		"OnDemand":      onDemandTests,
+		"Instance":      instanceTests,
+		"Register":      registerTests,
+		"InstanceState": instanceStateTests,
+		"Offer":         offerTests,
+		"Lease":         leaseTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {

@@ -4,7 +4,8 @@
 //
 // The drivers stay in store/sqlite and store/postgres. They hand the core a
 // DB that runs statements and write transactions, and that already turns the
-// driver's "no rows" into store.ErrNotFound and its unique violations into
+// driver's "no rows" and its foreign key violations (a reference to a row that
+// does not exist) into store.ErrNotFound and its unique violations into
 // store.ErrConflict, so the core only ever tests for the domain's errors.
 package sqlcore
 
@@ -18,7 +19,8 @@ import (
 )
 
 // Querier runs statements, on a pool or inside a transaction. Args are int,
-// int64, string, bool, nil or *int64; timestamps travel as unix microseconds.
+// int64, float64, string, bool, nil or *int64; timestamps travel as unix
+// microseconds.
 type Querier interface {
 	// Exec runs a statement and returns the number of rows it changed.
 	Exec(ctx context.Context, query string, args ...any) (int64, error)
@@ -69,6 +71,9 @@ type Dialect struct {
 	// SkipLocked is appended to the claim's inner SELECT so that concurrent
 	// claimers pass over each other's rows instead of waiting for them.
 	SkipLocked string
+	// ForShare is appended to a SELECT to keep the rows read from changing
+	// until the transaction ends ("" as for ForUpdate).
+	ForShare string
 }
 
 // Store implements store.Store over a DB and a Dialect.

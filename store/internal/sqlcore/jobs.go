@@ -2,6 +2,7 @@ package sqlcore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -27,6 +28,12 @@ func (s *Store) JobGet(ctx context.Context, id string) (*store.Job, error) {
 // so two claimers never take one job and never wait for each other. On SQLite
 // the single writer gives the same guarantee.
 //
+// The runner of an on-demand instance claims only while the instance is
+// running. On PostgreSQL the claim reads the instance's state under a share
+// lock, so it either waits for an InstanceSetState that moves the instance on
+// and then claims nothing, or makes that InstanceSetState wait and see the
+// job, which it then requeues.
+//
 // $1 runner, $2 now, $3 user, $4 free CPUs, $5 free memory, $6 free GPUs,
 // $7 free GPU memory, $8 free GPU name (lowercased).
 func claimSQL(d Dialect) string {
@@ -37,6 +44,8 @@ func claimSQL(d Dialect) string {
 			AND cpu <= $4 AND memory_mib <= $5 AND gpu_count <= $6 AND gpu_memory_mib <= $7
 			AND (gpu_name = '' OR ` + d.Strpos + `($8, gpu_name) > 0)
 			ORDER BY queue_seq LIMIT 1` + d.SkipLocked + `)
+		AND COALESCE((SELECT i.state FROM instances i
+			WHERE i.id = (SELECT r.instance_id FROM runners r WHERE r.id = $1)` + d.ForShare + `), 'running') = 'running'
 		RETURNING ` + jobColumns
 }
 
@@ -154,8 +163,8 @@ func (s *Store) propagate(ctx context.Context, q Querier, ended *store.Job, now 
 			if !ready {
 				continue
 			}
-			if err := update(`UPDATE jobs SET status = 'pending', queue_seq = `+s.d.NextQueueSeq+`
-				WHERE id = $1`, j.ID); err != nil {
+			if err := update(`UPDATE jobs SET status = 'pending', queue_seq = `+s.d.NextQueueSeq+`,
+				queued_at = $2 WHERE id = $1`, j.ID, micros(now)); err != nil {
 				return nil, fmt.Errorf("queue job %s: %w", j.ID, err)
 			}
 		}
@@ -257,6 +266,42 @@ func (s *Store) JobCountByStatus(ctx context.Context) (map[api.JobStatus]int, er
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	return out, nil
+}
+
+// JobListPending reads pending jobs in queue order through the index on
+// (status, queue_seq), decoding only their resources, not their specs.
+func (s *Store) JobListPending(ctx context.Context, p store.JobListPendingParams) ([]*store.PendingJob, error) {
+	q, args := `SELECT id, run_id, run_name, user_id, workflow, resources, attempt, submitted_at, queued_at
+		FROM jobs WHERE status = 'pending'`, []any{}
+	if p.UserID != "" {
+		q += ` AND user_id = $1`
+		args = append(args, p.UserID)
+	}
+	rows, err := s.read.Query(ctx, q+` ORDER BY queue_seq`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list pending jobs: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.PendingJob
+	for rows.Next() {
+		var (
+			j                 store.PendingJob
+			res               string
+			submitted, queued int64
+		)
+		if err := rows.Scan(&j.ID, &j.RunID, &j.RunName, &j.UserID, &j.Workflow, &res, &j.Attempt, &submitted, &queued); err != nil {
+			return nil, fmt.Errorf("list pending jobs: %w", err)
+		}
+		if err := json.Unmarshal([]byte(res), &j.Resources); err != nil {
+			return nil, fmt.Errorf("list pending jobs: job %s: decode resources: %w", j.ID, err)
+		}
+		j.SubmittedAt, j.QueuedAt = fromMicros(submitted), fromMicros(queued)
+		out = append(out, &j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list pending jobs: %w", err)
 	}
 	return out, nil
 }

@@ -4,57 +4,89 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/store"
 )
 
-// RunnerCreate records a new runner, online, heard from at p.Now.
+// RunnerCreate records a new runner, online, heard from at p.Now. A runner
+// of an instance is read back, with the instance's fields.
 func (s *Store) RunnerCreate(ctx context.Context, p store.RunnerCreateParams) (*store.Runner, error) {
-	res, err := json.Marshal(p.Resources)
-	if err != nil {
-		return nil, fmt.Errorf("create runner %q: encode resources: %w", p.Name, err)
+	if p.InstanceID == "" {
+		if err := insertRunner(ctx, s.write, p); err != nil {
+			return nil, fmt.Errorf("create runner %q: %w", p.Name, err)
+		}
+		now := fromMicros(micros(p.Now))
+		return &store.Runner{
+			ID: p.ID, UserID: p.UserID, Name: p.Name, Hostname: p.Hostname, Executor: p.Executor,
+			Version: p.Version, Resources: p.Resources, Online: true,
+			RegisteredAt: now, LastHeartbeat: now,
+			TokenExpiresAt: fromMicros(micros(p.TokenExpiresAt)),
+		}, nil
 	}
-	now := micros(p.Now)
-	_, err = s.write.Exec(ctx, `INSERT INTO runners (id, user_id, name, hostname, executor, version, resources,
-		token_hash, token_expires_at, online, registered_at, last_heartbeat)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, TRUE, $10, $10)`,
-		p.ID, p.UserID, p.Name, p.Hostname, p.Executor, p.Version, string(res),
-		p.TokenHash, micros(p.TokenExpiresAt), now)
+	var r *store.Runner
+	err := s.write.Tx(ctx, func(q Querier) error {
+		if err := insertRunner(ctx, q, p); err != nil {
+			return err
+		}
+		var err error
+		r, err = scanRunner(q.QueryRow(ctx, runnerSelect+` WHERE r.id = $1`, p.ID))
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("create runner %q: %w", p.Name, err)
 	}
-	return &store.Runner{
-		ID: p.ID, UserID: p.UserID, Name: p.Name, Hostname: p.Hostname, Executor: p.Executor,
-		Version: p.Version, Resources: p.Resources, Online: true,
-		RegisteredAt: fromMicros(now), LastHeartbeat: fromMicros(now),
-		TokenExpiresAt: fromMicros(micros(p.TokenExpiresAt)),
-	}, nil
+	return r, nil
 }
 
-// runnerSelect reads runners with the job each holds: the active job with
-// that runner_id. The store does not stop a runner from claiming a second job
-// while it holds one (the server hands out one at a time); should it happen,
-// the one claimed last is shown.
+// insertRunner writes a runner's row.
+func insertRunner(ctx context.Context, q Querier, p store.RunnerCreateParams) error {
+	res, err := json.Marshal(p.Resources)
+	if err != nil {
+		return fmt.Errorf("encode resources: %w", err)
+	}
+	var instanceID any
+	if p.InstanceID != "" {
+		instanceID = p.InstanceID
+	}
+	_, err = q.Exec(ctx, `INSERT INTO runners (id, user_id, name, hostname, executor, version, resources,
+		token_hash, token_expires_at, online, registered_at, last_heartbeat, instance_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, TRUE, $10, $10, $11)`,
+		p.ID, p.UserID, p.Name, p.Hostname, p.Executor, p.Version, string(res),
+		p.TokenHash, micros(p.TokenExpiresAt), micros(p.Now), instanceID)
+	return err
+}
+
+// runnerSelect reads runners with the job each holds, the active job with
+// that runner_id, and the instance each runs on, if any. The store does not
+// stop a runner from claiming a second job while it holds one (the server
+// hands out one at a time); should it happen, the one claimed last is shown.
 const runnerSelect = `SELECT r.id, r.user_id, r.name, r.hostname, r.executor, r.version, r.resources,
 	r.online, r.registered_at, r.last_heartbeat, r.token_expires_at,
-	COALESCE(j.id, ''), COALESCE(j.run_name, '')
+	COALESCE(j.id, ''), COALESCE(j.run_name, ''),
+	COALESCE(i.id, ''), COALESCE(i.backend, ''), COALESCE(i.region, ''), COALESCE(i.instance_type, ''),
+	COALESCE(i.spot, FALSE), COALESCE(i.state, '')
 	FROM runners r
 	LEFT JOIN jobs j ON j.id = (SELECT h.id FROM jobs h
 		WHERE h.runner_id = r.id AND h.status IN ` + activeStatuses + `
-		ORDER BY h.claimed_at DESC LIMIT 1)`
+		ORDER BY h.claimed_at DESC LIMIT 1)
+	LEFT JOIN instances i ON i.id = r.instance_id`
 
 func scanRunner(row Row) (*store.Runner, error) {
 	var (
 		r                            store.Runner
 		res                          string
 		registered, heard, expiresAt int64
+		instanceState                string
 	)
 	err := row.Scan(&r.ID, &r.UserID, &r.Name, &r.Hostname, &r.Executor, &r.Version, &res,
-		&r.Online, &registered, &heard, &expiresAt, &r.JobID, &r.RunName)
+		&r.Online, &registered, &heard, &expiresAt, &r.JobID, &r.RunName,
+		&r.InstanceID, &r.Backend, &r.Region, &r.InstanceType, &r.Spot, &instanceState)
 	if err != nil {
 		return nil, err
 	}
+	r.InstanceState = store.InstanceState(instanceState)
 	if err := json.Unmarshal([]byte(res), &r.Resources); err != nil {
 		return nil, fmt.Errorf("runner %s: decode resources: %w", r.ID, err)
 	}
@@ -168,7 +200,8 @@ func (s *Store) RunnerMarkOffline(ctx context.Context, p store.RunnerMarkOffline
 			return err
 		}
 		for _, j := range held {
-			jobs, err := s.interrupt(ctx, q, j, names[j.RunnerID], p)
+			cause := fmt.Sprintf("runner %s stopped responding", names[j.RunnerID])
+			jobs, err := s.interrupt(ctx, q, j, cause, p.MaxAttempts, p.Now)
 			if err != nil {
 				return fmt.Errorf("job %s: %w", j.ID, err)
 			}
@@ -182,35 +215,36 @@ func (s *Store) RunnerMarkOffline(ctx context.Context, p store.RunnerMarkOffline
 	return changed, nil
 }
 
-// interrupt requeues, fails or ends a job whose runner went away, under the
-// job's lease so that a concurrent change wins. It returns the jobs changed.
-func (s *Store) interrupt(ctx context.Context, q Querier, j *store.Job, runner string, p store.RunnerMarkOfflineParams) ([]*store.Job, error) {
+// interrupt requeues, fails or ends a job whose runner went away for cause,
+// under the job's lease so that a concurrent change wins. It returns the jobs
+// changed.
+func (s *Store) interrupt(ctx context.Context, q Querier, j *store.Job, cause string, maxAttempts int, now time.Time) ([]*store.Job, error) {
 	// Lock the run before the job, as every transaction that ends jobs does.
 	if err := s.lockRun(ctx, q, j.RunID); err != nil {
 		return nil, err
 	}
 	const guard = ` WHERE id = $1 AND lease = $2 AND status IN ` + activeStatuses + ` RETURNING ` + jobColumns
-	if j.StopRequested == "" && j.Attempt+1 < p.MaxAttempts {
-		reason := fmt.Sprintf("runner %s stopped responding; requeued", runner)
+	if j.StopRequested == "" && j.Attempt+1 < maxAttempts {
+		reason := cause + "; requeued"
 		return collectJobs(q.Query(ctx, `UPDATE jobs SET status = 'pending', attempt = attempt + 1,
 			lease = lease + 1, runner_id = NULL, claimed_at = NULL, started_at = NULL, exit_code = NULL,
 			status_reason = $3`+guard, j.ID, j.Lease, reason))
 	}
 	status := api.StatusFailed
-	reason := fmt.Sprintf("runner %s stopped responding; interrupted %d times, giving up", runner, j.Attempt+1)
+	reason := fmt.Sprintf("%s; interrupted %d times, giving up", cause, j.Attempt+1)
 	if j.StopRequested != "" {
 		status = api.StatusStopped
 		if j.StopRequested == "abort" {
 			status = api.StatusAborted
 		}
-		reason = fmt.Sprintf("runner %s stopped responding", runner)
+		reason = cause
 	}
 	got, err := collectJobs(q.Query(ctx, `UPDATE jobs SET status = $3, status_reason = $4, finished_at = $5`+guard,
-		j.ID, j.Lease, string(status), reason, micros(p.Now)))
+		j.ID, j.Lease, string(status), reason, micros(now)))
 	if err != nil || len(got) == 0 {
 		return got, err
 	}
-	deps, err := s.propagate(ctx, q, got[0], p.Now)
+	deps, err := s.propagate(ctx, q, got[0], now)
 	if err != nil {
 		return nil, err
 	}

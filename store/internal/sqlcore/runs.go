@@ -57,8 +57,8 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 	}
 	now := micros(p.Now)
 	insertJob := `INSERT INTO jobs (id, run_id, position, run_name, user_id, code_id, workflow, spec,
-		cpu, memory_mib, gpu_count, gpu_name, gpu_memory_mib, status, queue_seq, submitted_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, ` + s.d.NextQueueSeq + `, $15)`
+		cpu, memory_mib, gpu_count, gpu_name, gpu_memory_mib, status, queue_seq, submitted_at, queued_at, resources)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, ` + s.d.NextQueueSeq + `, $15, $15, $16)`
 	var run *store.Run
 	err := s.write.Tx(ctx, func(q Querier) error {
 		var userName string
@@ -79,9 +79,13 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 			if len(jc.Spec.DependsOn) > 0 {
 				status = api.StatusSubmitted
 			}
+			res, err := json.Marshal(jc.Spec.Resources)
+			if err != nil {
+				return fmt.Errorf("job %s: encode resources: %w", jc.ID, err)
+			}
 			n := needsOf(jc.Spec.Resources)
 			_, err = q.Exec(ctx, insertJob, jc.ID, p.ID, i, p.Name, p.UserID, p.CodeID, jc.Spec.Workflow, string(spec),
-				n.cpu, n.memoryMiB, n.gpuCount, n.gpuName, n.gpuMemMiB, string(status), now)
+				n.cpu, n.memoryMiB, n.gpuCount, n.gpuName, n.gpuMemMiB, string(status), now, string(res))
 			if err != nil {
 				return fmt.Errorf("job %s: %w", jc.ID, err)
 			}

@@ -1,0 +1,124 @@
+package storetest
+
+import (
+	"reflect"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/store"
+)
+
+// pendingIDs lists the pending jobs' IDs in the order JobListPending gives.
+func (f *fixture) pendingIDs(p store.JobListPendingParams) []string {
+	f.t.Helper()
+	got, err := f.s.JobListPending(f.ctx, p)
+	if err != nil {
+		f.t.Fatalf("JobListPending: %v", err)
+	}
+	var out []string
+	for _, j := range got {
+		out = append(out, j.ID)
+	}
+	return out
+}
+
+var pendingTests = []test{
+	{"every user's, in queue order", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		alice, bob := f.user(), f.user()
+		gpu := api.Resources{CPU: 4, MemoryMiB: 16 << 10, ShmSizeMiB: 1024, Interruptible: true,
+			GPU: &api.GPURequest{Count: 1, Name: "A100", MemoryMiB: 40 << 10}}
+		first := f.run(alice, withResources(spec("a"), gpu), spec("b", "a"))
+		second := f.run(bob, spec("c"))
+		third := f.run(alice, spec("d"))
+		a, b, c, d := first.Jobs[0], first.Jobs[1], second.Jobs[0], third.Jobs[0]
+
+		got, err := f.s.JobListPending(f.ctx, store.JobListPendingParams{})
+		if err != nil {
+			t.Fatalf("JobListPending: %v", err)
+		}
+		if len(got) != 3 {
+			t.Fatalf("JobListPending = %d jobs, want 3", len(got))
+		}
+		pa := got[0]
+		if pa.ID != a.ID || pa.RunID != first.ID || pa.RunName != first.Name || pa.UserID != alice.ID ||
+			pa.Workflow != "a" || pa.Attempt != 0 || !reflect.DeepEqual(pa.Resources, gpu) {
+			t.Fatalf("first pending job = %+v", pa)
+		}
+		sameTime(t, "SubmittedAt", pa.SubmittedAt, first.SubmittedAt)
+		sameTime(t, "QueuedAt", pa.QueuedAt, first.SubmittedAt)
+		if ids := f.pendingIDs(store.JobListPendingParams{}); !reflect.DeepEqual(ids, []string{a.ID, c.ID, d.ID}) {
+			t.Fatalf("JobListPending = %v, want a, c, d", ids)
+		}
+		if ids := f.pendingIDs(store.JobListPendingParams{UserID: alice.ID}); !reflect.DeepEqual(ids, []string{a.ID, d.ID}) {
+			t.Fatalf("JobListPending(alice) = %v, want a, d", ids)
+		}
+
+		// a done: b joins the back of the queue, queued then.
+		ra := f.runner(alice, gpuHost)
+		ja := f.set(f.claim(ra), api.StatusRunning)
+		done := f.tick()
+		if _, err := f.s.JobSetStatus(f.ctx, store.JobSetStatusParams{ID: ja.ID, RunnerID: ra.ID, Lease: ja.Lease,
+			Status: api.StatusDone, Now: done}); err != nil {
+			t.Fatalf("JobSetStatus: %v", err)
+		}
+		got, _ = f.s.JobListPending(f.ctx, store.JobListPendingParams{})
+		if len(got) != 3 || got[0].ID != c.ID || got[1].ID != d.ID || got[2].ID != b.ID {
+			t.Fatalf("after a is done, JobListPending = %v, want c, d, b", f.pendingIDs(store.JobListPendingParams{}))
+		}
+		sameTime(t, "QueuedAt of a dependent", got[2].QueuedAt, done)
+		sameTime(t, "SubmittedAt of a dependent", got[2].SubmittedAt, first.SubmittedAt)
+
+		// A requeued job keeps its place and its QueuedAt.
+		rb := f.runner(bob, cpuHost)
+		f.claim(rb)
+		if _, err := f.s.RunnerMarkOffline(f.ctx, store.RunnerMarkOfflineParams{HeartbeatBefore: f.tick().Add(time.Hour),
+			MaxAttempts: 3, Now: f.tick()}); err != nil {
+			t.Fatalf("RunnerMarkOffline: %v", err)
+		}
+		got, _ = f.s.JobListPending(f.ctx, store.JobListPendingParams{})
+		if len(got) != 3 || got[0].ID != c.ID || got[0].Attempt != 1 {
+			t.Fatalf("after a requeue, JobListPending = %v; want c first, attempt 1", f.pendingIDs(store.JobListPendingParams{}))
+		}
+		sameTime(t, "QueuedAt of a requeued job", got[0].QueuedAt, second.SubmittedAt)
+	}},
+}
+
+// BenchmarkJobListPending measures reading a queue of 10,000 pending jobs of
+// 10 users, as the autoscaler does on every pass.
+func BenchmarkJobListPending(b *testing.B, s store.Store) {
+	ctx := b.Context()
+	if err := s.Migrate(ctx); err != nil {
+		b.Fatalf("Migrate: %v", err)
+	}
+	const users, runs, jobs = 10, 100, 100 // runs of jobs each
+	res := api.Resources{CPU: 2, MemoryMiB: 4096, GPU: &api.GPURequest{Count: 1, Name: "T4"}, Interruptible: true}
+	for u := range users {
+		id := "u" + strconv.Itoa(u)
+		if _, err := s.UserCreate(ctx, store.UserCreateParams{ID: id, Name: id, TokenHash: id, Now: base}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for r := range runs {
+		id := "run-" + strconv.Itoa(r)
+		p := store.RunCreateParams{ID: id, Name: id, UserID: "u" + strconv.Itoa(r%users), Workflow: "w0", CodeID: "c", Now: base}
+		for j := range jobs {
+			p.Jobs = append(p.Jobs, store.JobCreate{ID: id + "-" + strconv.Itoa(j), Spec: withResources(spec("w"+strconv.Itoa(j)), res)})
+		}
+		if _, err := s.RunCreate(ctx, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		got, err := s.JobListPending(ctx, store.JobListPendingParams{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(got) != runs*jobs {
+			b.Fatalf("%d pending jobs, want %d", len(got), runs*jobs)
+		}
+	}
+}
