@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/blob"
 	"github.com/dstackai/dstack/logstore"
 	"github.com/dstackai/dstack/store"
@@ -51,6 +52,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+
+	// Backends are the clouds (or the local Docker engine) on-demand
+	// runners are launched on; none turns on-demand runners off.
+	Backends []backend.Backend
+	// IdleTimeout: an on-demand instance idle this long is terminated.
+	IdleTimeout time.Duration
 }
 
 // Defaults are the values zero Config fields take.
@@ -61,6 +68,7 @@ var Defaults = Config{
 	MaxAttempts:      3,
 	MaxCodeSize:      256 << 20,
 	RunnerTokenTTL:   30 * 24 * time.Hour,
+	IdleTimeout:      5 * time.Minute,
 }
 
 // DefaultDataDir is ~/.dstack/server.
@@ -81,6 +89,9 @@ func (c *Config) applyDefaults() error {
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = Defaults.MaxAttempts
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = Defaults.IdleTimeout
 	}
 	if c.MaxCodeSize == 0 {
 		c.MaxCodeSize = Defaults.MaxCodeSize
@@ -159,6 +170,29 @@ type Server struct {
 	cancel   context.CancelFunc
 	loops    sync.WaitGroup
 	serveErr chan error
+
+	// autoscale is signalled when what the autoscaler plans from changed
+	// (a job queued, a limit changed); see wakeAutoscaler.
+	autoscale chan struct{}
+}
+
+// wakeAutoscaler asks the autoscaler for a planning pass now, without
+// waiting for its next tick.
+func (s *Server) wakeAutoscaler() {
+	select {
+	case s.autoscale <- struct{}{}:
+	default:
+	}
+}
+
+// backend returns the configured backend named name, or nil.
+func (s *Server) backend(name string) backend.Backend {
+	for _, b := range s.cfg.Backends {
+		if b.Name() == name {
+			return b
+		}
+	}
+	return nil
 }
 
 // New opens the server's state (creating and migrating it as needed) and the
@@ -192,12 +226,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:   cfg,
-		log:   cfg.Logger.With("subsystem", "server"),
-		store: st,
-		logs:  logs,
-		blobs: blobs,
-		queue: newQueue(),
+		cfg:       cfg,
+		autoscale: make(chan struct{}, 1),
+		log:       cfg.Logger.With("subsystem", "server"),
+		store:     st,
+		logs:      logs,
+		blobs:     blobs,
+		queue:     newQueue(),
 	}
 	s.auth = newAuthenticator(st, cfg.Now)
 	s.metrics = newMetrics(s)
