@@ -325,3 +325,93 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	*d = Duration(v)
 	return nil
 }
+
+// On-demand runners: a user's limits, the on-demand switch, and the offers
+// limits are checked against. Changes that terminate instances (a lower
+// maximum, a deleted limit, disabling) take ?dry_run=true, which answers
+// what the change would do, Terminating included, and changes nothing.
+
+// Limit allows the server to run up to Max on-demand instances of one offer
+// for the user: (backend, region, instance type, purchase type) is its key.
+type Limit struct {
+	ID           string `json:"id"`
+	Backend      string `json:"backend"`
+	Region       string `json:"region"`
+	InstanceType string `json:"instance_type"`
+	PurchaseType string `json:"purchase_type"` // PurchaseSpot or PurchaseOnDemand
+	Max          int    `json:"max"`
+	// Running is how many of the limit's instances count against Max:
+	// launching, running and terminating ones.
+	Running int `json:"running"`
+	// Resources and PricePerHour describe the instance type, when its
+	// backend offers it now.
+	Resources    *HostResources `json:"resources,omitempty"`
+	PricePerHour float64        `json:"price_per_hour,omitempty"`
+	// UnavailableSince is set while the cloud refuses to launch the offer
+	// (no capacity, no quota): since when, and the cloud's words.
+	UnavailableSince  *time.Time `json:"unavailable_since,omitempty"`
+	UnavailableReason string     `json:"unavailable_reason,omitempty"`
+	CreatedAt         time.Time  `json:"created_at"`
+	UpdatedAt         time.Time  `json:"updated_at"`
+}
+
+// LimitPutRequest is the body of PUT /limits: it creates the limit with the
+// key or sets its maximum. An empty Backend is the one that offers Region;
+// an empty Region the backend's default region; an empty PurchaseType is
+// PurchaseOnDemand.
+type LimitPutRequest struct {
+	Backend      string `json:"backend,omitempty"`
+	Region       string `json:"region,omitempty"`
+	InstanceType string `json:"instance_type"`
+	PurchaseType string `json:"purchase_type,omitempty"`
+	Max          int    `json:"max"`
+}
+
+// LimitPutResponse answers PUT /limits.
+type LimitPutResponse struct {
+	Limit       Limit `json:"limit"`
+	Created     bool  `json:"created"`
+	PreviousMax int   `json:"previous_max"`
+	// Terminating is how many running or launching instances the change
+	// terminates (a lower maximum).
+	Terminating int  `json:"terminating"`
+	DryRun      bool `json:"dry_run"`
+}
+
+// LimitDeleteResponse answers DELETE /limits.
+type LimitDeleteResponse struct {
+	Deleted     []Limit `json:"deleted"`
+	Terminating int     `json:"terminating"`
+	DryRun      bool    `json:"dry_run"`
+}
+
+// OnDemandRequest is the body of PUT /on-demand.
+type OnDemandRequest struct {
+	Enabled bool `json:"enabled"`
+}
+
+// OnDemandStatus answers GET and PUT /on-demand.
+type OnDemandStatus struct {
+	Enabled bool `json:"enabled"`
+	// UpdatedAt is when the switch was last turned; absent if never.
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+	Limits    int        `json:"limits"`
+	// Running counts the instances of the user's limits (launching,
+	// running, terminating).
+	Running int `json:"running"`
+	// Backends are the backends this server launches instances on.
+	Backends []string `json:"backends"`
+	// Terminating is how many instances the change terminates (disabling).
+	Terminating int  `json:"terminating"`
+	DryRun      bool `json:"dry_run"`
+}
+
+// Offer is one instance type a backend's region sells at one purchase type.
+type Offer struct {
+	Backend      string        `json:"backend"`
+	Region       string        `json:"region"`
+	InstanceType string        `json:"instance_type"`
+	PurchaseType string        `json:"purchase_type"`
+	Resources    HostResources `json:"resources"`
+	PricePerHour float64       `json:"price_per_hour"`
+}

@@ -2,8 +2,8 @@
 // code archives and job artifacts. Keys are slash-separated paths.
 //
 // Store is the one contract; Local keeps objects as files under a directory
-// (the embedded default). An S3 implementation plugs in behind the same
-// interface.
+// (the embedded default); package s3blob keeps them in an S3 bucket, and
+// package blobtest is the conformance suite both pass.
 package blob
 
 import (
@@ -58,6 +58,14 @@ func ValidKey(key string) bool {
 		}
 	}
 	return true
+}
+
+// ValidPrefix reports whether a List prefix is acceptable: the part before
+// its last slash, when there is one, must be a valid key ("artifacts/j1/" and
+// "artifacts/j" are, "../" is not). The part after may be any start of a name.
+func ValidPrefix(prefix string) bool {
+	i := strings.LastIndex(prefix, "/")
+	return i <= 0 || ValidKey(prefix[:i])
 }
 
 // Local is a Store on the local file system.
@@ -159,10 +167,10 @@ func (l *Local) Stat(_ context.Context, key string) (Object, error) {
 func (l *Local) List(_ context.Context, prefix string) ([]Object, error) {
 	// Walk the deepest directory the prefix names whole.
 	root := l.dir
+	if !ValidPrefix(prefix) {
+		return nil, fmt.Errorf("invalid prefix %q", prefix)
+	}
 	if i := strings.LastIndex(prefix, "/"); i > 0 {
-		if !ValidKey(prefix[:i]) {
-			return nil, fmt.Errorf("invalid prefix %q", prefix)
-		}
 		root = filepath.Join(l.dir, filepath.FromSlash(prefix[:i]))
 	}
 	var out []Object

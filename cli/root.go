@@ -1,7 +1,7 @@
 // Package cli is the `dstack` command line: one file per command group
-// (config, init, run, ps, logs, stop, artifacts, runners), all built on an
-// Env that carries the process's streams, environment and clock so that the
-// tests run every command in-process.
+// (config, init, run, ps, logs, stop, artifacts, runners, on-demand,
+// autoscale), all built on an Env that carries the process's streams,
+// environment and clock so that the tests run every command in-process.
 //
 // The CLI reaches the server only through package client; a test keeps it
 // from importing the server or the store.
@@ -184,6 +184,8 @@ DSTACK_CONFIG names another config file.`,
 		e.stopCmd(),
 		e.artifactsCmd(),
 		e.runnersCmd(),
+		e.onDemandCmd(),
+		e.autoscaleCmd(),
 	)
 	// Every Use line here spells out its flags; cobra's " [flags]" would
 	// repeat them.

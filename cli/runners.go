@@ -17,7 +17,10 @@ func (e *Env) runnersCmd() *cobra.Command {
 		Use:   "runners [--json]",
 		Short: "List runners",
 		Long: `List the runners: the machines that run jobs. JOB is the run of the job a
-runner has now.`,
+runner has now. When some runners are on-demand instances, BACKEND, REGION,
+INSTANCE TYPE, PURCHASE TYPE (spot or on-demand) and INSTANCE (the
+instance's state: launching, running, terminating…) describe them;
+self-hosted runners show "self-hosted" as their backend.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return e.runners(cmd.Context(), asJSON)
@@ -43,7 +46,17 @@ func (e *Env) runners(ctx context.Context, asJSON bool) error {
 		fmt.Fprintln(e.Stderr, "No runners yet: on a machine, run `dstack-runner config --token TOKEN --server URL` and `dstack-runner start`.")
 		return nil
 	}
-	t := newTable(e.Stdout, "name", "host", "status", "cpu", "memory", "gpu", "disk", "job")
+	// On-demand runners add their instance's columns; a list of self-hosted
+	// runners only keeps to the first eight.
+	onDemand := false
+	for _, r := range rs {
+		onDemand = onDemand || r.Backend != ""
+	}
+	headers := []string{"name", "host", "status", "cpu", "memory", "gpu", "disk", "job"}
+	if onDemand {
+		headers = append(headers, "backend", "region", "instance type", "purchase type", "instance")
+	}
+	t := newTable(e.Stdout, headers...)
 	for _, r := range rs {
 		cpu := ""
 		if r.Resources.CPUs > 0 {
@@ -53,7 +66,15 @@ func (e *Env) runners(ctx context.Context, asJSON bool) error {
 		if job == "" {
 			job = r.JobID
 		}
-		t.row(r.Name, r.Hostname, string(r.Status), cpu, formatMiB(r.Resources.MemoryMiB), formatGPUs(r.Resources.GPUs), formatMiB(r.Resources.DiskMiB), job)
+		row := []string{r.Name, r.Hostname, string(r.Status), cpu, formatMiB(r.Resources.MemoryMiB), formatGPUs(r.Resources.GPUs), formatMiB(r.Resources.DiskMiB), job}
+		if onDemand {
+			backend := r.Backend
+			if backend == "" {
+				backend = "self-hosted"
+			}
+			row = append(row, backend, r.Region, r.InstanceType, r.PurchaseType, r.InstanceState)
+		}
+		t.row(row...)
 	}
 	return t.flush()
 }

@@ -27,6 +27,9 @@ var publicRoutes = map[string]string{
 	// Prometheus scrapes without credentials on a trusted network; the
 	// metrics hold counts, never names, tokens or output.
 	"GET /metrics": "Prometheus scraping",
+	// An on-demand instance's runner has no token yet: the single-use join
+	// token in the body is its credential (TestRunnerJoin).
+	"POST /api/v1/runners/join": "on-demand instances' runners join with a join token",
 }
 
 // routeRequest is a plausible request to a route of the server, made with

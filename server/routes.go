@@ -55,6 +55,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET "+p+"/jobs/{id}/artifacts/{path...}", s.asUser(s.handleArtifactDownload))
 	mux.HandleFunc("GET "+p+"/runners", s.asUser(s.handleRunnerList))
 	mux.HandleFunc("POST "+p+"/runners/register", s.asUser(s.handleRunnerRegister))
+	mux.HandleFunc("POST "+p+"/runners/join", s.handleRunnerJoin)
+	s.onDemandRoutes(mux)
 
 	mux.HandleFunc("POST "+p+"/runner/heartbeat", s.asRunner(s.handleHeartbeat))
 	mux.HandleFunc("POST "+p+"/runner/claim", s.asRunner(s.handleClaim))

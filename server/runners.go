@@ -49,6 +49,57 @@ func (s *Server) handleRunnerRegister(w http.ResponseWriter, r *http.Request, u 
 	return nil
 }
 
+// handleRunnerJoin registers the runner of an on-demand instance by the
+// instance's single-use join token, sent in the body with no Authorization
+// header: the token stands in for a user's, and works for its instance only.
+func (s *Server) handleRunnerJoin(w http.ResponseWriter, r *http.Request) {
+	if err := s.runnerJoin(w, r); err != nil {
+		s.writeError(w, r, err)
+	}
+}
+
+func (s *Server) runnerJoin(w http.ResponseWriter, r *http.Request) error {
+	var req api.RunnerJoinRequest
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	refused := api.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated,
+		"join token refused: it is unknown, already used, or its instance is no longer launching")
+	if strings.TrimSpace(req.JoinToken) == "" {
+		return refused
+	}
+	req.Name = strings.TrimSpace(req.Name)
+	if req.Name == "" || len(req.Name) > 200 {
+		return invalid("runner name must be 1 to 200 characters")
+	}
+	if req.Resources.CPUs < 1 || req.Resources.MemoryMiB < 1 {
+		return invalid("runner resources must report at least one CPU and some memory")
+	}
+	token := newToken(runnerTokenPrefix)
+	now := s.cfg.Now()
+	in, rn, err := s.store.InstanceRegister(r.Context(), store.InstanceRegisterParams{
+		JoinTokenHash: hashToken(req.JoinToken),
+		Runner: store.RunnerCreateParams{
+			ID: newID(), Name: req.Name, Hostname: req.Hostname, Executor: req.Executor, Version: req.Version,
+			Resources: req.Resources, TokenHash: hashToken(token), TokenExpiresAt: now.Add(s.cfg.RunnerTokenTTL), Now: now,
+		},
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return refused
+	}
+	if err != nil {
+		return fmt.Errorf("join runner: %w", err)
+	}
+	s.log.Info("on-demand runner joined", "runner", rn.Name, "id", rn.ID, "instance", in.ID, "cloud_id", in.CloudID,
+		"instance_type", in.InstanceType, "cpus", req.Resources.CPUs)
+	s.wakeAutoscaler()
+	writeJSON(w, http.StatusCreated, api.RunnerRegisterResponse{
+		RunnerID: rn.ID, Token: token, ExpiresAt: rn.TokenExpiresAt,
+		HeartbeatInterval: api.Duration(s.cfg.HeartbeatTimeout / 3),
+	})
+	return nil
+}
+
 func (s *Server) handleRunnerList(w http.ResponseWriter, r *http.Request, u *store.User) error {
 	rs, err := s.store.RunnerList(r.Context(), store.RunnerListParams{UserID: u.ID})
 	if err != nil {
@@ -192,6 +243,7 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 		s.queue.wake(userKey(job.UserID)) // dependents may be queued now
 		s.queue.wake(jobKey(job.ID))
 		s.metrics.jobFinished(job)
+		s.wakeAutoscaler() // its runner is free, and its instance may idle
 	}
 	s.log.Info("job status", "job", job.ID, "run", job.RunName, "status", job.Status, "runner", rn.Name)
 	writeJSON(w, http.StatusOK, toAPIJob(job))

@@ -187,6 +187,7 @@ func (s *Server) handleRunSubmit(w http.ResponseWriter, r *http.Request, u *stor
 		break
 	}
 	s.queue.wake(userKey(u.ID))
+	s.wakeAutoscaler()
 	s.log.Info("run submitted", "run", run.Name, "workflow", run.Workflow, "jobs", len(run.Jobs), "user", u.Name)
 	writeJSON(w, http.StatusCreated, toAPIRun(run))
 	return nil

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dstackai/dstack/autoscale"
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/blob"
 	"github.com/dstackai/dstack/logstore"
@@ -58,6 +59,14 @@ type Config struct {
 	Backends []backend.Backend
 	// IdleTimeout: an on-demand instance idle this long is terminated.
 	IdleTimeout time.Duration
+	// ExternalURL is where runners on on-demand instances reach the server;
+	// empty means the URL the server listens at (a backend may rewrite a
+	// loopback host, as the local backend does to its containers' gateway).
+	ExternalURL string
+	// Autoscale tunes the autoscaler's timeouts (zero fields take
+	// autoscale.Defaults); its store, backends, server identity, URL, idle
+	// timeout, clock, logger, metrics and wake channel are the server's.
+	Autoscale autoscale.Config
 }
 
 // Defaults are the values zero Config fields take.
@@ -170,6 +179,10 @@ type Server struct {
 	cancel   context.CancelFunc
 	loops    sync.WaitGroup
 	serveErr chan error
+
+	// autoscaler launches and terminates on-demand instances; nil when no
+	// backend is configured.
+	autoscaler *autoscale.Controller
 
 	// autoscale is signalled when what the autoscaler plans from changed
 	// (a job queued, a limit changed); see wakeAutoscaler.
@@ -307,9 +320,58 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.loops.Done()
 		s.reapLoop(loopCtx)
 	}()
+	if len(s.cfg.Backends) > 0 {
+		if err := s.startAutoscaler(ctx, loopCtx); err != nil {
+			cancel()
+			_ = s.http.Close()
+			<-s.serveErr
+			s.loops.Wait()
+			return err
+		}
+	}
 	s.started = true
 	s.log.Info("listening", "url", s.urlLocked())
 	return nil
+}
+
+// startAutoscaler starts the autoscaler's loop, which runs until loopCtx
+// ends (only the replica holding its lease in the database acts).
+func (s *Server) startAutoscaler(ctx, loopCtx context.Context) error {
+	id, err := autoscale.ServerID(ctx, s.store)
+	if err != nil {
+		return err
+	}
+	url := s.cfg.ExternalURL
+	if url == "" {
+		url = s.urlLocked()
+	}
+	cfg := s.cfg.Autoscale
+	cfg.Store, cfg.Backends, cfg.ServerID, cfg.ServerURL = s.store, s.cfg.Backends, id, url
+	cfg.IdleTimeout, cfg.MaxAttempts, cfg.Now, cfg.Logger = s.cfg.IdleTimeout, s.cfg.MaxAttempts, s.cfg.Now, s.cfg.Logger
+	cfg.Registerer, cfg.Wake, cfg.JobsChanged = s.metrics.reg, s.autoscale, s.jobsRequeued
+	c, err := autoscale.New(cfg)
+	if err != nil {
+		return err
+	}
+	s.autoscaler = c
+	s.loops.Add(1)
+	go func() {
+		defer s.loops.Done()
+		_ = c.Run(loopCtx)
+	}()
+	return nil
+}
+
+// jobsRequeued tells the runners waiting for work, and the logs, of jobs
+// the autoscaler requeued or failed by terminating their instances.
+func (s *Server) jobsRequeued(jobs []*store.Job) {
+	for _, j := range jobs {
+		s.queue.wake(userKey(j.UserID))
+		s.queue.wake(jobKey(j.ID))
+		if j.Status.Finished() {
+			_ = s.logs.Finish(j.ID)
+		}
+	}
 }
 
 // URL is where the server listens, once started.

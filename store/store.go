@@ -171,6 +171,21 @@ type Store interface {
 	// LeaseRelease gives up the named lease if p.Holder has it; otherwise it
 	// does nothing.
 	LeaseRelease(ctx context.Context, p LeaseReleaseParams) error
+
+	// SettingInit sets the named setting to p.Value unless it is set already,
+	// and returns its value either way: the first caller's value stays for
+	// good (the server's identity, SettingServerID).
+	SettingInit(ctx context.Context, p SettingInitParams) (string, error)
+}
+
+// SettingServerID names the server installation's identity: every
+// on-demand instance is tagged with it, and it outlives restarts.
+const SettingServerID = "server_id"
+
+// SettingInitParams are the arguments of SettingInit.
+type SettingInitParams struct {
+	Name  string
+	Value string // not empty
 }
 
 // User is an account; its token is stored hashed.

@@ -23,6 +23,7 @@ func Command() *cobra.Command {
 	cfg := server.Defaults
 	var logLevel, logFormat string
 	var noConfig bool
+	lo := localOptions{mode: "auto", network: "bridge"}
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Start the dstack server (API, scheduler and web UI)",
@@ -33,7 +34,14 @@ the CLI has no server configured yet, it writes the URL and token to
 ~/.dstack/config.yaml so that dstack commands work at once.
 
 State lives in --data-dir (SQLite, logs, artifacts), or in PostgreSQL with
---db postgres://user:password@host:5432/dbname.`,
+--db postgres://user:password@host:5432/dbname.
+
+On-demand runners: with the local backend (--local-backend, on by default
+when the Docker engine answers and dstack-runner sits next to dstack), jobs
+no runner can take launch Docker containers running dstack-runner, within
+the users' limits; idle ones go after --idle-timeout. The containers reach
+the server through the Docker bridge's gateway, so listen there too:
+--host 0.0.0.0 (or the gateway's address), or set --external-url.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := newLogger(cmd.ErrOrStderr(), logLevel, logFormat)
@@ -41,6 +49,14 @@ State lives in --data-dir (SQLite, logs, artifacts), or in PostgreSQL with
 				return err
 			}
 			cfg.Logger = logger
+			b, gw, err := localBackend(cmd.Context(), logger.With("subsystem", "backend/local"), lo)
+			if err != nil {
+				return err
+			}
+			if b != nil {
+				cfg.Backends = append(cfg.Backends, b)
+				checkReachable(logger, cfg.Host, gw, cfg.ExternalURL)
+			}
 			return run(cmd.Context(), cmd.OutOrStdout(), cfg, !noConfig)
 		},
 	}
@@ -54,6 +70,11 @@ State lives in --data-dir (SQLite, logs, artifacts), or in PostgreSQL with
 	f.Int64Var(&cfg.MaxCodeSize, "max-code-size", cfg.MaxCodeSize, "largest code archive accepted, in bytes")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (serves HTTPS)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file")
+	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "an on-demand instance idle this long is terminated")
+	f.StringVar(&cfg.ExternalURL, "external-url", "", "URL runners on on-demand instances reach the server at (default: where it listens; the local backend rewrites a loopback host to the Docker gateway)")
+	f.StringVar(&lo.mode, "local-backend", lo.mode, "on-demand instances as local Docker containers: auto (on when the Docker engine answers and dstack-runner is found), on or off; the server must listen where containers reach it (--host 0.0.0.0)")
+	f.StringVar(&lo.runnerBinary, "runner-binary", "", "static dstack-runner binary for the local backend's image (default: next to dstack)")
+	f.StringVar(&lo.network, "docker-network", lo.network, "Docker network of the local backend's containers")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&noConfig, "no-cli-config", false, "do not write ~/.dstack/config.yaml on first start")

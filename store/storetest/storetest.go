@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"InstanceState": instanceStateTests,
 		"Offer":         offerTests,
 		"Lease":         leaseTests,
+		"Setting":       settingTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {

@@ -1,0 +1,346 @@
+package autoscale
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dstackai/dstack/autoscale/plan"
+	"github.com/dstackai/dstack/backend"
+	"github.com/dstackai/dstack/store"
+)
+
+// LeaseName is the store lease whose holder runs the autoscaler.
+const LeaseName = "autoscaler"
+
+// Config is how a Controller runs. Zero durations take the defaults of
+// Defaults.
+type Config struct {
+	Store    store.Store
+	Backends []backend.Backend
+	// ServerID is the server installation's identity (see ServerID); every
+	// instance is tagged with it.
+	ServerID string
+	// ServerURL is where runners on instances reach the server.
+	ServerURL string
+
+	// IdleTimeout: an instance idle this long is terminated.
+	IdleTimeout time.Duration
+	// Interval is the period of passes when nothing wakes the controller.
+	Interval time.Duration
+	// LaunchTimeout bounds one Launch call.
+	LaunchTimeout time.Duration
+	// RegisterTimeout: an instance launched this long ago whose runner has
+	// not joined is terminated and its job planned again.
+	RegisterTimeout time.Duration
+	// Grace: a tagged instance with no record, or a record launching with no
+	// cloud instance, is dealt with after this long.
+	Grace time.Duration
+	// UnavailableFor is how long an offer the cloud refused for capacity or
+	// quota is not tried.
+	UnavailableFor time.Duration
+	// OfferTTL is how long the backends' offers are cached.
+	OfferTTL time.Duration
+	// LeaseTTL is how long the leader lease lasts without renewal.
+	LeaseTTL time.Duration
+	// ReconcileEvery is how often the backends are listed; zero reconciles
+	// every pass.
+	ReconcileEvery time.Duration
+	// MaxAttempts is how often a job may run (the server's --max-attempts).
+	MaxAttempts int
+
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+	// Logger receives the controller's records; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the controller's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Wake asks for a pass now (a run submitted, a limit changed, a runner
+	// freed).
+	Wake <-chan struct{}
+	// JobsChanged is told of jobs the controller requeued or failed (so the
+	// server wakes the runners waiting for work); may be nil.
+	JobsChanged func([]*store.Job)
+}
+
+// Defaults are the values zero Config fields take.
+var Defaults = Config{
+	IdleTimeout:     plan.DefaultIdleTimeout,
+	Interval:        2 * time.Second,
+	LaunchTimeout:   3 * time.Minute,
+	RegisterTimeout: 10 * time.Minute,
+	Grace:           2 * time.Minute,
+	UnavailableFor:  10 * time.Minute,
+	OfferTTL:        5 * time.Minute,
+	LeaseTTL:        30 * time.Second,
+	ReconcileEvery:  30 * time.Second,
+	MaxAttempts:     3,
+}
+
+func (c *Config) applyDefaults() {
+	set := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	set(&c.IdleTimeout, Defaults.IdleTimeout)
+	set(&c.Interval, Defaults.Interval)
+	set(&c.LaunchTimeout, Defaults.LaunchTimeout)
+	set(&c.RegisterTimeout, Defaults.RegisterTimeout)
+	set(&c.Grace, Defaults.Grace)
+	set(&c.UnavailableFor, Defaults.UnavailableFor)
+	set(&c.OfferTTL, Defaults.OfferTTL)
+	set(&c.LeaseTTL, Defaults.LeaseTTL)
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = Defaults.MaxAttempts
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate says what is wrong with c.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Store == nil {
+		errs = append(errs, errors.New("autoscaler: no store"))
+	}
+	if c.ServerID == "" {
+		errs = append(errs, errors.New("autoscaler: no server ID"))
+	}
+	if c.ServerURL == "" {
+		errs = append(errs, errors.New("autoscaler: no server URL for runners: set --external-url"))
+	}
+	seen := map[string]bool{}
+	for _, b := range c.Backends {
+		if seen[b.Name()] {
+			errs = append(errs, fmt.Errorf("autoscaler: backend %q given twice", b.Name()))
+		}
+		seen[b.Name()] = true
+	}
+	return errors.Join(errs...)
+}
+
+// Controller is the autoscaler. Step is one pass; Run repeats it.
+type Controller struct {
+	cfg      Config
+	log      *slog.Logger
+	st       store.Store
+	backends map[string]backend.Backend
+	holder   string
+	metrics  *metrics
+
+	// mu serialises passes: Step may be called by Run and by tests.
+	mu           sync.Mutex
+	leader       bool
+	offers       map[offerCacheKey]cachedOffers
+	lastRecon    time.Time
+	unknownSince map[string]time.Time // cloud ID → first seen with no record
+	cleaned      map[string]bool      // gone cloud IDs already removed
+
+	statMu      sync.Mutex           // launches run in parallel within a pass
+	launchedFor map[string]time.Time // job ID → when it was pending, for the start metric
+	waiting     map[string]plan.Waiting
+}
+
+// New returns a controller; it does nothing until Step or Run.
+func New(cfg Config) (*Controller, error) {
+	cfg.applyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Controller{
+		cfg:          cfg,
+		log:          cfg.Logger.With("subsystem", "autoscaler"),
+		st:           cfg.Store,
+		backends:     map[string]backend.Backend{},
+		holder:       cfg.ServerID + "/" + randomHex(8),
+		offers:       map[offerCacheKey]cachedOffers{},
+		unknownSince: map[string]time.Time{},
+		cleaned:      map[string]bool{},
+		launchedFor:  map[string]time.Time{},
+		waiting:      map[string]plan.Waiting{},
+	}
+	for _, b := range cfg.Backends {
+		c.backends[b.Name()] = b
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	c.metrics = m
+	return c, nil
+}
+
+// Run makes passes until ctx ends: every Interval and whenever Wake is
+// signalled. It releases the lease on the way out.
+func (c *Controller) Run(ctx context.Context) error {
+	c.log.Info("autoscaler started", "server_id", c.cfg.ServerID, "server_url", c.cfg.ServerURL,
+		"backends", strings.Join(c.backendNames(), ","), "idle_timeout", c.cfg.IdleTimeout)
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = c.st.LeaseRelease(ctx, store.LeaseReleaseParams{Name: LeaseName, Holder: c.holder})
+	}()
+	for {
+		if err := c.Step(ctx); err != nil && ctx.Err() == nil {
+			c.log.Error("autoscaler pass", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-c.cfg.Wake:
+		}
+	}
+}
+
+func (c *Controller) backendNames() []string {
+	var out []string
+	for _, b := range c.cfg.Backends {
+		out = append(out, b.Name())
+	}
+	return out
+}
+
+// Leader reports whether the last pass held the lease.
+func (c *Controller) Leader() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leader
+}
+
+// Waiting returns why each pending job nothing could take waited, as of
+// the last pass.
+func (c *Controller) Waiting() map[string]plan.Waiting {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]plan.Waiting, len(c.waiting))
+	for k, v := range c.waiting {
+		out[k] = v
+	}
+	return out
+}
+
+// Step is one pass: lease, snapshot, plan, execute, and reconcile when due.
+// It returns the first error that stopped it; what it did before stays done.
+func (c *Controller) Step(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.cfg.Now()
+	ok, err := c.st.LeaseAcquire(ctx, store.LeaseAcquireParams{Name: LeaseName, Holder: c.holder, TTL: c.cfg.LeaseTTL, Now: now})
+	if err != nil {
+		return fmt.Errorf("acquire lease: %w", err)
+	}
+	if ok != c.leader {
+		if ok {
+			c.log.Info("autoscaler lease taken: this server plans on-demand instances", "holder", c.holder)
+		} else {
+			c.log.Info("autoscaler lease lost: another server plans on-demand instances")
+		}
+	}
+	c.leader = ok
+	if !ok {
+		return nil
+	}
+	var errs []error
+	if c.cfg.ReconcileEvery <= 0 || now.Sub(c.lastRecon) >= c.cfg.ReconcileEvery {
+		if err := c.reconcile(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("reconcile: %w", err))
+		} else {
+			c.lastRecon = now
+		}
+	}
+	if err := c.plan(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// plan reads a snapshot, plans and carries the decision out.
+func (c *Controller) plan(ctx context.Context) error {
+	snap, recs, err := c.snapshot(ctx)
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	d := plan.Plan(snap.Snapshot)
+	c.waiting = make(map[string]plan.Waiting, len(d.Waiting))
+	for _, w := range d.Waiting {
+		c.waiting[w.JobID] = w
+	}
+	c.metrics.pending.Set(float64(len(snap.Jobs)))
+	var errs []error
+	for _, t := range d.Terminations {
+		if err := c.terminate(ctx, recs[t.InstanceID], string(t.Reason)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, b := range d.Bindings {
+		if b.InstanceID == "" {
+			continue
+		}
+		if r := recs[b.InstanceID]; r != nil && r.JobID != b.JobID {
+			if _, err := c.st.InstanceBindJob(ctx, store.InstanceBindJobParams{ID: b.InstanceID, JobID: b.JobID}); err != nil && !errors.Is(err, store.ErrNotFound) {
+				errs = append(errs, fmt.Errorf("bind job %s to instance %s: %w", b.JobID, b.InstanceID, err))
+			}
+		}
+	}
+	if len(d.Launches) > 0 {
+		errs = append(errs, c.launchAll(ctx, d.Launches, snap))
+	}
+	return errors.Join(errs...)
+}
+
+// ServerID returns the server installation's identity, creating it on first
+// use; every replica on one database gets the same one.
+func ServerID(ctx context.Context, st store.Store) (string, error) {
+	id, err := st.SettingInit(ctx, store.SettingInitParams{Name: store.SettingServerID, Value: "dstack-" + randomHex(8)})
+	if err != nil {
+		return "", fmt.Errorf("server identity: %w", err)
+	}
+	return id, nil
+}
+
+// JoinTokenPrefix marks an instance's join token.
+const JoinTokenPrefix = "dstj_"
+
+// NewJoinToken returns a fresh join token and the hash the store keeps of
+// it (HashToken).
+func NewJoinToken() (token, hash string) {
+	var b [20]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	token = JoinTokenPrefix + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+	return token, HashToken(token)
+}
+
+// HashToken is the SHA-256 of a token in hex, as the server stores every
+// token (they are random: no salt or stretching is needed).
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b)
+}

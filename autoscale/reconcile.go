@@ -1,0 +1,181 @@
+package autoscale
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dstackai/dstack/backend"
+	"github.com/dstackai/dstack/store"
+)
+
+// Reasons the controller gives instances it ends on its own account (Plan
+// gives the others).
+const (
+	ReasonRegisterTimeout = "registration_timeout"
+	ReasonGone            = "the cloud no longer has the instance"
+	ReasonNeverLaunched   = "no cloud instance was found for the launch"
+	ReasonUnknown         = "tagged instance with no record"
+)
+
+// reconcile brings the records and the backends' lists into agreement:
+//
+//   - a record launching with no cloud ID is adopted when the backend lists
+//     an instance tagged with it (a crash, or a timed-out call, between the
+//     launch and its record), and marked gone after Grace otherwise;
+//   - a record whose cloud instance the backend no longer has (or lists as
+//     gone) is marked gone, which requeues its runner's job; a terminating
+//     one is recorded terminated;
+//   - a launched record whose runner has not joined after RegisterTimeout is
+//     terminated;
+//   - a tagged instance whose record has ended is terminated at once, and
+//     one with no record at all once it has been seen for Grace.
+//
+// A backend whose List fails is left alone until the next reconcile.
+func (c *Controller) reconcile(ctx context.Context) error {
+	listStart := c.cfg.Now()
+	var errs []error
+	listedOK := map[string]bool{}
+	byCloud := map[string]backend.Instance{}
+	byRecord := map[string]backend.Instance{}
+	backendOf := map[string]backend.Backend{}
+	for name, b := range c.backends {
+		ins, err := b.List(ctx, c.cfg.ServerID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list %s instances: %w", name, err))
+			continue
+		}
+		listedOK[name] = true
+		for _, in := range ins {
+			byCloud[in.CloudID] = in
+			backendOf[in.CloudID] = b
+			if in.Tags.RecordID != "" {
+				byRecord[in.Tags.RecordID] = in
+			}
+		}
+	}
+	recs, err := c.st.InstanceList(ctx, store.InstanceListParams{States: counted})
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list instances: %w", err))...)
+	}
+	now := c.cfg.Now()
+	live := map[string]bool{}
+	for _, rec := range recs {
+		live[rec.ID] = true
+		if !listedOK[rec.Backend] {
+			continue
+		}
+		if err := c.reconcileRecord(ctx, rec, byCloud, byRecord, listStart, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for id, in := range byCloud {
+		if live[in.Tags.RecordID] {
+			continue
+		}
+		if err := c.reconcileUntracked(ctx, backendOf[id], in, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for id := range c.unknownSince {
+		if _, ok := byCloud[id]; !ok {
+			delete(c.unknownSince, id)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// reconcileRecord checks one counted record against the backend's list.
+func (c *Controller) reconcileRecord(ctx context.Context, rec *store.Instance, byCloud, byRecord map[string]backend.Instance, listStart, now time.Time) error {
+	b := c.backends[rec.Backend]
+	if rec.CloudID == "" {
+		if ci, ok := byRecord[rec.ID]; ok && ci.State != backend.StateGone {
+			if _, err := c.st.InstanceSetLaunched(ctx, store.InstanceSetLaunchedParams{CloudIDs: map[string]string{rec.ID: ci.CloudID}, Now: now}); err != nil {
+				return fmt.Errorf("adopt instance %s (%s): %w", rec.ID, ci.CloudID, err)
+			}
+			c.log.Info("adopted a launched instance found by its tags", "instance", rec.ID, "cloud_id", ci.CloudID)
+			return nil
+		}
+		switch {
+		case rec.State == store.InstanceTerminating:
+			c.end(ctx, rec.ID, store.InstanceTerminated, rec.Reason)
+		case now.Sub(rec.CreatedAt) >= c.cfg.Grace:
+			c.log.Warn("launch never completed: the instance record ends", "instance", rec.ID, "launch_key", rec.LaunchKey, "job", rec.JobID)
+			c.end(ctx, rec.ID, store.InstanceGone, ReasonNeverLaunched)
+		}
+		return nil
+	}
+	ci, listed := byCloud[rec.CloudID]
+	recent := rec.LaunchedAt != nil && rec.LaunchedAt.After(listStart)
+	if (!listed && !recent) || (listed && ci.State == backend.StateGone) {
+		if rec.State == store.InstanceTerminating {
+			c.end(ctx, rec.ID, store.InstanceTerminated, rec.Reason)
+		} else {
+			c.log.Warn("instance gone from the cloud", "instance", rec.ID, "cloud_id", rec.CloudID, "job", rec.JobID)
+			c.end(ctx, rec.ID, store.InstanceGone, ReasonGone)
+		}
+		if listed && b != nil && !c.cleaned[rec.CloudID] {
+			c.cleaned[rec.CloudID] = true
+			if err := b.Terminate(ctx, []string{rec.CloudID}); err != nil {
+				return fmt.Errorf("remove gone instance %s: %w", rec.CloudID, err)
+			}
+		}
+		return nil
+	}
+	switch {
+	case rec.State == store.InstanceLaunching && rec.LaunchedAt != nil && now.Sub(*rec.LaunchedAt) >= c.cfg.RegisterTimeout:
+		c.log.Warn("the instance's runner did not join in time", "instance", rec.ID, "cloud_id", rec.CloudID, "timeout", c.cfg.RegisterTimeout)
+		return c.terminate(ctx, rec, ReasonRegisterTimeout)
+	case rec.State == store.InstanceTerminating && b != nil:
+		// A termination that failed before: try again.
+		if err := b.Terminate(ctx, []string{rec.CloudID}); err != nil {
+			return fmt.Errorf("terminate instance %s (%s): %w", rec.ID, rec.CloudID, err)
+		}
+		c.end(ctx, rec.ID, store.InstanceTerminated, rec.Reason)
+	}
+	return nil
+}
+
+// reconcileUntracked deals with a tagged instance no counted record has.
+func (c *Controller) reconcileUntracked(ctx context.Context, b backend.Backend, in backend.Instance, now time.Time) error {
+	if b == nil {
+		return nil
+	}
+	if in.State == backend.StateGone {
+		if c.cleaned[in.CloudID] {
+			return nil
+		}
+		c.cleaned[in.CloudID] = true
+		return b.Terminate(ctx, []string{in.CloudID})
+	}
+	ended := false
+	if in.Tags.RecordID != "" {
+		rec, err := c.st.InstanceGet(ctx, in.Tags.RecordID)
+		switch {
+		case err == nil:
+			ended = rec.State.Ended()
+		case !errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("look up instance %s: %w", in.Tags.RecordID, err)
+		}
+	}
+	if !ended {
+		since, ok := c.unknownSince[in.CloudID]
+		if !ok {
+			c.unknownSince[in.CloudID] = now
+			c.log.Warn("tagged instance with no record: terminating it after the grace period unless a record appears",
+				"cloud_id", in.CloudID, "record", in.Tags.RecordID, "grace", c.cfg.Grace)
+			return nil
+		}
+		if now.Sub(since) < c.cfg.Grace {
+			return nil
+		}
+	}
+	c.log.Warn("terminating an instance the server does not track", "cloud_id", in.CloudID, "record", in.Tags.RecordID, "record_ended", ended)
+	c.metrics.garbage.Inc()
+	if err := b.Terminate(ctx, []string{in.CloudID}); err != nil {
+		return fmt.Errorf("terminate untracked instance %s: %w", in.CloudID, err)
+	}
+	delete(c.unknownSince, in.CloudID)
+	return nil
+}
