@@ -13,6 +13,21 @@
 // Open reads with a ranged GET from the offset on, so downloads resume. List
 // pages through ListObjectsV2 and skips keys that are not blob.ValidKey
 // (such as the "folder/" markers some consoles create).
+//
+// The credentials need s3:ListBucket (Open's HeadBucket check and List),
+// s3:GetObject, s3:PutObject and s3:AbortMultipartUpload on the bucket. A
+// lifecycle rule that removes incomplete multipart uploads after a day is
+// still wise: an abort can fail when S3 cannot be reached.
+//
+// A server opens one store and shares it:
+//
+//	st, err := s3blob.Open(ctx, s3blob.Config{URL: "s3://my-bucket/dstack"})
+//	// S3-compatible: Config{URL: ..., Endpoint: "http://minio:9000",
+//	//                       AccessKeyID: ..., SecretAccessKey: ...}
+//
+// Uploads go through feature/s3/manager's Uploader. That module is marked
+// deprecated in favour of feature/s3/transfermanager, but it is maintained,
+// small, and does what Put needs; moving is a change inside Put alone.
 package s3blob
 
 import (
@@ -197,8 +212,8 @@ func New(api API, loc Location, cfg Config) (*Store, error) {
 	if loc.Prefix != "" && (!strings.HasSuffix(loc.Prefix, "/") || !blob.ValidKey(strings.TrimSuffix(loc.Prefix, "/"))) {
 		return nil, fmt.Errorf("S3 prefix %q must be a clean relative path ending with /", loc.Prefix)
 	}
-	cfg.URL = loc.String()
-	if err := cfg.Validate(); err != nil {
+	tuning := Config{URL: loc.String(), PartSize: cfg.PartSize, Concurrency: cfg.Concurrency, ListPageSize: cfg.ListPageSize}
+	if err := tuning.Validate(); err != nil {
 		return nil, err
 	}
 	u := manager.NewUploader(api, func(u *manager.Uploader) {

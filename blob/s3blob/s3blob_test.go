@@ -425,3 +425,46 @@ func TestBucketGone(t *testing.T) {
 		t.Errorf("List in a deleted bucket = %v, want a bucket-not-found error", err)
 	}
 }
+
+// failingAbort is an S3 client whose second part and every abort fail.
+type failingAbort struct {
+	*s3.Client
+	parts atomic.Int32
+}
+
+func (c *failingAbort) UploadPart(ctx context.Context, in *s3.UploadPartInput, opts ...func(*s3.Options)) (*s3.UploadPartOutput, error) {
+	if c.parts.Add(1) == 2 {
+		return nil, errors.New("connection reset by peer")
+	}
+	return c.Client.UploadPart(ctx, in, opts...)
+}
+
+func (c *failingAbort) AbortMultipartUpload(context.Context, *s3.AbortMultipartUploadInput, ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error) {
+	return nil, errors.New("network unreachable")
+}
+
+// TestAbortFailureIsReported: when the parts of a failed upload cannot be
+// removed, the error says so and what to do about it.
+func TestAbortFailureIsReported(t *testing.T) {
+	t.Parallel()
+	f := newFake(t)
+	s, err := s3blob.New(&failingAbort{Client: f.raw}, s3blob.Location{Bucket: bucket, Prefix: "x/"}, s3blob.Config{PartSize: 5 << 20, Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Put(context.Background(), "obj", newPatterned(12<<20))
+	if err == nil {
+		t.Fatal("Put succeeded with a failing part")
+	}
+	for _, w := range []string{"connection reset by peer", "abort multipart upload", "network unreachable", "lifecycle rule"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("Put error %q does not mention %q", err, w)
+		}
+	}
+	if _, err := s.Stat(context.Background(), "obj"); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("after a failed Put, Stat = %v, want ErrNotFound", err)
+	}
+	if pending := f.pendingUploads(t); pending != 1 {
+		t.Errorf("%d pending uploads, want the 1 whose abort failed", pending)
+	}
+}
