@@ -154,6 +154,9 @@ type Controller struct {
 	statMu      sync.Mutex           // launches run in parallel within a pass
 	launchedFor map[string]time.Time // job ID → when it was pending, for the start metric
 	waiting     map[string]plan.Waiting
+	// reasons are the StatusReasons of pending jobs this controller last
+	// wrote (job ID → Waiting.Message), so that a pass writes only changes.
+	reasons map[string]string
 }
 
 // New returns a controller; it does nothing until Step or Run.
@@ -173,6 +176,7 @@ func New(cfg Config) (*Controller, error) {
 		cleaned:      map[string]bool{},
 		launchedFor:  map[string]time.Time{},
 		waiting:      map[string]plan.Waiting{},
+		reasons:      map[string]string{},
 	}
 	for _, b := range cfg.Backends {
 		c.backends[b.Name()] = b
@@ -226,7 +230,8 @@ func (c *Controller) Leader() bool {
 }
 
 // Waiting returns why each pending job nothing could take waited, as of
-// the last pass.
+// the last pass. The leader also stores it as the job's StatusReason, which
+// `dstack ps` shows.
 func (c *Controller) Waiting() map[string]plan.Waiting {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -285,6 +290,9 @@ func (c *Controller) plan(ctx context.Context) error {
 	}
 	c.metrics.pending.Set(float64(len(snap.Jobs)))
 	var errs []error
+	if err := c.storeReasons(ctx, d.Waiting, snap.pending); err != nil {
+		errs = append(errs, err)
+	}
 	for _, t := range d.Terminations {
 		if err := c.terminate(ctx, recs[t.InstanceID], string(t.Reason)); err != nil {
 			errs = append(errs, err)
@@ -304,6 +312,38 @@ func (c *Controller) plan(ctx context.Context) error {
 		errs = append(errs, c.launchAll(ctx, d.Launches, snap))
 	}
 	return errors.Join(errs...)
+}
+
+// storeReasons writes why each waiting job waits as its StatusReason, and
+// clears the reasons it wrote of pending jobs that no longer wait (an
+// instance is launching for them, or a runner takes them), in one batch of
+// the changes since the last pass. The store leaves jobs no longer pending
+// alone; a claim clears the reason itself.
+func (c *Controller) storeReasons(ctx context.Context, waiting []plan.Waiting, pending map[string]*store.PendingJob) error {
+	want := make(map[string]string, len(waiting))
+	for _, w := range waiting {
+		want[w.JobID] = w.Message
+	}
+	changes := map[string]string{}
+	for id, msg := range want {
+		if prev, ok := c.reasons[id]; !ok || prev != msg {
+			changes[id] = msg
+		}
+	}
+	for id := range c.reasons {
+		if _, ok := want[id]; !ok && pending[id] != nil {
+			changes[id] = ""
+		}
+	}
+	if len(changes) == 0 {
+		c.reasons = want
+		return nil
+	}
+	if _, err := c.st.JobSetPendingReasons(ctx, store.JobSetPendingReasonsParams{Reasons: changes}); err != nil {
+		return fmt.Errorf("store why jobs wait: %w", err) // written again next pass
+	}
+	c.reasons = want
+	return nil
 }
 
 // ServerID returns the server installation's identity, creating it on first

@@ -1,12 +1,14 @@
 package autoscale_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/autoscale/plan"
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/store"
 )
@@ -350,5 +352,36 @@ func TestNoLaunchWhenSelfHostedRunnerFree(t *testing.T) {
 	e.step()
 	if n := len(e.cloud.launchCalls()); n != 0 {
 		t.Fatalf("%d launches with a free self-hosted runner", n)
+	}
+}
+
+// TestWaitingReasonStored: why a job waits is stored as its StatusReason
+// (what `dstack ps` shows), changed as the reason changes, and cleared once
+// an instance is launched for it.
+func TestWaitingReasonStored(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	id := e.submit(small)
+	e.step()
+	if got := e.job(id).StatusReason; !strings.Contains(got, "no on-demand limit is set") {
+		t.Fatalf("reason with no limit = %q", got)
+	}
+	big := e.submit(api.Resources{CPU: 512})
+	e.limit("f.small", false, 1)
+	e.submit(small) // no room once the first job takes the limit's instance
+	e.step()
+	if got := e.job(id).StatusReason; got != "" {
+		t.Fatalf("reason of a job an instance launches for = %q, want none", got)
+	}
+	if got := e.job(big).StatusReason; !strings.Contains(got, "no limit allows") || !strings.Contains(got, "512 CPUs") {
+		t.Fatalf("reason of a job no limit fits = %q", got)
+	}
+	if w := e.c.Waiting(); len(w) != 2 || w[big].Code != plan.WaitNoLimit {
+		t.Fatalf("waiting = %v", w)
+	}
+	for jobID, w := range e.c.Waiting() {
+		if got := e.job(jobID).StatusReason; got != w.Message {
+			t.Errorf("job %s: stored reason %q, controller's %q", jobID, got, w.Message)
+		}
 	}
 }

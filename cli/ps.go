@@ -3,7 +3,9 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -18,7 +20,9 @@ func (e *Env) psCmd() *cobra.Command {
 		Short:   "List runs",
 		Long: `List runs, newest first: unfinished and recently finished ones, or all of
 them with -a. RUNNER is the runner of the run's current (or last) job;
-DURATION runs from the first job's start to the run's end, or to now.`,
+DURATION runs from the first job's start to the run's end, or to now.
+Below the table, each pending job that waits says why (no runner or
+on-demand limit fits it, its limit is at its maximum...).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return e.ps(cmd.Context(), all, asJSON)
@@ -50,7 +54,35 @@ func (e *Env) ps(ctx context.Context, all, asJSON bool) error {
 	for _, r := range runs {
 		t.row(r.Name, r.Workflow, string(r.Status), runRunner(&r), formatAgo(now, r.SubmittedAt), runDuration(&r, now))
 	}
-	return t.flush()
+	if err := t.flush(); err != nil {
+		return err
+	}
+	// Why pending jobs wait (no runner fits, a limit is at its maximum...),
+	// under the table: the reasons are too long for a column.
+	first := true
+	for _, r := range runs {
+		for _, j := range r.Jobs {
+			if j.Status != api.StatusPending || j.StatusReason == "" {
+				continue
+			}
+			if first {
+				fmt.Fprintln(e.Stdout)
+				first = false
+			}
+			fmt.Fprintf(e.Stdout, "%s %s is pending: %s\n", r.Name, j.Workflow, oneLine(j.StatusReason))
+		}
+	}
+	return nil
+}
+
+// oneLine replaces the control characters of s (newlines, tabs) by spaces.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // runRunner is the runner of the run's active job, else of its last job

@@ -297,7 +297,8 @@ func (e *Env) watchStatus(ctx context.Context, c *apiClient, name string) {
 	type seen struct {
 		status  api.JobStatus
 		attempt int
-		polls   int // polls that saw this status
+		polls   int    // polls that saw this status
+		reason  string // the pending reason last told
 	}
 	last := map[string]*seen{}
 	t := time.NewTicker(statusPoll)
@@ -330,11 +331,21 @@ func (e *Env) watchStatus(ctx context.Context, c *apiClient, name string) {
 				*s = seen{status: j.Status, attempt: j.Attempt}
 			}
 			s.polls++
+			if j.Status == api.StatusPending && s.polls > 2 && j.StatusReason != s.reason && j.StatusReason != "" {
+				// Why it waits changed (the autoscaler's word): tell again.
+				fmt.Fprintf(e.Stderr, "==> %s is waiting: %s\n", j.Workflow, j.StatusReason)
+				s.reason = j.StatusReason
+			}
 			if s.polls != 2 {
 				continue // tell once, and only about a state that lasts
 			}
 			switch j.Status {
 			case api.StatusPending:
+				if j.StatusReason != "" {
+					fmt.Fprintf(e.Stderr, "==> %s is waiting: %s\n", j.Workflow, j.StatusReason)
+					s.reason = j.StatusReason
+					break
+				}
 				fmt.Fprintf(e.Stderr, "==> %s is waiting for a runner that fits it (`dstack runners` lists them)\n", j.Workflow)
 			case api.StatusProvisioning:
 				fmt.Fprintf(e.Stderr, "==> %s is waiting for an instance to start\n", j.Workflow)

@@ -34,7 +34,8 @@ type Config struct {
 	// Host and Port to listen on. Port 0 picks a free port.
 	Host string
 	Port int
-	// DataDir holds the SQLite database, logs, artifacts and code.
+	// DataDir holds the SQLite database, logs, and (unless Artifacts is
+	// set) artifacts and code archives.
 	DataDir string
 	// DB is "" for SQLite in DataDir, or a postgres:// URL.
 	DB string
@@ -43,6 +44,20 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 	// MaxAttempts bounds how often an interrupted job is run.
 	MaxAttempts int
+	// Artifacts is where job artifacts and uploaded code archives are kept:
+	// "" for files under DataDir, or s3://bucket/prefix for an S3 bucket.
+	// One store holds both, so that server replicas sharing a PostgreSQL
+	// database share them too. The S3 credentials come from the AWS default
+	// chain (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, the shared files,
+	// SSO, an instance or task role) and are never logged.
+	Artifacts string
+	// S3Endpoint is the URL of an S3-compatible store (MinIO, Ceph, R2...)
+	// for Artifacts, addressed path-style; "" is AWS S3.
+	S3Endpoint string
+	// S3Region is the bucket's region; "" takes AWS_REGION or the shared
+	// config, failing that us-east-1 with S3Endpoint, or the region S3
+	// reports for the bucket without it.
+	S3Region string
 	// MaxCodeSize bounds an uploaded code archive.
 	MaxCodeSize int64
 	// RunnerTokenTTL is how long a runner credential is valid.
@@ -142,6 +157,7 @@ func (c *Config) Validate() error {
 	if c.MaxAttempts < 1 {
 		errs = append(errs, fmt.Errorf("--max-attempts %d: must be at least 1", c.MaxAttempts))
 	}
+	errs = append(errs, c.validateArtifacts())
 	return errors.Join(errs...)
 }
 
@@ -233,7 +249,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	blobs, err := blob.NewLocal(filepath.Join(cfg.DataDir, "blobs"))
+	blobs, err := openBlobs(ctx, cfg)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -246,6 +262,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		logs:      logs,
 		blobs:     blobs,
 		queue:     newQueue(),
+	}
+	if cfg.Artifacts != "" {
+		s.log.Info("artifacts and code archives in S3", "url", cfg.Artifacts, "endpoint", cfg.S3Endpoint, "region", cfg.S3Region)
 	}
 	s.auth = newAuthenticator(st, cfg.Now)
 	s.metrics = newMetrics(s)

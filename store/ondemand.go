@@ -240,6 +240,12 @@ type JobListPendingParams struct {
 	UserID string // empty: every user's
 }
 
+// JobSetPendingReasonsParams are the arguments of JobSetPendingReasons.
+type JobSetPendingReasonsParams struct {
+	// Reasons maps job IDs to their new StatusReason.
+	Reasons map[string]string
+}
+
 // OfferUnavailable is an offer a cloud refused for lack of capacity or quota,
 // not to be tried again before Until.
 type OfferUnavailable struct {

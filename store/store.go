@@ -94,6 +94,12 @@ type Store interface {
 	// empty) in queue order, with what the autoscaler plans by: their
 	// resources and when they were submitted and queued.
 	JobListPending(ctx context.Context, p JobListPendingParams) ([]*PendingJob, error)
+	// JobSetPendingReasons sets the StatusReason of each job of p.Reasons
+	// that is still pending (why it waits, as the autoscaler sees it; ""
+	// clears it), all in one transaction. Jobs no longer pending, or
+	// unknown, are left as they are. It returns how many jobs changed.
+	// JobClaimNext clears the reason of the job it claims.
+	JobSetPendingReasons(ctx context.Context, p JobSetPendingReasonsParams) (int, error)
 
 	// LimitPut creates the limit with p's key (user, backend, region,
 	// instance type, spot), or sets the maximum of the one that exists,

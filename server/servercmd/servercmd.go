@@ -36,6 +36,18 @@ the CLI has no server configured yet, it writes the URL and token to
 State lives in --data-dir (SQLite, logs, artifacts), or in PostgreSQL with
 --db postgres://user:password@host:5432/dbname.
 
+Artifacts and code archives go to an S3 bucket with --artifacts
+s3://bucket/prefix (replicas sharing a PostgreSQL database then share them
+too); --s3-endpoint http://host:9000 points at an S3-compatible store (MinIO,
+Ceph, R2...), addressed path-style, and --s3-region sets the bucket's region.
+The credentials come from the AWS default chain: AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY, ~/.aws/credentials and ~/.aws/config (AWS_PROFILE),
+SSO, or an instance or task role; they are never printed or logged. They need
+s3:ListBucket, s3:GetObject, s3:PutObject and s3:AbortMultipartUpload. The
+server checks the bucket at start and refuses to start when it cannot use it.
+Runners never see the credentials: they upload and download through the
+server.
+
 On-demand runners: with the local backend (--local-backend, on by default
 when the Docker engine answers and dstack-runner sits next to dstack), jobs
 no runner can take launch Docker containers running dstack-runner, within
@@ -65,6 +77,9 @@ the server through the Docker bridge's gateway, so listen there too:
 	f.IntVar(&cfg.Port, "port", cfg.Port, "port to listen on")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "where state, logs and artifacts live (default ~/.dstack/server)")
 	f.StringVar(&cfg.DB, "db", "", "PostgreSQL URL (default: SQLite in --data-dir)")
+	f.StringVar(&cfg.Artifacts, "artifacts", "", "keep artifacts and code archives in an S3 bucket, s3://bucket/prefix, with credentials from the AWS default chain (default: in --data-dir)")
+	f.StringVar(&cfg.S3Endpoint, "s3-endpoint", "", "URL of an S3-compatible store for --artifacts, such as http://localhost:9000; path-style (default: AWS S3)")
+	f.StringVar(&cfg.S3Region, "s3-region", "", "region of the --artifacts bucket (default: AWS_REGION or the shared config; else us-east-1 with --s3-endpoint, or the bucket's own)")
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "a runner silent this long is offline and its job requeued")
 	f.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "how many times an interrupted job is run")
 	f.Int64Var(&cfg.MaxCodeSize, "max-code-size", cfg.MaxCodeSize, "largest code archive accepted, in bytes")
@@ -78,7 +93,10 @@ the server through the Docker bridge's gateway, so listen there too:
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&noConfig, "no-cli-config", false, "do not write ~/.dstack/config.yaml on first start")
-	for _, env := range []struct{ flag, name string }{{"db", "DSTACK_SERVER_DB"}, {"data-dir", "DSTACK_SERVER_DATA_DIR"}} {
+	for _, env := range []struct{ flag, name string }{
+		{"db", "DSTACK_SERVER_DB"}, {"data-dir", "DSTACK_SERVER_DATA_DIR"},
+		{"artifacts", "DSTACK_SERVER_ARTIFACTS"}, {"s3-endpoint", "DSTACK_SERVER_S3_ENDPOINT"}, {"s3-region", "DSTACK_SERVER_S3_REGION"},
+	} {
 		if v := os.Getenv(env.name); v != "" {
 			_ = f.Set(env.flag, v)
 		}

@@ -122,3 +122,54 @@ func BenchmarkJobListPending(b *testing.B, s store.Store) {
 		}
 	}
 }
+
+var pendingReasonTests = []test{
+	{"set on pending jobs only, cleared by a claim", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		u := f.user()
+		run := f.run(u, spec("a"), spec("b", "a"), spec("c"))
+		a, b, c := run.Jobs[0], run.Jobs[1], run.Jobs[2]
+		set := func(reasons map[string]string) int {
+			t.Helper()
+			n, err := f.s.JobSetPendingReasons(f.ctx, store.JobSetPendingReasonsParams{Reasons: reasons})
+			if err != nil {
+				t.Fatalf("JobSetPendingReasons: %v", err)
+			}
+			return n
+		}
+		reason := func(j *store.Job) string { t.Helper(); return f.job(j.ID).StatusReason }
+
+		if n := set(nil); n != 0 {
+			t.Fatalf("JobSetPendingReasons(none) = %d, want 0", n)
+		}
+		// b is submitted (waiting for a), so only a and c change; an
+		// unknown job is no error.
+		if n := set(map[string]string{a.ID: "no room", b.ID: "no room", c.ID: "no limit", "unknown": "x"}); n != 2 {
+			t.Fatalf("JobSetPendingReasons = %d changed, want 2", n)
+		}
+		if ra, rb, rc := reason(a), reason(b), reason(c); ra != "no room" || rb != "" || rc != "no limit" {
+			t.Fatalf("reasons = %q, %q, %q; want \"no room\", \"\", \"no limit\"", ra, rb, rc)
+		}
+		// The same reason again changes nothing; "" clears one.
+		if n := set(map[string]string{a.ID: "no room", c.ID: ""}); n != 1 {
+			t.Fatalf("JobSetPendingReasons(same, clear) = %d changed, want 1", n)
+		}
+		if rc := reason(c); rc != "" {
+			t.Fatalf("cleared reason = %q", rc)
+		}
+
+		// The claim clears a's reason, and a job no longer pending keeps
+		// what it has.
+		r := f.runner(u, cpuHost)
+		ja := f.claim(r)
+		if ja.ID != a.ID || ja.StatusReason != "" || reason(a) != "" {
+			t.Fatalf("claimed %s with reason %q (stored %q); want a with none", ja.ID, ja.StatusReason, reason(a))
+		}
+		if n := set(map[string]string{a.ID: "stale"}); n != 0 || reason(a) != "" {
+			t.Fatalf("JobSetPendingReasons on a claimed job = %d changed, reason %q; want 0, none", n, reason(a))
+		}
+		if got := f.job(a.ID).Status; got != api.StatusDownloading {
+			t.Fatalf("claimed job is %s after JobSetPendingReasons, want downloading", got)
+		}
+	}},
+}

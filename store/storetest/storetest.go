@@ -33,6 +33,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Stop":    stopTests,
 		"Offline": offlineTests,
 		"Pending": pendingTests,
+		"Reasons": pendingReasonTests,
 		// On-demand runners.
 		"Limit":         limitTests,
 		"OnDemand":      onDemandTests,

@@ -305,3 +305,34 @@ func (s *Store) JobListPending(ctx context.Context, p store.JobListPendingParams
 	}
 	return out, nil
 }
+
+// JobSetPendingReasons sets the reasons of the jobs still pending, in one
+// transaction, in the order of their IDs (so that two callers lock rows in
+// one order). A reason already there is not written again.
+func (s *Store) JobSetPendingReasons(ctx context.Context, p store.JobSetPendingReasonsParams) (int, error) {
+	if len(p.Reasons) == 0 {
+		return 0, nil
+	}
+	ids := make([]string, 0, len(p.Reasons))
+	for id := range p.Reasons {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	var changed int
+	err := s.write.Tx(ctx, func(q Querier) error {
+		changed = 0
+		for _, id := range ids {
+			n, err := q.Exec(ctx, `UPDATE jobs SET status_reason = $2
+				WHERE id = $1 AND status = 'pending' AND status_reason <> $2`, id, p.Reasons[id])
+			if err != nil {
+				return fmt.Errorf("job %s: %w", id, err)
+			}
+			changed += int(n)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("set reasons of pending jobs: %w", err)
+	}
+	return changed, nil
+}
