@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -62,10 +63,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// build builds dstack and dstack-runner into dir with the go on PATH.
+// build builds dstack and dstack-runner into dir with the go on PATH,
+// statically (CGO_ENABLED=0, as `make build` does): the server's local
+// backend puts the dstack-runner next to it into its containers' image,
+// which has no C library.
 func build(dir string) error {
 	const module = "github.com/dstackai/dstack"
 	cmd := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), module+"/cmd/dstack", module+"/cmd/dstack-runner")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %v\n%s", err, out)
 	}
@@ -122,6 +127,10 @@ var (
 func newCluster(t *testing.T, dsn string, serverFlags ...string) *cluster {
 	t.Helper()
 	dir := t.TempDir()
+	if !slices.Contains(serverFlags, "--local-backend") {
+		// Self-hosted runners only, unless the test asks for instances.
+		serverFlags = append([]string{"--local-backend", "off"}, serverFlags...)
+	}
 	c := &cluster{t: t, dir: dir, home: filepath.Join(dir, "home"), dsn: dsn, flags: serverFlags}
 	for _, d := range []string{c.home, filepath.Join(dir, "tmp")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

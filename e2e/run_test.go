@@ -158,13 +158,14 @@ func TestRunFails(t *testing.T) {
 }
 
 // long writes a line and its counter to out/last.txt every 0.1 s for a
-// minute, unless stopped.
+// minute, unless stopped; the file is replaced whole, so a stop never finds
+// it half written.
 var long = map[string]string{".dstack/workflows.yaml": `workflows:
   - name: long
     provider: bash
     commands:
       - mkdir -p out
-      - for i in $(seq 1 600); do echo "tick $i"; echo $i > out/last.txt; sleep 0.1; done
+      - for i in $(seq 1 600); do echo "tick $i"; echo $i > out/next.txt; mv out/next.txt out/last.txt; sleep 0.1; done
     artifacts: [out]
 `}
 
