@@ -35,8 +35,12 @@ func (c *Config) validateArtifacts() error {
 	if u, err := url.Parse(c.S3Endpoint); err == nil && u.User != nil {
 		return errors.New("--s3-endpoint must not hold credentials: give the access key through the AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or the shared credentials file")
 	}
+	if _, err := s3blob.ParseURL(c.Artifacts); err != nil {
+		return fmt.Errorf("--artifacts: %w", err)
+	}
+	// With the URL good, what else Validate checks is the endpoint.
 	if err := c.s3Config().Validate(); err != nil {
-		return fmt.Errorf("--artifacts %s: %w", c.Artifacts, err)
+		return fmt.Errorf("--s3-endpoint: %w", err)
 	}
 	return nil
 }

@@ -188,8 +188,8 @@ func TestS3ArtifactStoreRefusesToStart(t *testing.T) {
 	}{
 		{"missing bucket", "s3://no-such-bucket/x", fake.URL, []string{"artifact store", `"no-such-bucket" not found`, "create it"}},
 		{"unreachable endpoint", "s3://" + s3Bucket, gone.URL, []string{"artifact store", "cannot reach", gone.URL, "check the endpoint"}},
-		{"not an S3 URL", "gs://bucket/x", "", []string{"--artifacts gs://bucket/x", "s3://bucket"}},
-		{"bad endpoint", "s3://" + s3Bucket, "localhost:9000", []string{"endpoint", "http://"}},
+		{"not an S3 URL", "gs://bucket/x", "", []string{"--artifacts", `"gs://bucket/x"`, "s3://bucket"}},
+		{"bad endpoint", "s3://" + s3Bucket, "localhost:9000", []string{"--s3-endpoint", `"localhost:9000"`, "http://"}},
 		{"credentials in the endpoint", "s3://" + s3Bucket, "http://key:" + s3Secret + "@localhost:9000", []string{"--s3-endpoint must not hold credentials"}},
 		{"endpoint without artifacts", "", fake.URL, []string{"--s3-endpoint", "--artifacts s3://"}},
 	} {
