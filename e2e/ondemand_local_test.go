@@ -1,44 +1,93 @@
 package e2e
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"log/slog"
 	"os"
-	"os/exec"
-	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/backend"
-	"github.com/dstackai/dstack/backend/local"
-	dclient "github.com/dstackai/dstack/client"
-	"github.com/dstackai/dstack/server"
-	"github.com/dstackai/dstack/store"
 )
 
-// TestOnDemandLocalBackend runs the whole on-demand loop on the real Docker
-// engine: a limit of the local backend, a job submitted, a container
-// instance launched, its runner joining and running the job to done, and
-// the instance torn down after a short idle timeout. It skips without a
-// Docker engine, and fails then under CI.
-func TestOnDemandLocalBackend(t *testing.T) {
+// The on-demand scenarios run the real `dstack server` with the local
+// backend on the real Docker engine: its containers run the dstack-runner
+// TestMain built next to dstack (the server builds their image from it),
+// and reach the server, which listens on 0.0.0.0, through the Docker
+// bridge's gateway. They run on SQLite only: what they exercise is the
+// autoscaler and Docker, which the store's conformance suite and the
+// autoscaler's tests already cover on both databases. They skip without a
+// Docker engine, and fail then under CI.
+//
+// Every container the server launches carries its identity as a label;
+// a watcher polls them all along (how many live at once, which ever
+// existed), and every one left is removed when the test ends, pass or fail.
+
+// odTimeout bounds an on-demand step: a container to start and its runner
+// to join, or a teardown.
+const odTimeout = 60 * time.Second
+
+// odProject has the workflows of the scenarios, each fitting local.small
+// (1 CPU, 1 GiB) but big, which no local instance type fits.
+var odProject = map[string]string{".dstack/workflows.yaml": `workflows:
+  - name: hello
+    provider: bash
+    commands:
+      - echo "hello from an on-demand runner"
+    resources:
+      cpu: 1
+      memory: 256MB
+  - name: long
+    provider: bash
+    commands:
+      - sleep 600
+    resources:
+      cpu: 1
+      memory: 256MB
+  - name: big
+    provider: bash
+    commands:
+      - echo never
+    resources:
+      cpu: 64
+`}
+
+var serverIDRe = regexp.MustCompile(`server_id=(\S+)`)
+
+// odCluster is a cluster whose server has the local backend on.
+type odCluster struct {
+	*cluster
+	docker   *client.Client
+	serverID string
+	proj     string // the project with odProject
+
+	mu   sync.Mutex
+	peak int             // the most live containers seen at once
+	ever map[string]bool // every container ID seen
+}
+
+// newODCluster starts `dstack server --local-backend on` with the flags
+// given and a watcher of its containers.
+func newODCluster(t *testing.T, flags ...string) *odCluster {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test: skipped with -short")
 	}
 	t.Parallel()
-	ctx := context.Background()
 	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err == nil {
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		_, err = docker.Ping(pctx)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err = docker.Ping(ctx)
 		cancel()
 	}
 	if err != nil {
@@ -47,125 +96,346 @@ func TestOnDemandLocalBackend(t *testing.T) {
 		}
 		t.Skipf("no Docker engine: %v", err)
 	}
-	defer docker.Close()
-
-	dir := t.TempDir()
-	runnerBin := filepath.Join(dir, "dstack-runner")
-	build := exec.Command("go", "build", "-o", runnerBin, "github.com/dstackai/dstack/cmd/dstack-runner")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build a static dstack-runner: %v\n%s", err, out)
-	}
-	ref, err := local.BuildImage(ctx, docker, runnerBin)
-	if err != nil {
-		t.Fatalf("build the runner image: %v", err)
-	}
-	lb, err := local.New(docker, local.Config{Image: ref, StopTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	srv, err := server.New(ctx, server.Config{
-		Host: "0.0.0.0", Port: 0, DataDir: filepath.Join(dir, "server"), Logger: logger,
-		Backends: []backend.Backend{lb}, IdleTimeout: 3 * time.Second, HeartbeatTimeout: 10 * time.Second,
+	t.Cleanup(func() { docker.Close() })
+	c := &odCluster{docker: docker, ever: map[string]bool{}, proj: project(t, odProject)}
+	// Cleanups run last first: the containers go after the server has
+	// stopped (newCluster's cleanup), so it launches none meanwhile.
+	t.Cleanup(c.removeContainers)
+	c.cluster = newCluster(t, "", append([]string{"--local-backend", "on", "--host", "0.0.0.0",
+		"--heartbeat-timeout", "10s"}, flags...)...)
+	waitFor(t, startTimeout, "the autoscaler to start", func() bool {
+		if m := serverIDRe.FindStringSubmatch(c.server.stderr()); m != nil {
+			c.serverID = m[1]
+			return true
+		}
+		return c.server.exited()
 	})
-	if err != nil {
-		t.Fatal(err)
+	if c.serverID == "" {
+		t.Fatalf("the server did not start its autoscaler:\n%s", c.server.output())
 	}
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go c.watch(ctx, done)
+	t.Cleanup(func() { cancel(); <-done })
+	return c
+}
 
-	st := srv.Store()
-	sum := sha256.Sum256([]byte(srv.AdminToken()))
-	admin, err := st.UserGetByTokenHash(ctx, hex.EncodeToString(sum[:]))
+// containers lists the server's containers, live (created, running) or
+// not, by label.
+func (c *odCluster) containers() ([]container.Summary, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return c.docker.ContainerList(ctx, container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("label", backend.TagServerID+"="+c.serverID))})
+}
+
+// live counts the server's containers that are not exited or dead.
+func (c *odCluster) live() (int, error) {
+	cs, err := c.containers()
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
-	if _, err := st.LimitPut(ctx, store.LimitPutParams{ID: "e2e-local", UserID: admin.ID, Backend: local.Name, Region: local.Region,
-		InstanceType: "local.small", Max: 1, Now: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := dclient.New(srv.URL(), srv.AdminToken())
-	if err != nil {
-		t.Fatal(err)
-	}
-	up, err := c.CodeUpload(ctx, bytes.NewReader(tarGz(t, map[string]string{"hello.txt": "hi\n"})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	run, err := c.RunSubmit(ctx, api.RunSubmitRequest{CodeID: up.CodeID, Workflow: "hello", Jobs: []api.JobSpec{{
-		Workflow: "hello", Provider: "bash", Commands: []string{"cat hello.txt"}, Resources: api.Resources{CPU: 1, MemoryMiB: 256},
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, 2*time.Minute, "the job to be done on an on-demand container", func() bool {
-		r, err := c.RunGet(ctx, run.Name)
-		if err != nil {
-			return false
+	n := 0
+	for _, ct := range cs {
+		if ct.State != container.StateExited && ct.State != container.StateDead {
+			n++
 		}
-		if r.Jobs[0].Status.Finished() && r.Jobs[0].Status != api.StatusDone {
-			t.Fatalf("job ended %s: %s", r.Jobs[0].Status, r.Jobs[0].StatusReason)
+	}
+	c.record(cs, n)
+	return n, nil
+}
+
+func (c *odCluster) record(cs []container.Summary, live int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.peak = max(c.peak, live)
+	for _, ct := range cs {
+		c.ever[ct.ID] = true
+	}
+}
+
+// watch polls the containers until ctx ends.
+func (c *odCluster) watch(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		_, _ = c.live()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		return r.Jobs[0].Status == api.StatusDone
+	}
+}
+
+// stats is the most containers seen live at once, and how many existed.
+func (c *odCluster) stats() (peak, ever int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.peak, len(c.ever)
+}
+
+// resetPeak starts counting the most containers live at once anew, from
+// what is live now.
+func (c *odCluster) resetPeak() {
+	c.mu.Lock()
+	c.peak = 0
+	c.mu.Unlock()
+	_, _ = c.live()
+}
+
+// checkPeak fails the test when more than max containers were ever live at
+// once.
+func (c *odCluster) checkPeak(max int) {
+	c.t.Helper()
+	if peak, ever := c.stats(); peak > max {
+		c.t.Errorf("%d containers were live at once (%d in all), over the limit's maximum of %d", peak, ever, max)
+	}
+}
+
+// waitLive waits until n of the server's containers are live.
+func (c *odCluster) waitLive(n int) {
+	c.t.Helper()
+	waitFor(c.t, odTimeout, "containers of the server to be "+strconv.Itoa(n), func() bool {
+		got, err := c.live()
+		return err == nil && got == n
 	})
-	waitUntil(t, time.Minute, "the idle instance's teardown", func() bool {
-		ins, err := st.InstanceList(ctx, store.InstanceListParams{})
-		if err != nil || len(ins) != 1 || ins[0].State != store.InstanceTerminated {
-			return false
-		}
-		live, err := lb.List(ctx, mustServerID(t, st))
-		return err == nil && len(live) == 0
+}
+
+// waitNone waits until the server has no container at all, live or not.
+func (c *odCluster) waitNone() {
+	c.t.Helper()
+	waitFor(c.t, odTimeout, "every container of the server to be removed", func() bool {
+		cs, err := c.containers()
+		return err == nil && len(cs) == 0
 	})
 }
 
-func mustServerID(t *testing.T, st store.Store) string {
-	t.Helper()
-	id, err := st.SettingInit(context.Background(), store.SettingInitParams{Name: store.SettingServerID, Value: "unused"})
+// removeContainers removes every container labelled with the server's
+// identity, whatever the test's outcome.
+func (c *odCluster) removeContainers() {
+	if c.serverID == "" {
+		return
+	}
+	cs, err := c.containers()
 	if err != nil {
-		t.Fatal(err)
+		c.t.Errorf("list the server's containers: %v", err)
+		return
 	}
-	return id
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	for _, ct := range cs {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := c.docker.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true}); err != nil && !client.IsErrNotFound(err) {
+			c.t.Errorf("remove container %s: %v", ct.ID, err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		cancel()
 	}
 }
 
-type testLog struct{ t *testing.T }
-
-func (w testLog) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
+// ok runs a CLI command in the project and fails the test unless it exits 0.
+func (c *odCluster) ok(args ...string) result {
+	c.t.Helper()
+	r := c.dstack(c.proj, args...)
+	if r.code != 0 {
+		c.t.Fatalf("%s", r)
+	}
+	return r
 }
 
-func tarGz(t *testing.T, files map[string]string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	for name, content := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
+// submit starts a run of workflow detached and returns its name.
+func (c *odCluster) submit(workflow string) string {
+	c.t.Helper()
+	return runName(c.t, c.ok("run", "-d", workflow).stdout)
+}
+
+// instanceRunners are the runners of on-demand instances.
+func (c *odCluster) instanceRunners() []api.Runner {
+	c.t.Helper()
+	var out []api.Runner
+	for _, r := range c.runners() {
+		if r.Backend != "" {
+			out = append(out, r)
 		}
-		if _, err := tw.Write([]byte(content)); err != nil {
-			t.Fatal(err)
+	}
+	return out
+}
+
+// killServer kills the server with SIGKILL and starts it again on the same
+// port and data directory.
+func (c *odCluster) killServer() {
+	c.t.Helper()
+	c.server.stop(c.t, syscall.SIGKILL)
+	port, err := strconv.Atoi(c.URL[strings.LastIndex(c.URL, ":")+1:])
+	if err != nil {
+		c.t.Fatalf("server URL %s: %v", c.URL, err)
+	}
+	c.startServer(port)
+}
+
+// TestOnDemandScaleUpAndIdle: a job no runner can take launches a
+// local.small container whose runner runs it to done; `dstack runners`
+// lists the instance meanwhile, and once it has been idle for the idle
+// timeout the container is removed and its runner is offline.
+func TestOnDemandScaleUpAndIdle(t *testing.T) {
+	c := newODCluster(t, "--idle-timeout", "3s")
+	if r := c.ok("on-demand", "limit", "-i", "local.small", "-m", "1"); !strings.Contains(r.stdout, "Limit added") {
+		t.Fatalf("%s", r)
+	}
+	run := c.startDstack(c.proj, "run", "hello")
+	var inst api.Runner
+	waitFor(t, odTimeout, "dstack runners to list an on-demand instance", func() bool {
+		if rs := c.instanceRunners(); len(rs) > 0 {
+			inst = rs[0]
+			return true
 		}
+		return run.exited()
+	})
+	if inst.Backend != "local" || inst.InstanceType != "local.small" || inst.PurchaseType != api.PurchaseOnDemand {
+		t.Errorf("the instance's runner = %+v; want backend local, local.small, on-demand", inst)
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
+	if code := run.wait(t, odTimeout); code != 0 || run.stdout() != "hello from an on-demand runner\n" {
+		t.Fatalf("dstack run hello: exit code %d\n%s", code, run.output())
 	}
-	if err := gz.Close(); err != nil {
-		t.Fatal(err)
+	c.waitNone()
+	waitFor(t, waitTimeout, "the instance's runner to be offline", func() bool {
+		for _, r := range c.runners() {
+			if r.ID == inst.ID {
+				return r.Status == api.RunnerOffline && (r.InstanceState == "terminated" || r.InstanceState == "gone")
+			}
+		}
+		return false
+	})
+	c.checkPeak(1)
+}
+
+// TestOnDemandLimitDecrease: lowering a limit from 2 to 1 while both its
+// instances run a job terminates one at once; its job is requeued and
+// waits, saying why, while the other keeps running.
+func TestOnDemandLimitDecrease(t *testing.T) {
+	c := newODCluster(t)
+	c.ok("on-demand", "limit", "-i", "local.small", "-m", "2")
+	runs := []string{c.submit("long"), c.submit("long")}
+	for _, name := range runs {
+		c.waitRunLong(name, "to be running", func(r api.Run) bool { return r.Status == api.StatusRunning })
 	}
-	return buf.Bytes()
+	c.waitLive(2)
+
+	if r := c.ok("on-demand", "limit", "-i", "local.small", "-m", "1", "-f"); !strings.Contains(r.stdout, "Limit changed") {
+		t.Fatalf("%s", r)
+	}
+	c.waitLive(1)
+	c.checkPeak(2)
+	c.resetPeak()
+	var requeued, running string
+	waitFor(t, odTimeout, "one job requeued and the other running", func() bool {
+		requeued, running = "", ""
+		for _, name := range runs {
+			r := c.run(name)
+			switch j := r.Jobs[0]; {
+			case j.Status == api.StatusPending && j.Attempt == 1:
+				requeued = name
+			case j.Status == api.StatusRunning && j.Attempt == 0:
+				running = name
+			}
+		}
+		return requeued != "" && running != ""
+	})
+	// The requeued job waits for room, and `dstack ps` says so.
+	waitFor(t, waitTimeout, "dstack ps to say why "+requeued+" waits", func() bool {
+		out := c.ok("ps").stdout
+		return strings.Contains(out, requeued+" long is pending: ") && strings.Contains(out, "at its maximum of 1")
+	})
+	if n, err := c.live(); err != nil || n != 1 {
+		t.Errorf("%d containers live after the decrease (%v), want 1", n, err)
+	}
+	c.checkPeak(1)
+}
+
+// TestOnDemandDisableEnable: `dstack on-demand disable -f` terminates every
+// instance and requeues their jobs; `enable` launches again for them.
+func TestOnDemandDisableEnable(t *testing.T) {
+	c := newODCluster(t)
+	c.ok("on-demand", "limit", "-i", "local.small", "-m", "1")
+	name := c.submit("long")
+	c.waitRunLong(name, "to be running", func(r api.Run) bool { return r.Status == api.StatusRunning })
+	c.waitLive(1)
+
+	c.ok("on-demand", "disable", "-f")
+	c.waitLive(0)
+	c.waitRunLong(name, "to be requeued", func(r api.Run) bool {
+		return r.Jobs[0].Status == api.StatusPending && r.Jobs[0].Attempt == 1
+	})
+	waitFor(t, waitTimeout, "dstack ps to say on-demand runners are disabled", func() bool {
+		return strings.Contains(c.ok("ps").stdout, "on-demand runners are disabled")
+	})
+
+	c.ok("on-demand", "enable")
+	c.waitRunLong(name, "to run again", func(r api.Run) bool {
+		return r.Jobs[0].Status == api.StatusRunning && r.Jobs[0].Attempt == 1
+	})
+	c.waitLive(1)
+	c.checkPeak(1)
+}
+
+// TestOnDemandServerKilledMidLaunch: the server is killed with SIGKILL as
+// soon as the container it launches for a job runs (before or after it
+// recorded the launch, or its runner joined: the race decides), and
+// restarted on the same data directory: it adopts the container, the job
+// finishes, the limit is never exceeded, and the idle instance is torn
+// down.
+//
+// It waits for a running container, not a created one: a kill between
+// Docker's create and start leaves a container that never starts, which
+// only the register timeout (10 minutes) ends. And it takes about 30s: the
+// restarted server cannot tell the killed one's autoscaler lease from a
+// live replica's, so it plans only once the lease has expired.
+func TestOnDemandServerKilledMidLaunch(t *testing.T) {
+	c := newODCluster(t, "--idle-timeout", "3s")
+	c.ok("on-demand", "limit", "-i", "local.small", "-m", "1")
+	name := c.submit("hello")
+	waitFor(t, odTimeout, "a container of the server to run", func() bool {
+		cs, err := c.containers()
+		return err == nil && slices.ContainsFunc(cs, func(ct container.Summary) bool { return ct.State == container.StateRunning })
+	})
+	c.killServer()
+	c.waitRunLong(name, "to be done", func(r api.Run) bool {
+		if r.Status.Finished() && r.Status != api.StatusDone {
+			t.Fatalf("run %s ended %s: %+v", name, r.Status, r.Jobs)
+		}
+		return r.Status == api.StatusDone
+	})
+	if r := c.ok("logs", name); r.stdout != "hello from an on-demand runner\n" {
+		t.Errorf("logs of %s:\n%s", name, r)
+	}
+	c.waitNone()
+	c.checkPeak(1)
+	if _, ever := c.stats(); ever != 1 {
+		t.Logf("%d containers in all (the server relaunched after the kill)", ever)
+	}
+}
+
+// TestOnDemandWaitingReason: a job no allowed offer fits stays pending, and
+// `dstack ps` says why; nothing is launched for it.
+func TestOnDemandWaitingReason(t *testing.T) {
+	c := newODCluster(t)
+	c.ok("on-demand", "limit", "-i", "local.small", "-m", "1")
+	name := c.submit("big")
+	var out string
+	waitFor(t, waitTimeout, "dstack ps to say why "+name+" waits", func() bool {
+		out = c.ok("ps").stdout
+		return strings.Contains(out, name+" big is pending: ")
+	})
+	if !strings.Contains(out, "no limit allows an on-demand instance with 64 CPUs") {
+		t.Errorf("dstack ps does not name the job's 64 CPUs:\n%s", out)
+	}
+	if j := c.run(name).Jobs[0]; j.Status != api.StatusPending || !strings.Contains(j.StatusReason, "64 CPUs") {
+		t.Errorf("job = %s (%q), want pending with a reason", j.Status, j.StatusReason)
+	}
+	c.checkPeak(0)
+}
+
+// waitRunLong is waitRun with odTimeout.
+func (c *odCluster) waitRunLong(name, what string, ok func(api.Run) bool) {
+	c.t.Helper()
+	waitFor(c.t, odTimeout, "run "+name+" "+what, func() bool { return ok(c.run(name)) })
 }

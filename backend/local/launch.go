@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
@@ -167,10 +168,23 @@ func (b *Backend) countLive(ctx context.Context, serverID string, k backend.Offe
 	return n, nil
 }
 
+// createTimeout bounds creating and starting one container.
+const createTimeout = time.Minute
+
 // create creates and starts the container of one spec. A container of the
 // record already there (a call that crashed between create and record, with
 // another key) is taken over when it carries the same server's tags.
+//
+// Once begun, the create and the start go on even when ctx ends (a server
+// stopping mid-launch), as a cloud's single launch call would: a container
+// created but never started would hold its limit's room until the register
+// timeout, since no later call starts it.
 func (b *Backend) create(ctx context.Context, req backend.LaunchRequest, it InstanceType, spec backend.InstanceSpec, serverURL string) (backend.Instance, error) {
+	if err := ctx.Err(); err != nil {
+		return backend.Instance{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
+	defer cancel()
 	name := containerName(req.ServerID, spec.RecordID)
 	labels := map[string]string{
 		backend.TagServerID:  req.ServerID,
