@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/dstackai/dstack/version.Version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: help build test test-short lint bench demo fuzz local-image clean
+.PHONY: help build runners test test-short lint bench demo fuzz local-image clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -15,6 +15,10 @@ help: ## list the targets
 build: ## build bin/dstack and bin/dstack-runner (static)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/dstack ./cmd/dstack
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/dstack-runner ./cmd/dstack-runner
+
+runners: ## bin/dstack-runner-linux-amd64 and -arm64, which dstack server gives out at /runner besides bin/dstack-runner
+	GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/dstack-runner-linux-amd64 ./cmd/dstack-runner
+	GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/dstack-runner-linux-arm64 ./cmd/dstack-runner
 
 test: ## every test, with the race detector, on SQLite and PostgreSQL
 	DSTACK_TEST_POSTGRES_DSN="$$(scripts/postgres.sh | tail -n 1)" CGO_ENABLED=1 \
