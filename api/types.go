@@ -123,7 +123,26 @@ type JobSpec struct {
 	Artifacts []string          `json:"artifacts,omitempty"`  // paths relative to the working directory
 	Resources Resources         `json:"resources"`
 	Variables map[string]string `json:"variables,omitempty"` // as resolved, for display
+	// DependsOnTags are dependencies on workflows of earlier runs, named by
+	// the runs' tags (depends-on: [prepare:latest-data]): their artifacts are
+	// placed in the working directory as those of DependsOn are.
+	DependsOnTags []TaggedDependency `json:"depends_on_tags,omitempty"`
 }
+
+// TaggedDependency is a dependency on the job of Workflow in the run that
+// the user's tag Tag names (depends-on: [WORKFLOW:TAG]). The CLI sends
+// Workflow and Tag; the server sets RunName and JobID when it accepts the
+// run, to the run the tag names then: moving or deleting the tag later does
+// not change what the job gets.
+type TaggedDependency struct {
+	Workflow string `json:"workflow"`
+	Tag      string `json:"tag"`
+	RunName  string `json:"run_name,omitempty"`
+	JobID    string `json:"job_id,omitempty"`
+}
+
+// String is the dependency as written in a workflows file: WORKFLOW:TAG.
+func (d TaggedDependency) String() string { return d.Workflow + ":" + d.Tag }
 
 // CodeUploadResponse answers POST /code: the code archive's content address.
 type CodeUploadResponse struct {
@@ -305,9 +324,40 @@ type LogAppendResponse struct {
 
 // Dependency is one finished dependency of a job and its artifact files.
 type Dependency struct {
-	Workflow string         `json:"workflow"`
-	JobID    string         `json:"job_id"`
-	Files    []ArtifactFile `json:"files"`
+	Workflow string `json:"workflow"`
+	JobID    string `json:"job_id"`
+	// RunName is the dependency's run: the job's own, or for a tagged
+	// dependency the run the tag named (Tag) when the job's run was submitted.
+	RunName string         `json:"run_name,omitempty"`
+	Tag     string         `json:"tag,omitempty"`
+	Files   []ArtifactFile `json:"files"`
+}
+
+// Tag names a finished (done) run of a user, so that workflows of later runs
+// can use its artifacts (depends-on: [WORKFLOW:TAG]). A tag's name is unique
+// per user.
+type Tag struct {
+	Name    string `json:"name"`
+	RunName string `json:"run_name"`
+	// Workflow is the tagged run's workflow; Workflows all of its jobs'.
+	Workflow  string    `json:"workflow"`
+	Workflows []string  `json:"workflows"`
+	CreatedAt time.Time `json:"created_at"` // when the tag was put on its run
+}
+
+// TagPutRequest is the body of PUT /tags/{name}: tag the run RunName, which
+// must be done. A tag that names another run is moved only with Force.
+type TagPutRequest struct {
+	RunName string `json:"run_name"`
+	Force   bool   `json:"force,omitempty"`
+}
+
+// TagPutResponse answers PUT /tags/{name}.
+type TagPutResponse struct {
+	Tag     Tag  `json:"tag"`
+	Created bool `json:"created"`
+	// PreviousRunName is the run the tag named before it was moved.
+	PreviousRunName string `json:"previous_run_name,omitempty"`
 }
 
 // Duration is a time.Duration that travels as a Go duration string ("30s").

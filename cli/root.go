@@ -1,5 +1,5 @@
 // Package cli is the `dstack` command line: one file per command group
-// (config, init, run, ps, logs, stop, artifacts, runners, on-demand,
+// (config, init, run, ps, logs, stop, artifacts, tag, runners, on-demand,
 // autoscale), all built on an Env that carries the process's streams,
 // environment and clock so that the tests run every command in-process.
 //
@@ -183,6 +183,8 @@ DSTACK_CONFIG names another config file.`,
 		e.logsCmd(),
 		e.stopCmd(),
 		e.artifactsCmd(),
+		e.tagCmd(),
+		e.tagsCmd(),
 		e.runnersCmd(),
 		e.onDemandCmd(),
 		e.autoscaleCmd(),

@@ -134,6 +134,11 @@ func (e *Env) run(ctx context.Context, ra runArgs) error {
 		return nil
 	}
 	fmt.Fprintf(e.Stderr, "RUN %s submitted (%s)\n", run.Name, describeJobs(run))
+	for _, j := range run.Jobs {
+		for _, d := range j.Spec.DependsOnTags {
+			fmt.Fprintf(e.Stderr, "==> %s gets the artifacts of %s from run %s (tag %s)\n", j.Workflow, d.Workflow, d.RunName, d.Tag)
+		}
+	}
 	return e.follow(ctx, c, run)
 }
 

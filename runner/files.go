@@ -63,7 +63,9 @@ func (j *job) downloadCode(ctx context.Context) error {
 }
 
 // downloadDependencies places the artifacts of the job's dependencies in its
-// working directory at their relative paths.
+// working directory at their relative paths: those of its own run and those
+// of earlier runs it names by tag alike. The server lists only jobs of the
+// job's user.
 func (j *job) downloadDependencies(ctx context.Context) error {
 	var deps []api.Dependency
 	err := j.do(ctx, "list dependencies", func(ctx context.Context, c *client.Client) error {
@@ -78,14 +80,24 @@ func (j *job) downloadDependencies(ctx context.Context) error {
 		for _, f := range d.Files {
 			dst, err := localPath(j.dir, f.Path)
 			if err != nil {
-				return fmt.Errorf("artifact of %s: %w", d.Workflow, err)
+				return fmt.Errorf("artifact of %s: %w", depName(d), err)
 			}
 			if err := j.downloadFile(ctx, d.JobID, f, dst); err != nil {
-				return fmt.Errorf("artifact %s of %s: %w", f.Path, d.Workflow, err)
+				return fmt.Errorf("artifact %s of %s: %w", f.Path, depName(d), err)
 			}
 		}
+		j.log.Debug("dependency downloaded", "dependency", depName(d), "files", len(d.Files))
 	}
 	return nil
+}
+
+// depName names a dependency in messages: its workflow, and for one of an
+// earlier, tagged run the tag and the run.
+func depName(d api.Dependency) string {
+	if d.Tag == "" {
+		return d.Workflow
+	}
+	return fmt.Sprintf("%s:%s (run %s)", d.Workflow, d.Tag, d.RunName)
 }
 
 func (j *job) downloadFile(ctx context.Context, depJobID string, f api.ArtifactFile, dst string) error {

@@ -285,7 +285,7 @@ func (j *job) prepare(ctx context.Context) error {
 	if err := j.downloadCode(ctx); err != nil {
 		return fmt.Errorf("download code: %w", err)
 	}
-	if len(j.spec.DependsOn) > 0 {
+	if len(j.spec.DependsOn) > 0 || len(j.spec.DependsOnTags) > 0 {
 		if err := j.downloadDependencies(ctx); err != nil {
 			return fmt.Errorf("download dependencies: %w", err)
 		}

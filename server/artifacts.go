@@ -168,17 +168,39 @@ func copyBody(w io.Writer, r io.Reader) error {
 	return nil
 }
 
-// depJobs returns the finished jobs a job depends on.
-func (s *Server) depJobs(r *http.Request, job *store.Job) ([]*store.Job, error) {
-	run, err := s.store.RunGet(r.Context(), store.RunGetParams{Name: job.RunName})
-	if err != nil {
-		return nil, fmt.Errorf("load run: %w", err)
-	}
-	var out []*store.Job
-	for _, j := range run.Jobs {
-		if slices.Contains(job.Spec.DependsOn, j.Workflow) {
-			out = append(out, j)
+// depJob is one dependency of a job: a job of its run, or of the earlier
+// run a tag named when the run was submitted (tag set).
+type depJob struct {
+	job *store.Job
+	tag string
+}
+
+// depJobs returns the jobs a job depends on: those of its run it names, and
+// the jobs its tagged dependencies were resolved to. A runner reaches only
+// its own user's jobs: a tagged dependency that is not a done job of the
+// job's user is refused as if it did not exist.
+func (s *Server) depJobs(r *http.Request, job *store.Job) ([]depJob, error) {
+	var out []depJob
+	if len(job.Spec.DependsOn) > 0 {
+		run, err := s.store.RunGet(r.Context(), store.RunGetParams{Name: job.RunName})
+		if err != nil {
+			return nil, fmt.Errorf("load run: %w", err)
 		}
+		for _, j := range run.Jobs {
+			if slices.Contains(job.Spec.DependsOn, j.Workflow) {
+				out = append(out, depJob{job: j})
+			}
+		}
+	}
+	for _, d := range job.Spec.DependsOnTags {
+		dj, err := s.store.JobGet(r.Context(), d.JobID)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && (dj.UserID != job.UserID || dj.Status != api.StatusDone || dj.Workflow != d.Workflow)) {
+			return nil, notFound("job %s: its dependency %s is not a done job of its user", job.ID, d)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("load dependency %s: %w", d, err)
+		}
+		out = append(out, depJob{job: dj, tag: d.Tag})
 	}
 	return out, nil
 }
@@ -194,11 +216,11 @@ func (s *Server) handleDependencies(w http.ResponseWriter, r *http.Request, rn *
 	}
 	out := []api.Dependency{}
 	for _, d := range deps {
-		fs, err := s.jobArtifacts(r, d)
+		fs, err := s.jobArtifacts(r, d.job)
 		if err != nil {
 			return err
 		}
-		out = append(out, api.Dependency{Workflow: d.Workflow, JobID: d.ID, Files: fs})
+		out = append(out, api.Dependency{Workflow: d.job.Workflow, JobID: d.job.ID, RunName: d.job.RunName, Tag: d.tag, Files: fs})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -215,8 +237,8 @@ func (s *Server) handleDependencyArtifact(w http.ResponseWriter, r *http.Request
 	}
 	dep := r.PathValue("dep")
 	for _, d := range deps {
-		if d.ID == dep {
-			return s.serveArtifact(w, r, d.ID)
+		if d.job.ID == dep {
+			return s.serveArtifact(w, r, d.job.ID)
 		}
 	}
 	return notFound("job %s is not a dependency of job %s", dep, job.ID)

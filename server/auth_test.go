@@ -30,6 +30,11 @@ var publicRoutes = map[string]string{
 	// An on-demand instance's runner has no token yet: the single-use join
 	// token in the body is its credential (TestRunnerJoin).
 	"POST /api/v1/runners/join": "on-demand instances' runners join with a join token",
+	// The installer runs on a machine that has no token yet; the script and
+	// the binary hold no secret (TestRunnerInstaller*, TestRunnerDownload*).
+	"GET /runner": "the runner installer script",
+	"GET /runner/download/{os}/{arch}/dstack-runner":        "the runner binary the installer downloads",
+	"GET /runner/download/{os}/{arch}/dstack-runner.sha256": "the checksum the installer checks the binary against",
 }
 
 // routeRequest is a plausible request to a route of the server, made with
@@ -38,7 +43,7 @@ var publicRoutes = map[string]string{
 func routeRequest(t *testing.T, r server.Route, run *api.Run, codeID string) req {
 	t.Helper()
 	job := run.Jobs[0]
-	path := fill(t, r.Path, map[string]string{"name": run.Name, "id": job.ID, "dep": job.ID, "path": "model/weights.bin"})
+	path := fill(t, r.Path, map[string]string{"name": run.Name, "id": job.ID, "dep": job.ID, "path": "model/weights.bin", "os": "linux", "arch": "amd64"})
 	bodies := map[string]string{
 		"POST /api/v1/code":                                "not really a tarball",
 		"POST /api/v1/runs":                                fmt.Sprintf(`{"workflow":"w","code_id":%q,"jobs":[{"workflow":"w","provider":"bash","commands":["true"]}]}`, codeID),
@@ -124,6 +129,7 @@ func TestPublicRoutesAnswerWithoutToken(t *testing.T) {
 		"GET /healthz":          `"status":"ok"`,
 		"GET /metrics":          "dstack_jobs",
 		"GET /api/openapi.yaml": "openapi:",
+		"GET /runner":           "#!/bin/sh",
 	}
 	for route := range publicRoutes {
 		if !served[route] {

@@ -43,6 +43,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", s.handleHealth)
 	mux.Handle("GET /metrics", s.metrics.handler())
 	mux.HandleFunc("GET /api/openapi.yaml", serveOpenAPI)
+	mux.HandleFunc("GET /runner", s.handleRunnerInstaller)
+	mux.HandleFunc("GET /runner/download/{os}/{arch}/dstack-runner", s.handleRunnerBinary)
+	mux.HandleFunc("GET /runner/download/{os}/{arch}/dstack-runner.sha256", s.handleRunnerChecksum)
 
 	mux.HandleFunc("GET "+p+"/me", s.asUser(s.handleMe))
 	mux.HandleFunc("POST "+p+"/code", s.asUser(s.handleCodeUpload))
@@ -57,6 +60,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST "+p+"/runners/register", s.asUser(s.handleRunnerRegister))
 	mux.HandleFunc("POST "+p+"/runners/join", s.handleRunnerJoin)
 	s.onDemandRoutes(mux)
+	s.tagRoutes(mux)
 
 	mux.HandleFunc("POST "+p+"/runner/heartbeat", s.asRunner(s.handleHeartbeat))
 	mux.HandleFunc("POST "+p+"/runner/claim", s.asRunner(s.handleClaim))

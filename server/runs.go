@@ -75,7 +75,8 @@ var workflowNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`
 
 // validateJobs checks a submitted run: names unique and well-formed,
 // providers known, commands present, dependencies inside the run and
-// acyclic. It returns the jobs in dependency order.
+// acyclic, tagged dependencies well-formed (resolveTaggedDeps looks them
+// up). It returns the jobs in dependency order.
 func validateJobs(req api.RunSubmitRequest) ([]api.JobSpec, error) {
 	if len(req.Jobs) == 0 {
 		return nil, invalid("a run needs at least one job")
@@ -109,6 +110,9 @@ func validateJobs(req api.RunSubmitRequest) ([]api.JobSpec, error) {
 			if !validRelPath(a) {
 				return nil, invalid("workflow %q: artifact path %q must be relative and stay inside the working directory", j.Workflow, a)
 			}
+		}
+		if err := validateTaggedDeps(j); err != nil {
+			return nil, err
 		}
 		byName[j.Workflow] = j
 	}
@@ -169,6 +173,9 @@ func (s *Server) handleRunSubmit(w http.ResponseWriter, r *http.Request, u *stor
 	}
 	if _, err := s.blobs.Stat(r.Context(), codeKey(req.CodeID)); err != nil {
 		return invalid("no code archive %s on the server: upload it first (POST /api/v1/code)", req.CodeID)
+	}
+	if err := s.resolveTaggedDeps(r.Context(), u, jobs); err != nil {
+		return err
 	}
 	p := store.RunCreateParams{ID: newID(), UserID: u.ID, Workflow: req.Workflow, CodeID: req.CodeID, Now: s.cfg.Now()}
 	for _, j := range jobs {

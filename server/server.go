@@ -78,6 +78,10 @@ type Config struct {
 	// empty means the URL the server listens at (a backend may rewrite a
 	// loopback host, as the local backend does to its containers' gateway).
 	ExternalURL string
+	// RunnerBinaries are dstack-runner executables served to the installer
+	// at GET /runner, each under the OS and architecture its ELF header
+	// names; none answers 404 there (see runnerinstall.go).
+	RunnerBinaries []string
 	// Autoscale tunes the autoscaler's timeouts (zero fields take
 	// autoscale.Defaults); its store, backends, server identity, URL, idle
 	// timeout, clock, logger, metrics and wake channel are the server's.

@@ -1,6 +1,6 @@
-// Package store is dstack's state: users, runners, runs and jobs, and the
-// on-demand runners the server launches: limits, instances, unavailable
-// offers and the autoscaler's leader lease (see ondemand.go).
+// Package store is dstack's state: users, runners, runs and jobs, tags on
+// runs, and the on-demand runners the server launches: limits, instances,
+// unavailable offers and the autoscaler's leader lease (see ondemand.go).
 //
 // One interface, Store, is implemented for SQLite (store/sqlite, the embedded
 // default) and PostgreSQL (store/postgres). Both pass the conformance suite in
@@ -177,6 +177,21 @@ type Store interface {
 	// LeaseRelease gives up the named lease if p.Holder has it; otherwise it
 	// does nothing.
 	LeaseRelease(ctx context.Context, p LeaseReleaseParams) error
+
+	// TagPut names a run of a user with a tag, unique per user. A new tag
+	// is created; a tag that names the run already is left as it is; a tag
+	// that names another run is moved to this one when p.Force is set, and
+	// is ErrConflict otherwise (so is losing a race to create the same tag).
+	// ErrNotFound when the run is not the user's. Whether the run is
+	// finished is the caller's to check.
+	TagPut(ctx context.Context, p TagPutParams) (*TagPutResult, error)
+	// TagGet finds a user's tag by name; ErrNotFound when there is none.
+	TagGet(ctx context.Context, p TagGetParams) (*Tag, error)
+	// TagDelete deletes a user's tag and returns it; the run stays.
+	// ErrNotFound when there is none.
+	TagDelete(ctx context.Context, p TagDeleteParams) (*Tag, error)
+	// TagList lists a user's tags by name.
+	TagList(ctx context.Context, p TagListParams) ([]*Tag, error)
 
 	// SettingInit sets the named setting to p.Value unless it is set already,
 	// and returns its value either way: the first caller's value stays for
@@ -366,4 +381,51 @@ type JobRequestStopParams struct {
 	RunID string
 	Abort bool
 	Now   time.Time
+}
+
+// Tag names a run of a user (`dstack tag RUN NAME`), for workflows of later
+// runs to depend on (depends-on: [WORKFLOW:NAME]).
+type Tag struct {
+	UserID    string
+	Name      string
+	RunID     string
+	RunName   string
+	Workflow  string    // the run's
+	CreatedAt time.Time // when the tag was put on this run
+}
+
+// TagPutParams are the arguments of TagPut.
+type TagPutParams struct {
+	UserID string
+	Name   string
+	RunID  string
+	// Force moves a tag that names another run.
+	Force bool
+	Now   time.Time
+}
+
+// TagPutResult is what TagPut did.
+type TagPutResult struct {
+	Tag     *Tag
+	Created bool
+	// Previous is the tag as it was before it was moved; nil when it was
+	// created or already named the run.
+	Previous *Tag
+}
+
+// TagGetParams are the arguments of TagGet.
+type TagGetParams struct {
+	UserID string
+	Name   string
+}
+
+// TagDeleteParams are the arguments of TagDelete.
+type TagDeleteParams struct {
+	UserID string
+	Name   string
+}
+
+// TagListParams are the arguments of TagList.
+type TagListParams struct {
+	UserID string
 }

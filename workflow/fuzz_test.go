@@ -7,7 +7,8 @@ import (
 
 // FuzzParse checks that Parse never panics and that every file it accepts
 // resolves each of its workflows, with and without (harmless) overrides, dependencies
-// always before their dependents.
+// always before their dependents, tagged dependencies well-formed and never
+// also in-run ones.
 func FuzzParse(f *testing.F) {
 	for _, seed := range []string{
 		productExample,
@@ -18,6 +19,8 @@ func FuzzParse(f *testing.F) {
 		"variables: {x: 1}\nworkflows:\n  - {name: a, provider: python, file: a.py, args: '--x ${{ x }}', version: '3.${{x}}'}\n",
 		"workflows:\n  - &a {name: a, provider: docker, image: 'i:${{ t }}', commands: [ls], variables: {t: 1}}\n  - {<<: *a, name: b, depends-on: a}\n",
 		"workflows:\n  - name: a\n    provider: bash\n    commands: ['$${{ x }}', \"${{ y\"]\n    env: [A=1, B=${{ z }}]\n",
+		"workflows:\n  - {name: a, provider: bash, commands: [ls], depends-on: [a:latest, 'b:v1.0', c]}\n  - {name: c, provider: bash, commands: [ls], depends-on: ['c:x']}\n",
+		"workflows:\n  - name: a\n    provider: bash\n    commands: [ls]\n    depends-on:\n      - 'b:'\n      - ':t'\n      - b:c:d\n      - b\n      - b:t\n",
 		"x-d: &d {provider: bash}\nworkflows:\n  - <<: *d\n    name: a\n    commands: [ls]\n    resources: {cpu: 1, memory: 1.5GB, gpu: {name: A100, memory: 40GB}, shm_size: 1GB, interruptible: true}\n    artifacts: [{path: out}, '${{ d }}']\n    variables: {d: x}\n",
 	} {
 		f.Add([]byte(seed))
@@ -43,6 +46,11 @@ func FuzzParse(f *testing.F) {
 				for _, d := range s.DependsOn {
 					if !slices.Contains(seen, d) {
 						t.Fatalf("Resolve(%q): %q comes before its dependency %q", name, s.Workflow, d)
+					}
+				}
+				for _, d := range s.DependsOnTags {
+					if d.Workflow == "" || d.Tag == "" || !TagPattern.MatchString(d.Tag) || slices.Contains(s.DependsOn, d.Workflow) {
+						t.Fatalf("Resolve(%q): %q has a bad tagged dependency %+v (in-run: %v)", name, s.Workflow, d, s.DependsOn)
 					}
 				}
 				seen = append(seen, s.Workflow)

@@ -35,8 +35,11 @@ type envVar struct {
 	value text
 }
 
+// dependency is one entry of depends-on: a workflow of the same run, or,
+// with a tag, the workflow of the user's earlier run that the tag names.
 type dependency struct {
 	name string
+	tag  string // empty: a workflow of this run
 	line int
 }
 
@@ -318,23 +321,57 @@ func (p *parser) parseArgs(n *yaml.Node, wf string) []text {
 	return out
 }
 
+// maxTagLen bounds a tag's name, as the server does.
+const maxTagLen = 100
+
+// TagPattern is what a tag's name may be: letters, digits, '-', '_' and '.',
+// starting with a letter or digit.
+var TagPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// parseDependsOn reads depends-on: workflow names of this run, and
+// WORKFLOW:TAG for the workflow of the earlier run tagged TAG. A workflow
+// appears once: two entries for it would put two sets of artifacts on the
+// same paths.
 func (p *parser) parseDependsOn(n *yaml.Node, wf, field string) []dependency {
 	var out []dependency
 	for _, t := range p.texts(n, wf, field, "list the names of the workflows this one needs") {
-		name := strings.TrimSpace(t.s)
-		if name == "" {
+		entry := strings.TrimSpace(t.s)
+		if entry == "" {
 			continue
 		}
-		if strings.Contains(name, ":") {
-			p.add(t.line, wf, field, "%q: depends-on tagged runs is not supported yet; depend on the workflow by its name", name)
+		name, tag, tagged := strings.Cut(entry, ":")
+		name, tag = strings.TrimSpace(name), strings.TrimSpace(tag)
+		if tagged {
+			switch {
+			case name == "" || tag == "" || strings.Contains(tag, ":"):
+				p.add(t.line, wf, field, "%q is not WORKFLOW or WORKFLOW:TAG, such as prepare or prepare:latest-data", entry)
+				continue
+			case !namePattern.MatchString(name):
+				p.add(t.line, wf, field, "%q: %q is not a valid workflow name; use letters, digits, '-', '_' and '.', starting with a letter or digit", entry, name)
+				continue
+			case !TagPattern.MatchString(tag) || len(tag) > maxTagLen:
+				p.add(t.line, wf, field, "%q: %q is not a valid tag; use letters, digits, '-', '_' and '.', starting with a letter or digit, at most %d", entry, tag, maxTagLen)
+				continue
+			}
+		}
+		d := dependency{name: name, tag: tag, line: t.line}
+		if i := slices.IndexFunc(out, func(o dependency) bool { return o.name == name }); i >= 0 {
+			if out[i].tag != tag {
+				p.add(t.line, wf, field, "%s and %s both give the artifacts of workflow %q; keep one", out[i], d, name)
+			}
 			continue
 		}
-		if slices.ContainsFunc(out, func(d dependency) bool { return d.name == name }) {
-			continue
-		}
-		out = append(out, dependency{name, t.line})
+		out = append(out, d)
 	}
 	return out
+}
+
+// String is the dependency as written: WORKFLOW or WORKFLOW:TAG.
+func (d dependency) String() string {
+	if d.tag == "" {
+		return d.name
+	}
+	return d.name + ":" + d.tag
 }
 
 var varNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)

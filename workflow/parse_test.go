@@ -211,12 +211,6 @@ func TestParseErrors(t *testing.T) {
 			line: 5,
 		},
 		{
-			name: "tagged dependency",
-			yaml: "workflows:\n  - name: a\n    provider: bash\n    commands: [ls]\n    depends-on:\n      - b:latest\n",
-			want: []string{"depends-on tagged runs is not supported yet"},
-			line: 6,
-		},
-		{
 			name: "self dependency",
 			yaml: "workflows:\n  - name: a\n    provider: bash\n    commands: [ls]\n    depends-on: [a]\n",
 			want: []string{"dependency cycle a -> a"},

@@ -30,6 +30,9 @@ func (p *parser) check(f *File) {
 	}
 	for _, w := range f.workflows {
 		for _, d := range w.dependsOn {
+			if d.tag != "" {
+				continue // a workflow of an earlier run, which this file need not have
+			}
 			if _, ok := f.byName[d.name]; !ok {
 				p.add(d.line, w.name, "depends-on", "unknown workflow %q; the workflows are: %s", d.name, strings.Join(f.Names(), ", "))
 			}
@@ -67,6 +70,9 @@ func findCycle(f *File) []string {
 		state[w.name] = visiting
 		stack = append(stack, w.name)
 		for _, d := range w.dependsOn {
+			if d.tag != "" {
+				continue
+			}
 			switch state[d.name] {
 			case visiting:
 				i := slices.Index(stack, d.name)
@@ -93,7 +99,9 @@ func findCycle(f *File) []string {
 
 // Resolve returns the job specs of a run of the named workflow: the
 // workflow and every workflow it depends on, transitively, dependencies
-// first (ties in file order), with variables substituted. overrides set
+// first (ties in file order), with variables substituted. A dependency on a
+// tagged run (WORKFLOW:TAG) adds no job: it is in the spec's DependsOnTags,
+// for the server to find. overrides set
 // variables by name, over the workflows' own values and the top-level ones;
 // each must name a variable that a workflow of the run can see.
 func (f *File) Resolve(name string, overrides map[string]string) ([]api.JobSpec, error) {
@@ -166,7 +174,9 @@ func (f *File) closure(name string) ([]*workflow, error) {
 		}
 		in[w.name] = true
 		for _, d := range w.dependsOn {
-			collect(f.byName[d.name])
+			if d.tag == "" {
+				collect(f.byName[d.name])
+			}
 		}
 	}
 	collect(target)
@@ -181,7 +191,7 @@ func (f *File) closure(name string) ([]*workflow, error) {
 			}
 			ready := true
 			for _, d := range w.dependsOn {
-				if !placed[d.name] {
+				if d.tag == "" && !placed[d.name] {
 					ready = false
 					break
 				}
@@ -301,6 +311,10 @@ func (f *File) build(w *workflow, overrides map[string]string) (api.JobSpec, []e
 		spec.Env[e.key] = sub(e.value, "env."+e.key)
 	}
 	for _, d := range w.dependsOn {
+		if d.tag != "" {
+			spec.DependsOnTags = append(spec.DependsOnTags, api.TaggedDependency{Workflow: d.name, Tag: d.tag})
+			continue
+		}
 		spec.DependsOn = append(spec.DependsOn, d.name)
 	}
 	for _, a := range w.artifacts {

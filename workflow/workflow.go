@@ -18,11 +18,19 @@
 //	    provider: docker     # bash | docker | python
 //	    image: python:3.12
 //	    commands: [python train.py --epochs ${{ epochs }}]
-//	    depends-on: [prepare]
+//	    depends-on: [prepare]   # or prepare:TAG, a tagged earlier run
 //	    variables: {epochs: 10}
 //	    resources: {cpu: 4, memory: 16GB, gpu: 1, interruptible: true, shm_size: 1GB}
 //	    artifacts: [model]
 //	    env: {KEY: value}    # or a list of KEY=VALUE strings
+//
+// A depends-on entry is the name of a workflow of the file, run first in
+// the same run, or WORKFLOW:TAG: the workflow's job of the user's earlier
+// run tagged TAG (`dstack tag RUN TAG`), which is not run again; its
+// artifacts are placed in the working directory all the same. The file
+// need not define WORKFLOW then, and a workflow may depend on a tagged run
+// of itself. Whether the tag exists is the server's to say when the run is
+// submitted. A workflow is listed once, tagged or not.
 //
 // Top-level keys starting with "x-" are ignored, as in Docker Compose: a
 // place for YAML anchors that workflows merge in (<<: *defaults).

@@ -3,6 +3,7 @@
 package servercmd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -61,6 +62,7 @@ the server through the Docker bridge's gateway, so listen there too:
 				return err
 			}
 			cfg.Logger = logger
+			cfg.RunnerBinaries = server.RunnerBinariesAt(cmp.Or(lo.runnerBinary, defaultRunnerBinary()))
 			b, gw, err := localBackend(cmd.Context(), logger.With("subsystem", "backend/local"), lo)
 			if err != nil {
 				return err
@@ -88,7 +90,7 @@ the server through the Docker bridge's gateway, so listen there too:
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "an on-demand instance idle this long is terminated")
 	f.StringVar(&cfg.ExternalURL, "external-url", "", "URL runners on on-demand instances reach the server at (default: where it listens; the local backend rewrites a loopback host to the Docker gateway)")
 	f.StringVar(&lo.mode, "local-backend", lo.mode, "on-demand instances as local Docker containers: auto (on when the Docker engine answers and dstack-runner is found), on or off; the server must listen where containers reach it (--host 0.0.0.0)")
-	f.StringVar(&lo.runnerBinary, "runner-binary", "", "static dstack-runner binary for the local backend's image (default: next to dstack)")
+	f.StringVar(&lo.runnerBinary, "runner-binary", "", "static dstack-runner binary for the local backend's image and the installer at /runner, which also gives out dstack-runner-linux-ARCH beside it (default: next to dstack)")
 	f.StringVar(&lo.network, "docker-network", lo.network, "Docker network of the local backend's containers")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
@@ -141,7 +143,7 @@ func run(ctx context.Context, out io.Writer, cfg server.Config, writeCLIConfig b
 				fmt.Fprintf(out, "The CLI is configured to use this server (%s)\n", path)
 			}
 		}
-		fmt.Fprintf(out, "To add a runner: dstack-runner config --server %s --token %s && dstack-runner start\n", url, tok)
+		fmt.Fprintf(out, "To add a runner: curl -fsSL %s/runner | sudo sh, then dstack-runner config --server %s --token %s && dstack-runner start\n", url, url, tok)
 	}
 	<-ctx.Done()
 	fmt.Fprintln(out, "Stopping the dstack server...")

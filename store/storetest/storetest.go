@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Offline": offlineTests,
 		"Pending": pendingTests,
 		"Reasons": pendingReasonTests,
+		"Tag":     tagTests,
 		// On-demand runners.
 		"Limit":         limitTests,
 		"OnDemand":      onDemandTests,
