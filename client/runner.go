@@ -36,6 +36,12 @@ func (c *Client) RunnerHeartbeat(ctx context.Context, req api.HeartbeatRequest) 
 	return c.doJSON(ctx, http.MethodPost, "/runner/heartbeat", nil, req, nil)
 }
 
+// RunnerOffline tells the server the runner is shutting down: it is offline
+// at once instead of after the heartbeat timeout.
+func (c *Client) RunnerOffline(ctx context.Context) error {
+	return c.doJSON(ctx, http.MethodPost, "/runner/offline", nil, nil, nil)
+}
+
 // RunnerClaim asks for a job that fits the free resources, waiting up to
 // req.Wait on the server for one. It returns nil, nil when none came.
 func (c *Client) RunnerClaim(ctx context.Context, req api.ClaimRequest) (*api.Assignment, error) {

@@ -481,3 +481,28 @@ func TestRequeuedJobKeepsEarlierLog(t *testing.T) {
 		t.Errorf("log %q, want %q", got, want)
 	}
 }
+
+// TestStopGoesOffline: a runner that stops cleanly is offline at once, not
+// after the server's heartbeat timeout, and comes back when restarted.
+func TestStopGoesOffline(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	status := func() api.RunnerStatus {
+		rs, err := f.admin.RunnerList(context.Background())
+		if err != nil || len(rs) != 1 {
+			t.Fatalf("RunnerList = %v, %v; want one runner", rs, err)
+		}
+		return rs[0].Status
+	}
+	if st := status(); st != api.RunnerOnline {
+		t.Fatalf("started runner is %s", st)
+	}
+	f.r.Stop()
+	if st := status(); st != api.RunnerOffline {
+		t.Fatalf("stopped runner is %s, want offline at once", st)
+	}
+	f.r = f.startRunner(t)
+	if st := status(); st != api.RunnerOnline {
+		t.Fatalf("restarted runner is %s, want online", st)
+	}
+}

@@ -248,7 +248,24 @@ func (r *Runner) Stop() {
 		r.cancelRun()
 		r.wg.Wait()
 		r.cancelHard()
+		r.goOffline()
 	})
+}
+
+// goOffline tells the server, once the job is reported and the loops are
+// over, that this runner is gone, so that it stops counting on it before the
+// heartbeat timeout. The server may be away: that is what the timeout is for.
+func (r *Runner) goOffline() {
+	if r.startErr != nil || r.token() == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := r.client().RunnerOffline(ctx); err != nil {
+		r.log.Debug("could not tell the server the runner goes offline", "err", err)
+		return
+	}
+	r.log.Info("told the server the runner is offline")
 }
 
 // Done is closed when the runner stopped serving jobs.

@@ -63,6 +63,7 @@ func (s *Server) routes() http.Handler {
 	s.tagRoutes(mux)
 
 	mux.HandleFunc("POST "+p+"/runner/heartbeat", s.asRunner(s.handleHeartbeat))
+	mux.HandleFunc("POST "+p+"/runner/offline", s.asRunner(s.handleRunnerOffline))
 	mux.HandleFunc("POST "+p+"/runner/claim", s.asRunner(s.handleClaim))
 	mux.HandleFunc("GET "+p+"/runner/jobs/{id}/code", s.asRunner(s.handleJobCode))
 	mux.HandleFunc("POST "+p+"/runner/jobs/{id}/status", s.asRunner(s.handleJobStatus))

@@ -42,6 +42,7 @@ func (s *Server) handleRunnerRegister(w http.ResponseWriter, r *http.Request, u 
 		return fmt.Errorf("register runner: %w", err)
 	}
 	s.log.Info("runner registered", "runner", rn.Name, "id", rn.ID, "user", u.Name, "cpus", req.Resources.CPUs, "gpus", len(req.Resources.GPUs))
+	s.wakeAutoscaler() // a job nothing fitted may fit it
 	writeJSON(w, http.StatusCreated, api.RunnerRegisterResponse{
 		RunnerID: rn.ID, Token: token, ExpiresAt: rn.TokenExpiresAt,
 		HeartbeatInterval: api.Duration(s.cfg.HeartbeatTimeout / 3),
@@ -136,6 +137,25 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request, rn *sto
 	if err := s.store.RunnerHeartbeat(r.Context(), store.RunnerHeartbeatParams{ID: rn.ID, Now: s.cfg.Now(), Resources: req.Resources}); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// handleRunnerOffline marks a runner that shuts down offline at once.
+func (s *Server) handleRunnerOffline(w http.ResponseWriter, r *http.Request, rn *store.Runner) error {
+	jobs, err := s.store.RunnerMarkOffline(r.Context(), store.RunnerMarkOfflineParams{
+		RunnerID: rn.ID, MaxAttempts: s.cfg.MaxAttempts, Now: s.cfg.Now(),
+	})
+	if err != nil {
+		return fmt.Errorf("mark runner offline: %w", err)
+	}
+	s.log.Info("runner went offline", "runner", rn.Name, "id", rn.ID, "jobs_requeued", len(jobs))
+	for _, j := range jobs {
+		if j.Status == api.StatusPending {
+			s.queue.wake(userKey(j.UserID))
+		}
+	}
+	s.wakeAutoscaler()
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -284,8 +284,11 @@ type RunnerHeartbeatParams struct {
 // RunnerMarkOfflineParams are the arguments of RunnerMarkOffline.
 type RunnerMarkOfflineParams struct {
 	HeartbeatBefore time.Time
-	MaxAttempts     int
-	Now             time.Time
+	// RunnerID, when set, also marks that runner offline whatever its last
+	// heartbeat: a runner that says it is shutting down.
+	RunnerID    string
+	MaxAttempts int
+	Now         time.Time
 }
 
 // Run is a submission with its jobs.

@@ -379,6 +379,26 @@ var offlineTests = []test{
 			t.Fatalf("job status %s, want failed", got.Status)
 		}
 	}},
+	{"a runner going offline by itself", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		u := f.user()
+		leaving, staying := f.runner(u, cpuHost), f.runner(u, cpuHost)
+		f.run(u, spec("a"))
+		j := f.claim(leaving)
+		changed, err := f.s.RunnerMarkOffline(f.ctx, store.RunnerMarkOfflineParams{RunnerID: leaving.ID, MaxAttempts: 3, Now: f.tick()})
+		if err != nil {
+			t.Fatalf("RunnerMarkOffline: %v", err)
+		}
+		if len(changed) != 1 || changed[0].ID != j.ID || changed[0].Status != api.StatusPending {
+			t.Fatalf("RunnerMarkOffline changed %+v; want job %s requeued", changed, j.ID)
+		}
+		if r, _ := f.s.RunnerGet(f.ctx, leaving.ID); r.Online {
+			t.Error("the runner that left is online")
+		}
+		if r, _ := f.s.RunnerGet(f.ctx, staying.ID); !r.Online {
+			t.Error("the other runner, heard from as recently, went offline")
+		}
+	}},
 	{"a lost job with a stop request ends", func(t *testing.T, open Open) {
 		f := setup(t, open)
 		u := f.user()

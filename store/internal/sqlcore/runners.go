@@ -171,7 +171,7 @@ func (s *Store) RunnerMarkOffline(ctx context.Context, p store.RunnerMarkOffline
 	err := s.write.Tx(ctx, func(q Querier) error {
 		changed = nil
 		rows, err := q.Query(ctx, `UPDATE runners SET online = FALSE
-			WHERE online = TRUE AND last_heartbeat < $1 RETURNING id, name`, micros(p.HeartbeatBefore))
+			WHERE online = TRUE AND (last_heartbeat < $1 OR id = $2) RETURNING id, name`, micros(p.HeartbeatBefore), p.RunnerID)
 		if err != nil {
 			return err
 		}
