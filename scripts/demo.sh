@@ -54,7 +54,7 @@ trap cleanup EXIT
 
 step "Starting: dstack server --data-dir .demo/server"
 "$bin/dstack" server --host "$host" --port "$port" --data-dir "$demo/server" --no-cli-config --log-level warn \
-  --idle-timeout 10s --heartbeat-timeout 3s > "$demo/server.out" 2>&1 &
+  --idle-timeout 10s > "$demo/server.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
   grep -q 'admin token is' "$demo/server.out" 2>/dev/null && break
@@ -99,7 +99,7 @@ step "dstack logs $run --since 1h (replayed from the server)"
 
 [ -n "$ondemand" ] || exit 0
 
-step "On-demand runners: the self-hosted runner stops (offline after --heartbeat-timeout 3s), a limit lets the server launch instances"
+step "On-demand runners: the self-hosted runner stops (and says so), a limit lets the server launch instances"
 kill -TERM "$runner_pid" && wait "$runner_pid" 2>/dev/null || true
 "$bin/dstack" on-demand limit -i local.small -m 1
 "$bin/dstack" on-demand limits
