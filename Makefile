@@ -21,6 +21,7 @@ runners: ## bin/dstack-runner-linux-amd64 and -arm64, which dstack server gives 
 	GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/dstack-runner-linux-arm64 ./cmd/dstack-runner
 
 test: ## every test, with the race detector, on SQLite and PostgreSQL
+	scripts/test-images.sh --install-only   # a static busybox for the images the Docker tests build
 	DSTACK_TEST_POSTGRES_DSN="$$(scripts/postgres.sh | tail -n 1)" CGO_ENABLED=1 \
 		$(GO) test -race -count=1 -timeout 20m ./...
 
