@@ -250,9 +250,59 @@ func TestRunSaysWhyItWaits(t *testing.T) {
 	h := setup(t)
 	h.serve() // and no runner
 	h.writeFile(".dstack/workflows.yaml", testWorkflows)
-	h.interruptWhen("is waiting for a runner")
+	h.interruptWhen("is waiting")
 	r := h.run("run", "hello")
-	if r.code != 130 || !strings.Contains(r.stderr, "==> hello is waiting for a runner that fits it (`dstack runners` lists them)") {
+	if r.code != 130 || !strings.Contains(r.stderr, "==> hello is waiting: no runner is registered: start one with dstack-runner start") {
+		t.Fatalf("%+v", r)
+	}
+}
+
+// A job that no runner can ever take says why in `dstack ps`, and `dstack
+// run` says it too.
+func TestPsSaysWhyNoRunnerFits(t *testing.T) {
+	t.Parallel()
+	h := setup(t)
+	srv := h.serve()
+	startRunner(t, srv, "gpu-box", nil) // 4 CPUs, 8 GiB, a T4
+	h.writeFile(".dstack/workflows.yaml", `workflows:
+  - name: big
+    provider: bash
+    commands: [echo big]
+    resources:
+      cpu: 64
+  - name: a100
+    provider: bash
+    commands: [echo a100]
+    resources:
+      gpu: {count: 1, name: A100}
+`)
+	big := runName(t, h.run("run", "-d", "big"))
+	a100 := runName(t, h.run("run", "-d", "a100"))
+	wants := []string{
+		big + " big is pending: no runner has 64 CPUs (the largest has 4); add a runner that does, or lower resources",
+		a100 + ` a100 is pending: no runner has a GPU matching "A100" (runners have T4)`,
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r := h.run("ps")
+		missing := ""
+		for _, w := range wants {
+			if !strings.Contains(r.stdout, w) {
+				missing = w
+			}
+		}
+		if r.code == 0 && missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ps does not say %q: %+v", missing, r)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	h.interruptWhen("is waiting")
+	r := h.run("run", "big")
+	if r.code != 130 || !strings.Contains(r.stderr, "==> big is waiting: no runner has 64 CPUs (the largest has 4)") {
 		t.Fatalf("%+v", r)
 	}
 }

@@ -1,6 +1,7 @@
 // Package server is the dstack control plane: the HTTP API the CLI, the UI and
 // the runners call, the job queue they are matched through, and the loops
-// that keep state honest (runners that stop heartbeating lose their jobs).
+// that keep state honest (runners that stop heartbeating lose their jobs;
+// with no backend, a pending job no runner fits says why: waiting.go).
 //
 // A Server is built from a Config with New, started with Start and stopped
 // with Stop; both are safe to call twice.
@@ -205,12 +206,13 @@ type Server struct {
 	autoscaler *autoscale.Controller
 
 	// autoscale is signalled when what the autoscaler plans from changed
-	// (a job queued, a limit changed); see wakeAutoscaler.
+	// (a job queued, a runner registered, a limit changed); see
+	// wakeAutoscaler. With no backend, waitingLoop listens on it instead.
 	autoscale chan struct{}
 }
 
-// wakeAutoscaler asks the autoscaler for a planning pass now, without
-// waiting for its next tick.
+// wakeAutoscaler asks the autoscaler (with no backend, waitingLoop) for a
+// pass now, without waiting for its next tick.
 func (s *Server) wakeAutoscaler() {
 	select {
 	case s.autoscale <- struct{}{}:
@@ -351,6 +353,13 @@ func (s *Server) Start(ctx context.Context) error {
 			s.loops.Wait()
 			return err
 		}
+	} else {
+		// With no backend there is no autoscaler to say why jobs wait.
+		s.loops.Add(1)
+		go func() {
+			defer s.loops.Done()
+			s.waitingLoop(loopCtx)
+		}()
 	}
 	s.started = true
 	s.log.Info("listening", "url", s.urlLocked())

@@ -41,6 +41,9 @@
 // resources, purchase types) are fitted once, and each shape walks its sorted
 // candidates with a cursor that only moves forward, because within one pass
 // runners and instances are only taken and room only shrinks.
+//
+// NoRunnerFits, with the same fit, says why a job that no registered runner
+// could ever take waits, for servers with no backend (and so no Plan).
 package plan
 
 import (
