@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,7 +66,14 @@ func (b *Backend) Launch(ctx context.Context, req backend.LaunchRequest) ([]back
 		return nil, dockerError("launch", err)
 	}
 	if len(existing) > 0 {
-		return b.resume(ctx, existing)
+		// Answer as the first call did: in the order of the request.
+		pos := map[string]int{}
+		for i, spec := range req.Instances {
+			pos[spec.RecordID] = i
+		}
+		insts, err := b.resume(ctx, existing)
+		slices.SortStableFunc(insts, func(a, b backend.Instance) int { return pos[a.Tags.RecordID] - pos[b.Tags.RecordID] })
+		return insts, err
 	}
 
 	n := len(req.Instances)
