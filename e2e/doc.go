@@ -9,4 +9,9 @@
 // skips the package. A failing test shows the output of every process it
 // started (DSTACK_TEST_VERBOSE=1: every test). The package has no code of
 // its own: harness_test.go is the harness, the other files the scenarios.
+//
+// The multi-host scenarios (multihost_test.go, with dockerhost_test.go for
+// their harness) run the server and each runner in a container of its own
+// on a Docker network, to cut a runner off the network or kill it; they
+// skip without a Docker engine, and fail then under CI.
 package e2e

@@ -32,6 +32,10 @@ type job struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	lost   atomic.Bool
+	// final is set once the job's final status is being reported: the
+	// server then ends the job, and its stop watch's lease_lost that
+	// follows is that end, not a loss.
+	final atomic.Bool
 
 	stopCh chan api.StopSignal // the user's stop, once
 	wg     sync.WaitGroup      // the job's goroutines
@@ -199,6 +203,7 @@ func (j *job) execute() {
 	if j.ctx.Err() != nil {
 		return
 	}
+	j.final.Store(true)
 	if err := j.setStatus(j.ctx, api.JobStatusUpdate{Status: out.status, ExitCode: out.exitCode, Reason: out.reason}); err == nil {
 		j.log.Info("job finished", "status", out.status, "reason", out.reason)
 	}
@@ -375,7 +380,11 @@ func (j *job) watchStop() {
 			}
 			continue
 		case isLeaseLost(err):
-			j.loseLease()
+			// Once the final status is on its way, the job ended; a lease
+			// really lost shows in that report's own answer.
+			if !j.final.Load() {
+				j.loseLease()
+			}
 			return
 		case isUnauthenticated(err):
 			j.r.reauth(j.ctx, tok)
