@@ -225,7 +225,7 @@ func (s *Store) interrupt(ctx context.Context, q Querier, j *store.Job, cause st
 	}
 	const guard = ` WHERE id = $1 AND lease = $2 AND status IN ` + activeStatuses + ` RETURNING ` + jobColumns
 	if j.StopRequested == "" && j.Attempt+1 < maxAttempts {
-		reason := cause + "; requeued"
+		reason := fmt.Sprintf("interrupted: %s; requeued for attempt %d of %d", cause, j.Attempt+2, maxAttempts)
 		return collectJobs(q.Query(ctx, `UPDATE jobs SET status = 'pending', attempt = attempt + 1,
 			lease = lease + 1, runner_id = NULL, claimed_at = NULL, started_at = NULL, exit_code = NULL,
 			status_reason = $3`+guard, j.ID, j.Lease, reason))
