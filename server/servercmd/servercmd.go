@@ -27,7 +27,7 @@ func Command() *cobra.Command {
 	lo := localOptions{mode: "auto", network: "bridge"}
 	cmd := &cobra.Command{
 		Use:   "server",
-		Short: "Start the dstack server (API, scheduler and web UI)",
+		Short: "Start the dstack server (API, scheduler and autoscaler)",
 		Long: `Start the dstack server in the foreground.
 
 On first start it creates the admin user and prints the admin token once; if
