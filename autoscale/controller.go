@@ -202,8 +202,20 @@ func (c *Controller) Run(ctx context.Context) error {
 		_ = c.st.LeaseRelease(ctx, store.LeaseReleaseParams{Name: LeaseName, Holder: c.holder})
 	}()
 	for {
+		start := time.Now()
 		if err := c.Step(ctx); err != nil && ctx.Err() == nil {
 			c.log.Error("autoscaler pass", "err", err)
+		}
+		// Wakes that come in a burst (every job that ends sends one) share
+		// a pass: passes are spaced by twice the last one's length, at
+		// least passGap, so a deep queue never keeps the server busy
+		// planning.
+		gap := time.NewTimer(max(passGap, 2*time.Since(start)))
+		select {
+		case <-ctx.Done():
+			gap.Stop()
+			return nil
+		case <-gap.C:
 		}
 		select {
 		case <-ctx.Done():
@@ -213,6 +225,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// passGap is the least time between two passes.
+const passGap = 20 * time.Millisecond
 
 func (c *Controller) backendNames() []string {
 	var out []string

@@ -14,6 +14,9 @@ import (
 // against the registered runners when nothing wakes the check sooner.
 const waitingEvery = 2 * time.Second
 
+// waitingGap is the least time between two passes of waitingLoop.
+const waitingGap = 500 * time.Millisecond
+
 // waitingLoop runs when no backend is configured, in the autoscaler's
 // stead: it gives each pending job that no registered runner of its user
 // could ever take a reason (plan.NoRunnerFits: "no runner has 64 CPUs (the
@@ -29,8 +32,18 @@ func (s *Server) waitingLoop(ctx context.Context) {
 	t := time.NewTicker(waitingEvery)
 	defer t.Stop()
 	for {
+		start := time.Now()
 		if err := s.explainWaiting(ctx, w); err != nil && ctx.Err() == nil {
 			s.log.Error("say why pending jobs wait", "err", err)
+		}
+		// Wakes in a burst (every job that ends sends one) share a pass:
+		// reasons need not be instant, and a deep queue is costly to read.
+		gap := time.NewTimer(max(waitingGap, 4*time.Since(start)))
+		select {
+		case <-ctx.Done():
+			gap.Stop()
+			return
+		case <-gap.C:
 		}
 		select {
 		case <-ctx.Done():
