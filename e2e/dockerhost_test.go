@@ -1,18 +1,12 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/rand"
-	"debug/elf"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,6 +19,9 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/dstackai/dstack/executor/executortest"
+	"github.com/dstackai/dstack/internal/scratch"
 )
 
 // The multi-host scenarios run the server and each runner in a container
@@ -91,58 +88,37 @@ func uniqueName(prefix string) string {
 // (/bin/sh among them) linked to it, and the count workflow in /project.
 func buildHostImage(t *testing.T, docker *client.Client) string {
 	t.Helper()
-	busybox, err := staticBusyboxPath()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	busybox, err := executortest.Busybox(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bb, err := os.ReadFile(busybox)
+	bbEntries, err := scratch.BusyboxEntries(busybox, "rootfs/bin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	applets, err := exec.Command(busybox, "--list").Output()
-	if err != nil {
-		t.Fatalf("%s --list: %v", busybox, err)
-	}
-	files := []tarEntry{
-		{name: "Dockerfile", mode: 0o644, data: []byte("FROM scratch\nCOPY rootfs /\nENV PATH=/usr/local/bin:/bin HOME=/root\nWORKDIR /project\n")},
-		{name: "rootfs/bin/", mode: 0o755, dir: true},
-		{name: "rootfs/bin/busybox", mode: 0o755, data: bb},
-		{name: "rootfs/tmp/", mode: 0o1777, dir: true},
-		{name: "rootfs/root/", mode: 0o700, dir: true},
-		{name: "rootfs/data/", mode: 0o755, dir: true},
-		{name: "rootfs/project/.dstack/", mode: 0o755, dir: true},
-		{name: "rootfs/project/.dstack/workflows.yaml", mode: 0o644, data: []byte(hostWorkflows)},
-		{name: "rootfs/usr/local/bin/", mode: 0o755, dir: true},
-	}
+	files := append([]scratch.Entry{
+		{Name: "Dockerfile", Mode: 0o644, Data: []byte("FROM scratch\nCOPY rootfs /\nENV PATH=/usr/local/bin:/bin HOME=/root\nWORKDIR /project\n")},
+		{Name: "rootfs/tmp/", Mode: 0o1777, Dir: true},
+		{Name: "rootfs/root/", Mode: 0o700, Dir: true},
+		{Name: "rootfs/data/", Mode: 0o755, Dir: true},
+		{Name: "rootfs/project/.dstack/", Mode: 0o755, Dir: true},
+		{Name: "rootfs/project/.dstack/workflows.yaml", Mode: 0o644, Data: []byte(hostWorkflows)},
+		{Name: "rootfs/usr/local/bin/", Mode: 0o755, Dir: true},
+	}, bbEntries...)
 	for _, bin := range []string{bins.dstack, bins.runner} {
 		b, err := os.ReadFile(bin)
 		if err != nil {
 			t.Fatal(err)
 		}
-		files = append(files, tarEntry{name: "rootfs/usr/local/bin/" + filepath.Base(bin), mode: 0o755, data: b})
-	}
-	for _, a := range strings.Fields(string(applets)) {
-		if a != "busybox" {
-			files = append(files, tarEntry{name: "rootfs/bin/" + a, mode: 0o777, link: "busybox"})
-		}
-	}
-	buildCtx, err := tarOf(files)
-	if err != nil {
-		t.Fatal(err)
+		files = append(files, scratch.Entry{Name: "rootfs/usr/local/bin/" + filepath.Base(bin), Mode: 0o755, Data: b})
 	}
 
 	ref := uniqueName("dstack-e2e-multihost") + ":latest"
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	resp, err := docker.ImageBuild(ctx, bytes.NewReader(buildCtx), dockerbuild.ImageBuildOptions{
-		Tags: []string{ref}, Version: dockerbuild.BuilderV1, Remove: true, ForceRemove: true,
-		Labels: map[string]string{hostLabel: "multihost"},
+	err = scratch.Build(ctx, docker, files, dockerbuild.ImageBuildOptions{
+		Tags: []string{ref}, Labels: map[string]string{hostLabel: "multihost"},
 	})
-	if err != nil {
-		t.Fatalf("build %s: %v", ref, err)
-	}
-	err = buildError(resp.Body)
-	resp.Body.Close()
 	if err != nil {
 		t.Fatalf("build %s: %v", ref, err)
 	}
@@ -154,98 +130,6 @@ func buildHostImage(t *testing.T, docker *client.Client) string {
 		}
 	})
 	return ref
-}
-
-// staticBusyboxPath finds a statically linked busybox, installing Debian's
-// busybox-static with scripts/test-images.sh when there is none.
-func staticBusyboxPath() (string, error) {
-	find := func() string {
-		for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-			if f, err := elf.Open(p); err == nil {
-				static := true
-				for _, prog := range f.Progs {
-					static = static && prog.Type != elf.PT_INTERP
-				}
-				f.Close()
-				if static {
-					return p
-				}
-			}
-		}
-		return ""
-	}
-	if p := find(); p != "" {
-		return p, nil
-	}
-	script, err := filepath.Abs(filepath.Join("..", "scripts", "test-images.sh"))
-	if err != nil {
-		return "", err
-	}
-	if out, err := exec.Command(script, "--install-only").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("no static busybox, and %s could not install busybox-static: %v\n%s", script, err, out)
-	}
-	if p := find(); p != "" {
-		return p, nil
-	}
-	return "", errors.New("no static busybox at /bin/busybox or /usr/bin/busybox after installing busybox-static")
-}
-
-type tarEntry struct {
-	name string
-	mode int64
-	data []byte
-	dir  bool
-	link string // a symlink to this
-}
-
-// tarOf is a tar archive of entries, in their order, with a fixed time.
-func tarOf(entries []tarEntry) ([]byte, error) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		h := &tar.Header{Name: e.name, Mode: e.mode, Size: int64(len(e.data)), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}
-		switch {
-		case e.dir:
-			h.Typeflag = tar.TypeDir
-		case e.link != "":
-			h.Typeflag, h.Linkname = tar.TypeSymlink, e.link
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
-		}
-		if _, err := tw.Write(e.data); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// buildError reads the build's JSON messages to their end and returns the
-// error among them.
-func buildError(r io.Reader) error {
-	dec := json.NewDecoder(r)
-	for {
-		var m struct {
-			Error       string `json:"error"`
-			ErrorDetail *struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
-		err := dec.Decode(&m)
-		switch {
-		case errors.Is(err, io.EOF):
-			return nil
-		case err != nil:
-			return fmt.Errorf("read the build's output: %w", err)
-		case m.ErrorDetail != nil && m.ErrorDetail.Message != "":
-			return errors.New(m.ErrorDetail.Message)
-		case m.Error != "":
-			return errors.New(m.Error)
-		}
-	}
 }
 
 // dockerNet is a user-defined bridge network and the containers the test

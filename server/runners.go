@@ -20,17 +20,26 @@ const (
 	recheck = 5 * time.Second
 )
 
-func (s *Server) handleRunnerRegister(w http.ResponseWriter, r *http.Request, u *store.User) error {
-	var req api.RunnerRegisterRequest
-	if err := readJSON(r, &req); err != nil {
-		return err
-	}
+// checkRegistration trims and checks what a registering or joining runner
+// says of itself.
+func checkRegistration(req *api.RunnerRegisterRequest) error {
 	req.Name = strings.TrimSpace(req.Name)
 	if req.Name == "" || len(req.Name) > 200 {
 		return invalid("runner name must be 1 to 200 characters")
 	}
 	if req.Resources.CPUs < 1 || req.Resources.MemoryMiB < 1 {
 		return invalid("runner resources must report at least one CPU and some memory")
+	}
+	return nil
+}
+
+func (s *Server) handleRunnerRegister(w http.ResponseWriter, r *http.Request, u *store.User) error {
+	var req api.RunnerRegisterRequest
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	if err := checkRegistration(&req); err != nil {
+		return err
 	}
 	token := newToken(runnerTokenPrefix)
 	now := s.cfg.Now()
@@ -69,12 +78,8 @@ func (s *Server) runnerJoin(w http.ResponseWriter, r *http.Request) error {
 	if strings.TrimSpace(req.JoinToken) == "" {
 		return refused
 	}
-	req.Name = strings.TrimSpace(req.Name)
-	if req.Name == "" || len(req.Name) > 200 {
-		return invalid("runner name must be 1 to 200 characters")
-	}
-	if req.Resources.CPUs < 1 || req.Resources.MemoryMiB < 1 {
-		return invalid("runner resources must report at least one CPU and some memory")
+	if err := checkRegistration(&req.RunnerRegisterRequest); err != nil {
+		return err
 	}
 	token := newToken(runnerTokenPrefix)
 	now := s.cfg.Now()

@@ -10,24 +10,20 @@
 package executortest
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
-	"debug/elf"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/client"
+
+	"github.com/dstackai/dstack/internal/scratch"
 )
 
 // Image has a static busybox as /bin/busybox, its applets linked next to
@@ -70,124 +66,43 @@ func RequireDocker(t testing.TB) *client.Client {
 // BuildImage builds Image. Without a static busybox on this machine it runs
 // scripts/test-images.sh --install-only first.
 func BuildImage(ctx context.Context, cli *client.Client) error {
-	bb, ok := staticBusybox()
-	if !ok {
-		script, err := findScript()
-		if err != nil {
-			return err
-		}
-		out, err := exec.CommandContext(ctx, script, "--install-only").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("no static busybox, and %s could not install one: %v\n%s", script, err, out)
-		}
-		if bb, ok = staticBusybox(); !ok {
-			return errors.New("no static busybox after " + script)
-		}
-	}
-	buildCtx, err := contextTar(bb)
+	bb, err := Busybox(ctx)
 	if err != nil {
 		return err
 	}
+	entries, err := scratch.BusyboxEntries(bb, "rootfs/bin")
+	if err != nil {
+		return err
+	}
+	entries = append([]scratch.Entry{
+		{Name: "Dockerfile", Mode: 0o644, Data: []byte("FROM scratch\nCOPY rootfs /\nLABEL ai.dstack.test=busybox\n")},
+		{Name: "rootfs/", Mode: 0o755, Dir: true},
+		{Name: "rootfs/tmp/", Mode: 0o1777, Dir: true},
+	}, entries...)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	resp, err := cli.ImageBuild(ctx, buildCtx, build.ImageBuildOptions{
-		Tags: []string{Image}, Remove: true, ForceRemove: true, Version: build.BuilderV1,
-	})
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return buildError(resp.Body)
+	return scratch.Build(ctx, cli, entries, build.ImageBuildOptions{Tags: []string{Image}})
 }
 
-// contextTar is the build context: a Dockerfile and rootfs/.
-func contextTar(busybox string) (io.Reader, error) {
-	bin, err := os.ReadFile(busybox)
+// Busybox returns the path of a static busybox, installing Debian's
+// busybox-static with scripts/test-images.sh --install-only when there is
+// none.
+func Busybox(ctx context.Context) (string, error) {
+	if bb := scratch.FindBusybox(); bb != "" {
+		return bb, nil
+	}
+	script, err := findScript()
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	list, err := exec.Command(busybox, "--list").Output()
+	out, err := exec.CommandContext(ctx, script, "--install-only").CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("%s --list: %w", busybox, err)
+		return "", fmt.Errorf("no static busybox, and %s could not install one: %v\n%s", script, err, out)
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	var werr error
-	add := func(h *tar.Header, body []byte) {
-		h.ModTime = time.Unix(0, 0)
-		h.Size = int64(len(body))
-		if err := tw.WriteHeader(h); err != nil && werr == nil {
-			werr = err
-		}
-		if _, err := tw.Write(body); err != nil && werr == nil {
-			werr = err
-		}
+	if bb := scratch.FindBusybox(); bb != "" {
+		return bb, nil
 	}
-	add(&tar.Header{Name: "Dockerfile", Mode: 0o644, Typeflag: tar.TypeReg}, []byte("FROM scratch\nCOPY rootfs /\nLABEL ai.dstack.test=busybox\n"))
-	add(&tar.Header{Name: "rootfs/", Mode: 0o755, Typeflag: tar.TypeDir}, nil)
-	add(&tar.Header{Name: "rootfs/bin/", Mode: 0o755, Typeflag: tar.TypeDir}, nil)
-	add(&tar.Header{Name: "rootfs/tmp/", Mode: 0o1777, Typeflag: tar.TypeDir}, nil)
-	add(&tar.Header{Name: "rootfs/bin/busybox", Mode: 0o755, Typeflag: tar.TypeReg}, bin)
-	for _, applet := range strings.Fields(string(list)) {
-		if applet != "busybox" {
-			add(&tar.Header{Name: "rootfs/bin/" + applet, Linkname: "busybox", Mode: 0o777, Typeflag: tar.TypeSymlink}, nil)
-		}
-	}
-	if err := tw.Close(); err != nil && werr == nil {
-		werr = err
-	}
-	return &buf, werr
-}
-
-// buildError reads the build's messages to their end and returns the
-// error among them.
-func buildError(r io.Reader) error {
-	dec := json.NewDecoder(r)
-	for {
-		var m struct {
-			Error       string `json:"error"`
-			ErrorDetail *struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
-		}
-		err := dec.Decode(&m)
-		switch {
-		case errors.Is(err, io.EOF):
-			return nil
-		case err != nil:
-			return fmt.Errorf("read the build's output: %w", err)
-		case m.ErrorDetail != nil && m.ErrorDetail.Message != "":
-			return errors.New(m.ErrorDetail.Message)
-		case m.Error != "":
-			return errors.New(m.Error)
-		}
-	}
-}
-
-// staticBusybox finds a statically linked busybox: one that runs in an
-// image that has nothing else.
-func staticBusybox() (string, bool) {
-	candidates := []string{"/bin/busybox", "/usr/bin/busybox"}
-	if p, err := exec.LookPath("busybox"); err == nil {
-		candidates = append(candidates, p)
-	}
-	for _, p := range candidates {
-		f, err := elf.Open(p)
-		if err != nil {
-			continue
-		}
-		static := true
-		for _, prog := range f.Progs {
-			if prog.Type == elf.PT_INTERP {
-				static = false
-			}
-		}
-		f.Close()
-		if static {
-			return p, true
-		}
-	}
-	return "", false
+	return "", errors.New("no static busybox after " + script)
 }
 
 // findScript finds scripts/test-images.sh above the working directory (a
