@@ -24,6 +24,7 @@ import (
 	"github.com/dstackai/dstack/autoscale"
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/blob"
+	"github.com/dstackai/dstack/internal/secretbox"
 	"github.com/dstackai/dstack/logstore"
 	"github.com/dstackai/dstack/store"
 	"github.com/dstackai/dstack/store/postgres"
@@ -189,6 +190,9 @@ type Server struct {
 	auth    *authenticator
 	queue   *queue
 	metrics *metrics
+	// box seals the secrets the server keeps (cloud credentials, UI
+	// sessions) under the server key (see package secretbox).
+	box *secretbox.Box
 
 	adminToken string
 
@@ -260,7 +264,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	box, keySource, err := secretbox.Load(cfg.DataDir, os.Getenv)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	s := &Server{
+		box:       box,
 		cfg:       cfg,
 		autoscale: make(chan struct{}, 1),
 		log:       cfg.Logger.With("subsystem", "server"),
@@ -272,6 +282,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Artifacts != "" {
 		s.log.Info("artifacts and code archives in S3", "url", cfg.Artifacts, "endpoint", cfg.S3Endpoint, "region", cfg.S3Region)
 	}
+	s.log.Debug("encryption key", "source", keySource, "key_id", box.ID())
 	s.auth = newAuthenticator(st, cfg.Now)
 	s.metrics = newMetrics(s)
 	token, err := s.ensureAdmin(ctx)
