@@ -1,0 +1,45 @@
+package aws
+
+import (
+	"context"
+	"errors"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	"github.com/dstackai/dstack/backend"
+)
+
+// Check proves the credentials and the default region with one call in the
+// region (DescribeRegions of itself): a refusal (AuthFailure,
+// UnauthorizedOperation, a region that does not exist or is not enabled
+// for the account) is a *backend.Error of kind backend.ErrInvalid carrying
+// AWS's code and message, for the user to read.
+func (b *Backend) Check(ctx context.Context) error {
+	region := b.cfg.Region
+	out, err := b.client(region).DescribeRegions(ctx, &ec2.DescribeRegionsInput{
+		AllRegions:  awssdk.Bool(true),
+		RegionNames: []string{region},
+	})
+	if err != nil {
+		err = classify("check", err)
+		var be *backend.Error
+		if errors.As(err, &be) && be.Code != "" && be.Kind != backend.ErrThrottled {
+			be.Kind = backend.ErrInvalid
+		}
+		return err
+	}
+	for _, r := range out.Regions {
+		if awssdk.ToString(r.RegionName) != region {
+			continue
+		}
+		switch st := awssdk.ToString(r.OptInStatus); st {
+		case "", "opt-in-not-required", "opted-in":
+			return nil
+		default:
+			return backend.Errorf(backend.ErrInvalid, "check", "OptInRequired",
+				"region %s is not enabled for this AWS account (%s): enable it in the AWS console (Account → AWS Regions) or choose another", region, st)
+		}
+	}
+	return backend.Errorf(backend.ErrInvalid, "check", "InvalidRegion", "EC2 has no region %q", region)
+}

@@ -1,0 +1,332 @@
+package aws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"sync"
+	"time"
+
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go/middleware"
+
+	"github.com/dstackai/dstack/backend"
+)
+
+// Launch starts the instances of req with one RunInstances call (MinCount
+// 1, MaxCount n, ClientToken = req.IdempotencyKey) and returns those EC2
+// granted: instance i is the spec of index AmiLaunchIndex, so when EC2
+// grants k < n the specs k..n-1 have no instance and are the caller's to
+// release. See Backend and the package doc.
+//
+// A repeated call with the same key returns the instances of the first
+// (EC2's ClientToken) and tags them again. A call whose answer was lost
+// (a timeout) returns the error; the instances, if any, carry the launch's
+// tags for List.
+func (b *Backend) Launch(ctx context.Context, req backend.LaunchRequest) ([]backend.Instance, error) {
+	if err := validateLaunch(req); err != nil {
+		return nil, err
+	}
+	region := req.Offer.Region
+	c := b.client(region)
+	t, err := b.typeInfo(ctx, region, req.Offer.InstanceType)
+	if err != nil {
+		return nil, err
+	}
+	if (req.Offer.Spot && !t.Spot) || (!req.Offer.Spot && !t.OnDemand) {
+		return nil, backend.Errorf(backend.ErrUnsupported, "launch", "Unsupported", "%s is not sold as %s in %s", t.Name, purchase(req.Offer.Spot), region)
+	}
+	img, err := b.image(ctx, region, t)
+	if err != nil {
+		return nil, err
+	}
+	n := len(req.Instances)
+	ud := userData{ServerURL: req.ServerURL, Spot: req.Offer.Spot}
+	if n == 1 {
+		ud.JoinToken = req.Instances[0].JoinToken
+	}
+	script, err := ud.render()
+	if err != nil {
+		return nil, fmt.Errorf("launch: user data: %w", err)
+	}
+	b.markUsed(region) // from here on, instances may exist there
+	var out *ec2.RunInstancesOutput
+	for attempt := 1; ; attempt++ {
+		sg, err := b.securityGroup(ctx, region, req.ServerID)
+		if err != nil {
+			return nil, err
+		}
+		out, err = c.RunInstances(ctx, runInput(req, t, img, sg, script), b.paced)
+		if err == nil {
+			break
+		}
+		code := errCode(err)
+		switch {
+		case code == "InvalidGroup.NotFound" && attempt == 1:
+			b.forgetGroup(region, req.ServerID) // deleted by hand: create it again
+			continue
+		case code == "InvalidParameterValue" && attempt < invalidAttempts:
+			// Often a resource just created (an IAM change, a group) that
+			// EC2 does not see yet.
+			b.log.Info("launch refused as invalid; trying again", "offer", req.Offer.Key().String(), "attempt", attempt, "err", classify("launch", err))
+			if err := b.sleep(ctx, b.invalidRetry); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		var pe pacingError
+		if errors.As(err, &pe) {
+			return nil, &backend.Error{Kind: backend.ErrThrottled, Op: "launch", Code: "LaunchRate", Reason: "the launch waited too long for its turn under the RunInstances rate", Err: err}
+		}
+		return nil, classify("launch", err)
+	}
+
+	var insts []backend.Instance
+	specOf := map[string]backend.InstanceSpec{}
+	index := map[string]int{}
+	for _, in := range out.Instances {
+		i := int(awssdk.ToInt32(in.AmiLaunchIndex))
+		id := awssdk.ToString(in.InstanceId)
+		if i < 0 || i >= n || id == "" {
+			b.log.Warn("EC2 returned an instance with a launch index out of the request; ignoring it", "instance", id, "launch_index", i, "count", n)
+			continue
+		}
+		inst := instanceOf(region, in)
+		inst.Offer = req.Offer.Key()
+		inst.Tags = backend.Tags{ServerID: req.ServerID, LimitID: req.LimitID, RecordID: req.Instances[i].RecordID, LaunchKey: req.IdempotencyKey}
+		insts = append(insts, inst)
+		specOf[id] = req.Instances[i]
+		index[id] = i
+		b.remember(region, id)
+	}
+	sort.Slice(insts, func(i, j int) bool { return index[insts[i].CloudID] < index[insts[j].CloudID] })
+	if len(insts) == 0 {
+		return nil, backend.Errorf(backend.ErrNoCapacity, "launch", "NoInstances", "RunInstances launched no instance of %s", req.Offer.Key())
+	}
+	if n > 1 {
+		insts, err = b.tagInstances(ctx, c, insts, specOf)
+		if err != nil {
+			return nil, err
+		}
+	}
+	b.log.Info("launched", "offer", req.Offer.Key().String(), "granted", len(insts), "wanted", n, "launch_key", req.IdempotencyKey)
+	return insts, nil
+}
+
+// invalidAttempts is how often a launch refused as InvalidParameterValue
+// is tried, Backend.invalidRetry apart.
+const invalidAttempts = 3
+
+func purchase(spot bool) string {
+	if spot {
+		return "spot"
+	}
+	return "on-demand"
+}
+
+// runInput is the RunInstances call of a launch.
+func runInput(req backend.LaunchRequest, t typeInfo, img cachedImage, sg, script string) *ec2.RunInstancesInput {
+	n := len(req.Instances)
+	tags := []types.Tag{
+		tag(backend.TagServerID, req.ServerID),
+		tag(backend.TagLimitID, req.LimitID),
+		tag(backend.TagLaunchKey, req.IdempotencyKey),
+	}
+	if n == 1 {
+		tags = append(tags, tag(backend.TagRecordID, req.Instances[0].RecordID), tag("Name", "dstack-"+req.Instances[0].RecordID))
+	} else {
+		tags = append(tags, tag("Name", "dstack-"+req.IdempotencyKey))
+	}
+	specs := []types.TagSpecification{
+		{ResourceType: types.ResourceTypeInstance, Tags: tags},
+		{ResourceType: types.ResourceTypeVolume, Tags: tags},
+	}
+	in := &ec2.RunInstancesInput{
+		ImageId:                           awssdk.String(img.id),
+		InstanceType:                      types.InstanceType(t.Name),
+		MinCount:                          awssdk.Int32(1),
+		MaxCount:                          awssdk.Int32(int32(n)),
+		ClientToken:                       awssdk.String(req.IdempotencyKey),
+		SecurityGroupIds:                  []string{sg},
+		UserData:                          awssdk.String(script),
+		InstanceInitiatedShutdownBehavior: types.ShutdownBehaviorTerminate,
+		MetadataOptions: &types.InstanceMetadataOptionsRequest{
+			HttpTokens:              types.HttpTokensStateRequired,
+			HttpEndpoint:            types.InstanceMetadataEndpointStateEnabled,
+			HttpPutResponseHopLimit: awssdk.Int32(2), // containers on the instance are one hop further
+			InstanceMetadataTags:    types.InstanceMetadataTagsStateEnabled,
+		},
+	}
+	if req.Offer.Spot {
+		in.InstanceMarketOptions = &types.InstanceMarketOptionsRequest{
+			MarketType: types.MarketTypeSpot,
+			SpotOptions: &types.SpotMarketOptions{
+				SpotInstanceType:             types.SpotInstanceTypeOneTime,
+				InstanceInterruptionBehavior: types.InstanceInterruptionBehaviorTerminate,
+			},
+		}
+		specs = append(specs, types.TagSpecification{ResourceType: types.ResourceTypeSpotInstancesRequest, Tags: tags})
+	}
+	in.TagSpecifications = specs
+	if img.rootDevice != "" {
+		size := max(img.rootGiB, rootVolumeGiB(t))
+		in.BlockDeviceMappings = []types.BlockDeviceMapping{{
+			DeviceName: awssdk.String(img.rootDevice),
+			Ebs: &types.EbsBlockDevice{
+				VolumeSize:          awssdk.Int32(size),
+				VolumeType:          types.VolumeTypeGp3,
+				DeleteOnTermination: awssdk.Bool(true),
+			},
+		}}
+	}
+	return in
+}
+
+// rootVolumeGiB is the root volume a type gets: room for the jobs' Docker
+// images and data, more for GPU types whose images are large.
+func rootVolumeGiB(t typeInfo) int32 {
+	if len(t.GPUs) > 0 {
+		return 100
+	}
+	return 30
+}
+
+func tag(k, v string) types.Tag { return types.Tag{Key: awssdk.String(k), Value: awssdk.String(v)} }
+
+// tagInstances tags each instance of a launch of more than one with its
+// record ID, name and join token. EC2 may not know an instance for a few
+// seconds after RunInstances (InvalidInstanceID.NotFound), so each is tried
+// a few times. An instance that could not be tagged could never join: it
+// is terminated and left out. Tagging goes on when ctx ends, which would
+// otherwise leave launched instances without their tokens.
+func (b *Backend) tagInstances(ctx context.Context, c ec2API, insts []backend.Instance, specOf map[string]backend.InstanceSpec) ([]backend.Instance, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	var (
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, 8)
+		errs = make([]error, len(insts))
+	)
+	for i, in := range insts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			spec := specOf[in.CloudID]
+			errs[i] = b.createTags(ctx, c, in.CloudID,
+				tag(backend.TagRecordID, spec.RecordID), tag("Name", "dstack-"+spec.RecordID), tag(TagJoinToken, spec.JoinToken))
+		}()
+	}
+	wg.Wait()
+	var ok, failed []string
+	var out []backend.Instance
+	for i, in := range insts {
+		if errs[i] == nil {
+			out = append(out, in)
+			ok = append(ok, in.CloudID)
+		} else {
+			failed = append(failed, in.CloudID)
+		}
+	}
+	if len(failed) == 0 {
+		return out, nil
+	}
+	err := errors.Join(errs...)
+	b.log.Warn("cannot tag launched instances with their join tokens; terminating them", "instances", failed, "err", err)
+	if terr := b.Terminate(ctx, failed); terr != nil {
+		b.log.Warn("terminate untagged instances", "instances", failed, "err", terr)
+	}
+	if len(out) == 0 {
+		return nil, classify("launch", err)
+	}
+	return out, nil
+}
+
+// createTags tags one resource, trying again while EC2 does not know it yet.
+func (b *Backend) createTags(ctx context.Context, c ec2API, id string, tags ...types.Tag) error {
+	const attempts = 8
+	for attempt := 1; ; attempt++ {
+		_, err := c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: tags})
+		if err == nil || attempt == attempts || errCode(err) != "InvalidInstanceID.NotFound" {
+			return err
+		}
+		if err := b.sleep(ctx, b.tagRetry); err != nil {
+			return err
+		}
+	}
+}
+
+// pacingError is the launch pacer's refusal (the wait would outlast the
+// call's deadline).
+type pacingError struct{ err error }
+
+func (e pacingError) Error() string { return "launch pacing: " + e.err.Error() }
+func (e pacingError) Unwrap() error { return e.err }
+
+// paced makes every attempt of a RunInstances call, the SDK's retries
+// included, wait for the shared launch limiter.
+func (b *Backend) paced(o *ec2.Options) {
+	o.APIOptions = append(o.APIOptions, func(st *middleware.Stack) error {
+		return st.Finalize.Insert(middleware.FinalizeMiddlewareFunc("dstackLaunchPacing",
+			func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+				if err := b.limiter.Wait(ctx); err != nil {
+					if ctx.Err() != nil {
+						return middleware.FinalizeOutput{}, middleware.Metadata{}, ctx.Err()
+					}
+					return middleware.FinalizeOutput{}, middleware.Metadata{}, pacingError{err}
+				}
+				return next.HandleFinalize(ctx, in)
+			}), "Retry", middleware.After)
+	})
+}
+
+// validateLaunch checks what the backend needs of a request.
+func validateLaunch(req backend.LaunchRequest) error {
+	bad := func(format string, args ...any) error {
+		return backend.Errorf(backend.ErrInvalid, "launch", "InvalidRequest", format, args...)
+	}
+	switch {
+	case req.Offer.Backend != Name:
+		return bad("offer %s is not the aws backend's", req.Offer.Key())
+	case !validRegion(req.Offer.Region):
+		return bad("%q is not an AWS region name", req.Offer.Region)
+	case req.Offer.InstanceType == "":
+		return bad("no instance type")
+	case len(req.Instances) == 0:
+		return bad("no instances to launch")
+	case req.IdempotencyKey == "" || len(req.IdempotencyKey) > 64 || !isASCII(req.IdempotencyKey):
+		return bad("the idempotency key %q must be 1 to 64 ASCII characters", req.IdempotencyKey)
+	case req.ServerID == "":
+		return bad("no server ID")
+	}
+	if u, err := url.Parse(req.ServerURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return bad("server URL %q is not an absolute http(s) URL", req.ServerURL)
+	}
+	seen := map[string]bool{}
+	for _, s := range req.Instances {
+		switch {
+		case s.RecordID == "":
+			return bad("an instance has no record ID")
+		case seen[s.RecordID]:
+			return bad("record ID %q is given twice", s.RecordID)
+		case s.JoinToken == "":
+			return bad("instance %s has no join token", s.RecordID)
+		}
+		seen[s.RecordID] = true
+	}
+	return nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
