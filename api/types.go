@@ -247,6 +247,11 @@ type Runner struct {
 	InstanceType  string `json:"instance_type,omitempty"`
 	PurchaseType  string `json:"purchase_type,omitempty"`  // PurchaseSpot or PurchaseOnDemand
 	InstanceState string `json:"instance_state,omitempty"` // launching, running, terminating, terminated or gone
+	// InterruptedAt is when the runner reported that the cloud reclaims its
+	// machine (POST /runner/interruption); it takes no job since.
+	// InterruptionReason says so in words.
+	InterruptedAt      *time.Time `json:"interrupted_at,omitempty"`
+	InterruptionReason string     `json:"interruption_reason,omitempty"`
 }
 
 // Purchase types of on-demand instances.
@@ -291,6 +296,33 @@ type HeartbeatRequest struct {
 	JobID     string         `json:"job_id,omitempty"`
 }
 
+// RunnerInterruptionRequest is the body of POST /runner/interruption: the
+// cloud announced that it reclaims the runner's machine (an EC2 spot
+// instance's interruption notice). From then on the server gives the runner
+// no job; the runner stops the job it holds and gives it back (status
+// interrupted), and the server requeues it.
+type RunnerInterruptionRequest struct {
+	// Action is what the cloud will do to the machine: "terminate", "stop"
+	// or "hibernate".
+	Action string `json:"action"`
+	// Time is when it will.
+	Time time.Time `json:"time"`
+}
+
+// RunnerInterruptionResponse answers POST /runner/interruption with the
+// interruption as the server keeps it: the first report's.
+type RunnerInterruptionResponse struct {
+	InterruptedAt time.Time `json:"interrupted_at"`
+	Reason        string    `json:"reason"`
+}
+
+// Describe says what the notice means, for people, as runners and jobs show
+// it; noticedAt is when the notice came.
+func (r RunnerInterruptionRequest) Describe(noticedAt time.Time) string {
+	return fmt.Sprintf("spot instance reclaimed by the cloud (notice at %s; %s at %s)",
+		noticedAt.UTC().Format(time.TimeOnly), r.Action, r.Time.UTC().Format(time.TimeOnly+" MST"))
+}
+
 // ClaimRequest is the body of POST /runner/claim: the runner's free resources.
 type ClaimRequest struct {
 	Free HostResources `json:"free"`
@@ -304,7 +336,10 @@ type Assignment struct {
 	Lease int64 `json:"lease"`
 }
 
-// JobStatusUpdate is the body of POST /runner/jobs/{id}/status.
+// JobStatusUpdate is the body of POST /runner/jobs/{id}/status. Besides the
+// states a job moves through, a runner may report StatusInterrupted: it gives
+// the job back because its machine is going away, and the server requeues it
+// (Reason is then the cause).
 type JobStatusUpdate struct {
 	Status   JobStatus `json:"status"`
 	ExitCode *int      `json:"exit_code,omitempty"`
@@ -464,4 +499,70 @@ type Offer struct {
 	PurchaseType string        `json:"purchase_type"`
 	Resources    HostResources `json:"resources"`
 	PricePerHour float64       `json:"price_per_hour"`
+}
+
+// SessionRequest is the body of POST /session: sign in with a user's token.
+// The answer sets the session cookie (HttpOnly, SameSite=Strict) that
+// browsers then send instead of the token; see Session.
+type SessionRequest struct {
+	Token string `json:"token"`
+}
+
+// Session answers POST /session. With the session cookie instead of a
+// bearer token, every request other than GET and HEAD must carry
+// CSRFToken in the X-CSRF-Token header (CSRFHeader).
+type Session struct {
+	User      User      `json:"user"`
+	CSRFToken string    `json:"csrf_token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// CSRFHeader carries a session's CSRF token on requests authenticated by
+// the session cookie.
+const CSRFHeader = "X-CSRF-Token"
+
+// EventKind names what changed, in the stream of GET /events: the client
+// refetches what it shows of it.
+type EventKind string
+
+// The kinds of change GET /events sends.
+const (
+	EventRuns      EventKind = "runs"      // runs and jobs: submitted, stopped, their states
+	EventRunners   EventKind = "runners"   // runners: registered, online, offline, their jobs
+	EventLimits    EventKind = "limits"    // limits and the on-demand switch
+	EventInstances EventKind = "instances" // on-demand instances launched, joined, terminated
+	EventTick      EventKind = "tick"      // sent every 10 seconds: refetch anyway
+)
+
+// AWSConfig answers GET and PUT /aws: the AWS account the server launches
+// on-demand runners in, as `dstack aws config` set it. The secret access
+// key never leaves the server: SecretAccessKey is masked as `aws configure`
+// shows it, "****************" and its last four characters.
+type AWSConfig struct {
+	Configured      bool   `json:"configured"`
+	AccessKeyID     string `json:"access_key_id,omitempty"`
+	SecretAccessKey string `json:"secret_access_key,omitempty"`
+	Region          string `json:"region,omitempty"`
+	// ArtifactBucket, when set, is the S3 bucket the artifacts of runs
+	// submitted since go to (under the prefix dstack/), unless the server
+	// keeps artifacts elsewhere by its own --artifacts.
+	ArtifactBucket string `json:"artifact_bucket,omitempty"`
+	// AMI and GPUAMI override the images of instances without and with
+	// GPUs; empty: the backend's choice.
+	AMI       string     `json:"ami,omitempty"`
+	GPUAMI    string     `json:"gpu_ami,omitempty"`
+	UpdatedAt *time.Time `json:"updated_at,omitempty"`
+	UpdatedBy string     `json:"updated_by,omitempty"`
+}
+
+// AWSConfigRequest is the body of PUT /aws. An empty SecretAccessKey keeps
+// the stored one when AccessKeyID is the stored one too, so that a client
+// changes the region or bucket without the secret.
+type AWSConfigRequest struct {
+	AccessKeyID     string `json:"access_key_id"`
+	SecretAccessKey string `json:"secret_access_key,omitempty"`
+	Region          string `json:"region"`
+	ArtifactBucket  string `json:"artifact_bucket,omitempty"`
+	AMI             string `json:"ami,omitempty"`
+	GPUAMI          string `json:"gpu_ami,omitempty"`
 }

@@ -26,8 +26,13 @@ const LeaseName = "autoscaler"
 // Config is how a Controller runs. Zero durations take the defaults of
 // Defaults.
 type Config struct {
-	Store    store.Store
+	Store store.Store
+	// Backends are the clouds instances are launched in, when they are
+	// fixed; Set, when given, is used instead: the backends of a server
+	// whose backends change while it runs (AWS configured or cleared). Each
+	// pass reads the set afresh; a pass with no backend does nothing.
 	Backends []backend.Backend
+	Set      *backend.Set
 	// ServerID is the server installation's identity (see ServerID); every
 	// instance is tagged with it.
 	ServerID string
@@ -139,7 +144,7 @@ type Controller struct {
 	cfg      Config
 	log      *slog.Logger
 	st       store.Store
-	backends map[string]backend.Backend
+	backends *backend.Set
 	holder   string
 	metrics  *metrics
 
@@ -147,6 +152,7 @@ type Controller struct {
 	mu           sync.Mutex
 	leader       bool
 	offers       map[offerCacheKey]cachedOffers
+	offersOf     uint64 // the backends' Version the cached offers are of
 	lastRecon    time.Time
 	unknownSince map[string]time.Time // cloud ID → first seen with no record
 	cleaned      map[string]bool      // gone cloud IDs already removed
@@ -169,7 +175,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg:          cfg,
 		log:          cfg.Logger.With("subsystem", "autoscaler"),
 		st:           cfg.Store,
-		backends:     map[string]backend.Backend{},
+		backends:     cfg.Set,
 		holder:       cfg.ServerID + "/" + randomHex(8),
 		offers:       map[offerCacheKey]cachedOffers{},
 		unknownSince: map[string]time.Time{},
@@ -178,8 +184,8 @@ func New(cfg Config) (*Controller, error) {
 		waiting:      map[string]plan.Waiting{},
 		reasons:      map[string]string{},
 	}
-	for _, b := range cfg.Backends {
-		c.backends[b.Name()] = b
+	if c.backends == nil {
+		c.backends = backend.NewSet(cfg.Backends...)
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -229,13 +235,7 @@ func (c *Controller) Run(ctx context.Context) error {
 // passGap is the least time between two passes.
 const passGap = 20 * time.Millisecond
 
-func (c *Controller) backendNames() []string {
-	var out []string
-	for _, b := range c.cfg.Backends {
-		out = append(out, b.Name())
-	}
-	return out
-}
+func (c *Controller) backendNames() []string { return c.backends.Names() }
 
 // Leader reports whether the last pass held the lease.
 func (c *Controller) Leader() bool {
@@ -262,6 +262,11 @@ func (c *Controller) Waiting() map[string]plan.Waiting {
 func (c *Controller) Step(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.backends.Len() == 0 {
+		// No backend (AWS not configured yet, or cleared): nothing to
+		// launch or reconcile, and the server says why jobs wait.
+		return c.idle(ctx)
+	}
 	now := c.cfg.Now()
 	ok, err := c.st.LeaseAcquire(ctx, store.LeaseAcquireParams{Name: LeaseName, Holder: c.holder, TTL: c.cfg.LeaseTTL, Now: now})
 	if err != nil {
@@ -327,6 +332,43 @@ func (c *Controller) plan(ctx context.Context) error {
 		errs = append(errs, c.launchAll(ctx, d.Launches, snap))
 	}
 	return errors.Join(errs...)
+}
+
+// Release steps the controller back while its set has no backend: it waits
+// for a pass in progress, then clears the reasons it wrote of jobs still
+// pending and gives up the lease, as a pass with no backend would. The
+// server calls it when it removes the last backend, before its own check
+// of registered runners says why jobs wait, so that no reason of the
+// controller's is written after that check's.
+func (c *Controller) Release(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.idle(ctx)
+}
+
+// idle is a pass with no backend: it clears the reasons this controller
+// wrote of jobs still pending (the server's own check of registered runners
+// says why they wait now) and gives up the lease.
+func (c *Controller) idle(ctx context.Context) error {
+	c.waiting = map[string]plan.Waiting{}
+	if c.leader {
+		c.leader = false
+		if err := c.st.LeaseRelease(ctx, store.LeaseReleaseParams{Name: LeaseName, Holder: c.holder}); err != nil {
+			return fmt.Errorf("release lease: %w", err)
+		}
+	}
+	if len(c.reasons) == 0 {
+		return nil
+	}
+	changes := make(map[string]string, len(c.reasons))
+	for id := range c.reasons {
+		changes[id] = ""
+	}
+	if _, err := c.st.JobSetPendingReasons(ctx, store.JobSetPendingReasonsParams{Reasons: changes}); err != nil {
+		return fmt.Errorf("clear why jobs wait: %w", err)
+	}
+	c.reasons = map[string]string{}
+	return nil
 }
 
 // storeReasons writes why each waiting job waits as its StatusReason, and

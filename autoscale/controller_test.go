@@ -8,6 +8,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/autoscale"
 	"github.com/dstackai/dstack/autoscale/plan"
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/store"
@@ -383,5 +384,46 @@ func TestWaitingReasonStored(t *testing.T) {
 		if got := e.job(jobID).StatusReason; got != w.Message {
 			t.Errorf("job %s: stored reason %q, controller's %q", jobID, got, w.Message)
 		}
+	}
+}
+
+// TestBackendsChangeWhileRunning: a controller on a backend.Set follows it
+// pass by pass. With no backend it does nothing, not even hold the lease,
+// and clears the reasons it wrote (the server says why jobs wait then); a
+// backend put in the set is used at the next pass.
+func TestBackendsChangeWhileRunning(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	set := backend.NewSet()
+	c := e.controller(func(cfg *autoscale.Config) { cfg.Backends, cfg.Set = nil, set })
+	id := e.submit(small)
+	e.stepWith(c)
+	if c.Leader() || len(e.cloud.launchCalls()) != 0 || e.job(id).StatusReason != "" {
+		t.Fatalf("with no backend: leader %v, %d launches, reason %q", c.Leader(), len(e.cloud.launchCalls()), e.job(id).StatusReason)
+	}
+
+	set.Put(e.cloud)
+	e.stepWith(c)
+	if got := e.job(id).StatusReason; !c.Leader() || !strings.Contains(got, "no on-demand limit is set") {
+		t.Fatalf("with a backend: leader %v, reason %q", c.Leader(), got)
+	}
+	set.Remove(e.cloud.Name())
+	e.stepWith(c)
+	if got := e.job(id).StatusReason; c.Leader() || got != "" {
+		t.Fatalf("backend removed: leader %v, reason %q; want no lease and the reason cleared", c.Leader(), got)
+	}
+	// Another controller can take the lease at once.
+	other := e.controller(nil)
+	e.stepWith(other)
+	if !other.Leader() {
+		t.Fatal("the idle controller kept the lease")
+	}
+
+	set.Put(e.cloud)
+	e.limit("f.small", false, 1)
+	e.clock.Advance(leaseTTL + time.Second) // the other controller's lease runs out
+	e.stepWith(c)
+	if calls := e.cloud.launchCalls(); len(calls) != 1 {
+		t.Fatalf("%d launch calls once the backend is back, want 1", len(calls))
 	}
 }

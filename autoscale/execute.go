@@ -51,7 +51,7 @@ func (c *Controller) launchAll(ctx context.Context, ls []plan.Launch, s *snapsho
 // quota (and marked unavailable), which calls for a new plan.
 func (c *Controller) launch(ctx context.Context, l plan.Launch, s *snapshot) (bool, error) {
 	lim := s.limits[l.LimitID]
-	b := c.backends[l.Offer.Backend]
+	b := c.backends.Get(l.Offer.Backend)
 	if lim == nil || b == nil {
 		return false, nil // a limit of a backend this server does not run
 	}
@@ -182,7 +182,7 @@ func (c *Controller) terminate(ctx context.Context, in *store.Instance, reason s
 	c.jobsChanged(jobs)
 	c.log.Info("terminating instance", "instance", in.ID, "cloud_id", out.CloudID, "reason", reason, "requeued", len(jobs))
 	if out.CloudID != "" {
-		b := c.backends[out.Backend]
+		b := c.backends.Get(out.Backend)
 		if b == nil {
 			return fmt.Errorf("terminate instance %s: backend %q is not configured on this server", in.ID, out.Backend)
 		}

@@ -40,7 +40,8 @@ func (c *Controller) reconcile(ctx context.Context) error {
 	byCloud := map[string]backend.Instance{}
 	byRecord := map[string]backend.Instance{}
 	backendOf := map[string]backend.Backend{}
-	for name, b := range c.backends {
+	for _, b := range c.backends.All() {
+		name := b.Name()
 		ins, err := b.List(ctx, c.cfg.ServerID)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("list %s instances: %w", name, err))
@@ -88,7 +89,7 @@ func (c *Controller) reconcile(ctx context.Context) error {
 
 // reconcileRecord checks one counted record against the backend's list.
 func (c *Controller) reconcileRecord(ctx context.Context, rec *store.Instance, byCloud, byRecord map[string]backend.Instance, listStart, now time.Time) error {
-	b := c.backends[rec.Backend]
+	b := c.backends.Get(rec.Backend)
 	if rec.CloudID == "" {
 		if ci, ok := byRecord[rec.ID]; ok && ci.State != backend.StateGone {
 			if _, err := c.st.InstanceSetLaunched(ctx, store.InstanceSetLaunchedParams{CloudIDs: map[string]string{rec.ID: ci.CloudID}, Now: now}); err != nil {

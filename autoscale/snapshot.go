@@ -47,9 +47,12 @@ func (c *Controller) snapshot(ctx context.Context) (*snapshot, map[string]*store
 	}
 
 	s := &snapshot{
-		Snapshot: plan.Snapshot{Now: now, IdleTimeout: c.cfg.IdleTimeout, Unavailable: map[backend.OfferKey]time.Time{}},
-		pending:  make(map[string]*store.PendingJob, len(jobs)),
-		limits:   make(map[string]*store.Limit, len(limits)),
+		Snapshot: plan.Snapshot{
+			Now: now, IdleTimeout: c.cfg.IdleTimeout, Unavailable: map[backend.OfferKey]time.Time{},
+			Backends: append([]string{}, c.backends.Names()...),
+		},
+		pending: make(map[string]*store.PendingJob, len(jobs)),
+		limits:  make(map[string]*store.Limit, len(limits)),
 	}
 	for _, j := range jobs {
 		s.pending[j.ID] = j
@@ -58,7 +61,9 @@ func (c *Controller) snapshot(ctx context.Context) (*snapshot, map[string]*store
 	byRunner := map[string]*store.Runner{}
 	for _, r := range runners {
 		byRunner[r.ID] = r
-		if r.InstanceID == "" && r.Online && r.JobID == "" {
+		// An interrupted runner (its machine is being reclaimed) takes no
+		// job: it is as good as gone.
+		if r.InstanceID == "" && r.Online && r.JobID == "" && r.InterruptedAt == nil {
 			s.Runners = append(s.Runners, plan.Runner{ID: r.ID, UserID: r.UserID, Free: r.Resources})
 		}
 	}
@@ -91,6 +96,14 @@ func (c *Controller) snapshot(ctx context.Context) (*snapshot, map[string]*store
 			o = backend.Offer{Backend: key.Backend, Region: key.Region, InstanceType: key.InstanceType, Spot: key.Spot, PricePerHour: in.PricePerHour}
 		}
 		pi := plan.Instance{ID: in.ID, LimitID: in.LimitID, Offer: o, State: planState(in.State), JobID: in.JobID, StartedAt: in.CreatedAt}
+		if r := byRunner[in.RunnerID]; r != nil && r.InterruptedAt != nil && pi.State == plan.InstanceRunning {
+			// The cloud reclaims it (a spot interruption its runner
+			// reported): it takes no job, is not kept for the job it ran,
+			// and counts against its limit as a terminating instance until
+			// the cloud no longer lists it and the reconciler ends its
+			// record.
+			pi.State = plan.InstanceTerminating
+		}
 		if in.LaunchedAt != nil {
 			pi.StartedAt = *in.LaunchedAt
 		}
@@ -176,6 +189,12 @@ type cachedOffers struct {
 // last offers (or none), so its limits wait rather than the pass failing.
 func (c *Controller) offersFor(ctx context.Context, limits []*store.Limit, insts []*store.Instance) []backend.Offer {
 	now := c.cfg.Now()
+	if v := c.backends.Version(); v != c.offersOf {
+		// A backend was put or removed (AWS configured with other
+		// credentials or region): what the old one offered is moot.
+		clear(c.offers)
+		c.offersOf = v
+	}
 	want := map[offerCacheKey]bool{}
 	for _, l := range limits {
 		want[offerCacheKey{l.Backend, l.Region}] = true
@@ -185,7 +204,7 @@ func (c *Controller) offersFor(ctx context.Context, limits []*store.Limit, insts
 	}
 	var out []backend.Offer
 	for k := range want {
-		b := c.backends[k.backend]
+		b := c.backends.Get(k.backend)
 		if b == nil {
 			continue
 		}

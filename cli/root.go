@@ -1,6 +1,6 @@
 // Package cli is the `dstack` command line: one file per command group
 // (config, init, run, ps, logs, stop, artifacts, tag, runners, on-demand,
-// autoscale), all built on an Env that carries the process's streams,
+// autoscale, aws), all built on an Env that carries the process's streams,
 // environment and clock so that the tests run every command in-process.
 //
 // The CLI reaches the server only through package client; a test keeps it
@@ -188,6 +188,7 @@ DSTACK_CONFIG names another config file.`,
 		e.runnersCmd(),
 		e.onDemandCmd(),
 		e.autoscaleCmd(),
+		e.awsCmd(),
 	)
 	// Every Use line here spells out its flags; cobra's " [flags]" would
 	// repeat them.

@@ -42,6 +42,14 @@ func (c *Client) RunnerOffline(ctx context.Context) error {
 	return c.doJSON(ctx, http.MethodPost, "/runner/offline", nil, nil, nil)
 }
 
+// RunnerInterruption tells the server that the cloud reclaims the runner's
+// machine (a spot interruption notice): the runner is given no more jobs. A
+// repeat is harmless: the answer is the first report as the server keeps it.
+func (c *Client) RunnerInterruption(ctx context.Context, req api.RunnerInterruptionRequest) (*api.RunnerInterruptionResponse, error) {
+	var out api.RunnerInterruptionResponse
+	return &out, c.doJSON(ctx, http.MethodPost, "/runner/interruption", nil, req, &out)
+}
+
 // RunnerClaim asks for a job that fits the free resources, waiting up to
 // req.Wait on the server for one. It returns nil, nil when none came.
 func (c *Client) RunnerClaim(ctx context.Context, req api.ClaimRequest) (*api.Assignment, error) {

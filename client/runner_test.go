@@ -51,3 +51,33 @@ func TestRunnerJoin(t *testing.T) {
 		}
 	}
 }
+
+func TestRunnerInterruption(t *testing.T) {
+	t.Parallel()
+	var (
+		auth, route string
+		body        map[string]any
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		route = r.Method + " " + r.URL.Path
+		auth = r.Header.Get("Authorization")
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		_ = json.NewEncoder(w).Encode(api.RunnerInterruptionResponse{Reason: "reclaimed"})
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, "runner-credential")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 3, 1, 10, 44, 7, 0, time.UTC)
+	resp, err := c.RunnerInterruption(t.Context(), api.RunnerInterruptionRequest{Action: "terminate", Time: at})
+	if err != nil || resp.Reason != "reclaimed" {
+		t.Fatalf("RunnerInterruption = %+v, %v", resp, err)
+	}
+	if route != "POST /api/v1/runner/interruption" || auth != "Bearer runner-credential" {
+		t.Errorf("sent %s with Authorization %q", route, auth)
+	}
+	if body["action"] != "terminate" || body["time"] != "2026-03-01T10:44:07Z" {
+		t.Errorf("body %v", body)
+	}
+}

@@ -10,6 +10,11 @@
 // started (DSTACK_TEST_VERBOSE=1: every test). The package has no code of
 // its own: harness_test.go is the harness, the other files the scenarios.
 //
+// The web UI's scenarios (ui_test.go) drive Debian's Chromium, headless, with
+// chromedp (browser_test.go): scripts/chromium.sh installs it, and without it
+// they fail saying so. They save a screenshot of each page they visit in
+// build/screenshots/ at the repository's root.
+//
 // The multi-host scenarios (multihost_test.go, with dockerhost_test.go for
 // their harness) run the server and each runner in a container of its own
 // on a Docker network, to cut a runner off the network or kill it; they

@@ -20,6 +20,10 @@ const (
 	EnvServer    = "DSTACK_SERVER"
 	EnvToken     = "DSTACK_TOKEN"
 	EnvJoinToken = "DSTACK_JOIN_TOKEN"
+	// EnvWatchSpot turns on WatchSpotInterruption: 1, true or yes (0,
+	// false or no turn it off).
+	EnvWatchSpot    = "DSTACK_WATCH_SPOT_INTERRUPTION"
+	EnvIMDSEndpoint = "DSTACK_IMDS_ENDPOINT"
 )
 
 // DefaultServer is the server a runner talks to when none is configured.
@@ -74,6 +78,26 @@ type Config struct {
 	MaxCodeSize int64 `yaml:"-"`
 	// Version is reported at registration; empty means Version.
 	Version string `yaml:"-"`
+
+	// WatchSpotInterruption makes the runner watch the instance metadata
+	// of the EC2 spot instance it runs on for an interruption notice, and
+	// give its job back on one (see spot.go).
+	WatchSpotInterruption bool `yaml:"-"`
+	// IMDSEndpoint is the instance metadata service; empty is
+	// DefaultIMDSEndpoint.
+	IMDSEndpoint string `yaml:"-"`
+	// SpotWatcher, when set, reads the notice instead of the instance
+	// metadata service at IMDSEndpoint.
+	SpotWatcher SpotWatcher `yaml:"-"`
+	// SpotPollInterval is how often the notice is read (0: 2s).
+	SpotPollInterval time.Duration `yaml:"-"`
+	// SpotUploadMargin: the artifacts of a job stopped by a notice are
+	// uploaded until this long before the notice's time, and not at all
+	// when less is left (0: 20s).
+	SpotUploadMargin time.Duration `yaml:"-"`
+
+	// envErrs are the environment's values ApplyEnv could not read.
+	envErrs []error
 }
 
 // Version is the runner's version, set at build time with
@@ -155,7 +179,9 @@ func (c Config) WriteFile(path string) error {
 	return writeFileAtomic(path, b, 0o600, true)
 }
 
-// ApplyEnv applies DSTACK_SERVER, DSTACK_TOKEN and DSTACK_JOIN_TOKEN over c.
+// ApplyEnv applies DSTACK_SERVER, DSTACK_TOKEN, DSTACK_JOIN_TOKEN,
+// DSTACK_WATCH_SPOT_INTERRUPTION and DSTACK_IMDS_ENDPOINT over c; a value it
+// cannot read is reported by Validate.
 func (c *Config) ApplyEnv(getenv func(string) string) {
 	if v := getenv(EnvServer); v != "" {
 		c.Server = v
@@ -166,11 +192,24 @@ func (c *Config) ApplyEnv(getenv func(string) string) {
 	if v := getenv(EnvJoinToken); v != "" {
 		c.JoinToken = v
 	}
+	if v := getenv(EnvWatchSpot); v != "" {
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "1", "true", "yes", "on":
+			c.WatchSpotInterruption = true
+		case "0", "false", "no", "off":
+			c.WatchSpotInterruption = false
+		default:
+			c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q: set it to 1 to watch for spot interruptions, or 0", EnvWatchSpot, v))
+		}
+	}
+	if v := getenv(EnvIMDSEndpoint); v != "" {
+		c.IMDSEndpoint = v
+	}
 }
 
 // Validate says what is wrong with c, and how to fix it.
 func (c Config) Validate() error {
-	var errs []error
+	errs := append([]error(nil), c.envErrs...)
 	if err := ValidateServerURL(c.Server); err != nil {
 		errs = append(errs, err)
 	}
@@ -198,9 +237,15 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"claim wait", c.ClaimWait}, {"stop grace", c.StopGrace}, {"log ack timeout", c.LogAckTimeout}, {"shutdown timeout", c.ShutdownTimeout}} {
+	}{{"claim wait", c.ClaimWait}, {"stop grace", c.StopGrace}, {"log ack timeout", c.LogAckTimeout}, {"shutdown timeout", c.ShutdownTimeout},
+		{"spot poll interval", c.SpotPollInterval}, {"spot upload margin", c.SpotUploadMargin}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %s is negative", d.name, d.v))
+		}
+	}
+	if c.IMDSEndpoint != "" {
+		if p, err := url.Parse(c.IMDSEndpoint); err != nil || p.Host == "" || (p.Scheme != "http" && p.Scheme != "https") {
+			errs = append(errs, fmt.Errorf("instance metadata endpoint %q is not an http URL such as %s (--imds-endpoint or %s)", c.IMDSEndpoint, DefaultIMDSEndpoint, EnvIMDSEndpoint))
 		}
 	}
 	return errors.Join(errs...)
@@ -230,6 +275,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 60 * time.Second
+	}
+	if c.SpotPollInterval == 0 {
+		c.SpotPollInterval = 2 * time.Second
+	}
+	if c.SpotUploadMargin == 0 {
+		c.SpotUploadMargin = 20 * time.Second
 	}
 	if c.Version == "" {
 		c.Version = Version

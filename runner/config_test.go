@@ -30,6 +30,12 @@ func TestConfigSources(t *testing.T) {
 		{"join token from the environment", "server: http://example.com:3000\n",
 			map[string]string{EnvJoinToken: "J1"},
 			Config{Server: "http://example.com:3000", JoinToken: "J1", Name: "default-name", DataDir: "/data", Executor: "shell"}},
+		{"spot watch from the environment", "token: T1\n",
+			map[string]string{EnvWatchSpot: "1", EnvIMDSEndpoint: "http://127.0.0.1:1338"},
+			Config{Server: DefaultServer, Token: "T1", Name: "default-name", DataDir: "/data", Executor: "shell",
+				WatchSpotInterruption: true, IMDSEndpoint: "http://127.0.0.1:1338"}},
+		{"spot watch off in the environment", "token: T1\n", map[string]string{EnvWatchSpot: "false"},
+			Config{Server: DefaultServer, Token: "T1", Name: "default-name", DataDir: "/data", Executor: "shell"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,6 +128,12 @@ func TestConfigValidate(t *testing.T) {
 		{"bash image", func(c *Config) { c.BashImage = "ubuntu:24.04" }, ""},
 		{"bad bash image", func(c *Config) { c.BashImage = "ubuntu 24.04" }, "--bash-image"},
 		{"negative grace", func(c *Config) { c.StopGrace = -time.Second }, "negative"},
+		{"imds endpoint", func(c *Config) { c.IMDSEndpoint = "http://[fd00:ec2::254]" }, ""},
+		{"bad imds endpoint", func(c *Config) { c.IMDSEndpoint = "169.254.169.254" }, "--imds-endpoint"},
+		{"negative spot poll interval", func(c *Config) { c.SpotPollInterval = -time.Second }, "spot poll interval"},
+		{"bad spot watch in the environment", func(c *Config) {
+			c.ApplyEnv(func(k string) string { return map[string]string{EnvWatchSpot: "maybe"}[k] })
+		}, EnvWatchSpot},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -190,7 +190,11 @@ func (j *job) execute() {
 		return // dropped: nothing more to report
 	}
 	if out.upload {
-		j.finishArtifacts(sp, &out)
+		ctx, cancel := j.uploadContext(sp, &out)
+		if ctx != nil {
+			j.finishArtifacts(ctx, sp, &out)
+		}
+		cancel()
 		if j.ctx.Err() != nil {
 			return
 		}
@@ -230,6 +234,8 @@ func (j *job) runProcess(sp *spool) outcome {
 			cancelPrep()
 		case <-j.r.runCtx.Done():
 			cancelPrep()
+		case <-j.r.spot.interrupted:
+			cancelPrep()
 		case <-prepCtx.Done():
 		}
 	}()
@@ -239,6 +245,11 @@ func (j *job) runProcess(sp *spool) outcome {
 	if sig := stopped.Load(); sig != nil {
 		// Nothing ran: there is nothing to upload.
 		return stopOutcome(*sig, "stopped before the commands started")
+	}
+	if in := j.r.spot.current(); in != nil && j.ctx.Err() == nil {
+		// The instance goes: the job is given back before it starts.
+		j.log.Warn("the cloud reclaims the instance: giving the job back before its commands start")
+		return outcome{status: api.StatusInterrupted, reason: in.reason()}
 	}
 	if j.r.runCtx.Err() != nil && j.ctx.Err() == nil {
 		return outcome{status: api.StatusStopped, reason: "the runner shut down before the commands started"}
@@ -321,6 +332,10 @@ func (j *job) supervise(proc executor.Process) outcome {
 		j.log.Info("the runner is shutting down: stopping the job")
 		res = j.terminate(proc, waitCh)
 		out = outcome{status: api.StatusStopped, exitCode: &res.ExitCode, reason: "the runner shut down", upload: true}
+	case <-j.r.spot.interrupted:
+		j.log.Warn("the cloud reclaims the instance: stopping the job to give it back")
+		res = j.terminate(proc, waitCh)
+		out = outcome{status: api.StatusInterrupted, exitCode: &res.ExitCode, reason: j.r.spot.current().reason(), upload: true}
 	case <-j.ctx.Done():
 		_ = proc.Kill()
 		res = <-waitCh
@@ -395,19 +410,47 @@ func (j *job) watchStop() {
 	}
 }
 
-// finishArtifacts reports uploading and uploads the artifacts, adjusting out
-// when they fail.
-func (j *job) finishArtifacts(sp *spool, out *outcome) {
+// uploadContext is what the artifacts are uploaded within: the job's life,
+// and for a job given back on a spot interruption notice, until the
+// notice's time less SpotUploadMargin. A nil ctx means too late: the upload
+// is skipped, and out says so.
+func (j *job) uploadContext(sp *spool, out *outcome) (context.Context, context.CancelFunc) {
+	if out.status != api.StatusInterrupted {
+		return j.ctx, func() {}
+	}
+	deadline, ok := j.r.uploadDeadline()
+	if !ok {
+		if len(j.spec.Artifacts) > 0 {
+			const msg = "artifacts not uploaded: too little time left before the instance goes"
+			sp.Note("%s", msg)
+			j.log.Warn(msg)
+			out.reason += "; " + msg
+		}
+		return nil, func() {}
+	}
+	return context.WithDeadline(j.ctx, deadline)
+}
+
+// finishArtifacts reports uploading and uploads the artifacts within ctx,
+// adjusting out when they fail.
+func (j *job) finishArtifacts(ctx context.Context, sp *spool, out *outcome) {
 	if len(j.spec.Artifacts) == 0 {
 		return
 	}
-	if err := j.setStatus(j.ctx, api.JobStatusUpdate{Status: api.StatusUploading}); err != nil {
+	u := api.JobStatusUpdate{Status: api.StatusUploading}
+	if out.status == api.StatusInterrupted {
+		u.Reason = out.reason // why it uploads, for `dstack ps`
+	}
+	if err := j.setStatus(ctx, u); err != nil {
 		return
 	}
-	missing, err := j.uploadArtifacts(j.ctx)
+	missing, err := j.uploadArtifacts(ctx)
 	if err != nil {
 		if isLeaseLost(err) || j.ctx.Err() != nil {
 			return
+		}
+		if ctx.Err() != nil {
+			err = errors.New("artifacts not all uploaded: the instance's time ran out")
 		}
 		sp.Note("%v", err)
 		j.log.Error("upload artifacts", "err", err)

@@ -12,6 +12,9 @@
 //	             (an on-demand instance's runner joins once with its join
 //	             token instead, and stops when refused: see join.go).
 //	  claim:     long-poll for a job that fits the host; run it; repeat.
+//	  spot:      with WatchSpotInterruption, read EC2's instance metadata
+//	             for a spot interruption notice; on one, give the job back
+//	             and go offline (see spot.go).
 //	Stop:  stop claiming, stop the job in progress as a user's stop would
 //	       (SIGTERM, grace, SIGKILL, artifacts, status "stopped"), all
 //	       within ShutdownTimeout.
@@ -64,9 +67,19 @@ type Runner struct {
 	cancelRun  context.CancelFunc
 	hardCtx    context.Context
 	cancelHard context.CancelFunc
-	wg         sync.WaitGroup
-	loopDone   chan struct{}
-	stopped    chan struct{} // closed by Stop
+	// claimCtx ends with runCtx, or at a spot interruption notice: no
+	// more claims. heartbeatCtx ends with hardCtx, or once an interrupted
+	// runner drains; heartbeatDone is closed when the heartbeats ended.
+	claimCtx        context.Context
+	cancelClaim     context.CancelFunc
+	heartbeatCtx    context.Context
+	cancelHeartbeat context.CancelFunc
+	heartbeatDone   chan struct{}
+	wg              sync.WaitGroup
+	loopDone        chan struct{}
+	stopped         chan struct{} // closed by Stop
+
+	spot *spot // the spot interruption watch (spot.go)
 
 	resources api.HostResources
 
@@ -74,7 +87,10 @@ type Runner struct {
 	cred      *state // the current identity; never nil after Start
 	runnerCli *client.Client
 	current   *job
-	regMu     sync.Mutex // one registration at a time
+	// forgot: the saved identity was removed (an interrupted runner's) and
+	// is not to be saved again.
+	forgot bool
+	regMu  sync.Mutex // one registration at a time
 }
 
 // New checks cfg and returns a runner that has not started.
@@ -101,14 +117,22 @@ func New(cfg Config, logger *slog.Logger) (*Runner, error) {
 		}
 		return nil, err
 	}
+	var watcher SpotWatcher
+	if cfg.WatchSpotInterruption {
+		if watcher = cfg.SpotWatcher; watcher == nil {
+			watcher = NewIMDSWatcher(cfg.IMDSEndpoint)
+		}
+	}
 	return &Runner{
-		cfg:      cfg,
-		log:      logger.With("subsystem", "runner"),
-		exec:     ex,
-		ownExec:  ownExec,
-		user:     user,
-		loopDone: make(chan struct{}),
-		stopped:  make(chan struct{}),
+		cfg:           cfg,
+		log:           logger.With("subsystem", "runner"),
+		exec:          ex,
+		ownExec:       ownExec,
+		user:          user,
+		loopDone:      make(chan struct{}),
+		stopped:       make(chan struct{}),
+		heartbeatDone: make(chan struct{}),
+		spot:          newSpot(watcher),
 	}, nil
 }
 
@@ -197,10 +221,21 @@ func (r *Runner) start(ctx context.Context) error {
 	if err := r.identify(r.runCtx); err != nil {
 		return fail(err)
 	}
+	r.claimCtx, r.cancelClaim = context.WithCancel(r.runCtx)
+	r.heartbeatCtx, r.cancelHeartbeat = context.WithCancel(r.hardCtx)
+	if r.spot.watcher != nil {
+		r.log.Info("watching for a spot interruption notice", "every", r.cfg.SpotPollInterval)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.watchSpot(r.runCtx)
+		}()
+	}
 	r.wg.Add(3)
 	go func() {
 		defer r.wg.Done()
-		r.heartbeatLoop(r.hardCtx)
+		defer close(r.heartbeatDone)
+		r.heartbeatLoop(r.heartbeatCtx)
 	}()
 	go func() {
 		defer r.wg.Done()
@@ -256,7 +291,15 @@ func (r *Runner) Stop() {
 // over, that this runner is gone, so that it stops counting on it before the
 // heartbeat timeout. The server may be away: that is what the timeout is for.
 func (r *Runner) goOffline() {
-	if r.startErr != nil || r.token() == "" {
+	if r.startErr != nil {
+		return
+	}
+	r.sendOffline()
+}
+
+// sendOffline makes the call of goOffline.
+func (r *Runner) sendOffline() {
+	if r.token() == "" {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -359,7 +402,7 @@ func (r *Runner) register(ctx context.Context, stale string) error {
 				RegisteredAt: time.Now(), ExpiresAt: resp.ExpiresAt, HeartbeatInterval: time.Duration(resp.HeartbeatInterval),
 			}
 			r.setCred(st)
-			if err := saveState(r.cfg.DataDir, st, true); err != nil {
+			if err := r.save(st, true); err != nil {
 				r.log.Warn("the runner identity is not saved; a restart will register anew", "err", err)
 			}
 			r.log.Info("registered", "runner_id", resp.RunnerID, "name", r.cfg.Name, "heartbeat_interval", st.HeartbeatInterval)
@@ -415,9 +458,20 @@ func (r *Runner) saveJob(jobID string) {
 	st := *r.cred
 	st.JobID = jobID
 	r.mu.Unlock()
-	if err := saveState(r.cfg.DataDir, &st, false); err != nil {
+	if err := r.save(&st, false); err != nil {
 		r.log.Warn("save runner state", "err", err)
 	}
+}
+
+// save writes the state file, unless the identity was forgotten.
+func (r *Runner) save(st *state, durable bool) error {
+	r.mu.Lock()
+	forgot := r.forgot
+	r.mu.Unlock()
+	if forgot {
+		return nil
+	}
+	return saveState(r.cfg.DataDir, st, durable)
 }
 
 func (r *Runner) heartbeatInterval() time.Duration {
@@ -457,9 +511,20 @@ func (r *Runner) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// claimLoop claims and runs jobs one at a time until runCtx ends.
+// claimLoop claims and runs jobs one at a time until runCtx ends, or until a
+// spot interruption notice: then, its job given back, it drains.
 func (r *Runner) claimLoop() {
-	ctx := r.runCtx
+	ctx := r.claimCtx
+	defer func() {
+		if r.runCtx.Err() == nil && r.spot.current() != nil {
+			r.drain()
+		}
+	}()
+	// A runner on a spot instance reclaimed already takes no job.
+	select {
+	case <-r.spot.checked:
+	case <-ctx.Done():
+	}
 	bo := newBackoff(100*time.Millisecond, 3*time.Second)
 	for ctx.Err() == nil {
 		r.renewIfDue(ctx)

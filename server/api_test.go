@@ -17,6 +17,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/secretbox"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 )
@@ -122,7 +123,7 @@ func TestOversizedCodeUploadIsRefusedAndLeavesNothing(t *testing.T) {
 		wantError(t, fmt.Sprintf("code upload over the limit (chunked %v)", chunked), rp, http.StatusRequestEntityTooLarge, api.CodeTooLarge,
 			fmt.Sprintf("limit of %d bytes", limit), ".dstackignore", "--max-code-size")
 	}
-	if got := files(t, srv.DataDir, "*"); len(filterOut(got, "dstack.db")) != 0 {
+	if got := files(t, srv.DataDir, "*"); len(filterOut(filterOut(got, "dstack.db"), secretbox.KeyFile)) != 0 {
 		t.Errorf("refused uploads left files behind: %q", got)
 	}
 	// Exactly the limit is fine, and empty is not.

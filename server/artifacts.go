@@ -43,7 +43,11 @@ func (s *Server) handleArtifactUpload(w http.ResponseWriter, r *http.Request, rn
 		// Put and leaves nothing (or the previous upload) behind.
 		body = &sizedReader{r: r.Body, want: want}
 	}
-	if _, err := s.blobs.Put(r.Context(), artifactPrefix(job.ID)+p, body); err != nil {
+	st, err := s.jobBlobs(r.Context(), job)
+	if err != nil {
+		return err
+	}
+	if _, err := st.Put(r.Context(), artifactPrefix(job.ID)+p, body); err != nil {
 		var se *sizeError
 		if errors.As(err, &se) {
 			return invalid("artifact %s: %v; nothing was stored", p, se)
@@ -86,7 +90,11 @@ func (s *sizedReader) Read(p []byte) (int, error) {
 
 // jobArtifacts lists a job's artifact files.
 func (s *Server) jobArtifacts(r *http.Request, j *store.Job) ([]api.ArtifactFile, error) {
-	objs, err := s.blobs.List(r.Context(), artifactPrefix(j.ID))
+	st, err := s.jobBlobs(r.Context(), j)
+	if err != nil {
+		return nil, err
+	}
+	objs, err := st.List(r.Context(), artifactPrefix(j.ID))
 	if err != nil {
 		return nil, fmt.Errorf("list artifacts: %w", err)
 	}
@@ -119,12 +127,17 @@ func (s *Server) handleArtifactDownload(w http.ResponseWriter, r *http.Request, 
 	if err != nil {
 		return err
 	}
-	return s.serveArtifact(w, r, job.ID)
+	return s.serveArtifact(w, r, job)
 }
 
-// serveArtifact sends one artifact file, honouring `Range: bytes=N-`.
-func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request, jobID string) error {
+// serveArtifact sends one artifact file of job, honouring `Range: bytes=N-`.
+func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request, job *store.Job) error {
 	p, err := artifactPath(r)
+	if err != nil {
+		return err
+	}
+	jobID := job.ID
+	blobs, err := s.jobBlobs(r.Context(), job)
 	if err != nil {
 		return err
 	}
@@ -136,7 +149,7 @@ func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request, jobID str
 			return api.Errorf(http.StatusRequestedRangeNotSatisfiable, api.CodeInvalid, "only `Range: bytes=N-` is supported")
 		}
 	}
-	obj, err := s.blobs.Stat(r.Context(), artifactPrefix(jobID)+p)
+	obj, err := blobs.Stat(r.Context(), artifactPrefix(jobID)+p)
 	if errors.Is(err, blob.ErrNotFound) {
 		return notFound("no artifact %s", p)
 	}
@@ -146,7 +159,7 @@ func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request, jobID str
 	if offset > obj.Size {
 		return api.Errorf(http.StatusRequestedRangeNotSatisfiable, api.CodeInvalid, "offset %d is past the end of %s (%d bytes)", offset, p, obj.Size)
 	}
-	rc, n, err := s.blobs.Open(r.Context(), artifactPrefix(jobID)+p, offset)
+	rc, n, err := blobs.Open(r.Context(), artifactPrefix(jobID)+p, offset)
 	if err != nil {
 		return err
 	}
@@ -238,7 +251,7 @@ func (s *Server) handleDependencyArtifact(w http.ResponseWriter, r *http.Request
 	dep := r.PathValue("dep")
 	for _, d := range deps {
 		if d.job.ID == dep {
-			return s.serveArtifact(w, r, d.job.ID)
+			return s.serveArtifact(w, r, d.job)
 		}
 	}
 	return notFound("job %s is not a dependency of job %s", dep, job.ID)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/secretbox"
 	"github.com/dstackai/dstack/store"
 )
 
@@ -69,12 +70,15 @@ func (s *Server) ensureAdmin(ctx context.Context) (string, error) {
 	return token, nil
 }
 
-// authenticator checks bearer tokens. Runner credentials are checked on every
-// call a runner makes, so they are cached briefly; a revoked credential stops
-// working within runnerCacheTTL.
+// authenticator checks bearer tokens, and users' session cookies (see
+// session.go). Runner credentials are checked on every call a runner makes,
+// so they are cached briefly; a revoked credential stops working within
+// runnerCacheTTL.
 type authenticator struct {
 	store store.Store
 	now   func() time.Time
+	// box opens session cookies; nil refuses them.
+	box *secretbox.Box
 
 	mu      sync.Mutex
 	runners map[string]cachedRunner
@@ -104,12 +108,21 @@ func bearer(r *http.Request) string {
 var errNoToken = api.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated,
 	"no token given: send `Authorization: Bearer TOKEN` (the CLI reads it from ~/.dstack/config.yaml or DSTACK_TOKEN)")
 
-// user authenticates a user's request.
+// user authenticates a user's request: by its bearer token, or without one
+// by its session cookie.
 func (a *authenticator) user(r *http.Request) (*store.User, error) {
 	tok := bearer(r)
 	if tok == "" {
+		if c, err := r.Cookie(sessionCookie); err == nil {
+			return a.sessionUser(r, c.Value)
+		}
 		return nil, errNoToken
 	}
+	return a.userByToken(r, tok)
+}
+
+// userByToken finds the user of a token.
+func (a *authenticator) userByToken(r *http.Request, tok string) (*store.User, error) {
 	if strings.HasPrefix(tok, runnerTokenPrefix) {
 		return nil, api.Errorf(http.StatusForbidden, api.CodeForbidden, "a runner credential cannot call user endpoints: use a user token")
 	}

@@ -35,6 +35,21 @@ var publicRoutes = map[string]string{
 	"GET /runner": "the runner installer script",
 	"GET /runner/download/{os}/{arch}/dstack-runner":        "the runner binary the installer downloads",
 	"GET /runner/download/{os}/{arch}/dstack-runner.sha256": "the checksum the installer checks the binary against",
+	// Signing in takes the token in the body; signing out only clears the
+	// cookie, and asks a valid session for its CSRF token
+	// (TestSessionCookie*, TestSessionCSRF*, TestSignOut).
+	"POST /api/v1/session":   "signing in with a token in the body",
+	"DELETE /api/v1/session": "signing out: clears the session cookie",
+	// The web UI's pages are shells that show nothing without a session
+	// cookie: they redirect to /login (TestUIPagesRedirectToLogin); what
+	// they show comes from the API. The static files hold no data.
+	"GET /{$}":                 "the web UI: redirects to /runs or /login",
+	"GET /login":               "the web UI's login page",
+	"GET /runs":                "a page of the web UI, for a session only",
+	"GET /runs/{name}":         "a page of the web UI, for a session only",
+	"GET /runners":             "a page of the web UI, for a session only",
+	"GET /settings":            "a page of the web UI, for a session only",
+	"GET /ui/static/{path...}": "the web UI's stylesheet and scripts",
 }
 
 // routeRequest is a plausible request to a route of the server, made with
@@ -50,10 +65,12 @@ func routeRequest(t *testing.T, r server.Route, run *api.Run, codeID string) req
 		"POST /api/v1/runs/{name}/stop":                    `{"abort":true}`,
 		"POST /api/v1/runners/register":                    `{"name":"intruder","resources":{"cpus":4,"memory_mib":4096}}`,
 		"POST /api/v1/runner/heartbeat":                    `{}`,
+		"POST /api/v1/runner/interruption":                 `{"action":"terminate","time":"2030-01-01T00:00:00Z"}`,
 		"POST /api/v1/runner/claim":                        `{"free":{"cpus":64,"memory_mib":65536}}`,
 		"POST /api/v1/runner/jobs/{id}/status":             `{"status":"done"}`,
 		"POST /api/v1/runner/jobs/{id}/logs":               "intruder output\n",
 		"PUT /api/v1/runner/jobs/{id}/artifacts/{path...}": "intruder artifact",
+		"PUT /api/v1/aws":                                  `{"access_key_id":"AKIAINTRUDER","secret_access_key":"intruder","region":"eu-west-1"}`,
 	}
 	if r.String() == "POST /api/v1/runner/jobs/{id}/logs" {
 		path += "?offset=0"

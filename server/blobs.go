@@ -25,15 +25,25 @@ func (c *Config) s3Config() s3blob.Config {
 
 // validateArtifacts checks Artifacts, S3Endpoint and S3Region without
 // contacting S3.
+//
+// --s3-endpoint also serves the artifact bucket of `dstack aws config`, so
+// it may come without --artifacts while AWS is on.
 func (c *Config) validateArtifacts() error {
-	if c.Artifacts == "" {
-		if c.S3Endpoint != "" || c.S3Region != "" {
-			return errors.New("--s3-endpoint and --s3-region apply to an S3 artifact store: add --artifacts s3://bucket/prefix, or leave them out")
-		}
-		return nil
-	}
 	if u, err := url.Parse(c.S3Endpoint); err == nil && u.User != nil {
 		return errors.New("--s3-endpoint must not hold credentials: give the access key through the AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or the shared credentials file")
+	}
+	if c.Artifacts == "" {
+		switch {
+		case c.S3Region != "":
+			return errors.New("--s3-region applies to an S3 artifact store: add --artifacts s3://bucket/prefix, or leave it out (the bucket of `dstack aws config` is in the configured region)")
+		case c.S3Endpoint != "" && c.AWS.Disabled:
+			return errors.New("--s3-endpoint applies to an S3 artifact store: add --artifacts s3://bucket/prefix, or leave it out")
+		case c.S3Endpoint != "":
+			if err := (s3blob.Config{URL: "s3://bucket", Endpoint: c.S3Endpoint}).Validate(); err != nil {
+				return fmt.Errorf("--s3-endpoint: %w", err)
+			}
+		}
+		return nil
 	}
 	if _, err := s3blob.ParseURL(c.Artifacts); err != nil {
 		return fmt.Errorf("--artifacts: %w", err)

@@ -34,7 +34,7 @@ func newMetrics(s *Server) *metrics {
 			Name: "dstack_jobs_finished_total", Help: "Jobs that reached a final state, by state.",
 		}, []string{"status"}),
 		interrupted: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dstack_jobs_interrupted_total", Help: "Jobs whose runner stopped responding.",
+			Name: "dstack_jobs_interrupted_total", Help: "Jobs interrupted: their runner stopped responding, or gave them back as the cloud reclaimed its machine.",
 		}),
 		logBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dstack_log_bytes_total", Help: "Bytes of job output received.",

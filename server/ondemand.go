@@ -105,11 +105,8 @@ func (s *Server) handleLimitPut(w http.ResponseWriter, r *http.Request, u *store
 		return invalid("max %d is out of range: give 0 to %d instances", req.Max, maxLimit)
 	}
 	ctx := r.Context()
-	b, region, err := s.resolveScope(ctx, req.Backend, req.Region)
+	b, region, err := s.limitScope(ctx, req.Backend, req.Region, req.InstanceType, spot)
 	if err != nil {
-		return err
-	}
-	if _, err := s.findOffer(ctx, b, region, req.InstanceType, spot); err != nil {
 		return err
 	}
 	ls, err := s.store.LimitList(ctx, store.LimitListParams{UserID: u.ID})
@@ -147,6 +144,7 @@ func (s *Server) handleLimitPut(w http.ResponseWriter, r *http.Request, u *store
 		}
 		l, resp.Created, resp.PreviousMax = res.Limit, res.Created, res.PrevMax
 		s.wakeAutoscaler()
+		s.events.publish(u.ID, api.EventLimits)
 		s.log.Info("limit set", "user", u.Name, "limit", l.ID, "backend", l.Backend, "region", l.Region,
 			"instance_type", l.InstanceType, "spot", l.Spot, "max", l.Max, "previous_max", res.PrevMax)
 	}
@@ -237,6 +235,7 @@ func (s *Server) handleLimitDelete(w http.ResponseWriter, r *http.Request, u *st
 			return fmt.Errorf("delete limits: %w", err)
 		}
 		s.wakeAutoscaler()
+		s.events.publish(u.ID, api.EventLimits, api.EventInstances)
 		s.log.Info("limits deleted", "user", u.Name, "limits", len(deleted), "terminating", resp.Terminating)
 	}
 	if resp.Deleted, err = s.apiLimits(ctx, deleted); err != nil {
@@ -291,6 +290,7 @@ func (s *Server) handleOnDemandPut(w http.ResponseWriter, r *http.Request, u *st
 			return fmt.Errorf("set on-demand: %w", err)
 		}
 		s.wakeAutoscaler()
+		s.events.publish(u.ID, api.EventLimits, api.EventInstances)
 		s.log.Info("on-demand runners switched", "user", u.Name, "enabled", req.Enabled, "terminating", terminating)
 		if after, err = s.onDemandStatus(ctx, u); err != nil {
 			return err
@@ -319,9 +319,7 @@ func (s *Server) onDemandStatus(ctx context.Context, u *store.User) (*api.OnDema
 	for _, l := range ls {
 		st.Running += l.Instances
 	}
-	for _, b := range s.cfg.Backends {
-		st.Backends = append(st.Backends, b.Name())
-	}
+	st.Backends = append(st.Backends, s.backends.Names()...)
 	return st, nil
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,9 +14,25 @@ import (
 	"github.com/dstackai/dstack/store"
 )
 
-// errNoBackend answers a request about offers on a server with no backend.
-var errNoBackend = invalid("on-demand runners need a backend, and this server has none: " +
-	"run `dstack server` on a host with Docker for the local backend, or configure AWS with `dstack aws config`")
+// noBackend answers a request that names a backend the server does not
+// have (name may be empty: any backend).
+func (s *Server) noBackend(name string) error {
+	switch {
+	case s.backends.Len() == 0 && name == "":
+		return invalid("on-demand runners need a backend, and this server has none: " +
+			"run `dstack server` on a host with Docker for the local backend, or configure AWS with `dstack aws config`")
+	case name == awsName && !s.cfg.AWS.Disabled:
+		msg := "this server has no backend \"aws\": AWS is not configured; an admin configures it with `dstack aws config`"
+		if s.backends.Len() > 0 {
+			msg += "; its backends are " + s.backendNames()
+		}
+		return invalid("%s", msg)
+	case s.backends.Len() == 0:
+		return invalid("this server has no backend %q, and no backend at all: "+
+			"run `dstack server` on a host with Docker for the local backend, or configure AWS with `dstack aws config`", name)
+	}
+	return invalid("this server has no backend %q; it has %s", name, s.backendNames())
+}
 
 // regionDefaulter is a backend that names the region limits default to
 // (AWS: the region configured with `dstack aws config`).
@@ -35,7 +52,7 @@ func defaultRegion(b backend.Backend) string {
 // for messages: "local (region local), aws (region eu-west-1)".
 func (s *Server) backendNames() string {
 	var names []string
-	for _, b := range s.cfg.Backends {
+	for _, b := range s.backends.All() {
 		names = append(names, fmt.Sprintf("%s (region %s)", b.Name(), defaultRegion(b)))
 	}
 	return strings.Join(names, ", ")
@@ -46,21 +63,22 @@ func (s *Server) backendNames() string {
 // the backend's default.
 func (s *Server) resolveScope(ctx context.Context, backendName, region string) (backend.Backend, string, error) {
 	backendName, region = strings.TrimSpace(backendName), strings.TrimSpace(region)
-	if len(s.cfg.Backends) == 0 {
-		return nil, "", errNoBackend
+	all := s.backends.All()
+	if len(all) == 0 {
+		return nil, "", s.noBackend(backendName)
 	}
 	var b backend.Backend
 	switch {
 	case backendName != "":
 		if b = s.backend(backendName); b == nil {
-			return nil, "", invalid("this server has no backend %q; it has %s", backendName, s.backendNames())
+			return nil, "", s.noBackend(backendName)
 		}
-	case region == "" || len(s.cfg.Backends) == 1:
-		b = s.cfg.Backends[0]
+	case region == "" || len(all) == 1:
+		b = all[0]
 	default:
 		var matches []backend.Backend
 		var names []string
-		for _, c := range s.cfg.Backends {
+		for _, c := range all {
 			if _, err := c.Offers(ctx, region); err == nil {
 				matches = append(matches, c)
 				names = append(names, c.Name())
@@ -100,32 +118,167 @@ func (s *Server) offers(ctx context.Context, b backend.Backend, region string) (
 }
 
 // findOffer is b's offer of instanceType at the purchase type in region, or
-// an error that lists what region offers.
+// an error that says what region offers.
 func (s *Server) findOffer(ctx context.Context, b backend.Backend, region, instanceType string, spot bool) (*backend.Offer, error) {
 	offs, err := s.offers(ctx, b, region)
 	if err != nil {
 		return nil, err
 	}
+	o, why := matchOffer(offs, instanceType, spot)
+	if o == nil {
+		return nil, invalid("instance type %q %s", instanceType, why.text(b.Name(), region))
+	}
+	return o, nil
+}
+
+// limitScope picks the backend and region of a limit. With neither named
+// and several backends, it is the backend whose default region offers the
+// instance type (the local backend offers local.*, AWS its EC2 types), so
+// that `dstack on-demand limit -i m5.xlarge --spot` works beside the local
+// backend; otherwise as resolveScope. The offer must exist.
+func (s *Server) limitScope(ctx context.Context, backendName, region, instanceType string, spot bool) (backend.Backend, string, error) {
+	all := s.backends.All()
+	if strings.TrimSpace(backendName) != "" || strings.TrimSpace(region) != "" || len(all) < 2 {
+		b, region, err := s.resolveScope(ctx, backendName, region)
+		if err != nil {
+			return nil, "", err
+		}
+		if _, err := s.findOffer(ctx, b, region, instanceType, spot); err != nil {
+			return nil, "", err
+		}
+		return b, region, nil
+	}
+	var (
+		whys     []string
+		firstErr error
+		other    []backend.Backend // offer the type at the other purchase type
+	)
+	for _, b := range all {
+		region := defaultRegion(b)
+		offs, err := s.offers(ctx, b, region)
+		if err != nil {
+			// A backend that cannot answer is passed over; its
+			// failure is said when no other one offers the type.
+			firstErr = cmp.Or(firstErr, err)
+			whys = append(whys, fmt.Sprintf("from backend %s, which could not be asked (%v)", b.Name(), err))
+			continue
+		}
+		o, why := matchOffer(offs, instanceType, spot)
+		if o != nil {
+			return b, region, nil
+		}
+		if why.other {
+			other = append(other, b)
+		}
+		whys = append(whys, why.where(b.Name(), region))
+	}
+	switch {
+	case len(other) == 1:
+		_, err := s.findOffer(ctx, other[0], defaultRegion(other[0]), instanceType, spot)
+		return nil, "", err
+	case firstErr != nil && len(whys) == 1:
+		return nil, "", firstErr
+	}
+	return nil, "", invalid("instance type %q is not offered by this server's backends in their default regions: not %s; "+
+		"check the name, or give the region (-r) where it is offered", instanceType, strings.Join(whys, ", nor "))
+}
+
+// maxListed is how many instance types an error lists: the local backend's
+// few in full, of a cloud's hundreds only those like the one asked for.
+const maxListed = 12
+
+// notOffered says why offers hold no instance type at a purchase type.
+type notOffered struct {
+	other   bool     // offered at the other purchase type
+	none    bool     // nothing at all is offered at the purchase type
+	types   []string // what is offered at the purchase type, when few
+	similar []string // offered types like the one asked for, when many
+	spot    bool
+}
+
+// text is the reason, after `instance type "m5.xlargee"`: "is not offered
+// in region eu-west-1 (on-demand/spot) of backend aws; similar types it
+// offers: m5.xlarge, m5.2xlarge".
+func (n notOffered) text(backendName, region string) string {
+	switch {
+	case n.other:
+		return fmt.Sprintf("is not offered as %s in region %s of backend %s, only as %s", purchase(n.spot), region, backendName, purchase(!n.spot))
+	case n.none:
+		return fmt.Sprintf("is not offered in region %s of backend %s, which offers no %s instance types", region, backendName, purchase(n.spot))
+	}
+	msg := fmt.Sprintf("is not offered in region %s (on-demand/spot) of backend %s", region, backendName)
+	if d := n.detail(); d != "" {
+		msg += "; " + d
+	}
+	return msg
+}
+
+// where is the reason as one of several, after "not": "in region
+// eu-west-1 (on-demand/spot) of backend aws (similar types it offers:
+// m5.xlarge)".
+func (n notOffered) where(backendName, region string) string {
+	switch {
+	case n.other:
+		return fmt.Sprintf("as %s in region %s of backend %s, only as %s", purchase(n.spot), region, backendName, purchase(!n.spot))
+	case n.none:
+		return fmt.Sprintf("in region %s of backend %s, which offers no %s instance types", region, backendName, purchase(n.spot))
+	}
+	msg := fmt.Sprintf("in region %s (on-demand/spot) of backend %s", region, backendName)
+	if d := n.detail(); d != "" {
+		msg += " (" + d + ")"
+	}
+	return msg
+}
+
+// detail lists what is offered instead: all of few types, or of many those
+// like the one asked for.
+func (n notOffered) detail() string {
+	switch {
+	case len(n.types) > 0:
+		return "it offers: " + strings.Join(n.types, ", ")
+	case len(n.similar) > 0:
+		return "similar types it offers: " + strings.Join(n.similar, ", ")
+	}
+	return ""
+}
+
+// matchOffer finds instanceType at the purchase type in offs, or says why
+// it is not there.
+func matchOffer(offs []backend.Offer, instanceType string, spot bool) (*backend.Offer, notOffered) {
+	n := notOffered{spot: spot}
 	var types []string
-	other := false
 	for i, o := range offs {
 		if o.InstanceType == instanceType && o.Spot == spot {
-			return &offs[i], nil
+			return &offs[i], n
 		}
-		other = other || o.InstanceType == instanceType
+		n.other = n.other || o.InstanceType == instanceType
 		if o.Spot == spot && !slices.Contains(types, o.InstanceType) {
 			types = append(types, o.InstanceType)
 		}
 	}
-	if other {
-		return nil, invalid("instance type %s is not offered as %s in region %s of backend %s, only as %s",
-			instanceType, purchase(spot), region, b.Name(), purchase(!spot))
+	n.none = len(types) == 0
+	if len(types) <= maxListed {
+		n.types = types
+		return nil, n
 	}
-	if len(types) == 0 {
-		return nil, invalid("region %s of backend %s offers no %s instance types", region, b.Name(), purchase(spot))
+	// Of many, those the name asked for starts with ("m5.xlarge" of
+	// "m5.xlargee"), then others of its family ("m5").
+	family, _, _ := strings.Cut(instanceType, ".")
+	var prefixes, kin []string
+	for _, t := range types {
+		f, _, _ := strings.Cut(t, ".")
+		switch {
+		case strings.HasPrefix(instanceType, t):
+			prefixes = append(prefixes, t)
+		case f == family:
+			kin = append(kin, t)
+		}
 	}
-	return nil, invalid("instance type %q is not offered in region %s of backend %s; it offers: %s",
-		instanceType, region, b.Name(), strings.Join(types, ", "))
+	slices.Sort(prefixes)
+	slices.Sort(kin)
+	n.similar = append(prefixes, kin...)
+	n.similar = n.similar[:min(len(n.similar), maxListed)]
+	return nil, n
 }
 
 func (s *Server) handleOfferList(w http.ResponseWriter, r *http.Request, _ *store.User) error {

@@ -359,8 +359,19 @@ func TestOffersAndBackendChoice(t *testing.T) {
 	}
 	_, err = c.LimitPut(ctx, api.LimitPutRequest{Region: "us-east-1", InstanceType: "m5.xlarge", Max: 1}, false)
 	apiErr(t, "unknown region", err, api.CodeInvalid, `no backend of this server offers region "us-east-1"`, "aws (region eu-west-1)")
-	_, err = c.LimitPut(ctx, api.LimitPutRequest{InstanceType: "m5.xlarge", Max: 1}, false)
-	apiErr(t, "type of the other backend", err, api.CodeInvalid, "not offered in region local")
+	// With neither backend nor region, the backend whose default region
+	// offers the type is taken.
+	res, err = c.LimitPut(ctx, api.LimitPutRequest{InstanceType: "m5.xlarge", Max: 1}, false)
+	if err != nil || res.Limit.Backend != "aws" || res.Limit.Region != "eu-west-1" || res.Limit.PurchaseType != api.PurchaseOnDemand {
+		t.Fatalf("type of the other backend: %+v %v", res, err)
+	}
+	if res, err = c.LimitPut(ctx, api.LimitPutRequest{InstanceType: "local.small", PurchaseType: api.PurchaseSpot, Max: 1}, false); err != nil || res.Limit.Backend != "local" {
+		t.Fatalf("type of the local backend: %+v %v", res, err)
+	}
+	_, err = c.LimitPut(ctx, api.LimitPutRequest{InstanceType: "m5.xlargee", Max: 1}, false)
+	apiErr(t, "type no backend offers", err, api.CodeInvalid, `"m5.xlargee" is not offered`,
+		"region local (on-demand/spot) of backend local", "local.small, local.medium, local.large",
+		"region eu-west-1 (on-demand/spot) of backend aws", "m5.xlarge")
 	if os, err = c.OfferList(ctx, "aws", ""); err != nil || len(os) != 2 || os[0].Region != "eu-west-1" {
 		t.Fatalf("offers of aws in its default region: %+v %v", os, err)
 	}

@@ -199,8 +199,11 @@ func evalPattern(e ast.Expr, vars, consts map[string]string) (string, error) {
 
 var muxWildcardTail = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)\.\.\.\}`)
 
-// openAPIPath turns a ServeMux path into an OpenAPI path template.
-func openAPIPath(p string) string { return muxWildcardTail.ReplaceAllString(p, "{$1}") }
+// openAPIPath turns a ServeMux path into an OpenAPI path template: {name...}
+// is {name}, and the end anchor {$} (GET /{$} is "/" alone) is dropped.
+func openAPIPath(p string) string {
+	return strings.TrimSuffix(muxWildcardTail.ReplaceAllString(p, "{$1}"), "{$}")
+}
 
 var openAPIMethods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 

@@ -52,6 +52,7 @@ func (s *Server) handleRunnerRegister(w http.ResponseWriter, r *http.Request, u 
 	}
 	s.log.Info("runner registered", "runner", rn.Name, "id", rn.ID, "user", u.Name, "cpus", req.Resources.CPUs, "gpus", len(req.Resources.GPUs))
 	s.wakeAutoscaler() // a job nothing fitted may fit it
+	s.events.publish(u.ID, api.EventRunners)
 	writeJSON(w, http.StatusCreated, api.RunnerRegisterResponse{
 		RunnerID: rn.ID, Token: token, ExpiresAt: rn.TokenExpiresAt,
 		HeartbeatInterval: api.Duration(s.cfg.HeartbeatTimeout / 3),
@@ -99,6 +100,7 @@ func (s *Server) runnerJoin(w http.ResponseWriter, r *http.Request) error {
 	s.log.Info("on-demand runner joined", "runner", rn.Name, "id", rn.ID, "instance", in.ID, "cloud_id", in.CloudID,
 		"instance_type", in.InstanceType, "cpus", req.Resources.CPUs)
 	s.wakeAutoscaler()
+	s.events.publish(rn.UserID, api.EventRunners, api.EventInstances)
 	writeJSON(w, http.StatusCreated, api.RunnerRegisterResponse{
 		RunnerID: rn.ID, Token: token, ExpiresAt: rn.TokenExpiresAt,
 		HeartbeatInterval: api.Duration(s.cfg.HeartbeatTimeout / 3),
@@ -120,6 +122,7 @@ func (s *Server) handleRunnerList(w http.ResponseWriter, r *http.Request, u *sto
 		ar := api.Runner{
 			ID: rn.ID, Name: rn.Name, Hostname: rn.Hostname, Status: st, Executor: rn.Executor, Version: rn.Version,
 			Resources: rn.Resources, JobID: rn.JobID, RunName: rn.RunName, RegisteredAt: rn.RegisteredAt, LastHeartbeat: rn.LastHeartbeat,
+			InterruptedAt: rn.InterruptedAt, InterruptionReason: rn.InterruptionReason,
 		}
 		if rn.InstanceID != "" {
 			ar.Backend, ar.Region, ar.InstanceType, ar.InstanceState = rn.Backend, rn.Region, rn.InstanceType, string(rn.InstanceState)
@@ -142,6 +145,9 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request, rn *sto
 	if err := s.store.RunnerHeartbeat(r.Context(), store.RunnerHeartbeatParams{ID: rn.ID, Now: s.cfg.Now(), Resources: req.Resources}); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
+	if !rn.Online {
+		s.events.publish(rn.UserID, api.EventRunners) // back online
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -155,6 +161,7 @@ func (s *Server) handleRunnerOffline(w http.ResponseWriter, r *http.Request, rn 
 		return fmt.Errorf("mark runner offline: %w", err)
 	}
 	s.log.Info("runner went offline", "runner", rn.Name, "id", rn.ID, "jobs_requeued", len(jobs))
+	s.events.publish(rn.UserID, api.EventRunners, api.EventRuns)
 	for _, j := range jobs {
 		if j.Status == api.StatusPending {
 			s.queue.wake(userKey(j.UserID))
@@ -180,6 +187,7 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 		job, err := s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: req.Free, Now: s.cfg.Now()})
 		if err == nil {
 			s.metrics.observeClaim(job, s.cfg.Now())
+			s.events.publish(rn.UserID, api.EventRuns, api.EventRunners)
 			s.log.Info("job assigned", "job", job.ID, "run", job.RunName, "workflow", job.Workflow, "runner", rn.Name, "lease", job.Lease)
 			writeJSON(w, http.StatusOK, api.Assignment{Job: toAPIJob(job), Lease: job.Lease})
 			return nil
@@ -250,6 +258,9 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
+	if req.Status == api.StatusInterrupted {
+		return s.handleJobInterrupted(w, r, rn, req) // interruption.go
+	}
 	if !runnerStatuses[req.Status] {
 		return invalid("a runner cannot set status %q", req.Status)
 	}
@@ -270,6 +281,7 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 		s.metrics.jobFinished(job)
 		s.wakeAutoscaler() // its runner is free, and its instance may idle
 	}
+	s.events.publish(rn.UserID, api.EventRuns, api.EventRunners)
 	s.log.Info("job status", "job", job.ID, "run", job.RunName, "status", job.Status, "runner", rn.Name)
 	writeJSON(w, http.StatusOK, toAPIJob(job))
 	return nil
@@ -349,5 +361,6 @@ func (s *Server) reapLoop(ctx context.Context) {
 				_ = s.logs.Finish(j.ID)
 			}
 		}
+		s.publishJobs(jobs, api.EventRuns, api.EventRunners)
 	}
 }

@@ -177,7 +177,8 @@ func (s *Server) handleRunSubmit(w http.ResponseWriter, r *http.Request, u *stor
 	if err := s.resolveTaggedDeps(r.Context(), u, jobs); err != nil {
 		return err
 	}
-	p := store.RunCreateParams{ID: newID(), UserID: u.ID, Workflow: req.Workflow, CodeID: req.CodeID, Now: s.cfg.Now()}
+	p := store.RunCreateParams{ID: newID(), UserID: u.ID, Workflow: req.Workflow, CodeID: req.CodeID, Now: s.cfg.Now(),
+		ArtifactStore: s.runArtifactStore()}
 	for _, j := range jobs {
 		p.Jobs = append(p.Jobs, store.JobCreate{ID: newID(), Spec: j})
 	}
@@ -195,6 +196,7 @@ func (s *Server) handleRunSubmit(w http.ResponseWriter, r *http.Request, u *stor
 	}
 	s.queue.wake(userKey(u.ID))
 	s.wakeAutoscaler()
+	s.events.publish(u.ID, api.EventRuns)
 	s.log.Info("run submitted", "run", run.Name, "workflow", run.Workflow, "jobs", len(run.Jobs), "user", u.Name)
 	writeJSON(w, http.StatusCreated, toAPIRun(run))
 	return nil
@@ -270,6 +272,7 @@ func (s *Server) handleRunStop(w http.ResponseWriter, r *http.Request, u *store.
 		}
 	}
 	run.Jobs = jobs
+	s.events.publish(u.ID, api.EventRuns, api.EventRunners)
 	s.log.Info("run stop requested", "run", run.Name, "abort", req.Abort)
 	writeJSON(w, http.StatusOK, toAPIRun(run))
 	return nil

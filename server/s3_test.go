@@ -185,17 +185,20 @@ func TestS3ArtifactStoreRefusesToStart(t *testing.T) {
 		name                string
 		artifacts, endpoint string
 		want                []string
+		noAWS               bool // the endpoint may serve the bucket of `dstack aws config` otherwise
 	}{
-		{"missing bucket", "s3://no-such-bucket/x", fake.URL, []string{"artifact store", `"no-such-bucket" not found`, "create it"}},
-		{"unreachable endpoint", "s3://" + s3Bucket, gone.URL, []string{"artifact store", "cannot reach", gone.URL, "check the endpoint"}},
-		{"not an S3 URL", "gs://bucket/x", "", []string{"--artifacts", `"gs://bucket/x"`, "s3://bucket"}},
-		{"bad endpoint", "s3://" + s3Bucket, "localhost:9000", []string{"--s3-endpoint", `"localhost:9000"`, "http://"}},
-		{"credentials in the endpoint", "s3://" + s3Bucket, "http://key:" + s3Secret + "@localhost:9000", []string{"--s3-endpoint must not hold credentials"}},
-		{"endpoint without artifacts", "", fake.URL, []string{"--s3-endpoint", "--artifacts s3://"}},
+		{"missing bucket", "s3://no-such-bucket/x", fake.URL, []string{"artifact store", `"no-such-bucket" not found`, "create it"}, false},
+		{"unreachable endpoint", "s3://" + s3Bucket, gone.URL, []string{"artifact store", "cannot reach", gone.URL, "check the endpoint"}, false},
+		{"not an S3 URL", "gs://bucket/x", "", []string{"--artifacts", `"gs://bucket/x"`, "s3://bucket"}, false},
+		{"bad endpoint", "s3://" + s3Bucket, "localhost:9000", []string{"--s3-endpoint", `"localhost:9000"`, "http://"}, false},
+		{"credentials in the endpoint", "s3://" + s3Bucket, "http://key:" + s3Secret + "@localhost:9000", []string{"--s3-endpoint must not hold credentials"}, false},
+		{"endpoint without artifacts or AWS", "", fake.URL, []string{"--s3-endpoint", "--artifacts s3://"}, true},
+		{"bad endpoint without artifacts", "", "localhost:9000", []string{"--s3-endpoint", `"localhost:9000"`, "http://"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("AWS_MAX_ATTEMPTS", "1") // no retries of the refused connection
 			cfg := server.Config{Host: "127.0.0.1", DataDir: t.TempDir(), Artifacts: tc.artifacts, S3Endpoint: tc.endpoint}
+			cfg.AWS.Disabled = tc.noAWS
 			s, err := server.New(context.Background(), cfg)
 			if err == nil {
 				_ = s.Stop()

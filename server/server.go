@@ -19,8 +19,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/autoscale"
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/blob"
@@ -72,8 +74,12 @@ type Config struct {
 	Now func() time.Time
 
 	// Backends are the clouds (or the local Docker engine) on-demand
-	// runners are launched on; none turns on-demand runners off.
+	// runners are launched on from the start. AWS joins them at run time
+	// when it is configured (`dstack aws config`, see AWS).
 	Backends []backend.Backend
+	// AWS is how the server reaches the AWS account configured at run
+	// time (aws.go).
+	AWS AWSOptions
 	// IdleTimeout: an on-demand instance idle this long is terminated.
 	IdleTimeout time.Duration
 	// ExternalURL is where runners on on-demand instances reach the server;
@@ -163,7 +169,7 @@ func (c *Config) Validate() error {
 	if c.MaxAttempts < 1 {
 		errs = append(errs, fmt.Errorf("--max-attempts %d: must be at least 1", c.MaxAttempts))
 	}
-	errs = append(errs, c.validateArtifacts())
+	errs = append(errs, c.validateArtifacts(), c.AWS.validate())
 	return errors.Join(errs...)
 }
 
@@ -193,6 +199,8 @@ type Server struct {
 	// box seals the secrets the server keeps (cloud credentials, UI
 	// sessions) under the server key (see package secretbox).
 	box *secretbox.Box
+	// events tells the streams of GET /events what changed (events.go).
+	events *broadcaster
 
 	adminToken string
 
@@ -205,33 +213,42 @@ type Server struct {
 	loops    sync.WaitGroup
 	serveErr chan error
 
-	// autoscaler launches and terminates on-demand instances; nil when no
-	// backend is configured.
-	autoscaler *autoscale.Controller
+	// backends are the backends on-demand runners are launched on now:
+	// Config.Backends and, once configured, AWS. The autoscaler reads the
+	// same set.
+	backends *backend.Set
+	// aws is the AWS configuration in use (aws.go).
+	aws awsState
+
+	// autoscaler launches and terminates on-demand instances; nil when the
+	// server can have no backend (none at start, and AWS disabled). Set by
+	// Start while requests may already come in.
+	autoscaler atomic.Pointer[autoscale.Controller]
+	// waitingReasons are what waitingLoop wrote (waiting.go).
+	waitingReasons waitingReasons
 
 	// autoscale is signalled when what the autoscaler plans from changed
 	// (a job queued, a runner registered, a limit changed); see
-	// wakeAutoscaler. With no backend, waitingLoop listens on it instead.
+	// wakeAutoscaler. waiting is signalled at the same time, for
+	// waitingLoop, which says why jobs wait while there is no backend.
 	autoscale chan struct{}
+	waiting   chan struct{}
 }
 
-// wakeAutoscaler asks the autoscaler (with no backend, waitingLoop) for a
-// pass now, without waiting for its next tick.
+// wakeAutoscaler asks the autoscaler and waitingLoop for a pass now,
+// without waiting for their next tick.
 func (s *Server) wakeAutoscaler() {
-	select {
-	case s.autoscale <- struct{}{}:
-	default:
-	}
-}
-
-// backend returns the configured backend named name, or nil.
-func (s *Server) backend(name string) backend.Backend {
-	for _, b := range s.cfg.Backends {
-		if b.Name() == name {
-			return b
+	for _, ch := range []chan struct{}{s.autoscale, s.waiting} {
+		select {
+		case ch <- struct{}{}:
+		default:
 		}
 	}
-	return nil
+}
+
+// backend returns the backend named name, or nil.
+func (s *Server) backend(name string) backend.Backend {
+	return s.backends.Get(name)
 }
 
 // New opens the server's state (creating and migrating it as needed) and the
@@ -273,17 +290,21 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		box:       box,
 		cfg:       cfg,
 		autoscale: make(chan struct{}, 1),
+		waiting:   make(chan struct{}, 1),
+		backends:  backend.NewSet(cfg.Backends...),
 		log:       cfg.Logger.With("subsystem", "server"),
 		store:     st,
 		logs:      logs,
 		blobs:     blobs,
 		queue:     newQueue(),
+		events:    newBroadcaster(),
 	}
 	if cfg.Artifacts != "" {
 		s.log.Info("artifacts and code archives in S3", "url", cfg.Artifacts, "endpoint", cfg.S3Endpoint, "region", cfg.S3Region)
 	}
 	s.log.Debug("encryption key", "source", keySource, "key_id", box.ID())
 	s.auth = newAuthenticator(st, cfg.Now)
+	s.auth.box = box
 	s.metrics = newMetrics(s)
 	token, err := s.ensureAdmin(ctx)
 	if err != nil {
@@ -291,6 +312,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.adminToken = token
+	if !cfg.AWS.Disabled {
+		if err := s.awsLoad(ctx); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -356,7 +383,7 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.loops.Done()
 		s.reapLoop(loopCtx)
 	}()
-	if len(s.cfg.Backends) > 0 {
+	if s.backends.Len() > 0 || !s.cfg.AWS.Disabled {
 		if err := s.startAutoscaler(ctx, loopCtx); err != nil {
 			cancel()
 			_ = s.http.Close()
@@ -364,12 +391,19 @@ func (s *Server) Start(ctx context.Context) error {
 			s.loops.Wait()
 			return err
 		}
-	} else {
-		// With no backend there is no autoscaler to say why jobs wait.
+	}
+	// While there is no backend the autoscaler is idle, and this loop says
+	// why jobs wait; with backends it is idle itself.
+	s.loops.Add(1)
+	go func() {
+		defer s.loops.Done()
+		s.waitingLoop(loopCtx)
+	}()
+	if !s.cfg.AWS.Disabled {
 		s.loops.Add(1)
 		go func() {
 			defer s.loops.Done()
-			s.waitingLoop(loopCtx)
+			s.awsSyncLoop(loopCtx)
 		}()
 	}
 	s.started = true
@@ -389,14 +423,14 @@ func (s *Server) startAutoscaler(ctx, loopCtx context.Context) error {
 		url = s.urlLocked()
 	}
 	cfg := s.cfg.Autoscale
-	cfg.Store, cfg.Backends, cfg.ServerID, cfg.ServerURL = s.store, s.cfg.Backends, id, url
+	cfg.Store, cfg.Backends, cfg.Set, cfg.ServerID, cfg.ServerURL = s.store, nil, s.backends, id, url
 	cfg.IdleTimeout, cfg.MaxAttempts, cfg.Now, cfg.Logger = s.cfg.IdleTimeout, s.cfg.MaxAttempts, s.cfg.Now, s.cfg.Logger
 	cfg.Registerer, cfg.Wake, cfg.JobsChanged = s.metrics.reg, s.autoscale, s.jobsRequeued
 	c, err := autoscale.New(cfg)
 	if err != nil {
 		return err
 	}
-	s.autoscaler = c
+	s.autoscaler.Store(c)
 	s.loops.Add(1)
 	go func() {
 		defer s.loops.Done()
@@ -415,6 +449,7 @@ func (s *Server) jobsRequeued(jobs []*store.Job) {
 			_ = s.logs.Finish(j.ID)
 		}
 	}
+	s.publishJobs(jobs, api.EventRuns, api.EventRunners, api.EventInstances)
 }
 
 // URL is where the server listens, once started.

@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/autoscale/plan"
+	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/store"
 )
 
@@ -17,18 +19,20 @@ const waitingEvery = 2 * time.Second
 // waitingGap is the least time between two passes of waitingLoop.
 const waitingGap = 500 * time.Millisecond
 
-// waitingLoop runs when no backend is configured, in the autoscaler's
-// stead: it gives each pending job that no registered runner of its user
-// could ever take a reason (plan.NoRunnerFits: "no runner has 64 CPUs (the
-// largest has 8)...") that `dstack ps` and `dstack run` show, and clears it
-// once a runner that fits registers. It passes every waitingEvery and when
-// woken through s.autoscale (a run submitted, a runner registered, a job
-// finished).
+// waitingLoop stands in for the autoscaler while the server has no backend
+// (none at start, and AWS not configured or cleared): it gives each pending
+// job that no registered runner of its user could ever take a reason
+// (plan.NoRunnerFits: "no runner has 64 CPUs (the largest has 8)...") that
+// `dstack ps` and `dstack run` show, and clears it once a runner that fits
+// registers. It passes every waitingEvery and when woken through s.waiting
+// (a run submitted, a runner registered, a job finished). While there are
+// backends the autoscaler says why jobs wait, and this loop clears what it
+// wrote and idles.
 //
 // Every replica runs it: they read the same state and write the same
 // reasons, and the store skips a reason already there.
 func (s *Server) waitingLoop(ctx context.Context) {
-	w := &waitingReasons{written: map[jobAttempt]string{}}
+	w := &s.waitingReasons
 	t := time.NewTicker(waitingEvery)
 	defer t.Stop()
 	for {
@@ -49,7 +53,7 @@ func (s *Server) waitingLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-s.autoscale:
+		case <-s.waiting:
 		}
 	}
 }
@@ -66,12 +70,25 @@ type jobAttempt struct {
 // writes only what changed and clears only what it wrote (a requeued job's
 // "runner stopped responding" stays). After a restart it knows of none: a
 // reason written before stays until a runner claims its job.
+//
+// mu is held through a pass and through a change between no backend and
+// some (putBackend, removeBackend), so that the loop and the autoscaler
+// hand over without either clearing a reason the other wrote.
 type waitingReasons struct {
+	mu      sync.Mutex
 	written map[jobAttempt]string
 }
 
 // explainWaiting is one pass of waitingLoop.
 func (s *Server) explainWaiting(ctx context.Context, w *waitingReasons) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s.backends.Len() > 0 {
+		return nil // the autoscaler says why jobs wait
+	}
+	if w.written == nil {
+		w.written = map[jobAttempt]string{}
+	}
 	pending, err := s.store.JobListPending(ctx, store.JobListPendingParams{})
 	if err != nil {
 		return err
@@ -146,4 +163,62 @@ func reasonChanges(pending []*store.PendingJob, runners map[string][]api.HostRes
 		}
 	}
 	return want, changes
+}
+
+// putBackend adds b to the server's backends, or replaces the one of its
+// name. When it is the first, the autoscaler takes over saying why jobs
+// wait: the reasons waitingLoop wrote are cleared before the autoscaler can
+// see the backend, so none of them outlives the change and none of the
+// autoscaler's is cleared.
+func (s *Server) putBackend(ctx context.Context, b backend.Backend) {
+	w := &s.waitingReasons
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s.backends.Len() == 0 && len(w.written) > 0 {
+		if err := s.clearWaitingReasons(ctx, w); err != nil {
+			s.log.Warn("clear why jobs wait", "err", err) // they go when their jobs are claimed
+		}
+	}
+	s.backends.Put(b)
+	s.wakeAutoscaler()
+}
+
+// removeBackend removes the backend named name. When it was the last, the
+// autoscaler steps back (clearing the reasons it wrote) before waitingLoop
+// says why jobs wait.
+func (s *Server) removeBackend(ctx context.Context, name string) {
+	w := &s.waitingReasons
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s.backends.Remove(name) == nil {
+		return
+	}
+	if c := s.autoscaler.Load(); c != nil && s.backends.Len() == 0 {
+		if err := c.Release(ctx); err != nil {
+			s.log.Warn("autoscaler: step back", "err", err)
+		}
+	}
+	s.wakeAutoscaler()
+}
+
+// clearWaitingReasons clears the reasons w holds of the attempts still
+// pending; w.mu is held.
+func (s *Server) clearWaitingReasons(ctx context.Context, w *waitingReasons) error {
+	pending, err := s.store.JobListPending(ctx, store.JobListPendingParams{})
+	if err != nil {
+		return err
+	}
+	changes := map[string]string{}
+	for _, j := range pending {
+		if _, ok := w.written[jobAttempt{j.ID, j.Attempt}]; ok {
+			changes[j.ID] = ""
+		}
+	}
+	if len(changes) > 0 {
+		if _, err := s.store.JobSetPendingReasons(ctx, store.JobSetPendingReasonsParams{Reasons: changes}); err != nil {
+			return err
+		}
+	}
+	clear(w.written)
+	return nil
 }

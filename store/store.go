@@ -62,8 +62,19 @@ type Store interface {
 	// RunnerMarkOffline marks offline every online runner not heard from since
 	// HeartbeatBefore and interrupts the jobs they hold: each such job becomes
 	// pending again with a new lease (Attempt+1) while Attempt < MaxAttempts,
-	// and failed otherwise. It returns the jobs it changed.
+	// and failed otherwise. The cause in their StatusReason is the runner's
+	// InterruptionReason when it has one, and its silence otherwise. It
+	// returns the jobs it changed.
 	RunnerMarkOffline(ctx context.Context, p RunnerMarkOfflineParams) ([]*Job, error)
+	// RunnerInterrupt records that the cloud is reclaiming a runner's
+	// machine (a spot instance's interruption notice): from then on
+	// JobClaimNext gives the runner nothing. The first report is kept; a
+	// repeat changes nothing of the runner. In the same transaction the
+	// active jobs the runner holds get the runner's InterruptionReason as
+	// their StatusReason, for `dstack ps`; they stay the runner's, which stops
+	// them and gives them back with JobInterrupt. It returns the runner after
+	// the change and the jobs it changed. ErrNotFound for an unknown runner.
+	RunnerInterrupt(ctx context.Context, p RunnerInterruptParams) (*Runner, []*Job, error)
 
 	// RunCreate records a run and its jobs at once. Jobs with no dependencies
 	// are pending, the others submitted. Job IDs and the order of Jobs are the
@@ -84,6 +95,15 @@ type Store interface {
 	// same transaction, queues the dependents whose dependencies are all done
 	// (done) or fails them (any other final state).
 	JobSetStatus(ctx context.Context, p JobSetStatusParams) (*Job, error)
+	// JobInterrupt gives back an active job its runner could not finish
+	// because its machine is going away, under the job's lease
+	// (ErrLeaseLost otherwise). The job is interrupted as RunnerMarkOffline
+	// interrupts a lost runner's jobs, with Cause as the cause: pending with a
+	// new lease (Attempt+1) while Attempt+1 < MaxAttempts, failed otherwise,
+	// and stopped or aborted when its stop was requested (which, like
+	// failing, settles its dependents). It returns the jobs it changed, the
+	// job first.
+	JobInterrupt(ctx context.Context, p JobInterruptParams) ([]*Job, error)
 	// JobRequestStop asks every unfinished job of a run to stop: submitted and
 	// pending jobs end at once (stopped or aborted), active ones are flagged
 	// for their runner. It returns the run's jobs after the change.
@@ -197,6 +217,14 @@ type Store interface {
 	// and returns its value either way: the first caller's value stays for
 	// good (the server's identity, SettingServerID).
 	SettingInit(ctx context.Context, p SettingInitParams) (string, error)
+	// SettingGet returns the named setting's value; ErrNotFound when it is
+	// not set.
+	SettingGet(ctx context.Context, name string) (string, error)
+	// SettingPut sets the named setting to p.Value, replacing its value.
+	SettingPut(ctx context.Context, p SettingPutParams) error
+	// SettingDelete unsets the named setting; ErrNotFound when it was not
+	// set.
+	SettingDelete(ctx context.Context, name string) error
 }
 
 // SettingServerID names the server installation's identity: every
@@ -205,6 +233,12 @@ const SettingServerID = "server_id"
 
 // SettingInitParams are the arguments of SettingInit.
 type SettingInitParams struct {
+	Name  string
+	Value string // not empty
+}
+
+// SettingPutParams are the arguments of SettingPut.
+type SettingPutParams struct {
 	Name  string
 	Value string // not empty
 }
@@ -250,6 +284,11 @@ type Runner struct {
 	InstanceType  string
 	Spot          bool
 	InstanceState InstanceState
+	// InterruptedAt is when the server heard that the runner's machine is
+	// being reclaimed (RunnerInterrupt), nil if never; InterruptionReason
+	// says so in words.
+	InterruptedAt      *time.Time
+	InterruptionReason string
 }
 
 // RunnerCreateParams are the arguments of RunnerCreate.
@@ -291,6 +330,15 @@ type RunnerMarkOfflineParams struct {
 	Now         time.Time
 }
 
+// RunnerInterruptParams are the arguments of RunnerInterrupt.
+type RunnerInterruptParams struct {
+	ID string
+	// Reason says what is happening, for people: "spot instance reclaimed by
+	// the cloud (notice at 10:42:07; terminate at 10:44:07 UTC)".
+	Reason string
+	Now    time.Time
+}
+
 // Run is a submission with its jobs.
 type Run struct {
 	ID          string
@@ -312,6 +360,9 @@ type RunCreateParams struct {
 	CodeID   string
 	Now      time.Time
 	Jobs     []JobCreate
+	// ArtifactStore is where the jobs' artifacts are kept (Job's field of
+	// the name); empty for the server's own store.
+	ArtifactStore string
 }
 
 // JobCreate is one job of RunCreate.
@@ -358,6 +409,11 @@ type Job struct {
 	ClaimedAt     *time.Time
 	StartedAt     *time.Time
 	FinishedAt    *time.Time
+	// ArtifactStore names the store that holds the job's artifacts, fixed
+	// when the run is submitted: empty for the server's own (its data
+	// directory or --artifacts bucket), or the URL of another, such as the
+	// AWS artifact bucket ("s3://bucket/dstack").
+	ArtifactStore string
 }
 
 // JobClaimNextParams are the arguments of JobClaimNext.
@@ -377,6 +433,18 @@ type JobSetStatusParams struct {
 	ExitCode *int
 	Reason   string
 	Now      time.Time
+}
+
+// JobInterruptParams are the arguments of JobInterrupt.
+type JobInterruptParams struct {
+	ID       string
+	RunnerID string
+	Lease    int64
+	// Cause says why, for people; the job's StatusReason is built from it
+	// ("interrupted: CAUSE; requeued for attempt 2 of 3").
+	Cause       string
+	MaxAttempts int
+	Now         time.Time
 }
 
 // JobRequestStopParams are the arguments of JobRequestStop.

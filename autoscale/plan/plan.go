@@ -81,6 +81,10 @@ type Snapshot struct {
 	// Unavailable holds the offers the cloud recently refused for lack of
 	// capacity or quota, each until the time it may be tried again.
 	Unavailable map[backend.OfferKey]time.Time
+	// Backends are the names of the backends the server has now, for
+	// saying why a limit of another one (AWS not configured) allows
+	// nothing; nil when not known.
+	Backends []string
 }
 
 // Job is a pending job.

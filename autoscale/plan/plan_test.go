@@ -172,6 +172,17 @@ func TestLaunch(t *testing.T) {
 			},
 		},
 		{
+			name: "limits of a backend the server does not have say so",
+			s: Snapshot{
+				Offers:   []backend.Offer{}, // AWS is not configured: nothing of it is offered
+				Limits:   []Limit{small, medium},
+				Jobs:     []Job{job("j1", "u1", 0, cpus(1))},
+				Backends: []string{"local"},
+			},
+			want: Decision{Waiting: []Waiting{{JobID: "j1", Code: WaitNoLimit,
+				Message: "no limit allows an on-demand instance with 1 CPU; your AWS limits wait: AWS is not configured on this server (`dstack aws config`)"}}},
+		},
+		{
 			name: "spot limits do not serve jobs that are not interruptible",
 			s: Snapshot{
 				Limits: []Limit{smallS},

@@ -14,6 +14,7 @@ import (
 type planner struct {
 	now         time.Time
 	idleTimeout time.Duration
+	backends    []string // nil: not known
 
 	jobs      []*jobState   // queue order
 	instances []*instState  // by ID
@@ -113,6 +114,7 @@ func newPlanner(s Snapshot) *planner {
 	if p.idleTimeout <= 0 {
 		p.idleTimeout = DefaultIdleTimeout
 	}
+	p.backends = s.Backends
 
 	offers := make(map[backend.OfferKey]*backend.Offer, len(s.Offers))
 	for i := range s.Offers {

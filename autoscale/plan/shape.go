@@ -171,6 +171,7 @@ func (p *planner) whyWaiting(sh *shape, j *jobState) Waiting {
 	}
 	limits := p.users[j.UserID].limits
 	var enabled, unknown, spotOnly int
+	var missing []string // backends of limits the server does not have
 	n := j.need
 	for _, l := range limits {
 		if !l.Enabled {
@@ -178,6 +179,10 @@ func (p *planner) whyWaiting(sh *shape, j *jobState) Waiting {
 		}
 		enabled++
 		switch {
+		case l.offer == nil && p.backends != nil && !slices.Contains(p.backends, l.Backend):
+			if !slices.Contains(missing, l.Backend) {
+				missing = append(missing, l.Backend)
+			}
 		case l.offer == nil:
 			unknown++
 		case l.Spot && !j.Resources.Interruptible && l.m.fits(n):
@@ -200,6 +205,13 @@ func (p *planner) whyWaiting(sh *shape, j *jobState) Waiting {
 			w.Message += "; 1 of your limits names an instance type no backend offers now"
 		case unknown > 1:
 			w.Message += fmt.Sprintf("; %d of your limits name an instance type no backend offers now", unknown)
+		}
+		for _, b := range missing {
+			if b == "aws" {
+				w.Message += "; your AWS limits wait: AWS is not configured on this server (`dstack aws config`)"
+			} else {
+				w.Message += fmt.Sprintf("; your limits of backend %s wait: this server does not have it now", b)
+			}
 		}
 	}
 	return w

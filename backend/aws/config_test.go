@@ -50,6 +50,10 @@ func TestCheck(t *testing.T) {
 	if err := e.b.Check(ctx(t)); err != nil {
 		t.Fatalf("Check with good credentials: %v", err)
 	}
+	sdkClient := e.newBackend(setupOpts{cfg: func(c *Config) { c.HTTPClient = nil }})
+	if err := sdkClient.Check(ctx(t)); err != nil {
+		t.Fatalf("Check with the SDK's own HTTP client: %v", err)
+	}
 	for name, tc := range map[string]struct {
 		cfg  func(*Config)
 		code string

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -120,6 +121,10 @@ func (e *env) newBackend(opts ...setupOpts) *Backend {
 		AccessKeyID: testKeyID, SecretAccessKey: testSecret, Region: "us-east-1", Endpoint: e.fake.URL(),
 		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(e.logs, tWriter{e.t}), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:    e.clock.Now, RetryMaxAttempts: 3,
+		// A connection per request: tests count the requests the cloud
+		// gets, and a kept-alive connection closed under load makes the
+		// SDK send one again now and then.
+		HTTPClient: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
 	}
 	for _, o := range opts {
 		if o.cfg != nil {

@@ -6,7 +6,8 @@
 // http://127.0.0.1:3000, the host name as the runner's name, data in
 // ~/.dstack-runner), the config file (~/.dstack-runner/config.yaml, or the
 // file --config or DSTACK_RUNNER_CONFIG names), the environment
-// (DSTACK_SERVER, DSTACK_TOKEN, DSTACK_JOIN_TOKEN), then the flags.
+// (DSTACK_SERVER, DSTACK_TOKEN, DSTACK_JOIN_TOKEN, and for start
+// DSTACK_WATCH_SPOT_INTERRUPTION and DSTACK_IMDS_ENDPOINT), then the flags.
 //
 // An on-demand instance's runner runs with no config file:
 // `dstack-runner start --server URL --name NAME --data-dir DIR` with its

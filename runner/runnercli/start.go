@@ -17,15 +17,20 @@ import (
 
 func newStartCmd(g *globals) *cobra.Command {
 	var (
-		executorName, bashImage, name, server, logLevel, joinToken string
+		executorName, bashImage, name, server, logLevel, joinToken, imdsEndpoint string
+		watchSpot                                                                bool
 	)
 	cmd := &cobra.Command{
 		Use:   "start [--executor auto|shell|docker] [--name NAME]",
 		Short: "Register with the server and run jobs until stopped",
-		Long:  "Register this machine with the dstack server and run the jobs it assigns, one at a time, until SIGINT or SIGTERM.\nOn shutdown the job in progress is stopped: its artifacts are uploaded and it is reported as stopped.",
-		Args:  cobra.NoArgs,
+		Long: "Register this machine with the dstack server and run the jobs it assigns, one at a time, until SIGINT or SIGTERM.\nOn shutdown the job in progress is stopped: its artifacts are uploaded and it is reported as stopped.\n\n" +
+			"On an EC2 spot instance, --watch-spot-interruption reads the instance metadata (IMDSv2) every 2 seconds for an interruption notice. " +
+			"On one, the runner tells the server, stops the job in progress, uploads its artifacts if there is time, gives the job back to be requeued, " +
+			"goes offline and waits, taking no job, for the instance to go.",
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cfg, err := loadStartConfig(c, g, startFlags{executor: executorName, bashImage: bashImage, name: name, server: server, joinToken: joinToken})
+			cfg, err := loadStartConfig(c, g, startFlags{executor: executorName, bashImage: bashImage, name: name, server: server, joinToken: joinToken,
+				watchSpot: watchSpot, imdsEndpoint: imdsEndpoint})
 			if err != nil {
 				return err
 			}
@@ -72,13 +77,16 @@ func newStartCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", "", "runner name (default: the config file's, else the host name)")
 	cmd.Flags().StringVar(&server, "server", "", "URL of the dstack server (default: the config file's)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().BoolVar(&watchSpot, "watch-spot-interruption", false, "watch the EC2 spot instance's metadata for an interruption notice and give the job back on one (or $"+runner.EnvWatchSpot+"=1)")
+	cmd.Flags().StringVar(&imdsEndpoint, "imds-endpoint", "", "URL of the instance metadata service (default $"+runner.EnvIMDSEndpoint+", else "+runner.DefaultIMDSEndpoint+")")
 	cmd.Flags().StringVar(&joinToken, "join-token", "", "an on-demand instance's single-use join token, set by the server's backend (or $"+runner.EnvJoinToken+"); replaces the user's token")
 	return cmd
 }
 
 // startFlags are the values of start's own flags.
 type startFlags struct {
-	executor, bashImage, name, server, joinToken string
+	executor, bashImage, name, server, joinToken, imdsEndpoint string
+	watchSpot                                                  bool
 }
 
 // loadStartConfig applies defaults, the config file, the environment and the
@@ -112,6 +120,12 @@ func loadStartConfig(c *cobra.Command, g *globals, f startFlags) (runner.Config,
 	}
 	if c.Flags().Changed("join-token") {
 		cfg.JoinToken = f.joinToken
+	}
+	if c.Flags().Changed("watch-spot-interruption") {
+		cfg.WatchSpotInterruption = f.watchSpot
+	}
+	if c.Flags().Changed("imds-endpoint") {
+		cfg.IMDSEndpoint = f.imdsEndpoint
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("runner config (%s): %w", path, err)

@@ -54,7 +54,18 @@ when the Docker engine answers and dstack-runner sits next to dstack), jobs
 no runner can take launch Docker containers running dstack-runner, within
 the users' limits; idle ones go after --idle-timeout. The containers reach
 the server through the Docker bridge's gateway, so listen there too:
---host 0.0.0.0 (or the gateway's address), or set --external-url.`,
+--host 0.0.0.0 (or the gateway's address), or set --external-url.
+
+On AWS: ` + "`dstack aws config`" + ` gives the server the credentials of an AWS account
+while it runs; they are checked against EC2, then kept in the database
+encrypted under the server key: DSTACK_SERVER_ENCRYPTION_KEY (32 bytes in
+base64, ` + "`head -c 32 /dev/urandom | base64`" + `), or else the key file
+encryption.key that the first start writes in --data-dir. Replicas sharing
+a PostgreSQL database need the same key; a server started with another key
+than the credentials were saved with starts without AWS and says so.
+--aws-endpoint-url points EC2 calls at an EC2-compatible endpoint; the
+artifact bucket of ` + "`dstack aws config`" + ` is reached through --s3-endpoint when
+given.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := newLogger(cmd.ErrOrStderr(), logLevel, logFormat)
@@ -80,7 +91,7 @@ the server through the Docker bridge's gateway, so listen there too:
 	f.StringVar(&cfg.DataDir, "data-dir", "", "where state, logs and artifacts live (default ~/.dstack/server)")
 	f.StringVar(&cfg.DB, "db", "", "PostgreSQL URL (default: SQLite in --data-dir)")
 	f.StringVar(&cfg.Artifacts, "artifacts", "", "keep artifacts and code archives in an S3 bucket, s3://bucket/prefix, with credentials from the AWS default chain (default: in --data-dir)")
-	f.StringVar(&cfg.S3Endpoint, "s3-endpoint", "", "URL of an S3-compatible store for --artifacts, such as http://localhost:9000; path-style (default: AWS S3)")
+	f.StringVar(&cfg.S3Endpoint, "s3-endpoint", "", "URL of an S3-compatible store for --artifacts and the artifact bucket of `dstack aws config`, such as http://localhost:9000; path-style (default: AWS S3)")
 	f.StringVar(&cfg.S3Region, "s3-region", "", "region of the --artifacts bucket (default: AWS_REGION or the shared config; else us-east-1 with --s3-endpoint, or the bucket's own)")
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "a runner silent this long is offline and its job requeued")
 	f.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "how many times an interrupted job is run")
@@ -92,12 +103,14 @@ the server through the Docker bridge's gateway, so listen there too:
 	f.StringVar(&lo.mode, "local-backend", lo.mode, "on-demand instances as local Docker containers: auto (on when the Docker engine answers and dstack-runner is found), on or off; the server must listen where containers reach it (--host 0.0.0.0)")
 	f.StringVar(&lo.runnerBinary, "runner-binary", "", "static dstack-runner binary for the local backend's image and the installer at /runner, which also gives out dstack-runner-linux-ARCH beside it (default: next to dstack)")
 	f.StringVar(&lo.network, "docker-network", lo.network, "Docker network of the local backend's containers")
+	f.StringVar(&cfg.AWS.Endpoint, "aws-endpoint-url", "", "URL of an EC2-compatible endpoint for the AWS backend, such as http://localhost:4566 (default: AWS's own)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&noConfig, "no-cli-config", false, "do not write ~/.dstack/config.yaml on first start")
 	for _, env := range []struct{ flag, name string }{
 		{"db", "DSTACK_SERVER_DB"}, {"data-dir", "DSTACK_SERVER_DATA_DIR"},
 		{"artifacts", "DSTACK_SERVER_ARTIFACTS"}, {"s3-endpoint", "DSTACK_SERVER_S3_ENDPOINT"}, {"s3-region", "DSTACK_SERVER_S3_REGION"},
+		{"aws-endpoint-url", "DSTACK_AWS_ENDPOINT_URL"},
 	} {
 		if v := os.Getenv(env.name); v != "" {
 			_ = f.Set(env.flag, v)

@@ -31,6 +31,12 @@ func WithHeartbeatTimeout(d time.Duration) Option {
 	return func(c *server.Config) { c.HeartbeatTimeout = d }
 }
 
+// WithLogger sends the server's log records to l too, for tests that read
+// what the server logs.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *server.Config) { c.Logger = l }
+}
+
 // WithConfig changes the config in any way.
 func WithConfig(f func(*server.Config)) Option { return Option(f) }
 
@@ -46,11 +52,19 @@ func Start(t testing.TB, opts ...Option) *Server {
 		DataDir: t.TempDir(),
 		Logger:  slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
+	def := cfg.Logger
 	for _, o := range opts {
 		o(&cfg)
 	}
+	testLog := def
 	if os.Getenv("DSTACK_TEST_VERBOSE") == "" {
-		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		testLog = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if cfg.Logger != def {
+		// WithLogger's logger gets every record; the test's log as usual.
+		cfg.Logger = slog.New(slog.NewMultiHandler(cfg.Logger.Handler(), testLog.Handler()))
+	} else {
+		cfg.Logger = testLog
 	}
 	s := &Server{cfg: cfg, DataDir: cfg.DataDir}
 	s.start(t)

@@ -1,7 +1,9 @@
 package storetest
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -51,6 +53,65 @@ var settingTests = []test{
 		f := setup(t, open)
 		if _, err := f.s.SettingInit(f.ctx, settingParams("server_id", "")); err == nil {
 			t.Fatal("SettingInit with an empty value succeeded")
+		}
+		if err := f.s.SettingPut(f.ctx, store.SettingPutParams{Name: "aws", Value: ""}); err == nil {
+			t.Fatal("SettingPut with an empty value succeeded")
+		}
+		if _, err := f.s.SettingGet(f.ctx, "aws"); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("SettingGet after a refused put: %v, want ErrNotFound", err)
+		}
+	}},
+	{"get put delete", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		_, err := f.s.SettingGet(f.ctx, "aws")
+		wantErr(t, "SettingGet of an unset setting", err, store.ErrNotFound)
+		wantErr(t, "SettingDelete of an unset setting", f.s.SettingDelete(f.ctx, "aws"), store.ErrNotFound)
+
+		// A long value (a sealed credential) round-trips byte for byte.
+		long := "v1." + strings.Repeat("AbC-_9", 400)
+		for _, v := range []string{"first", long} {
+			if err := f.s.SettingPut(f.ctx, store.SettingPutParams{Name: "aws", Value: v}); err != nil {
+				t.Fatalf("SettingPut(%.10q): %v", v, err)
+			}
+			if got, err := f.s.SettingGet(f.ctx, "aws"); err != nil || got != v {
+				t.Fatalf("SettingGet = %.20q, %v; want %.20q", got, err, v)
+			}
+		}
+		// Other settings are left alone, and SettingInit sees what
+		// SettingPut wrote.
+		if v, err := f.s.SettingInit(f.ctx, settingParams("server_id", "id")); err != nil || v != "id" {
+			t.Fatalf("SettingInit(server_id) = %q, %v", v, err)
+		}
+		if v, err := f.s.SettingInit(f.ctx, settingParams("aws", "other")); err != nil || v != long {
+			t.Fatalf("SettingInit(aws) = %.20q, %v; want the value put", v, err)
+		}
+		if err := f.s.SettingDelete(f.ctx, "aws"); err != nil {
+			t.Fatalf("SettingDelete: %v", err)
+		}
+		_, err = f.s.SettingGet(f.ctx, "aws")
+		wantErr(t, "SettingGet after SettingDelete", err, store.ErrNotFound)
+		wantErr(t, "SettingDelete twice", f.s.SettingDelete(f.ctx, "aws"), store.ErrNotFound)
+		if v, err := f.s.SettingGet(f.ctx, "server_id"); err != nil || v != "id" {
+			t.Fatalf("SettingGet(server_id) after deleting aws = %q, %v", v, err)
+		}
+	}},
+	{"concurrent puts leave one value", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		const n = 8
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := f.s.SettingPut(f.ctx, store.SettingPutParams{Name: "aws", Value: fmt.Sprint("v", i)}); err != nil {
+					t.Errorf("SettingPut: %v", err)
+				}
+			}()
+		}
+		wg.Wait()
+		v, err := f.s.SettingGet(f.ctx, "aws")
+		if err != nil || !strings.HasPrefix(v, "v") {
+			t.Fatalf("SettingGet after concurrent puts = %q, %v", v, err)
 		}
 	}},
 }

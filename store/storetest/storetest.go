@@ -23,18 +23,19 @@ type Open func(t *testing.T) store.Store
 // Run runs the conformance suite, each test in parallel on its own store.
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	groups := map[string][]test{
-		"Migrate": migrateTests,
-		"User":    userTests,
-		"Runner":  runnerTests,
-		"Run":     runTests,
-		"Claim":   claimTests,
-		"Status":  statusTests,
-		"Depends": dependsTests,
-		"Stop":    stopTests,
-		"Offline": offlineTests,
-		"Pending": pendingTests,
-		"Reasons": pendingReasonTests,
-		"Tag":     tagTests,
+		"Migrate":   migrateTests,
+		"User":      userTests,
+		"Runner":    runnerTests,
+		"Run":       runTests,
+		"Claim":     claimTests,
+		"Status":    statusTests,
+		"Depends":   dependsTests,
+		"Stop":      stopTests,
+		"Offline":   offlineTests,
+		"Interrupt": interruptTests,
+		"Pending":   pendingTests,
+		"Reasons":   pendingReasonTests,
+		"Tag":       tagTests,
 		// On-demand runners.
 		"Limit":         limitTests,
 		"OnDemand":      onDemandTests,
@@ -44,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Offer":         offerTests,
 		"Lease":         leaseTests,
 		"Setting":       settingTests,
+		"ArtifactStore": artifactStoreTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {

@@ -2,7 +2,6 @@ package ec2fake
 
 import (
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -92,7 +91,7 @@ func (s *Server) authenticate(r *http.Request, body []byte) (string, *apiError) 
 
 	// Sign a copy of the request holding only the headers the client signed,
 	// with the secret we know, and compare the signatures.
-	cp, err := http.NewRequest(r.Method, "http://"+r.Host+r.URL.RequestURI(), bytes.NewReader(body))
+	cp, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+r.Host+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
 		return "", mismatch
 	}
@@ -107,7 +106,7 @@ func (s *Server) authenticate(r *http.Request, body []byte) (string, *apiError) 
 	sum := sha256.Sum256(body)
 	creds := aws.Credentials{AccessKeyID: sig.accessKey, SecretAccessKey: secret,
 		SessionToken: r.Header.Get("X-Amz-Security-Token")}
-	if err := v4.NewSigner().SignHTTP(context.Background(), creds, cp, hex.EncodeToString(sum[:]), "ec2", sig.region, signingTime); err != nil {
+	if err := v4.NewSigner().SignHTTP(r.Context(), creds, cp, hex.EncodeToString(sum[:]), "ec2", sig.region, signingTime); err != nil {
 		return "", mismatch
 	}
 	want, ok := parseAuthorization(cp.Header.Get("Authorization"))

@@ -1,6 +1,7 @@
 package ec2fake
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -39,7 +40,7 @@ func (s *Server) startIMDS(in *instance) {
 		return
 	default:
 	}
-	ln, err := net.Listen("tcp", s.opts.IMDSListen)
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", s.opts.IMDSListen)
 	if err != nil {
 		s.logf("ec2fake: %s: metadata service: %v", in.ID, err)
 		return

@@ -108,25 +108,31 @@ func (s *Server) instanceXML(in *instance) xmlInstance {
 	return x
 }
 
+// xmlReservation is a reservation in DescribeInstances.
 type xmlReservation struct {
-	meta
 	ReservationID string        `xml:"reservationId"`
 	OwnerID       string        `xml:"ownerId"`
 	Groups        []xmlGroup    `xml:"groupSet>item"`
 	Instances     []xmlInstance `xml:"instancesSet>item"`
 }
 
-// launchSpec is a RunInstances request, checked.
-func (s *Server) reservationXML(resID string, groups, ids []string) *xmlReservation {
-	out := &xmlReservation{ReservationID: resID, OwnerID: Account, Groups: s.groupSet(groups)}
+// runInstancesResult is RunInstances' answer: one reservation.
+type runInstancesResult struct {
+	meta
+	xmlReservation
+}
+
+// reservationXML is the answer to a launch of instances ids.
+func (s *Server) reservationXML(resID string, groups, ids []string) *runInstancesResult {
+	out := &runInstancesResult{xmlReservation: xmlReservation{ReservationID: resID, OwnerID: Account, Groups: s.groupSet(groups)}}
 	for _, id := range ids {
 		out.Instances = append(out.Instances, s.instanceXML(s.state.instances[id]))
 	}
 	return out
 }
 
-// readLaunchSpec checks a RunInstances request as EC2 does, before anything
-// is launched.
+// instancesByID resolves InstanceId.N in the request's region; any unknown
+// ID fails the whole request, as on EC2.
 func (s *Server) instancesByID(r *request, ids []string) ([]*instance, error) {
 	var out []*instance
 	var missing []string

@@ -20,6 +20,7 @@ const (
 	maxInstances = 256
 )
 
+// launchSpec is a RunInstances request, checked.
 type launchSpec struct {
 	image            image
 	itype            *InstanceType
@@ -106,6 +107,7 @@ func (s *Server) runInstances(r *request) (any, error) {
 	return out, nil
 }
 
+// hasCapacityLimit reports whether SetCapacity limits k.
 func hasCapacityLimit(m map[capacityKey]int, k capacityKey) bool {
 	_, ok := m[k]
 	return ok
@@ -123,6 +125,8 @@ func fingerprint(form url.Values) string {
 	return f.Encode()
 }
 
+// readLaunchSpec checks a RunInstances request as EC2 does, before anything
+// is launched.
 func (s *Server) readLaunchSpec(r *request) (*launchSpec, error) {
 	spec := &launchSpec{imdsEnabled: true, hopLimit: 2}
 	var err error
@@ -363,6 +367,3 @@ func (s *Server) launchCount(region string, spec *launchSpec) (int, error) {
 	}
 	return n, nil
 }
-
-// instancesByID resolves InstanceId.N in the request's region; any unknown
-// ID fails the whole request, as on EC2.

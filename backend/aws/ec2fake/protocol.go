@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -479,8 +480,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, hr *http.Request) {
 		out, err = encodeResult(action, reqID, res)
 	}
 	if err != nil {
-		e, ok := err.(*apiError)
-		if !ok {
+		var e *apiError
+		if !errors.As(err, &e) {
 			e = &apiError{status: http.StatusInternalServerError, code: "InternalError", message: err.Error()}
 		}
 		status, out = e.status, encodeError(e, reqID)

@@ -3,6 +3,8 @@ package ec2fake
 import (
 	"context"
 	"encoding/xml"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -80,7 +82,7 @@ func FuzzRequest(f *testing.F) {
 		for {
 			_, err := dec.Token()
 			if err != nil {
-				if err.Error() != "EOF" {
+				if !errors.Is(err, io.EOF) {
 					t.Fatalf("answer is not XML: %v", err)
 				}
 				break

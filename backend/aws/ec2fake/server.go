@@ -34,6 +34,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -69,8 +70,8 @@ type Options struct {
 	// at once per region (VcpuLimitExceeded beyond it); 0 means no limit.
 	OnDemandVCPULimit int
 	// IMDSListen is the address the per-instance metadata servers listen on,
-	// default "127.0.0.1:0" (give a docker bridge IP so that containers can
-	// reach them).
+	// default "127.0.0.1:0". Give a docker bridge IP so that containers can
+	// reach them; keep port 0, since each instance listens on its own port.
 	IMDSListen string
 	// Boot, if set, is called in its own goroutine once per instance launched
 	// by RunInstances, e.g. to start a container that runs its user data.
@@ -141,7 +142,6 @@ type Server struct {
 	now  func() time.Time
 	url  string
 
-	ln      net.Listener
 	httpSrv *http.Server
 	done    chan struct{} // closed by Close
 	wg      sync.WaitGroup
@@ -152,8 +152,13 @@ type Server struct {
 }
 
 // New starts a fake EC2 listening on 127.0.0.1 on a free port. It panics if
-// it cannot listen, as httptest.NewServer does.
+// it cannot listen there or on Options.IMDSListen, as httptest.NewServer
+// does.
 func New(o Options) *Server {
+	// Keep copies: the caller may reuse what it passed.
+	o.Credentials = maps.Clone(o.Credentials)
+	o.Regions = slices.Clone(o.Regions)
+	o.Catalog = slices.Clone(o.Catalog)
 	if len(o.Regions) == 0 {
 		o.Regions = []string{"us-east-1", "eu-west-1", "us-west-2"}
 	}
@@ -172,11 +177,17 @@ func New(o Options) *Server {
 	}
 	s.state = newCloud(o)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// Fail here rather than at each launch when IMDSListen is unusable.
+	probe, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", o.IMDSListen)
+	if err != nil {
+		panic(fmt.Sprintf("ec2fake: IMDSListen %q: %v", o.IMDSListen, err))
+	}
+	_ = probe.Close()
+
+	ln, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(fmt.Sprintf("ec2fake: listen: %v", err))
 	}
-	s.ln = ln
 	s.url = "http://" + ln.Addr().String()
 	s.httpSrv = &http.Server{Handler: http.HandlerFunc(s.serveHTTP), ReadHeaderTimeout: 10 * time.Second}
 	s.wg.Add(2)
@@ -313,6 +324,7 @@ func (s *Server) SpotRequests() []SpotRequest {
 func (s *Server) IMDSURL(id string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.advance()
 	in, ok := s.state.instances[id]
 	if !ok || in.imds == nil {
 		return ""

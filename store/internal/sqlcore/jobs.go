@@ -28,6 +28,9 @@ func (s *Store) JobGet(ctx context.Context, id string) (*store.Job, error) {
 // so two claimers never take one job and never wait for each other. On SQLite
 // the single writer gives the same guarantee.
 //
+// A runner whose machine is being reclaimed (RunnerInterrupt) claims
+// nothing; on PostgreSQL the claim reads that under a share lock too.
+//
 // The runner of an on-demand instance claims only while the instance is
 // running. On PostgreSQL the claim reads the instance's state under a share
 // lock, so it either waits for an InstanceSetState that moves the instance on
@@ -46,6 +49,7 @@ func claimSQL(d Dialect) string {
 			ORDER BY queue_seq LIMIT 1` + d.SkipLocked + `)
 		AND COALESCE((SELECT i.state FROM instances i
 			WHERE i.id = (SELECT r.instance_id FROM runners r WHERE r.id = $1)` + d.ForShare + `), 'running') = 'running'
+		AND (SELECT r.interrupted_at FROM runners r WHERE r.id = $1` + d.ForShare + `) IS NULL
 		RETURNING ` + jobColumns
 }
 
@@ -113,6 +117,33 @@ func (s *Store) JobSetStatus(ctx context.Context, p store.JobSetStatusParams) (*
 		return nil, fmt.Errorf("set status of job %s: %w", p.ID, err)
 	}
 	return out, nil
+}
+
+// JobInterrupt requeues (or ends) a job its runner gives back because its
+// machine is going away, under the job's lease.
+func (s *Store) JobInterrupt(ctx context.Context, p store.JobInterruptParams) ([]*store.Job, error) {
+	var changed []*store.Job
+	err := s.write.Tx(ctx, func(q Querier) error {
+		j, err := scanJob(q.QueryRow(ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = $1`, p.ID))
+		if err != nil {
+			return err
+		}
+		if j.RunnerID != p.RunnerID || j.Lease != p.Lease || !j.Status.Active() {
+			return store.ErrLeaseLost
+		}
+		changed, err = s.interrupt(ctx, q, j, p.Cause, p.MaxAttempts, p.Now)
+		if err != nil {
+			return err
+		}
+		if len(changed) == 0 {
+			return store.ErrLeaseLost // changed meanwhile
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("interrupt job %s: %w", p.ID, err)
+	}
+	return changed, nil
 }
 
 // propagate settles the submitted jobs of ended's run that depend on ended,

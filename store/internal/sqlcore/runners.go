@@ -66,7 +66,8 @@ const runnerSelect = `SELECT r.id, r.user_id, r.name, r.hostname, r.executor, r.
 	r.online, r.registered_at, r.last_heartbeat, r.token_expires_at,
 	COALESCE(j.id, ''), COALESCE(j.run_name, ''),
 	COALESCE(i.id, ''), COALESCE(i.backend, ''), COALESCE(i.region, ''), COALESCE(i.instance_type, ''),
-	COALESCE(i.spot, FALSE), COALESCE(i.state, '')
+	COALESCE(i.spot, FALSE), COALESCE(i.state, ''),
+	r.interrupted_at, r.interruption_reason
 	FROM runners r
 	LEFT JOIN jobs j ON j.id = (SELECT h.id FROM jobs h
 		WHERE h.runner_id = r.id AND h.status IN ` + activeStatuses + `
@@ -79,13 +80,16 @@ func scanRunner(row Row) (*store.Runner, error) {
 		res                          string
 		registered, heard, expiresAt int64
 		instanceState                string
+		interrupted                  *int64
 	)
 	err := row.Scan(&r.ID, &r.UserID, &r.Name, &r.Hostname, &r.Executor, &r.Version, &res,
 		&r.Online, &registered, &heard, &expiresAt, &r.JobID, &r.RunName,
-		&r.InstanceID, &r.Backend, &r.Region, &r.InstanceType, &r.Spot, &instanceState)
+		&r.InstanceID, &r.Backend, &r.Region, &r.InstanceType, &r.Spot, &instanceState,
+		&interrupted, &r.InterruptionReason)
 	if err != nil {
 		return nil, err
 	}
+	r.InterruptedAt = fromMicrosPtr(interrupted)
 	r.InstanceState = store.InstanceState(instanceState)
 	if err := json.Unmarshal([]byte(res), &r.Resources); err != nil {
 		return nil, fmt.Errorf("runner %s: decode resources: %w", r.ID, err)
@@ -171,19 +175,23 @@ func (s *Store) RunnerMarkOffline(ctx context.Context, p store.RunnerMarkOffline
 	err := s.write.Tx(ctx, func(q Querier) error {
 		changed = nil
 		rows, err := q.Query(ctx, `UPDATE runners SET online = FALSE
-			WHERE online = TRUE AND (last_heartbeat < $1 OR id = $2) RETURNING id, name`, micros(p.HeartbeatBefore), p.RunnerID)
+			WHERE online = TRUE AND (last_heartbeat < $1 OR id = $2) RETURNING id, name, interruption_reason`,
+			micros(p.HeartbeatBefore), p.RunnerID)
 		if err != nil {
 			return err
 		}
-		names := map[string]string{}
+		causes := map[string]string{}
 		var ids []any
 		for rows.Next() {
-			var id, name string
-			if err := rows.Scan(&id, &name); err != nil {
+			var id, name, interruption string
+			if err := rows.Scan(&id, &name, &interruption); err != nil {
 				rows.Close()
 				return err
 			}
-			names[id] = name
+			causes[id] = interruption
+			if interruption == "" {
+				causes[id] = fmt.Sprintf("runner %s stopped responding", name)
+			}
 			ids = append(ids, id)
 		}
 		rows.Close()
@@ -200,8 +208,7 @@ func (s *Store) RunnerMarkOffline(ctx context.Context, p store.RunnerMarkOffline
 			return err
 		}
 		for _, j := range held {
-			cause := fmt.Sprintf("runner %s stopped responding", names[j.RunnerID])
-			jobs, err := s.interrupt(ctx, q, j, cause, p.MaxAttempts, p.Now)
+			jobs, err := s.interrupt(ctx, q, j, causes[j.RunnerID], p.MaxAttempts, p.Now)
 			if err != nil {
 				return fmt.Errorf("job %s: %w", j.ID, err)
 			}
@@ -260,4 +267,40 @@ func (s *Store) lockRun(ctx context.Context, q Querier, runID string) error {
 		return fmt.Errorf("lock run %s: %w", runID, err)
 	}
 	return nil
+}
+
+// RunnerInterrupt marks a runner interrupted, keeping the first report, and
+// gives the jobs it holds the runner's interruption reason. On PostgreSQL the
+// runner's row is locked first: a claim for the runner (which reads the row
+// under a share lock) either commits before, and its job is among those
+// read here, or waits and then claims nothing.
+func (s *Store) RunnerInterrupt(ctx context.Context, p store.RunnerInterruptParams) (*store.Runner, []*store.Job, error) {
+	var (
+		r       *store.Runner
+		changed []*store.Job
+	)
+	err := s.write.Tx(ctx, func(q Querier) error {
+		changed = nil
+		n, err := q.Exec(ctx, `UPDATE runners SET interrupted_at = COALESCE(interrupted_at, $2),
+			interruption_reason = CASE WHEN interrupted_at IS NULL THEN $3 ELSE interruption_reason END
+			WHERE id = $1`, p.ID, micros(p.Now), p.Reason)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return store.ErrNotFound
+		}
+		r, err = scanRunner(q.QueryRow(ctx, runnerSelect+` WHERE r.id = $1`, p.ID))
+		if err != nil {
+			return err
+		}
+		changed, err = collectJobs(q.Query(ctx, `UPDATE jobs SET status_reason = $2
+			WHERE runner_id = $1 AND status IN `+activeStatuses+` RETURNING `+jobColumns,
+			p.ID, r.InterruptionReason))
+		return err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("interrupt runner %s: %w", p.ID, err)
+	}
+	return r, changed, nil
 }

@@ -57,8 +57,8 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 	}
 	now := micros(p.Now)
 	insertJob := `INSERT INTO jobs (id, run_id, position, run_name, user_id, code_id, workflow, spec,
-		cpu, memory_mib, gpu_count, gpu_name, gpu_memory_mib, status, queue_seq, submitted_at, queued_at, resources)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, ` + s.d.NextQueueSeq + `, $15, $15, $16)`
+		cpu, memory_mib, gpu_count, gpu_name, gpu_memory_mib, status, queue_seq, submitted_at, queued_at, resources, artifact_store)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, ` + s.d.NextQueueSeq + `, $15, $15, $16, $17)`
 	var run *store.Run
 	err := s.write.Tx(ctx, func(q Querier) error {
 		var userName string
@@ -85,7 +85,7 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 			}
 			n := needsOf(jc.Spec.Resources)
 			_, err = q.Exec(ctx, insertJob, jc.ID, p.ID, i, p.Name, p.UserID, p.CodeID, jc.Spec.Workflow, string(spec),
-				n.cpu, n.memoryMiB, n.gpuCount, n.gpuName, n.gpuMemMiB, string(status), now, string(res))
+				n.cpu, n.memoryMiB, n.gpuCount, n.gpuName, n.gpuMemMiB, string(status), now, string(res), p.ArtifactStore)
 			if err != nil {
 				return fmt.Errorf("job %s: %w", jc.ID, err)
 			}

@@ -1,0 +1,132 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/server/ui"
+	"github.com/dstackai/dstack/store"
+)
+
+// The web UI's pages (package ui). A page is served only to a browser with a
+// session (session.go): without one it redirects to /login, naming the page
+// to come back to (its path, never a credential). What a page shows it
+// fetches from the API with the session cookie.
+
+func (s *Server) uiRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /{$}", s.handleUIRoot)
+	mux.HandleFunc("GET /login", s.handleUILogin)
+	mux.HandleFunc("GET /runs", s.uiPage("runs", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Runs" }))
+	mux.HandleFunc("GET /runs/{name}", s.uiPage("run", func(r *http.Request, _ *session, p *ui.Page) {
+		p.Run = r.PathValue("name")
+		p.Title = "Run " + p.Run
+	}))
+	mux.HandleFunc("GET /runners", s.uiPage("runners", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Runners" }))
+	mux.HandleFunc("GET /settings", s.uiPage("settings", func(r *http.Request, sess *session, p *ui.Page) {
+		p.Title = "Settings"
+		p.Token, p.ServerURL = sess.Token, requestURL(r)
+	}))
+	mux.Handle("GET /ui/static/{path...}", ui.Static())
+}
+
+// pageSession is the session of a page request, or nil when it has none
+// (or one no longer valid, whose cookie it clears). The error is one of
+// the server's own, such as a database that does not answer.
+func (s *Server) pageSession(w http.ResponseWriter, r *http.Request) (*session, *store.User, error) {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return nil, nil, nil
+	}
+	sess, u, err := s.auth.openSession(r, c.Value)
+	var ae *api.Error
+	switch {
+	case errors.As(err, &ae) && ae.Status == http.StatusUnauthorized:
+		http.SetCookie(w, s.sessionCookieFor("", s.cfg.Now()))
+		return nil, nil, nil
+	case err != nil:
+		return nil, nil, err
+	}
+	return sess, u, nil
+}
+
+// toLogin redirects to the login page, which comes back to this page.
+func toLogin(w http.ResponseWriter, r *http.Request) {
+	ui.Headers(w.Header())
+	http.Redirect(w, r, "/login?"+url.Values{"next": {r.URL.Path}}.Encode(), http.StatusSeeOther)
+}
+
+// uiPage serves page name to a signed-in browser; fill adds what the page
+// shows besides the user.
+func (s *Server) uiPage(name string, fill func(*http.Request, *session, *ui.Page)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sess, u, err := s.pageSession(w, r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if sess == nil {
+			toLogin(w, r)
+			return
+		}
+		p := ui.Page{Name: name, User: u.Name, CSRF: sess.CSRF}
+		fill(r, sess, &p)
+		if err := ui.Render(w, http.StatusOK, p); err != nil {
+			s.writeError(w, r, err)
+		}
+	}
+}
+
+func (s *Server) handleUIRoot(w http.ResponseWriter, r *http.Request) {
+	sess, _, err := s.pageSession(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if sess == nil {
+		toLogin(w, r)
+		return
+	}
+	ui.Headers(w.Header())
+	http.Redirect(w, r, "/runs", http.StatusSeeOther)
+}
+
+func (s *Server) handleUILogin(w http.ResponseWriter, r *http.Request) {
+	next := localPath(r.URL.Query().Get("next"))
+	sess, _, err := s.pageSession(w, r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if sess != nil {
+		ui.Headers(w.Header())
+		http.Redirect(w, r, next, http.StatusSeeOther)
+		return
+	}
+	if err := ui.Render(w, http.StatusOK, ui.Page{Name: "login", Title: "Sign in", Next: next}); err != nil {
+		s.writeError(w, r, err)
+	}
+}
+
+// localPath is next when it is a path of this server's UI, else /runs: the
+// login page must not send a browser to another site, nor back to itself.
+func localPath(next string) string {
+	u, err := url.Parse(next)
+	if err != nil || next == "" || u.Scheme != "" || u.Host != "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" ||
+		!strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\x00\r\n") ||
+		strings.HasPrefix(next, "/api/") || next == "/login" {
+		return "/runs"
+	}
+	return next
+}
+
+// requestURL is the server's URL as the browser reached it.
+func requestURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}

@@ -1,0 +1,313 @@
+// The Settings page: the user's token (rendered by the server, shown on
+// demand), the AWS credentials form, and the on-demand switch and limits.
+// Changes that would terminate instances are first sent with dry_run=true,
+// as the CLI does, and made only once the user confirms.
+'use strict';
+
+(() => {
+  const { api, el, td, fmtMiB, fmtGPUs, showError } = dstack;
+  const $ = (id) => document.getElementById(id);
+
+  // ---- Token ----
+  const showBtn = $('token-show');
+  showBtn.addEventListener('click', () => {
+    const show = showBtn.getAttribute('aria-pressed') !== 'true';
+    showBtn.setAttribute('aria-pressed', String(show));
+    showBtn.textContent = show ? 'Hide' : 'Show';
+    for (const e of document.querySelectorAll('code.revealed')) e.hidden = !show;
+    for (const e of document.querySelectorAll('code.masked')) e.hidden = show;
+  });
+
+  const plural = (n, what) => (n === 1 ? `1 ${what}` : `${n} ${what}s`);
+
+  // ---- AWS ----
+  const awsForm = $('aws-form');
+  const awsErr = $('aws-error');
+  const awsSaved = $('aws-saved');
+  const awsStatus = $('aws-status');
+  const awsClear = $('aws-clear');
+  const field = (n) => awsForm.elements.namedItem(n);
+
+  function fillAWS(c) {
+    field('access_key_id').value = c.access_key_id || '';
+    field('region').value = c.region || '';
+    field('artifact_bucket').value = c.artifact_bucket || '';
+    // The secret is never sent back: the field starts empty, and an empty
+    // secret keeps the stored one.
+    const secret = field('secret_access_key');
+    secret.value = '';
+    secret.placeholder = c.configured ? (c.secret_access_key || 'stored') + ' (leave empty to keep)' : '';
+    secret.required = !c.configured;
+    awsClear.hidden = !c.configured;
+    const parts = [];
+    if (c.configured) {
+      parts.push('Configured' + (c.updated_at ? ' on ' + new Date(c.updated_at).toLocaleString() : '') + '.');
+      if (c.ami) parts.push('AMI ' + c.ami + (c.gpu_ami ? ', GPU AMI ' + c.gpu_ami : '') + '.');
+    } else {
+      parts.push('Not configured.');
+    }
+    awsStatus.textContent = parts.join(' ');
+  }
+
+  async function loadAWS() {
+    try {
+      fillAWS(await api('GET', '/aws'));
+      for (const e of awsForm.elements) e.disabled = false;
+    } catch (e) {
+      if (e.status === 404) {
+        awsStatus.textContent = 'This server does not manage AWS credentials: ' + e.message;
+        for (const x of awsForm.elements) x.disabled = true;
+        return;
+      }
+      showError(awsErr, e);
+    }
+  }
+
+  awsForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    showError(awsErr, null);
+    awsSaved.hidden = true;
+    const body = {
+      access_key_id: field('access_key_id').value.trim(),
+      secret_access_key: field('secret_access_key').value.trim(),
+      region: field('region').value.trim(),
+      artifact_bucket: field('artifact_bucket').value.trim(),
+    };
+    const save = $('aws-save');
+    save.disabled = true;
+    try {
+      const c = await api('PUT', '/aws', { body });
+      if (c && typeof c === 'object' && 'configured' in c) fillAWS(c);
+      else await loadAWS();
+      awsSaved.textContent = 'Saved.';
+      awsSaved.hidden = false;
+      field('secret_access_key').value = '';
+    } catch (e) {
+      showError(awsErr, e);
+    } finally {
+      save.disabled = false;
+    }
+  });
+
+  awsClear.addEventListener('click', async () => {
+    if (!confirm('Clear the AWS credentials? The server can launch no EC2 instances until they are set again.')) return;
+    showError(awsErr, null);
+    try {
+      await api('DELETE', '/aws');
+      await loadAWS();
+    } catch (e) {
+      showError(awsErr, e);
+    }
+  });
+
+  // ---- On-demand switch ----
+  const odSwitch = $('od-enabled');
+  const odStatus = $('od-status');
+  const odErr = $('od-error');
+
+  async function loadOnDemand() {
+    try {
+      const st = await api('GET', '/on-demand');
+      odSwitch.checked = st.enabled;
+      let text = `${st.enabled ? 'Enabled' : 'Disabled'}: ${plural(st.limits, 'limit')}, ${plural(st.running, 'instance')} running.`;
+      if (!st.backends.length) {
+        text += ' This server has no backend to launch instances on: run `dstack server` on a host with Docker for the local backend, or configure AWS above.';
+      } else {
+        text += ' Backends: ' + st.backends.join(', ') + '.';
+      }
+      odStatus.textContent = text;
+    } catch (e) {
+      showError(odErr, e);
+    }
+  }
+
+  odSwitch.addEventListener('change', async () => {
+    const enabled = odSwitch.checked;
+    showError(odErr, null);
+    try {
+      if (!enabled) {
+        const p = await api('PUT', '/on-demand', { query: { dry_run: 'true' }, body: { enabled } });
+        if (p.terminating > 0 && !confirm(`Disabling on-demand runners would terminate ${plural(p.terminating, 'running instance')}. Continue?`)) {
+          odSwitch.checked = true;
+          return;
+        }
+      }
+      await api('PUT', '/on-demand', { body: { enabled } });
+    } catch (e) {
+      showError(odErr, e);
+    }
+    loadOnDemand();
+  });
+
+  // ---- Limits ----
+  const limitsBody = document.querySelector('#limits tbody');
+  const limitsEmpty = $('limits-empty');
+  const limitsErr = $('limits-error');
+  let limits = [];
+  let editing = ''; // the ID of the limit whose maximum is being edited
+
+  const limitName = (l) => `${l.instance_type} (${l.purchase_type}) in region ${l.region}`;
+  const limitKey = (l) => ({ backend: l.backend, region: l.region, instance_type: l.instance_type, purchase_type: l.purchase_type });
+
+  function capacityNote(l) {
+    if (!l.unavailable_since) return '';
+    const d = new Date(l.unavailable_since);
+    const opts = { hour: '2-digit', minute: '2-digit' };
+    if (d.toDateString() !== new Date().toDateString()) Object.assign(opts, { month: 'short', day: 'numeric' });
+    return 'No capacity since ' + d.toLocaleString(undefined, opts);
+  }
+
+  // putLimit sets a limit, asking first when that would terminate instances.
+  async function putLimit(req) {
+    const p = await api('PUT', '/limits', { query: { dry_run: 'true' }, body: req });
+    if (p.terminating > 0 && !confirm(`Lowering the limit of ${limitName(p.limit)} from ${p.previous_max} to ${req.max} would terminate ${plural(p.terminating, 'running instance')}. Continue?`)) {
+      return null;
+    }
+    return api('PUT', '/limits', { body: req });
+  }
+
+  async function deleteLimit(l) {
+    showError(limitsErr, null);
+    try {
+      const p = await api('DELETE', '/limits', { query: { ...limitKey(l), dry_run: 'true' } });
+      let q = `Delete the limit of ${limitName(l)}?`;
+      if (p.terminating > 0) q += ` It would terminate ${plural(p.terminating, 'running instance')}.`;
+      if (!confirm(q)) return;
+      await api('DELETE', '/limits', { query: limitKey(l) });
+      await loadLimits();
+    } catch (e) {
+      showError(limitsErr, e);
+    }
+  }
+
+  function maxCell(l) {
+    if (editing !== l.id) {
+      return td('Maximum', el('span', { class: 'max', text: String(l.max) }), ' ',
+        el('button', { type: 'button', class: 'link edit', text: 'Edit', on: { click: () => { editing = l.id; renderLimits(); } } }));
+    }
+    const input = el('input', { type: 'number', min: '0', max: '1000', value: String(l.max), 'aria-label': 'Maximum of ' + limitName(l) });
+    const save = async () => {
+      showError(limitsErr, null);
+      try {
+        const done = await putLimit({ ...limitKey(l), max: Number(input.value) });
+        if (!done) return;
+        editing = '';
+        await loadLimits();
+      } catch (e) {
+        showError(limitsErr, e);
+      }
+    };
+    input.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter') save();
+      if (ev.key === 'Escape') { editing = ''; renderLimits(); }
+    });
+    setTimeout(() => input.focus(), 0);
+    return td('Maximum', input, ' ',
+      el('button', { type: 'button', class: 'save', text: 'Save', on: { click: save } }), ' ',
+      el('button', { type: 'button', class: 'cancel', text: 'Cancel', on: { click: () => { editing = ''; renderLimits(); } } }));
+  }
+
+  function renderLimits() {
+    limitsBody.replaceChildren(...limits.map((l) => {
+      const r = l.resources || {};
+      const note = capacityNote(l);
+      return el('tr', { dataset: { limit: l.id, instanceType: l.instance_type } },
+        td('Region', l.region),
+        td('Instance type', l.instance_type),
+        td('Purchase type', l.purchase_type),
+        maxCell(l),
+        td('CPU', r.cpus ? String(r.cpus) : ''),
+        td('Memory', fmtMiB(r.memory_mib)),
+        td('GPU', fmtGPUs(r.gpus)),
+        td('Running', String(l.running)),
+        td('Note', note ? el('span', { title: l.unavailable_reason || '', text: note }) : ''),
+        td('', el('button', { type: 'button', class: 'danger delete', text: 'Delete', on: { click: () => deleteLimit(l) } })));
+    }));
+    limitsEmpty.hidden = limits.length > 0;
+    $('limits').hidden = limits.length === 0;
+  }
+
+  async function loadLimits() {
+    try {
+      limits = await api('GET', '/limits');
+      if (editing && !limits.some((l) => l.id === editing)) editing = '';
+      // A row being edited keeps its input: render the others later.
+      if (!editing) renderLimits();
+    } catch (e) {
+      showError(limitsErr, e);
+    }
+  }
+
+  // ---- Add limit ----
+  const limitForm = $('limit-form');
+  const limitErr = $('limit-error');
+  const regionIn = $('limit-region');
+  const offersList = $('offers');
+  let offersFor = null;
+
+  async function loadOffers() {
+    const region = regionIn.value.trim();
+    if (offersFor === region) return;
+    offersFor = region;
+    try {
+      const offers = await api('GET', '/offers', { query: { region } });
+      const types = [...new Set(offers.map((o) => o.instance_type))];
+      offersList.replaceChildren(...types.map((t) => el('option', { value: t })));
+      if (!regionIn.value && offers.length) regionIn.placeholder = offers[0].region + ' (default)';
+    } catch (_) {
+      offersList.replaceChildren(); // the form's own error says why on submit
+    }
+  }
+
+  $('limit-new').addEventListener('click', () => {
+    limitForm.hidden = false;
+    $('limit-new').hidden = true;
+    showError(limitErr, null);
+    loadOffers();
+    $('limit-type').focus();
+  });
+  $('limit-cancel').addEventListener('click', () => {
+    limitForm.hidden = true;
+    $('limit-new').hidden = false;
+    limitForm.reset();
+  });
+  let regionTimer = null;
+  regionIn.addEventListener('input', () => {
+    clearTimeout(regionTimer);
+    regionTimer = setTimeout(loadOffers, 400);
+  });
+
+  limitForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    showError(limitErr, null);
+    const req = {
+      region: regionIn.value.trim(),
+      instance_type: $('limit-type').value.trim(),
+      purchase_type: $('limit-spot').checked ? 'spot' : 'on-demand',
+      max: Number($('limit-max').value),
+    };
+    const add = $('limit-add');
+    add.disabled = true;
+    try {
+      const res = await putLimit(req);
+      if (res) {
+        limitForm.reset();
+        limitForm.hidden = true;
+        $('limit-new').hidden = false;
+        await loadLimits();
+      }
+    } catch (e) {
+      showError(limitErr, e);
+    } finally {
+      add.disabled = false;
+    }
+  });
+
+  dstack.live(['limits', 'instances'], () => {
+    loadLimits();
+    loadOnDemand();
+  });
+  loadAWS();
+  loadOnDemand();
+  loadLimits();
+})();
