@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/dstackai/dstack/version.Version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: help build runners test test-short lint bench demo fuzz local-image clean
+.PHONY: help build runners test test-short lint bench demo fuzz local-image aws-prices clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ demo: build ## run the example workflows end to end on a local server and runner
 
 local-image: build ## build the local backend's runner image (dstack-local-runner:<hash>)
 	GO=$(GO) scripts/local-image.sh $(BIN)/dstack-runner
+
+aws-prices: ## refresh backend/aws/prices.json from the AWS Price List API (AWS credentials from the environment or ~/.aws)
+	$(GO) run ./cmd/dstack-aws-prices -o backend/aws/prices.json
 
 clean: ## remove build outputs
 	rm -rf $(BIN) build .demo
