@@ -163,6 +163,9 @@ type Controller struct {
 	// reasons are the StatusReasons of pending jobs this controller last
 	// wrote (job ID → Waiting.Message), so that a pass writes only changes.
 	reasons map[string]string
+	// unsettled are the launches of unknown outcome, by launch key, to
+	// call again (settle.go); guarded by statMu.
+	unsettled map[string]*unsettled
 }
 
 // New returns a controller; it does nothing until Step or Run.
@@ -284,6 +287,9 @@ func (c *Controller) Step(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
+	if err := c.settle(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("settle: %w", err))
+	}
 	if c.cfg.ReconcileEvery <= 0 || now.Sub(c.lastRecon) >= c.cfg.ReconcileEvery {
 		if err := c.reconcile(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("reconcile: %w", err))

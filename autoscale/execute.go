@@ -89,34 +89,21 @@ func (c *Controller) launch(ctx context.Context, l plan.Launch, s *snapshot) (bo
 	c.statMu.Unlock()
 	c.metrics.launches.WithLabelValues(l.Offer.Backend).Inc()
 	log.Info("launching instances", "jobs", l.JobIDs)
-	lctx, cancel := context.WithTimeout(ctx, c.cfg.LaunchTimeout)
-	got, err := b.Launch(lctx, backend.LaunchRequest{
+	req := backend.LaunchRequest{
 		Offer: l.Offer, IdempotencyKey: key, ServerID: c.cfg.ServerID, LimitID: l.LimitID,
 		ServerURL: c.cfg.ServerURL, Instances: specs,
-	})
+	}
+	lctx, cancel := context.WithTimeout(ctx, c.cfg.LaunchTimeout)
+	got, err := b.Launch(lctx, req)
 	cancel()
 	if err != nil {
+		if failureKind(err) == "unknown" {
+			c.remember(req, creates) // called again next pass: see settle.go
+		}
 		return c.launchFailed(ctx, l, creates, err, log)
 	}
-	ids := map[string]string{}
-	for _, in := range got {
-		if in.Tags.RecordID != "" && in.CloudID != "" {
-			ids[in.Tags.RecordID] = in.CloudID
-		}
-	}
-	if len(ids) > 0 {
-		if _, err := c.st.InstanceSetLaunched(ctx, store.InstanceSetLaunchedParams{CloudIDs: ids, Now: c.cfg.Now()}); err != nil {
-			// The reconciler adopts them by their tags.
-			return false, fmt.Errorf("record launched instances: %w", err)
-		}
-	}
-	for _, cr := range creates {
-		if _, ok := ids[cr.ID]; !ok {
-			c.end(ctx, cr.ID, store.InstanceGone, "the cloud granted only part of the launch")
-		}
-	}
-	log.Info("instances launched", "granted", len(ids))
-	return false, nil
+	_, err = c.recordLaunched(ctx, creates, got, log)
+	return false, err
 }
 
 // launchFailed deals with a Launch that returned an error. A refusal

@@ -1,0 +1,257 @@
+package autoscale_test
+
+import (
+	"log/slog"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/autoscale"
+	"github.com/dstackai/dstack/backend"
+	"github.com/dstackai/dstack/backend/aws"
+	"github.com/dstackai/dstack/backend/aws/ec2fake"
+	"github.com/dstackai/dstack/store"
+)
+
+// The fault suite again, with the real AWS backend and SDK against an
+// EC2-compatible server: the faults are EC2's own (throttling, capacity,
+// 500s, lost and slow answers, instances that vanish or that nobody
+// recorded), and after every pass neither the store nor EC2 has a limit
+// over its maximum. In the end every job is done and EC2 runs nothing.
+
+const (
+	awsRegion = "eu-west-1"
+	awsKey    = "AKIAAUTOSCALETEST001"
+	awsSecret = "autoscale-test-secret"
+)
+
+// awsEnv is env (store, clock, user, controller) on an ec2fake account.
+type awsEnv struct {
+	*env
+	fake *ec2fake.Server
+	aws  *aws.Backend
+}
+
+func setupAWS(t *testing.T, tweak func(*autoscale.Config)) *awsEnv {
+	t.Helper()
+	e := setup(t) // the store, clock, user and server ID; its fake cloud goes unused
+	fake := ec2fake.New(ec2fake.Options{Credentials: map[string]string{awsKey: awsSecret}, Logf: t.Logf})
+	t.Cleanup(fake.Close)
+	b, err := aws.New(aws.Config{AccessKeyID: awsKey, SecretAccessKey: awsSecret, Region: awsRegion,
+		Endpoint: fake.URL(), RetryMaxAttempts: 2, LaunchRate: 1000, LaunchBurst: 1000,
+		Logger: slog.New(slog.NewTextHandler(tWriter{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &awsEnv{env: e, fake: fake, aws: b}
+	a.c = a.controller(tweak)
+	return a
+}
+
+func (a *awsEnv) controller(tweak func(*autoscale.Config)) *autoscale.Controller {
+	return a.env.controller(func(c *autoscale.Config) {
+		c.Backends = []backend.Backend{a.aws}
+		c.LaunchTimeout = 2 * time.Second
+		if tweak != nil {
+			tweak(c)
+		}
+	})
+}
+
+func (a *awsEnv) limit(typ string, max int) {
+	a.t.Helper()
+	_, err := a.st.LimitPut(a.ctx, store.LimitPutParams{
+		ID: "l-" + typ, UserID: a.user.ID, Backend: aws.Name, Region: awsRegion,
+		InstanceType: typ, Max: max, Now: a.clock.Now(),
+	})
+	if err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// userDataToken is the join token a launch of one instance carries.
+var userDataToken = regexp.MustCompile(`(?m)^token='([^']*)'`)
+
+// token is the join token EC2 gave the instance: its tag, or its user data.
+func (a *awsEnv) token(cloudID string) string {
+	in, ok := a.fake.Instance(cloudID)
+	if !ok {
+		return ""
+	}
+	if tok := in.Tags[aws.TagJoinToken]; tok != "" {
+		return tok
+	}
+	if m := userDataToken.FindStringSubmatch(in.UserData); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// join registers the runner of a launched instance, as its boot would.
+func (a *awsEnv) join(in *store.Instance) *store.Runner {
+	a.t.Helper()
+	tok := a.token(in.CloudID)
+	if tok == "" {
+		return nil
+	}
+	_, r, err := a.st.InstanceRegister(a.ctx, store.InstanceRegisterParams{
+		JoinTokenHash: autoscale.HashToken(tok),
+		Runner: store.RunnerCreateParams{ID: "r-" + in.ID, Name: "r-" + in.ID, Executor: "shell", Version: "test",
+			Resources: api.HostResources{CPUs: 2, MemoryMiB: 7 << 10}, TokenHash: "rt-" + in.ID,
+			TokenExpiresAt: a.clock.Now().Add(24 * time.Hour), Now: a.clock.Now()},
+	})
+	if err != nil {
+		a.t.Fatalf("join instance %s (%s): %v", in.ID, in.CloudID, err)
+	}
+	return r
+}
+
+// live counts EC2's instances of each limit that are not terminated.
+func (a *awsEnv) live() map[string]int {
+	out := map[string]int{}
+	for _, in := range a.fake.Instances() {
+		if in.State != "terminated" {
+			out[in.Tags[backend.TagLimitID]]++
+		}
+	}
+	return out
+}
+
+func (a *awsEnv) checkAWSLimits() {
+	a.t.Helper()
+	ls, err := a.st.LimitList(a.ctx, store.LimitListParams{})
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	live := a.live()
+	for _, l := range ls {
+		if l.Instances > l.Max {
+			a.t.Fatalf("limit %s counts %d instances, over its maximum %d", l.ID, l.Instances, l.Max)
+		}
+		if live[l.ID] > l.Max {
+			a.t.Fatalf("EC2 has %d instances of limit %s, over its maximum %d", live[l.ID], l.ID, l.Max)
+		}
+	}
+}
+
+func TestAWSFaults(t *testing.T) {
+	t.Parallel()
+	faults := []struct {
+		name   string
+		inject func(a *awsEnv)
+	}{
+		{"throttled", func(a *awsEnv) { a.fake.Throttle("RunInstances", 3) }},
+		{"internal error", func(a *awsEnv) { a.fake.Fail("RunInstances", "InternalError", "An internal error has occurred", 1) }},
+		{"no capacity: the next allowed offer", func(a *awsEnv) {
+			a.fake.SetCapacity(awsRegion, "m5.large", false, 0)
+			a.limit("c5.large", 2)
+		}},
+		{"quota", func(a *awsEnv) {
+			a.fake.Fail("RunInstances", "VcpuLimitExceeded", "You have requested more vCPU capacity than your current vCPU limit", 1)
+			a.limit("c5.large", 2)
+		}},
+		{"answers lost after the launch", func(a *awsEnv) { a.fake.LoseResponse("RunInstances", 2) }},
+		{"answer slower than the launch timeout", func(a *awsEnv) { a.fake.Delay("RunInstances", 5*time.Second, 1) }},
+		{"instances vanish", func(a *awsEnv) {
+			a.step()
+			for _, in := range a.fake.Instances() {
+				a.fake.Kill(in.ID)
+			}
+		}},
+		{"an instance nobody recorded", func(a *awsEnv) {
+			a.fake.AddInstance(ec2fake.Instance{Region: awsRegion, InstanceType: "m5.large", State: "running",
+				Tags: map[string]string{backend.TagServerID: a.id, backend.TagLimitID: "l-deleted"}})
+		}},
+		{"terminate fails once", func(a *awsEnv) {
+			a.fake.Fail("TerminateInstances", "InternalError", "An internal error has occurred", 1)
+		}},
+		{"describe fails", func(a *awsEnv) { a.fake.Fail("DescribeInstances", "Unavailable", "The service is unavailable", 2) }},
+	}
+	for _, fl := range faults {
+		t.Run(fl.name, func(t *testing.T) {
+			t.Parallel()
+			a := setupAWS(t, nil)
+			a.limit("m5.large", 2)
+			jobs := []string{a.submit(small), a.submit(small), a.submit(small)}
+			fl.inject(a)
+			for round := range 12 {
+				if err := a.c.Step(a.ctx); err != nil {
+					t.Logf("round %d: %v", round, err)
+				}
+				a.checkAWSLimits()
+				for _, in := range a.instances(store.InstanceLaunching) {
+					if in.CloudID == "" {
+						continue
+					}
+					if r := a.join(in); r != nil {
+						if j := a.claim(r); j != nil {
+							a.finish(j, r)
+						}
+					}
+				}
+				for _, r := range a.idleRunners() {
+					if j := a.claim(r); j != nil {
+						a.finish(j, r)
+					}
+				}
+				a.clock.Advance(grace / 2)
+			}
+			a.fake.ClearFaults()
+			a.clock.Advance(idleTimeout)
+			for range 3 {
+				if err := a.c.Step(a.ctx); err != nil {
+					t.Logf("final: %v", err)
+				}
+				a.checkAWSLimits()
+				a.clock.Advance(grace)
+			}
+			for _, id := range jobs {
+				if j := a.job(id); j.Status != api.StatusDone {
+					t.Errorf("job %s is %s (%s), want done", id, j.Status, j.StatusReason)
+				}
+			}
+			if live := a.live(); len(live) != 0 {
+				t.Errorf("EC2 still runs instances after the idle timeout and the grace period: %v", live)
+			}
+			if n := len(a.instances(store.InstanceLaunching, store.InstanceRunning, store.InstanceTerminating)); n != 0 {
+				t.Errorf("%d instance records still counted", n)
+			}
+		})
+	}
+}
+
+// TestAWSLimitDecreaseTerminatesAtOnce: lowering a limit terminates the
+// extra EC2 instances in the same pass, idle ones first.
+func TestAWSLimitDecreaseTerminatesAtOnce(t *testing.T) {
+	t.Parallel()
+	a := setupAWS(t, nil)
+	a.limit("m5.large", 3)
+	for range 3 {
+		a.submit(small)
+	}
+	a.step()
+	var runners []*store.Runner
+	for _, in := range a.instances(store.InstanceLaunching) {
+		runners = append(runners, a.join(in))
+	}
+	if len(runners) != 3 {
+		t.Fatalf("%d instances joined, want 3", len(runners))
+	}
+	busy := a.claim(runners[0])
+	a.claim(runners[1])
+	a.finish(a.claim(runners[2]), runners[2]) // the third is idle now
+	if busy == nil {
+		t.Fatal("no job claimed")
+	}
+	a.limit("m5.large", 1)
+	a.step()
+	if got := a.live()["l-m5.large"]; got != 1 {
+		t.Fatalf("EC2 runs %d instances of the limit after it went down to 1, want 1", got)
+	}
+	for _, in := range a.fake.Instances() {
+		if in.Tags[backend.TagRecordID] == runners[2].InstanceID && in.State != "terminated" {
+			t.Errorf("the idle instance %s is %s, want terminated first", in.ID, in.State)
+		}
+	}
+}

@@ -1,0 +1,146 @@
+package autoscale
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/dstackai/dstack/backend"
+	"github.com/dstackai/dstack/store"
+)
+
+// A launch whose outcome is unknown (the call timed out, its answer was
+// lost) may have started instances that carry the launch's tags but not
+// what the backend does after the cloud's answer (on EC2, the join token
+// of each instance of a launch of several, tagged once RunInstances has
+// answered). The controller keeps such a launch's request, join tokens
+// included, in memory and makes the same call again at the start of the
+// next passes: the backend's idempotency (EC2's ClientToken) makes it
+// launch nothing new and answer with the instances of the first call,
+// which are then recorded and made ready as if the first answer had come.
+//
+// The request is dropped once its records have cloud IDs (the reconciler
+// may adopt them first), when the cloud refuses the call (nothing was
+// launched: the records end), or after Grace (the reconciler ends what is
+// left). A crash loses the requests; the reconciler and the registration
+// timeout deal with what they would have settled.
+
+// unsettled is a launch of unknown outcome.
+type unsettled struct {
+	req     backend.LaunchRequest
+	creates []store.InstanceCreate
+	since   time.Time
+}
+
+// remember keeps a launch of unknown outcome for settle.
+func (c *Controller) remember(req backend.LaunchRequest, creates []store.InstanceCreate) {
+	c.statMu.Lock()
+	defer c.statMu.Unlock()
+	if c.unsettled == nil {
+		c.unsettled = map[string]*unsettled{}
+	}
+	c.unsettled[req.IdempotencyKey] = &unsettled{req: req, creates: creates, since: c.cfg.Now()}
+}
+
+// settle calls again every launch of unknown outcome whose records still
+// wait for a cloud ID.
+func (c *Controller) settle(ctx context.Context) error {
+	c.statMu.Lock()
+	pending := make([]*unsettled, 0, len(c.unsettled))
+	for _, u := range c.unsettled {
+		pending = append(pending, u)
+	}
+	c.statMu.Unlock()
+	var errs []error
+	for _, u := range pending {
+		done, err := c.settleOne(ctx, u)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if done {
+			c.statMu.Lock()
+			delete(c.unsettled, u.req.IdempotencyKey)
+			c.statMu.Unlock()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// settleOne reports whether u needs no further call.
+func (c *Controller) settleOne(ctx context.Context, u *unsettled) (bool, error) {
+	key := u.req.IdempotencyKey
+	log := c.log.With("limit", u.req.LimitID, "offer", u.req.Offer.Key().String(), "launch_key", key)
+	if c.cfg.Now().Sub(u.since) >= c.cfg.Grace {
+		log.Info("launch of unknown outcome left to the reconciler")
+		return true, nil
+	}
+	var waiting []store.InstanceCreate
+	var specs []backend.InstanceSpec
+	for i, cr := range u.creates {
+		rec, err := c.st.InstanceGet(ctx, cr.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("settle launch %s: %w", key, err)
+		}
+		if rec.State == store.InstanceLaunching && rec.CloudID == "" {
+			waiting = append(waiting, cr)
+			specs = append(specs, u.req.Instances[i])
+		}
+	}
+	if len(waiting) == 0 {
+		return true, nil
+	}
+	b := c.backends.Get(u.req.Offer.Backend)
+	if b == nil {
+		return true, nil
+	}
+	log.Info("calling a launch of unknown outcome again", "instances", len(waiting))
+	lctx, cancel := context.WithTimeout(ctx, c.cfg.LaunchTimeout)
+	got, err := b.Launch(lctx, u.req)
+	cancel()
+	if err != nil {
+		if failureKind(err) == "unknown" {
+			log.Warn("launch still of unknown outcome", "err", err)
+			return false, nil
+		}
+		for _, cr := range waiting {
+			c.end(ctx, cr.ID, store.InstanceGone, "launch refused: "+backend.Reason(err))
+		}
+		return true, nil
+	}
+	_, err = c.recordLaunched(ctx, waiting, got, log)
+	return err == nil, err
+}
+
+// recordLaunched records the cloud IDs of the instances a launch returned
+// and ends the records of specs the cloud granted no instance; it returns
+// how many were granted.
+func (c *Controller) recordLaunched(ctx context.Context, creates []store.InstanceCreate, got []backend.Instance, log *slog.Logger) (int, error) {
+	want := map[string]bool{}
+	for _, cr := range creates {
+		want[cr.ID] = true
+	}
+	ids := map[string]string{}
+	for _, in := range got {
+		if in.Tags.RecordID != "" && in.CloudID != "" && want[in.Tags.RecordID] {
+			ids[in.Tags.RecordID] = in.CloudID
+		}
+	}
+	if len(ids) > 0 {
+		if _, err := c.st.InstanceSetLaunched(ctx, store.InstanceSetLaunchedParams{CloudIDs: ids, Now: c.cfg.Now()}); err != nil {
+			// The reconciler adopts them by their tags.
+			return 0, fmt.Errorf("record launched instances: %w", err)
+		}
+	}
+	for _, cr := range creates {
+		if _, ok := ids[cr.ID]; !ok {
+			c.end(ctx, cr.ID, store.InstanceGone, "the cloud granted only part of the launch")
+		}
+	}
+	log.Info("instances launched", "granted", len(ids))
+	return len(ids), nil
+}
