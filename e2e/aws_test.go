@@ -266,8 +266,17 @@ func TestAWSOnDemand(t *testing.T) {
 	c.ok("stop", "--abort", name)
 	waitFor(t, odTimeout, "every instance to be terminated", func() bool { return len(c.live()) == 0 })
 
-	// Clear works once nothing runs; the secret was never printed.
-	c.ok("aws", "clear", "-f")
+	// Clear works once the server knows nothing runs (the interrupted
+	// instance EC2 terminated by itself is seen gone at the next
+	// reconciliation); the secret was never printed.
+	var clear result
+	waitFor(t, odTimeout, "dstack aws clear to succeed", func() bool {
+		clear = c.dstack(c.proj, "aws", "clear", "-f")
+		return clear.code == 0
+	})
+	if r := c.dstack(c.proj, "aws", "info"); !strings.Contains(r.stdout+r.stderr, "not configured") {
+		t.Fatalf("after clear: %s", r)
+	}
 	if out := c.server.output(); strings.Contains(out, awsSecret) {
 		t.Fatal("the server printed the AWS secret")
 	}

@@ -114,6 +114,25 @@ func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
+// click clicks the element sel selects. Pages redraw what changed as
+// events arrive, so an element found may be replaced before the click
+// lands: the click is tried again on the element that replaced it.
+func (b *browser) click(what, sel string) {
+	b.t.Helper()
+	var err error
+	for range 5 {
+		ctx, cancel := context.WithTimeout(b.ctx, uiTimeout)
+		err = chromedp.Do(ctx, chromedp.Click(chromedp.CSS(sel)))
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "Could not find node") {
+			break
+		}
+	}
+	if err != nil {
+		b.t.Fatalf("%s: %v\npage:\n%s", what, err, b.pageText())
+	}
+}
+
 // open navigates to path on the server and waits for the page's scripts.
 func (b *browser) open(path string) {
 	b.t.Helper()
@@ -220,6 +239,15 @@ func (b *browser) signIn(token string) {
 		chromedp.SetValue(chromedp.CSS("#token"), token),
 		chromedp.Click(chromedp.CSS(`#login-form button[type="submit"]`)))
 	b.wait("the Runs page", `location.pathname === "/runs" && document.querySelector("#runs") !== null`)
+}
+
+// setValue sets the value of the input sel selects, "" included (which
+// chromedp.SetValue refuses).
+func setValue(sel, v string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Evaluate[bool](fmt.Sprintf(`(document.querySelector(%s).value = %s, true)`, js(sel), js(v)))(ctx, t)
+		return err
+	})
 }
 
 // js quotes s as a JavaScript string.

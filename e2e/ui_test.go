@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/backend/aws/ec2fake"
 )
 
 // The web UI's scenarios: a headless Chromium (browser_test.go) drives the
@@ -74,7 +75,11 @@ func TestUIBrowser(t *testing.T) {
 	}
 	t.Parallel()
 	chromiumPath(t)
-	c := newCluster(t, "")
+	// An EC2-compatible server stands in for AWS: the form's credentials
+	// are checked against it, and limits against what it sells.
+	ec2 := ec2fake.New(ec2fake.Options{Credentials: map[string]string{awsKeyID: awsSecret}})
+	t.Cleanup(ec2.Close)
+	c := newCluster(t, "", "--aws-endpoint-url", ec2.URL())
 	b := newBrowser(t, c.URL)
 
 	// Signing in: a page without a session goes to the login page, a wrong
@@ -127,7 +132,7 @@ func TestUIBrowser(t *testing.T) {
 	name := runName(t, r.stdout+r.stderr)
 	row := fmt.Sprintf(`#runs tr[data-run=%s]`, js(name))
 	b.wait("the run on the Runs page", fmt.Sprintf(`document.querySelector(%s) !== null && window.stay === true`, js(row)))
-	b.do("open the run", chromedp.Click(chromedp.CSS(row+" a")))
+	b.click("open the run", row+" a")
 	b.wait("the run page", fmt.Sprintf(`location.pathname === "/runs/" + %s`, js(name)))
 	b.wait("the job's first line", `document.querySelector("#log").textContent.includes("waiting for the gate")`)
 	if strings.Contains(b.text("#log"), "hello from the web UI") {
@@ -161,34 +166,73 @@ func TestUIBrowser(t *testing.T) {
 	b.do("copy the line", chromedp.Click(chromedp.CSS(`button[data-copy="runner-config"]`)))
 	b.wait("the copy button's answer", `document.querySelector('button[data-copy="runner-config"]').textContent === "Copied"`)
 
-	// The AWS form: the secret field is a password field left empty, and an
-	// error of the API shows next to the form.
-	b.wait("the AWS form", `document.querySelector("#aws-status").textContent !== ""`)
+	// The AWS form: the secret field is a password field left empty; AWS's
+	// refusal and the API's errors show next to the form; saved credentials
+	// come back with the secret masked, and an empty secret keeps it.
+	b.wait("the AWS form", `document.querySelector("#aws-status").textContent.startsWith("Not configured")`)
 	if typ := eval[string](b, `document.querySelector("#aws-secret").type + ":" + document.querySelector("#aws-secret").value`); typ != "password:" {
 		t.Errorf("the secret field is %q, want an empty password field", typ)
 	}
-	b.do("fill the AWS form",
-		chromedp.SetValue(chromedp.CSS("#aws-key"), "AKIAIOSFODNN7EXAMPLE"),
-		chromedp.SetValue(chromedp.CSS("#aws-secret"), "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
-		chromedp.SetValue(chromedp.CSS("#aws-region"), "eu-west-1"),
-		chromedp.SetValue(chromedp.CSS("#aws-bucket"), "Not_A_Bucket"),
-		chromedp.Click(chromedp.CSS("#aws-save")))
-	b.wait("the AWS error", `!document.querySelector("#aws-error").hidden`)
-	if msg := b.text("#aws-error"); !strings.Contains(msg, "not an S3 bucket name") {
-		t.Errorf("AWS form error = %q", msg)
+	saveAWS := func(what, secret, region, bucket string) {
+		t.Helper()
+		eval[bool](b, `(document.querySelector("#aws-saved").hidden = true, document.querySelector("#aws-error").hidden = true)`)
+		b.do(what,
+			setValue("#aws-key", awsKeyID),
+			setValue("#aws-secret", secret),
+			setValue("#aws-region", region),
+			setValue("#aws-bucket", bucket),
+			chromedp.Click(chromedp.CSS("#aws-save")))
+		b.wait(what+": the answer", `!document.querySelector("#aws-error").hidden || !document.querySelector("#aws-saved").hidden`)
+	}
+	for _, tc := range []struct{ what, secret, bucket, want string }{
+		{"a wrong secret", "not-the-secret-of-this-key", "", "AWS refused access key " + awsKeyID},
+		{"a bad bucket", awsSecret, "Not_A_Bucket", "not an S3 bucket name"},
+	} {
+		saveAWS(tc.what, tc.secret, awsRegion, tc.bucket)
+		if msg := b.text("#aws-error"); !strings.Contains(msg, tc.want) {
+			t.Errorf("AWS form with %s: error %q, want %q", tc.what, msg, tc.want)
+		}
+	}
+	saveAWS("the right credentials", awsSecret, awsRegion, "")
+	if msg := b.text("#aws-error"); msg != "" {
+		t.Fatalf("saving the right credentials: %s", msg)
+	}
+	b.open("/settings")
+	b.wait("the configured AWS form", `document.querySelector("#aws-status").textContent.startsWith("Configured")`)
+	got := eval[string](b, `["#aws-key", "#aws-secret", "#aws-region"].map((s) => document.querySelector(s).value).join(" ") + " " + document.querySelector("#aws-secret").placeholder`)
+	if !strings.HasPrefix(got, awsKeyID+"  "+awsRegion+" *") || !strings.HasSuffix(got, "*0001 (leave empty to keep)") {
+		t.Errorf("the AWS form after saving shows %q, want the key, an empty secret masked in its placeholder, the region", got)
+	}
+	if eval[bool](b, `document.documentElement.outerHTML.includes(`+js(awsSecret)+`)`) {
+		t.Error("the page holds the AWS secret")
+	}
+	saveAWS("another region, the secret kept", "", "us-west-2", "")
+	if r := c.dstack("", "aws", "info"); r.code != 0 || !strings.Contains(r.stdout, awsKeyID) || !strings.Contains(r.stdout, "us-west-2") || strings.Contains(r.stdout+r.stderr, awsSecret) {
+		t.Errorf("after the AWS form, %s", r)
 	}
 
-	// With no backend, adding a limit says why not, as the CLI does.
+	// Limits on AWS: one added in the page is listed by the CLI; an
+	// instance type the region does not offer is refused with the CLI's
+	// words.
 	b.do("add a limit", chromedp.Click(chromedp.CSS("#limit-new")),
+		chromedp.SetValue(chromedp.CSS("#limit-type"), "m5.large"),
+		chromedp.Click(chromedp.CSS("#limit-add")))
+	b.wait("the limit in the table", `document.querySelector('#limits tr[data-instance-type="m5.large"]') !== null`)
+	if r := c.dstack("", "on-demand", "limits"); r.code != 0 || !strings.Contains(r.stdout, "m5.large") {
+		t.Errorf("dstack on-demand limits does not list the limit added in the page:\n%s", r)
+	}
+	b.do("add an unsupported limit", chromedp.Click(chromedp.CSS("#limit-new")),
 		chromedp.SetValue(chromedp.CSS("#limit-type"), "local.small"),
 		chromedp.Click(chromedp.CSS("#limit-add")))
 	b.wait("the limit's error", `!document.querySelector("#limit-error").hidden`)
 	msg := b.text("#limit-error")
-	if cli := c.dstack("", "on-demand", "limit", "-i", "local.small"); cli.code == 0 || msg == "" || !strings.Contains(cli.stderr, msg) {
+	if cli := c.dstack("", "on-demand", "limit", "-i", "local.small"); cli.code == 0 || !strings.Contains(msg, "local.small") || !strings.Contains(cli.stderr, msg) {
 		t.Errorf("the page says %q; the CLI:\n%s", msg, cli)
 	}
 	b.noOverflow("/settings")
-	b.do("hide the token", chromedp.Click(chromedp.CSS("#token-show")))
+	if eval[bool](b, `document.querySelector("#token-show").getAttribute("aria-pressed") === "true"`) {
+		b.do("hide the token", chromedp.Click(chromedp.CSS("#token-show")))
+	}
 	b.screenshot("settings")
 
 	// A phone: every page fits its width.
@@ -249,7 +293,7 @@ func TestUILimits(t *testing.T) {
 	b.do("cancel", chromedp.Click(chromedp.CSS("#limit-cancel")))
 
 	// Edit the maximum in place.
-	b.do("edit the maximum", chromedp.Click(chromedp.CSS(limitRow+" button.edit")))
+	b.click("edit the maximum", limitRow+" button.edit")
 	b.do("set it to 2", chromedp.SetValue(chromedp.CSS(limitRow+` input[type="number"]`), "2"),
 		chromedp.Click(chromedp.CSS(limitRow+" button.save")))
 	b.wait("the new maximum", fmt.Sprintf(`(document.querySelector(%s) || {textContent: ""}).textContent === "2"`, js(limitRow+" .max")))
@@ -261,17 +305,17 @@ func TestUILimits(t *testing.T) {
 	b.screenshot("settings-limits")
 
 	// The switch turns on-demand runners off and on.
-	b.do("disable", chromedp.Click(chromedp.CSS("#od-enabled")))
+	b.click("disable", "#od-enabled")
 	b.wait("disabled", `document.querySelector("#od-status").textContent.startsWith("Disabled")`)
 	if r := c.ok("on-demand", "status"); !strings.Contains(r.stdout, "disabled") {
 		t.Errorf("after the switch, %s", r)
 	}
-	b.do("enable", chromedp.Click(chromedp.CSS("#od-enabled")))
+	b.click("enable", "#od-enabled")
 	b.wait("enabled", `document.querySelector("#od-status").textContent.startsWith("Enabled")`)
 
 	// Delete, confirming.
 	eval[bool](b, `(window.confirms = [], window.confirm = (m) => { window.confirms.push(m); return true; }, true)`)
-	b.do("delete the limit", chromedp.Click(chromedp.CSS(limitRow+" button.delete")))
+	b.click("delete the limit", limitRow+" button.delete")
 	b.wait("the limit gone", fmt.Sprintf(`document.querySelector(%s) === null`, js(limitRow)))
 	if q := eval[string](b, `window.confirms.join("|")`); !strings.Contains(q, "Delete the limit of local.small") {
 		t.Errorf("the page asked %q before deleting", q)

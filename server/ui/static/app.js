@@ -207,6 +207,17 @@ const dstack = (() => {
     window.addEventListener('pagehide', () => es.close());
   }
 
+  // changed reports whether data differs from what it was the last time it
+  // was given under key: pages redraw only what changed, so that a refetch
+  // does not replace the element under the user's pointer.
+  const seen = new Map();
+  function changed(key, data) {
+    const s = JSON.stringify(data);
+    if (seen.get(key) === s) return false;
+    seen.set(key, s);
+    return true;
+  }
+
   // copyText puts text on the clipboard; resolves true when it worked.
   async function copyText(text) {
     try {
@@ -252,5 +263,5 @@ const dstack = (() => {
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', setup);
   else setup();
 
-  return { api, APIError, el, td, showError, finished, badge, span, fmtDuration, fmtTime, fmtAgo, fmtMiB, fmtBytes, fmtGPUs, live, copyText };
+  return { api, APIError, el, td, showError, finished, badge, span, fmtDuration, fmtTime, fmtAgo, fmtMiB, fmtBytes, fmtGPUs, live, copyText, changed };
 })();

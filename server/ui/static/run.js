@@ -141,6 +141,7 @@
   async function refreshArtifacts() {
     try {
       const files = await api('GET', `/runs/${encodeURIComponent(name)}/artifacts`);
+      if (!dstack.changed('artifacts', files)) return;
       artBody.replaceChildren(...files.map((f) => el('tr', {},
         td('Workflow', f.workflow),
         td('Path', el('code', { text: f.path })),
@@ -165,10 +166,12 @@
       return;
     }
     showError(errEl, null);
-    renderInfo();
-    renderJobs();
     const id = chosen();
-    renderSelect(id);
+    if (dstack.changed('run', [run, id])) {
+      renderInfo();
+      renderJobs();
+      renderSelect(id);
+    }
     follow(id);
     if (run.status !== lastStatus || !finished.has(run.status)) refreshArtifacts();
     lastStatus = run.status;
@@ -195,6 +198,13 @@
   stopBtn.addEventListener('click', () => stop(false));
   abortBtn.addEventListener('click', () => stop(true));
 
+  // Durations of a run in flight tick.
+  setInterval(() => {
+    if (run && !finished.has(run.status)) {
+      renderInfo();
+      renderJobs();
+    }
+  }, 1000);
   dstack.live(['runs'], refresh);
   refresh();
 })();

@@ -41,7 +41,7 @@
     try {
       runners = await api('GET', '/runners');
       showError(errEl, null);
-      render();
+      if (dstack.changed('runners', runners)) render();
     } catch (e) {
       showError(errEl, e);
     }

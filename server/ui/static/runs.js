@@ -37,7 +37,7 @@
     try {
       runs = await api('GET', '/runs', { query: { all: all.checked ? 'true' : '' } });
       showError(errEl, null);
-      render();
+      if (dstack.changed('runs', runs)) render();
     } catch (e) {
       showError(errEl, e);
     }

@@ -192,7 +192,7 @@
         const done = await putLimit({ ...limitKey(l), max: Number(input.value) });
         if (!done) return;
         editing = '';
-        await loadLimits();
+        await loadLimits(true);
       } catch (e) {
         showError(limitsErr, e);
       }
@@ -227,12 +227,14 @@
     $('limits').hidden = limits.length === 0;
   }
 
-  async function loadLimits() {
+  // loadLimits refetches the limits and redraws them when they changed (or
+  // when force).
+  async function loadLimits(force) {
     try {
       limits = await api('GET', '/limits');
       if (editing && !limits.some((l) => l.id === editing)) editing = '';
       // A row being edited keeps its input: render the others later.
-      if (!editing) renderLimits();
+      if ((dstack.changed('limits', limits) || force) && !editing) renderLimits();
     } catch (e) {
       showError(limitsErr, e);
     }
