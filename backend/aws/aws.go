@@ -157,7 +157,8 @@ type Backend struct {
 	images      map[string]cachedImage         // region/arch/gpu → image
 	groups      map[string]string              // region/server → security group ID
 	regions     *cachedRegions
-	logged      map[string]bool // one-time log lines already written
+	logged      map[string]bool      // one-time log lines already written
+	swept       map[string]time.Time // region → last sweep of open spot requests
 
 	sgMu sync.Mutex // serialises finding or creating security groups
 }
@@ -208,6 +209,7 @@ func New(c Config) (*Backend, error) {
 		images:        map[string]cachedImage{},
 		groups:        map[string]string{},
 		logged:        map[string]bool{},
+		swept:         map[string]time.Time{},
 	}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -50,9 +51,9 @@ func TestCheck(t *testing.T) {
 	if err := e.b.Check(ctx(t)); err != nil {
 		t.Fatalf("Check with good credentials: %v", err)
 	}
-	sdkClient := e.newBackend(setupOpts{cfg: func(c *Config) { c.HTTPClient = nil }})
-	if err := sdkClient.Check(ctx(t)); err != nil {
-		t.Fatalf("Check with the SDK's own HTTP client: %v", err)
+	own := e.newBackend(setupOpts{cfg: func(c *Config) { c.HTTPClient = &http.Client{} }})
+	if err := own.Check(ctx(t)); err != nil {
+		t.Fatalf("Check with a given HTTP client: %v", err)
 	}
 	for name, tc := range map[string]struct {
 		cfg  func(*Config)
@@ -118,7 +119,7 @@ func TestSecretNeverShown(t *testing.T) {
 		}
 		e.fake.ClearFaults()
 	}
-	e.fake.LoseResponse("RunInstances", 3)
+	e.fake.LoseResponse("RunInstances", testAttempts)
 	add(e.b.Launch(ctx, reqs[1]))
 	add(e.b.Launch(ctx, reqs[1]))
 	e.fake.Fail("CreateTags", "UnauthorizedOperation", "no tagging", -1)

@@ -32,7 +32,9 @@
 // instances of a larger launch get theirs after the call: CreateTags puts it
 // on the instance (tag dstack:join-token) and the instance, launched with
 // instance tags in its metadata, reads its own tag from IMDSv2. Instances
-// have no IAM role, so none can read another's tags. The user data script
+// have no IAM role, so none can read another's tags. (Like user data, the
+// tag is visible to the account's users allowed to describe instances; the
+// token is spent once the runner has joined.) The user data script
 // (userdata.sh.tmpl) then downloads the server's installer (GET /runner)
 // and starts dstack-runner: as a systemd service where systemd runs, in the
 // foreground otherwise.

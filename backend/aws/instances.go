@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -41,7 +42,7 @@ func (b *Backend) List(ctx context.Context, serverID string) ([]backend.Instance
 		go func() {
 			defer wg.Done()
 			insts, err := b.listRegion(ctx, region, serverID)
-			if err == nil {
+			if err == nil && b.sweepDue(region) {
 				b.cancelOrphanSpotRequests(ctx, region, serverID)
 			}
 			mu.Lock()
@@ -143,6 +144,23 @@ func mapState(s types.InstanceStateName) backend.InstanceState {
 	}
 	// terminated, stopping, stopped: no runner is, or will be, there.
 	return backend.StateGone
+}
+
+// spotSweepEvery is how often List looks for open spot requests to cancel
+// in a region.
+const spotSweepEvery = 5 * time.Minute
+
+// sweepDue reports whether the region's spot requests are due a sweep, and
+// counts one as done.
+func (b *Backend) sweepDue(region string) bool {
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if last, ok := b.swept[region]; ok && now.Sub(last) < spotSweepEvery {
+		return false
+	}
+	b.swept[region] = now
+	return true
 }
 
 // cancelOrphanSpotRequests cancels the server's spot requests left open

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -117,6 +118,9 @@ func (b *Backend) Launch(ctx context.Context, req backend.LaunchRequest) ([]back
 	return insts, nil
 }
 
+// maxLaunchCount is the most instances one launch asks for.
+const maxLaunchCount = 1000
+
 // invalidAttempts is how often a launch refused as InvalidParameterValue
 // is tried, Backend.invalidRetry apart.
 const invalidAttempts = 3
@@ -149,7 +153,7 @@ func runInput(req backend.LaunchRequest, t typeInfo, img cachedImage, sg, script
 		ImageId:                           awssdk.String(img.id),
 		InstanceType:                      types.InstanceType(t.Name),
 		MinCount:                          awssdk.Int32(1),
-		MaxCount:                          awssdk.Int32(int32(n)),
+		MaxCount:                          awssdk.Int32(int32(n)), //nolint:gosec // n ≤ maxLaunchCount (validateLaunch)
 		ClientToken:                       awssdk.String(req.IdempotencyKey),
 		SecurityGroupIds:                  []string{sg},
 		UserData:                          awssdk.String(script),
@@ -218,8 +222,8 @@ func (b *Backend) tagInstances(ctx context.Context, c ec2API, insts []backend.In
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			spec := specOf[in.CloudID]
-			errs[i] = b.createTags(ctx, c, in.CloudID,
-				tag(backend.TagRecordID, spec.RecordID), tag("Name", "dstack-"+spec.RecordID), tag(TagJoinToken, spec.JoinToken))
+			errs[i] = redact(b.createTags(ctx, c, in.CloudID,
+				tag(backend.TagRecordID, spec.RecordID), tag("Name", "dstack-"+spec.RecordID), tag(TagJoinToken, spec.JoinToken)), spec.JoinToken)
 		}()
 	}
 	wg.Wait()
@@ -261,6 +265,17 @@ func (b *Backend) createTags(ctx context.Context, c ec2API, id string, tags ...t
 	}
 }
 
+// redact returns err without secret in its text: an AWS error that echoes
+// a parameter (a tag value) becomes a *backend.Error of the same code with
+// the secret masked and no cause.
+func redact(err error, secret string) error {
+	if err == nil || secret == "" || !strings.Contains(err.Error(), secret) {
+		return err
+	}
+	code, msg, _ := awsError(err)
+	return &backend.Error{Kind: kindOf(code), Op: "launch", Code: code, Reason: strings.ReplaceAll(msg, secret, "****")}
+}
+
 // pacingError is the launch pacer's refusal (the wait would outlast the
 // call's deadline).
 type pacingError struct{ err error }
@@ -299,6 +314,8 @@ func validateLaunch(req backend.LaunchRequest) error {
 		return bad("no instance type")
 	case len(req.Instances) == 0:
 		return bad("no instances to launch")
+	case len(req.Instances) > maxLaunchCount:
+		return bad("%d instances in one launch; at most %d", len(req.Instances), maxLaunchCount)
 	case req.IdempotencyKey == "" || len(req.IdempotencyKey) > 64 || !isASCII(req.IdempotencyKey):
 		return bad("the idempotency key %q must be 1 to 64 ASCII characters", req.IdempotencyKey)
 	case req.ServerID == "":

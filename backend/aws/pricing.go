@@ -183,7 +183,7 @@ func WritePriceTable(path string, t PriceTable, merge bool) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	return os.WriteFile(path, append(b, '\n'), 0o644) //nolint:gosec // a source file of the repository, for everyone to read
 }
 
 // PriceTableRegions are the regions of the shipped table, sorted.
