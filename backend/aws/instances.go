@@ -113,6 +113,14 @@ func instanceOf(region string, i types.Instance) backend.Instance {
 	if i.State != nil {
 		state = i.State.Name
 	}
+	record := tags[backend.TagRecordID]
+	if all := strings.Fields(tags[TagRecordIDs]); record == "" && len(all) > 0 {
+		// A launch of several whose per-instance tags never came: its
+		// launch index names the record.
+		if k := int(awssdk.ToInt32(i.AmiLaunchIndex)); k >= 0 && k < len(all) {
+			record = all[k]
+		}
+	}
 	return backend.Instance{
 		CloudID: awssdk.ToString(i.InstanceId),
 		Offer: backend.OfferKey{
@@ -124,7 +132,7 @@ func instanceOf(region string, i types.Instance) backend.Instance {
 		Tags: backend.Tags{
 			ServerID:  tags[backend.TagServerID],
 			LimitID:   tags[backend.TagLimitID],
-			RecordID:  tags[backend.TagRecordID],
+			RecordID:  record,
 			LaunchKey: tags[backend.TagLaunchKey],
 		},
 		State:      mapState(state),

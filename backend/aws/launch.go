@@ -32,6 +32,11 @@ func (b *Backend) Launch(ctx context.Context, req backend.LaunchRequest) ([]back
 	if err := validateLaunch(req); err != nil {
 		return nil, err
 	}
+	if k := recordsFit(req.Instances); k < len(req.Instances) {
+		// The launch-wide tag names every record; what does not fit is
+		// left for the caller to release, as a partial grant is.
+		req.Instances = req.Instances[:k]
+	}
 	region := req.Offer.Region
 	c := b.client(region)
 	t, err := b.typeInfo(ctx, region, req.Offer.InstanceType)
@@ -121,6 +126,28 @@ func (b *Backend) Launch(ctx context.Context, req backend.LaunchRequest) ([]back
 // maxLaunchCount is the most instances one launch asks for.
 const maxLaunchCount = 1000
 
+// TagRecordIDs is the launch-wide tag of a launch of several instances: the
+// record IDs of its specs, space-separated, in launch-index order.
+const TagRecordIDs = "dstack:record-ids"
+
+// maxTagValue is the longest value EC2 takes for a tag.
+const maxTagValue = 256
+
+// recordsFit is how many of specs a launch can name in its TagRecordIDs.
+func recordsFit(specs []backend.InstanceSpec) int {
+	if len(specs) == 1 {
+		return 1
+	}
+	size := -1
+	for i, s := range specs {
+		size += len(s.RecordID) + 1
+		if size > maxTagValue {
+			return max(i, 1)
+		}
+	}
+	return len(specs)
+}
+
 // invalidAttempts is how often a launch refused as InvalidParameterValue
 // is tried, Backend.invalidRetry apart.
 const invalidAttempts = 3
@@ -143,7 +170,15 @@ func runInput(req backend.LaunchRequest, t typeInfo, img cachedImage, sg, script
 	if n == 1 {
 		tags = append(tags, tag(backend.TagRecordID, req.Instances[0].RecordID), tag("Name", "dstack-"+req.Instances[0].RecordID))
 	} else {
-		tags = append(tags, tag("Name", "dstack-"+req.IdempotencyKey))
+		ids := make([]string, n)
+		for i, spec := range req.Instances {
+			ids[i] = spec.RecordID
+		}
+		// Each instance also gets its own TagRecordID right after the
+		// call; this tag, set with the launch itself, tells List which
+		// record an instance is (by its launch index) when that never
+		// happened (the answer was lost, the server stopped).
+		tags = append(tags, tag(TagRecordIDs, strings.Join(ids, " ")), tag("Name", "dstack-"+req.IdempotencyKey))
 	}
 	specs := []types.TagSpecification{
 		{ResourceType: types.ResourceTypeInstance, Tags: tags},

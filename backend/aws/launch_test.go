@@ -508,3 +508,52 @@ func TestLaunchTagging(t *testing.T) {
 		t.Errorf("%d instances alive, want the first launch's 2 (the untagged ones terminated)", alive)
 	}
 }
+
+// TestListNamesRecordsOfALaunchWhoseAnswerWasLost: the instances of a
+// launch of several whose per-instance tags never came are still listed
+// with their records, by launch index, so the server adopts them.
+func TestListNamesRecordsOfALaunchWhoseAnswerWasLost(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	req := request("m5.xlarge", false, 3)
+	e.fake.LoseResponse("RunInstances", testAttempts)
+	if _, err := e.b.Launch(ctx(t), req); err == nil {
+		t.Fatal("Launch succeeded with its answers lost")
+	}
+	listed, err := e.newBackend().List(ctx(t), req.ServerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byRecord := map[string]string{}
+	for _, in := range listed {
+		byRecord[in.Tags.RecordID] = in.CloudID
+	}
+	for i, spec := range req.Instances {
+		if byRecord[spec.RecordID] == "" {
+			t.Errorf("record %d (%s) not named by any listed instance: %+v", i, spec.RecordID, listed)
+		}
+	}
+	for _, in := range e.fake.Instances() {
+		if want := req.Instances[in.LaunchIndex].RecordID; byRecord[want] != in.ID {
+			t.Errorf("instance %s (launch index %d) listed as %q", in.ID, in.LaunchIndex, want)
+		}
+	}
+}
+
+func TestRecordsFitTheLaunchTag(t *testing.T) {
+	t.Parallel()
+	specs := func(n, idLen int) []backend.InstanceSpec {
+		out := make([]backend.InstanceSpec, n)
+		for i := range out {
+			out[i].RecordID = strings.Repeat("a", idLen)
+		}
+		return out
+	}
+	for _, c := range []struct{ n, idLen, want int }{
+		{1, 300, 1}, {3, 16, 3}, {15, 16, 15}, {16, 16, 15}, {40, 16, 15}, {2, 200, 1},
+	} {
+		if got := recordsFit(specs(c.n, c.idLen)); got != c.want {
+			t.Errorf("recordsFit(%d ids of %d) = %d, want %d", c.n, c.idLen, got, c.want)
+		}
+	}
+}
