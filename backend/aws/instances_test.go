@@ -213,3 +213,26 @@ func TestNamedIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestListCancelsOpenSpotRequestsLeftBehind: a spot request of this server
+// left open with no instance (no capacity; the launch gave up) is
+// cancelled by List once it is older than the grace; a young one, another
+// server's, and an active one are left alone.
+func TestListCancelsOpenSpotRequestsLeftBehind(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ours := map[string]string{backend.TagServerID: testServer}
+	orphan := e.fake.AddSpotRequest(ec2fake.SpotRequest{Region: "us-east-1", Tags: ours})
+	foreign := e.fake.AddSpotRequest(ec2fake.SpotRequest{Region: "us-east-1", Tags: map[string]string{backend.TagServerID: "another-server"}})
+	e.clock.Add(10 * time.Minute)
+	young := e.fake.AddSpotRequest(ec2fake.SpotRequest{Region: "us-east-1", Tags: ours})
+	if _, err := e.b.List(ctx(t), testServer); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{orphan: "cancelled", foreign: "open", young: "open"}
+	for _, r := range e.fake.SpotRequests() {
+		if w, ok := want[r.ID]; ok && r.State != w {
+			t.Errorf("spot request %s is %s, want %s", r.ID, r.State, w)
+		}
+	}
+}

@@ -47,6 +47,7 @@ func (s *Server) newSpotRequest(inst *instance, maxPrice string, tags map[string
 }
 
 var spotStatusMessages = map[string]string{
+	"pending-fulfillment":                   "Your Spot request is pending fulfillment.",
 	"fulfilled":                             "Your spot request is fulfilled.",
 	"request-canceled-and-instance-running": "Spot request was canceled but the instance is still running.",
 	"canceled-before-fulfillment":           "Your spot request was canceled before it was fulfilled.",
@@ -206,4 +207,31 @@ func (s *Server) cancelSpotInstanceRequests(r *request) (any, error) {
 		out.Requests = append(out.Requests, cancelled{ID: sr.id, State: sr.state})
 	}
 	return out, nil
+}
+
+// AddSpotRequest puts a spot request there directly, as one left open with
+// no instance (EC2 found no capacity and the request waits); it returns its
+// ID. State defaults to open, Region to the first region.
+func (s *Server) AddSpotRequest(r SpotRequest) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.state
+	if r.Region == "" {
+		r.Region = s.opts.Regions[0]
+	}
+	if r.State == "" {
+		r.State = "open"
+	}
+	code := "pending-fulfillment"
+	if r.State != "open" {
+		code = "fulfilled"
+	}
+	sr := &spotRequest{
+		id: c.newID("sir-", 8), region: r.Region, state: r.State, statusCode: code,
+		statusTime: s.now(), instanceID: r.InstanceID, created: s.now(), tags: cloneTags(r.Tags),
+		instanceType: "t3.micro", az: zonesOf(r.Region)[0].name,
+	}
+	c.spot[sr.id] = sr
+	c.spotOrder = append(c.spotOrder, sr.id)
+	return sr.id
 }
