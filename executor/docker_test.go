@@ -137,10 +137,10 @@ func TestDockerResources(t *testing.T) {
 	p := startOn(t, d, spec)
 	waitFor(t, "the job to start", func() bool { return strings.Contains(f.out.String(), "ready") })
 
-	list, err := d.cli.ContainerList(context.Background(), container.ListOptions{Filters: filters.NewArgs(
+	list, err := d.cli.ContainerList(context.Background(), container.ListOptions{All: true, Filters: filters.NewArgs(
 		filters.Arg("label", LabelOwner+"="+d.owner), filters.Arg("label", LabelJobID+"=job-1"))})
 	if err != nil || len(list) != 1 {
-		t.Fatalf("the job's container by its labels: %v %v", list, err)
+		t.Fatalf("the job's container by its labels: %v %v; the job's output so far: %q", list, err, f.out.String())
 	}
 	info, err := d.cli.ContainerInspect(context.Background(), list[0].ID)
 	if err != nil {
