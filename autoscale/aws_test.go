@@ -255,3 +255,84 @@ func TestAWSLimitDecreaseTerminatesAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestAWSRestartKeepsInstancesOfOtherRegions: a backend made anew (a
+// restart, credentials saved again) knows only its default region; the
+// controller names the regions of its records before listing, so an
+// instance running in another region is neither taken for gone nor
+// launched twice.
+func TestAWSRestartKeepsInstancesOfOtherRegions(t *testing.T) {
+	t.Parallel()
+	a := setupAWS(t, nil)
+	_, err := a.st.LimitPut(a.ctx, store.LimitPutParams{ID: "l-us", UserID: a.user.ID, Backend: aws.Name,
+		Region: "us-east-1", InstanceType: "m5.large", Max: 1, Now: a.clock.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobID := a.submit(small)
+	a.step()
+	ins := a.instances(store.InstanceLaunching)
+	if len(ins) != 1 || ins[0].Region != "us-east-1" {
+		t.Fatalf("launched %+v, want one instance in us-east-1", ins)
+	}
+	r := a.join(ins[0])
+	claimed := a.claim(r)
+	if claimed == nil || claimed.ID != jobID {
+		t.Fatalf("the instance's runner claimed %v", claimed)
+	}
+
+	fresh, err := aws.New(aws.Config{AccessKeyID: awsKey, SecretAccessKey: awsSecret, Region: awsRegion,
+		Endpoint: a.fake.URL(), RetryMaxAttempts: 2, LaunchRate: 1000, LaunchBurst: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.aws = fresh
+	a.clock.Advance(leaseTTL)
+	a.c = a.controller(nil)
+	for range 3 {
+		a.step()
+		a.clock.Advance(grace)
+	}
+	if got, _ := a.st.InstanceGet(a.ctx, ins[0].ID); got.State != store.InstanceRunning {
+		t.Fatalf("the us-east-1 instance's record is %s after a restart, want running", got.State)
+	}
+	if j := a.job(jobID); j.Status == api.StatusPending || j.Attempt != claimed.Attempt {
+		t.Fatalf("the job was given back: %s, attempt %d (%s)", j.Status, j.Attempt, j.StatusReason)
+	}
+	if n := a.live()["l-us"]; n != 1 {
+		t.Fatalf("EC2 runs %d instances of the us-east-1 limit of 1", n)
+	}
+}
+
+// TestAWSSettleNeverLaunchesAnEndedRecord: a launch of two whose outcome
+// was unknown (EC2 answered 500 to every attempt, launching nothing) is not
+// called again once its limit went down to one and a record ended: that
+// call would start two instances for a limit of one.
+func TestAWSSettleNeverLaunchesAnEndedRecord(t *testing.T) {
+	t.Parallel()
+	a := setupAWS(t, nil)
+	a.limit("m5.large", 2)
+	a.submit(small)
+	a.submit(small)
+	a.fake.Fail("RunInstances", "InternalError", "An internal error has occurred", 2) // both SDK attempts
+	if err := a.c.Step(a.ctx); err != nil {
+		t.Logf("first pass: %v", err)
+	}
+	if n := len(a.fake.Instances()); n != 0 {
+		t.Fatalf("EC2 runs %d instances after refusing every call", n)
+	}
+	a.limit("m5.large", 1)
+	for range 4 {
+		if err := a.c.Step(a.ctx); err != nil {
+			t.Logf("pass: %v", err)
+		}
+		a.checkAWSLimits()
+		a.clock.Advance(grace / 2)
+	}
+	if n := a.live()["l-m5.large"]; n != 1 {
+		t.Fatalf("EC2 runs %d instances of the limit of 1, want 1", n)
+	}
+	if n := len(a.fake.Instances()); n != 1 {
+		t.Fatalf("EC2 launched %d instances in all for a limit of 1, want 1 (terminated ones included)", n)
+	}
+}

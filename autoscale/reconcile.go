@@ -40,6 +40,9 @@ func (c *Controller) reconcile(ctx context.Context) error {
 	byCloud := map[string]backend.Instance{}
 	byRecord := map[string]backend.Instance{}
 	backendOf := map[string]backend.Backend{}
+	if err := c.watchRegions(ctx); err != nil {
+		return err
+	}
 	for _, b := range c.backends.All() {
 		name := b.Name()
 		ins, err := b.List(ctx, c.cfg.ServerID)
@@ -178,5 +181,33 @@ func (c *Controller) reconcileUntracked(ctx context.Context, b backend.Backend, 
 		return fmt.Errorf("terminate untracked instance %s: %w", in.CloudID, err)
 	}
 	delete(c.unknownSince, in.CloudID)
+	return nil
+}
+
+// watchRegions names to each backend that lists by region the regions of
+// the server's counted instance records and of its limits, before List:
+// a record whose region the backend did not look in would be taken for an
+// instance the cloud no longer has.
+func (c *Controller) watchRegions(ctx context.Context) error {
+	recs, err := c.st.InstanceList(ctx, store.InstanceListParams{States: counted})
+	if err != nil {
+		return fmt.Errorf("list instances: %w", err)
+	}
+	limits, err := c.st.LimitList(ctx, store.LimitListParams{})
+	if err != nil {
+		return fmt.Errorf("list limits: %w", err)
+	}
+	regions := map[string][]string{}
+	for _, r := range recs {
+		regions[r.Backend] = append(regions[r.Backend], r.Region)
+	}
+	for _, l := range limits {
+		regions[l.Backend] = append(regions[l.Backend], l.Region)
+	}
+	for _, b := range c.backends.All() {
+		if w, ok := b.(backend.RegionWatcher); ok && len(regions[b.Name()]) > 0 {
+			w.WatchRegions(regions[b.Name()]...)
+		}
+	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/dstackai/dstack/backend"
@@ -26,6 +27,9 @@ import (
 // launched: the records end), or after Grace (the reconciler ends what is
 // left). A crash loses the requests; the reconciler and the registration
 // timeout deal with what they would have settled.
+
+// settleTimeout bounds one repeated call.
+const settleTimeout = 30 * time.Second
 
 // unsettled is a launch of unknown outcome.
 type unsettled struct {
@@ -53,18 +57,27 @@ func (c *Controller) settle(ctx context.Context) error {
 		pending = append(pending, u)
 	}
 	c.statMu.Unlock()
-	var errs []error
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
 	for _, u := range pending {
-		done, err := c.settleOne(ctx, u)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		if done {
-			c.statMu.Lock()
-			delete(c.unsettled, u.req.IdempotencyKey)
-			c.statMu.Unlock()
-		}
+		wg.Go(func() {
+			done, err := c.settleOne(ctx, u)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+			}
+			if done {
+				c.statMu.Lock()
+				delete(c.unsettled, u.req.IdempotencyKey)
+				c.statMu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -94,12 +107,40 @@ func (c *Controller) settleOne(ctx context.Context, u *unsettled) (bool, error) 
 	if len(waiting) == 0 {
 		return true, nil
 	}
+	if len(waiting) < len(u.creates) {
+		// Some records ended since (a limit went down) or were adopted:
+		// the same call would ask for them again, and EC2 refuses a
+		// smaller one under the same token. The reconciler adopts or
+		// ends the rest.
+		log.Info("launch of unknown outcome left to the reconciler: some of its records ended or were adopted")
+		return true, nil
+	}
 	b := c.backends.Get(u.req.Offer.Backend)
 	if b == nil {
 		return true, nil
 	}
+	// The limit may have gone down (or been deleted, or on-demand runners
+	// disabled) since: calling again would start what the plan is about to
+	// end. Its launching records count against it, so the call is made
+	// only while they all fit.
+	limits, err := c.st.LimitList(ctx, store.LimitListParams{})
+	if err != nil {
+		return false, fmt.Errorf("settle launch %s: %w", key, err)
+	}
+	fits := false
+	for _, l := range limits {
+		if l.ID == u.req.LimitID {
+			fits = l.OnDemandEnabled && l.Instances <= l.Max
+		}
+	}
+	if !fits {
+		log.Info("launch of unknown outcome left to the reconciler: its limit no longer allows it")
+		return true, nil
+	}
 	log.Info("calling a launch of unknown outcome again", "instances", len(waiting))
-	lctx, cancel := context.WithTimeout(ctx, c.cfg.LaunchTimeout)
+	// Passes wait for settle: a cloud that is slow now must not hold up
+	// terminations for a whole LaunchTimeout per launch.
+	lctx, cancel := context.WithTimeout(ctx, min(c.cfg.LaunchTimeout, c.cfg.Grace, settleTimeout))
 	got, err := b.Launch(lctx, u.req)
 	cancel()
 	if err != nil {

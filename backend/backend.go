@@ -207,6 +207,15 @@ type Backend interface {
 	List(ctx context.Context, serverID string) ([]Instance, error)
 }
 
+// RegionWatcher is a Backend whose List looks only in the regions it knows
+// to be in use (EC2 is listed region by region). Before every List, the
+// controller names the regions of the server's instance records and limits,
+// so that a backend made anew (a restart, changed credentials) lists the
+// instances it launched before in every region they run in.
+type RegionWatcher interface {
+	WatchRegions(regions ...string)
+}
+
 // The sentinel errors a backend's refusals wrap. Test with errors.Is.
 var (
 	// ErrNoCapacity: the cloud has no room for this offer now (EC2's

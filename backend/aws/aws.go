@@ -282,6 +282,18 @@ func (b *Backend) markUsed(region string) {
 	b.mu.Unlock()
 }
 
+// WatchRegions adds regions to those List looks in (backend.RegionWatcher):
+// the server names the regions of its records and limits, so that a backend
+// made anew lists instances launched before in any of them. Names that are
+// not region names are ignored.
+func (b *Backend) WatchRegions(regions ...string) {
+	for _, r := range regions {
+		if validRegion(r) {
+			b.markUsed(r)
+		}
+	}
+}
+
 // usedRegions are the regions the backend has been used in, the default
 // first.
 func (b *Backend) usedRegions() []string {
