@@ -122,25 +122,34 @@ func readOrCreateKey(path string) ([]byte, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("encryption key file: %w", err)
 	}
-	// O_EXCL: when two processes start at once, one writes and the other
-	// reads what it wrote.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return readOrCreateKey(path)
-	}
+	// The key is written whole to a file of its own, then linked into
+	// place, which fails when the file exists: no process ever reads a
+	// part-written key, a crash leaves no empty key file, and when two
+	// processes start at once one key wins and both use it.
+	tmp, err := os.CreateTemp(dir, ".encryption.key-*")
 	if err != nil {
 		return nil, fmt.Errorf("encryption key file: %w", err)
 	}
-	_, werr := f.WriteString(base64.StdEncoding.EncodeToString(key) + "\n")
-	if cerr := f.Close(); werr == nil {
+	defer os.Remove(tmp.Name())
+	_, werr := tmp.WriteString(base64.StdEncoding.EncodeToString(key) + "\n")
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
 		werr = cerr
 	}
 	if werr != nil {
-		_ = os.Remove(path)
 		return nil, fmt.Errorf("encryption key file: %w", werr)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return readOrCreateKey(path)
+		}
+		return nil, fmt.Errorf("encryption key file: %w", err)
 	}
 	return key, nil
 }
