@@ -1,28 +1,19 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	dockerbuild "github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/backend/aws/ec2fake"
+	"github.com/dstackai/dstack/backend/aws/ec2fake/ec2docker"
 	"github.com/dstackai/dstack/executor/executortest"
-	"github.com/dstackai/dstack/internal/scratch"
 )
 
 // The AWS scenario runs the real `dstack server` with its EC2 calls sent
@@ -63,14 +54,10 @@ var awsProject = map[string]string{".dstack/workflows.yaml": `workflows:
 // instances are containers.
 type awsCluster struct {
 	*cluster
-	t      *testing.T
-	docker *client.Client
-	fake   *ec2fake.Server
-	image  string
-	proj   string
-
-	mu         sync.Mutex
-	containers map[string]string // instance ID → container ID
+	t        *testing.T
+	fake     *ec2fake.Server
+	machines *ec2docker.Machines
+	proj     string
 }
 
 func newAWSCluster(t *testing.T) *awsCluster {
@@ -80,18 +67,30 @@ func newAWSCluster(t *testing.T) *awsCluster {
 	}
 	docker := requireDocker(t)
 	t.Parallel()
-	gw := bridgeGateway(t, docker)
-	c := &awsCluster{t: t, docker: docker, containers: map[string]string{}, proj: project(t, awsProject)}
-	c.image = buildInstanceImage(t, docker)
+	c := &awsCluster{t: t, proj: project(t, awsProject)}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := executortest.Busybox(ctx); err != nil { // installs busybox-static when missing
+		t.Fatal(err)
+	}
+	m, err := ec2docker.New(ctx, docker, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.machines = m
+	gw, err := m.Gateway(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.fake = ec2fake.New(ec2fake.Options{
 		Credentials: map[string]string{awsKeyID: awsSecret},
 		IMDSListen:  gw + ":0",
-		Boot:        c.boot,
-		Terminated:  c.powerOff,
+		Boot:        m.Boot,
+		Terminated:  m.PowerOff,
 		Logf:        t.Logf,
 	})
 	t.Cleanup(c.fake.Close)
-	t.Cleanup(c.removeContainers) // after the server stopped (cleanups run last first)
+	t.Cleanup(c.powerOffAll) // after the server stopped (cleanups run last first)
 	port := freePort(t)
 	c.cluster = newCluster(t, "", "--host", "0.0.0.0", "--port", strconv.Itoa(port),
 		"--external-url", "http://"+net.JoinHostPort(gw, strconv.Itoa(port)),
@@ -99,74 +98,15 @@ func newAWSCluster(t *testing.T) *awsCluster {
 	return c
 }
 
-// boot starts the container of a launched instance: sh runs its user data.
-func (c *awsCluster) boot(in ec2fake.Instance, imdsURL string) {
-	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
-	defer cancel()
-	created, err := c.docker.ContainerCreate(ctx, &container.Config{
-		Image:    c.image,
-		Cmd:      []string{"sh", "-c", in.UserData},
-		Env:      []string{"DSTACK_IMDS_ENDPOINT=" + imdsURL, "PATH=/usr/local/bin:/bin", "HOME=/root"},
-		Hostname: in.ID,
-		Labels:   map[string]string{hostLabel: "aws", "instance": in.ID},
-	}, &container.HostConfig{}, nil, nil, "")
-	if err != nil {
-		c.t.Errorf("boot %s: %v", in.ID, err)
-		return
-	}
-	c.mu.Lock()
-	c.containers[in.ID] = created.ID
-	c.mu.Unlock()
-	if err := c.docker.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-		c.t.Errorf("boot %s: %v", in.ID, err)
-	}
-}
-
-// powerOff removes the container of an instance the fake terminated, as
-// EC2 powers the machine off.
-func (c *awsCluster) powerOff(in ec2fake.Instance) {
-	c.mu.Lock()
-	id := c.containers[in.ID]
-	delete(c.containers, in.ID)
-	c.mu.Unlock()
-	if id != "" {
-		c.removeContainer(id)
-	}
-}
-
-func (c *awsCluster) removeContainer(id string) {
-	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
-	defer cancel()
-	if err := c.docker.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}); err != nil && !client.IsErrNotFound(err) {
-		c.t.Errorf("remove container %s: %v", id, err)
-	}
-}
-
-func (c *awsCluster) removeContainers() {
-	c.mu.Lock()
-	ids := c.containers
-	c.containers = map[string]string{}
-	c.mu.Unlock()
-	for iid, id := range ids {
-		if c.t.Failed() || os.Getenv("DSTACK_TEST_VERBOSE") != "" {
-			c.t.Logf("instance %s:\n%s", iid, c.logs(id))
+// powerOffAll removes every instance's container and the image, showing
+// their output when the test failed.
+func (c *awsCluster) powerOffAll() {
+	if c.t.Failed() || os.Getenv("DSTACK_TEST_VERBOSE") != "" {
+		for _, id := range c.machines.Instances() {
+			c.t.Logf("instance %s:\n%s", id, c.machines.Output(id))
 		}
-		c.removeContainer(id)
 	}
-}
-
-// logs is a container's output, for failure messages.
-func (c *awsCluster) logs(id string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
-	defer cancel()
-	rc, err := c.docker.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true})
-	if err != nil {
-		return err.Error()
-	}
-	defer rc.Close()
-	var out bytes.Buffer
-	_, _ = stdcopy.StdCopy(&out, &out, rc)
-	return out.String()
+	c.machines.Close()
 }
 
 // live are the fake's instances not terminated.
@@ -287,30 +227,6 @@ func TestAWSOnDemand(t *testing.T) {
 	}
 }
 
-// bridgeGateway is the address of the host on Docker's default bridge.
-func bridgeGateway(t *testing.T, docker *client.Client) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
-	defer cancel()
-	nw, err := docker.NetworkInspect(ctx, "bridge", network.InspectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, cfg := range nw.IPAM.Config {
-		if ip := net.ParseIP(cfg.Gateway); ip.To4() != nil {
-			return ip.String()
-		}
-		// The default bridge's IPAM names only the subnet; its gateway
-		// is the subnet's first host address.
-		if _, n, err := net.ParseCIDR(cfg.Subnet); err == nil && n.IP.To4() != nil {
-			ip := n.IP.To4()
-			return net.IPv4(ip[0], ip[1], ip[2], ip[3]+1).String()
-		}
-	}
-	t.Fatalf("the bridge network has no IPv4 gateway: %+v", nw.IPAM)
-	return ""
-}
-
 // freePort is a TCP port free on every address now.
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -320,35 +236,4 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// buildInstanceImage is a bare machine: busybox and an empty /usr/local/bin.
-func buildInstanceImage(t *testing.T, docker *client.Client) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	busybox, err := executortest.Busybox(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bb, err := scratch.BusyboxEntries(busybox, "rootfs/bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := append([]scratch.Entry{
-		{Name: "Dockerfile", Mode: 0o644, Data: []byte("FROM scratch\nCOPY rootfs /\n")},
-		{Name: "rootfs/tmp/", Mode: 0o1777, Dir: true},
-		{Name: "rootfs/root/", Mode: 0o700, Dir: true},
-		{Name: "rootfs/usr/local/bin/", Mode: 0o755, Dir: true},
-	}, bb...)
-	ref := uniqueName("dstack-e2e-ec2") + ":latest"
-	if err := scratch.Build(ctx, docker, files, dockerbuild.ImageBuildOptions{Tags: []string{ref}, Labels: map[string]string{hostLabel: "aws"}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
-		defer cancel()
-		_, _ = docker.ImageRemove(ctx, ref, image.RemoveOptions{Force: true, PruneChildren: true})
-	})
-	return ref
 }
