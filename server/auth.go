@@ -79,6 +79,10 @@ type authenticator struct {
 	now   func() time.Time
 	// box opens session cookies; nil refuses them.
 	box *secretbox.Box
+	// origin is the origin of the server's external URL ("" when none),
+	// which a browser's request may come from besides the request's own
+	// host (session.go).
+	origin string
 
 	mu      sync.Mutex
 	runners map[string]cachedRunner

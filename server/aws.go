@@ -307,8 +307,29 @@ func (s *Server) handleAWSPut(w http.ResponseWriter, r *http.Request, u *store.U
 		}
 		req.SecretAccessKey = prev.SecretAccessKey
 	}
-	if prev != nil && prev.AccessKeyID != req.AccessKeyID {
-		if err := s.awsInstancesGone(ctx, "switching to another access key"); err != nil {
+	// Another access key may be of another account, where the instances
+	// launched under the previous one would run unseen. The previous one
+	// is unknown when none is configured or the stored one cannot be
+	// opened: then too no AWS instance may be left. The AWS backend is
+	// taken out of the set first, so that the autoscaler launches nothing
+	// with it while the new key is checked, and put back if the change
+	// fails.
+	saved := false
+	if prev == nil || prev.AccessKeyID != req.AccessKeyID {
+		old := s.backends.Get(awsName)
+		s.removeBackend(ctx, awsName)
+		if old != nil {
+			defer func() {
+				if !saved {
+					s.putBackend(context.WithoutCancel(ctx), old)
+				}
+			}()
+		}
+		from := ""
+		if prev != nil {
+			from = prev.AccessKeyID
+		}
+		if err := s.awsInstancesGone(ctx, &awsKeySwitch{from: from, to: req.AccessKeyID}); err != nil {
 			return err
 		}
 	}
@@ -340,6 +361,7 @@ func (s *Server) handleAWSPut(w http.ResponseWriter, r *http.Request, u *store.U
 	if err := s.store.SettingPut(ctx, store.SettingPutParams{Name: settingAWS, Value: sealed}); err != nil {
 		return fmt.Errorf("save the AWS configuration: %w", err)
 	}
+	saved = true
 	s.aws.set(cfg, sealed, bucketAt, bucket)
 	s.putBackend(ctx, b)
 	s.log.Info("AWS configured", "user", u.Name, "access_key_id", cfg.AccessKeyID, "region", cfg.Region,
@@ -361,9 +383,15 @@ func (s *Server) awsRefused(err error, cfg *awsStored) error {
 		"cannot check access key %s against EC2 in region %s: %s; nothing was saved: try again", cfg.AccessKeyID, cfg.Region, reason)
 }
 
+// awsKeySwitch is a change of the access key in use: from is "" when the
+// previous one is not known (none is configured, or the stored one cannot
+// be opened).
+type awsKeySwitch struct{ from, to string }
+
 // awsInstancesGone refuses (409) while AWS instances are not gone, saying
-// how to end them; doing says what would be refused.
-func (s *Server) awsInstancesGone(ctx context.Context, doing string) error {
+// how to end them; sw is the change of key that would be refused, nil for
+// clearing the configuration.
+func (s *Server) awsInstancesGone(ctx context.Context, sw *awsKeySwitch) error {
 	ins, err := s.store.InstanceList(ctx, store.InstanceListParams{
 		Backend: awsName, States: []store.InstanceState{store.InstanceLaunching, store.InstanceRunning, store.InstanceTerminating},
 	})
@@ -377,7 +405,7 @@ func (s *Server) awsInstancesGone(ctx context.Context, doing string) error {
 		}
 	}
 	next := "`dstack aws clear`"
-	if doing != "" {
+	if sw != nil {
 		next = "`dstack aws config`"
 	}
 	switch {
@@ -386,12 +414,21 @@ func (s *Server) awsInstancesGone(ctx context.Context, doing string) error {
 		if live == 1 {
 			what = "is running"
 		}
-		msg := fmt.Sprintf("%s %s: run `dstack on-demand disable` (or delete the limits) to terminate them, then %s again",
-			plural(live, "AWS instance"), what, next)
-		if doing != "" {
-			msg = fmt.Sprintf("%s %s under access key %s, which %s would leave running unseen if the new key is of another account: "+
-				"run `dstack on-demand disable` (or delete the limits) to terminate them, then %s again",
-				plural(live, "AWS instance"), what, s.aws.current().AccessKeyID, doing, next)
+		if sw == nil {
+			return api.Errorf(http.StatusConflict, api.CodeConflict,
+				"%s %s: run `dstack on-demand disable` (or delete the limits) to terminate them, then %s again",
+				plural(live, "AWS instance"), what, next)
+		}
+		under := "under the access key configured before"
+		if sw.from != "" {
+			under = "under access key " + sw.from
+		}
+		msg := fmt.Sprintf("%s %s %s, which switching to access key %s would leave running unseen if the new key is of another account; "+
+			"a new key of the same account needs them stopped first too: "+
+			"run `dstack on-demand disable` (or delete the limits) to terminate them, then %s again",
+			plural(live, "AWS instance"), what, under, sw.to, next)
+		if sw.from != "" {
+			msg += fmt.Sprintf(" (to change only the secret, keep access key ID %s: that is allowed while instances run)", sw.from)
 		}
 		return api.Errorf(http.StatusConflict, api.CodeConflict, "%s", msg)
 	case len(ins) > 0:
@@ -431,7 +468,7 @@ func (s *Server) handleAWSDelete(w http.ResponseWriter, r *http.Request, u *stor
 	s.aws.change.Lock()
 	defer s.aws.change.Unlock()
 	ctx := r.Context()
-	if err := s.awsInstancesGone(ctx, ""); err != nil {
+	if err := s.awsInstancesGone(ctx, nil); err != nil {
 		return err
 	}
 	if dry {

@@ -305,6 +305,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.log.Debug("encryption key", "source", keySource, "key_id", box.ID())
 	s.auth = newAuthenticator(st, cfg.Now)
 	s.auth.box = box
+	s.auth.origin = originOf(cfg.ExternalURL)
 	s.metrics = newMetrics(s)
 	token, err := s.ensureAdmin(ctx)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -22,13 +23,16 @@ import (
 // the session sealed under the server key (package secretbox): the user,
 // the token, a CSRF token and the expiry. The cookie is HttpOnly (scripts
 // cannot read it), SameSite=Strict (other sites' requests do not carry it),
-// and Secure when the server serves TLS.
+// and Secure when the server serves TLS or its external URL is https (a
+// reverse proxy in front of it serves TLS).
 //
 // A request authenticated by the cookie is checked as one with the token
 // (a token that no longer opens the store ends its sessions), and every
 // request but GET and HEAD must also carry the session's CSRF token in the
 // X-CSRF-Token header and, when the browser sends one, an Origin of this
-// server: a page of another site can neither read the CSRF token nor set
+// server: the request's own host, or the origin of the server's external
+// URL (--external-url), which a reverse proxy that rewrites the Host header
+// needs. A page of another site can neither read the CSRF token nor set
 // the header without the server's leave (no CORS is answered).
 
 const (
@@ -97,7 +101,7 @@ func (a *authenticator) sessionUser(r *http.Request, value string) (*store.User,
 	if err != nil {
 		return nil, err
 	}
-	if err := checkCSRF(r, sess); err != nil {
+	if err := checkCSRF(r, sess, a.origin); err != nil {
 		return nil, err
 	}
 	return u, nil
@@ -109,12 +113,13 @@ func safeMethod(r *http.Request) bool {
 }
 
 // checkCSRF refuses a request that changes state without the session's
-// CSRF token, or from another site.
-func checkCSRF(r *http.Request, sess *session) error {
+// CSRF token, or from another site; external is the origin of the
+// server's external URL, or "".
+func checkCSRF(r *http.Request, sess *session, external string) error {
 	if safeMethod(r) {
 		return nil
 	}
-	if err := checkSameOrigin(r); err != nil {
+	if err := checkSameOrigin(r, external); err != nil {
 		return err
 	}
 	got := r.Header.Get(api.CSRFHeader)
@@ -127,13 +132,18 @@ func checkCSRF(r *http.Request, sess *session) error {
 }
 
 // checkSameOrigin refuses a request a browser says comes from another site:
-// an Origin whose host is not the request's, or Sec-Fetch-Site cross-site.
-func checkSameOrigin(r *http.Request) error {
+// an Origin whose host is not the request's and that is not external (the
+// origin of the server's external URL, "" when none), or Sec-Fetch-Site
+// cross-site.
+func checkSameOrigin(r *http.Request, external string) error {
 	refused := api.Errorf(http.StatusForbidden, api.CodeForbidden,
-		"cross-site request refused: use the web UI at this server's own address, or send a bearer token")
+		"cross-site request refused: use the web UI at this server's own address (its --external-url behind a reverse proxy), or send a bearer token")
 	if o := r.Header.Get("Origin"); o != "" {
 		u, err := url.Parse(o)
-		if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
+		if err != nil || u.Host == "" {
+			return refused
+		}
+		if !strings.EqualFold(u.Host, r.Host) && (external == "" || originOf(o) != external) {
 			return refused
 		}
 	}
@@ -143,12 +153,46 @@ func checkSameOrigin(r *http.Request) error {
 	return nil
 }
 
+// originOf is the origin of an absolute http(s) URL as a browser's Origin
+// header gives it: scheme://host[:port] in lower case, without the
+// scheme's default port; "" for anything else.
+func originOf(raw string) string {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != "http" && scheme != "https" {
+		return ""
+	}
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if host == "" {
+		return ""
+	}
+	if (scheme == "http" && port == "80") || (scheme == "https" && port == "443") {
+		port = ""
+	}
+	if port != "" {
+		return scheme + "://" + net.JoinHostPort(host, port)
+	}
+	if strings.Contains(host, ":") { // an IPv6 address
+		host = "[" + host + "]"
+	}
+	return scheme + "://" + host
+}
+
+// isHTTPS reports whether raw is an https URL.
+func isHTTPS(raw string) bool {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	return err == nil && strings.EqualFold(u.Scheme, "https")
+}
+
 // sessionCookieFor is the cookie that holds value until expires; an empty
 // value is the cookie that clears it.
 func (s *Server) sessionCookieFor(value string, expires time.Time) *http.Cookie {
 	c := &http.Cookie{
 		Name: sessionCookie, Value: value, Path: "/",
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.cfg.TLSCert != "",
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.cfg.TLSCert != "" || isHTTPS(s.cfg.ExternalURL),
 	}
 	if value == "" {
 		c.MaxAge = -1
@@ -170,7 +214,7 @@ func (s *Server) handleSessionCreate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) sessionCreate(w http.ResponseWriter, r *http.Request) error {
-	if err := checkSameOrigin(r); err != nil {
+	if err := checkSameOrigin(r, s.auth.origin); err != nil {
 		return err
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
@@ -211,7 +255,7 @@ func (s *Server) sessionCreate(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) handleSessionDelete(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(sessionCookie); err == nil {
 		if sess, _, err := s.auth.openSession(r, c.Value); err == nil {
-			if err := checkCSRF(r, sess); err != nil {
+			if err := checkCSRF(r, sess, s.auth.origin); err != nil {
 				s.writeError(w, r, err)
 				return
 			}

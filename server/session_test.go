@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 )
 
@@ -325,4 +326,53 @@ func TestUIStaticFiles(t *testing.T) {
 	if rp := do(t, e.srv.URL, req{method: http.MethodGet, path: "/ui/static/nope.js"}); rp.status != http.StatusNotFound {
 		t.Errorf("GET a missing static file: %d", rp.status)
 	}
+}
+
+// TestSessionBehindAReverseProxy: a proxy that rewrites the Host header
+// (nginx's default) passes the browser's Origin, which is the server's
+// external URL and not the Host the server sees: the UI signs in and
+// changes things from there, and the cookie is Secure under an https
+// external URL although the server itself serves plain HTTP.
+func TestSessionBehindAReverseProxy(t *testing.T) {
+	t.Parallel()
+	e := setup(t, servertest.WithConfig(func(c *server.Config) { c.ExternalURL = "https://dstack.example.com/" }))
+	const origin = "https://dstack.example.com"
+	rp := do(t, e.srv.URL, req{method: http.MethodPost, path: "/api/v1/session", body: `{"token":"` + e.srv.AdminToken + `"}`,
+		header: jsonHeader(map[string]string{"Origin": origin, "Sec-Fetch-Site": "same-origin"})})
+	if rp.status != http.StatusOK {
+		t.Fatalf("sign in through the proxy: %d %s", rp.status, rp.body)
+	}
+	c := sessionCookieOf(t, rp)
+	if !c.Secure {
+		t.Errorf("cookie %+v: want Secure under an https external URL", c)
+	}
+	var sess api.Session
+	if err := json.Unmarshal(rp.body, &sess); err != nil {
+		t.Fatal(err)
+	}
+	cookie := c.Name + "=" + c.Value
+	disable := func(o string) reply {
+		return do(t, e.srv.URL, req{method: http.MethodPut, path: "/api/v1/on-demand", body: `{"enabled":false}`,
+			header: map[string]string{"Cookie": cookie, "X-CSRF-Token": sess.CSRFToken, "Origin": o}})
+	}
+	for _, o := range []string{"http://dstack.example.com", "https://dstack.example.com:8443", "https://dstack.example.com.evil.example",
+		"https://evil.example", "null"} {
+		wantError(t, "Origin "+o, disable(o), http.StatusForbidden, api.CodeForbidden, "cross-site", "--external-url")
+	}
+	for _, o := range []string{origin, "https://DSTACK.example.com:443", e.srv.URL} {
+		if rp := disable(o); rp.status != http.StatusOK {
+			t.Errorf("PUT from Origin %s: %d %s", o, rp.status, rp.body)
+		}
+	}
+	rp = do(t, e.srv.URL, req{method: http.MethodDelete, path: "/api/v1/session",
+		header: map[string]string{"Cookie": cookie, "X-CSRF-Token": sess.CSRFToken, "Origin": origin}})
+	if rp.status != http.StatusNoContent || !sessionCookieOf(t, rp).Secure {
+		t.Errorf("sign out through the proxy: %d %s %v", rp.status, rp.body, rp.header.Values("Set-Cookie"))
+	}
+
+	// Without an external URL only the request's own host is this server.
+	plain := setup(t)
+	rp = do(t, plain.srv.URL, req{method: http.MethodPost, path: "/api/v1/session", body: `{"token":"` + plain.srv.AdminToken + `"}`,
+		header: jsonHeader(map[string]string{"Origin": origin})})
+	wantError(t, "sign in from another origin", rp, http.StatusForbidden, api.CodeForbidden, "cross-site")
 }

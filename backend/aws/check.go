@@ -24,7 +24,7 @@ func (b *Backend) Check(ctx context.Context) error {
 	if err != nil {
 		err = classify("check", err)
 		var be *backend.Error
-		if errors.As(err, &be) && be.Code != "" && be.Kind != backend.ErrThrottled {
+		if errors.As(err, &be) && be.Code != "" && refusesCredentials(be.Code) {
 			be.Kind = backend.ErrInvalid
 		}
 		return err
@@ -43,3 +43,18 @@ func (b *Backend) Check(ctx context.Context) error {
 	}
 	return backend.Errorf(backend.ErrInvalid, "check", "InvalidRegion", "EC2 has no region %q", region)
 }
+
+// refusesCredentials reports whether an AWS error code of the check means
+// that the credentials or the region are refused: a code of kind
+// ErrInvalid, or one that AWS's services answer to a key they do not
+// accept (the STS and S3 spellings included).
+func refusesCredentials(code string) bool {
+	return kindOf(code) == backend.ErrInvalid || authCodes[code]
+}
+
+// authCodes are the codes of a refused access key beside those kindOf
+// already reads as ErrInvalid.
+var authCodes = codeSet("AuthFailure", "UnauthorizedOperation", "SignatureDoesNotMatch", "InvalidClientTokenId",
+	"OptInRequired", "AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidAccessKeyId",
+	"ExpiredToken", "ExpiredTokenException", "RequestExpired", "InvalidToken", "MissingAuthenticationToken",
+	"NotAuthorized", "AccountProblem", "Blocked", "PendingVerification", "IncompleteSignature")
