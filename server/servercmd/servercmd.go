@@ -99,7 +99,7 @@ given.`,
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (serves HTTPS)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "an on-demand instance idle this long is terminated")
-	f.StringVar(&cfg.ExternalURL, "external-url", "", "URL runners on on-demand instances reach the server at (default: where it listens; the local backend rewrites a loopback host to the Docker gateway)")
+	f.StringVar(&cfg.ExternalURL, "external-url", "", "URL the server is reached at: by runners on on-demand instances, and by browsers through a reverse proxy (default: where it listens; the local backend rewrites a loopback host to the Docker gateway)")
 	f.StringVar(&lo.mode, "local-backend", lo.mode, "on-demand instances as local Docker containers: auto (on when the Docker engine answers and dstack-runner is found), on or off; the server must listen where containers reach it (--host 0.0.0.0)")
 	f.StringVar(&lo.runnerBinary, "runner-binary", "", "static dstack-runner binary for the local backend's image and the installer at /runner, which also gives out dstack-runner-linux-ARCH beside it (default: next to dstack)")
 	f.StringVar(&lo.network, "docker-network", lo.network, "Docker network of the local backend's containers")
