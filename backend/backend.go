@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/dstackai/dstack/api"
@@ -136,6 +137,49 @@ type LaunchRequest struct {
 	ServerURL string
 	// Instances are the instances to launch, one spec each; at least one.
 	Instances []InstanceSpec
+}
+
+// Validate checks what every backend needs of a request: instances with
+// distinct record IDs and join tokens, an idempotency key of 1 to 64
+// printable ASCII characters, a server ID, and an absolute http(s) server
+// URL. A refusal is an *Error of kind ErrInvalid.
+func (req LaunchRequest) Validate() error {
+	bad := func(format string, args ...any) error {
+		return Errorf(ErrInvalid, "launch", "InvalidRequest", format, args...)
+	}
+	switch {
+	case len(req.Instances) == 0:
+		return bad("no instances to launch")
+	case req.IdempotencyKey == "" || len(req.IdempotencyKey) > 64 || !isASCII(req.IdempotencyKey):
+		return bad("the idempotency key %q must be 1 to 64 ASCII characters", req.IdempotencyKey)
+	case req.ServerID == "":
+		return bad("no server ID")
+	}
+	if u, err := url.Parse(req.ServerURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return bad("server URL %q is not an absolute http(s) URL", req.ServerURL)
+	}
+	seen := map[string]bool{}
+	for _, s := range req.Instances {
+		switch {
+		case s.RecordID == "":
+			return bad("an instance has no record ID")
+		case seen[s.RecordID]:
+			return bad("record ID %q is given twice", s.RecordID)
+		case s.JoinToken == "":
+			return bad("instance %s has no join token", s.RecordID)
+		}
+		seen[s.RecordID] = true
+	}
+	return nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // InstanceState is what the cloud says of an instance.

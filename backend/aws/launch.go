@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -347,38 +346,8 @@ func validateLaunch(req backend.LaunchRequest) error {
 		return bad("%q is not an AWS region name", req.Offer.Region)
 	case req.Offer.InstanceType == "":
 		return bad("no instance type")
-	case len(req.Instances) == 0:
-		return bad("no instances to launch")
 	case len(req.Instances) > maxLaunchCount:
 		return bad("%d instances in one launch; at most %d", len(req.Instances), maxLaunchCount)
-	case req.IdempotencyKey == "" || len(req.IdempotencyKey) > 64 || !isASCII(req.IdempotencyKey):
-		return bad("the idempotency key %q must be 1 to 64 ASCII characters", req.IdempotencyKey)
-	case req.ServerID == "":
-		return bad("no server ID")
 	}
-	if u, err := url.Parse(req.ServerURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return bad("server URL %q is not an absolute http(s) URL", req.ServerURL)
-	}
-	seen := map[string]bool{}
-	for _, s := range req.Instances {
-		switch {
-		case s.RecordID == "":
-			return bad("an instance has no record ID")
-		case seen[s.RecordID]:
-			return bad("record ID %q is given twice", s.RecordID)
-		case s.JoinToken == "":
-			return bad("instance %s has no join token", s.RecordID)
-		}
-		seen[s.RecordID] = true
-	}
-	return nil
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
+	return req.Validate()
 }

@@ -108,42 +108,7 @@ func (b *Backend) Launch(ctx context.Context, req backend.LaunchRequest) ([]back
 
 // validateLaunch checks what the backend needs of a request.
 func validateLaunch(req backend.LaunchRequest) error {
-	bad := func(format string, args ...any) error {
-		return backend.Errorf(backend.ErrInvalid, "launch", "InvalidRequest", format, args...)
-	}
-	switch {
-	case len(req.Instances) == 0:
-		return bad("no instances to launch")
-	case req.IdempotencyKey == "" || len(req.IdempotencyKey) > 64 || !isASCII(req.IdempotencyKey):
-		return bad("the idempotency key %q must be 1 to 64 ASCII characters", req.IdempotencyKey)
-	case req.ServerID == "":
-		return bad("no server ID")
-	}
-	if u, err := url.Parse(req.ServerURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return bad("server URL %q is not an absolute http(s) URL", req.ServerURL)
-	}
-	seen := map[string]bool{}
-	for _, s := range req.Instances {
-		switch {
-		case s.RecordID == "":
-			return bad("an instance has no record ID")
-		case seen[s.RecordID]:
-			return bad("record ID %q is given twice", s.RecordID)
-		case s.JoinToken == "":
-			return bad("instance %s has no join token", s.RecordID)
-		}
-		seen[s.RecordID] = true
-	}
-	return nil
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
+	return req.Validate()
 }
 
 // resume returns the containers of an earlier call with the same key,
