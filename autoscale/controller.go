@@ -346,6 +346,16 @@ func (c *Controller) plan(ctx context.Context) error {
 // server calls it when it removes the last backend, before its own check
 // of registered runners says why jobs wait, so that no reason of the
 // controller's is written after that check's.
+// WaitPass waits for a pass in progress, if any, to end. A backend removed
+// from the set before the call is used by no pass after it: the server
+// calls it before counting a removed backend's instances, so that no launch
+// recorded by a pass still holding the old backend is missed.
+func (c *Controller) WaitPass() {
+	c.mu.Lock()
+	//lint:ignore SA2001 an empty critical section: waiting for the holder is the point
+	c.mu.Unlock()
+}
+
 func (c *Controller) Release(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

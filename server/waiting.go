@@ -193,9 +193,13 @@ func (s *Server) removeBackend(ctx context.Context, name string) {
 	if s.backends.Remove(name) == nil {
 		return
 	}
-	if c := s.autoscaler.Load(); c != nil && s.backends.Len() == 0 {
-		if err := c.Release(ctx); err != nil {
-			s.log.Warn("autoscaler: step back", "err", err)
+	if c := s.autoscaler.Load(); c != nil {
+		if s.backends.Len() == 0 {
+			if err := c.Release(ctx); err != nil {
+				s.log.Warn("autoscaler: step back", "err", err)
+			}
+		} else {
+			c.WaitPass() // no pass still launches with the backend removed
 		}
 	}
 	s.wakeAutoscaler()
