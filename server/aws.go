@@ -250,8 +250,14 @@ func (s *Server) awsOpen(sealed string) (*awsStored, error) {
 	return &c, nil
 }
 
-func (s *Server) handleAWSGet(w http.ResponseWriter, _ *http.Request, _ *store.User) error {
-	writeJSON(w, http.StatusOK, s.aws.current().view())
+func (s *Server) handleAWSGet(w http.ResponseWriter, _ *http.Request, u *store.User) error {
+	v := s.aws.current().view()
+	if !u.Admin && v.SecretAccessKey != "" {
+		// Only those who may change the secret see its last characters
+		// (to tell which one is saved); others see that there is one.
+		v.SecretAccessKey = secretMask
+	}
+	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 

@@ -129,6 +129,10 @@ func TestAWSConfigIsCheckedSavedAndNeverShown(t *testing.T) {
 	}
 	want := api.AWSConfig{Configured: true, AccessKeyID: awsKeyID, SecretAccessKey: "****************EKEY", Region: "eu-west-1", UpdatedBy: "admin"}
 	for _, c := range []*client.Client{e.admin, bob} {
+		want := want
+		if c == bob {
+			want.SecretAccessKey = "****************" // not even its last characters
+		}
 		got, err := c.AWSGet(ctx)
 		if err != nil {
 			t.Fatal(err)
