@@ -66,7 +66,11 @@ func (e *Env) runners(ctx context.Context, asJSON bool) error {
 		if job == "" {
 			job = r.JobID
 		}
-		row := []string{r.Name, r.Hostname, string(r.Status), cpu, formatMiB(r.Resources.MemoryMiB), formatGPUs(r.Resources.GPUs), formatMiB(r.Resources.DiskMiB), job}
+		status := string(r.Status)
+		if r.InterruptedAt != nil {
+			status += " (interrupted)" // the cloud reclaims its machine: it takes no more jobs
+		}
+		row := []string{r.Name, r.Hostname, status, cpu, formatMiB(r.Resources.MemoryMiB), formatGPUs(r.Resources.GPUs), formatMiB(r.Resources.DiskMiB), job}
 		if onDemand {
 			backend := r.Backend
 			if backend == "" {

@@ -203,6 +203,9 @@ func TestAWSOnDemand(t *testing.T) {
 	c.waitRun(name, "the job to run again after the interruption", func(r api.Run) bool {
 		return r.Status == api.StatusRunning && r.Jobs[0].RunnerName != first.Jobs[0].RunnerName
 	})
+	if r := c.ok("runners"); !strings.Contains(r.stdout, "(interrupted)") {
+		t.Errorf("dstack runners does not show the interrupted runner:\n%s", r.stdout)
+	}
 	c.ok("stop", "--abort", name)
 	waitFor(t, odTimeout, "every instance to be terminated", func() bool { return len(c.live()) == 0 })
 

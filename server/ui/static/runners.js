@@ -19,7 +19,8 @@
     tbody.replaceChildren(...runners.map((r) => {
       const onDemand = Boolean(r.instance_type);
       const host = r.hostname && r.hostname !== r.name ? el('span', { class: 'sub', text: r.hostname }) : null;
-      const state = r.instance_state && r.instance_state !== 'running' ? el('span', { class: 'sub', text: 'instance ' + r.instance_state }) : null;
+      const state = r.interrupted_at ? el('span', { class: 'sub', text: 'interrupted: ' + (r.interruption_reason || 'the cloud reclaims this machine') })
+        : r.instance_state && r.instance_state !== 'running' ? el('span', { class: 'sub', text: 'instance ' + r.instance_state }) : null;
       return el('tr', { dataset: { runner: r.name } },
         td('Name', el('span', { class: 'name', text: r.name }), host),
         td('Status', badge(r.status), state),
