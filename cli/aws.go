@@ -134,13 +134,6 @@ func maskKey(id string) string {
 	return strings.Repeat("*", 16) + id[len(id)-4:]
 }
 
-// interactive reports whether the user can be asked: stdin and stderr are
-// a terminal.
-func (e *Env) interactive() bool {
-	in, ok := e.Stdin.(io.Writer) // a terminal is a file, read and written
-	return ok && e.IsTerminal(in) && e.IsTerminal(e.Stderr)
-}
-
 func (e *Env) awsConfig(ctx context.Context, v awsValues) error {
 	c, err := e.client()
 	if err != nil {
@@ -438,18 +431,4 @@ func awsClearErr(c *apiClient, err error) error {
 		return err
 	}
 	return c.explain(err)
-}
-
-// ask asks whether to go ahead with what; without a terminal it refuses: a
-// script must say --force.
-func (e *Env) ask(what string) error {
-	if !e.interactive() {
-		return fmt.Errorf("%s: run it again with --force (-f) to go ahead, or in a terminal to be asked", what)
-	}
-	fmt.Fprintf(e.Stderr, "%s. Continue? [y/N] ", what)
-	line, _ := bufio.NewReader(e.Stdin).ReadString('\n')
-	if !isYes(line) {
-		return &exitError{code: ExitError, msg: "cancelled: nothing was changed"}
-	}
-	return nil
 }

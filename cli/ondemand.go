@@ -377,12 +377,23 @@ func (e *Env) confirm(n int, what string) error {
 	if n == 0 {
 		return nil
 	}
-	msg := fmt.Sprintf("%s would terminate %s", what, plural(n, "running instance"))
+	return e.ask(fmt.Sprintf("%s would terminate %s", what, plural(n, "running instance")))
+}
+
+// interactive reports whether the user can be asked: stdin and stderr are
+// a terminal.
+func (e *Env) interactive() bool {
 	in, ok := e.Stdin.(io.Writer) // a terminal is a file, read and written
-	if !ok || !e.IsTerminal(in) || !e.IsTerminal(e.Stderr) {
-		return fmt.Errorf("%s: run it again with --force (-f) to go ahead, or in a terminal to be asked", msg)
+	return ok && e.IsTerminal(in) && e.IsTerminal(e.Stderr)
+}
+
+// ask asks whether to go ahead with what; without a terminal it refuses: a
+// script must say --force.
+func (e *Env) ask(what string) error {
+	if !e.interactive() {
+		return fmt.Errorf("%s: run it again with --force (-f) to go ahead, or in a terminal to be asked", what)
 	}
-	fmt.Fprintf(e.Stderr, "%s. Continue? [y/N] ", msg)
+	fmt.Fprintf(e.Stderr, "%s. Continue? [y/N] ", what)
 	line, _ := bufio.NewReader(e.Stdin).ReadString('\n')
 	if !isYes(line) {
 		return &exitError{code: ExitError, msg: "cancelled: nothing was changed"}
