@@ -2,12 +2,8 @@ package server_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -131,15 +127,9 @@ func TestAWSKeySwitchRefusedWhileInstancesRunPutsTheBackendBack(t *testing.T) {
 	t.Parallel()
 	e := setupAWS(t)
 	ctx := context.Background()
-	if _, err := e.admin.AWSPut(ctx, awsRequest(awsSecret)); err != nil {
-		t.Fatal(err)
-	}
-	res, err := e.admin.LimitPut(ctx, api.LimitPutRequest{InstanceType: "m5.xlarge", PurchaseType: api.PurchaseSpot, Max: 3}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	recordInstances(t, e.srv, res.Limit.ID, 1)
-	_, err = e.admin.AWSPut(ctx, api.AWSConfigRequest{AccessKeyID: awsOtherKeyID, SecretAccessKey: awsOtherSecret, Region: "eu-west-1"})
+	limitID := e.configureWithLimit(t)
+	recordInstances(t, e.srv, limitID, 1)
+	_, err := e.admin.AWSPut(ctx, api.AWSConfigRequest{AccessKeyID: awsOtherKeyID, SecretAccessKey: awsOtherSecret, Region: "eu-west-1"})
 	apiErr(t, "another key with an instance", err, api.CodeConflict, "1 AWS instance is running under access key "+awsKeyID,
 		"switching to access key "+awsOtherKeyID, "another account", "a new key of the same account needs them stopped first",
 		"dstack on-demand disable", "keep access key ID "+awsKeyID)
@@ -163,14 +153,8 @@ func TestAWSNewSecretOfTheSameKeyWhileInstancesRun(t *testing.T) {
 		servertest.WithLogger(slog.New(slog.NewTextHandler(logs, nil))),
 		servertest.WithConfig(func(c *server.Config) { c.AWS.Endpoint = ec2.URL() })), ec2: ec2, logs: logs}
 	ctx := context.Background()
-	if _, err := e.admin.AWSPut(ctx, awsRequest(awsSecret)); err != nil {
-		t.Fatal(err)
-	}
-	res, err := e.admin.LimitPut(ctx, api.LimitPutRequest{InstanceType: "m5.xlarge", PurchaseType: api.PurchaseSpot, Max: 3}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	recordInstances(t, e.srv, res.Limit.ID, 2)
+	limitID := e.configureWithLimit(t)
+	recordInstances(t, e.srv, limitID, 2)
 	got, err := e.admin.AWSPut(ctx, awsRequest("a-new-secret-of-the-same-key-0001"))
 	if err != nil || got.AccessKeyID != awsKeyID || got.SecretAccessKey != "****************0001" {
 		t.Fatalf("a new secret of the same key while instances run: %+v %v", got, err)
@@ -190,24 +174,9 @@ func TestAWSKeySwitchWhenTheStoredKeyCannotBeOpened(t *testing.T) {
 	t.Parallel()
 	e := setupAWS(t)
 	ctx := context.Background()
-	if _, err := e.admin.AWSPut(ctx, awsRequest(awsSecret)); err != nil {
-		t.Fatal(err)
-	}
-	res, err := e.admin.LimitPut(ctx, api.LimitPutRequest{InstanceType: "m5.xlarge", PurchaseType: api.PurchaseSpot, Max: 3}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ins := recordInstances(t, e.srv, res.Limit.ID, 2)
-	if err := e.srv.Server.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(e.srv.DataDir, "encryption.key"), []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	limitID := e.configureWithLimit(t)
+	ins := recordInstances(t, e.srv, limitID, 2)
+	stopWithAnotherServerKey(t, e.srv)
 	e.srv.Restart(t)
 	c := e.srv.Client()
 	if got, err := c.AWSGet(ctx); err != nil || got.Configured {

@@ -22,6 +22,7 @@ import (
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/backend/aws/ec2fake"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/secretbox"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 	"github.com/dstackai/dstack/store"
@@ -234,16 +235,7 @@ func TestAWSConfigSurvivesRestartUnderItsKeyOnly(t *testing.T) {
 
 	// Under another key the configuration does not open: the server says
 	// what to do and starts without AWS.
-	if err := e.srv.Server.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(e.srv.DataDir, "encryption.key"), []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	stopWithAnotherServerKey(t, e.srv)
 	before := len(e.logs.String())
 	e.srv.Restart(t)
 	logs := e.logs.String()[before:]
@@ -309,21 +301,15 @@ func TestAWSClearIsRefusedWhileInstancesRun(t *testing.T) {
 	if err := e.admin.AWSDelete(ctx, false); err != nil {
 		t.Fatalf("clearing an unconfigured server: %v", err)
 	}
-	if _, err := e.admin.AWSPut(ctx, awsRequest(awsSecret)); err != nil {
-		t.Fatal(err)
-	}
-	res, err := e.admin.LimitPut(ctx, api.LimitPutRequest{InstanceType: "m5.xlarge", PurchaseType: api.PurchaseSpot, Max: 3}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ins := recordInstances(t, e.srv, res.Limit.ID, 2)
+	limitID := e.configureWithLimit(t)
+	ins := recordInstances(t, e.srv, limitID, 2)
 	for _, dry := range []bool{true, false} {
 		err := e.admin.AWSDelete(ctx, dry)
 		apiErr(t, "clear with instances", err, api.CodeConflict,
 			"2 AWS instances are running: run `dstack on-demand disable` (or delete the limits) to terminate them, then `dstack aws clear` again")
 	}
 	// Another access key might be of another account: refused too.
-	_, err = e.admin.AWSPut(ctx, api.AWSConfigRequest{AccessKeyID: "AKIAOTHERKEY00000000", SecretAccessKey: "other-secret", Region: "eu-west-1"})
+	_, err := e.admin.AWSPut(ctx, api.AWSConfigRequest{AccessKeyID: "AKIAOTHERKEY00000000", SecretAccessKey: "other-secret", Region: "eu-west-1"})
 	apiErr(t, "another key with instances", err, api.CodeConflict, "2 AWS instances are running", "dstack on-demand disable")
 
 	setInstances(t, e.srv, ins, store.InstanceTerminated)
@@ -351,7 +337,7 @@ func TestAWSClearIsRefusedWhileInstancesRun(t *testing.T) {
 
 	// Instances still terminating are counted too (set up with AWS
 	// cleared, so that no autoscaler ends them meanwhile).
-	ins = recordInstances(t, e.srv, res.Limit.ID, 2)
+	ins = recordInstances(t, e.srv, limitID, 2)
 	setInstances(t, e.srv, ins, store.InstanceTerminating)
 	apiErr(t, "clear while terminating", e.admin.AWSDelete(ctx, false), api.CodeConflict,
 		"2 AWS instances are still terminating: wait for them to end, then `dstack aws clear` again")
@@ -369,6 +355,37 @@ func setInstances(t *testing.T, srv *servertest.Server, ins []*store.Instance, s
 
 // recordInstances records n launching instances of a limit, as the
 // autoscaler would before launching them.
+// configureWithLimit saves the AWS credentials and sets a limit of
+// m5.xlarge spot, max 3, in the default region; it returns the limit's ID.
+func (e *awsServerEnv) configureWithLimit(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := e.admin.AWSPut(ctx, awsRequest(awsSecret)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.admin.LimitPut(ctx, api.LimitPutRequest{InstanceType: "m5.xlarge", PurchaseType: api.PurchaseSpot, Max: 3}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Limit.ID
+}
+
+// stopWithAnotherServerKey stops the server and replaces its key file with
+// a new key, so that what it sealed before no longer opens at its restart.
+func stopWithAnotherServerKey(t *testing.T, srv *servertest.Server) {
+	t.Helper()
+	if err := srv.Server.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, secretbox.KeySize)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(srv.DataDir, secretbox.KeyFile), []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func recordInstances(t *testing.T, srv *servertest.Server, limitID string, n int) []*store.Instance {
 	t.Helper()
 	var specs []store.InstanceCreate
