@@ -200,14 +200,8 @@ type notOffered struct {
 // in region eu-west-1 (on-demand/spot) of backend aws; similar types it
 // offers: m5.xlarge, m5.2xlarge".
 func (n notOffered) text(backendName, region string) string {
-	switch {
-	case n.other:
-		return fmt.Sprintf("is not offered as %s in region %s of backend %s, only as %s", purchase(n.spot), region, backendName, purchase(!n.spot))
-	case n.none:
-		return fmt.Sprintf("is not offered in region %s of backend %s, which offers no %s instance types", region, backendName, purchase(n.spot))
-	}
-	msg := fmt.Sprintf("is not offered in region %s (on-demand/spot) of backend %s", region, backendName)
-	if d := n.detail(); d != "" {
+	msg := "is not offered " + n.place(backendName, region)
+	if d := n.alternatives(); d != "" {
 		msg += "; " + d
 	}
 	return msg
@@ -217,23 +211,31 @@ func (n notOffered) text(backendName, region string) string {
 // eu-west-1 (on-demand/spot) of backend aws (similar types it offers:
 // m5.xlarge)".
 func (n notOffered) where(backendName, region string) string {
+	msg := n.place(backendName, region)
+	if d := n.alternatives(); d != "" {
+		msg += " (" + d + ")"
+	}
+	return msg
+}
+
+// place says where the type is not offered: "in region eu-west-1
+// (on-demand/spot) of backend aws", or why at this purchase type only.
+func (n notOffered) place(backendName, region string) string {
 	switch {
 	case n.other:
 		return fmt.Sprintf("as %s in region %s of backend %s, only as %s", purchase(n.spot), region, backendName, purchase(!n.spot))
 	case n.none:
 		return fmt.Sprintf("in region %s of backend %s, which offers no %s instance types", region, backendName, purchase(n.spot))
 	}
-	msg := fmt.Sprintf("in region %s (on-demand/spot) of backend %s", region, backendName)
-	if d := n.detail(); d != "" {
-		msg += " (" + d + ")"
-	}
-	return msg
+	return fmt.Sprintf("in region %s (on-demand/spot) of backend %s", region, backendName)
 }
 
-// detail lists what is offered instead: all of few types, or of many those
-// like the one asked for.
-func (n notOffered) detail() string {
+// alternatives lists what is offered instead when the type is not offered
+// at all: all of few types, or of many those like the one asked for.
+func (n notOffered) alternatives() string {
 	switch {
+	case n.other || n.none:
+		return ""
 	case len(n.types) > 0:
 		return "it offers: " + strings.Join(n.types, ", ")
 	case len(n.similar) > 0:

@@ -62,13 +62,8 @@ func toLogin(w http.ResponseWriter, r *http.Request) {
 // shows besides the user.
 func (s *Server) uiPage(name string, fill func(*http.Request, *session, *ui.Page)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		sess, u, err := s.pageSession(w, r)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		if sess == nil {
-			toLogin(w, r)
+		sess, u, ok := s.signedIn(w, r)
+		if !ok {
 			return
 		}
 		p := ui.Page{Name: name, User: u.Name, CSRF: sess.CSRF}
@@ -79,14 +74,23 @@ func (s *Server) uiPage(name string, fill func(*http.Request, *session, *ui.Page
 	}
 }
 
-func (s *Server) handleUIRoot(w http.ResponseWriter, r *http.Request) {
-	sess, _, err := s.pageSession(w, r)
+// signedIn is the browser's session and user; without one it has answered
+// (an error, or a redirect to sign in) and reports false.
+func (s *Server) signedIn(w http.ResponseWriter, r *http.Request) (*session, *store.User, bool) {
+	sess, u, err := s.pageSession(w, r)
 	if err != nil {
 		s.writeError(w, r, err)
-		return
+		return nil, nil, false
 	}
 	if sess == nil {
 		toLogin(w, r)
+		return nil, nil, false
+	}
+	return sess, u, true
+}
+
+func (s *Server) handleUIRoot(w http.ResponseWriter, r *http.Request) {
+	if _, _, ok := s.signedIn(w, r); !ok {
 		return
 	}
 	ui.Headers(w.Header())
