@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/dstackai/dstack/jobdir"
 )
 
 // tree writes files into a fresh directory: a name ending in '/' is a
@@ -209,7 +211,7 @@ func TestRoundTrip(t *testing.T) {
 		"data/empty":       "",
 		"deep/a/b/c/d.txt": strings.Repeat("x", 100000),
 		"link":             "->data/numbers.txt",
-		"escape":           "->../../etc/passwd",
+		"up-and-in":        "->deep/a/../../data",
 		"empty-dir/":       "",
 		"ro/file":          "read-only dir",
 		strings.Repeat("n", 150) + "/" + strings.Repeat("m", 120): "long names",
@@ -422,6 +424,11 @@ func TestUnpackRejects(t *testing.T) {
 			},
 			want: ErrUnsafePath,
 		},
+		{name: "link out", entries: []entry{{name: "up", typ: tar.TypeSymlink, linkname: "../../.."}}, want: jobdir.ErrOutside},
+		{name: "absolute link", entries: []entry{{name: "a/etc", typ: tar.TypeSymlink, linkname: "/etc"}}, want: jobdir.ErrOutside},
+		{name: "absolute link to a file", entries: []entry{{name: "data", typ: tar.TypeSymlink, linkname: "/some/host/dir"}}, want: ErrUnsafePath},
+		{name: "link to a link out", entries: []entry{{name: "a", typ: tar.TypeSymlink, linkname: "b"}, {name: "b", typ: tar.TypeSymlink, linkname: "../x"}}, want: jobdir.ErrOutside},
+		{name: "link out through a later link", entries: []entry{{name: "m", typ: tar.TypeSymlink, linkname: "l/.."}, {name: "l", typ: tar.TypeSymlink, linkname: "."}}, want: jobdir.ErrOutside},
 		{name: "hard link", entries: []entry{{name: "h", typ: tar.TypeLink, linkname: "/etc/passwd"}}},
 		{name: "device", entries: []entry{{name: "dev", typ: tar.TypeChar}}},
 		{name: "fifo", entries: []entry{{name: "fifo", typ: tar.TypeFifo}}},
@@ -480,7 +487,7 @@ func TestUnpackAccepts(t *testing.T) {
 		entry{name: "a//b.txt", typ: tar.TypeReg, body: "second wins"},
 		entry{name: "link", typ: tar.TypeSymlink, linkname: "/etc/passwd"},
 		entry{name: "link", typ: tar.TypeReg, body: "a file replaces the link, the target is untouched"},
-		entry{name: "up", typ: tar.TypeSymlink, linkname: "../../.."},
+		entry{name: "in", typ: tar.TypeSymlink, linkname: "a/../x"},
 		entry{name: "x", typ: tar.TypeReg, body: "x"},
 		entry{name: "x", typ: tar.TypeSymlink, linkname: "a/b.txt"},
 	)
@@ -491,8 +498,8 @@ func TestUnpackAccepts(t *testing.T) {
 	want := []string{
 		"a drwxr-xr-x",
 		"a/b.txt -rw-r--r-- second wins",
+		"in Lrwxrwxrwx -> a/../x",
 		"link -rw-r--r-- a file replaces the link, the target is ",
-		"up Lrwxrwxrwx -> ../../..",
 		"x Lrwxrwxrwx -> a/b.txt",
 	}
 	if !slices.Equal(got, want) {

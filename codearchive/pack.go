@@ -14,10 +14,11 @@
 // files, directories and symbolic links are packed (links as links); other
 // kinds of files are skipped. Permission bits are kept.
 //
-// Unpack writes into a directory and never outside it: absolute names and
-// ".." are refused, nothing is ever written through a symbolic link (links
-// themselves are recreated, wherever they point), and a size limit is
-// enforced while writing.
+// Unpack writes into a directory and never outside it, through the jobdir
+// package: absolute names and ".." are refused, nothing is ever written
+// through a symbolic link, links are recreated when they stay inside the
+// directory and refused when they lead out, and a size limit is enforced
+// while writing.
 package codearchive
 
 import (

@@ -11,6 +11,8 @@ import (
 	"path"
 	"slices"
 	"strings"
+
+	"github.com/dstackai/dstack/jobdir"
 )
 
 // UnpackOptions tunes Unpack.
@@ -28,29 +30,38 @@ type UnpackOptions struct {
 var ErrUnsafePath = errors.New("unsafe path in code archive")
 
 // Unpack extracts the gzip'd tar read from r into dir, creating dir if
-// needed. Entries whose names are absolute or climb out with "..", and
-// entries whose path goes through a symbolic link, are refused with
-// ErrUnsafePath. Symbolic links are recreated as they are, wherever they
-// point, since nothing is written through them. Hard links and special
-// files are refused. Permission bits are applied without setuid, setgid and
-// sticky bits, and directories always keep rwx for their owner so that the
-// runner can clean the job's directory up. On error, what was extracted so
-// far stays in dir.
+// needed, as UnpackInto does.
 func Unpack(r io.Reader, dir string, opts UnpackOptions) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("unpack code: %w", err)
 	}
-	root, err := os.OpenRoot(dir)
+	d, err := jobdir.Open(dir)
 	if err != nil {
 		return fmt.Errorf("unpack code: %w", err)
 	}
-	defer root.Close()
+	defer d.Close()
+	return UnpackInto(r, d, opts)
+}
+
+// UnpackInto extracts the gzip'd tar read from r into the job's directory
+// d. Entries whose names are absolute or climb out with "..", and entries
+// whose path goes through a symbolic link, are refused with ErrUnsafePath.
+// Symbolic links are recreated as they are when they stay inside the
+// directory; one that leads out (an absolute target, or one that climbs
+// above the directory, directly or through other links) is refused with
+// ErrUnsafePath and jobdir.ErrOutside, naming it. Hard links and special
+// files are refused. Permission bits are applied without setuid, setgid and
+// sticky bits, and directories always keep rwx for their owner so that the
+// runner can clean the job's directory up. On error, what was extracted so
+// far stays in the directory.
+func UnpackInto(r io.Reader, d *jobdir.Dir, opts UnpackOptions) error {
+	root := d.Root()
 	gz, err := gzip.NewReader(r)
 	if err != nil {
 		return fmt.Errorf("unpack code: %w", err)
 	}
 	defer gz.Close()
-	u := &unpacker{root: root, dir: dir, opts: opts, dirModes: map[string]fs.FileMode{}}
+	u := &unpacker{root: root, dir: d.Path(), opts: opts, dirModes: map[string]fs.FileMode{}}
 	tr := tar.NewReader(gz)
 	for {
 		h, err := tr.Next()
@@ -62,6 +73,18 @@ func Unpack(r io.Reader, dir string, opts UnpackOptions) error {
 		}
 		if err := u.entry(h, tr); err != nil {
 			return err
+		}
+	}
+	// Links last, once every entry is in place: where one leads can depend
+	// on links that came after it.
+	for _, name := range u.links {
+		fi, err := root.Lstat(name)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			continue // replaced by a later entry
+		}
+		// A dangling link or a loop is harmless: only one out is refused.
+		if err := d.Check(name); errors.Is(err, jobdir.ErrOutside) {
+			return fmt.Errorf("%w: %w; the runner follows no link out of the job's directory: make it point inside the project, or leave it out with a .dstackignore", ErrUnsafePath, err)
 		}
 	}
 	// Directory modes last, deepest first, so that a read-only directory
@@ -86,6 +109,7 @@ type unpacker struct {
 	size     int64
 	entries  int
 	dirModes map[string]fs.FileMode
+	links    []string // the symbolic links made, to check at the end
 }
 
 func (u *unpacker) entry(h *tar.Header, r io.Reader) error {
@@ -135,6 +159,7 @@ func (u *unpacker) entry(h *tar.Header, r io.Reader) error {
 		if err := u.root.Symlink(h.Linkname, name); err != nil {
 			return fmt.Errorf("unpack code: %w", err)
 		}
+		u.links = append(u.links, name)
 	default:
 		return fmt.Errorf("unpack code: %q: entries of type %q are not supported; only files, directories and symbolic links are", name, h.Typeflag)
 	}
