@@ -433,3 +433,25 @@ func TestRoot(t *testing.T) {
 		}
 	}
 }
+
+func TestLocal(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ in, want string }{
+		{"data/train.csv", "data/train.csv"},
+		{"out/", "out"},
+		{"./a/../b", "b"},
+		{".", "."},
+		{"", ""},
+		{"/etc/passwd", ""},
+		{"..", ""},
+		{"../x", ""},
+		{"a/../../x", ""},
+		{"a\x00b", ""},
+	}
+	for _, tt := range tests {
+		got, err := jobdir.Local(tt.in)
+		if (err != nil) != (tt.want == "") || (err == nil && got != tt.want) {
+			t.Errorf("Local(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}

@@ -45,9 +45,14 @@ type Config struct {
 	JoinToken string `yaml:"join_token,omitempty"`
 	// Name is the runner's name as shown by `dstack runners`.
 	Name string `yaml:"name"`
-	// DataDir holds the runner's state, job working directories and log
-	// spools.
+	// DataDir holds the runner's own files: its state (its credential),
+	// and the jobs' log spools. It is kept private (0700) and no job can
+	// name it.
 	DataDir string `yaml:"data_dir,omitempty"`
+	// WorkDir holds the jobs' working directories, one per job; empty means
+	// DefaultWorkDir(DataDir), a sibling of DataDir. It must not be inside
+	// DataDir, nor DataDir inside it.
+	WorkDir string `yaml:"work_dir,omitempty"`
 	// Executor is how jobs run: "auto" (DefaultConfig's: docker when the
 	// Docker Engine answers at start, shell otherwise), "shell" (what an
 	// empty Executor means) or "docker".
@@ -125,6 +130,21 @@ func DefaultDataDir() string {
 	return filepath.Join(home, ".dstack-runner")
 }
 
+// DefaultWorkDir is the work directory of a runner whose data is in
+// dataDir: its sibling with "-work" added, ~/.dstack-runner-work by
+// default.
+func DefaultWorkDir(dataDir string) string {
+	return filepath.Clean(dataDir) + "-work"
+}
+
+// workDir is WorkDir, or its default.
+func (c Config) workDir() string {
+	if c.WorkDir != "" {
+		return c.WorkDir
+	}
+	return DefaultWorkDir(c.DataDir)
+}
+
 // DefaultConfigPath is ~/.dstack-runner/config.yaml.
 func DefaultConfigPath() string { return filepath.Join(DefaultDataDir(), "config.yaml") }
 
@@ -156,6 +176,9 @@ func (c *Config) LoadFile(path string) error {
 	}
 	if f.DataDir != "" {
 		c.DataDir = f.DataDir
+	}
+	if f.WorkDir != "" {
+		c.WorkDir = f.WorkDir
 	}
 	if f.Executor != "" {
 		c.Executor = f.Executor
@@ -225,6 +248,8 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("no data directory: set it with --data-dir"))
+	} else if err := checkWorkDir(c.DataDir, c.workDir()); err != nil {
+		errs = append(errs, err)
 	}
 	if c.ExecutorImpl == nil {
 		if err := executor.CheckName(c.Executor); err != nil {
@@ -249,6 +274,44 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkWorkDir refuses a work directory that is the data directory, is
+// inside it or holds it: a job could then name the runner's own files.
+func checkWorkDir(data, work string) error {
+	d, w := realPath(data), realPath(work)
+	if d == "" || w == "" {
+		return nil
+	}
+	if within(w, d) || within(d, w) {
+		return fmt.Errorf("work directory %s and data directory %s overlap: a job could reach the runner's credential; give --work-dir a directory apart from --data-dir (default %s)", work, data, DefaultWorkDir(data))
+	}
+	return nil
+}
+
+// realPath is p absolute, with the links of its longest existing part
+// resolved; "" when it cannot be made absolute.
+func realPath(p string) string {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return ""
+	}
+	var rest []string
+	for dir := abs; ; dir = filepath.Dir(dir) {
+		if real, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(append([]string{real}, rest...)...)
+		}
+		if dir == filepath.Dir(dir) {
+			return abs
+		}
+		rest = append([]string{filepath.Base(dir)}, rest...)
+	}
+}
+
+// within reports whether p is dir or inside it.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // ValidateServerURL checks that u is an absolute http(s) URL.
@@ -288,6 +351,7 @@ func (c *Config) applyDefaults() {
 	if c.Executor == "" {
 		c.Executor = "shell"
 	}
+	c.WorkDir = c.workDir()
 }
 
 // writeFileAtomic writes b to path through a temporary file and a rename, so

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dstackai/dstack/jobdir"
 )
 
 func TestConfigSources(t *testing.T) {
@@ -206,30 +208,6 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 }
 
-func TestLocalPath(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		rel, want string // want "" for an error
-	}{
-		{"model", "/w/model"},
-		{"data/train.csv", "/w/data/train.csv"},
-		{"out/", "/w/out"},
-		{"./a/../b", "/w/b"},
-		{".", "/w"},
-		{"", ""},
-		{"/etc/passwd", ""},
-		{"..", ""},
-		{"../x", ""},
-		{"a/../../x", ""},
-	}
-	for _, tt := range tests {
-		got, err := localPath("/w", tt.rel)
-		if (err != nil) != (tt.want == "") || (err == nil && got != tt.want) {
-			t.Errorf("localPath(%q) = %q, %v; want %q", tt.rel, got, err, tt.want)
-		}
-	}
-}
-
 func TestCollectArtifacts(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -245,7 +223,12 @@ func TestCollectArtifacts(t *testing.T) {
 	if err := os.Symlink("/etc/passwd", filepath.Join(dir, "model", "link")); err != nil {
 		t.Fatal(err)
 	}
-	files, missing, err := collectArtifacts(dir, []string{"model", "report.txt", "absent", "model/sub"})
+	d, err := jobdir.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	files, missing, skipped, err := collectArtifacts(d, []string{"model", "report.txt", "absent", "model/sub"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +243,10 @@ func TestCollectArtifacts(t *testing.T) {
 	if !reflect.DeepEqual(missing, []string{"absent"}) {
 		t.Errorf("missing %v", missing)
 	}
-	if _, _, err := collectArtifacts(dir, []string{"../escape"}); err == nil {
+	if len(skipped) != 1 || skipped[0].Name != "model/link" || !strings.Contains(skipped[0].Reason, `"/etc/passwd", outside`) {
+		t.Errorf("skipped %v, want model/link, outside", skipped)
+	}
+	if _, _, _, err := collectArtifacts(d, []string{"../escape"}); err == nil {
 		t.Error("an artifact path outside the working directory was accepted")
 	}
 }

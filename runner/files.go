@@ -7,30 +7,18 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
-	"path/filepath"
-	"strings"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
 	"github.com/dstackai/dstack/codearchive"
+	"github.com/dstackai/dstack/jobdir"
 )
 
 // This file moves files between the server and a job's working directory:
 // the code and the dependencies' artifacts in, the job's artifacts out.
-
-// localPath turns a slash-separated path relative to dir into a path under
-// dir, refusing anything that would land outside it.
-func localPath(dir, rel string) (string, error) {
-	if rel == "" || path.IsAbs(rel) || filepath.IsAbs(rel) {
-		return "", fmt.Errorf("path %q must be relative to the working directory", rel)
-	}
-	clean := path.Clean(rel)
-	if clean == ".." || strings.HasPrefix(clean, "../") {
-		return "", fmt.Errorf("path %q leaves the working directory", rel)
-	}
-	return filepath.Join(dir, filepath.FromSlash(clean)), nil
-}
+// Every file operation in the directory goes through the job's jobdir.Dir:
+// the job may have put symbolic links anywhere in it, and none that leads
+// out is followed (see package jobdir).
 
 // downloadCode fetches the job's code archive and unpacks it into the
 // working directory.
@@ -41,10 +29,10 @@ func (j *job) downloadCode(ctx context.Context) error {
 			return err
 		}
 		defer rc.Close()
-		if err := cleanDir(j.dir); err != nil {
-			return permanent(err)
+		if err := j.dir.Clean(); err != nil {
+			return permanent(fmt.Errorf("clean %s: %w", j.dir.Path(), err))
 		}
-		if err := codearchive.Unpack(rc, j.dir, codearchive.UnpackOptions{MaxSize: j.r.cfg.MaxCodeSize}); err != nil {
+		if err := codearchive.UnpackInto(rc, j.dir, codearchive.UnpackOptions{MaxSize: j.r.cfg.MaxCodeSize}); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -65,7 +53,9 @@ func (j *job) downloadCode(ctx context.Context) error {
 // downloadDependencies places the artifacts of the job's dependencies in its
 // working directory at their relative paths: those of its own run and those
 // of earlier runs it names by tag alike. The server lists only jobs of the
-// job's user.
+// job's user. An artifact replaces what the code has at its path, a file or
+// a symbolic link, and is never written through a link; a link on the way
+// to it that leads out of the directory fails the job, naming the link.
 func (j *job) downloadDependencies(ctx context.Context) error {
 	var deps []api.Dependency
 	err := j.do(ctx, "list dependencies", func(ctx context.Context, c *client.Client) error {
@@ -78,11 +68,10 @@ func (j *job) downloadDependencies(ctx context.Context) error {
 	}
 	for _, d := range deps {
 		for _, f := range d.Files {
-			dst, err := localPath(j.dir, f.Path)
-			if err != nil {
+			if _, err := jobdir.Local(f.Path); err != nil {
 				return fmt.Errorf("artifact of %s: %w", depName(d), err)
 			}
-			if err := j.downloadFile(ctx, d.JobID, f, dst); err != nil {
+			if err := j.downloadFile(ctx, d.JobID, f); err != nil {
 				return fmt.Errorf("artifact %s of %s: %w", f.Path, depName(d), err)
 			}
 		}
@@ -100,89 +89,97 @@ func depName(d api.Dependency) string {
 	return fmt.Sprintf("%s:%s (run %s)", d.Workflow, d.Tag, d.RunName)
 }
 
-func (j *job) downloadFile(ctx context.Context, depJobID string, f api.ArtifactFile, dst string) error {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
+func (j *job) downloadFile(ctx context.Context, depJobID string, f api.ArtifactFile) error {
 	return j.do(ctx, "download artifact", func(ctx context.Context, c *client.Client) error {
 		rc, err := c.JobDependencyArtifact(ctx, j.id, j.lease, depJobID, f.Path)
 		if err != nil {
 			return err
 		}
 		defer rc.Close()
-		out, err := os.OpenFile(dst, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-		if err != nil {
-			return permanent(err)
-		}
-		n, err := io.Copy(out, rc)
-		if cerr := out.Close(); err == nil && cerr != nil {
-			return permanent(cerr)
-		}
-		if err != nil {
+		in := &readTracker{r: rc}
+		n, err := j.dir.WriteFile(f.Path, in, 0o644)
+		switch {
+		case err != nil && in.err != nil && errors.Is(err, in.err):
 			return err // the stream broke: retry
-		}
-		if n != f.Size {
+		case err != nil:
+			return permanent(err) // refused, or the disk's failure
+		case n != f.Size:
 			return fmt.Errorf("got %d bytes of %d", n, f.Size)
 		}
 		return nil
 	})
 }
 
+// readTracker remembers its reader's error, to tell a broken stream from a
+// failure to write.
+type readTracker struct {
+	r   io.Reader
+	err error
+}
+
+func (t *readTracker) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF {
+		t.err = err
+	}
+	return n, err
+}
+
 // artifactFile is one file to upload.
 type artifactFile struct {
-	local string // path on disk
-	rel   string // slash-separated, relative to the working directory
+	rel string // slash-separated, relative to the working directory
 }
 
 // collectArtifacts lists the regular files under the job's artifact paths.
-// Paths that do not exist are returned apart; symbolic links are not
-// followed.
-func collectArtifacts(dir string, paths []string) (files []artifactFile, missing []string, err error) {
+// Paths that do not exist are returned apart. A path that leads out of the
+// directory through a symbolic link is an error that names the link. In the
+// trees, a symbolic link to a regular file inside the directory is uploaded
+// with its target's content; other links (out of the directory, dangling,
+// to a directory) are not followed and are returned in skipped.
+func collectArtifacts(d *jobdir.Dir, paths []string) (files []artifactFile, missing []string, skipped []jobdir.Skipped, err error) {
 	seen := map[string]bool{}
 	for _, p := range paths {
-		root, err := localPath(dir, p)
-		if err != nil {
-			return nil, nil, err
-		}
-		if _, err := os.Lstat(root); errors.Is(err, fs.ErrNotExist) {
+		names, skip, err := d.Files(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			missing = append(missing, p)
 			continue
+		case err != nil:
+			return nil, nil, nil, fmt.Errorf("artifact path %q: %w", p, err)
 		}
-		err = filepath.WalkDir(root, func(name string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
+		for _, name := range names {
+			if !seen[name] {
+				seen[name] = true
+				files = append(files, artifactFile{rel: name})
 			}
-			if !d.Type().IsRegular() {
-				return nil
+		}
+		for _, s := range skip {
+			if !seen[s.Name] {
+				seen[s.Name] = true
+				skipped = append(skipped, s)
 			}
-			rel, err := filepath.Rel(dir, name)
-			if err != nil {
-				return err
-			}
-			rel = filepath.ToSlash(rel)
-			if !seen[rel] {
-				seen[rel] = true
-				files = append(files, artifactFile{local: name, rel: rel})
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, nil, fmt.Errorf("list artifact %s: %w", p, err)
 		}
 	}
-	return files, missing, nil
+	return files, missing, skipped, nil
 }
 
-// uploadArtifacts uploads every file under the job's artifact paths. It
-// returns the paths that did not exist.
-func (j *job) uploadArtifacts(ctx context.Context) (missing []string, err error) {
-	files, missing, err := collectArtifacts(j.dir, j.spec.Artifacts)
+// uploadArtifacts uploads every file under the job's artifact paths, and
+// notes in the job's log the links it left out. It returns the paths that
+// did not exist.
+func (j *job) uploadArtifacts(ctx context.Context, sp *spool) (missing []string, err error) {
+	files, missing, skipped, err := collectArtifacts(j.dir, j.spec.Artifacts)
 	if err != nil {
 		return nil, err
 	}
+	for _, s := range skipped {
+		sp.Note("artifact %s left out: %s", s.Name, s.Reason)
+		j.log.Info("artifact left out", "path", s.Name, "reason", s.Reason)
+	}
 	for _, f := range files {
 		err := j.do(ctx, "upload artifact", func(ctx context.Context, c *client.Client) error {
-			in, err := os.Open(f.local)
+			// Opened again through the directory: what was listed may have
+			// become a link since.
+			in, err := j.dir.Open(f.rel)
 			if err != nil {
 				return permanent(err)
 			}
@@ -197,16 +194,17 @@ func (j *job) uploadArtifacts(ctx context.Context) (missing []string, err error)
 			return missing, fmt.Errorf("upload artifact %s: %w", f.rel, err)
 		}
 	}
-	j.log.Debug("artifacts uploaded", "files", len(files), "missing", len(missing))
+	j.log.Debug("artifacts uploaded", "files", len(files), "missing", len(missing), "skipped", len(skipped))
 	return missing, nil
 }
 
-// cleanDir empties dir, creating it if needed.
+// cleanDir empties dir, creating it if needed. It is for the runner's own
+// directories; a job's directory is cleaned through its jobdir.Dir.
 func cleanDir(dir string) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("clean %s: %w", dir, err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
 	return nil

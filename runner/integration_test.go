@@ -64,7 +64,8 @@ func (f *fixture) startRunner(t testing.TB) *Runner {
 	return r
 }
 
-// codeArchive builds a gzip'd tar of files (name -> content).
+// codeArchive builds a gzip'd tar of files (name -> content; a content
+// starting with "->" makes a symbolic link to the rest).
 func codeArchive(t testing.TB, files map[string]string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
@@ -76,6 +77,12 @@ func codeArchive(t testing.TB, files map[string]string) []byte {
 	}
 	sort.Strings(names)
 	for _, n := range names {
+		if target, ok := strings.CutPrefix(files[n], "->"); ok {
+			if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o777, Typeflag: tar.TypeSymlink, Linkname: target}); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(files[n])), Typeflag: tar.TypeReg}); err != nil {
 			t.Fatal(err)
 		}
@@ -381,7 +388,7 @@ func TestServerRestartDuringJob(t *testing.T) {
 	f.srv.Restart(t)
 	// Let the job write while the runner's calls go to a new server.
 	f.admin = f.srv.Client()
-	if err := os.WriteFile(filepath.Join(f.r.jobsDir(), j.ID, "go"), nil, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(f.r.cfg.WorkDir, j.ID, "go"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	j = f.waitStatus(t, run.Name, "w", finished)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
 	"github.com/dstackai/dstack/executor"
+	"github.com/dstackai/dstack/jobdir"
 )
 
 // job is one assignment in progress.
@@ -25,7 +25,7 @@ type job struct {
 	spec  api.JobSpec
 	run   string
 	log   *slog.Logger
-	dir   string // working directory
+	dir   *jobdir.Dir // the working directory, once prepare made it
 
 	// ctx ends when the job is dropped: its lease was lost, or the runner's
 	// shutdown ran out of time.
@@ -111,7 +111,6 @@ func (r *Runner) runJob(a *api.Assignment) {
 	j := &job{
 		r: r, id: a.Job.ID, lease: a.Lease, spec: a.Job.Spec, run: a.Job.RunName,
 		log:    r.log.With("job", a.Job.ID, "run", a.Job.RunName, "workflow", a.Job.Workflow),
-		dir:    filepath.Join(r.jobsDir(), a.Job.ID),
 		stopCh: make(chan api.StopSignal, 1),
 	}
 	j.ctx, j.cancel = context.WithCancel(r.hardCtx)
@@ -134,7 +133,10 @@ func (r *Runner) runJob(a *api.Assignment) {
 			j.log.Warn("remove the log spool", "err", err)
 		}
 	}
-	if err := os.RemoveAll(j.dir); err != nil {
+	if j.dir != nil {
+		j.dir.Close()
+	}
+	if err := r.work.Remove(j.id); err != nil {
 		j.log.Warn("remove the working directory", "err", err)
 	}
 }
@@ -268,7 +270,7 @@ func (j *job) runProcess(sp *spool) outcome {
 	}
 	proc, err := j.r.exec.Start(j.ctx, executor.Spec{
 		JobID: j.id, RunName: j.run, Workflow: j.spec.Workflow, Provider: j.spec.Provider, Image: j.spec.Image,
-		Commands: j.spec.Commands, Env: j.spec.Env, WorkDir: j.dir, Output: sp,
+		Commands: j.spec.Commands, Env: j.spec.Env, WorkDir: j.dir.Path(), Output: sp,
 		Resources: executorResources(j.spec.Resources),
 	})
 	if err != nil {
@@ -295,9 +297,11 @@ func stopOutcome(sig api.StopSignal, reason string) outcome {
 // prepare fills the working directory: the code, then the dependencies'
 // artifacts.
 func (j *job) prepare(ctx context.Context) error {
-	if err := cleanDir(j.dir); err != nil {
+	d, err := j.r.work.Create(j.id)
+	if err != nil {
 		return err
 	}
+	j.dir = d
 	if err := j.downloadCode(ctx); err != nil {
 		return fmt.Errorf("download code: %w", err)
 	}
@@ -444,7 +448,7 @@ func (j *job) finishArtifacts(ctx context.Context, sp *spool, out *outcome) {
 	if err := j.setStatus(ctx, u); err != nil {
 		return
 	}
-	missing, err := j.uploadArtifacts(ctx)
+	missing, err := j.uploadArtifacts(ctx, sp)
 	if err != nil {
 		if isLeaseLost(err) || j.ctx.Err() != nil {
 			return

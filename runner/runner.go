@@ -19,7 +19,7 @@
 //	       (SIGTERM, grace, SIGKILL, artifacts, status "stopped"), all
 //	       within ShutdownTimeout.
 //
-// A job goes: clean <data-dir>/jobs/<id>/, download and unpack the code,
+// A job goes: make <work-dir>/<id>/ afresh, download and unpack the code,
 // download the dependencies' artifacts, report running, run the commands
 // through the executor (Config.Executor: in a container of the job's
 // image with docker, on the host with shell; output spooled to
@@ -28,6 +28,13 @@
 // failed, stopped or aborted. Any call that answers lease_lost means the
 // server gave the job away: the process is killed and nothing more is
 // reported.
+//
+// The runner's own files (its config, its state with its credential, the
+// log spools) are in the data directory, kept 0700 with the files in it
+// 0600; the jobs' directories are in the work directory, apart from it, so
+// that no job can name the runner's files. Every file operation in a job's
+// directory goes through package jobdir: a symbolic link the job made that
+// leads out is never followed.
 package runner
 
 import (
@@ -45,6 +52,8 @@ import (
 	"github.com/dstackai/dstack/client"
 	"github.com/dstackai/dstack/executor"
 	"github.com/dstackai/dstack/hostinfo"
+	"github.com/dstackai/dstack/internal/privfs"
+	"github.com/dstackai/dstack/jobdir"
 )
 
 // Runner is the agent. Create it with New, then Start and Stop it.
@@ -82,6 +91,7 @@ type Runner struct {
 	spot *spot // the spot interruption watch (spot.go)
 
 	resources api.HostResources
+	work      *jobdir.Root // the work directory, once started
 
 	mu        sync.Mutex
 	cred      *state // the current identity; never nil after Start
@@ -196,8 +206,8 @@ func (r *Runner) start(ctx context.Context) error {
 		close(r.loopDone)
 		return err
 	}
-	if err := os.MkdirAll(r.jobsDir(), 0o700); err != nil {
-		return fail(fmt.Errorf("create data directory: %w", err))
+	if err := r.prepareDirs(); err != nil {
+		return fail(err)
 	}
 	// Leftovers of a runner that died: their jobs are the server's to
 	// requeue. Their containers first: they write in the directories.
@@ -209,10 +219,13 @@ func (r *Runner) start(ctx context.Context) error {
 	if err := cleanDir(r.jobsDir()); err != nil {
 		return fail(err)
 	}
+	if err := r.work.Clean(); err != nil {
+		return fail(err)
+	}
 	if r.cfg.Resources != nil {
 		r.resources = *r.cfg.Resources
 	} else {
-		res, err := hostinfo.Detect(ctx, hostinfo.Options{DataDir: r.cfg.DataDir, NvidiaSMI: r.cfg.NvidiaSMI, Logger: r.log})
+		res, err := hostinfo.Detect(ctx, hostinfo.Options{DataDir: r.cfg.WorkDir, NvidiaSMI: r.cfg.NvidiaSMI, Logger: r.log})
 		if err != nil {
 			return fail(fmt.Errorf("detect resources: %w", err))
 		}
@@ -283,6 +296,9 @@ func (r *Runner) Stop() {
 		r.cancelRun()
 		r.wg.Wait()
 		r.cancelHard()
+		if r.work != nil {
+			r.work.Close()
+		}
 		r.goOffline()
 	})
 }
@@ -331,7 +347,40 @@ func (r *Runner) Executor() string { return r.exec.Name() }
 // Resources are the host's resources as reported, once started.
 func (r *Runner) Resources() api.HostResources { return r.resources }
 
+// jobsDir holds the jobs' log spools.
 func (r *Runner) jobsDir() string { return filepath.Join(r.cfg.DataDir, "jobs") }
+
+// prepareDirs makes the data directory private, with the state file in it,
+// and opens the work directory, private too. A directory or file that was
+// open to others (made by the user with the usual umask, or by an older
+// runner) is tightened, and said so.
+func (r *Runner) prepareDirs() error {
+	for _, d := range []struct{ what, path string }{{"data directory", r.cfg.DataDir}, {"work directory", r.cfg.WorkDir}} {
+		was, err := privfs.Dir(d.path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.what, err)
+		}
+		if was != 0 {
+			r.log.Warn("the "+d.what+" was open to other users: made it private (0700)", "dir", d.path, "was", was)
+		}
+	}
+	was, err := privfs.File(statePath(r.cfg.DataDir))
+	if err != nil {
+		return fmt.Errorf("runner state: %w", err)
+	}
+	if was != 0 {
+		r.log.Warn("the runner state was readable by other users: made it private (0600)", "file", statePath(r.cfg.DataDir), "was", was)
+	}
+	if err := os.MkdirAll(r.jobsDir(), 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	work, err := jobdir.OpenRoot(r.cfg.WorkDir)
+	if err != nil {
+		return err
+	}
+	r.work = work
+	return nil
+}
 
 // client returns the client with the current runner credential.
 func (r *Runner) client() *client.Client {

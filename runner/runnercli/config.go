@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/dstackai/dstack/executor"
+	"github.com/dstackai/dstack/internal/privfs"
 	"github.com/dstackai/dstack/runner"
 )
 
@@ -52,6 +54,10 @@ func newConfigCmd(g *globals) *cobra.Command {
 			if g.dataDir != "" {
 				cfg.DataDir = g.dataDir
 			}
+			if g.workDir != "" {
+				cfg.WorkDir = g.workDir
+			}
+			dataDir := cfg.DataDir
 			if cfg.DataDir == runner.DefaultDataDir() {
 				cfg.DataDir = "" // the default stays implicit
 			}
@@ -60,6 +66,15 @@ func newConfigCmd(g *globals) *cobra.Command {
 			}
 			if err := cfg.WriteFile(path); err != nil {
 				return err
+			}
+			// The file holds the token: in the data directory, that
+			// directory is made private as well (the file itself is 0600).
+			if abs, err := filepath.Abs(filepath.Dir(path)); err == nil {
+				if data, err := filepath.Abs(dataDir); err == nil && abs == data {
+					if _, err := privfs.Dir(data); err != nil {
+						return fmt.Errorf("runner data directory: %w", err)
+					}
+				}
 			}
 			fmt.Fprintf(g.env.Stdout, "Runner config written to %s (server %s, name %s).\nStart the runner with `dstack-runner start`.\n", path, cfg.Server, cfg.Name)
 			return nil

@@ -4,7 +4,8 @@
 //
 // Where settings come from, later sources winning: defaults (server
 // http://127.0.0.1:3000, the host name as the runner's name, data in
-// ~/.dstack-runner), the config file (~/.dstack-runner/config.yaml, or the
+// ~/.dstack-runner, the jobs' working directories in its sibling
+// ~/.dstack-runner-work), the config file (~/.dstack-runner/config.yaml, or the
 // file --config or DSTACK_RUNNER_CONFIG names), the environment
 // (DSTACK_SERVER, DSTACK_TOKEN, DSTACK_JOIN_TOKEN, and for start
 // DSTACK_WATCH_SPOT_INTERRUPTION and DSTACK_IMDS_ENDPOINT), then the flags.
@@ -81,6 +82,7 @@ type globals struct {
 	env     Env
 	config  string
 	dataDir string
+	workDir string
 }
 
 // configPath is where the config file is: --config, DSTACK_RUNNER_CONFIG,
@@ -108,7 +110,8 @@ func newRoot(env Env) *cobra.Command {
 		return usageError{fmt.Errorf("%w (see `%s --help`)", err, c.CommandPath())}
 	})
 	root.PersistentFlags().StringVar(&g.config, "config", "", "config file (default ~/.dstack-runner/config.yaml, or $"+EnvConfig+")")
-	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", "", "directory for the runner's state, jobs and logs (default ~/.dstack-runner)")
+	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", "", "directory for the runner's own files: its state and credential, the jobs' log spools; kept private, 0700 (default ~/.dstack-runner)")
+	root.PersistentFlags().StringVar(&g.workDir, "work-dir", "", "directory for the jobs' working directories, apart from --data-dir so that no job can reach the runner's files (default: --data-dir's sibling, ~/.dstack-runner-work)")
 	root.AddCommand(newConfigCmd(g), newStartCmd(g), newVersionCmd(g))
 	// An unknown command is a usage error too.
 	root.Args = func(c *cobra.Command, args []string) error {

@@ -159,13 +159,21 @@ func TestStartErrors(t *testing.T) {
 			f.env["DSTACK_SERVER"] = "nope"
 		}, nil, "--server"},
 		{"bad log level", func(f *fixture) { f.run(context.Background(), "config", "--token", "T") }, []string{"--log-level", "loud"}, "--log-level"},
+		{"work directory inside the data directory", func(f *fixture) { f.run(context.Background(), "config", "--token", "T") },
+			[]string{"--work-dir", "jobs-in-data"}, "overlap"},
+		{"work directory is the data directory", func(f *fixture) { f.run(context.Background(), "config", "--token", "T") },
+			[]string{"--work-dir", "."}, "overlap"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			f := setup(t)
 			tt.prepare(f)
-			code, _, stderr := f.run(context.Background(), append([]string{"start", "--data-dir", f.dir}, tt.args...)...)
+			args := tt.args
+			if len(args) == 2 && args[0] == "--work-dir" {
+				args = []string{"--work-dir", filepath.Join(f.dir, args[1])}
+			}
+			code, _, stderr := f.run(context.Background(), append([]string{"start", "--data-dir", f.dir}, args...)...)
 			if code == 0 || !strings.Contains(stderr, tt.wantErr) {
 				t.Errorf("exit code %d, stderr %q; want an error mentioning %q", code, stderr, tt.wantErr)
 			}
@@ -235,6 +243,55 @@ func TestStartRegistersAndStops(t *testing.T) {
 	st, err := os.Stat(filepath.Join(f.dir, "state.json"))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("state file: %v %v", st, err)
+	}
+}
+
+// TestStartMakesItsFilesPrivate: a data directory the user made (0755 by
+// the usual umask), with a config and a state readable by all, is made
+// private at start; the jobs' directories are apart from it.
+func TestStartMakesItsFilesPrivate(t *testing.T) {
+	t.Parallel()
+	srv, _ := fakeServer(t, "user-token")
+	f := setup(t)
+	if code, _, stderr := f.run(context.Background(), "config", "--token", "user-token", "--server", srv.URL); code != 0 {
+		t.Fatal(stderr)
+	}
+	state := filepath.Join(f.dir, "state.json")
+	if err := os.WriteFile(state, []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for p, m := range map[string]os.FileMode{f.dir: 0o755, f.config: 0o644, state: 0o644} {
+		if err := os.Chmod(p, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- f.runTo(ctx, &stdout, &stderr, "start", "--data-dir", f.dir) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stdout.String(), "waiting for jobs") {
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			t.Fatalf("the runner did not say it is registered; stderr:\n%s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit code %d: %s", code, stderr.String())
+	}
+	work := f.dir + "-work"
+	for p, want := range map[string]os.FileMode{f.dir: 0o700, f.config: 0o600, state: 0o600, work: 0o700} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v, %v; want %v", p, fi, err, want)
+		}
+	}
+	for _, what := range []string{"data directory was open", "runner config was readable", "runner state was readable"} {
+		if !strings.Contains(stderr.String(), what) {
+			t.Errorf("stderr does not say %q:\n%s", what, stderr.String())
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/privfs"
 	"github.com/dstackai/dstack/runner"
 )
 
@@ -24,6 +25,9 @@ func newStartCmd(g *globals) *cobra.Command {
 		Use:   "start [--executor auto|shell|docker] [--name NAME]",
 		Short: "Register with the server and run jobs until stopped",
 		Long: "Register this machine with the dstack server and run the jobs it assigns, one at a time, until SIGINT or SIGTERM.\nOn shutdown the job in progress is stopped: its artifacts are uploaded and it is reported as stopped.\n\n" +
+			"Each job runs in a directory of its own under --work-dir (default: --data-dir's sibling, ~/.dstack-runner-work), apart from the runner's own files in --data-dir " +
+			"(kept 0700, its config and state 0600). The runner follows no symbolic link out of a job's directory: such a link in the code, or on an artifact's path, fails the job, naming it; " +
+			"one inside a listed artifact directory is left out and noted in the job's log.\n\n" +
 			"On an EC2 spot instance, --watch-spot-interruption reads the instance metadata (IMDSv2) every 2 seconds for an interruption notice. " +
 			"On one, the runner tells the server, stops the job in progress, uploads its artifacts if there is time, gives the job back to be requeued, " +
 			"goes offline and waits, taking no job, for the instance to go.",
@@ -39,6 +43,12 @@ func newStartCmd(g *globals) *cobra.Command {
 				return usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", logLevel)}
 			}
 			logger := slog.New(slog.NewTextHandler(g.env.Stderr, &slog.HandlerOptions{Level: level}))
+			// The config file holds the user's token.
+			if was, err := privfs.File(g.configPath()); err != nil {
+				logger.Warn("could not make the runner config private", "file", g.configPath(), "err", err)
+			} else if was != 0 {
+				logger.Warn("the runner config was readable by other users: made it private (0600)", "file", g.configPath(), "was", was)
+			}
 			r, err := runner.New(cfg, logger)
 			if err != nil {
 				return err
@@ -105,6 +115,9 @@ func loadStartConfig(c *cobra.Command, g *globals, f startFlags) (runner.Config,
 	cfg.ApplyEnv(g.env.Getenv)
 	if g.dataDir != "" {
 		cfg.DataDir = g.dataDir
+	}
+	if g.workDir != "" {
+		cfg.WorkDir = g.workDir
 	}
 	if c.Flags().Changed("executor") {
 		cfg.Executor = f.executor
