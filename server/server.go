@@ -260,8 +260,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+	if err := prepareDataDir(cfg, cfg.Logger.With("subsystem", "server")); err != nil {
+		return nil, err
 	}
 	st, err := openStore(ctx, cfg)
 	if err != nil {
@@ -502,8 +502,8 @@ func Migrate(ctx context.Context, cfg Config) error {
 	if err := cfg.applyDefaults(); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data directory: %w", err)
+	if err := prepareDataDir(cfg, cfg.Logger.With("subsystem", "server")); err != nil {
+		return err
 	}
 	st, err := openStore(ctx, cfg)
 	if err != nil {
