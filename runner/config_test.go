@@ -250,3 +250,45 @@ func TestCollectArtifacts(t *testing.T) {
 		t.Error("an artifact path outside the working directory was accepted")
 	}
 }
+
+// TestWorkDirApartFromDataDir: the jobs' work directory may not overlap the
+// runner's data directory, also when a link hides it.
+func TestWorkDirApartFromDataDir(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	data := filepath.Join(base, "data")
+	if err := os.MkdirAll(filepath.Join(data, "inside"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(data, "inside"), filepath.Join(base, "link-into-data")); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		work string
+		ok   bool
+	}{
+		{"", true}, // the default: data-work
+		{filepath.Join(base, "work"), true},
+		{filepath.Join(base, "data-other"), true},
+		{data, false},
+		{data + "/", false},
+		{filepath.Join(data, "jobs"), false},
+		{filepath.Join(data, "..", "data", "x"), false},
+		{base, false},
+		{filepath.Join(base, "link-into-data"), false},
+		{filepath.Join(base, "link-into-data", "new"), false},
+	}
+	for _, tt := range tests {
+		c := Config{Server: DefaultServer, Token: "T", Name: "n", DataDir: data, WorkDir: tt.work, Executor: "shell"}
+		err := c.Validate()
+		if (err == nil) != tt.ok {
+			t.Errorf("work dir %q: %v, want ok=%v", tt.work, err, tt.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "--work-dir") {
+			t.Errorf("error %q does not say what to set", err)
+		}
+	}
+	if got := DefaultWorkDir("/var/lib/dstack-runner/"); got != "/var/lib/dstack-runner-work" {
+		t.Errorf("DefaultWorkDir = %q", got)
+	}
+}
