@@ -361,7 +361,9 @@ func (r *Runner) prepareDirs() error {
 			return fmt.Errorf("%s: %w", d.what, err)
 		}
 		if was != 0 {
-			r.log.Warn("the "+d.what+" was open to other users: made it private (0700)", "dir", d.path, "was", was)
+			// Info: a directory made by hand or by an image is usually new;
+			// a secret file readable by others is worth the warning below.
+			r.log.Info("the "+d.what+" was open to other users: made it private (0700)", "dir", d.path, "was", was)
 		}
 	}
 	was, err := privfs.File(statePath(r.cfg.DataDir))

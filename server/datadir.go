@@ -21,7 +21,7 @@ func prepareDataDir(cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	if was != 0 {
-		log.Warn("the data directory was open to other users: made it private (0700)", "dir", cfg.DataDir, "was", was)
+		log.Info("the data directory was open to other users: made it private (0700)", "dir", cfg.DataDir, "was", was)
 	}
 	files := []string{secretbox.KeyFile}
 	if cfg.DB == "" {
