@@ -248,7 +248,7 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("no data directory: set it with --data-dir"))
-	} else if err := checkWorkDir(c.DataDir, c.workDir()); err != nil {
+	} else if err := ValidateWorkDir(c.DataDir, c.workDir()); err != nil {
 		errs = append(errs, err)
 	}
 	if c.ExecutorImpl == nil {
@@ -276,9 +276,13 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// checkWorkDir refuses a work directory that is the data directory, is
-// inside it or holds it: a job could then name the runner's own files.
-func checkWorkDir(data, work string) error {
+// ValidateWorkDir refuses a work directory that is the data directory, is
+// inside it or holds it: a job could then name the runner's own files. An
+// empty work is the default, DefaultWorkDir(data).
+func ValidateWorkDir(data, work string) error {
+	if work == "" {
+		work = DefaultWorkDir(data)
+	}
 	d, w := realPath(data), realPath(work)
 	if d == "" || w == "" {
 		return nil

@@ -57,6 +57,9 @@ func newConfigCmd(g *globals) *cobra.Command {
 			if g.workDir != "" {
 				cfg.WorkDir = g.workDir
 			}
+			if err := runner.ValidateWorkDir(cfg.DataDir, cfg.WorkDir); err != nil {
+				return err
+			}
 			dataDir := cfg.DataDir
 			if cfg.DataDir == runner.DefaultDataDir() {
 				cfg.DataDir = "" // the default stays implicit

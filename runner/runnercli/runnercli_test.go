@@ -83,6 +83,9 @@ func TestConfigCommand(t *testing.T) {
 		{"default executor stays implicit", []string{"config", "--token", "T1", "--executor", "auto"}, ExitOK,
 			map[string]string{"token": "T1", "executor": ""}, ""},
 		{"bad executor", []string{"config", "--token", "T1", "--executor", "podman"}, ExitUsage, nil, "unknown executor"},
+		{"work directory", []string{"config", "--token", "T1", "--work-dir", "/srv/dstack-work"}, ExitOK,
+			map[string]string{"token": "T1", "work_dir": "/srv/dstack-work"}, ""},
+		{"work directory in the data directory", []string{"config", "--token", "T1", "--data-dir", "/srv/runner", "--work-dir", "/srv/runner/jobs"}, ExitError, nil, "overlap"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
