@@ -27,6 +27,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -384,20 +385,31 @@ func (d *Dir) Clean() error {
 	return clean(d.root)
 }
 
-func clean(r *os.Root) error {
-	f, err := r.Open(".")
-	if err != nil {
-		return err
-	}
-	names, err := f.Readdirnames(-1)
-	f.Close()
+// clean removes everything in r but the names kept.
+func clean(r *os.Root, keep ...string) error {
+	names, err := readNames(r)
 	if err != nil {
 		return err
 	}
 	for _, n := range names {
+		if slices.Contains(keep, n) {
+			continue
+		}
 		if err := r.RemoveAll(n); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// readNames lists r, sorted.
+func readNames(r *os.Root) ([]string, error) {
+	f, err := r.Open(".")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	slices.Sort(names)
+	return names, err
 }

@@ -421,8 +421,8 @@ func TestRoot(t *testing.T) {
 	if err := r.Clean(); err != nil {
 		t.Fatal(err)
 	}
-	if des, _ := os.ReadDir(r.Path()); len(des) != 0 {
-		t.Errorf("work directory still holds %v", des)
+	if des, _ := os.ReadDir(r.Path()); len(des) != 1 || des[0].Name() != ".dstack-runner-work" {
+		t.Errorf("work directory holds %v, want its marker only", des)
 	}
 	if _, err := os.Stat(filepath.Join(outside, "keep")); err != nil {
 		t.Errorf("outside: %v", err)
@@ -432,6 +432,34 @@ func TestRoot(t *testing.T) {
 			t.Errorf("Create(%q) succeeded", bad)
 		}
 	}
+	// Opened again (the runner restarts): its own directory is accepted.
+	r2, err := jobdir.OpenRoot(r.Path())
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	r2.Close()
+}
+
+// TestRootRefusesADirectoryInUse: a --work-dir that holds someone's files
+// is refused, not emptied.
+func TestRootRefusesADirectoryInUse(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "thesis.tex"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jobdir.OpenRoot(dir); err == nil || !strings.Contains(err.Error(), "thesis.tex") {
+		t.Fatalf("OpenRoot of a directory in use: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "thesis.tex")); err != nil || string(b) != "mine" {
+		t.Errorf("the file is gone: %v", err)
+	}
+	empty := t.TempDir()
+	r, err := jobdir.OpenRoot(empty)
+	if err != nil {
+		t.Fatalf("OpenRoot of an empty directory: %v", err)
+	}
+	r.Close()
 }
 
 func TestLocal(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Root is the directory that holds the jobs' directories: the runner's work
@@ -14,7 +15,13 @@ type Root struct {
 	path string
 }
 
-// OpenRoot opens the work directory path, creating it (0700) if needed.
+// marker is the file that marks a directory as a runner's work directory:
+// Clean empties only a directory that holds it.
+const marker = ".dstack-runner-work"
+
+// OpenRoot opens the work directory path, creating it (0700) if needed. A
+// directory that is neither new, nor empty, nor marked as a work directory
+// by an earlier start is refused: Clean would remove what it holds.
 func OpenRoot(path string) (*Root, error) {
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return nil, fmt.Errorf("work directory: %w", err)
@@ -22,6 +29,19 @@ func OpenRoot(path string) (*Root, error) {
 	r, err := os.OpenRoot(path)
 	if err != nil {
 		return nil, fmt.Errorf("work directory: %w", err)
+	}
+	if _, err := r.Lstat(marker); err != nil {
+		names, err := readNames(r)
+		if err == nil && len(names) > 0 {
+			err = fmt.Errorf("%s holds files the runner did not put there (%s): give --work-dir a new or empty directory, as the runner removes what it holds", path, strings.Join(names[:min(len(names), 3)], ", "))
+		}
+		if err == nil {
+			err = r.WriteFile(marker, []byte("The dstack runner's work directory: it empties it at start.\n"), 0o600)
+		}
+		if err != nil {
+			r.Close()
+			return nil, fmt.Errorf("work directory: %w", err)
+		}
 	}
 	return &Root{root: r, path: path}, nil
 }
@@ -59,10 +79,10 @@ func (r *Root) Remove(name string) error {
 	return nil
 }
 
-// Clean removes everything in the work directory: what jobs of an earlier
-// life of the runner left.
+// Clean removes everything in the work directory but its marker: what jobs
+// of an earlier life of the runner left.
 func (r *Root) Clean() error {
-	if err := clean(r.root); err != nil {
+	if err := clean(r.root, marker); err != nil {
 		return fmt.Errorf("clean the work directory %s: %w", r.path, err)
 	}
 	return nil

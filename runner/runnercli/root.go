@@ -111,7 +111,7 @@ func newRoot(env Env) *cobra.Command {
 	})
 	root.PersistentFlags().StringVar(&g.config, "config", "", "config file (default ~/.dstack-runner/config.yaml, or $"+EnvConfig+")")
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", "", "directory for the runner's own files: its state and credential, the jobs' log spools; kept private, 0700 (default ~/.dstack-runner)")
-	root.PersistentFlags().StringVar(&g.workDir, "work-dir", "", "directory for the jobs' working directories, apart from --data-dir so that no job can reach the runner's files (default: --data-dir's sibling, ~/.dstack-runner-work)")
+	root.PersistentFlags().StringVar(&g.workDir, "work-dir", "", "directory for the jobs' working directories, apart from --data-dir so that no job can reach the runner's files; new or empty, as the runner empties it at start (default: --data-dir's sibling, ~/.dstack-runner-work)")
 	root.AddCommand(newConfigCmd(g), newStartCmd(g), newVersionCmd(g))
 	// An unknown command is a usage error too.
 	root.Args = func(c *cobra.Command, args []string) error {
