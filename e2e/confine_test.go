@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/executor/executortest"
 )
 
 // TestJobConfinedToItsDirectory: a job's symbolic links do not take the
@@ -104,6 +105,52 @@ func TestJobConfinedToItsDirectory(t *testing.T) {
 		}
 		if des, _ := os.ReadDir(outside); len(des) != 1 {
 			t.Errorf("the host's directory holds %v", des)
+		}
+	})
+}
+
+// TestJobConfinedOnDocker: the same from a container, which cannot see the
+// host's paths but can make links to them in its mounted directory.
+func TestJobConfinedOnDocker(t *testing.T) {
+	eachDB(t, func(t *testing.T, dsn string) {
+		executortest.RequireDocker(t)
+		c := newCluster(t, dsn)
+		c.startRunner("r1")
+		data := filepath.Join(c.dir, "runner-r1")
+		dir := project(t, map[string]string{".dstack/workflows.yaml": `workflows:
+  - name: leak
+    provider: docker
+    image: ` + executortest.Image + `
+    commands:
+      - ln -s ` + data + ` lnk
+      - test ! -e lnk/state.json && echo the container cannot see it
+    artifacts: [lnk/state.json]
+  - name: leaf
+    provider: docker
+    image: ` + executortest.Image + `
+    commands:
+      - mkdir out && echo mine > out/w.txt
+      - ln -s ` + data + `/state.json out/cred
+    artifacts: [out]
+`})
+		r := c.dstack(dir, "run", "leak")
+		if r.code == 0 || !strings.Contains(r.stdout, "the container cannot see it") {
+			t.Fatalf("the run that links the runner's data directory: want it to run and fail:\n%s", r)
+		}
+		name := runName(t, r.stderr)
+		if j := c.run(name).Jobs[0]; j.Status != api.StatusFailed || !strings.Contains(j.StatusReason, `goes through the symbolic link "lnk" to "`+data+`"`) {
+			t.Errorf("job %s (%q), want failed naming the link", j.Status, j.StatusReason)
+		}
+		if r := c.dstack("", "artifacts", "list", name); strings.Contains(r.stdout, "state.json") {
+			t.Errorf("the runner's state was uploaded:\n%s", r)
+		}
+		r = c.dstack(dir, "run", "leaf")
+		if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "artifact out/cred left out") {
+			t.Fatalf("%s", r)
+		}
+		name = runName(t, r.stderr)
+		if r := c.dstack("", "artifacts", "list", name); !strings.Contains(r.stdout, "out/w.txt") || strings.Contains(r.stdout, "out/cred") {
+			t.Errorf("artifacts list: want out/w.txt only:\n%s", r)
 		}
 	})
 }
