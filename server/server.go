@@ -194,11 +194,11 @@ func redactDSN(dsn string) string {
 
 // Server is a running control plane.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	store   store.Store
-	logs    *logstore.Store
-	blobs   blob.Store
+	cfg   Config
+	log   *slog.Logger
+	store store.Store
+	logs  *logstore.Store
+	blobs blob.Store
 	// storage watches the disk the server writes to (storage.go).
 	storage *storageMonitor
 	auth    *authenticator
