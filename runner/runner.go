@@ -23,11 +23,13 @@
 // download the dependencies' artifacts, report running, run the commands
 // through the executor (Config.Executor: in a container of the job's
 // image with docker, on the host with shell; output spooled to
-// <data-dir>/jobs/<id>.log and shipped to the server), report uploading,
+// <data-dir>/spool/<id>.log and shipped to the server), report uploading,
 // upload the artifacts, wait for the log to be acknowledged, report done,
 // failed, stopped or aborted. Any call that answers lease_lost means the
 // server gave the job away: the process is killed and nothing more is
-// reported.
+// reported. A log the server could not store in full (its disk is full)
+// is reported with the job's end as incomplete and shipped on after the
+// job, across restarts, until it is stored (logship.go, spools.go).
 package runner
 
 import (
@@ -199,6 +201,9 @@ func (r *Runner) start(ctx context.Context) error {
 	if err := os.MkdirAll(r.jobsDir(), 0o700); err != nil {
 		return fail(fmt.Errorf("create data directory: %w", err))
 	}
+	if err := os.MkdirAll(r.spoolDir(), 0o700); err != nil {
+		return fail(fmt.Errorf("create data directory: %w", err))
+	}
 	// Leftovers of a runner that died: their jobs are the server's to
 	// requeue. Their containers first: they write in the directories.
 	if c, ok := r.exec.(executor.Cleaner); ok {
@@ -221,6 +226,7 @@ func (r *Runner) start(ctx context.Context) error {
 	if err := r.identify(r.runCtx); err != nil {
 		return fail(err)
 	}
+	r.resumeSpools()
 	r.claimCtx, r.cancelClaim = context.WithCancel(r.runCtx)
 	r.heartbeatCtx, r.cancelHeartbeat = context.WithCancel(r.hardCtx)
 	if r.spot.watcher != nil {
