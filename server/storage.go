@@ -146,12 +146,13 @@ func (m *storageMonitor) failed(w http.ResponseWriter, err error) *api.Error {
 	if errors.As(err, &pe) {
 		dir = m.dirOf(pe.Path)
 	}
+	free := m.freeText(dir)
 	m.mu.Lock()
 	if m.failure == nil || m.failure.full != full {
 		m.failure = &storageFailure{full: full, dir: dir, err: err, since: m.now()}
 		if full {
 			m.log.Error("storage full: job logs and uploads are refused with 507 until space is freed; runners keep what they could not send",
-				"dir", dir, "free", m.freeText(dir), "err", err)
+				"dir", dir, "free", free, "err", err)
 		} else {
 			m.log.Error("storage failing: job logs and uploads are refused with 503 until it works again", "dir", dir, "err", err)
 		}
@@ -159,7 +160,7 @@ func (m *storageMonitor) failed(w http.ResponseWriter, err error) *api.Error {
 	m.mu.Unlock()
 	if full {
 		return api.Errorf(http.StatusInsufficientStorage, api.CodeInsufficientStorage,
-			"the server's disk is full (%s free in %s): nothing more can be stored until space is freed there", m.freeText(dir), dir)
+			"the server's disk is full (%s free in %s): nothing more can be stored until space is freed there", free, dir)
 	}
 	w.Header().Set("Retry-After", fmt.Sprint(retryAfterSeconds))
 	return api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "the server's storage failed (%v): try again shortly", unwrapPath(err))
@@ -189,8 +190,16 @@ func (m *storageMonitor) endLocked(why string) {
 	m.failure = nil
 }
 
+// space measures the file system of dir.
+func (m *storageMonitor) space(dir string) (fsSpace, error) {
+	m.mu.Lock()
+	f := m.statfs
+	m.mu.Unlock()
+	return f(dir)
+}
+
 func (m *storageMonitor) freeText(dir string) string {
-	sp, err := m.statfs(dir)
+	sp, err := m.space(dir)
 	if err != nil {
 		return "unknown space"
 	}
@@ -211,7 +220,7 @@ func (m *storageMonitor) state() storageState {
 	st := storageState{free: map[string]uint64{}}
 	var low string
 	for _, d := range m.dirs {
-		sp, err := m.statfs(d)
+		sp, err := m.space(d)
 		if err != nil {
 			continue
 		}
