@@ -26,7 +26,9 @@ func (l *logBuffer) count(s string) int { return strings.Count(l.String(), s) }
 // system.
 type fakeDisk struct{ free atomic.Uint64 }
 
-func (d *fakeDisk) statfs(string) (free, total uint64, err error) { return d.free.Load(), 10 << 30, nil }
+func (d *fakeDisk) statfs(string) (free, total uint64, err error) {
+	return d.free.Load(), 10 << 30, nil
+}
 
 // setupStorage starts a server whose disk is faked, and whose log goes to
 // a buffer too.
