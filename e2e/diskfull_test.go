@@ -97,7 +97,7 @@ func TestDiskFull(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("%s", r)
 	}
-	name := runName(t, r.stderr)
+	name := runName(t, r.stdout+r.stderr)
 	c.waitStatus(name, api.StatusRunning)
 
 	fill(t, filepath.Join(logDir, "filler"))

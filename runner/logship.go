@@ -296,12 +296,12 @@ func (s *shipper) ship(ctx context.Context) error {
 		switch {
 		case err == nil:
 			bo.reset()
-			s.working()
 			if base < 0 {
 				s.base.Store(got)
 				if err := s.sp.update(func(m *spoolMeta) { m.Base = got }, false); err != nil {
 					s.log.Warn("the log spool's state is not saved: a restart may not finish sending it", "err", err)
 				}
+				s.working()
 				continue
 			}
 			got -= base
@@ -312,6 +312,7 @@ func (s *shipper) ship(ctx context.Context) error {
 				got = size
 			}
 			s.acked.Store(max(got, 0))
+			s.working()
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case isLeaseLost(err):

@@ -211,6 +211,9 @@ type storageState struct {
 	cause   string // "" when healthy, else disk_full, low_space or io_error
 	message string
 	free    map[string]uint64 // free bytes by watched directory
+	// low is the first watched directory under the watermark, if any:
+	// "X free in DIR, under the Y of --min-free-space".
+	low string
 }
 
 // state checks the watched directories now. An out-of-space episode ends
@@ -218,18 +221,17 @@ type storageState struct {
 // before the next write.
 func (m *storageMonitor) state() storageState {
 	st := storageState{free: map[string]uint64{}}
-	var low string
 	for _, d := range m.dirs {
 		sp, err := m.space(d)
 		if err != nil {
 			continue
 		}
 		st.free[d] = sp.Free
-		if th := m.threshold(sp.Total); low == "" && sp.Free < th {
-			low = fmt.Sprintf("low on space: %s free in %s, under the %s kept for the logs of running jobs (--min-free-space): new runs are refused",
-				bytesize.Format(int64(sp.Free)), d, bytesize.Format(int64(th)))
+		if th := m.threshold(sp.Total); st.low == "" && sp.Free < th {
+			st.low = fmt.Sprintf("%s free in %s, under the %s of --min-free-space", bytesize.Format(int64(sp.Free)), d, bytesize.Format(int64(th)))
 		}
 	}
+	low := st.low
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if f := m.failure; f != nil && f.full {
@@ -243,7 +245,7 @@ func (m *storageMonitor) state() storageState {
 	case f != nil:
 		st.cause, st.message = "io_error", fmt.Sprintf("storage failing in %s: %v", f.dir, unwrapPath(f.err))
 	case low != "":
-		st.cause, st.message = "low_space", low
+		st.cause, st.message = "low_space", "low on space: "+low+": new runs and code uploads are refused"
 	}
 	return st
 }
@@ -252,10 +254,13 @@ func (m *storageMonitor) state() storageState {
 // full or a watched file system is below the watermark.
 func (m *storageMonitor) admit() error {
 	st := m.state()
-	switch st.cause {
-	case "disk_full", "low_space":
-		return api.Errorf(http.StatusInsufficientStorage, api.CodeInsufficientStorage,
-			"the server refuses new runs and code uploads: %s; free space on the server (or lower its --min-free-space)", st.message)
+	why := st.low
+	switch {
+	case st.cause == "disk_full":
+		why = st.message
+	case why == "":
+		return nil
 	}
-	return nil
+	return api.Errorf(http.StatusInsufficientStorage, api.CodeInsufficientStorage,
+		"the server refuses new runs and code uploads: %s; the logs of running jobs need the room: free space there, or lower `dstack server --min-free-space`", why)
 }
