@@ -29,6 +29,10 @@ type Error struct {
 // ErrorBody wraps Error on the wire.
 type ErrorBody struct {
 	Error *Error `json:"error"`
+	// Status and Storage, on GET /healthz only: "degraded" and what is
+	// wrong with the server's storage ("disk full: 0 B free in DIR").
+	Status  string `json:"status,omitempty"`
+	Storage string `json:"storage,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -44,6 +48,9 @@ const (
 	CodeLeaseLost       = "lease_lost"
 	CodeInternal        = "internal"
 	CodeUnavailable     = "unavailable"
+	// CodeInsufficientStorage: the server's storage is full (507), or
+	// below the free space it keeps for the logs of running jobs.
+	CodeInsufficientStorage = "insufficient_storage"
 )
 
 // Errorf builds an *Error.
@@ -183,6 +190,11 @@ type Job struct {
 	StartedAt    *time.Time `json:"started_at,omitempty"`
 	FinishedAt   *time.Time `json:"finished_at,omitempty"`
 	Spec         JobSpec    `json:"spec"`
+	// LogMissing is how many bytes of the job's output its log lacks:
+	// the runner could not store them (the server's disk was full) by the
+	// time it reported the job's end. It keeps sending them; the count
+	// falls to 0 (and is left out) once they are all stored.
+	LogMissing int64 `json:"log_missing,omitempty"`
 }
 
 // StopRequest is the body of POST /runs/{name}/stop.
@@ -344,6 +356,13 @@ type JobStatusUpdate struct {
 	Status   JobStatus `json:"status"`
 	ExitCode *int      `json:"exit_code,omitempty"`
 	Reason   string    `json:"reason,omitempty"`
+	// LogUnsent, with a final status, is how many bytes of the attempt's
+	// output the server has not acknowledged yet: the runner goes on
+	// sending them after the report. LogEnd is the size the job's log
+	// has with them, when the runner knows where its output starts in
+	// the log (0 when it does not: the server has none of it then).
+	LogUnsent int64 `json:"log_unsent,omitempty"`
+	LogEnd    int64 `json:"log_end,omitempty"`
 }
 
 // StopSignal answers GET /runner/jobs/{id}/stop: what the user asked for.

@@ -56,19 +56,32 @@ func (e *Env) logs(ctx context.Context, name string, follow bool, since time.Tim
 	if err := e.streamRun(ctx, c, run, follow, since); err != nil {
 		return err
 	}
-	if follow {
-		final, err := waitRun(ctx, c, name)
-		if err != nil {
-			return err
-		}
-		if final.Status == api.StatusDone {
-			fmt.Fprintf(e.Stderr, "RUN %s done\n", name)
-		} else {
-			_, why := runFailure(final)
-			fmt.Fprintf(e.Stderr, "RUN %s %s: %s\n", name, final.Status, why)
-		}
+	if !follow {
+		e.sayLogIncomplete(run)
+		return nil
+	}
+	final, err := waitRun(ctx, c, name)
+	if err != nil {
+		return err
+	}
+	e.sayLogIncomplete(final)
+	if final.Status == api.StatusDone {
+		fmt.Fprintf(e.Stderr, "RUN %s done\n", name)
+	} else {
+		_, why := runFailure(final)
+		fmt.Fprintf(e.Stderr, "RUN %s %s: %s\n", name, final.Status, why)
 	}
 	return nil
+}
+
+// sayLogIncomplete tells, on stderr, of each job of run whose log the
+// server could not store in full.
+func (e *Env) sayLogIncomplete(run *api.Run) {
+	for _, j := range run.Jobs {
+		if j.LogMissing > 0 {
+			fmt.Fprintf(e.Stderr, "%s: %s\n", j.Workflow, logIncomplete(j.LogMissing))
+		}
+	}
 }
 
 // streamRun writes the logs of a run's jobs to stdout one job after the

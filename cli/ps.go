@@ -22,7 +22,9 @@ func (e *Env) psCmd() *cobra.Command {
 them with -a. RUNNER is the runner of the run's current (or last) job;
 DURATION runs from the first job's start to the run's end, or to now.
 Below the table, each pending job that waits says why (no runner or
-on-demand limit fits it, its limit is at its maximum...).`,
+on-demand limit fits it, its limit is at its maximum...), and a job whose
+log the server could not store in full says "log incomplete: N bytes not
+stored" until its runner has sent the rest.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return e.ps(cmd.Context(), all, asJSON)
@@ -52,7 +54,11 @@ func (e *Env) ps(ctx context.Context, all, asJSON bool) error {
 	now := e.Now()
 	t := newTable(e.Stdout, "run", "workflow", "status", "runner", "submitted", "duration")
 	for _, r := range runs {
-		t.row(r.Name, r.Workflow, string(r.Status), runRunner(&r), formatAgo(now, r.SubmittedAt), runDuration(&r, now))
+		status := string(r.Status)
+		if runLogMissing(&r) > 0 {
+			status += " (log incomplete)"
+		}
+		t.row(r.Name, r.Workflow, status, runRunner(&r), formatAgo(now, r.SubmittedAt), runDuration(&r, now))
 	}
 	if err := t.flush(); err != nil {
 		return err
@@ -72,7 +78,34 @@ func (e *Env) ps(ctx context.Context, all, asJSON bool) error {
 			fmt.Fprintf(e.Stdout, "%s %s is pending: %s\n", r.Name, j.Workflow, oneLine(j.StatusReason))
 		}
 	}
+	// Logs the server could not store in full (its disk was full).
+	for _, r := range runs {
+		for _, j := range r.Jobs {
+			if j.LogMissing <= 0 {
+				continue
+			}
+			if first {
+				fmt.Fprintln(e.Stdout)
+				first = false
+			}
+			fmt.Fprintf(e.Stdout, "%s %s: %s\n", r.Name, j.Workflow, logIncomplete(j.LogMissing))
+		}
+	}
 	return nil
+}
+
+// runLogMissing is how many bytes the logs of a run's jobs lack.
+func runLogMissing(r *api.Run) int64 {
+	var n int64
+	for _, j := range r.Jobs {
+		n += j.LogMissing
+	}
+	return n
+}
+
+// logIncomplete says that a job's log lacks n bytes, and why.
+func logIncomplete(n int64) string {
+	return fmt.Sprintf("log incomplete: %d bytes not stored (the server's disk was full; the runner keeps them and sends them as soon as the server has room)", n)
 }
 
 // oneLine replaces the control characters of s (newlines, tabs) by spaces.

@@ -245,6 +245,7 @@ func (e *Env) reportRun(run *api.Run) error {
 	if run.FinishedAt != nil {
 		dur = " in " + formatDuration(run.FinishedAt.Sub(run.SubmittedAt))
 	}
+	e.sayLogIncomplete(run)
 	if run.Status == api.StatusDone {
 		fmt.Fprintf(e.Stderr, "RUN %s done%s\n", run.Name, dur)
 		return nil

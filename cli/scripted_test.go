@@ -29,6 +29,10 @@ type jobScript struct {
 	// started channel, if set, is closed once its logs are written.
 	untilStopped bool
 	started      chan struct{}
+	// unsent lines are not sent before the job's end, which is reported
+	// with them as the log's missing part; send then sends them.
+	unsent []string
+	send   chan func(ctx context.Context) error
 }
 
 // serve starts a dstack server for the test and configures the harness to
@@ -104,6 +108,19 @@ func playJob(ctx context.Context, rc *client.Client, a *api.Assignment, s *jobSc
 	final := api.JobStatusUpdate{Status: api.StatusDone, ExitCode: &s.exitCode}
 	if s.exitCode != 0 {
 		final.Status = api.StatusFailed
+	}
+	var late []byte
+	for _, line := range s.unsent {
+		late = append(late, line+"\n"...)
+	}
+	if len(late) > 0 {
+		final.LogUnsent, final.LogEnd = int64(len(late)), offset+int64(len(late))
+		defer func() {
+			s.send <- func(ctx context.Context) error {
+				_, err := rc.JobLogAppend(ctx, id, lease, offset, late)
+				return err
+			}
+		}()
 	}
 	if s.untilStopped {
 		for {

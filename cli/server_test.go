@@ -415,6 +415,46 @@ func TestLogs(t *testing.T) {
 	}
 }
 
+func TestLogIncomplete(t *testing.T) {
+	t.Parallel()
+	h := setup(t)
+	srv := h.serve()
+	h.writeFile(".dstack/workflows.yaml", testWorkflows)
+	script := &jobScript{logs: []string{"stored"}, unsent: []string{"late 1", "late 2"}, send: make(chan func(context.Context) error, 1)}
+	startRunner(t, srv, "r1", map[string]*jobScript{"hello": script})
+	r := h.run("run", "hello")
+	const mark = "log incomplete: 14 bytes not stored"
+	if r.code != 0 || r.stdout != "stored\n" || !strings.Contains(r.stderr, "hello: "+mark) {
+		t.Fatalf("run: %+v", r)
+	}
+	name := runName(t, r)
+	r = h.run("ps")
+	if r.code != 0 || !strings.Contains(r.stdout, "done (log incomplete)") || !strings.Contains(r.stdout, name+" hello: "+mark) {
+		t.Fatalf("ps: %+v", r)
+	}
+	r = h.run("ps", "--json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"log_missing": 14`) {
+		t.Fatalf("ps --json: %+v", r)
+	}
+	r = h.run("logs", name)
+	if r.code != 0 || r.stdout != "stored\n" || !strings.Contains(r.stderr, mark) {
+		t.Fatalf("logs: %+v", r)
+	}
+
+	// The runner sends the rest: the log is whole, the mark gone.
+	if err := (<-script.send)(context.Background()); err != nil {
+		t.Fatalf("send the rest of the log: %v", err)
+	}
+	r = h.run("logs", name)
+	if r.code != 0 || r.stdout != "stored\nlate 1\nlate 2\n" || strings.Contains(r.stderr, "log incomplete") {
+		t.Fatalf("logs once complete: %+v", r)
+	}
+	r = h.run("ps")
+	if r.code != 0 || strings.Contains(r.stdout, "log incomplete") || !strings.Contains(r.stdout, "done") {
+		t.Fatalf("ps once complete: %+v", r)
+	}
+}
+
 func TestCodeTooLarge(t *testing.T) {
 	t.Parallel()
 	h := setup(t)

@@ -88,9 +88,11 @@ func (s *Store) load(jobID string, f *file) error {
 		fh.Close()
 		return err
 	}
-	if err := fh.Truncate(end); err != nil {
-		fh.Close()
-		return fmt.Errorf("truncate torn log record: %w", err)
+	if st, err := fh.Stat(); err != nil || st.Size() > end {
+		if err := fh.Truncate(end); err != nil {
+			fh.Close()
+			return fmt.Errorf("truncate torn log record: %w", err)
+		}
 	}
 	if _, err := fh.Seek(end, io.SeekStart); err != nil {
 		fh.Close()
@@ -151,10 +153,13 @@ func (s *Store) Append(jobID string, offset int64, data []byte, now time.Time) (
 		f.size += int64(n)
 	}
 	if _, err := f.f.Write(buf); err != nil {
-		// Put the file back to its last whole record so the log stays readable.
+		// Put the file back to its last whole record so the log stays
+		// readable, and let go of it: the next append opens it afresh (the
+		// disk may have been remounted, or the file replaced, meanwhile).
 		_ = f.f.Truncate(f.end)
-		_, _ = f.f.Seek(f.end, io.SeekStart)
 		f.size = f.sizeAt()
+		_ = f.f.Close()
+		f.f = nil
 		return f.size, fmt.Errorf("append log: %w", err)
 	}
 	f.end += int64(len(buf))

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -465,5 +466,36 @@ func TestReaderSkipsRecordBeingWritten(t *testing.T) {
 	fh.Close()
 	if got := readAll(t, s, "job", ReadOptions{}); got != "whole\n" {
 		t.Errorf("Copy = %q, want only the whole record", got)
+	}
+}
+
+// TestAppendOnAFullDiskFailsAndRecovers: a write the disk refuses (ENOSPC,
+// from /dev/full) is an error that says so, leaves the log as it was, and
+// the next append once the disk has room goes through.
+func TestAppendOnAFullDiskFailsAndRecovers(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full on this system")
+	}
+	s := setup(t)
+	if err := os.Symlink("/dev/full", s.path("j")); err != nil {
+		t.Fatal(err)
+	}
+	if size, err := s.Size("j"); err != nil || size != 0 {
+		t.Fatalf("Size of an empty log on a full disk = %d, %v", size, err)
+	}
+	size, err := s.Append("j", 0, []byte("lost?\n"), t0)
+	if !errors.Is(err, syscall.ENOSPC) || size != 0 {
+		t.Fatalf("Append to a full disk = %d, %v; want 0, ENOSPC", size, err)
+	}
+	// Room again: the file is replaced by a real one.
+	if err := os.Remove(s.path("j")); err != nil {
+		t.Fatal(err)
+	}
+	if size := appendAt(t, s, "j", 0, "kept\n", t0); size != 5 {
+		t.Fatalf("Append after the disk has room = %d, want 5", size)
+	}
+	if got := readAll(t, s, "j", ReadOptions{}); got != "kept\n" {
+		t.Errorf("log = %q", got)
 	}
 }

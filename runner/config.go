@@ -73,7 +73,9 @@ type Config struct {
 	// StopGrace is how long a stopped job has between SIGTERM and SIGKILL.
 	StopGrace time.Duration `yaml:"-"`
 	// LogAckTimeout bounds how long a finished job waits, without progress,
-	// for the server to acknowledge its log before its status is reported.
+	// for the server to acknowledge its log before its status is reported
+	// (not at all once the server says its disk is full). The status then
+	// says how much of the log is missing, and the rest is sent after.
 	LogAckTimeout time.Duration `yaml:"-"`
 	// ShutdownTimeout bounds Stop: the job in progress is stopped, its
 	// artifacts uploaded and its status reported within it.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +39,12 @@ type job struct {
 	stopCh chan api.StopSignal // the user's stop, once
 	wg     sync.WaitGroup      // the job's goroutines
 	spool  *spool              // the output, once created
+	// ship sends the spool; it may outlive the job (see afterJob), under
+	// its own context, which shipCancel ends.
+	ship       *shipper
+	shipCancel context.CancelFunc
+	// reported: the server took the job's final status.
+	reported atomic.Bool
 }
 
 // permanentError marks a failure a retry will not fix.
@@ -128,11 +133,7 @@ func (r *Runner) runJob(a *api.Assignment) {
 	j.execute()
 	j.cancel()
 	j.wg.Wait()
-	if j.spool != nil {
-		if err := j.spool.release(); err != nil {
-			j.log.Warn("remove the log spool", "err", err)
-		}
-	}
+	r.afterJob(j)
 	if j.dir != nil {
 		j.dir.Close()
 	}
@@ -150,38 +151,25 @@ type outcome struct {
 }
 
 func (j *job) execute() {
-	sp, err := createSpool(filepath.Join(j.r.jobsDir(), j.id+".log"))
+	sp, err := createSpool(j.r.spoolDir(), j.id, j.lease)
 	if err != nil {
 		j.finishWithoutLog(outcome{status: api.StatusFailed, reason: err.Error()})
 		return
 	}
 	j.spool = sp
 	// The job's log on the server may already hold what earlier attempts
-	// wrote: this attempt's output goes after it. An empty append answers
-	// the log's size.
-	base := int64(-1)
-	sh := newShipper(sp, func(ctx context.Context, offset int64, data []byte) (int64, error) {
-		if base < 0 {
-			size, err := j.r.client().JobLogAppend(ctx, j.id, j.lease, 0, nil)
-			if err != nil {
-				return 0, err
-			}
-			base = size
-		}
-		size, err := j.r.client().JobLogAppend(ctx, j.id, j.lease, base+offset, data)
-		return size - base, err
-	}, j.log)
-	sh.onLost = j.loseLease
-	sh.reauth = func(ctx context.Context) {
-		if !j.r.reauth(ctx, j.r.token()) {
-			newBackoff(time.Second, time.Second).wait(ctx)
+	// wrote: the shipper asks where this attempt's output goes first.
+	sh := j.r.newJobShipper(sp, j.id, j.lease, j.log)
+	sh.onLost = func() {
+		// After the end is reported, a refusal only ends the shipping.
+		if !j.final.Load() {
+			j.loseLease()
 		}
 	}
-	j.wg.Add(2)
-	go func() {
-		defer j.wg.Done()
-		sh.run(j.ctx)
-	}()
+	shipCtx, shipCancel := context.WithCancel(j.r.hardCtx)
+	j.ship, j.shipCancel = sh, shipCancel
+	go sh.run(shipCtx)
+	j.wg.Add(1)
 	go func() {
 		defer j.wg.Done()
 		j.watchStop()
@@ -202,16 +190,29 @@ func (j *job) execute() {
 		}
 	}
 	sp.Close()
+	u := api.JobStatusUpdate{Status: out.status, ExitCode: out.exitCode, Reason: out.reason}
 	if !sh.wait(j.r.cfg.LogAckTimeout) {
-		size, _ := sp.state()
-		j.log.Warn("reporting the job's status before its whole log reached the server", "acked", sh.acked.Load(), "size", size, "err", sh.err)
+		// The end is reported all the same, with what the log lacks: the
+		// shipper goes on, and the server counts it down as it arrives.
+		if u.LogUnsent = sh.unsent(); u.LogUnsent > 0 {
+			if base := sh.base.Load(); base >= 0 {
+				size, _ := sp.state()
+				u.LogEnd = base + size
+			}
+			j.log.Warn("reporting the job's end before the server stored its whole log; the rest follows as soon as it can take it",
+				"unsent", u.LogUnsent)
+		}
 	}
 	if j.ctx.Err() != nil {
 		return
 	}
+	if err := sp.update(func(m *spoolMeta) { m.Final = true }, true); err != nil {
+		j.log.Warn("the log spool's state is not saved: a restart will not finish sending it", "err", err)
+	}
 	j.final.Store(true)
-	if err := j.setStatus(j.ctx, api.JobStatusUpdate{Status: out.status, ExitCode: out.exitCode, Reason: out.reason}); err == nil {
-		j.log.Info("job finished", "status", out.status, "reason", out.reason)
+	if err := j.setStatus(j.ctx, u); err == nil {
+		j.reported.Store(true)
+		j.log.Info("job finished", "status", out.status, "reason", out.reason, "log_unsent", u.LogUnsent)
 	}
 }
 

@@ -6,10 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -107,6 +107,12 @@ type shipFixture struct {
 
 func setupShipper(t testing.TB, configure func(*logServer)) shipFixture {
 	t.Helper()
+	return setupShipperLog(t, configure, testLogger(t))
+}
+
+// setupShipperLog is setupShipper with the shipper logging to log.
+func setupShipperLog(t testing.TB, configure func(*logServer), log *slog.Logger) shipFixture {
+	t.Helper()
 	srv := newLogServer(t)
 	if configure != nil {
 		configure(srv)
@@ -115,14 +121,14 @@ func setupShipper(t testing.TB, configure func(*logServer)) shipFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sp, err := createSpool(filepath.Join(t.TempDir(), "job.log"))
+	sp, err := createSpool(t.TempDir(), "job-1", 7)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sp.release() })
 	sh := newShipper(sp, func(ctx context.Context, offset int64, data []byte) (int64, error) {
 		return c.JobLogAppend(ctx, "job-1", 7, offset, data)
-	}, testLogger(t))
+	}, log)
 	sh.minBO, sh.maxBO = time.Millisecond, 20*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() {
@@ -280,5 +286,109 @@ func TestShipperCancelled(t *testing.T) {
 	<-done
 	if !errors.Is(sh.err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", sh.err)
+	}
+}
+
+// answerFull answers the first n requests 507, as a server whose disk is
+// full does.
+func answerFull(n int) func(w http.ResponseWriter, i int) bool {
+	return func(w http.ResponseWriter, i int) bool {
+		if i > n {
+			return false
+		}
+		writeAPIError(w, http.StatusInsufficientStorage, api.CodeInsufficientStorage, "the server's disk is full")
+		return true
+	}
+}
+
+func TestShipperWarnsOncePerEpisode(t *testing.T) {
+	t.Parallel()
+	log, rec := newRecorder(testLogger(t), slog.LevelInfo)
+	f := setupShipperLog(t, func(s *logServer) { s.answer = answerFull(30) }, log)
+	want := writeRandom(t, f.sp, 3<<20, 7)
+	f.sp.Close()
+	<-f.sh.done
+	if f.sh.err != nil {
+		t.Fatalf("shipper gave up: %v", f.sh.err)
+	}
+	if got := f.srv.content(); !bytes.Equal(got, want) {
+		t.Fatalf("server has %d bytes, want %d", len(got), len(want))
+	}
+	if n := rec.count("WARN cannot send the job's log"); n != 1 {
+		t.Errorf("%d warnings for one episode of 30 failures, want 1", n)
+	}
+	if n := rec.count("INFO the server takes the job's log again"); n != 1 {
+		t.Errorf("%d notes of the recovery, want 1", n)
+	}
+}
+
+func TestShipperWaitEndsWhenTheServerIsFull(t *testing.T) {
+	t.Parallel()
+	f := setupShipper(t, func(s *logServer) { s.answer = answerFull(1 << 30) })
+	_, _ = f.sp.Write([]byte("not stored yet\n"))
+	f.sp.Close()
+	// The stall timeout is far away: only the server's answer ends the wait.
+	if f.sh.wait(time.Hour) {
+		t.Fatal("wait reports the log stored by a full server")
+	}
+	if n := f.sh.unsent(); n != int64(len("not stored yet\n")) {
+		t.Errorf("unsent = %d", n)
+	}
+	select {
+	case <-f.sh.done:
+		t.Fatalf("the shipper gave up: %v", f.sh.err)
+	default:
+	}
+}
+
+func TestSpoolResumesFromDisk(t *testing.T) {
+	t.Parallel()
+	srv := newLogServer(t)
+	srv.log = []byte("earlier attempt\n")
+	dir := t.TempDir()
+	sp, err := createSpool(dir, "job-1", 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := writeRandom(t, sp, 2<<20, 9)
+	if err := sp.update(func(m *spoolMeta) { m.Base, m.Final = int64(len(srv.log)), true }, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.keep(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A later life of the runner finds it.
+	ids, err := listSpools(dir)
+	if err != nil || len(ids) != 1 || ids[0] != "job-1" {
+		t.Fatalf("listSpools = %v, %v", ids, err)
+	}
+	sp, err = openSpool(dir, "job-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := sp.getMeta(); !m.Final || m.Lease != 7 || m.Base != int64(len("earlier attempt\n")) {
+		t.Fatalf("meta = %+v", m)
+	}
+	c, err := client.New(srv.URL, "runner-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := newShipper(sp, func(ctx context.Context, offset int64, data []byte) (int64, error) {
+		return c.JobLogAppend(ctx, "job-1", 7, offset, data)
+	}, testLogger(t))
+	sh.minBO, sh.maxBO = time.Millisecond, 20*time.Millisecond
+	sh.run(t.Context())
+	if sh.err != nil {
+		t.Fatal(sh.err)
+	}
+	if got := srv.content(); !bytes.Equal(got, append([]byte("earlier attempt\n"), want...)) {
+		t.Fatalf("server has %d bytes, want %d", len(got), len(want)+len("earlier attempt\n"))
+	}
+	if err := sp.release(); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := listSpools(dir); len(ids) != 0 {
+		t.Errorf("spools left after release: %v", ids)
 	}
 }

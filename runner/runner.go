@@ -23,7 +23,7 @@
 // download the dependencies' artifacts, report running, run the commands
 // through the executor (Config.Executor: in a container of the job's
 // image with docker, on the host with shell; output spooled to
-// <data-dir>/jobs/<id>.log and shipped to the server), report uploading,
+// <data-dir>/spool/<id>.log and shipped to the server), report uploading,
 // upload the artifacts, wait for the log to be acknowledged, report done,
 // failed, stopped or aborted. Any call that answers lease_lost means the
 // server gave the job away: the process is killed and nothing more is
@@ -34,7 +34,9 @@
 // 0600; the jobs' directories are in the work directory, apart from it, so
 // that no job can name the runner's files. Every file operation in a job's
 // directory goes through package jobdir: a symbolic link the job made that
-// leads out is never followed.
+// leads out is never followed. A log the server could not store in full (its
+// disk is full) is reported with the job's end as incomplete and shipped on
+// after the job, across restarts, until it is stored (logship.go, spools.go).
 package runner
 
 import (
@@ -209,6 +211,9 @@ func (r *Runner) start(ctx context.Context) error {
 	if err := r.prepareDirs(); err != nil {
 		return fail(err)
 	}
+	if err := os.MkdirAll(r.spoolDir(), 0o700); err != nil {
+		return fail(fmt.Errorf("create data directory: %w", err))
+	}
 	// Leftovers of a runner that died: their jobs are the server's to
 	// requeue. Their containers first: they write in the directories.
 	if c, ok := r.exec.(executor.Cleaner); ok {
@@ -234,6 +239,7 @@ func (r *Runner) start(ctx context.Context) error {
 	if err := r.identify(r.runCtx); err != nil {
 		return fail(err)
 	}
+	r.resumeSpools()
 	r.claimCtx, r.cancelClaim = context.WithCancel(r.runCtx)
 	r.heartbeatCtx, r.cancelHeartbeat = context.WithCancel(r.hardCtx)
 	if r.spot.watcher != nil {
@@ -347,7 +353,8 @@ func (r *Runner) Executor() string { return r.exec.Name() }
 // Resources are the host's resources as reported, once started.
 func (r *Runner) Resources() api.HostResources { return r.resources }
 
-// jobsDir holds the jobs' log spools.
+// jobsDir held the jobs' directories and spools of older runners: emptied at
+// start, it holds nothing now.
 func (r *Runner) jobsDir() string { return filepath.Join(r.cfg.DataDir, "jobs") }
 
 // prepareDirs makes the data directory private, with the state file in it,

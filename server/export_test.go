@@ -20,3 +20,15 @@ func Routes(t *testing.T) []Route {
 	}
 	return out
 }
+
+// SetStatfs replaces how the server measures the file systems it writes
+// to, for tests that fake a full or nearly full disk: f answers the free
+// and total bytes of a directory.
+func SetStatfs(s *Server, f func(dir string) (free, total uint64, err error)) {
+	s.storage.mu.Lock()
+	defer s.storage.mu.Unlock()
+	s.storage.statfs = func(dir string) (fsSpace, error) {
+		free, total, err := f(dir)
+		return fsSpace{Free: free, Total: total}, err
+	}
+}

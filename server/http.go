@@ -30,6 +30,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		ae = api.Errorf(http.StatusNotFound, api.CodeNotFound, "not found")
 	case errors.Is(err, store.ErrLeaseLost):
 		ae = api.Errorf(http.StatusConflict, api.CodeLeaseLost, "this job is no longer assigned to this runner: drop it")
+	case isStorageFailure(err):
+		// 507 or 503, logged once per episode (storage.go).
+		ae = s.storage.failed(w, err)
+		writeJSON(w, ae.Status, api.ErrorBody{Error: ae})
+		return
 	default:
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		ae = api.Errorf(http.StatusInternalServerError, api.CodeInternal, "internal server error; the server log has the details")

@@ -21,7 +21,7 @@ func (s *Server) handleJobLogAppend(w http.ResponseWriter, r *http.Request, rn *
 	if err != nil || offset < 0 {
 		return invalid("offset must be the byte offset of the chunk in the job's log")
 	}
-	job, err := s.runnerJob(r, rn)
+	job, err := s.logJob(r, rn)
 	if err != nil {
 		return err
 	}
@@ -32,6 +32,10 @@ func (s *Server) handleJobLogAppend(w http.ResponseWriter, r *http.Request, rn *
 	if len(data) > maxLogChunk {
 		return api.Errorf(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "log chunk over %d MiB: send smaller chunks", maxLogChunk>>20)
 	}
+	if job.Status.Finished() && offset+int64(len(data)) > job.LogEnd {
+		// A finished job's log takes what its runner said it lacked, no more.
+		data = data[:max(job.LogEnd-offset, 0)]
+	}
 	size, err := s.logs.Append(job.ID, offset, data, s.cfg.Now())
 	var gap *logstore.GapError
 	if errors.As(err, &gap) {
@@ -40,8 +44,50 @@ func (s *Server) handleJobLogAppend(w http.ResponseWriter, r *http.Request, rn *
 	if err != nil {
 		return fmt.Errorf("append log: %w", err)
 	}
+	s.storage.succeeded()
 	s.metrics.logBytes.Add(float64(len(data)))
+	if job.Status.Finished() {
+		if err := s.logCompleted(r, job, size); err != nil {
+			return err
+		}
+	}
 	writeJSON(w, http.StatusOK, api.LogAppendResponse{Size: size})
+	return nil
+}
+
+// logJob loads the job a runner sends output of: one it holds under the
+// lease in the request (runnerJob), or a finished one of the runner's user
+// whose log is marked incomplete under that lease, its last: the runner
+// reported its end before the server could store all of it (a full disk),
+// and sends the rest since, maybe after a restart under a new identity.
+func (s *Server) logJob(r *http.Request, rn *store.Runner) (*store.Job, error) {
+	job, err := s.runnerJob(r, rn)
+	if !errors.Is(err, store.ErrLeaseLost) {
+		return job, err
+	}
+	job, gerr := s.store.JobGet(r.Context(), r.PathValue("id"))
+	if gerr != nil {
+		return nil, err
+	}
+	lease, _ := strconv.ParseInt(r.Header.Get(api.LeaseHeader), 10, 64)
+	if job.Status.Finished() && job.LogMissing > 0 && job.Lease == lease {
+		return job, nil
+	}
+	return nil, err
+}
+
+// logCompleted records how much of a finished job's incomplete log is
+// stored now; the mark goes once it is all there.
+func (s *Server) logCompleted(r *http.Request, job *store.Job, size int64) error {
+	j, err := s.store.JobLogStored(r.Context(), store.JobLogStoredParams{ID: job.ID, Lease: job.Lease, Size: size})
+	if err != nil {
+		return fmt.Errorf("record the log of job %s: %w", job.ID, err)
+	}
+	if j.LogMissing == 0 {
+		s.log.Info("the log of a finished job is complete", "job", j.ID, "run", j.RunName, "size", size)
+		_ = s.logs.Finish(j.ID)
+		s.events.publish(j.UserID, api.EventRuns)
+	}
 	return nil
 }
 
@@ -92,4 +138,21 @@ func (s *Server) handleJobLogs(w http.ResponseWriter, r *http.Request, u *store.
 		s.log.Warn("stream logs", "job", job.ID, "err", err)
 	}
 	return nil
+}
+
+// logShortfall is the size a job's log must reach and how much of it is
+// missing, from a runner's final report that some is unsent: LogEnd when
+// the runner knows it, else the log's size now (none of the attempt's
+// output is stored then) plus the unsent bytes.
+func (s *Server) logShortfall(jobID string, u api.JobStatusUpdate) (end, missing int64) {
+	size, err := s.logs.Size(jobID)
+	if err != nil {
+		// The log cannot even be opened: count what the runner has.
+		return max(u.LogEnd, u.LogUnsent), u.LogUnsent
+	}
+	end = u.LogEnd
+	if end <= 0 {
+		end = size + u.LogUnsent
+	}
+	return end, max(end-size, 0)
 }

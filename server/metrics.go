@@ -44,7 +44,7 @@ func newMetrics(s *Server) *metrics {
 		}, []string{"method", "code"}),
 	}
 	m.reg.MustRegister(m.pickup, m.finished, m.interrupted, m.logBytes, m.requests,
-		&stateCollector{s: s}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		&stateCollector{s: s}, &storageCollector{m: s.storage}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -101,5 +101,35 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(runnersDesc, prometheus.GaugeValue, on, "idle")
 		ch <- prometheus.MustNewConstMetric(runnersDesc, prometheus.GaugeValue, busy, "busy")
 		ch <- prometheus.MustNewConstMetric(runnersDesc, prometheus.GaugeValue, off, "offline")
+	}
+}
+
+// storageCollector reports the storage's condition at scrape time
+// (storage.go).
+type storageCollector struct{ m *storageMonitor }
+
+var (
+	storageDegradedDesc = prometheus.NewDesc("dstack_storage_degraded",
+		"1 while the server's storage is degraded, by cause: disk_full (writes fail for lack of space), io_error (writes fail otherwise), low_space (under --min-free-space: new runs refused).",
+		[]string{"cause"}, nil)
+	storageFreeDesc = prometheus.NewDesc("dstack_storage_free_bytes", "Free bytes in the file system of each directory the server writes to.", []string{"dir"}, nil)
+)
+
+func (c *storageCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- storageDegradedDesc
+	ch <- storageFreeDesc
+}
+
+func (c *storageCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.m.state()
+	for _, cause := range []string{"disk_full", "io_error", "low_space"} {
+		v := 0.0
+		if st.cause == cause {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(storageDegradedDesc, prometheus.GaugeValue, v, cause)
+	}
+	for dir, free := range st.free {
+		ch <- prometheus.MustNewConstMetric(storageFreeDesc, prometheus.GaugeValue, float64(free), dir)
 	}
 }

@@ -91,6 +91,17 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "database unavailable"))
 		return
 	}
+	if st := s.storage.state(); st.cause != "" {
+		code := api.CodeUnavailable
+		if st.cause != "io_error" {
+			code = api.CodeInsufficientStorage
+		}
+		writeJSON(w, http.StatusServiceUnavailable, api.ErrorBody{
+			Status: "degraded", Storage: st.message,
+			Error: api.Errorf(http.StatusServiceUnavailable, code, "the server's storage is degraded: %s", st.message),
+		})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 

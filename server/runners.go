@@ -268,11 +268,19 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 	if err != nil {
 		return err
 	}
-	job, err = s.store.JobSetStatus(r.Context(), store.JobSetStatusParams{
+	p := store.JobSetStatusParams{
 		ID: job.ID, RunnerID: rn.ID, Lease: job.Lease, Status: req.Status, ExitCode: req.ExitCode, Reason: req.Reason, Now: s.cfg.Now(),
-	})
+	}
+	if req.Status.Finished() && req.LogUnsent > 0 {
+		p.LogEnd, p.LogMissing = s.logShortfall(job.ID, req)
+	}
+	job, err = s.store.JobSetStatus(r.Context(), p)
 	if err != nil {
 		return err
+	}
+	if job.LogMissing > 0 {
+		s.log.Warn("job finished with an incomplete log: its runner keeps sending the rest", "job", job.ID, "run", job.RunName,
+			"status", job.Status, "missing", job.LogMissing)
 	}
 	if job.Status.Finished() {
 		_ = s.logs.Finish(job.ID)

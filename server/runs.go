@@ -28,6 +28,9 @@ func (s *Server) handleCodeUpload(w http.ResponseWriter, r *http.Request, u *sto
 	if r.ContentLength > s.cfg.MaxCodeSize {
 		return tooLargeCode(r.ContentLength, s.cfg.MaxCodeSize)
 	}
+	if err := s.storage.admit(); err != nil {
+		return err
+	}
 	tmp, err := os.CreateTemp(s.cfg.DataDir, "upload-*")
 	if err != nil {
 		return fmt.Errorf("code upload: %w", err)
@@ -36,6 +39,9 @@ func (s *Server) handleCodeUpload(w http.ResponseWriter, r *http.Request, u *sto
 	defer tmp.Close()
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r.Body, s.cfg.MaxCodeSize+1))
+	if isStorageFailure(err) {
+		return fmt.Errorf("code upload: %w", err)
+	}
 	if err != nil {
 		return invalid("code upload broke off after %d bytes: %v", n, err)
 	}
@@ -54,6 +60,7 @@ func (s *Server) handleCodeUpload(w http.ResponseWriter, r *http.Request, u *sto
 			return fmt.Errorf("store code: %w", err)
 		}
 	}
+	s.storage.succeeded()
 	writeJSON(w, http.StatusCreated, api.CodeUploadResponse{CodeID: id, Size: n})
 	return nil
 }
@@ -162,6 +169,9 @@ func validRelPath(p string) bool {
 func (s *Server) handleRunSubmit(w http.ResponseWriter, r *http.Request, u *store.User) error {
 	var req api.RunSubmitRequest
 	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	if err := s.storage.admit(); err != nil {
 		return err
 	}
 	jobs, err := validateJobs(req)
@@ -331,5 +341,6 @@ func toAPIJob(j *store.Job) api.Job {
 		ID: j.ID, RunName: j.RunName, Workflow: j.Workflow, Status: j.Status, StatusReason: j.StatusReason,
 		RunnerID: j.RunnerID, RunnerName: j.RunnerName, Attempt: j.Attempt, ExitCode: j.ExitCode,
 		SubmittedAt: j.SubmittedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt, Spec: j.Spec,
+		LogMissing: j.LogMissing,
 	}
 }

@@ -64,6 +64,12 @@ type Config struct {
 	S3Region string
 	// MaxCodeSize bounds an uploaded code archive.
 	MaxCodeSize int64
+	// MinFreeSpace is the free space, in bytes, below which the file
+	// systems of DataDir and its logs refuse new code uploads and runs
+	// (507), so that running jobs keep room for their logs: 0 is the
+	// smaller of DefaultMinFreeSpace and MinFreePercent of the file
+	// system; negative turns the watermark off (see storage.go).
+	MinFreeSpace int64
 	// RunnerTokenTTL is how long a runner credential is valid.
 	RunnerTokenTTL time.Duration
 	// TLSCert and TLSKey turn on HTTPS.
@@ -188,11 +194,13 @@ func redactDSN(dsn string) string {
 
 // Server is a running control plane.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	store   store.Store
-	logs    *logstore.Store
-	blobs   blob.Store
+	cfg   Config
+	log   *slog.Logger
+	store store.Store
+	logs  *logstore.Store
+	blobs blob.Store
+	// storage watches the disk the server writes to (storage.go).
+	storage *storageMonitor
 	auth    *authenticator
 	queue   *queue
 	metrics *metrics
@@ -271,7 +279,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("migrate database: %w", err)
 	}
-	logs, err := logstore.Open(filepath.Join(cfg.DataDir, "logs"))
+	logDir := filepath.Join(cfg.DataDir, "logs")
+	logs, err := logstore.Open(logDir)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -299,6 +308,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		queue:     newQueue(),
 		events:    newBroadcaster(),
 	}
+	s.storage = newStorageMonitor([]string{cfg.DataDir, logDir}, cfg.MinFreeSpace, cfg.Logger.With("subsystem", "storage"), cfg.Now)
 	if cfg.Artifacts != "" {
 		s.log.Info("artifacts and code archives in S3", "url", cfg.Artifacts, "endpoint", cfg.S3Endpoint, "region", cfg.S3Region)
 	}

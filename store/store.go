@@ -95,6 +95,12 @@ type Store interface {
 	// same transaction, queues the dependents whose dependencies are all done
 	// (done) or fails them (any other final state).
 	JobSetStatus(ctx context.Context, p JobSetStatusParams) (*Job, error)
+	// JobLogStored records that the log of a finished job marked
+	// incomplete (LogMissing > 0) has reached p.Size under the job's last
+	// lease: LogMissing becomes what is left to LogEnd, and both are
+	// cleared at 0. A job not so marked, or under another lease, is
+	// ErrLeaseLost; an unknown one ErrNotFound.
+	JobLogStored(ctx context.Context, p JobLogStoredParams) (*Job, error)
 	// JobInterrupt gives back an active job its runner could not finish
 	// because its machine is going away, under the job's lease
 	// (ErrLeaseLost otherwise). The job is interrupted as RunnerMarkOffline
@@ -414,6 +420,12 @@ type Job struct {
 	// directory or --artifacts bucket), or the URL of another, such as the
 	// AWS artifact bucket ("s3://bucket/dstack").
 	ArtifactStore string
+	// LogEnd is the size the job's log must reach, and LogMissing how many
+	// bytes of it are not stored yet, when the runner reported the job's
+	// end before the server stored all its output (both 0 otherwise; see
+	// JobLogStored).
+	LogEnd     int64
+	LogMissing int64
 }
 
 // JobClaimNextParams are the arguments of JobClaimNext.
@@ -433,6 +445,18 @@ type JobSetStatusParams struct {
 	ExitCode *int
 	Reason   string
 	Now      time.Time
+	// LogEnd and LogMissing, with a final status, mark the job's log
+	// incomplete (Job's fields of the same names); 0 for a complete log.
+	LogEnd     int64
+	LogMissing int64
+}
+
+// JobLogStoredParams are the arguments of JobLogStored.
+type JobLogStoredParams struct {
+	ID    string
+	Lease int64
+	// Size is the job's log size now.
+	Size int64
 }
 
 // JobInterruptParams are the arguments of JobInterrupt.

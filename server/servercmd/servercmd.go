@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dstackai/dstack/internal/bytesize"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/userconfig"
 )
@@ -24,6 +25,7 @@ func Command() *cobra.Command {
 	cfg := server.Defaults
 	var logLevel, logFormat string
 	var noConfig bool
+	var minFree string
 	lo := localOptions{mode: "auto", network: "bridge"}
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -72,6 +74,9 @@ given.`,
 			if err != nil {
 				return err
 			}
+			if cfg.MinFreeSpace, err = parseMinFreeSpace(minFree); err != nil {
+				return err
+			}
 			cfg.Logger = logger
 			cfg.RunnerBinaries = server.RunnerBinariesAt(cmp.Or(lo.runnerBinary, defaultRunnerBinary()))
 			b, gw, err := localBackend(cmd.Context(), logger.With("subsystem", "backend/local"), lo)
@@ -96,6 +101,7 @@ given.`,
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "a runner silent this long is offline and its job requeued")
 	f.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "how many times an interrupted job is run")
 	f.Int64Var(&cfg.MaxCodeSize, "max-code-size", cfg.MaxCodeSize, "largest code archive accepted, in bytes")
+	f.StringVar(&minFree, "min-free-space", "", "free disk space in --data-dir (and its logs) below which new runs and code uploads are refused with 507, so running jobs keep room for their logs, such as 2GiB; 0 turns it off (default: 1 GiB or 5 % of the file system, whichever is smaller)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (serves HTTPS)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "an on-demand instance idle this long is terminated")
@@ -118,6 +124,22 @@ given.`,
 	}
 	cmd.AddCommand(migrateCommand())
 	return cmd
+}
+
+// parseMinFreeSpace reads --min-free-space: "" is the server's default,
+// "0" no watermark.
+func parseMinFreeSpace(v string) (int64, error) {
+	if strings.TrimSpace(v) == "" {
+		return 0, nil
+	}
+	n, err := bytesize.Parse(v)
+	if err != nil {
+		return 0, fmt.Errorf("--min-free-space: %w (0 turns the watermark off)", err)
+	}
+	if n == 0 {
+		return -1, nil
+	}
+	return n, nil
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {

@@ -44,7 +44,8 @@
   function renderJobs() {
     jobsBody.replaceChildren(...run.jobs.map((j) => el('tr', { dataset: { job: j.id } },
       td('Workflow', j.workflow),
-      td('Status', badge(j.status), j.status_reason ? el('span', { class: 'sub', text: j.status_reason }) : null),
+      td('Status', badge(j.status), j.status_reason ? el('span', { class: 'sub', text: j.status_reason }) : null,
+        j.log_missing ? el('span', { class: 'sub', text: `log incomplete: ${j.log_missing} bytes not stored` }) : null),
       td('Runner', j.runner_name || ''),
       td('Attempt', String(j.attempt + 1)),
       td('Started', fmtTime(j.started_at)),

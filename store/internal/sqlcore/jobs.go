@@ -82,6 +82,11 @@ func (s *Store) JobSetStatus(ctx context.Context, p store.JobSetStatusParams) (*
 	if p.ExitCode != nil {
 		exitCode = int64(*p.ExitCode)
 	}
+	// Only a final state may mark the log incomplete.
+	var logEnd, logMissing int64
+	if p.Status.Finished() && p.LogMissing > 0 {
+		logEnd, logMissing = max(p.LogEnd, p.LogMissing), p.LogMissing
+	}
 	var out *store.Job
 	err := s.write.Tx(ctx, func(q Querier) error {
 		var runID string
@@ -97,10 +102,11 @@ func (s *Store) JobSetStatus(ctx context.Context, p store.JobSetStatusParams) (*
 		got, err := collectJobs(q.Query(ctx, `UPDATE jobs SET status = $4, status_reason = $5,
 			exit_code = COALESCE($6, exit_code),
 			started_at = CASE WHEN $4 = 'running' THEN COALESCE(started_at, $7) ELSE started_at END,
-			finished_at = CASE WHEN $4 IN ('done', 'failed', 'stopped', 'aborted') THEN $7 ELSE finished_at END
+			finished_at = CASE WHEN $4 IN ('done', 'failed', 'stopped', 'aborted') THEN $7 ELSE finished_at END,
+			log_end = $8, log_missing = $9
 			WHERE id = $1 AND runner_id = $2 AND lease = $3 AND status IN `+activeStatuses+`
 			RETURNING `+jobColumns,
-			p.ID, p.RunnerID, p.Lease, string(p.Status), p.Reason, exitCode, micros(p.Now)))
+			p.ID, p.RunnerID, p.Lease, string(p.Status), p.Reason, exitCode, micros(p.Now), logEnd, logMissing))
 		if err != nil {
 			return err
 		}
@@ -117,6 +123,26 @@ func (s *Store) JobSetStatus(ctx context.Context, p store.JobSetStatusParams) (*
 		return nil, fmt.Errorf("set status of job %s: %w", p.ID, err)
 	}
 	return out, nil
+}
+
+// JobLogStored lowers the missing count of an incomplete log to what is
+// left between p.Size and its end, clearing the mark at 0.
+func (s *Store) JobLogStored(ctx context.Context, p store.JobLogStoredParams) (*store.Job, error) {
+	got, err := collectJobs(s.write.Query(ctx, `UPDATE jobs SET
+		log_missing = CASE WHEN log_end > $3 THEN log_end - $3 ELSE 0 END,
+		log_end = CASE WHEN log_end > $3 THEN log_end ELSE 0 END
+		WHERE id = $1 AND lease = $2 AND log_missing > 0
+		RETURNING `+jobColumns, p.ID, p.Lease, p.Size))
+	if err != nil {
+		return nil, fmt.Errorf("record the log of job %s: %w", p.ID, err)
+	}
+	if len(got) == 1 {
+		return got[0], nil
+	}
+	if _, err := s.JobGet(ctx, p.ID); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("record the log of job %s: %w", p.ID, store.ErrLeaseLost)
 }
 
 // JobInterrupt requeues (or ends) a job its runner gives back because its
