@@ -24,6 +24,9 @@ type Error struct {
 	Code string `json:"code"`
 	// Message says what is wrong and what to do about it, for a person.
 	Message string `json:"message"`
+	// Cause is the class of a server-side failure (5xx): one of the Cause*
+	// constants; the server's log has the details.
+	Cause string `json:"cause,omitempty"`
 }
 
 // ErrorBody wraps Error on the wire.
@@ -44,6 +47,14 @@ const (
 	CodeLeaseLost       = "lease_lost"
 	CodeInternal        = "internal"
 	CodeUnavailable     = "unavailable"
+)
+
+// Causes of server-side failures (Error.Cause).
+const (
+	CauseDatabase = "database" // the database is busy, locked or unreachable
+	CauseStorage  = "storage"  // the artifact, code or log storage failed
+	CauseCloud    = "cloud"    // a cloud backend did not answer as needed
+	CauseInternal = "internal" // anything else: a bug, an unexpected state
 )
 
 // Errorf builds an *Error.

@@ -1,6 +1,9 @@
 package server
 
-import "testing"
+import (
+	"net/http"
+	"testing"
+)
 
 // Route is a route the server registers, for the tests of package
 // server_test: its method, its path pattern and the credential it takes
@@ -20,3 +23,7 @@ func Routes(t *testing.T) []Route {
 	}
 	return out
 }
+
+// Handler is the server's HTTP handler (routes and metrics), for tests that
+// serve a request with a context of their own, such as one already ended.
+func (s *Server) Handler() http.Handler { return s.http.Handler }

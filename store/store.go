@@ -32,7 +32,37 @@ var (
 	// or the limit is gone (then ErrNotFound too), or its user's on-demand
 	// runners are disabled.
 	ErrLimitReached = errors.New("limit reached")
+	// ErrUnavailable: the database cannot answer now (busy, locked by
+	// another writer, unreachable); the same call may work later. The error
+	// in the chain is an *UnavailableError that says which.
+	ErrUnavailable = errors.New("database unavailable")
 )
+
+// UnavailableError is a database that cannot answer now. It matches
+// ErrUnavailable with errors.Is, and keeps the driver's error in the chain.
+type UnavailableError struct {
+	// Reason says what is wrong, for a person: "database is busy (locked
+	// by another writer)", "database unreachable: connection refused".
+	Reason string
+	// Busy is true when the database answers but is held by another writer
+	// (a short wait helps); false when it cannot be reached at all.
+	Busy bool
+	Err  error
+}
+
+func (e *UnavailableError) Error() string {
+	if e.Err == nil {
+		return e.Reason
+	}
+	return e.Reason + ": " + e.Err.Error()
+}
+
+func (e *UnavailableError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrUnavailable}
+	}
+	return []error{ErrUnavailable, e.Err}
+}
 
 // Store is the state of a dstack server.
 type Store interface {

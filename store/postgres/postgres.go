@@ -14,6 +14,12 @@
 //
 // The DSN is pgx's: a URL or key=value string. pgxpool's settings go in it too
 // (pool_max_conns=32), as do server settings such as search_path.
+//
+// A lost database is an answer, not a hang: a connection attempt gives up
+// after DefaultConnectTimeout unless the DSN sets connect_timeout, and a
+// refused or dropped connection, a server shutting down (SQLSTATE class 08,
+// 57P01-57P03) or out of connections (53300) fails with a
+// *store.UnavailableError that says which.
 package postgres
 
 import (
@@ -21,7 +27,11 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
+	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -47,11 +57,18 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// DefaultConnectTimeout bounds a connection attempt when the DSN does not
+// set connect_timeout.
+const DefaultConnectTimeout = 5 * time.Second
+
 // Open connects to the database dsn names. Call Migrate before using it.
 func Open(ctx context.Context, dsn string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -140,9 +157,10 @@ type pgRow struct{ pgx.Row }
 
 func (r pgRow) Scan(dest ...any) error { return mapErr(r.Row.Scan(dest...)) }
 
-// mapErr turns "no rows" and a foreign key violation into store.ErrNotFound
-// and a unique violation into store.ErrConflict, keeping the driver's error
-// in the chain.
+// mapErr turns "no rows" and a foreign key violation into store.ErrNotFound,
+// a unique violation into store.ErrConflict, and a database that cannot be
+// reached or is out of connections into a *store.UnavailableError, keeping
+// the driver's error in the chain.
 func mapErr(err error) error {
 	if err == nil {
 		return nil
@@ -152,12 +170,45 @@ func mapErr(err error) error {
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
-		switch pe.Code {
-		case "23505": // unique_violation
+		switch {
+		case pe.Code == "23505": // unique_violation
 			return fmt.Errorf("%w: %w", store.ErrConflict, err)
-		case "23503": // foreign_key_violation
+		case pe.Code == "23503": // foreign_key_violation
 			return fmt.Errorf("%w: %w", store.ErrNotFound, err)
+		case pe.Code == "53300": // too_many_connections
+			return &store.UnavailableError{Busy: true, Reason: "database is busy (it has too many connections)", Err: err}
+		case strings.HasPrefix(pe.Code, "08"), // connection exception
+			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03": // admin, crash shutdown; cannot connect now
+			return &store.UnavailableError{Reason: "database unreachable: " + pe.Message, Err: err}
 		}
+		return err
+	}
+	if reason := lostConnection(err); reason != "" {
+		return &store.UnavailableError{Reason: "database unreachable: " + reason, Err: err}
 	}
 	return err
+}
+
+// lostConnection says how err is a failure to reach the database, or is ""
+// when it is not one.
+func lostConnection(err error) string {
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce):
+		if errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) {
+			return "no connection within the connect timeout"
+		}
+		if errors.As(err, &ne) {
+			return ne.Error()
+		}
+		return "cannot connect"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "" // the caller's context ended: not the database's doing
+	case errors.Is(err, pgconn.ErrConnClosed), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "the connection was closed"
+	case errors.As(err, &ne):
+		return ne.Error()
+	}
+	return ""
 }
