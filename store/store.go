@@ -414,7 +414,22 @@ type RunListParams struct {
 	// after it; zero keeps all.
 	FinishedAfter time.Time
 	Limit         int // 0: no limit
+	// After continues a listing from the run it names, the last of the
+	// previous page: only runs after it in the listing's order are listed.
+	// Nil starts with the newest run.
+	After *RunCursor
 }
+
+// RunCursor is a place in a listing of runs, which is newest first: runs
+// submitted earlier come after it, and among runs submitted at the same
+// time (to the microsecond), those of smaller ID.
+type RunCursor struct {
+	SubmittedAt time.Time
+	ID          string
+}
+
+// CursorOf is the cursor that continues a listing after r.
+func CursorOf(r *Run) *RunCursor { return &RunCursor{SubmittedAt: r.SubmittedAt, ID: r.ID} }
 
 // Job is one workflow of a run.
 type Job struct {
