@@ -16,6 +16,10 @@ const PathPrefix = "/api/v1"
 // LeaseHeader carries a job's fencing token on every runner call about that job.
 const LeaseHeader = "X-Dstack-Lease"
 
+// NextCursorHeader carries, on a page of a listing (GET /api/v1/runs), the
+// cursor that continues it (?after=CURSOR); it is absent on the last page.
+const NextCursorHeader = "X-Dstack-Next-Cursor"
+
 // Error is the body of every non-2xx response: {"error": {"code": ..., "message": ...}}.
 type Error struct {
 	// Status is the HTTP status; it is not serialised.
