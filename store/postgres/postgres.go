@@ -31,6 +31,7 @@ import (
 	"io/fs"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -61,8 +62,27 @@ var _ store.Store = (*Store)(nil)
 // set connect_timeout.
 const DefaultConnectTimeout = 5 * time.Second
 
+// DefaultAcquireTimeout bounds the wait for a connection of the pool (all
+// busy, or a new one connecting); longer than DefaultConnectTimeout, so
+// that a failed connection attempt is what a lost database reports.
+const DefaultAcquireTimeout = 10 * time.Second
+
+// Option tunes Open.
+type Option func(*poolDB)
+
+// WithAcquireTimeout sets how long a call waits for a connection of the
+// pool before it fails with store.ErrUnavailable; d <= 0 keeps
+// DefaultAcquireTimeout.
+func WithAcquireTimeout(d time.Duration) Option {
+	return func(p *poolDB) {
+		if d > 0 {
+			p.acquireTimeout = d
+		}
+	}
+}
+
 // Open connects to the database dsn names. Call Migrate before using it.
-func Open(ctx context.Context, dsn string) (*Store, error) {
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
@@ -76,7 +96,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("open postgres: %w", err)
+		return nil, fmt.Errorf("open postgres: %w", mapErr(err))
 	}
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {
@@ -92,7 +112,10 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		SkipLocked:   " FOR UPDATE SKIP LOCKED",
 		ForShare:     " FOR SHARE",
 	}
-	db := poolDB{queries{pool}, pool}
+	db := poolDB{pool: pool, acquireTimeout: DefaultAcquireTimeout}
+	for _, o := range opts {
+		o(&db)
+	}
 	closeFn := func() error { pool.Close(); return nil }
 	return &Store{sqlcore.New(db, db, d, closeFn)}, nil
 }
@@ -127,14 +150,65 @@ func (q queries) QueryRow(ctx context.Context, query string, args ...any) sqlcor
 	return pgRow{q.q.QueryRow(ctx, query, args...)}
 }
 
-// poolDB adds transactions to the pool's queries.
+// poolDB runs queries and transactions on connections of the pool, each
+// waited for acquireTimeout at most.
 type poolDB struct {
-	queries
-	pool *pgxpool.Pool
+	pool           *pgxpool.Pool
+	acquireTimeout time.Duration
+}
+
+// acquire takes a connection of the pool; the caller releases it. A pool
+// that has none to give within acquireTimeout is a busy database.
+func (p poolDB) acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	actx, cancel := context.WithTimeout(ctx, p.acquireTimeout)
+	defer cancel()
+	c, err := p.pool.Acquire(actx)
+	if err == nil {
+		return c, nil
+	}
+	if ctx.Err() == nil && actx.Err() != nil {
+		if reason := lostConnection(err); reason != "" {
+			return nil, &store.UnavailableError{Reason: "database unreachable: " + reason, Err: err}
+		}
+		return nil, &store.UnavailableError{Busy: true, Err: err, Reason: fmt.Sprintf(
+			"database is busy (no connection of the pool free within %s; pool_max_conns is %d)", p.acquireTimeout, p.pool.Config().MaxConns)}
+	}
+	return nil, mapErr(err)
+}
+
+func (p poolDB) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	c, err := p.acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Release()
+	return queries{c}.Exec(ctx, query, args...)
+}
+
+func (p poolDB) Query(ctx context.Context, query string, args ...any) (sqlcore.Rows, error) {
+	c, err := p.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := queries{c}.Query(ctx, query, args...)
+	if err != nil {
+		c.Release()
+		return nil, err
+	}
+	return &releaseRows{Rows: rows, release: sync.OnceFunc(c.Release)}, nil
+}
+
+func (p poolDB) QueryRow(ctx context.Context, query string, args ...any) sqlcore.Row {
+	return poolRow{p: p, ctx: ctx, query: query, args: args}
 }
 
 func (p poolDB) Tx(ctx context.Context, fn func(q sqlcore.Querier) error) error {
-	tx, err := p.pool.Begin(ctx)
+	c, err := p.acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer c.Release()
+	tx, err := c.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", mapErr(err))
 	}
@@ -146,6 +220,44 @@ func (p poolDB) Tx(ctx context.Context, fn func(q sqlcore.Querier) error) error 
 		return fmt.Errorf("commit: %w", mapErr(err))
 	}
 	return nil
+}
+
+// releaseRows gives its connection back to the pool once read to the end
+// or closed.
+type releaseRows struct {
+	sqlcore.Rows
+	release func()
+}
+
+func (r *releaseRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.Rows.Close()
+	r.release()
+	return false
+}
+
+func (r *releaseRows) Close() {
+	r.Rows.Close()
+	r.release()
+}
+
+// poolRow runs its query when scanned, on a connection it holds meanwhile.
+type poolRow struct {
+	p     poolDB
+	ctx   context.Context
+	query string
+	args  []any
+}
+
+func (r poolRow) Scan(dest ...any) error {
+	c, err := r.p.acquire(r.ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	return queries{c}.QueryRow(r.ctx, r.query, r.args...).Scan(dest...)
 }
 
 type pgRows struct{ pgx.Rows }
