@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +54,8 @@ func TestPsPagesThroughManyRuns(t *testing.T) {
 		}
 		return runs, r
 	}
+	// Table rows, not the lines below the table on why jobs wait.
+	rows := regexp.MustCompile(`(?m)^r-run\d+\s+w\s+pending\s`)
 	distinct := func(runs []api.Run) int {
 		seen := map[string]bool{}
 		for _, r := range runs {
@@ -77,7 +80,7 @@ func TestPsPagesThroughManyRuns(t *testing.T) {
 	}
 
 	r = h.run("ps", "-a")
-	if got := strings.Count(r.stdout, "r-run"); r.code != 0 || got != n {
+	if got := len(rows.FindAllString(r.stdout, -1)); r.code != 0 || got != n {
 		t.Errorf("ps -a: exit %d, %d runs in the table, want %d", r.code, got, n)
 	}
 	if strings.Contains(r.stderr, "more match") {
@@ -85,7 +88,7 @@ func TestPsPagesThroughManyRuns(t *testing.T) {
 	}
 
 	r = h.run("ps")
-	if got := strings.Count(r.stdout, "r-run"); r.code != 0 || got != 20 || !strings.Contains(r.stdout, "r-run01233") {
+	if got := len(rows.FindAllString(r.stdout, -1)); r.code != 0 || got != 20 || !strings.Contains(r.stdout, "r-run01233") {
 		t.Errorf("ps: exit %d, %d runs, want the newest 20:\n%s", r.code, got, r.stdout)
 	}
 	if !strings.Contains(r.stderr, "Showing the newest 20 runs, and more match: `dstack ps --limit N` lists more, `dstack ps -a` all of them.") {
