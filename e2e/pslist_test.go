@@ -20,7 +20,8 @@ import (
 
 // TestPsListsMoreThanAPage: with more runs than the server answers at once
 // (1000), `dstack ps -a` lists every one, `dstack ps` the newest 20 and
-// says more match, `--limit N` N of them, and `--json` stays one array.
+// says more match, `--limit N` N of them, and `--json` stays one array;
+// the web UI's Runs page shows the newest 1000 and says more follow.
 // The runs are written straight into the server's database, as fast as it
 // takes them.
 func TestPsListsMoreThanAPage(t *testing.T) {
@@ -74,6 +75,17 @@ func TestPsListsMoreThanAPage(t *testing.T) {
 		var runs []api.Run
 		if err := json.Unmarshal([]byte(r.stdout), &runs); err != nil || len(runs) != 1050 || !strings.Contains(r.stderr, "Showing the newest 1050 runs") {
 			t.Errorf("ps -a --limit 1050 --json: %d runs, %v, stderr %q", len(runs), err, r.stderr)
+		}
+		if dsn != "" {
+			return // the web UI reads the same API: once is enough
+		}
+		// The web UI's Runs page shows the first page, and says so.
+		b := newBrowser(t, c.URL)
+		b.signIn(c.Token)
+		b.wait("the newest runs and the note that more follow",
+			`document.querySelectorAll("#runs tbody tr").length === 1000 && !document.querySelector("#runs-cut").hidden`)
+		if got := b.text("#runs-cut"); !strings.Contains(got, "newest 1000 runs") {
+			t.Errorf("the Runs page's note = %q", got)
 		}
 	})
 }
