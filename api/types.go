@@ -16,6 +16,10 @@ const PathPrefix = "/api/v1"
 // LeaseHeader carries a job's fencing token on every runner call about that job.
 const LeaseHeader = "X-Dstack-Lease"
 
+// NextCursorHeader carries, on a page of a listing (GET /api/v1/runs), the
+// cursor that continues it (?after=CURSOR); it is absent on the last page.
+const NextCursorHeader = "X-Dstack-Next-Cursor"
+
 // Error is the body of every non-2xx response: {"error": {"code": ..., "message": ...}}.
 type Error struct {
 	// Status is the HTTP status; it is not serialised.
@@ -24,6 +28,9 @@ type Error struct {
 	Code string `json:"code"`
 	// Message says what is wrong and what to do about it, for a person.
 	Message string `json:"message"`
+	// Cause is the class of a server-side failure (5xx): one of the Cause*
+	// constants; the server's log has the details.
+	Cause string `json:"cause,omitempty"`
 }
 
 // ErrorBody wraps Error on the wire.
@@ -51,6 +58,14 @@ const (
 	// CodeInsufficientStorage: the server's storage is full (507), or
 	// below the free space it keeps for the logs of running jobs.
 	CodeInsufficientStorage = "insufficient_storage"
+)
+
+// Causes of server-side failures (Error.Cause).
+const (
+	CauseDatabase = "database" // the database is busy, locked or unreachable
+	CauseStorage  = "storage"  // the artifact, code or log storage failed
+	CauseCloud    = "cloud"    // a cloud backend did not answer as needed
+	CauseInternal = "internal" // anything else: a bug, an unexpected state
 )
 
 // Errorf builds an *Error.

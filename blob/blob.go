@@ -19,10 +19,22 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 )
 
-// ErrNotFound: no object under the key.
-var ErrNotFound = errors.New("object not found")
+// Errors of every Store.
+var (
+	// ErrNotFound: no object under the key.
+	ErrNotFound = errors.New("object not found")
+	// ErrInvalidKey: the key is not a ValidKey, or is one the store cannot
+	// hold (a name too long for its file system).
+	ErrInvalidKey = errors.New("invalid object key")
+	// ErrConflict: the key passes through an existing object ("a" for
+	// "a/b"), or other objects lie under it ("a/b" for "a"). A store on a
+	// file system cannot hold both; a bucket can, and Put there does not
+	// return it.
+	ErrConflict = errors.New("object key conflicts with an existing object")
+)
 
 // Object describes a stored object.
 type Object struct {
@@ -81,7 +93,7 @@ func NewLocal(dir string) (*Local, error) {
 
 func (l *Local) file(key string) (string, error) {
 	if !ValidKey(key) {
-		return "", fmt.Errorf("invalid object key %q", key)
+		return "", fmt.Errorf("%w %q", ErrInvalidKey, key)
 	}
 	return filepath.Join(l.dir, filepath.FromSlash(key)), nil
 }
@@ -93,14 +105,16 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader) (int64, error)
 		return 0, err
 	}
 	if err := os.MkdirAll(filepath.Dir(name), 0o700); err != nil {
-		return 0, fmt.Errorf("put %s: %w", key, err)
+		return 0, fmt.Errorf("put %s: %w", key, fsErr(err))
 	}
+	// The temporary file is named apart from the object, so that an object
+	// whose name is as long as the file system allows can be written.
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
-	tmp := name + ".tmp-" + hex.EncodeToString(rnd[:])
+	tmp := filepath.Join(filepath.Dir(name), ".tmp-"+hex.EncodeToString(rnd[:]))
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return 0, fmt.Errorf("put %s: %w", key, err)
+		return 0, fmt.Errorf("put %s: %w", key, fsErr(err))
 	}
 	n, err := io.Copy(f, ctxReader{ctx, r})
 	if err == nil {
@@ -114,9 +128,22 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader) (int64, error)
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return n, fmt.Errorf("put %s: %w", key, err)
+		return n, fmt.Errorf("put %s: %w", key, fsErr(err))
 	}
 	return n, nil
+}
+
+// fsErr adds ErrConflict to a file system error that says a key passes
+// through a file or names a directory, and ErrInvalidKey to one that says
+// a name is too long.
+func fsErr(err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.EISDIR), errors.Is(err, syscall.EEXIST), errors.Is(err, syscall.ENOTEMPTY):
+		return fmt.Errorf("%w: %w", ErrConflict, err)
+	case errors.Is(err, syscall.ENAMETOOLONG):
+		return fmt.Errorf("%w: %w", ErrInvalidKey, err)
+	}
+	return err
 }
 
 // Open implements Store.

@@ -150,3 +150,28 @@ func TestNewLocalCreatesDirectory(t *testing.T) {
 		t.Errorf("NewLocal did not create %s: %v", dir, err)
 	}
 }
+
+// TestLocalConflictingKeys: a key through an existing object, or over a
+// directory of objects, fails with ErrConflict and keeps what was there; a
+// name longer than the file system allows fails with ErrInvalidKey.
+func TestLocalConflictingKeys(t *testing.T) {
+	t.Parallel()
+	l, _ := setup(t)
+	ctx := context.Background()
+	blobtest.MustPut(t, l, "a", "file a")
+	blobtest.MustPut(t, l, "d/b", "file d/b")
+	for _, key := range []string{"a/b", "a/b/c", "d"} {
+		if _, err := l.Put(ctx, key, strings.NewReader("x")); !errors.Is(err, blob.ErrConflict) {
+			t.Errorf("Put(%q) = %v, want blob.ErrConflict", key, err)
+		}
+	}
+	if _, err := l.Put(ctx, strings.Repeat("n", 256), strings.NewReader("x")); !errors.Is(err, blob.ErrInvalidKey) {
+		t.Errorf("Put(256-byte name) = %v, want blob.ErrInvalidKey", err)
+	}
+	if got := blobtest.Keys(t, l, ""); strings.Join(got, ",") != "a,d/b" {
+		t.Errorf("after refused Puts, keys = %q, want a and d/b", got)
+	}
+	if got, _ := blobtest.MustRead(t, l, "a", 0); got != "file a" {
+		t.Errorf("a = %q after refused Puts", got)
+	}
+}

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -126,11 +128,16 @@ func (e *Env) artifactsDownload(ctx context.Context, name, out string) error {
 }
 
 // artifactRelPath is where a file lands under the output directory,
-// <workflow>/<path>. The server's paths are checked: none may leave it.
+// <workflow>/<path>. The server's paths are checked: none may leave it, nor
+// carry control characters (written raw, they would play tricks on the
+// user's terminal and tools) or names longer than file systems hold.
 func artifactRelPath(f api.ArtifactFile) (string, error) {
 	p := filepath.FromSlash(f.Path)
 	if f.Workflow == "" || strings.ContainsAny(f.Workflow, `/\`) || !filepath.IsLocal(f.Workflow) || !filepath.IsLocal(p) {
 		return "", fmt.Errorf("the server listed an artifact with an unsafe path, %q of workflow %q; it was not downloaded", f.Path, f.Workflow)
+	}
+	if err := api.CheckArtifactPath(f.Workflow + "/" + f.Path); err != nil {
+		return "", fmt.Errorf("the server listed an artifact of workflow %q with an unsafe path: %w; it was not downloaded", f.Workflow, err)
 	}
 	return filepath.Join(f.Workflow, p), nil
 }
@@ -147,7 +154,7 @@ func (e *Env) downloadFile(ctx context.Context, c *apiClient, f api.ArtifactFile
 	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 		return fmt.Errorf("download %s: %w", rel, err)
 	}
-	part := dest + ".part"
+	part := partPath(dest)
 	pf, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("download %s: %w", rel, err)
@@ -227,6 +234,17 @@ func (e *Env) downloadFile(ctx context.Context, c *apiClient, f api.ArtifactFile
 		fmt.Fprintf(e.Stdout, "%s  %s%s\n", rel, formatBytes(f.Size), note)
 	}
 	return nil
+}
+
+// partPath is where dest is downloaded to before it is complete:
+// dest.part, or, when that name would be longer than file systems allow
+// (dest's is 251 to 255 bytes), a hidden name made of its hash.
+func partPath(dest string) string {
+	if len(filepath.Base(dest))+len(".part") <= api.MaxArtifactNameBytes {
+		return dest + ".part"
+	}
+	sum := sha256.Sum256([]byte(filepath.Base(dest)))
+	return filepath.Join(filepath.Dir(dest), "."+hex.EncodeToString(sum[:16])+".part")
 }
 
 // restart empties a .part file.

@@ -10,12 +10,20 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/client"
 )
 
+// psDefaultLimit is how many runs `dstack ps` shows in its table without
+// --limit or -a.
+const psDefaultLimit = 20
+
 func (e *Env) psCmd() *cobra.Command {
-	var all, asJSON bool
+	var (
+		all, asJSON bool
+		limit       int
+	)
 	cmd := &cobra.Command{
-		Use:     "ps [-a] [--json]",
+		Use:     "ps [-a] [--limit N] [--json]",
 		Aliases: []string{"status"},
 		Short:   "List runs",
 		Long: `List runs, newest first: unfinished and recently finished ones, or all of
@@ -24,25 +32,74 @@ DURATION runs from the first job's start to the run's end, or to now.
 Below the table, each pending job that waits says why (no runner or
 on-demand limit fits it, its limit is at its maximum...), and a job whose
 log the server could not store in full says "log incomplete: N bytes not
-stored" until its runner has sent the rest.`,
+stored" until its runner has sent the rest.
+
+The table shows the newest 20 runs unless -a (all of them) or --limit N
+(the newest N). --json prints every run asked for as one JSON array, as
+scripts expect, unless --limit cuts it. A listing that was cut says so on
+stderr, so that the output itself stays the runs.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return e.ps(cmd.Context(), all, asJSON)
+			n := 0 // all
+			switch {
+			case cmd.Flags().Changed("limit"):
+				if limit < 1 {
+					return usagef("--limit %d: give a number of runs of at least 1, or -a for all of them", limit)
+				}
+				n = limit
+			case !all && !asJSON:
+				n = psDefaultLimit
+			}
+			return e.ps(cmd.Context(), all, n, asJSON)
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "list all runs, not only unfinished and recent ones")
+	cmd.Flags().IntVar(&limit, "limit", psDefaultLimit, "list the newest N runs at most (default: 20 in the table; all with -a or --json)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of runs")
 	return cmd
 }
 
-func (e *Env) ps(ctx context.Context, all, asJSON bool) error {
+// listRuns reads runs page by page, limit of them at most (0: all); cut
+// says that more runs follow.
+func listRuns(ctx context.Context, c *apiClient, all bool, limit int) (runs []api.Run, cut bool, err error) {
+	o := client.RunListOptions{All: all}
+	for {
+		if limit > 0 {
+			o.Limit = min(limit-len(runs), psPage)
+		}
+		page, next, err := c.RunListPage(ctx, o)
+		if err != nil {
+			return nil, false, err
+		}
+		runs = append(runs, page...)
+		if next == "" {
+			return runs, false, nil
+		}
+		if limit > 0 && len(runs) >= limit {
+			return runs, true, nil
+		}
+		o.After = next
+	}
+}
+
+// psPage is how many runs `dstack ps` asks for at once.
+const psPage = 1000
+
+func (e *Env) ps(ctx context.Context, all bool, limit int, asJSON bool) error {
 	c, err := e.client()
 	if err != nil {
 		return err
 	}
-	runs, err := c.RunList(ctx, all)
+	runs, cut, err := listRuns(ctx, c, all, limit)
 	if err != nil {
 		return c.explain(err)
+	}
+	if cut {
+		more := "`dstack ps --limit N` lists more"
+		if !all {
+			more += ", `dstack ps -a` all of them"
+		}
+		defer fmt.Fprintf(e.Stderr, "Showing the newest %d runs, and more match: %s.\n", len(runs), more)
 	}
 	if asJSON {
 		return writeJSON(e.Stdout, runs)

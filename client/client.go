@@ -203,14 +203,53 @@ func (c *Client) RunSubmit(ctx context.Context, req api.RunSubmitRequest) (*api.
 }
 
 // RunList lists runs, newest first: unfinished and recently finished ones, or
-// all of them.
+// all of them; it reads every page.
 func (c *Client) RunList(ctx context.Context, all bool) ([]api.Run, error) {
-	var rs []api.Run
+	var out []api.Run
+	o := RunListOptions{All: all}
+	for {
+		page, next, err := c.RunListPage(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if next == "" {
+			return out, nil
+		}
+		o.After = next
+	}
+}
+
+// RunListOptions select a page of runs.
+type RunListOptions struct {
+	All   bool   // finished runs of any age too, not only unfinished and recent ones
+	Limit int    // at most this many runs; 0 is the server's page size (1000, its most)
+	After string // continue after the page whose next cursor this is
+}
+
+// RunListPage lists one page of runs, newest first, and returns the cursor
+// of the next page: "" when no more runs follow.
+func (c *Client) RunListPage(ctx context.Context, o RunListOptions) ([]api.Run, string, error) {
 	q := url.Values{}
-	if all {
+	if o.All {
 		q.Set("all", "true")
 	}
-	return rs, c.doJSON(ctx, http.MethodGet, "/runs", q, nil, &rs)
+	if o.Limit > 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	if o.After != "" {
+		q.Set("after", o.After)
+	}
+	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/runs", query: q})
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	var rs []api.Run
+	if err := json.NewDecoder(resp.Body).Decode(&rs); err != nil {
+		return nil, "", fmt.Errorf("decode GET /runs: %w", err)
+	}
+	return rs, resp.Header.Get(api.NextCursorHeader), nil
 }
 
 // RunGet returns a run with its jobs.

@@ -29,7 +29,7 @@ func (s *Server) handleArtifactUpload(w http.ResponseWriter, r *http.Request, rn
 	if err != nil {
 		return err
 	}
-	p, err := artifactPath(r)
+	p, err := uploadPath(r)
 	if err != nil {
 		return err
 	}
@@ -47,12 +47,15 @@ func (s *Server) handleArtifactUpload(w http.ResponseWriter, r *http.Request, rn
 	if err != nil {
 		return err
 	}
+	if err := checkArtifactTree(r.Context(), st, artifactPrefix(job.ID), p); err != nil {
+		return err
+	}
 	if _, err := st.Put(r.Context(), artifactPrefix(job.ID)+p, body); err != nil {
 		var se *sizeError
 		if errors.As(err, &se) {
 			return invalid("artifact %s: %v; nothing was stored", p, se)
 		}
-		return fmt.Errorf("store artifact: %w", err)
+		return artifactPutError(p, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -385,7 +385,7 @@ func (s *Server) awsRefused(err error, cfg *awsStored) error {
 		return invalid("AWS refused access key %s in region %s: %s; nothing was saved", cfg.AccessKeyID, cfg.Region, reason)
 	}
 	s.log.Warn("check AWS credentials", "access_key_id", cfg.AccessKeyID, "region", cfg.Region, "err", reason)
-	return api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable,
+	return unavailable(api.CauseCloud,
 		"cannot check access key %s against EC2 in region %s: %s; nothing was saved: try again", cfg.AccessKeyID, cfg.Region, reason)
 }
 

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"net/http"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/blob"
@@ -54,7 +53,7 @@ func (s *Server) awsCheckBucket(ctx context.Context, c *awsStored) (string, blob
 	st, err := s3blob.Open(ctx, s.bucketConfig(c, url))
 	if err != nil {
 		if ctx.Err() != nil {
-			return "", nil, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable,
+			return "", nil, unavailable(api.CauseStorage,
 				"artifact bucket %s did not answer in time; nothing was saved: check the bucket, then try again", c.ArtifactBucket)
 		}
 		return "", nil, invalid("artifact bucket %s cannot be used with access key %s: %v; nothing was saved",
@@ -81,7 +80,7 @@ func (s *Server) awsBucket(ctx context.Context, url string) (blob.Store, error) 
 		return st, nil
 	}
 	if c == nil {
-		return nil, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable,
+		return nil, unavailable(api.CauseStorage,
 			"this job's artifacts are in %s, and AWS is not configured on this server: "+
 				"an admin runs `dstack aws config` with credentials that reach that bucket", url)
 	}
@@ -90,7 +89,7 @@ func (s *Server) awsBucket(ctx context.Context, url string) (blob.Store, error) 
 	opened, err := s3blob.Open(ctx, s.bucketConfig(c, url))
 	if err != nil {
 		s.log.Warn("open the artifact bucket", "url", url, "access_key_id", c.AccessKeyID, "err", err)
-		return nil, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable,
+		return nil, unavailable(api.CauseStorage,
 			"this job's artifacts are in %s, which access key %s cannot reach now: %v", url, c.AccessKeyID, err)
 	}
 	s.aws.mu.Lock()

@@ -1,6 +1,9 @@
 package server
 
-import "testing"
+import (
+	"net/http"
+	"testing"
+)
 
 // Route is a route the server registers, for the tests of package
 // server_test: its method, its path pattern and the credential it takes
@@ -32,3 +35,7 @@ func SetStatfs(s *Server, f func(dir string) (free, total uint64, err error)) {
 		return fsSpace{Free: free, Total: total}, err
 	}
 }
+
+// Handler is the server's HTTP handler (routes and metrics), for tests that
+// serve a request with a context of their own, such as one already ended.
+func (s *Server) Handler() http.Handler { return s.http.Handler }

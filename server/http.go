@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/store"
@@ -20,32 +22,86 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// writeError answers with err as an api.Error; errors that are not API errors
-// are logged and answered as internal errors without their details.
-func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var ae *api.Error
+// StatusClientClosedRequest is what a request whose client went away before
+// the answer counts as in the metrics (nginx's 499): not a server error.
+const StatusClientClosedRequest = 499
+
+// errorAnswer is how a failed request is answered and logged.
+type errorAnswer struct {
+	err        *api.Error
+	retryAfter time.Duration // > 0: sent as Retry-After
+	level      slog.Level    // how the server logs the failure
+	logMsg     string        // the log record's message; "" logs nothing
+}
+
+// classify decides how err is answered: its status, code and message, the
+// cause class of a server-side failure, and how it is logged. A client that
+// went away gets StatusClientClosedRequest, logged at debug.
+func classify(r *http.Request, err error) errorAnswer {
+	var (
+		ae *api.Error
+		ue *store.UnavailableError
+	)
 	switch {
 	case errors.As(err, &ae):
+		if ae.Status == 0 {
+			ae.Status = http.StatusBadRequest
+		}
+		a := errorAnswer{err: ae}
+		if ae.Status >= 500 {
+			if ae.Cause == "" {
+				ae.Cause = api.CauseInternal
+			}
+			a.level, a.logMsg = slog.LevelWarn, "request error"
+		}
+		return a
+	case r.Context().Err() != nil:
+		// The client is gone: whatever failed, failed because of that,
+		// and nobody reads the answer.
+		return errorAnswer{
+			err:   api.Errorf(StatusClientClosedRequest, api.CodeUnavailable, "client closed the request"),
+			level: slog.LevelDebug, logMsg: "client closed the request",
+		}
 	case errors.Is(err, store.ErrNotFound):
-		ae = api.Errorf(http.StatusNotFound, api.CodeNotFound, "not found")
+		return errorAnswer{err: api.Errorf(http.StatusNotFound, api.CodeNotFound, "not found")}
 	case errors.Is(err, store.ErrLeaseLost):
-		ae = api.Errorf(http.StatusConflict, api.CodeLeaseLost, "this job is no longer assigned to this runner: drop it")
-	case isStorageFailure(err):
-		// 507 or 503, logged once per episode (storage.go).
-		ae = s.storage.failed(w, err)
+		return errorAnswer{err: api.Errorf(http.StatusConflict, api.CodeLeaseLost, "this job is no longer assigned to this runner: drop it")}
+	case errors.As(err, &ue):
+		a := errorAnswer{
+			err:        api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "%s; retry", ue.Reason),
+			retryAfter: 5 * time.Second,
+			level:      slog.LevelWarn, logMsg: "database unavailable",
+		}
+		if ue.Busy {
+			a.retryAfter = time.Second
+		}
+		a.err.Cause = api.CauseDatabase
+		return a
+	}
+	ae = api.Errorf(http.StatusInternalServerError, api.CodeInternal, "internal server error; the server log has the details")
+	ae.Cause = api.CauseInternal
+	return errorAnswer{err: ae, level: slog.LevelError, logMsg: "request failed"}
+}
+
+// writeError answers with err as an api.Error (see classify); the details of
+// server-side failures go to the log, not to the client.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() == nil && isStorageFailure(err) {
+		// 507, or 503 with Retry-After, logged once per episode (storage.go).
+		ae := s.storage.failed(w, err)
+		ae.Cause = api.CauseStorage
 		writeJSON(w, ae.Status, api.ErrorBody{Error: ae})
 		return
-	default:
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		ae = api.Errorf(http.StatusInternalServerError, api.CodeInternal, "internal server error; the server log has the details")
 	}
-	if ae.Status == 0 {
-		ae.Status = http.StatusBadRequest
+	a := classify(r, err)
+	if a.logMsg != "" {
+		s.log.Log(r.Context(), a.level, a.logMsg, "method", r.Method, "path", r.URL.Path,
+			"status", a.err.Status, "cause", a.err.Cause, "err", err)
 	}
-	if ae.Status >= 500 {
-		s.log.Log(r.Context(), slog.LevelWarn, "request error", "path", r.URL.Path, "status", ae.Status, "msg", ae.Message)
+	if a.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(a.retryAfter.Seconds())))
 	}
-	writeJSON(w, ae.Status, api.ErrorBody{Error: ae})
+	writeJSON(w, a.err.Status, api.ErrorBody{Error: a.err})
 }
 
 // readJSON decodes a JSON body into v, refusing unknown fields and oversized
@@ -82,3 +138,10 @@ type flushWriter struct {
 
 func (fw flushWriter) Write(p []byte) (int, error) { return fw.w.Write(p) }
 func (fw flushWriter) Flush()                      { _ = fw.f.Flush() }
+
+// unavailable is a 503 whose cause class is cause (one of api.Cause*).
+func unavailable(cause, format string, args ...any) *api.Error {
+	ae := api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, format, args...)
+	ae.Cause = cause
+	return ae
+}

@@ -112,7 +112,7 @@ func (s *Server) offers(ctx context.Context, b backend.Backend, region string) (
 		return nil, ctx.Err()
 	}
 	s.log.Warn("list offers", "backend", b.Name(), "region", region, "err", err)
-	return nil, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable,
+	return nil, unavailable(api.CauseCloud,
 		"cannot list the instance types of backend %s in region %s: %s; try again, and check the server's log if it persists",
 		b.Name(), region, backend.Reason(err))
 }

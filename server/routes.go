@@ -88,7 +88,9 @@ func (s *Server) routes() http.Handler {
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if _, err := s.store.UserCount(r.Context()); err != nil {
-		s.writeError(w, r, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "database unavailable"))
+		ae := api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "database unavailable")
+		ae.Cause = api.CauseDatabase
+		s.writeError(w, r, ae)
 		return
 	}
 	if st := s.storage.state(); st.cause != "" {

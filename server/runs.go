@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -10,8 +11,10 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/blob"
@@ -227,14 +230,42 @@ func runName(attempt int) string {
 // recentRuns is how long a finished run stays in `dstack ps` without -a.
 const recentRuns = time.Hour
 
+// maxRunPage is the most runs GET /runs answers at once, and how many it
+// answers without ?limit.
+const maxRunPage = 1000
+
+// handleRunList answers a page of the user's runs, newest first, with
+// ?limit=N of them at most, continuing after ?after=CURSOR; the cursor of
+// the next page, when more runs follow, is in the NextCursorHeader.
 func (s *Server) handleRunList(w http.ResponseWriter, r *http.Request, u *store.User) error {
-	p := store.RunListParams{UserID: u.ID, Limit: 1000}
-	if r.URL.Query().Get("all") != "true" {
+	q := r.URL.Query()
+	p := store.RunListParams{UserID: u.ID, Limit: maxRunPage}
+	if q.Get("all") != "true" {
 		p.FinishedAfter = s.cfg.Now().Add(-recentRuns)
 	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxRunPage {
+			return invalid("limit %q: give a number of runs from 1 to %d", v, maxRunPage)
+		}
+		p.Limit = n
+	}
+	if v := q.Get("after"); v != "" {
+		c, err := parseRunCursor(v)
+		if err != nil {
+			return invalid("after %q is not a cursor of this listing: pass the %s header of the previous page as it is", v, api.NextCursorHeader)
+		}
+		p.After = c
+	}
+	limit := p.Limit
+	p.Limit++ // one more says whether another page follows
 	runs, err := s.store.RunList(r.Context(), p)
 	if err != nil {
 		return fmt.Errorf("list runs: %w", err)
+	}
+	if len(runs) > limit {
+		runs = runs[:limit]
+		w.Header().Set(api.NextCursorHeader, formatRunCursor(store.CursorOf(runs[limit-1])))
 	}
 	out := make([]api.Run, 0, len(runs))
 	for _, run := range runs {
@@ -242,6 +273,25 @@ func (s *Server) handleRunList(w http.ResponseWriter, r *http.Request, u *store.
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// formatRunCursor writes a cursor as an opaque URL-safe word.
+func formatRunCursor(c *store.RunCursor) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(c.SubmittedAt.UnixMicro(), 10) + "." + c.ID))
+}
+
+// parseRunCursor reads a cursor formatRunCursor wrote.
+func parseRunCursor(v string) (*store.RunCursor, error) {
+	b, err := base64.RawURLEncoding.DecodeString(v)
+	if err != nil {
+		return nil, err
+	}
+	at, id, ok := strings.Cut(string(b), ".")
+	us, err := strconv.ParseInt(at, 10, 64)
+	if !ok || err != nil || id == "" || !utf8.ValidString(id) {
+		return nil, errors.New("malformed cursor")
+	}
+	return &store.RunCursor{SubmittedAt: time.UnixMicro(us), ID: id}, nil
 }
 
 func (s *Server) userRun(r *http.Request, u *store.User) (*store.Run, error) {

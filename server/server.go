@@ -43,6 +43,10 @@ type Config struct {
 	DataDir string
 	// DB is "" for SQLite in DataDir, or a postgres:// URL.
 	DB string
+	// DBBusyTimeout bounds how long a write to the SQLite database waits for
+	// another writer before the request fails with 503; zero is
+	// sqlite.DefaultBusyTimeout.
+	DBBusyTimeout time.Duration
 	// HeartbeatTimeout: a runner not heard from for this long is offline and
 	// its job is requeued.
 	HeartbeatTimeout time.Duration
@@ -341,7 +345,7 @@ func openStore(ctx context.Context, cfg Config) (store.Store, error) {
 		return st, nil
 	}
 	path := filepath.Join(cfg.DataDir, "dstack.db")
-	st, err := sqlite.Open(ctx, path)
+	st, err := sqlite.Open(ctx, path, sqlite.WithBusyTimeout(cfg.DBBusyTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("open SQLite %s: %w", path, err)
 	}

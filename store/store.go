@@ -32,7 +32,37 @@ var (
 	// or the limit is gone (then ErrNotFound too), or its user's on-demand
 	// runners are disabled.
 	ErrLimitReached = errors.New("limit reached")
+	// ErrUnavailable: the database cannot answer now (busy, locked by
+	// another writer, unreachable); the same call may work later. The error
+	// in the chain is an *UnavailableError that says which.
+	ErrUnavailable = errors.New("database unavailable")
 )
+
+// UnavailableError is a database that cannot answer now. It matches
+// ErrUnavailable with errors.Is, and keeps the driver's error in the chain.
+type UnavailableError struct {
+	// Reason says what is wrong, for a person: "database is busy (locked
+	// by another writer)", "database unreachable: connection refused".
+	Reason string
+	// Busy is true when the database answers but is held by another writer
+	// (a short wait helps); false when it cannot be reached at all.
+	Busy bool
+	Err  error
+}
+
+func (e *UnavailableError) Error() string {
+	if e.Err == nil {
+		return e.Reason
+	}
+	return e.Reason + ": " + e.Err.Error()
+}
+
+func (e *UnavailableError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrUnavailable}
+	}
+	return []error{ErrUnavailable, e.Err}
+}
 
 // Store is the state of a dstack server.
 type Store interface {
@@ -390,7 +420,22 @@ type RunListParams struct {
 	// after it; zero keeps all.
 	FinishedAfter time.Time
 	Limit         int // 0: no limit
+	// After continues a listing from the run it names, the last of the
+	// previous page: only runs after it in the listing's order are listed.
+	// Nil starts with the newest run.
+	After *RunCursor
 }
+
+// RunCursor is a place in a listing of runs, which is newest first: runs
+// submitted earlier come after it, and among runs submitted at the same
+// time (to the microsecond), those of smaller ID.
+type RunCursor struct {
+	SubmittedAt time.Time
+	ID          string
+}
+
+// CursorOf is the cursor that continues a listing after r.
+func CursorOf(r *Run) *RunCursor { return &RunCursor{SubmittedAt: r.SubmittedAt, ID: r.ID} }
 
 // Job is one workflow of a run.
 type Job struct {

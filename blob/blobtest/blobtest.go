@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) blob.Store) {
 		{"List", testList},
 		{"ListOrder", testListOrder},
 		{"InvalidKeysRefused", testInvalidKeysRefused},
+		{"LongNames", testLongNames},
 		{"FailedPutLeavesNothing", testFailedPutLeavesNothing},
 		{"PutInProgressIsInvisible", testPutInProgressIsInvisible},
 		{"LargeObjectResume", testLargeObjectResume},
@@ -206,8 +207,8 @@ func testListOrder(t *testing.T, s blob.Store) {
 func testInvalidKeysRefused(t *testing.T, s blob.Store) {
 	ctx := context.Background()
 	for _, key := range []string{"../escape", "../../escape", "a/../../escape", "/escape", "", "a//b", "./x", "a/", "a\\b", "a\x00b"} {
-		if _, err := s.Put(ctx, key, strings.NewReader("pwned")); err == nil {
-			t.Errorf("Put(%q) succeeded, want it refused", key)
+		if _, err := s.Put(ctx, key, strings.NewReader("pwned")); !errors.Is(err, blob.ErrInvalidKey) {
+			t.Errorf("Put(%q) = %v, want blob.ErrInvalidKey", key, err)
 		}
 		if _, err := s.Stat(ctx, key); err == nil || errors.Is(err, blob.ErrNotFound) {
 			t.Errorf("Stat(%q) = %v, want an invalid-key error", key, err)
@@ -219,6 +220,20 @@ func testInvalidKeysRefused(t *testing.T, s blob.Store) {
 	}
 	if got := Keys(t, s, ""); len(got) != 0 {
 		t.Errorf("refused Puts left objects behind: %q", got)
+	}
+}
+
+// testLongNames: a key whose elements are as long as file systems allow
+// (255 bytes) is stored, listed and read like any other.
+func testLongNames(t *testing.T, s blob.Store) {
+	long := strings.Repeat("n", 255)
+	key := "k/" + long + "/" + strings.Repeat("é", 127) + "x"
+	MustPut(t, s, key, "long")
+	if got, _ := MustRead(t, s, key, 0); got != "long" {
+		t.Errorf("Open(long key) = %q, want %q", got, "long")
+	}
+	if got := Keys(t, s, "k/"); len(got) != 1 || got[0] != key {
+		t.Errorf("List(k/) = %q, want the long key alone", got)
 	}
 }
 

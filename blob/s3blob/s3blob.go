@@ -253,7 +253,7 @@ func (s *Store) check(ctx context.Context) error {
 
 func (s *Store) objectKey(key string) (string, error) {
 	if !blob.ValidKey(key) {
-		return "", fmt.Errorf("invalid object key %q", key)
+		return "", fmt.Errorf("%w %q", blob.ErrInvalidKey, key)
 	}
 	return s.loc.Prefix + key, nil
 }

@@ -14,6 +14,12 @@
 //
 // The DSN is pgx's: a URL or key=value string. pgxpool's settings go in it too
 // (pool_max_conns=32), as do server settings such as search_path.
+//
+// A lost database is an answer, not a hang: a connection attempt gives up
+// after DefaultConnectTimeout unless the DSN sets connect_timeout, and a
+// refused or dropped connection, a server shutting down (SQLSTATE class 08,
+// 57P01-57P03) or out of connections (53300) fails with a
+// *store.UnavailableError that says which.
 package postgres
 
 import (
@@ -21,7 +27,12 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -47,11 +58,37 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// DefaultConnectTimeout bounds a connection attempt when the DSN does not
+// set connect_timeout.
+const DefaultConnectTimeout = 5 * time.Second
+
+// DefaultAcquireTimeout bounds the wait for a connection of the pool (all
+// busy, or a new one connecting); longer than DefaultConnectTimeout, so
+// that a failed connection attempt is what a lost database reports.
+const DefaultAcquireTimeout = 10 * time.Second
+
+// Option tunes Open.
+type Option func(*poolDB)
+
+// WithAcquireTimeout sets how long a call waits for a connection of the
+// pool before it fails with store.ErrUnavailable; d <= 0 keeps
+// DefaultAcquireTimeout.
+func WithAcquireTimeout(d time.Duration) Option {
+	return func(p *poolDB) {
+		if d > 0 {
+			p.acquireTimeout = d
+		}
+	}
+}
+
 // Open connects to the database dsn names. Call Migrate before using it.
-func Open(ctx context.Context, dsn string) (*Store, error) {
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres: %w", err)
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -59,7 +96,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("open postgres: %w", err)
+		return nil, fmt.Errorf("open postgres: %w", mapErr(err))
 	}
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {
@@ -75,7 +112,10 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		SkipLocked:   " FOR UPDATE SKIP LOCKED",
 		ForShare:     " FOR SHARE",
 	}
-	db := poolDB{queries{pool}, pool}
+	db := poolDB{pool: pool, acquireTimeout: DefaultAcquireTimeout}
+	for _, o := range opts {
+		o(&db)
+	}
 	closeFn := func() error { pool.Close(); return nil }
 	return &Store{sqlcore.New(db, db, d, closeFn)}, nil
 }
@@ -110,14 +150,65 @@ func (q queries) QueryRow(ctx context.Context, query string, args ...any) sqlcor
 	return pgRow{q.q.QueryRow(ctx, query, args...)}
 }
 
-// poolDB adds transactions to the pool's queries.
+// poolDB runs queries and transactions on connections of the pool, each
+// waited for acquireTimeout at most.
 type poolDB struct {
-	queries
-	pool *pgxpool.Pool
+	pool           *pgxpool.Pool
+	acquireTimeout time.Duration
+}
+
+// acquire takes a connection of the pool; the caller releases it. A pool
+// that has none to give within acquireTimeout is a busy database.
+func (p poolDB) acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	actx, cancel := context.WithTimeout(ctx, p.acquireTimeout)
+	defer cancel()
+	c, err := p.pool.Acquire(actx)
+	if err == nil {
+		return c, nil
+	}
+	if ctx.Err() == nil && actx.Err() != nil {
+		if reason := lostConnection(err); reason != "" {
+			return nil, &store.UnavailableError{Reason: "database unreachable: " + reason, Err: err}
+		}
+		return nil, &store.UnavailableError{Busy: true, Err: err, Reason: fmt.Sprintf(
+			"database is busy (no connection of the pool free within %s; pool_max_conns is %d)", p.acquireTimeout, p.pool.Config().MaxConns)}
+	}
+	return nil, mapErr(err)
+}
+
+func (p poolDB) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	c, err := p.acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Release()
+	return queries{c}.Exec(ctx, query, args...)
+}
+
+func (p poolDB) Query(ctx context.Context, query string, args ...any) (sqlcore.Rows, error) {
+	c, err := p.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := queries{c}.Query(ctx, query, args...)
+	if err != nil {
+		c.Release()
+		return nil, err
+	}
+	return &releaseRows{Rows: rows, release: sync.OnceFunc(c.Release)}, nil
+}
+
+func (p poolDB) QueryRow(ctx context.Context, query string, args ...any) sqlcore.Row {
+	return poolRow{p: p, ctx: ctx, query: query, args: args}
 }
 
 func (p poolDB) Tx(ctx context.Context, fn func(q sqlcore.Querier) error) error {
-	tx, err := p.pool.Begin(ctx)
+	c, err := p.acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer c.Release()
+	tx, err := c.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", mapErr(err))
 	}
@@ -131,6 +222,44 @@ func (p poolDB) Tx(ctx context.Context, fn func(q sqlcore.Querier) error) error 
 	return nil
 }
 
+// releaseRows gives its connection back to the pool once read to the end
+// or closed.
+type releaseRows struct {
+	sqlcore.Rows
+	release func()
+}
+
+func (r *releaseRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.Rows.Close()
+	r.release()
+	return false
+}
+
+func (r *releaseRows) Close() {
+	r.Rows.Close()
+	r.release()
+}
+
+// poolRow runs its query when scanned, on a connection it holds meanwhile.
+type poolRow struct {
+	p     poolDB
+	ctx   context.Context
+	query string
+	args  []any
+}
+
+func (r poolRow) Scan(dest ...any) error {
+	c, err := r.p.acquire(r.ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	return queries{c}.QueryRow(r.ctx, r.query, r.args...).Scan(dest...)
+}
+
 type pgRows struct{ pgx.Rows }
 
 func (r pgRows) Scan(dest ...any) error { return mapErr(r.Rows.Scan(dest...)) }
@@ -140,9 +269,10 @@ type pgRow struct{ pgx.Row }
 
 func (r pgRow) Scan(dest ...any) error { return mapErr(r.Row.Scan(dest...)) }
 
-// mapErr turns "no rows" and a foreign key violation into store.ErrNotFound
-// and a unique violation into store.ErrConflict, keeping the driver's error
-// in the chain.
+// mapErr turns "no rows" and a foreign key violation into store.ErrNotFound,
+// a unique violation into store.ErrConflict, and a database that cannot be
+// reached or is out of connections into a *store.UnavailableError, keeping
+// the driver's error in the chain.
 func mapErr(err error) error {
 	if err == nil {
 		return nil
@@ -152,12 +282,45 @@ func mapErr(err error) error {
 	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
-		switch pe.Code {
-		case "23505": // unique_violation
+		switch {
+		case pe.Code == "23505": // unique_violation
 			return fmt.Errorf("%w: %w", store.ErrConflict, err)
-		case "23503": // foreign_key_violation
+		case pe.Code == "23503": // foreign_key_violation
 			return fmt.Errorf("%w: %w", store.ErrNotFound, err)
+		case pe.Code == "53300": // too_many_connections
+			return &store.UnavailableError{Busy: true, Reason: "database is busy (it has too many connections)", Err: err}
+		case strings.HasPrefix(pe.Code, "08"), // connection exception
+			pe.Code == "57P01", pe.Code == "57P02", pe.Code == "57P03": // admin, crash shutdown; cannot connect now
+			return &store.UnavailableError{Reason: "database unreachable: " + pe.Message, Err: err}
 		}
+		return err
+	}
+	if reason := lostConnection(err); reason != "" {
+		return &store.UnavailableError{Reason: "database unreachable: " + reason, Err: err}
 	}
 	return err
+}
+
+// lostConnection says how err is a failure to reach the database, or is ""
+// when it is not one.
+func lostConnection(err error) string {
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce):
+		if errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) {
+			return "no connection within the connect timeout"
+		}
+		if errors.As(err, &ne) {
+			return ne.Error()
+		}
+		return "cannot connect"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "" // the caller's context ended: not the database's doing
+	case errors.Is(err, pgconn.ErrConnClosed), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return "the connection was closed"
+	case errors.As(err, &ne):
+		return ne.Error()
+	}
+	return ""
 }

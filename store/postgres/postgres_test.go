@@ -1,7 +1,15 @@
 package postgres_test
 
 import (
+	"context"
+	"errors"
+	"net"
+	"net/url"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/dstackai/dstack/store"
 	"github.com/dstackai/dstack/store/postgres"
@@ -28,4 +36,82 @@ func BenchmarkJobClaimNext(b *testing.B) {
 
 func BenchmarkJobListPending(b *testing.B) {
 	storetest.BenchmarkJobListPending(b, open(b))
+}
+
+// TestUnavailable: a pool with no connection free within the acquire
+// timeout, and a database that cannot be reached, fail with
+// store.ErrUnavailable and say which, instead of waiting on.
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := storetest.PostgresDSN(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("pool_max_conns", "1")
+	u.RawQuery = q.Encode()
+	s, err := postgres.Open(ctx, u.String(), postgres.WithAcquireTimeout(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another session locks users: a count waits on it, holding the pool's
+	// one connection.
+	other, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	tx, err := other.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE users IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan error, 1)
+	go func() { _, err := s.UserCount(ctx); held <- err }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var waiting int
+		if err := other.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+			WHERE NOT l.granted AND c.relname = 'users'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the count never waited for the lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, err = s.UserCount(ctx)
+	if !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "no connection of the pool free within 200ms; pool_max_conns is 1") {
+		t.Errorf("UserCount with the pool's connection held = %v, want store.ErrUnavailable saying the pool is busy", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-held; err != nil {
+		t.Errorf("the count that waited for the lock: %v", err)
+	}
+
+	// No database where the DSN points: Open says so.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	u.Host = closed
+	if _, err := postgres.Open(ctx, u.String()); !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "database unreachable") {
+		t.Errorf("Open on a closed port = %v, want store.ErrUnavailable saying the database is unreachable", err)
+	}
 }

@@ -7,7 +7,13 @@
 // (_txlock=immediate), so it holds the write lock from its first statement
 // and never fails to upgrade a read lock half way. Reads use a second pool of
 // read-only connections. busy_timeout still covers other processes on the
-// same file (a second server, `dstack migrate`).
+// same file (a second server, `dstack migrate`, a tool holding a lock).
+//
+// A write waits at most the busy timeout (DefaultBusyTimeout, see
+// WithBusyTimeout) for its turn in Go, and as long again for SQLite's lock;
+// past that, and when SQLite answers SQLITE_BUSY or SQLITE_LOCKED, it fails
+// with a *store.UnavailableError ("database is busy (locked by another
+// writer)"), so that a request never hangs on a database held elsewhere.
 //
 // synchronous=NORMAL is the usual setting for WAL: a commit survives a crash
 // of the process, and the database cannot be corrupted by a power loss, which
@@ -23,7 +29,9 @@ import (
 	"io/fs"
 	"net/url"
 	"runtime"
+	"strconv"
 	"sync"
+	"time"
 
 	sqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -42,14 +50,38 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// DefaultBusyTimeout is how long a write waits for the database's write
+// lock, held by another writer, before it fails as busy.
+const DefaultBusyTimeout = 5 * time.Second
+
+// Option tunes Open.
+type Option func(*options)
+
+type options struct{ busyTimeout time.Duration }
+
+// WithBusyTimeout sets how long a write waits for its turn and for the
+// database's write lock before it fails with store.ErrUnavailable; d <= 0
+// keeps DefaultBusyTimeout.
+func WithBusyTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.busyTimeout = d
+		}
+	}
+}
+
 // Open opens (creating it if needed) the database file at path. Call
 // Migrate before using it.
-func Open(ctx context.Context, path string) (*Store, error) {
-	write, err := openPool(ctx, path, true)
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
+	o := options{busyTimeout: DefaultBusyTimeout}
+	for _, f := range opts {
+		f(&o)
+	}
+	write, err := openPool(ctx, path, true, o.busyTimeout)
 	if err != nil {
 		return nil, err
 	}
-	read, err := openPool(ctx, path, false)
+	read, err := openPool(ctx, path, false, o.busyTimeout)
 	if err != nil {
 		write.Close()
 		return nil, err
@@ -66,15 +98,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		Strpos:       "instr",
 	}
 	rq := queries{read, newStmtCache(read)}
-	w := writer{db: write, stmts: newStmtCache(write), mu: new(sync.Mutex)}
+	w := writer{db: write, stmts: newStmtCache(write), turn: make(chan struct{}, 1), wait: o.busyTimeout}
 	closeFn := func() error { return errors.Join(rq.stmts.close(), w.stmts.close(), read.Close(), write.Close()) }
 	return &Store{sqlcore.New(rq, w, d, closeFn)}, nil
 }
 
 // openPool opens the write pool (one connection) or the read pool.
-func openPool(ctx context.Context, path string, write bool) (*sql.DB, error) {
+func openPool(ctx context.Context, path string, write bool, busy time.Duration) (*sql.DB, error) {
 	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(max(busy.Milliseconds(), 1), 10)+")")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	if write {
@@ -201,18 +233,45 @@ func (q queries) QueryRow(ctx context.Context, query string, args ...any) sqlcor
 	return sqlRow{st.QueryRowContext(ctx, args...)}
 }
 
-// writer runs every write, transaction or single statement, one at a time
-// under mu. Its pool has two connections: one for the write in progress, the
-// other free to prepare statements meanwhile.
+// writer runs every write, transaction or single statement, one at a time:
+// each holds turn (a one-slot semaphore) while it runs. Its pool has two
+// connections: one for the write in progress, the other free to prepare
+// statements meanwhile. A write waits for its turn until its context ends
+// or for wait at most, then fails as busy.
 type writer struct {
 	db    *sql.DB
 	stmts *stmtCache
-	mu    *sync.Mutex
+	turn  chan struct{}
+	wait  time.Duration
 }
 
+// lock takes the writer's turn; unlock gives it back.
+func (w writer) lock(ctx context.Context) error {
+	select {
+	case w.turn <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(w.wait)
+	defer t.Stop()
+	select {
+	case w.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return &store.UnavailableError{Busy: true,
+			Reason: fmt.Sprintf("database is busy (a write has waited %s for the one before it)", w.wait)}
+	}
+}
+
+func (w writer) unlock() { <-w.turn }
+
 func (w writer) Tx(ctx context.Context, fn func(q sqlcore.Querier) error) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	if err := w.lock(ctx); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer w.unlock()
 	tx, err := w.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", mapErr(err))
@@ -240,13 +299,15 @@ func (w writer) Exec(ctx context.Context, query string, args ...any) (int64, err
 // Query runs a writing query whose rows the caller reads; the write lock is
 // held until the rows are closed.
 func (w writer) Query(ctx context.Context, query string, args ...any) (sqlcore.Rows, error) {
-	w.mu.Lock()
-	rows, err := queries{w.db, w.stmts}.Query(ctx, query, args...)
-	if err != nil {
-		w.mu.Unlock()
+	if err := w.lock(ctx); err != nil {
 		return nil, err
 	}
-	return &unlockRows{Rows: rows, unlock: sync.OnceFunc(w.mu.Unlock)}, nil
+	rows, err := queries{w.db, w.stmts}.Query(ctx, query, args...)
+	if err != nil {
+		w.unlock()
+		return nil, err
+	}
+	return &unlockRows{Rows: rows, unlock: sync.OnceFunc(w.unlock)}, nil
 }
 
 func (w writer) QueryRow(ctx context.Context, query string, args ...any) sqlcore.Row {
@@ -285,9 +346,9 @@ type sqlRow struct{ *sql.Row }
 
 func (r sqlRow) Scan(dest ...any) error { return mapErr(r.Row.Scan(dest...)) }
 
-// mapErr turns "no rows" and a foreign key violation into store.ErrNotFound
-// and a unique violation into store.ErrConflict, keeping the driver's error
-// in the chain.
+// mapErr turns "no rows" and a foreign key violation into store.ErrNotFound,
+// a unique violation into store.ErrConflict, and a busy or locked database
+// into a *store.UnavailableError, keeping the driver's error in the chain.
 func mapErr(err error) error {
 	if err == nil {
 		return nil
@@ -302,6 +363,10 @@ func mapErr(err error) error {
 			return fmt.Errorf("%w: %w", store.ErrConflict, err)
 		case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
 			return fmt.Errorf("%w: %w", store.ErrNotFound, err)
+		}
+		switch se.Code() & 0xff { // the primary code of an extended one
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return &store.UnavailableError{Busy: true, Reason: "database is busy (locked by another writer)", Err: err}
 		}
 	}
 	return err

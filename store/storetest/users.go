@@ -269,6 +269,7 @@ var runTests = []test{
 		wantErr(t, "RunGet of the refused run", err, store.ErrNotFound)
 	}},
 	{"list", testRunList},
+	{"list pages", testRunListPages},
 	{"count by status", func(t *testing.T, open Open) {
 		f := setup(t, open)
 		u := f.user()

@@ -25,7 +25,8 @@ const dstack = (() => {
   // api calls the API: method, path (under /api/v1), an optional JSON body
   // and query. It resolves to the decoded JSON (null for no content) and
   // rejects with an APIError. A refused session goes to the login page,
-  // unless opts.stay.
+  // unless opts.stay. opts.headers, if given, is called with the response's
+  // headers.
   async function api(method, path, opts = {}) {
     let url = '/api/v1' + path;
     if (opts.query) {
@@ -50,6 +51,7 @@ const dstack = (() => {
       if (e.name === 'AbortError') throw e;
       throw new APIError(0, 'network', 'The server cannot be reached: ' + e.message);
     }
+    if (opts.headers) opts.headers(resp.headers);
     if (resp.status === 204) return null;
     const type = resp.headers.get('Content-Type') || '';
     const body = type.startsWith('application/json') ? await resp.json().catch(() => null) : await resp.text();

@@ -35,7 +35,13 @@
 
   async function refresh() {
     try {
-      runs = await api('GET', '/runs', { query: { all: all.checked ? 'true' : '' } });
+      // A page of runs: when more follow, the page says so.
+      let more = false;
+      runs = await api('GET', '/runs', {
+        query: { all: all.checked ? 'true' : '' },
+        headers: (h) => { more = h.has('X-Dstack-Next-Cursor'); },
+      });
+      document.getElementById('runs-cut').hidden = !more;
       showError(errEl, null);
       if (dstack.changed('runs', runs)) render();
     } catch (e) {

@@ -149,9 +149,10 @@ func (s *Store) RunGet(ctx context.Context, p store.RunGetParams) (*store.Run, e
 // both databases' limits on bound parameters.
 const jobBatch = 500
 
-// RunList lists runs newest first, then reads their jobs in batches of
-// jobBatch runs: two queries for a page of runs, not one per run. A run's
-// jobs are all written with it, so the two reads cannot disagree.
+// RunList lists runs newest first, from after p.After on, then reads their
+// jobs in batches of jobBatch runs: two queries for a page of runs, not one
+// per run. A run's jobs are all written with it, so the two reads cannot
+// disagree.
 func (s *Store) RunList(ctx context.Context, p store.RunListParams) ([]*store.Run, error) {
 	var (
 		where []string
@@ -165,6 +166,11 @@ func (s *Store) RunList(ctx context.Context, p store.RunListParams) ([]*store.Ru
 		args = append(args, micros(p.FinishedAfter))
 		where = append(where, fmt.Sprintf(`EXISTS (SELECT 1 FROM jobs j WHERE j.run_id = r.id
 			AND (j.finished_at IS NULL OR j.finished_at > $%d))`, len(args)))
+	}
+	if p.After != nil {
+		args = append(args, micros(p.After.SubmittedAt), p.After.ID)
+		where = append(where, fmt.Sprintf("(r.submitted_at < $%d OR (r.submitted_at = $%d AND r.id < $%d))",
+			len(args)-1, len(args)-1, len(args)))
 	}
 	q := runSelect
 	if len(where) > 0 {
