@@ -557,3 +557,56 @@ func TestRecordsFitTheLaunchTag(t *testing.T) {
 		}
 	}
 }
+
+// TestLaunchRepeatedLaunchIndex: an endpoint that gives two instances of
+// one answer the same AmiLaunchIndex. The first keeps the spec; the repeat
+// is an extra: terminated at once, logged, never tagged with a join token
+// or a record, and not returned.
+func TestLaunchRepeatedLaunchIndex(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.fake.RepeatLaunchIndex(1)
+	req := request("m5.large", false, 3)
+	got := e.mustLaunch(req)
+	if len(got) != 2 {
+		t.Fatalf("Launch returned %d instances, want 2 (the repeat left out)", len(got))
+	}
+	returned := map[string]bool{}
+	records := map[string]bool{}
+	for _, in := range got {
+		returned[in.CloudID] = true
+		if records[in.Tags.RecordID] {
+			t.Errorf("two returned instances name record %s", in.Tags.RecordID)
+		}
+		records[in.Tags.RecordID] = true
+	}
+	if !records[req.Instances[0].RecordID] || !records[req.Instances[2].RecordID] || records[req.Instances[1].RecordID] {
+		t.Errorf("returned records %v; want specs 0 and 2 (the repeat took no spec)", records)
+	}
+	var extras []ec2fake.Instance
+	tokens := map[string]string{}
+	for _, fi := range e.fake.Instances() {
+		if tok := fi.Tags[TagJoinToken]; tok != "" {
+			if other, ok := tokens[tok]; ok {
+				t.Errorf("instances %s and %s carry the same join token", other, fi.ID)
+			}
+			tokens[tok] = fi.ID
+		}
+		if !returned[fi.ID] {
+			extras = append(extras, fi)
+		}
+	}
+	if len(extras) != 1 {
+		t.Fatalf("the cloud has %d instances besides those returned, want 1 (the repeat)", len(extras))
+	}
+	x := extras[0]
+	if x.State != "terminated" && x.State != "shutting-down" {
+		t.Errorf("the repeat %s is %s, want terminated", x.ID, x.State)
+	}
+	if x.Tags[TagJoinToken] != "" || x.Tags[backend.TagRecordID] != "" {
+		t.Errorf("the repeat %s was tagged %v; want no token and no record", x.ID, x.Tags)
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "level=WARN") || !strings.Contains(logs, "same launch index") {
+		t.Errorf("no warning names the repeated launch index:\n%s", logs)
+	}
+}
