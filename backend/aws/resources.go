@@ -87,6 +87,24 @@ func (b *Backend) image(ctx context.Context, region string, t typeInfo) (cachedI
 	c := b.client(region)
 	for {
 		out, err := c.DescribeImages(ctx, in)
+		if actionUnsupported(err) {
+			if override != "" {
+				// Launched as given: EC2 checks it, and the root
+				// volume keeps the image's own size.
+				b.noteUnsupported("DescribeImages", "using the configured image "+override+" as given")
+				img = cachedImage{id: override, arch: t.Arch, at: now}
+				b.mu.Lock()
+				b.images[key] = img
+				b.mu.Unlock()
+				return img, nil
+			}
+			flag := "--ami"
+			if gpu {
+				flag = "--gpu-ami"
+			}
+			return cachedImage{}, &backend.Error{Kind: backend.ErrUnsupported, Op: "launch", Code: errCode(err),
+				Reason: fmt.Sprintf("the endpoint does not support DescribeImages, so no image for %s can be found: give one with `dstack aws config %s AMI_ID`", t.Name, flag), Err: err}
+		}
 		if err != nil {
 			return cachedImage{}, classify("launch", err)
 		}
