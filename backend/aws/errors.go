@@ -107,6 +107,8 @@ func classify(op string, err error) error {
 		return err
 	}
 	if code, msg, ok := awsError(err); ok {
+		// Some endpoints start the message with the code: say it once.
+		msg = strings.TrimSpace(strings.TrimPrefix(msg, code+":"))
 		return &backend.Error{Kind: kindOf(code), Op: op, Code: code, Reason: msg, Err: err}
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {

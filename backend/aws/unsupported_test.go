@@ -138,3 +138,16 @@ func (b *Backend) mustLaunchOne(t *testing.T, req backend.LaunchRequest) string 
 	}
 	return got[0].CloudID
 }
+
+// TestErrorCodeSaidOnce: an endpoint whose message repeats the code has it
+// said once.
+func TestErrorCodeSaidOnce(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.fake.Fail("DescribeRegions", "AuthFailure", "AuthFailure: AWS was not able to validate the provided access credentials", 1)
+	err := e.b.Check(ctx(t))
+	assertKind(t, err, backend.ErrInvalid, "AuthFailure")
+	if got, want := backend.Reason(err), "AuthFailure: AWS was not able to validate the provided access credentials"; got != want {
+		t.Errorf("Reason = %q, want %q", got, want)
+	}
+}
