@@ -196,6 +196,18 @@ func (f *fakeCloud) plant(serverID string) string {
 	return id
 }
 
+// plantAs launches an instance the server never asked for, tagged as the
+// server's instance of limitID and recordID.
+func (f *fakeCloud) plantAs(serverID, limitID, recordID string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seq++
+	id := fmt.Sprintf("i-%04d", f.seq)
+	f.insts[id] = &backend.Instance{CloudID: id, State: backend.StateRunning, LaunchedAt: f.now(),
+		Offer: fakeOffers[0].Key(), Tags: backend.Tags{ServerID: serverID, LimitID: limitID, RecordID: recordID}}
+	return id
+}
+
 func (f *fakeCloud) token(recordID string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
