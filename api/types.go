@@ -587,6 +587,10 @@ type AWSConfig struct {
 	GPUAMI    string     `json:"gpu_ami,omitempty"`
 	UpdatedAt *time.Time `json:"updated_at,omitempty"`
 	UpdatedBy string     `json:"updated_by,omitempty"`
+	// Notes, in the answer to PUT /aws only, are the optional EC2 actions
+	// the endpoint was found to lack while the credentials were checked,
+	// each with what the server does instead.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // AWSConfigRequest is the body of PUT /aws. An empty SecretAccessKey keeps

@@ -3,6 +3,7 @@ package autoscale_test
 import (
 	"log/slog"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,38 +136,121 @@ func (a *awsEnv) checkAWSLimits() {
 	}
 }
 
+// recordOf is the record an EC2 instance names, read as the backend reads
+// it: its record tag, or its launch index in the launch's record list.
+func recordOf(in ec2fake.Instance) string {
+	if rec := in.Tags[backend.TagRecordID]; rec != "" {
+		return rec
+	}
+	if all := strings.Fields(in.Tags[aws.TagRecordIDs]); in.LaunchIndex >= 0 && in.LaunchIndex < len(all) {
+		return all[in.LaunchIndex]
+	}
+	return ""
+}
+
+// checkEC2 checks EC2 after a pass: no two instances were ever given the
+// same join token and, once the test has seen an instance for longer than
+// allowance, it counts in its limit, none over its maximum, and no two such
+// instances alive name the same record. seen holds when the test first saw
+// each instance.
+func (a *awsEnv) checkEC2(seen map[string]time.Time, allowance time.Duration) {
+	a.t.Helper()
+	ls, err := a.st.LimitList(a.ctx, store.LimitListParams{})
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	now := a.clock.Now()
+	tokens := map[string]string{}
+	records := map[string]string{}
+	live := map[string]int{}
+	for _, in := range a.fake.Instances() {
+		if tok := a.token(in.ID); tok != "" {
+			if other, ok := tokens[tok]; ok {
+				a.t.Fatalf("EC2 instances %s and %s were given the same join token", other, in.ID)
+			}
+			tokens[tok] = in.ID
+		}
+		if in.State == "terminated" {
+			continue
+		}
+		first, ok := seen[in.ID]
+		if !ok {
+			seen[in.ID] = now
+			first = now
+		}
+		if now.Sub(first) < allowance {
+			continue
+		}
+		live[in.Tags[backend.TagLimitID]]++
+		if rec := recordOf(in); rec != "" {
+			if other, ok := records[rec]; ok {
+				a.t.Fatalf("EC2 instances %s and %s both name record %s (seen for %s)", other, in.ID, rec, now.Sub(first))
+			}
+			records[rec] = in.ID
+		}
+	}
+	for _, l := range ls {
+		if l.Instances > l.Max {
+			a.t.Fatalf("limit %s counts %d instances, over its maximum %d", l.ID, l.Instances, l.Max)
+		}
+		if live[l.ID] > l.Max {
+			a.t.Fatalf("EC2 has %d instances of limit %s (seen for at least %s), over its maximum %d", live[l.ID], l.ID, allowance, l.Max)
+		}
+	}
+}
+
 func TestAWSFaults(t *testing.T) {
 	t.Parallel()
+	// The allowance of faults that start instances no record counts: the
+	// grace period after the controller first lists one, and the pass in
+	// which it does.
+	const stray = grace + grace/2
 	faults := []struct {
 		name   string
 		inject func(a *awsEnv)
+		// allowance is how long EC2 may run an instance that is over its
+		// limit or names a record another instance names.
+		allowance time.Duration
 	}{
-		{"throttled", func(a *awsEnv) { a.fake.Throttle("RunInstances", 3) }},
-		{"internal error", func(a *awsEnv) { a.fake.Fail("RunInstances", "InternalError", "An internal error has occurred", 1) }},
+		{"throttled", func(a *awsEnv) { a.fake.Throttle("RunInstances", 3) }, 0},
+		{"internal error", func(a *awsEnv) { a.fake.Fail("RunInstances", "InternalError", "An internal error has occurred", 1) }, 0},
 		{"no capacity: the next allowed offer", func(a *awsEnv) {
 			a.fake.SetCapacity(awsRegion, "m5.large", false, 0)
 			a.limit("c5.large", 2)
-		}},
+		}, 0},
 		{"quota", func(a *awsEnv) {
 			a.fake.Fail("RunInstances", "VcpuLimitExceeded", "You have requested more vCPU capacity than your current vCPU limit", 1)
 			a.limit("c5.large", 2)
-		}},
-		{"answers lost after the launch", func(a *awsEnv) { a.fake.LoseResponse("RunInstances", 2) }},
-		{"answer slower than the launch timeout", func(a *awsEnv) { a.fake.Delay("RunInstances", 5*time.Second, 1) }},
+		}, 0},
+		{"answers lost after the launch", func(a *awsEnv) { a.fake.LoseResponse("RunInstances", 2) }, 0},
+		{"answer slower than the launch timeout", func(a *awsEnv) { a.fake.Delay("RunInstances", 5*time.Second, 1) }, 0},
 		{"instances vanish", func(a *awsEnv) {
 			a.step()
 			for _, in := range a.fake.Instances() {
 				a.fake.Kill(in.ID)
 			}
-		}},
+		}, 0},
 		{"an instance nobody recorded", func(a *awsEnv) {
 			a.fake.AddInstance(ec2fake.Instance{Region: awsRegion, InstanceType: "m5.large", State: "running",
 				Tags: map[string]string{backend.TagServerID: a.id, backend.TagLimitID: "l-deleted"}})
-		}},
+		}, 0},
 		{"terminate fails once", func(a *awsEnv) {
 			a.fake.Fail("TerminateInstances", "InternalError", "An internal error has occurred", 1)
-		}},
-		{"describe fails", func(a *awsEnv) { a.fake.Fail("DescribeInstances", "Unavailable", "The service is unavailable", 2) }},
+		}, 0},
+		{"describe fails", func(a *awsEnv) { a.fake.Fail("DescribeInstances", "Unavailable", "The service is unavailable", 2) }, 0},
+		{"launch index repeated in the answer", func(a *awsEnv) { a.fake.RepeatLaunchIndex(1) }, 0},
+		{"an instance left out of the answer, with the launch's tags", func(a *awsEnv) { a.fake.StrayInstance(1) }, stray},
+		{"an instance tagged with a live record's ID", func(a *awsEnv) {
+			a.step()
+			for _, in := range a.fake.Instances() {
+				if rec := in.Tags[backend.TagRecordID]; rec != "" {
+					a.fake.AddInstance(ec2fake.Instance{Region: awsRegion, InstanceType: "m5.large", State: "running",
+						Tags: map[string]string{backend.TagServerID: a.id, backend.TagLimitID: in.Tags[backend.TagLimitID], backend.TagRecordID: rec}})
+					return
+				}
+			}
+			a.t.Fatal("no instance with a record tag after the first pass")
+		}, stray},
 	}
 	for _, fl := range faults {
 		t.Run(fl.name, func(t *testing.T) {
@@ -175,11 +259,12 @@ func TestAWSFaults(t *testing.T) {
 			a.limit("m5.large", 2)
 			jobs := []string{a.submit(small), a.submit(small), a.submit(small)}
 			fl.inject(a)
+			seen := map[string]time.Time{}
 			for round := range 12 {
 				if err := a.c.Step(a.ctx); err != nil {
 					t.Logf("round %d: %v", round, err)
 				}
-				a.checkAWSLimits()
+				a.checkEC2(seen, fl.allowance)
 				for _, in := range a.instances(store.InstanceLaunching) {
 					if in.CloudID == "" {
 						continue
@@ -203,7 +288,7 @@ func TestAWSFaults(t *testing.T) {
 				if err := a.c.Step(a.ctx); err != nil {
 					t.Logf("final: %v", err)
 				}
-				a.checkAWSLimits()
+				a.checkEC2(seen, fl.allowance)
 				a.clock.Advance(grace)
 			}
 			for _, id := range jobs {

@@ -1,7 +1,11 @@
 package autoscale_test
 
 import (
+	"bytes"
+	"io"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -313,6 +317,54 @@ func TestUntrackedInstanceTerminatedAfterGrace(t *testing.T) {
 	}
 }
 
+// TestInstanceNamingAnotherInstancesRecord: an instance tagged with a live
+// record that names another cloud instance is unknown: a warning names
+// it, it is terminated once the grace period has passed, and the record
+// and its own instance are left alone.
+func TestInstanceNamingAnotherInstancesRecord(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	logs := &syncBuffer{}
+	e.c = e.controller(func(c *autoscale.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(logs, tWriter{t}), nil))
+	})
+	l := e.limit("f.small", false, 1)
+	e.submit(small)
+	e.step()
+	recs := e.instances(store.InstanceLaunching)
+	if len(recs) != 1 || recs[0].CloudID == "" {
+		t.Fatalf("launched %+v, want one instance", recs)
+	}
+	rec := recs[0]
+	// The extra is over the limit until the grace period ends: no
+	// limit check after these passes.
+	pass := func() {
+		t.Helper()
+		if err := e.c.Step(e.ctx); err != nil {
+			t.Fatalf("Step: %v", err)
+		}
+	}
+	extra := e.cloud.plantAs(e.id, l.ID, rec.ID)
+	pass()
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "names another instance") || !strings.Contains(logs.String(), extra) {
+		t.Errorf("no warning names %s, whose record names %s:\n%s", extra, rec.CloudID, logs.String())
+	}
+	e.clock.Advance(grace - time.Second)
+	pass()
+	if n := len(e.cloud.live()); n != 2 {
+		t.Fatalf("%d instances live before the grace period, want 2", n)
+	}
+	e.clock.Advance(2 * time.Second)
+	pass()
+	live := e.cloud.live()
+	if len(live) != 1 || live[0].CloudID != rec.CloudID {
+		t.Fatalf("live = %+v, want only the record's own %s", live, rec.CloudID)
+	}
+	if got, err := e.st.InstanceGet(e.ctx, rec.ID); err != nil || got.State.Ended() || got.CloudID != rec.CloudID {
+		t.Fatalf("the record is %+v (%v), want it live on %s", got, err, rec.CloudID)
+	}
+}
+
 func TestVanishedInstanceRequeuesJob(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
@@ -426,4 +478,22 @@ func TestBackendsChangeWhileRunning(t *testing.T) {
 	if calls := e.cloud.launchCalls(); len(calls) != 1 {
 		t.Fatalf("%d launch calls once the backend is back, want 1", len(calls))
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the controller's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -49,6 +49,10 @@
 // Launch is never repeated with the same key: the join tokens are stored
 // only hashed, so a second call could not give the instances their
 // credentials; the job is planned again instead. A tagged instance whose
-// record has ended is terminated at once; one with no record at all after
-// Grace.
+// record has ended is terminated at once; one with no record at all, or
+// whose record names another cloud instance, after Grace. A launch's answer
+// is trusted only where it matches: an instance that names no record of the
+// launch, or a record another instance of the answer already names (an
+// endpoint that repeated a launch index), is terminated at once and never
+// given a join token.
 package autoscale

@@ -102,7 +102,7 @@ func (c *Controller) launch(ctx context.Context, l plan.Launch, s *snapshot) (bo
 		}
 		return c.launchFailed(ctx, l, creates, err, log)
 	}
-	_, err = c.recordLaunched(ctx, creates, got, log)
+	_, err = c.recordLaunched(ctx, b, creates, got, log)
 	return false, err
 }
 

@@ -44,6 +44,10 @@ type fakeCloud struct {
 	afterLaunch func(ctx context.Context, req backend.LaunchRequest) error
 	// dup makes every Launch call the cloud twice with the same request.
 	dup bool
+	// repeat makes the next launch of several give its second instance
+	// the record of the first, as a backend that trusted an endpoint's
+	// repeated launch index would.
+	repeat bool
 	// launched is signalled (without blocking) at every Launch call.
 	launched chan struct{}
 }
@@ -96,7 +100,11 @@ func (f *fakeCloud) launch(ctx context.Context, req backend.LaunchRequest) ([]ba
 	f.mu.Lock()
 	ids, ok := f.byKey[req.IdempotencyKey]
 	if !ok {
-		for _, spec := range req.Instances {
+		for i, spec := range req.Instances {
+			if i == 1 && f.repeat {
+				f.repeat = false
+				spec = req.Instances[0]
+			}
 			f.seq++
 			id := fmt.Sprintf("i-%04d", f.seq)
 			f.insts[id] = &backend.Instance{
@@ -185,6 +193,18 @@ func (f *fakeCloud) plant(serverID string) string {
 	id := fmt.Sprintf("i-%04d", f.seq)
 	f.insts[id] = &backend.Instance{CloudID: id, State: backend.StateRunning, LaunchedAt: f.now(),
 		Offer: fakeOffers[0].Key(), Tags: backend.Tags{ServerID: serverID, RecordID: "unknown-" + id}}
+	return id
+}
+
+// plantAs launches an instance the server never asked for, tagged as the
+// server's instance of limitID and recordID.
+func (f *fakeCloud) plantAs(serverID, limitID, recordID string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seq++
+	id := fmt.Sprintf("i-%04d", f.seq)
+	f.insts[id] = &backend.Instance{CloudID: id, State: backend.StateRunning, LaunchedAt: f.now(),
+		Offer: fakeOffers[0].Key(), Tags: backend.Tags{ServerID: serverID, LimitID: limitID, RecordID: recordID}}
 	return id
 }
 

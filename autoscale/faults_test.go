@@ -291,3 +291,56 @@ func TestLimitNeverExceededUnderConcurrentSubmissions(t *testing.T) {
 		})
 	}
 }
+
+// TestLaunchAnswerNamesOneRecordTwice: a backend answers a launch of two
+// with two instances that name the same record. The first keeps it; the
+// second is an extra no record counts, terminated in the same pass; the
+// record of no instance ends and its job is launched for again. The cloud
+// never runs more instances of the limit than its maximum.
+func TestLaunchAnswerNamesOneRecordTwice(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.limit("f.small", false, 2)
+	jobs := []string{e.submit(small), e.submit(small)}
+	e.cloud.set(func(f *fakeCloud) { f.repeat = true })
+	e.step()
+	e.checkLimits()
+	live := e.cloud.live()
+	if len(live) != 1 {
+		t.Fatalf("the cloud runs %d instances after the pass, want 1 (the repeat terminated): %+v", len(live), live)
+	}
+	recs := e.instances(store.InstanceLaunching)
+	if len(recs) != 1 || recs[0].CloudID != live[0].CloudID {
+		t.Fatalf("records launching %+v; want one naming %s", recs, live[0].CloudID)
+	}
+	for range 3 {
+		e.step()
+		e.checkLimits()
+		byRecord := map[string]string{}
+		n := 0
+		for _, in := range e.cloud.live() {
+			n++
+			if other, ok := byRecord[in.Tags.RecordID]; ok {
+				t.Fatalf("instances %s and %s both name record %s", other, in.CloudID, in.Tags.RecordID)
+			}
+			byRecord[in.Tags.RecordID] = in.CloudID
+		}
+		if n > 2 {
+			t.Fatalf("the cloud runs %d instances of a limit of 2", n)
+		}
+		for _, in := range e.instances(store.InstanceLaunching) {
+			if in.CloudID != "" && e.cloud.token(in.ID) != "" {
+				r := e.register(in)
+				if j := e.claim(r); j != nil {
+					e.finish(j, r)
+				}
+			}
+		}
+		e.clock.Advance(grace)
+	}
+	for _, id := range jobs {
+		if j := e.job(id); j.Status != api.StatusDone {
+			t.Errorf("job %s is %s, want done", id, j.Status)
+		}
+	}
+}

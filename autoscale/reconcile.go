@@ -30,7 +30,9 @@ const (
 //   - a launched record whose runner has not joined after RegisterTimeout is
 //     terminated;
 //   - a tagged instance whose record has ended is terminated at once, and
-//     one with no record at all once it has been seen for Grace.
+//     one with no record at all, or whose record names another cloud
+//     instance (an endpoint that repeated a launch index or tagged the
+//     wrong instance), once it has been seen for Grace.
 //
 // A backend whose List fails is left alone until the next reconcile.
 func (c *Controller) reconcile(ctx context.Context) error {
@@ -64,9 +66,9 @@ func (c *Controller) reconcile(ctx context.Context) error {
 		return errors.Join(append(errs, fmt.Errorf("list instances: %w", err))...)
 	}
 	now := c.cfg.Now()
-	live := map[string]bool{}
+	live := map[string]string{} // counted record ID → its cloud ID
 	for _, rec := range recs {
-		live[rec.ID] = true
+		live[rec.ID] = rec.CloudID
 		if !listedOK[rec.Backend] {
 			continue
 		}
@@ -75,7 +77,9 @@ func (c *Controller) reconcile(ctx context.Context) error {
 		}
 	}
 	for id, in := range byCloud {
-		if live[in.Tags.RecordID] {
+		if owner, ok := live[in.Tags.RecordID]; ok && (owner == "" || owner == id) {
+			// Its record's instance, or one a record with no cloud ID
+			// yet adopts (above, or on the next pass).
 			continue
 		}
 		if err := c.reconcileUntracked(ctx, backendOf[id], in, now); err != nil {
@@ -154,11 +158,15 @@ func (c *Controller) reconcileUntracked(ctx context.Context, b backend.Backend, 
 		return b.Terminate(ctx, []string{in.CloudID})
 	}
 	ended := false
+	other := "" // the cloud instance its live record names instead
 	if in.Tags.RecordID != "" {
 		rec, err := c.st.InstanceGet(ctx, in.Tags.RecordID)
 		switch {
 		case err == nil:
 			ended = rec.State.Ended()
+			if !ended && rec.CloudID != in.CloudID {
+				other = rec.CloudID
+			}
 		case !errors.Is(err, store.ErrNotFound):
 			return fmt.Errorf("look up instance %s: %w", in.Tags.RecordID, err)
 		}
@@ -167,15 +175,20 @@ func (c *Controller) reconcileUntracked(ctx context.Context, b backend.Backend, 
 		since, ok := c.unknownSince[in.CloudID]
 		if !ok {
 			c.unknownSince[in.CloudID] = now
-			c.log.Warn("tagged instance with no record: terminating it after the grace period unless a record appears",
-				"cloud_id", in.CloudID, "record", in.Tags.RecordID, "grace", c.cfg.Grace)
+			if other != "" {
+				c.log.Warn("tagged instance whose record names another instance: terminating it after the grace period",
+					"cloud_id", in.CloudID, "record", in.Tags.RecordID, "record_cloud_id", other, "grace", c.cfg.Grace)
+			} else {
+				c.log.Warn("tagged instance with no record: terminating it after the grace period unless a record appears",
+					"cloud_id", in.CloudID, "record", in.Tags.RecordID, "grace", c.cfg.Grace)
+			}
 			return nil
 		}
 		if now.Sub(since) < c.cfg.Grace {
 			return nil
 		}
 	}
-	c.log.Warn("terminating an instance the server does not track", "cloud_id", in.CloudID, "record", in.Tags.RecordID, "record_ended", ended)
+	c.log.Warn("terminating an instance the server does not track", "cloud_id", in.CloudID, "record", in.Tags.RecordID, "record_ended", ended, "record_cloud_id", other)
 	c.metrics.garbage.Inc()
 	if err := b.Terminate(ctx, []string{in.CloudID}); err != nil {
 		return fmt.Errorf("terminate untracked instance %s: %w", in.CloudID, err)

@@ -153,28 +153,51 @@ func (c *Controller) settleOne(ctx context.Context, u *unsettled) (bool, error) 
 		}
 		return true, nil
 	}
-	_, err = c.recordLaunched(ctx, waiting, got, log)
+	_, err = c.recordLaunched(ctx, b, waiting, got, log)
 	return err == nil, err
 }
 
 // recordLaunched records the cloud IDs of the instances a launch returned
 // and ends the records of specs the cloud granted no instance; it returns
-// how many were granted.
-func (c *Controller) recordLaunched(ctx context.Context, creates []store.InstanceCreate, got []backend.Instance, log *slog.Logger) (int, error) {
+// how many were granted. An instance that names no record of the launch,
+// or a record another instance of the answer already names, is an extra
+// no record counts: it is terminated at once.
+func (c *Controller) recordLaunched(ctx context.Context, b backend.Backend, creates []store.InstanceCreate, got []backend.Instance, log *slog.Logger) (int, error) {
 	want := map[string]bool{}
 	for _, cr := range creates {
 		want[cr.ID] = true
 	}
 	ids := map[string]string{}
+	var extra []string
 	for _, in := range got {
-		if in.Tags.RecordID != "" && in.CloudID != "" && want[in.Tags.RecordID] {
-			ids[in.Tags.RecordID] = in.CloudID
+		if in.CloudID == "" {
+			continue
+		}
+		rec := in.Tags.RecordID
+		switch {
+		case rec == "" || !want[rec]:
+			log.Warn("the cloud returned an instance for no record of the launch; terminating it", "cloud_id", in.CloudID, "record", rec)
+			extra = append(extra, in.CloudID)
+		case ids[rec] != "" && ids[rec] != in.CloudID:
+			log.Warn("the cloud returned two instances for one record; terminating the second",
+				"instance", rec, "cloud_id", in.CloudID, "kept", ids[rec])
+			extra = append(extra, in.CloudID)
+		default:
+			ids[rec] = in.CloudID
+		}
+	}
+	var errs []error
+	if len(extra) > 0 {
+		c.metrics.garbage.Add(float64(len(extra)))
+		if err := b.Terminate(ctx, extra); err != nil {
+			// The reconciler terminates them after Grace.
+			errs = append(errs, fmt.Errorf("terminate extra instances %v: %w", extra, err))
 		}
 	}
 	if len(ids) > 0 {
 		if _, err := c.st.InstanceSetLaunched(ctx, store.InstanceSetLaunchedParams{CloudIDs: ids, Now: c.cfg.Now()}); err != nil {
 			// The reconciler adopts them by their tags.
-			return 0, fmt.Errorf("record launched instances: %w", err)
+			return 0, errors.Join(append(errs, fmt.Errorf("record launched instances: %w", err))...)
 		}
 	}
 	for _, cr := range creates {
@@ -183,5 +206,5 @@ func (c *Controller) recordLaunched(ctx context.Context, creates []store.Instanc
 		}
 	}
 	log.Info("instances launched", "granted", len(ids))
-	return len(ids), nil
+	return len(ids), errors.Join(errs...)
 }

@@ -209,6 +209,9 @@ func (e *Env) awsConfig(ctx context.Context, v awsValues) error {
 		msg += ", artifacts in s3://" + saved.ArtifactBucket
 	}
 	fmt.Fprintln(e.Stdout, msg)
+	for _, n := range saved.Notes {
+		fmt.Fprintln(e.Stdout, "Note: "+n)
+	}
 	return nil
 }
 

@@ -26,6 +26,13 @@ const (
 // and points the CLI at it.
 func (h *harness) serveAWS() *servertest.Server {
 	h.t.Helper()
+	srv, _ := h.serveAWSFake()
+	return srv
+}
+
+// serveAWSFake is serveAWS, returning the in-process EC2 too.
+func (h *harness) serveAWSFake() (*servertest.Server, *ec2fake.Server) {
+	h.t.Helper()
 	ec2 := ec2fake.New(ec2fake.Options{Credentials: map[string]string{awsKeyID: awsSecret}})
 	h.t.Cleanup(ec2.Close)
 	srv := servertest.Start(h.t, servertest.WithConfig(func(c *server.Config) {
@@ -35,7 +42,34 @@ func (h *harness) serveAWS() *servertest.Server {
 	if err := userconfig.Save(h.configPath, &userconfig.Config{Server: srv.URL, Token: srv.AdminToken}); err != nil {
 		h.t.Fatal(err)
 	}
-	return srv
+	return srv, ec2
+}
+
+// TestAWSConfigOnAnEndpointWithoutDescribeRegions: an EC2-compatible
+// endpoint without DescribeRegions still has a bad key refused, with no
+// word of InvalidAction; a good key is saved, with a note naming what the
+// endpoint lacks.
+func TestAWSConfigOnAnEndpointWithoutDescribeRegions(t *testing.T) {
+	t.Parallel()
+	h := setup(t)
+	_, fake := h.serveAWSFake()
+	fake.RemoveAction("DescribeRegions")
+	r := h.run("aws", "config", "--access-key-id", awsKeyID, "--secret-access-key", "wrong-secret", "--region", "eu-west-1")
+	if r.code != 1 || !strings.Contains(r.stderr, "refused") || !strings.Contains(r.stderr, "SignatureDoesNotMatch") || strings.Contains(r.stderr, "InvalidAction") {
+		t.Fatalf("wrong secret: %+v", r)
+	}
+	r = h.run("aws", "config", "--access-key-id", awsKeyID, "--secret-access-key", awsSecret, "--region", "eu-west-1")
+	if r.code != 0 || !strings.Contains(r.stdout, "AWS credentials saved") ||
+		!strings.Contains(r.stdout, "Note: the endpoint does not support DescribeRegions; using the configured region eu-west-1\n") {
+		t.Fatalf("good key: %+v", r)
+	}
+	if strings.Contains(r.stdout+r.stderr, "refused") {
+		t.Errorf("a missing action reported as a refusal: %+v", r)
+	}
+	noSecret(t, r)
+	if r = h.run("aws", "info"); r.code != 0 || !strings.Contains(r.stdout, "eu-west-1") {
+		t.Fatalf("aws info after saving: %+v", r)
+	}
 }
 
 // noSecret fails the test when a command showed the secret.

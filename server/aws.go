@@ -372,7 +372,9 @@ func (s *Server) handleAWSPut(w http.ResponseWriter, r *http.Request, u *store.U
 	s.putBackend(ctx, b)
 	s.log.Info("AWS configured", "user", u.Name, "access_key_id", cfg.AccessKeyID, "region", cfg.Region,
 		"artifact_bucket", cfg.ArtifactBucket, "ami", cfg.AMI, "gpu_ami", cfg.GPUAMI)
-	writeJSON(w, http.StatusOK, cfg.view())
+	view := cfg.view()
+	view.Notes = b.Notes()
+	writeJSON(w, http.StatusOK, view)
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -144,7 +145,7 @@ func TestAWSConfigIsCheckedSavedAndNeverShown(t *testing.T) {
 			t.Errorf("GET: no updated_at")
 		}
 		got.UpdatedAt = nil
-		if *got != want {
+		if !reflect.DeepEqual(*got, want) {
 			t.Errorf("GET = %+v, want %+v", *got, want)
 		}
 	}
@@ -422,3 +423,36 @@ func TestAWSWaitingReasonsFollowTheBackends(t *testing.T) {
 }
 
 var _ backend.Backend = (*offerBackend)(nil)
+
+// TestAWSConfigOnAnEndpointWithoutDescribeRegions: the check of an
+// EC2-compatible endpoint that lacks DescribeRegions names the missing
+// action instead of calling the key refused, and saves a good key; a bad
+// key is still refused with AWS's code once.
+func TestAWSConfigOnAnEndpointWithoutDescribeRegions(t *testing.T) {
+	t.Parallel()
+	e := setupAWS(t)
+	e.ec2.RemoveAction("DescribeRegions")
+	rp := e.putAWS(t, e.srv.AdminToken, awsRequest(awsWrong))
+	msg := wantError(t, "wrong secret", rp, http.StatusBadRequest, api.CodeInvalid, "AWS refused", "SignatureDoesNotMatch", "nothing was saved")
+	if strings.Contains(msg, "InvalidAction") || strings.Count(msg, "SignatureDoesNotMatch") != 1 {
+		t.Errorf("refusal %q: want AWS's code once and no InvalidAction", msg)
+	}
+	rp = e.putAWS(t, e.srv.AdminToken, awsRequest(awsSecret))
+	if rp.status != http.StatusOK {
+		t.Fatalf("good key: %d %s", rp.status, rp.body)
+	}
+	var got api.AWSConfig
+	if err := json.Unmarshal(rp.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := "the endpoint does not support DescribeRegions; using the configured region eu-west-1"
+	if !got.Configured || len(got.Notes) != 1 || got.Notes[0] != want {
+		t.Fatalf("answer %+v; want configured with the note %q", got, want)
+	}
+	if cur, err := e.admin.AWSGet(context.Background()); err != nil || !cur.Configured || len(cur.Notes) != 0 {
+		t.Fatalf("GET after saving: %+v %v", cur, err)
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, want) || strings.Contains(logs, "AWS refused") {
+		t.Errorf("the server's log does not name the missing action, or calls it a refusal:\n%s", logs)
+	}
+}

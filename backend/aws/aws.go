@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -158,6 +159,7 @@ type Backend struct {
 	groups      map[string]string              // region/server → security group ID
 	regions     *cachedRegions
 	logged      map[string]bool      // one-time log lines already written
+	notes       []string             // optional actions the endpoint lacks, and what is done instead
 	swept       map[string]time.Time // region → last sweep of open spot requests
 
 	sgMu sync.Mutex // serialises finding or creating security groups
@@ -327,4 +329,30 @@ func (b *Backend) logOnce(key, msg string, args ...any) {
 	if !seen {
 		b.log.Warn(msg, args...)
 	}
+}
+
+// noteUnsupported records, and logs once at WARN, that the endpoint does not
+// support an optional action and what the backend does instead.
+func (b *Backend) noteUnsupported(action, instead string) {
+	note := "the endpoint does not support " + action + "; " + instead
+	b.mu.Lock()
+	seen := b.logged["unsupported:"+action]
+	b.logged["unsupported:"+action] = true
+	if !seen {
+		b.notes = append(b.notes, note)
+	}
+	b.mu.Unlock()
+	if !seen {
+		b.log.Warn(note, "action", action)
+	}
+}
+
+// Notes are the optional EC2 actions the endpoint was found to lack (an
+// EC2-compatible endpoint may), each with what the backend does instead,
+// e.g. "the endpoint does not support DescribeRegions; using the
+// configured region us-east-1".
+func (b *Backend) Notes() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.notes)
 }

@@ -15,12 +15,23 @@ import (
 // UnauthorizedOperation, a region that does not exist or is not enabled
 // for the account) is a *backend.Error of kind backend.ErrInvalid carrying
 // AWS's code and message, for the user to read.
+//
+// An endpoint without DescribeRegions (an EC2-compatible one) is asked
+// DescribeInstances instead, which proves the credentials but not the
+// region: the configured one is used as given, and Notes says so.
 func (b *Backend) Check(ctx context.Context) error {
 	region := b.cfg.Region
 	out, err := b.client(region).DescribeRegions(ctx, &ec2.DescribeRegionsInput{
 		AllRegions:  awssdk.Bool(true),
 		RegionNames: []string{region},
 	})
+	if actionUnsupported(err) {
+		_, err = b.client(region).DescribeInstances(ctx, &ec2.DescribeInstancesInput{MaxResults: awssdk.Int32(5)})
+		if err == nil {
+			b.noteUnsupported("DescribeRegions", "using the configured region "+region)
+			return nil
+		}
+	}
 	if err != nil {
 		err = classify("check", err)
 		var be *backend.Error

@@ -41,6 +41,9 @@ var (
 	unsupportedCodes = codeSet("Unsupported", "InvalidInstanceType", "UnsupportedOperation", "UnsupportedHibernationConfiguration")
 	throttledCodes   = codeSet("RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled",
 		"RequestThrottledException", "TooManyRequestsException", "PriorRequestNotComplete", "SlowDown")
+	// actionCodes answer an action the endpoint does not implement: an
+	// EC2-compatible endpoint may lack optional ones.
+	actionCodes  = codeSet("InvalidAction", "UnsupportedOperation", "NotImplemented", "UnknownOperationException")
 	invalidCodes = codeSet("AuthFailure", "UnauthorizedOperation", "IdempotentParameterMismatch", "MissingParameter",
 		"OptInRequired", "Blocked", "SignatureDoesNotMatch", "AccessDenied", "AccessDeniedException",
 		"UnrecognizedClientException", "InvalidClientTokenId", "VPCIdNotSpecified", "VPCResourceNotSpecified",
@@ -62,7 +65,7 @@ func kindOf(code string) error {
 		return backend.ErrNoCapacity
 	case quotaCodes[code]:
 		return backend.ErrQuota
-	case unsupportedCodes[code]:
+	case unsupportedCodes[code], actionCodes[code]:
 		return backend.ErrUnsupported
 	case throttledCodes[code]:
 		return backend.ErrThrottled
@@ -71,6 +74,10 @@ func kindOf(code string) error {
 	}
 	return nil
 }
+
+// actionUnsupported reports whether err says that the endpoint does not
+// implement the action called.
+func actionUnsupported(err error) bool { return actionCodes[errCode(err)] }
 
 // awsError is err's AWS code and message, when it carries them.
 func awsError(err error) (code, msg string, ok bool) {
@@ -100,6 +107,8 @@ func classify(op string, err error) error {
 		return err
 	}
 	if code, msg, ok := awsError(err); ok {
+		// Some endpoints start the message with the code: say it once.
+		msg = strings.TrimSpace(strings.TrimPrefix(msg, code+":"))
 		return &backend.Error{Kind: kindOf(code), Op: op, Code: code, Reason: msg, Err: err}
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {

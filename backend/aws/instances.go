@@ -207,6 +207,10 @@ func (b *Backend) cancelOrphanSpotRequests(ctx context.Context, region, serverID
 		return
 	}
 	if _, err := c.CancelSpotInstanceRequests(ctx, &ec2.CancelSpotInstanceRequestsInput{SpotInstanceRequestIds: ids}); err != nil {
+		if actionUnsupported(err) {
+			b.noteUnsupported("CancelSpotInstanceRequests", "open spot requests are left to the endpoint")
+			return
+		}
 		b.log.Warn("cannot cancel open spot requests", "region", region, "requests", ids, "err", classify("list", err))
 		return
 	}
@@ -385,6 +389,10 @@ func (b *Backend) cancelSpotRequestsOf(ctx context.Context, c ec2API, region str
 		return
 	}
 	if _, err := c.CancelSpotInstanceRequests(ctx, &ec2.CancelSpotInstanceRequestsInput{SpotInstanceRequestIds: reqs}); err != nil {
+		if actionUnsupported(err) {
+			b.noteUnsupported("CancelSpotInstanceRequests", "terminating spot instances without cancelling their requests")
+			return
+		}
 		b.log.Warn("cannot cancel spot requests", "region", region, "requests", reqs, "err", classify("terminate", err))
 		return
 	}

@@ -21,7 +21,10 @@ import (
 // 1, MaxCount n, ClientToken = req.IdempotencyKey) and returns those EC2
 // granted: instance i is the spec of index AmiLaunchIndex, so when EC2
 // grants k < n the specs k..n-1 have no instance and are the caller's to
-// release. See Backend and the package doc.
+// release. An instance whose launch index is out of the request, or repeats
+// another's (an EC2-compatible endpoint may do either), is an extra: it is
+// terminated at once, never tagged with a join token, and not returned.
+// See Backend and the package doc.
 //
 // A repeated call with the same key returns the instances of the first
 // (EC2's ClientToken) and tags them again. A call whose answer was lost
@@ -93,13 +96,30 @@ func (b *Backend) Launch(ctx context.Context, req backend.LaunchRequest) ([]back
 	var insts []backend.Instance
 	specOf := map[string]backend.InstanceSpec{}
 	index := map[string]int{}
+	byIndex := map[int]string{}
+	var extra []string
 	for _, in := range out.Instances {
 		i := int(awssdk.ToInt32(in.AmiLaunchIndex))
 		id := awssdk.ToString(in.InstanceId)
-		if i < 0 || i >= n || id == "" {
-			b.log.Warn("EC2 returned an instance with a launch index out of the request; ignoring it", "instance", id, "launch_index", i, "count", n)
+		switch {
+		case id == "":
+			b.log.Warn("EC2 returned an instance with no ID; ignoring it", "launch_index", i, "count", n)
+			continue
+		case i < 0 || i >= n:
+			b.log.Warn("EC2 returned an instance with a launch index out of the request; terminating it",
+				"instance", id, "launch_index", i, "count", n, "launch_key", req.IdempotencyKey)
+			extra = append(extra, id)
+			continue
+		case byIndex[i] != "":
+			// Two instances cannot be the same spec: the first keeps it,
+			// the repeat is an extra no record counts, never given a
+			// join token.
+			b.log.Warn("EC2 returned two instances with the same launch index; terminating the second",
+				"instance", id, "kept", byIndex[i], "launch_index", i, "count", n, "launch_key", req.IdempotencyKey)
+			extra = append(extra, id)
 			continue
 		}
+		byIndex[i] = id
 		inst := instanceOf(region, in)
 		inst.Offer = req.Offer.Key()
 		inst.Tags = backend.Tags{ServerID: req.ServerID, LimitID: req.LimitID, RecordID: req.Instances[i].RecordID, LaunchKey: req.IdempotencyKey}
@@ -109,6 +129,14 @@ func (b *Backend) Launch(ctx context.Context, req backend.LaunchRequest) ([]back
 		b.remember(region, id)
 	}
 	sort.Slice(insts, func(i, j int) bool { return index[insts[i].CloudID] < index[insts[j].CloudID] })
+	if len(extra) > 0 {
+		b.remember(region, extra...)
+		if err := b.Terminate(context.WithoutCancel(ctx), extra); err != nil {
+			// The reconciler terminates them: their tags name no record
+			// that names them.
+			b.log.Warn("terminate extra instances of a launch", "instances", extra, "err", err)
+		}
+	}
 	if len(insts) == 0 {
 		return nil, backend.Errorf(backend.ErrNoCapacity, "launch", "NoInstances", "RunInstances launched no instance of %s", req.Offer.Key())
 	}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	awssdk "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"golang.org/x/time/rate"
 
 	"github.com/dstackai/dstack/backend"
@@ -52,7 +54,7 @@ func TestLaunchOnDemandOne(t *testing.T) {
 	}
 	var group ec2fake.SecurityGroup
 	for _, g := range e.fake.SecurityGroups() {
-		if g.Name == "dstack-"+testServer {
+		if g.Name == testServer {
 			group = g
 		}
 	}
@@ -355,7 +357,7 @@ func TestSecurityGroupOncePerRegion(t *testing.T) {
 	groups := func() map[string]int {
 		byRegion := map[string]int{}
 		for _, g := range e.fake.SecurityGroups() {
-			if g.Name == "dstack-"+testServer {
+			if g.Name == testServer {
 				byRegion[g.Region]++
 			}
 		}
@@ -555,5 +557,107 @@ func TestRecordsFitTheLaunchTag(t *testing.T) {
 		if got := recordsFit(specs(c.n, c.idLen)); got != c.want {
 			t.Errorf("recordsFit(%d ids of %d) = %d, want %d", c.n, c.idLen, got, c.want)
 		}
+	}
+}
+
+// TestLaunchRepeatedLaunchIndex: an endpoint that gives two instances of
+// one answer the same AmiLaunchIndex. The first keeps the spec; the repeat
+// is an extra: terminated at once, logged, never tagged with a join token
+// or a record, and not returned.
+func TestLaunchRepeatedLaunchIndex(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.fake.RepeatLaunchIndex(1)
+	req := request("m5.large", false, 3)
+	got := e.mustLaunch(req)
+	if len(got) != 2 {
+		t.Fatalf("Launch returned %d instances, want 2 (the repeat left out)", len(got))
+	}
+	returned := map[string]bool{}
+	records := map[string]bool{}
+	for _, in := range got {
+		returned[in.CloudID] = true
+		if records[in.Tags.RecordID] {
+			t.Errorf("two returned instances name record %s", in.Tags.RecordID)
+		}
+		records[in.Tags.RecordID] = true
+	}
+	if !records[req.Instances[0].RecordID] || !records[req.Instances[2].RecordID] || records[req.Instances[1].RecordID] {
+		t.Errorf("returned records %v; want specs 0 and 2 (the repeat took no spec)", records)
+	}
+	var extras []ec2fake.Instance
+	tokens := map[string]string{}
+	for _, fi := range e.fake.Instances() {
+		if tok := fi.Tags[TagJoinToken]; tok != "" {
+			if other, ok := tokens[tok]; ok {
+				t.Errorf("instances %s and %s carry the same join token", other, fi.ID)
+			}
+			tokens[tok] = fi.ID
+		}
+		if !returned[fi.ID] {
+			extras = append(extras, fi)
+		}
+	}
+	if len(extras) != 1 {
+		t.Fatalf("the cloud has %d instances besides those returned, want 1 (the repeat)", len(extras))
+	}
+	x := extras[0]
+	if x.State != "terminated" && x.State != "shutting-down" {
+		t.Errorf("the repeat %s is %s, want terminated", x.ID, x.State)
+	}
+	if x.Tags[TagJoinToken] != "" || x.Tags[backend.TagRecordID] != "" {
+		t.Errorf("the repeat %s was tagged %v; want no token and no record", x.ID, x.Tags)
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "level=WARN") || !strings.Contains(logs, "same launch index") {
+		t.Errorf("no warning names the repeated launch index:\n%s", logs)
+	}
+}
+
+// TestSecurityGroupName: the group is named dstack-<server ID> with the
+// prefix once (server IDs start with "dstack-"), whatever the server ID;
+// a server that has a group of the doubled name from before keeps it.
+func TestSecurityGroupName(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ server, want string }{
+		{"dstack-0123abcd", "dstack-0123abcd"},
+		{"srv7", "dstack-srv7"},
+	} {
+		if got := groupName(tt.server); got != tt.want {
+			t.Errorf("groupName(%q) = %q, want %q", tt.server, got, tt.want)
+		}
+	}
+
+	e := setup(t)
+	fresh := request("t3.micro", false, 1)
+	fi := e.instance(e.mustLaunch(fresh)[0].CloudID)
+	var names []string
+	for _, g := range e.fake.SecurityGroups() {
+		if g.Tags[backend.TagServerID] == testServer {
+			names = append(names, g.Name)
+			if len(fi.SecurityGroupIDs) != 1 || fi.SecurityGroupIDs[0] != g.ID {
+				t.Errorf("instance groups %v, want %s", fi.SecurityGroupIDs, g.ID)
+			}
+		}
+	}
+	if len(names) != 1 || names[0] != testServer || strings.HasPrefix(names[0], "dstack-dstack-") {
+		t.Errorf("the server's groups %v, want one named %s", names, testServer)
+	}
+
+	// A group of the doubled name in another region, made by an earlier
+	// version: it is used, and no second group is made.
+	c := e.b.client("eu-west-1")
+	out, err := c.CreateSecurityGroup(ctx(t), &ec2.CreateSecurityGroupInput{
+		GroupName: awssdk.String("dstack-" + testServer), Description: awssdk.String("earlier"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := e.fake.Calls("CreateSecurityGroup")
+	old := e.instance(e.mustLaunch(requestIn("eu-west-1", "t3.micro", false, 1))[0].CloudID)
+	if len(old.SecurityGroupIDs) != 1 || old.SecurityGroupIDs[0] != awssdk.ToString(out.GroupId) {
+		t.Errorf("instance groups %v, want the earlier group %s", old.SecurityGroupIDs, awssdk.ToString(out.GroupId))
+	}
+	if n := e.fake.Calls("CreateSecurityGroup"); n != created {
+		t.Errorf("%d more groups created beside the earlier one", n-created)
 	}
 }

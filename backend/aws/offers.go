@@ -120,6 +120,10 @@ func (b *Backend) checkRegion(ctx context.Context, op, region string) error {
 		return backend.Errorf(backend.ErrInvalid, op, "InvalidRegion", "%q is not an AWS region name (e.g. us-east-1)", region)
 	}
 	regions, err := b.knownRegions(ctx)
+	if actionUnsupported(err) {
+		b.noteUnsupported("DescribeRegions", "using the configured region and the regions of limits as given")
+		return nil
+	}
 	if err != nil {
 		b.logOnce("regions:"+errCode(err), "cannot list the account's regions; trusting the region names given", "err", err)
 		return nil

@@ -96,6 +96,10 @@ func (b *Backend) spotPrices(ctx context.Context, region string, infos []typeInf
 	defer cancel()
 	for {
 		res, err := c.DescribeSpotPriceHistory(ctx, in)
+		if actionUnsupported(err) {
+			b.noteUnsupported("DescribeSpotPriceHistory", fmt.Sprintf("pricing spot offers at %g of the on-demand price table", spotFraction))
+			return out, nil
+		}
 		if err != nil {
 			b.logOnce("spot:"+region+":"+errCode(err), "cannot get spot prices; spot offers are priced at a fraction of on-demand",
 				"region", region, "fraction", spotFraction, "err", classify("offers", err))

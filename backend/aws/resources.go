@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	awssdk "github.com/aws/aws-sdk-go-v2/aws"
@@ -86,6 +87,24 @@ func (b *Backend) image(ctx context.Context, region string, t typeInfo) (cachedI
 	c := b.client(region)
 	for {
 		out, err := c.DescribeImages(ctx, in)
+		if actionUnsupported(err) {
+			if override != "" {
+				// Launched as given: EC2 checks it, and the root
+				// volume keeps the image's own size.
+				b.noteUnsupported("DescribeImages", "using the configured image "+override+" as given")
+				img = cachedImage{id: override, arch: t.Arch, at: now}
+				b.mu.Lock()
+				b.images[key] = img
+				b.mu.Unlock()
+				return img, nil
+			}
+			flag := "--ami"
+			if gpu {
+				flag = "--gpu-ami"
+			}
+			return cachedImage{}, &backend.Error{Kind: backend.ErrUnsupported, Op: "launch", Code: errCode(err),
+				Reason: fmt.Sprintf("the endpoint does not support DescribeImages, so no image for %s can be found: give one with `dstack aws config %s AMI_ID`", t.Name, flag), Err: err}
+		}
 		if err != nil {
 			return cachedImage{}, classify("launch", err)
 		}
@@ -121,8 +140,20 @@ func (b *Backend) image(ctx context.Context, region string, t typeInfo) (cachedI
 	return img, nil
 }
 
-// groupName is the name of the server's security group.
-func groupName(serverID string) string { return "dstack-" + serverID }
+// groupName is the name of the server's security group: dstack-<server
+// ID>, where a server ID already starts with "dstack-" (as the server makes
+// them) and is then the name itself.
+func groupName(serverID string) string {
+	if strings.HasPrefix(serverID, "dstack-") {
+		return serverID
+	}
+	return "dstack-" + serverID
+}
+
+// legacyGroupName is the name earlier versions gave the group, the prefix
+// doubled. A server that has one keeps using it: EC2 cannot rename a group,
+// and its instances are in it.
+func legacyGroupName(serverID string) string { return "dstack-" + serverID }
 
 // securityGroup returns the server's security group in region (in the
 // default VPC), finding it by name or creating it once: tagged with the
@@ -150,6 +181,11 @@ func (b *Backend) securityGroup(ctx context.Context, region, serverID string) (s
 	id, err := b.findGroup(ctx, c, name)
 	if err != nil {
 		return "", err
+	}
+	if legacy := legacyGroupName(serverID); id == "" && legacy != name {
+		if id, err = b.findGroup(ctx, c, legacy); err != nil {
+			return "", err
+		}
 	}
 	if id == "" {
 		out, err := c.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{

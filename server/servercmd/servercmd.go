@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	neturl "net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -78,6 +80,9 @@ given.`,
 				return err
 			}
 			cfg.Logger = logger
+			if err := checkExternalURL(cfg.ExternalURL); err != nil {
+				return err
+			}
 			cfg.RunnerBinaries = server.RunnerBinariesAt(cmp.Or(lo.runnerBinary, defaultRunnerBinary()))
 			b, gw, err := localBackend(cmd.Context(), logger.With("subsystem", "backend/local"), lo)
 			if err != nil {
@@ -87,7 +92,13 @@ given.`,
 				cfg.Backends = append(cfg.Backends, b)
 				checkReachable(logger, cfg.Host, gw, cfg.ExternalURL)
 			}
-			return run(cmd.Context(), cmd.OutOrStdout(), cfg, !noConfig)
+			cliConfig := ""
+			if !noConfig {
+				if cliConfig, err = userconfig.PathFromEnv(nil); err != nil {
+					logger.Warn("the CLI's config will not be written", "err", err)
+				}
+			}
+			return run(cmd.Context(), cmd.OutOrStdout(), cfg, cliConfig)
 		},
 	}
 	f := cmd.Flags()
@@ -157,49 +168,81 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: use text or json", format)
 }
 
-func run(ctx context.Context, out io.Writer, cfg server.Config, writeCLIConfig bool) error {
+func run(ctx context.Context, out io.Writer, cfg server.Config, cliConfig string) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.New(ctx, cfg)
+	srv, err := start(ctx, out, cfg, cliConfig)
 	if err != nil {
 		return err
-	}
-	if err := srv.Start(ctx); err != nil {
-		_ = srv.Stop()
-		return err
-	}
-	url := srv.URL()
-	fmt.Fprintf(out, "The dstack server is running at %s\n", url)
-	if tok := srv.AdminToken(); tok != "" {
-		fmt.Fprintf(out, "The admin token is %s\n", tok)
-		fmt.Fprintln(out, "  (shown once: it is stored hashed; keep it)")
-		if writeCLIConfig {
-			if path, ok := configureCLI(url, tok); ok {
-				fmt.Fprintf(out, "The CLI is configured to use this server (%s)\n", path)
-			}
-		}
-		fmt.Fprintf(out, "To add a runner: curl -fsSL %s/runner | sudo sh, then dstack-runner config --server %s --token %s && dstack-runner start\n", url, url, tok)
 	}
 	<-ctx.Done()
 	fmt.Fprintln(out, "Stopping the dstack server...")
 	return srv.Stop()
 }
 
-// configureCLI writes the CLI's config when it names no server yet.
-func configureCLI(url, token string) (string, bool) {
-	path, err := userconfig.DefaultPath()
+// start starts the server and says where it is; on first start it prints
+// the admin token and, when cliConfig is a path, writes both into that CLI
+// config unless it names a server already.
+func start(ctx context.Context, out io.Writer, cfg server.Config, cliConfig string) (*server.Server, error) {
+	srv, err := server.New(ctx, cfg)
 	if err != nil {
-		return "", false
+		return nil, err
 	}
+	if err := srv.Start(ctx); err != nil {
+		_ = srv.Stop()
+		return nil, err
+	}
+	url := clientURL(srv.URL(), cfg.ExternalURL)
+	fmt.Fprintf(out, "The dstack server is running at %s\n", url)
+	if tok := srv.AdminToken(); tok != "" {
+		fmt.Fprintf(out, "The admin token is %s\n", tok)
+		fmt.Fprintln(out, "  (shown once: it is stored hashed; keep it)")
+		if cliConfig != "" && configureCLI(cliConfig, url, tok) {
+			fmt.Fprintf(out, "The CLI is configured to use this server (%s)\n", cliConfig)
+		}
+		fmt.Fprintf(out, "To add a runner: curl -fsSL %s/runner | sudo sh, then dstack-runner config --server %s --token %s && dstack-runner start\n", url, url, tok)
+	}
+	return srv, nil
+}
+
+// clientURL is the URL to print and to give the CLI: the external URL when
+// there is one; else where the server listens, an address of every
+// interface (--host 0.0.0.0 or ::, which a client cannot dial as such)
+// replaced by the loopback address.
+func clientURL(listen, external string) string {
+	if external != "" {
+		return strings.TrimRight(external, "/")
+	}
+	u, err := neturl.Parse(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+		u.Host = net.JoinHostPort("127.0.0.1", u.Port())
+	}
+	return u.String()
+}
+
+// checkExternalURL refuses an --external-url that clients could not use.
+func checkExternalURL(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	u, err := neturl.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("--external-url %q: give the URL clients and runners reach the server at, http:// or https:// with a host, such as https://dstack.example.com", raw)
+	}
+	return nil
+}
+
+// configureCLI writes the CLI's config at path when it names no server yet.
+func configureCLI(path, url, token string) bool {
 	c, err := userconfig.Load(path)
 	if err != nil || strings.TrimSpace(c.Server) != "" {
-		return "", false
+		return false
 	}
 	c.Server, c.Token = url, token
-	if err := userconfig.Save(path, c); err != nil {
-		return "", false
-	}
-	return path, true
+	return userconfig.Save(path, c) == nil
 }
 
 func migrateCommand() *cobra.Command {

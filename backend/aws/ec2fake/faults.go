@@ -11,7 +11,8 @@ import (
 // the action "*" matches every action. When several faults match a request
 // they apply in this order: every delay (added up), then the first error
 // (the action is not performed), then a lost answer (the action is performed,
-// the answer dropped).
+// the answer dropped). RepeatLaunchIndex and StrayInstance change what
+// RunInstances does instead (see each).
 
 type faultKind int
 
@@ -19,6 +20,8 @@ const (
 	faultError faultKind = iota
 	faultDelay
 	faultLose
+	faultRepeatIndex // RunInstances: the second instance repeats the first's launch index
+	faultStray       // RunInstances: one more instance, left out of the answer
 )
 
 type fault struct {
@@ -67,6 +70,30 @@ func (s *Server) Delay(action string, d time.Duration, n int) {
 // connection without an answer, as a network failure after EC2 acted would.
 func (s *Server) LoseResponse(action string, n int) {
 	s.addFault(&fault{action: action, kind: faultLose, left: n})
+}
+
+// RemoveAction makes the endpoint lack action, as an EC2-compatible
+// endpoint that does not implement it: every request answers InvalidAction
+// (HTTP 400) until ClearFaults.
+func (s *Server) RemoveAction(action string) {
+	s.Fail(action, "InvalidAction", "The action "+action+" is not valid for this web service.", -1)
+}
+
+// RepeatLaunchIndex makes the next n RunInstances calls that launch more
+// than one instance give their second instance the launch index
+// (AmiLaunchIndex) of the first, in the answer and in DescribeInstances, as
+// some EC2-compatible endpoints do.
+func (s *Server) RepeatLaunchIndex(n int) {
+	s.addFault(&fault{action: "RunInstances", kind: faultRepeatIndex, left: n})
+}
+
+// StrayInstance makes the next n RunInstances calls that launch start one
+// more instance than they answer with: a copy of the first instance of the
+// launch (its tags, user data and launch index) that only DescribeInstances
+// shows. It carries the tags of an instance that is another, as an endpoint
+// that tags the wrong instance leaves it.
+func (s *Server) StrayInstance(n int) {
+	s.addFault(&fault{action: "RunInstances", kind: faultStray, left: n})
 }
 
 // ClearFaults removes every fault and every capacity limit set with
@@ -123,6 +150,21 @@ func (s *Server) takeFaults(action string) faultPlan {
 	}
 	s.state.faults = slices.DeleteFunc(s.state.faults, func(f *fault) bool { return f.left == 0 })
 	return p
+}
+
+// takeLaunchFault consumes one fault of kind (faultRepeatIndex or
+// faultStray), reporting whether there was one. Called with s.mu held.
+func (s *Server) takeLaunchFault(kind faultKind) bool {
+	for _, f := range s.state.faults {
+		if f.kind == kind && f.left != 0 {
+			if f.left > 0 {
+				f.left--
+			}
+			s.state.faults = slices.DeleteFunc(s.state.faults, func(f *fault) bool { return f.left == 0 })
+			return true
+		}
+	}
+	return false
 }
 
 type capacityKey struct {

@@ -151,3 +151,76 @@ func TestFaultForEveryAction(t *testing.T) {
 	wantCode(t, err, "AuthFailure")
 	must(once.DescribeRegions(context.Background(), &ec2.DescribeRegionsInput{}))(t)
 }
+
+func TestRepeatLaunchIndex(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.srv.RepeatLaunchIndex(1)
+	// A launch of one has no second instance: the fault waits.
+	runOne(t, f, nil)
+	out := runOne(t, f, nil, func(in *ec2.RunInstancesInput) { in.MaxCount = aws.Int32(3) })
+	var got []int32
+	for _, in := range out.Instances {
+		got = append(got, aws.ToInt32(in.AmiLaunchIndex))
+		d := describeOne(t, f, aws.ToString(in.InstanceId))
+		if aws.ToInt32(d.AmiLaunchIndex) != aws.ToInt32(in.AmiLaunchIndex) {
+			t.Errorf("instance %s: launch index %d described, %d answered", aws.ToString(in.InstanceId), aws.ToInt32(d.AmiLaunchIndex), aws.ToInt32(in.AmiLaunchIndex))
+		}
+	}
+	if len(got) != 3 || got[0] != 0 || got[1] != 0 || got[2] != 2 {
+		t.Fatalf("launch indexes %v, want [0 0 2]", got)
+	}
+	// Used up.
+	out = runOne(t, f, nil, func(in *ec2.RunInstancesInput) { in.MaxCount = aws.Int32(2) })
+	if i := aws.ToInt32(out.Instances[1].AmiLaunchIndex); i != 1 {
+		t.Errorf("after the fault: second launch index %d, want 1", i)
+	}
+}
+
+func TestStrayInstance(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.srv.StrayInstance(1)
+	out := runOne(t, f, map[string]string{"k": "v"}, func(in *ec2.RunInstancesInput) {
+		in.UserData = aws.String("ZWNobyBoaQ==")
+	})
+	if len(out.Instances) != 1 {
+		t.Fatalf("answered %d instances, want 1", len(out.Instances))
+	}
+	all := f.srv.Instances()
+	if len(all) != 2 {
+		t.Fatalf("the cloud has %d instances, want 2 (one left out of the answer)", len(all))
+	}
+	first, stray := all[0], all[1]
+	if first.ID != aws.ToString(out.Instances[0].InstanceId) {
+		t.Fatalf("the answered instance is %s, want the first launched %s", aws.ToString(out.Instances[0].InstanceId), first.ID)
+	}
+	if stray.Tags["k"] != "v" || stray.UserData != first.UserData || stray.LaunchIndex != first.LaunchIndex || stray.State != "running" {
+		t.Errorf("stray %+v; want a running copy of %+v", stray, first)
+	}
+	d := describeOne(t, f, stray.ID)
+	if tagMap(d.Tags)["k"] != "v" {
+		t.Errorf("DescribeInstances shows the stray's tags %v", tagMap(d.Tags))
+	}
+	runOne(t, f, nil)
+	if n := len(f.srv.Instances()); n != 3 {
+		t.Errorf("after the fault: %d instances, want 3", n)
+	}
+}
+
+func TestRemoveAction(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	once := client(f.srv, "eu-west-1", testKey, testSecret, func(o *ec2.Options) { o.RetryMaxAttempts = 1 })
+	f.srv.RemoveAction("DescribeRegions")
+	for range 2 {
+		_, err := once.DescribeRegions(context.Background(), &ec2.DescribeRegionsInput{})
+		wantCode(t, err, "InvalidAction")
+		if got := httpStatus(err); got != http.StatusBadRequest {
+			t.Errorf("HTTP %d, want 400", got)
+		}
+	}
+	must(once.DescribeVpcs(context.Background(), &ec2.DescribeVpcsInput{}))(t)
+	f.srv.ClearFaults()
+	must(once.DescribeRegions(context.Background(), &ec2.DescribeRegionsInput{}))(t)
+}

@@ -62,9 +62,7 @@ func (s *Server) runInstances(r *request) (any, error) {
 
 	c := s.state
 	resID := c.newID("r-", 17)
-	var ids []string
-	var launched []*instance
-	for i := range n {
+	start := func(i int) *instance {
 		in := &instance{
 			Instance: Instance{
 				ID: c.newID("i-", 17), Region: r.region, AZ: spec.zone.name, InstanceType: spec.itype.Name,
@@ -83,9 +81,25 @@ func (s *Server) runInstances(r *request) (any, error) {
 		}
 		c.instances[in.ID] = in
 		c.instanceOrder = append(c.instanceOrder, in.ID)
+		s.startIMDS(in)
+		return in
+	}
+	var ids []string
+	var launched []*instance
+	for i := range n {
+		in := start(i)
 		ids = append(ids, in.ID)
 		launched = append(launched, in)
-		s.startIMDS(in)
+	}
+	if n > 1 && s.takeLaunchFault(faultRepeatIndex) {
+		launched[1].LaunchIndex = launched[0].LaunchIndex
+		s.logf("ec2fake: %s RunInstances: instance %s repeats launch index %d", r.region, launched[1].ID, launched[0].LaunchIndex)
+	}
+	var boot []*instance
+	if s.takeLaunchFault(faultStray) {
+		stray := start(launched[0].LaunchIndex)
+		boot = append(boot, stray)
+		s.logf("ec2fake: %s RunInstances: instance %s started and left out of the answer", r.region, stray.ID)
 	}
 	if k := (capacityKey{r.region, spec.itype.Name, spec.spot}); hasCapacityLimit(c.capacity, k) {
 		c.capacity[k] -= n
@@ -95,7 +109,7 @@ func (s *Server) runInstances(r *request) (any, error) {
 			instanceIDs: ids, groups: spec.groups, at: r.now}
 	}
 	out := s.reservationXML(resID, spec.groups, ids)
-	for _, in := range launched {
+	for _, in := range append(launched, boot...) {
 		if s.opts.BootDelay == 0 {
 			in.State = "running"
 		}

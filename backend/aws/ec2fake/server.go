@@ -12,7 +12,8 @@
 // interruption notice the way it would on EC2.
 //
 // Tests drive the cloud's misbehaviour through faults (Fail, Throttle,
-// Delay, LoseResponse, SetCapacity) and the instance's life through
+// Delay, LoseResponse, SetCapacity, RemoveAction, RepeatLaunchIndex,
+// StrayInstance) and the instance's life through
 // Interrupt and Kill, and inspect what the client did with Instances, Calls,
 // SecurityGroups and SpotRequests. Time comes from Options.Now, so tests can
 // move a fake clock instead of sleeping.
