@@ -101,7 +101,7 @@ func TestWriteErrorMapsStorageFailures(t *testing.T) {
 	if counter.n["storage failing: job logs and uploads are refused with 503 until it works again"] != 1 {
 		t.Errorf("failing-storage episode logged: %v", counter.n)
 	}
-	if counter.n["request error"] != 1 { // the internal error only
+	if counter.n["request failed"] != 1 || counter.n["request error"] != 0 { // the internal error only
 		t.Errorf("per-request log lines: %v", counter.n)
 	}
 }
