@@ -31,6 +31,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	sqlite "modernc.org/sqlite"
@@ -348,7 +349,9 @@ func (r sqlRow) Scan(dest ...any) error { return mapErr(r.Row.Scan(dest...)) }
 
 // mapErr turns "no rows" and a foreign key violation into store.ErrNotFound,
 // a unique violation into store.ErrConflict, and a busy or locked database
-// into a *store.UnavailableError, keeping the driver's error in the chain.
+// into a *store.UnavailableError, and a full disk into an error that
+// matches syscall.ENOSPC (a storage failure the server answers with 507),
+// keeping the driver's error in the chain.
 func mapErr(err error) error {
 	if err == nil {
 		return nil
@@ -367,6 +370,8 @@ func mapErr(err error) error {
 		switch se.Code() & 0xff { // the primary code of an extended one
 		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
 			return &store.UnavailableError{Busy: true, Reason: "database is busy (locked by another writer)", Err: err}
+		case sqlite3.SQLITE_FULL:
+			return fmt.Errorf("%w (%w)", err, syscall.ENOSPC)
 		}
 	}
 	return err

@@ -5,8 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,5 +89,56 @@ func TestLockedDatabaseIsUnavailable(t *testing.T) {
 	}
 	if err := create("after"); err != nil {
 		t.Errorf("a write after the lock is released: %v", err)
+	}
+}
+
+// TestFullDiskIsENOSPC: a write SQLite refuses because its disk is full
+// fails with an error that matches syscall.ENOSPC, which the server answers
+// with 507 and names on /healthz, and writes work again once space returns.
+// The disk is a small tmpfs; the test is skipped where mounting is not
+// allowed (it needs root or CAP_SYS_ADMIN).
+func TestFullDiskIsENOSPC(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs for a small disk (needs root or CAP_SYS_ADMIN): %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	s, err := sqlite.Open(ctx, filepath.Join(dir, "dstack.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the disk with a file, leaving SQLite no room for what it writes.
+	fill, err := os.Create(filepath.Join(dir, "fill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := fill.Write(chunk); err != nil {
+			break
+		}
+	}
+	_ = fill.Close()
+	var full error
+	for i := 0; i < 1000 && full == nil; i++ {
+		_, full = s.UserCreate(ctx, store.UserCreateParams{ID: fmt.Sprint("u", i), Name: fmt.Sprint("user-", i, strings.Repeat("x", 4000)), TokenHash: fmt.Sprint("hash-", i), Now: time.Now()})
+	}
+	if !errors.Is(full, syscall.ENOSPC) {
+		t.Fatalf("writes to a database on a full disk: %.300v, want an error matching ENOSPC", full)
+	}
+	if err := os.Remove(filepath.Join(dir, "fill")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UserCreate(ctx, store.UserCreateParams{ID: "after", Name: "after", TokenHash: "hash-after", Now: time.Now()}); err != nil {
+		t.Errorf("a write once space returns: %v", err)
 	}
 }
