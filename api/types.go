@@ -566,3 +566,13 @@ type AWSConfigRequest struct {
 	AMI             string `json:"ami,omitempty"`
 	GPUAMI          string `json:"gpu_ami,omitempty"`
 }
+
+// ServerInfo is the body of GET /version, which needs no token: what a
+// client learns of the server before it sends anything large.
+type ServerInfo struct {
+	// Version is the server's build (version.Version): "dev" for an
+	// unstamped build.
+	Version string `json:"version"`
+	// MaxCodeSize is the largest code archive POST /code accepts, in bytes.
+	MaxCodeSize int64 `json:"max_code_size"`
+}

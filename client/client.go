@@ -185,6 +185,13 @@ func (c *Client) Me(ctx context.Context) (*api.User, error) {
 	return &u, c.doJSON(ctx, http.MethodGet, "/me", nil, nil, &u)
 }
 
+// ServerInfo asks the server for its version and limits (GET /version,
+// no token needed).
+func (c *Client) ServerInfo(ctx context.Context) (*api.ServerInfo, error) {
+	var info api.ServerInfo
+	return &info, c.doJSON(ctx, http.MethodGet, "/version", nil, nil, &info)
+}
+
 // CodeUpload uploads a gzip'd tar of a working directory.
 func (c *Client) CodeUpload(ctx context.Context, archive io.Reader) (*api.CodeUploadResponse, error) {
 	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/code", body: archive, ctype: "application/gzip"})

@@ -5,6 +5,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/store"
+	"github.com/dstackai/dstack/version"
 )
 
 // userHandler serves a request authenticated as a user.
@@ -48,6 +49,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /runner/download/{os}/{arch}/dstack-runner.sha256", s.handleRunnerChecksum)
 
 	mux.HandleFunc("GET "+p+"/me", s.asUser(s.handleMe))
+	mux.HandleFunc("GET "+p+"/version", s.handleVersion)
 	mux.HandleFunc("POST "+p+"/code", s.asUser(s.handleCodeUpload))
 	mux.HandleFunc("POST "+p+"/runs", s.asUser(s.handleRunSubmit))
 	mux.HandleFunc("GET "+p+"/runs", s.asUser(s.handleRunList))
@@ -91,7 +93,13 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "database unavailable"))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": version.Version})
+}
+
+// handleVersion answers GET /version without a token: the server's build
+// and the limits a client checks before it uploads.
+func (s *Server) handleVersion(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, api.ServerInfo{Version: version.Version, MaxCodeSize: s.cfg.MaxCodeSize})
 }
 
 func (s *Server) handleMe(w http.ResponseWriter, r *http.Request, u *store.User) error {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/store"
+	"github.com/dstackai/dstack/version"
 )
 
 // Long-poll bounds: a runner may ask to wait up to maxWait; waiters re-check
@@ -24,8 +25,11 @@ const (
 // says of itself.
 func checkRegistration(req *api.RunnerRegisterRequest) error {
 	req.Name = strings.TrimSpace(req.Name)
-	if req.Name == "" || len(req.Name) > 200 {
-		return invalid("runner name must be 1 to 200 characters")
+	if err := api.CheckRunnerName(req.Name); err != nil {
+		return invalid("%v", err)
+	}
+	if len(req.Hostname) > 255 || api.HasControl(req.Hostname) {
+		return invalid("runner hostname %q must be at most 255 bytes without control characters", req.Hostname)
 	}
 	if req.Resources.CPUs < 1 || req.Resources.MemoryMiB < 1 {
 		return invalid("runner resources must report at least one CPU and some memory")
@@ -51,6 +55,7 @@ func (s *Server) handleRunnerRegister(w http.ResponseWriter, r *http.Request, u 
 		return fmt.Errorf("register runner: %w", err)
 	}
 	s.log.Info("runner registered", "runner", rn.Name, "id", rn.ID, "user", u.Name, "cpus", req.Resources.CPUs, "gpus", len(req.Resources.GPUs))
+	s.checkRunnerVersion(rn.Name, rn.ID, req.Version)
 	s.wakeAutoscaler() // a job nothing fitted may fit it
 	s.events.publish(u.ID, api.EventRunners)
 	writeJSON(w, http.StatusCreated, api.RunnerRegisterResponse{
@@ -99,6 +104,7 @@ func (s *Server) runnerJoin(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.log.Info("on-demand runner joined", "runner", rn.Name, "id", rn.ID, "instance", in.ID, "cloud_id", in.CloudID,
 		"instance_type", in.InstanceType, "cpus", req.Resources.CPUs)
+	s.checkRunnerVersion(rn.Name, rn.ID, req.Version)
 	s.wakeAutoscaler()
 	s.events.publish(rn.UserID, api.EventRunners, api.EventInstances)
 	writeJSON(w, http.StatusCreated, api.RunnerRegisterResponse{
@@ -106,6 +112,17 @@ func (s *Server) runnerJoin(w http.ResponseWriter, r *http.Request) error {
 		HeartbeatInterval: api.Duration(s.cfg.HeartbeatTimeout / 3),
 	})
 	return nil
+}
+
+// checkRunnerVersion warns of a runner built from another version than the
+// server: it may speak an older API. `dstack runners --json` shows each
+// runner's version.
+func (s *Server) checkRunnerVersion(name, id, v string) {
+	if v == version.Version {
+		return
+	}
+	s.log.Warn("runner of another version registered: update it (dstack-runner version prints its version)",
+		"runner", name, "id", id, "runner_version", v, "server_version", version.Version)
 }
 
 func (s *Server) handleRunnerList(w http.ResponseWriter, r *http.Request, u *store.User) error {
