@@ -91,7 +91,7 @@ given.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "", "where state, logs and artifacts live (default ~/.dstack/server)")
 	f.StringVar(&cfg.DB, "db", "", "PostgreSQL URL (default: SQLite in --data-dir)")
 	f.StringVar(&cfg.Artifacts, "artifacts", "", "keep artifacts and code archives in an S3 bucket, s3://bucket/prefix, with credentials from the AWS default chain (default: in --data-dir)")
-	f.StringVar(&cfg.S3Endpoint, "s3-endpoint", "", "URL of an S3-compatible store for --artifacts and the artifact bucket of `dstack aws config`, such as http://localhost:9000; path-style (default: AWS S3)")
+	f.StringVar(&cfg.S3Endpoint, "s3-endpoint", "", "`URL` of an S3-compatible store for --artifacts and the artifact bucket of 'dstack aws config', such as http://localhost:9000; path-style (default: AWS S3)")
 	f.StringVar(&cfg.S3Region, "s3-region", "", "region of the --artifacts bucket (default: AWS_REGION or the shared config; else us-east-1 with --s3-endpoint, or the bucket's own)")
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "a runner silent this long is offline and its job requeued")
 	f.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "how many times an interrupted job is run")
