@@ -20,7 +20,7 @@ var valueName = regexp.MustCompile(`^[A-Z][A-Z0-9_-]*$`)
 // Check walks root and its subcommands and describes every flag whose
 // help shows a backquoted phrase as its value's name: a value name that is
 // not one upper-case word, or any value name on a boolean flag (which
-// takes no value). Quote commands in usages with ” or "" instead.
+// takes no value). Quote commands in usages with single or double quotes.
 func Check(root *cobra.Command) []string {
 	var out []string
 	var walk func(c *cobra.Command)
