@@ -111,21 +111,22 @@ func TestJobWithNoRunnerRegisteredSaysHowToStartOne(t *testing.T) {
 	}
 }
 
-// A job that fits a busy runner waits without a reason: the runner takes
-// it when it is free.
-func TestJobThatFitsABusyRunnerHasNoReason(t *testing.T) {
+// A job that fits a busy runner says so ("waiting: 1 runner that fits is
+// busy", not that no runner fits); the reason goes once the runner is free.
+func TestJobThatFitsABusyRunnerSaysItIsBusy(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	rc := registerRunner(t, e.admin, "r1")
 	first := e.submit(t, e.admin, bashJob("first"))
-	if a := claim(t, rc); a.Job.ID != first.Jobs[0].ID {
+	a := claim(t, rc)
+	if a.Job.ID != first.Jobs[0].ID {
 		t.Fatalf("claimed %s, want the first job", a.Job.ID)
 	}
 	second := e.submit(t, e.admin, bashJob("second"))
 	big := e.submit(t, e.admin, withResources(bashJob("big"), api.Resources{MemoryMiB: 1 << 20}))
-	// Once the big job has its reason, a pass has looked at the second too.
 	waitReason(t, e.admin, big, "no runner has 1024GB memory (the largest has 16GB); add a runner that does, or lower resources")
-	if got := pendingReason(t, e.admin, second.Name, second.Jobs[0].ID); got != "" {
-		t.Errorf("a job that fits the busy runner has reason %q", got)
-	}
+	waitReason(t, e.admin, second, "waiting: 1 runner that fits is busy")
+	setStatus(t, rc, a, api.StatusRunning)
+	setStatus(t, rc, a, api.StatusDone)
+	waitReason(t, e.admin, second, "")
 }
