@@ -207,7 +207,7 @@ func TestLaunch(t *testing.T) {
 					{UserID: "u1", Resources: api.HostResources{CPUs: 2, MemoryMiB: 4 << 10}, Busy: true},
 					{UserID: "u1", Resources: api.HostResources{CPUs: 8, MemoryMiB: 4 << 10}, Busy: true},
 					{UserID: "u1", Resources: api.HostResources{CPUs: 1, MemoryMiB: 4 << 10}, Busy: true}, // too small
-					{UserID: "u2", Resources: api.HostResources{CPUs: 64, MemoryMiB: 4 << 10}},             // not theirs
+					{UserID: "u2", Resources: api.HostResources{CPUs: 64, MemoryMiB: 4 << 10}},            // not theirs
 				},
 				Jobs: []Job{job("j1", "u1", 0, cpus(2))},
 			},
