@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Lease":         leaseTests,
 		"Setting":       settingTests,
 		"ArtifactStore": artifactStoreTests,
+		"RunnerDelete":  runnerDeleteTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {
