@@ -284,6 +284,12 @@ func (c *Client) RunnerList(ctx context.Context) ([]api.Runner, error) {
 	return rs, c.doJSON(ctx, http.MethodGet, "/runners", nil, nil, &rs)
 }
 
+// RunnerRemove removes the offline runners whose ID or name is ref.
+func (c *Client) RunnerRemove(ctx context.Context, ref string) (*api.RunnerRemoveResponse, error) {
+	var out api.RunnerRemoveResponse
+	return &out, c.doJSON(ctx, http.MethodDelete, "/runners/"+url.PathEscape(ref), nil, nil, &out)
+}
+
 func escapePath(p string) string {
 	parts := strings.Split(p, "/")
 	for i, s := range parts {

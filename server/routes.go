@@ -60,6 +60,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET "+p+"/jobs/{id}/artifacts/{path...}", s.asUser(s.handleArtifactDownload))
 	mux.HandleFunc("GET "+p+"/runners", s.asUser(s.handleRunnerList))
 	mux.HandleFunc("POST "+p+"/runners/register", s.asUser(s.handleRunnerRegister))
+	mux.HandleFunc("DELETE "+p+"/runners/{ref}", s.asUser(s.handleRunnerRemove))
 	mux.HandleFunc("POST "+p+"/runners/join", s.handleRunnerJoin)
 	mux.HandleFunc("POST "+p+"/session", s.handleSessionCreate)
 	mux.HandleFunc("DELETE "+p+"/session", s.handleSessionDelete)

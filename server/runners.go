@@ -347,12 +347,18 @@ func sleepUntil(ctx context.Context, woken <-chan struct{}, deadline <-chan time
 	}
 }
 
+// pruneEvery is how often, at most, offline runners past retention are
+// looked for.
+const pruneEvery = time.Minute
+
 // reapLoop marks runners that stopped heartbeating offline and requeues
-// their jobs.
+// their jobs, and removes the self-hosted runners offline for longer than
+// RunnerRetention.
 func (s *Server) reapLoop(ctx context.Context) {
 	every := max(s.cfg.HeartbeatTimeout/4, 100*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var pruned time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -360,6 +366,10 @@ func (s *Server) reapLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := s.cfg.Now()
+		if s.cfg.RunnerRetention > 0 && now.Sub(pruned) >= pruneEvery {
+			pruned = now
+			s.pruneRunners(ctx, now)
+		}
 		jobs, err := s.store.RunnerMarkOffline(ctx, store.RunnerMarkOfflineParams{
 			HeartbeatBefore: now.Add(-s.cfg.HeartbeatTimeout), MaxAttempts: s.cfg.MaxAttempts, Now: now,
 		})
@@ -380,4 +390,95 @@ func (s *Server) reapLoop(ctx context.Context) {
 		}
 		s.publishJobs(jobs, api.EventRuns, api.EventRunners)
 	}
+}
+
+// pruneRunners removes the self-hosted runners offline since before
+// now - RunnerRetention.
+func (s *Server) pruneRunners(ctx context.Context, now time.Time) {
+	gone, err := s.store.RunnerDeleteOffline(ctx, store.RunnerDeleteOfflineParams{HeartbeatBefore: now.Add(-s.cfg.RunnerRetention)})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("remove offline runners", "err", err)
+		}
+		return
+	}
+	users := map[string]bool{}
+	for _, r := range gone {
+		s.log.Info("offline runner removed", "runner", r.Name, "id", r.ID, "last_heartbeat", r.LastHeartbeat, "retention", s.cfg.RunnerRetention)
+		if !users[r.UserID] {
+			users[r.UserID] = true
+			s.events.publish(r.UserID, api.EventRunners)
+		}
+	}
+}
+
+// handleRunnerRemove removes the offline runners whose ID or name is the
+// path's ref: the caller's own, or anyone's for an admin. Runners of that
+// name that are online, run a job or run on an on-demand instance are kept
+// and said so; when none is removed the answer is 409 with why.
+func (s *Server) handleRunnerRemove(w http.ResponseWriter, r *http.Request, u *store.User) error {
+	ref := r.PathValue("ref")
+	p := store.RunnerListParams{UserID: u.ID}
+	if u.Admin {
+		p.UserID = ""
+	}
+	rs, err := s.store.RunnerList(r.Context(), p)
+	if err != nil {
+		return fmt.Errorf("list runners: %w", err)
+	}
+	var matches []*store.Runner
+	for _, rn := range rs {
+		if rn.ID == ref {
+			matches = []*store.Runner{rn}
+			break
+		}
+		if rn.Name == ref {
+			matches = append(matches, rn)
+		}
+	}
+	if len(matches) == 0 {
+		return api.Errorf(http.StatusNotFound, api.CodeNotFound, "no runner is named %q or has that ID: `dstack runners` lists them", ref)
+	}
+	out := api.RunnerRemoveResponse{Removed: []api.RunnerRef{}}
+	users := map[string]bool{}
+	for _, rn := range matches {
+		ref := api.RunnerRef{ID: rn.ID, Name: rn.Name}
+		switch {
+		case rn.InstanceID != "":
+			ref.Reason = fmt.Sprintf("it runs on on-demand instance %s and goes with it (`dstack on-demand` manages instances)", rn.InstanceID)
+		case rn.Online && rn.JobID != "":
+			ref.Reason = fmt.Sprintf("it is online and runs a job of run %s: only offline runners are removed", rn.RunName)
+		case rn.Online:
+			ref.Reason = "it is online: stop its dstack-runner first (only offline runners are removed)"
+		}
+		if ref.Reason == "" {
+			err := s.store.RunnerDelete(r.Context(), store.RunnerDeleteParams{ID: rn.ID})
+			switch {
+			case errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound):
+				ref.Reason = "it came back online or changed meanwhile: try again"
+			case err != nil:
+				return fmt.Errorf("remove runner %s: %w", rn.ID, err)
+			}
+		}
+		if ref.Reason != "" {
+			out.Kept = append(out.Kept, ref)
+			continue
+		}
+		s.log.Info("runner removed", "runner", rn.Name, "id", rn.ID, "by", u.Name)
+		out.Removed = append(out.Removed, ref)
+		users[rn.UserID] = true
+	}
+	if len(out.Removed) == 0 {
+		k := out.Kept[0]
+		msg := fmt.Sprintf("runner %s (%s) is kept: %s", k.Name, k.ID, k.Reason)
+		if len(out.Kept) > 1 {
+			msg = fmt.Sprintf("none of the %d runners named %q is offline; the first, %s, is kept: %s", len(out.Kept), ref, k.ID, k.Reason)
+		}
+		return api.Errorf(http.StatusConflict, api.CodeConflict, "%s", msg)
+	}
+	for id := range users {
+		s.events.publish(id, api.EventRunners)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
 }

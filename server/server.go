@@ -66,6 +66,10 @@ type Config struct {
 	MaxCodeSize int64
 	// RunnerTokenTTL is how long a runner credential is valid.
 	RunnerTokenTTL time.Duration
+	// RunnerRetention is how long an offline self-hosted runner is listed
+	// before its row is removed (a restarted runner registers anew); zero
+	// takes Defaults, a negative value keeps them forever.
+	RunnerRetention time.Duration
 	// TLSCert and TLSKey turn on HTTPS.
 	TLSCert, TLSKey string
 	// Logger receives structured logs; nil discards them.
@@ -104,6 +108,7 @@ var Defaults = Config{
 	MaxAttempts:      3,
 	MaxCodeSize:      256 << 20,
 	RunnerTokenTTL:   30 * 24 * time.Hour,
+	RunnerRetention:  24 * time.Hour,
 	IdleTimeout:      5 * time.Minute,
 }
 
@@ -134,6 +139,9 @@ func (c *Config) applyDefaults() error {
 	}
 	if c.RunnerTokenTTL == 0 {
 		c.RunnerTokenTTL = Defaults.RunnerTokenTTL
+	}
+	if c.RunnerRetention == 0 {
+		c.RunnerRetention = Defaults.RunnerRetention
 	}
 	if c.DataDir == "" {
 		d, err := DefaultDataDir()

@@ -107,6 +107,7 @@ given.`,
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&noConfig, "no-cli-config", false, "do not write ~/.dstack/config.yaml on first start")
+	f.Var(retentionValue{&cfg.RunnerRetention}, "runner-retention", "how long an offline self-hosted runner is listed before it is removed (a restarted runner registers anew); 0 keeps them forever")
 	for _, env := range []struct{ flag, name string }{
 		{"db", "DSTACK_SERVER_DB"}, {"data-dir", "DSTACK_SERVER_DATA_DIR"},
 		{"artifacts", "DSTACK_SERVER_ARTIFACTS"}, {"s3-endpoint", "DSTACK_SERVER_S3_ENDPOINT"}, {"s3-region", "DSTACK_SERVER_S3_REGION"},
