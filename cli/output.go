@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode"
+
+	"github.com/dstackai/dstack/internal/bytesize"
 )
 
 // writeJSON writes v as indented JSON. A nil slice is written as [] so that
@@ -85,40 +87,9 @@ func formatMiB(mib int64) string {
 	return formatBytes(mib << 20)
 }
 
-// parseSize reads a size such as 256MiB, 1GB, 512k or 1000 (bytes). Units
-// are case-insensitive; K, M, G, T and KiB… are powers of 1024, KB, MB… of
-// 1000.
-func parseSize(s string) (int64, error) {
-	in := strings.TrimSpace(s)
-	i := 0
-	for i < len(in) && (in[i] >= '0' && in[i] <= '9' || in[i] == '.') {
-		i++
-	}
-	num, unit := in[:i], strings.ToLower(strings.TrimSpace(in[i:]))
-	bad := fmt.Errorf("size %q: give a number of bytes or a size such as 256MiB or 1GB", s)
-	if num == "" {
-		return 0, bad
-	}
-	v, err := strconv.ParseFloat(num, 64)
-	if err != nil {
-		return 0, bad
-	}
-	mult := map[string]float64{
-		"": 1, "b": 1,
-		"k": 1 << 10, "kib": 1 << 10, "kb": 1e3,
-		"m": 1 << 20, "mib": 1 << 20, "mb": 1e6,
-		"g": 1 << 30, "gib": 1 << 30, "gb": 1e9,
-		"t": 1 << 40, "tib": 1 << 40, "tb": 1e12,
-	}[unit]
-	if mult == 0 {
-		return 0, bad
-	}
-	v *= mult
-	if v >= math.MaxInt64 {
-		return 0, fmt.Errorf("size %q is too large", s)
-	}
-	return int64(v), nil
-}
+// parseSize reads a size such as 256MiB, 1GB, 512k or 1000 (bytes), as
+// `dstack server` reads its sizes (package bytesize).
+func parseSize(s string) (int64, error) { return bytesize.Parse(s) }
 
 // formatAgo is how long ago t was: "just now", "45 sec ago", "2 min ago",
 // "3 hours ago", "5 days ago", then the date.

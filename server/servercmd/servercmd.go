@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dstackai/dstack/internal/bytesize"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/userconfig"
 )
@@ -95,7 +96,7 @@ given.`,
 	f.StringVar(&cfg.S3Region, "s3-region", "", "region of the --artifacts bucket (default: AWS_REGION or the shared config; else us-east-1 with --s3-endpoint, or the bucket's own)")
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "a runner silent this long is offline and its job requeued")
 	f.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "how many times an interrupted job is run")
-	f.Int64Var(&cfg.MaxCodeSize, "max-code-size", cfg.MaxCodeSize, "largest code archive accepted, in bytes")
+	f.Var(bytesize.Value{P: &cfg.MaxCodeSize}, "max-code-size", "largest code archive accepted: bytes, or a size such as 400MB or 1GiB, read as dstack run reads it")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (serves HTTPS)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "an on-demand instance idle this long is terminated")
