@@ -54,8 +54,9 @@ On-demand runners: with the local backend (--local-backend, on by default
 when the Docker engine answers and dstack-runner sits next to dstack), jobs
 no runner can take launch Docker containers running dstack-runner, within
 the users' limits; idle ones go after --idle-timeout. The containers reach
-the server through the Docker bridge's gateway, so listen there too:
---host 0.0.0.0 (or the gateway's address), or set --external-url.
+the server through the Docker bridge's gateway: on a loopback --host (the
+default) the server also listens on the gateway's address for them;
+otherwise give --host 0.0.0.0 (or the gateway's address), or --external-url.
 
 On AWS: ` + "`dstack aws config`" + ` gives the server the credentials of an AWS account
 while it runs; they are checked against EC2, then kept in the database
@@ -81,7 +82,7 @@ given.`,
 			}
 			if b != nil {
 				cfg.Backends = append(cfg.Backends, b)
-				checkReachable(logger, cfg.Host, gw, cfg.ExternalURL)
+				cfg.AlsoListen = append(cfg.AlsoListen, gatewayHosts(cfg.Host, gw, cfg.ExternalURL, lo.network)...)
 			}
 			return run(cmd.Context(), cmd.OutOrStdout(), cfg, !noConfig)
 		},
@@ -101,7 +102,7 @@ given.`,
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "an on-demand instance idle this long is terminated")
 	f.StringVar(&cfg.ExternalURL, "external-url", "", "URL the server is reached at: by runners on on-demand instances, and by browsers through a reverse proxy (default: where it listens; the local backend rewrites a loopback host to the Docker gateway)")
-	f.StringVar(&lo.mode, "local-backend", lo.mode, "on-demand instances as local Docker containers: auto (on when the Docker engine answers and dstack-runner is found), on or off; the server must listen where containers reach it (--host 0.0.0.0)")
+	f.StringVar(&lo.mode, "local-backend", lo.mode, "on-demand instances as local Docker containers: auto (on when the Docker engine answers and dstack-runner is found), on or off; on a loopback --host the server also listens on the Docker gateway for its containers")
 	f.StringVar(&lo.runnerBinary, "runner-binary", "", "static dstack-runner binary for the local backend's image and the installer at /runner, which also gives out dstack-runner-linux-ARCH beside it (default: next to dstack)")
 	f.StringVar(&lo.network, "docker-network", lo.network, "Docker network of the local backend's containers")
 	f.StringVar(&cfg.AWS.Endpoint, "aws-endpoint-url", "", "URL of an EC2-compatible endpoint for the AWS backend, such as http://localhost:4566 (default: AWS's own)")
