@@ -130,3 +130,21 @@ func TestJobThatFitsABusyRunnerSaysItIsBusy(t *testing.T) {
 	setStatus(t, rc, a, api.StatusDone)
 	waitReason(t, e.admin, second, "")
 }
+
+// With a backend (the local one is on by default) the autoscaler says why
+// jobs wait: a job that fits a busy runner says the runner is busy, one that
+// no registered runner could take says what they lack, not the same
+// "no runner can take it" for both.
+func TestBackendWaitingReasonsTellBusyFromImpossible(t *testing.T) {
+	t.Parallel()
+	e := setup(t, withBackends(localFake()))
+	rc := registerRunner(t, e.admin, "r1") // 8 CPUs
+	first := e.submit(t, e.admin, bashJob("first"))
+	if a := claim(t, rc); a.Job.ID != first.Jobs[0].ID {
+		t.Fatalf("claimed %s, want the first job", a.Job.ID)
+	}
+	second := e.submit(t, e.admin, bashJob("second"))
+	big := e.submit(t, e.admin, withResources(bashJob("big"), api.Resources{CPU: 1000}))
+	waitReason(t, e.admin, second, "waiting: 1 runner that fits is busy; no on-demand limit is set to launch more (`dstack on-demand limit` adds one)")
+	waitReason(t, e.admin, big, "no runner has 1000 CPUs (the largest has 8) and no on-demand limit is set; add a runner that does, or lower resources, or add a limit with `dstack on-demand limit`")
+}
