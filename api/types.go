@@ -604,3 +604,29 @@ type AWSConfigRequest struct {
 	AMI             string `json:"ami,omitempty"`
 	GPUAMI          string `json:"gpu_ami,omitempty"`
 }
+
+// ServerInfo is the body of GET /version, which needs no token: what a
+// client learns of the server before it sends anything large.
+type ServerInfo struct {
+	// Version is the server's build (version.Version): "dev" for an
+	// unstamped build.
+	Version string `json:"version"`
+	// MaxCodeSize is the largest code archive POST /code accepts, in bytes.
+	MaxCodeSize int64 `json:"max_code_size"`
+}
+
+// RunnerRemoveResponse answers DELETE /runners/{ref}, where ref is a
+// runner's ID or name: the runners removed, and those of that name kept
+// with why (online, running a job, or on an on-demand instance, which goes
+// with its instance).
+type RunnerRemoveResponse struct {
+	Removed []RunnerRef `json:"removed"`
+	Kept    []RunnerRef `json:"kept,omitempty"`
+}
+
+// RunnerRef names one runner, and why it was kept.
+type RunnerRef struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Reason string `json:"reason,omitempty"`
+}

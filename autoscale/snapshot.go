@@ -66,6 +66,9 @@ func (c *Controller) snapshot(ctx context.Context) (*snapshot, map[string]*store
 		if r.InstanceID == "" && r.Online && r.JobID == "" && r.InterruptedAt == nil {
 			s.Runners = append(s.Runners, plan.Runner{ID: r.ID, UserID: r.UserID, Free: r.Resources})
 		}
+		if r.InstanceID == "" {
+			s.Registered = append(s.Registered, registered(r))
+		}
 	}
 	for _, l := range limits {
 		s.limits[l.ID] = l
@@ -221,4 +224,12 @@ func (c *Controller) offersFor(ctx context.Context, limits []*store.Limit, insts
 		out = append(out, co.offers...)
 	}
 	return out
+}
+
+// registered is a self-hosted runner as pending reasons see it.
+func registered(r *store.Runner) plan.RegisteredRunner {
+	return plan.RegisteredRunner{
+		UserID: r.UserID, Resources: r.Resources, Busy: r.JobID != "",
+		Offline: !r.Online || r.InterruptedAt != nil,
+	}
 }

@@ -32,7 +32,7 @@ Without flags, shows what is configured and where each value comes from.`,
 		},
 	}
 	cmd.Flags().StringVar(&server, "server", "", "the server's URL, such as http://127.0.0.1:3000")
-	cmd.Flags().StringVar(&token, "token", "", "your API token (printed by `dstack server` on its first start)")
+	cmd.Flags().StringVar(&token, "token", "", "your API `TOKEN` (printed by 'dstack server' on its first start)")
 	cmd.Flags().BoolVar(&noCheck, "no-check", false, "save without checking the token against the server")
 	return cmd
 }

@@ -72,9 +72,8 @@ func formatMiB(mib int64) string {
 	return formatBytes(mib << 20)
 }
 
-// parseSize reads a size such as 256MiB, 1GB, 512k or 1000 (bytes). Units
-// are case-insensitive; K, M, G, T and KiB… are powers of 1024, KB, MB… of
-// 1000.
+// parseSize reads a size such as 256MiB, 1GB, 512k or 1000 (bytes), as
+// `dstack server` reads its sizes (package bytesize).
 func parseSize(s string) (int64, error) { return bytesize.Parse(s) }
 
 // formatAgo is how long ago t was: "just now", "45 sec ago", "2 min ago",

@@ -34,11 +34,8 @@ import (
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
 	"github.com/dstackai/dstack/userconfig"
+	"github.com/dstackai/dstack/version"
 )
-
-// Version is the CLI's version, set at build time with
-// -ldflags "-X github.com/dstackai/dstack/cli.Version=…".
-var Version = "dev"
 
 // Exit codes other than a run's own.
 const (
@@ -167,7 +164,7 @@ The server and token come from ~/.dstack/config.yaml (written by
 ` + "`dstack config`" + ` or by ` + "`dstack server`" + ` on its first start), or from the
 environment variables DSTACK_SERVER and DSTACK_TOKEN, which win over the file.
 DSTACK_CONFIG names another config file.`,
-		Version:       Version,
+		Version:       version.Version,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
@@ -189,6 +186,7 @@ DSTACK_CONFIG names another config file.`,
 		e.onDemandCmd(),
 		e.autoscaleCmd(),
 		e.awsCmd(),
+		e.versionCmd(),
 	)
 	// Every Use line here spells out its flags; cobra's " [flags]" would
 	// repeat them.

@@ -36,8 +36,10 @@ failed with one, 1 otherwise. With several jobs, a line such as
 "==> prepare (job 1/2)" on stderr heads each job's logs.
 
 Variables of the workflows are set after the workflow's name, as --NAME VALUE
-or --NAME=VALUE. The options of run itself (--dir, --max-code-size) go before
-the workflow's name; -d/--detach and -h/--help work anywhere.
+or --NAME=VALUE. --dir, which says where the workflow is, goes before the
+workflow's name; --max-code-size, -d/--detach and -h/--help work anywhere.
+Before uploading, the code is checked against the server's own limit
+(` + "`dstack server --max-code-size`" + `), which takes sizes as run does (400MB, 1GiB).
 
 Ctrl-C stops following the run, not the run: ` + "`dstack logs RUN -f`" + ` follows it
 again and ` + "`dstack stop RUN`" + ` stops it. The exit code is then 130.`,
@@ -106,6 +108,7 @@ func (e *Env) run(ctx context.Context, ra runArgs) error {
 	if _, err := c.Me(ctx); err != nil {
 		return c.explain(err)
 	}
+	limit := serverCodeLimit(ctx, c)
 	archive, size, err := packCode(ctx, dir, maxSize)
 	if err != nil {
 		return err
@@ -114,13 +117,16 @@ func (e *Env) run(ctx context.Context, ra runArgs) error {
 		_ = archive.Close()
 		_ = os.Remove(archive.Name())
 	}()
+	if err := checkCodeSize(dir, size, limit); err != nil {
+		return err
+	}
 	if !ra.Detach {
 		fmt.Fprintf(e.Stderr, "Uploading the code (%s)...\n", formatBytes(size))
 	}
 	up, err := c.CodeUpload(ctx, archive)
 	if err != nil {
 		if client.IsCode(err, api.CodeTooLarge) {
-			return fmt.Errorf("the server refused the code: %w; add large files to .dstackignore", err)
+			return fmt.Errorf("the server refused the code: %w", err) // the server says how to fix it
 		}
 		return c.explain(err)
 	}

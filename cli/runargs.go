@@ -12,11 +12,13 @@ import (
 //	dstack run [--dir DIR] [--max-code-size SIZE] [-d] WORKFLOW [--NAME VALUE | --NAME=VALUE | -d]...
 //
 // The run's own options go before WORKFLOW. After it, every --NAME VALUE
-// (or --NAME=VALUE) sets the variable NAME, except -d/--detach and
-// -h/--help, which keep their meaning anywhere. A value is the next word
-// whatever it looks like (--lr -0.1), unless it starts with "--": that is
-// taken for a missing value; write --NAME=--VALUE to pass one. A variable
-// given twice takes its last value.
+// (or --NAME=VALUE) sets the variable NAME, except the options that keep
+// their meaning anywhere: -d/--detach, -h/--help and those of
+// optionsAfterWorkflow (--max-code-size). --dir, which says where the
+// workflow is found, goes before it; after it, --dir is a variable. A value
+// is the next word whatever it looks like (--lr -0.1), unless it starts
+// with "--": that is taken for a missing value; write --NAME=--VALUE to
+// pass one. A variable given twice takes its last value.
 type runArgs struct {
 	Workflow    string
 	Vars        map[string]string
@@ -25,6 +27,10 @@ type runArgs struct {
 	Dir         string
 	MaxCodeSize string // as given; empty for the default
 }
+
+// optionsAfterWorkflow are the run's options with a value that are taken
+// as options, not variables, after the workflow's name too.
+var optionsAfterWorkflow = map[string]bool{"--max-code-size": true}
 
 // varName is what the workflows file accepts as a variable's name.
 var varName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
@@ -76,6 +82,17 @@ func parseRunArgs(args []string) (runArgs, error) {
 				return r, usagef("unknown option %q: variables are passed as --NAME VALUE", a)
 			}
 			return r, usagef("unexpected argument %q: only one workflow runs at a time, and variables are passed as --NAME VALUE", a)
+		}
+		if opt, value, hasValue := strings.Cut(a, "="); optionsAfterWorkflow[opt] {
+			if !hasValue {
+				if i+1 >= len(args) {
+					return r, usagef("%s needs a value", opt)
+				}
+				i++
+				value = args[i]
+			}
+			r.MaxCodeSize = value
+			continue
 		}
 		name, value, hasValue := strings.Cut(a[2:], "=")
 		if name == "" {

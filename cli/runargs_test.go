@@ -32,6 +32,12 @@ func TestParseRunArgs(t *testing.T) {
 			want: runArgs{Workflow: "train", Detach: true, Vars: map[string]string{"epochs": "3"}}},
 		{name: "own options before", args: []string{"--dir", "p", "--max-code-size=1GB", "train"},
 			want: runArgs{Workflow: "train", Dir: "p", MaxCodeSize: "1GB"}},
+		{name: "max code size after", args: []string{"train", "--max-code-size", "400MB", "--epochs", "3"},
+			want: runArgs{Workflow: "train", MaxCodeSize: "400MB", Vars: map[string]string{"epochs": "3"}}},
+		{name: "max code size after with equals", args: []string{"train", "--max-code-size=1GiB", "-d"},
+			want: runArgs{Workflow: "train", MaxCodeSize: "1GiB", Detach: true}},
+		{name: "unknown option after stays a variable", args: []string{"train", "--max-size", "400MB"},
+			want: runArgs{Workflow: "train", Vars: map[string]string{"max-size": "400MB"}}},
 		{name: "dir after is a variable", args: []string{"train", "--dir", "data"},
 			want: runArgs{Workflow: "train", Vars: map[string]string{"dir": "data"}}},
 		{name: "help alone", args: []string{"--help"}, want: runArgs{Help: true}},
@@ -47,6 +53,7 @@ func TestParseRunArgs(t *testing.T) {
 		{name: "bad variable name", args: []string{"train", "--9lives", "1"}, wantErr: "not a valid variable name"},
 		{name: "bare double dash", args: []string{"train", "--"}, wantErr: "is not a variable"},
 		{name: "dir without value", args: []string{"--dir"}, wantErr: "--dir needs a value"},
+		{name: "max code size after without value", args: []string{"train", "--max-code-size"}, wantErr: "--max-code-size needs a value"},
 		{name: "empty workflow", args: []string{""}, wantErr: "empty"},
 	}
 	for _, tt := range tests {
@@ -86,6 +93,7 @@ func FuzzParseRunArgs(f *testing.F) {
 	for _, s := range []string{
 		"train", "train --epochs 20", "train --lr=-0.1 -d", "-d --dir x train --a b",
 		"train --epochs", "train x", "--help", "train --=1", "--max-code-size 1GB train --x=--y",
+		"train --max-code-size 400MB --e 1", "train --max-code-size=1GiB -d", "train --max-code-size",
 	} {
 		f.Add(s)
 	}
@@ -107,6 +115,9 @@ func FuzzParseRunArgs(f *testing.F) {
 		for k := range r.Vars {
 			if !varName.MatchString(k) {
 				t.Fatalf("accepted variable name %q", k)
+			}
+			if optionsAfterWorkflow["--"+k] {
+				t.Fatalf("the run's option --%s was taken for a variable", k)
 			}
 		}
 		again, err := parseRunArgs(r.args())

@@ -27,7 +27,52 @@ self-hosted runners show "self-hosted" as their backend.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of runners")
+	cmd.AddCommand(e.runnersRmCmd())
 	return cmd
+}
+
+func (e *Env) runnersRmCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "rm NAME|ID [--json]",
+		Short: "Remove offline runners",
+		Long: `Remove the offline runners named NAME, or the runner whose ID is ID, from the
+list: a restarted runner registers anew and leaves its old, offline entry
+behind. Jobs they ran keep the runner's name. An online runner, one running a
+job, or one on an on-demand instance (it goes with its instance) is kept, and
+the command says why. The server also removes offline self-hosted runners by
+itself after ` + "`dstack server --runner-retention`" + ` (24h by default).
+You may remove your own runners; an admin, anyone's.`,
+		Example: `  dstack runners rm gpu-box
+  dstack runners rm 3f2a9c0d1e4b5a6c`,
+		Args: exactArgs("NAME or ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.runnersRm(cmd.Context(), args[0], asJSON)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print what was removed and kept as JSON")
+	return cmd
+}
+
+func (e *Env) runnersRm(ctx context.Context, ref string, asJSON bool) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	out, err := c.RunnerRemove(ctx, ref)
+	if err != nil {
+		return c.explain(err)
+	}
+	if asJSON {
+		return writeJSON(e.Stdout, out)
+	}
+	for _, r := range out.Removed {
+		fmt.Fprintf(e.Stdout, "Removed runner %s (%s)\n", r.Name, r.ID)
+	}
+	for _, r := range out.Kept {
+		fmt.Fprintf(e.Stderr, "Kept runner %s (%s): %s\n", r.Name, r.ID, r.Reason)
+	}
+	return nil
 }
 
 func (e *Env) runners(ctx context.Context, asJSON bool) error {

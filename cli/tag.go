@@ -62,7 +62,7 @@ func (e *Env) tagCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "move the tag when it names another run")
 	cmd.Flags().BoolVar(&del, "delete", false, "delete the tag (the run stays)")
-	cmd.Flags().BoolVarP(&list, "list", "l", false, "list the tags (as `dstack tags`)")
+	cmd.Flags().BoolVarP(&list, "list", "l", false, "list the tags (as 'dstack tags' does)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "with --list: print a JSON array of tags")
 	return cmd
 }

@@ -185,6 +185,13 @@ func (c *Client) Me(ctx context.Context) (*api.User, error) {
 	return &u, c.doJSON(ctx, http.MethodGet, "/me", nil, nil, &u)
 }
 
+// ServerInfo asks the server for its version and limits (GET /version,
+// no token needed).
+func (c *Client) ServerInfo(ctx context.Context) (*api.ServerInfo, error) {
+	var info api.ServerInfo
+	return &info, c.doJSON(ctx, http.MethodGet, "/version", nil, nil, &info)
+}
+
 // CodeUpload uploads a gzip'd tar of a working directory.
 func (c *Client) CodeUpload(ctx context.Context, archive io.Reader) (*api.CodeUploadResponse, error) {
 	resp, err := c.do(ctx, request{method: http.MethodPost, path: "/code", body: archive, ctype: "application/gzip"})
@@ -314,6 +321,12 @@ func (c *Client) ArtifactDownload(ctx context.Context, jobID, path string, offse
 func (c *Client) RunnerList(ctx context.Context) ([]api.Runner, error) {
 	var rs []api.Runner
 	return rs, c.doJSON(ctx, http.MethodGet, "/runners", nil, nil, &rs)
+}
+
+// RunnerRemove removes the offline runners whose ID or name is ref.
+func (c *Client) RunnerRemove(ctx context.Context, ref string) (*api.RunnerRemoveResponse, error) {
+	var out api.RunnerRemoveResponse
+	return &out, c.doJSON(ctx, http.MethodDelete, "/runners/"+url.PathEscape(ref), nil, nil, &out)
 }
 
 func escapePath(p string) string {

@@ -79,7 +79,7 @@ func TestBadInput(t *testing.T) {
 				files: map[string]string{".dstack/workflows.yaml": hello[".dstack/workflows.yaml"], "data.bin": string(random)},
 				args:  []string{"run", "hello"},
 				code:  1,
-				want:  []string{"the server refused the code", ".dstackignore"},
+				want:  []string{"over the server's limit of 64KiB", ".dstackignore", "dstack server --max-code-size"},
 			},
 			{
 				name:  "no workflow",

@@ -63,13 +63,18 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// stampedVersion is the version the binaries are stamped with, as `make
+// build` stamps them from git.
+const stampedVersion = "v9.9.9-e2e"
+
 // build builds dstack and dstack-runner into dir with the go on PATH,
 // statically (CGO_ENABLED=0, as `make build` does): the server's local
 // backend puts the dstack-runner next to it into its containers' image,
-// which has no C library.
+// which has no C library. Both are stamped with stampedVersion.
 func build(dir string) error {
 	const module = "github.com/dstackai/dstack"
-	cmd := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), module+"/cmd/dstack", module+"/cmd/dstack-runner")
+	cmd := exec.Command("go", "build", "-ldflags", "-X "+module+"/version.Version="+stampedVersion,
+		"-o", dir+string(os.PathSeparator), module+"/cmd/dstack", module+"/cmd/dstack-runner")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %v\n%s", err, out)

@@ -77,7 +77,8 @@ type odCluster struct {
 }
 
 // newODCluster starts `dstack server --local-backend on` with the flags
-// given and a watcher of its containers.
+// given (on --host 0.0.0.0 unless they name a host) and a watcher of its
+// containers.
 func newODCluster(t *testing.T, flags ...string) *odCluster {
 	t.Helper()
 	if testing.Short() {
@@ -101,8 +102,11 @@ func newODCluster(t *testing.T, flags ...string) *odCluster {
 	// Cleanups run last first: the containers go after the server has
 	// stopped (newCluster's cleanup), so it launches none meanwhile.
 	t.Cleanup(c.removeContainers)
-	c.cluster = newCluster(t, "", append([]string{"--local-backend", "on", "--host", "0.0.0.0",
-		"--heartbeat-timeout", "10s"}, flags...)...)
+	own := []string{"--local-backend", "on", "--heartbeat-timeout", "10s"}
+	if !slices.Contains(flags, "--host") {
+		own = append(own, "--host", "0.0.0.0")
+	}
+	c.cluster = newCluster(t, "", append(own, flags...)...)
 	waitFor(t, startTimeout, "the autoscaler to start", func() bool {
 		if m := serverIDRe.FindStringSubmatch(c.server.stderr()); m != nil {
 			c.serverID = m[1]
@@ -306,6 +310,23 @@ func TestOnDemandScaleUpAndIdle(t *testing.T) {
 		return false
 	})
 	c.checkPeak(1)
+}
+
+// TestOnDemandOnTheDefaultHost: `dstack server` on its default --host
+// 127.0.0.1 also listens on the Docker gateway, so the containers of the
+// local backend reach it and run the job.
+func TestOnDemandOnTheDefaultHost(t *testing.T) {
+	c := newODCluster(t, "--host", "127.0.0.1")
+	if !strings.Contains(c.server.stderr(), "also listening, for the local backend's containers") {
+		t.Errorf("the server does not say it listens on the gateway:\n%s", c.server.stderr())
+	}
+	if r := c.ok("on-demand", "limit", "-i", "local.small", "-m", "1"); !strings.Contains(r.stdout, "Limit added") {
+		t.Fatalf("%s", r)
+	}
+	run := c.startDstack(c.proj, "run", "hello")
+	if code := run.wait(t, odTimeout); code != 0 || run.stdout() != "hello from an on-demand runner\n" {
+		t.Fatalf("dstack run hello on the default host: exit code %d\n%s", code, run.output())
+	}
 }
 
 // TestOnDemandLimitDecrease: lowering a limit from 2 to 1 while both its

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/executor"
+	"github.com/dstackai/dstack/version"
 )
 
 // Environment variables read by ApplyEnv.
@@ -83,7 +84,7 @@ type Config struct {
 	// MaxCodeSize bounds the unpacked size of a job's code (0: the
 	// archive package's default).
 	MaxCodeSize int64 `yaml:"-"`
-	// Version is reported at registration; empty means Version.
+	// Version is reported at registration; empty means version.Version.
 	Version string `yaml:"-"`
 
 	// WatchSpotInterruption makes the runner watch the instance metadata
@@ -106,10 +107,6 @@ type Config struct {
 	// envErrs are the environment's values ApplyEnv could not read.
 	envErrs []error
 }
-
-// Version is the runner's version, set at build time with
-// -ldflags "-X github.com/dstackai/dstack/runner.Version=...".
-var Version = "0.0.0-dev"
 
 // DefaultConfig is the configuration before the file, the environment and
 // the flags are applied.
@@ -245,8 +242,8 @@ func (c Config) Validate() error {
 	case token && join:
 		errs = append(errs, errors.New("both a user token and a join token are set: a self-hosted runner uses the token, an on-demand instance's runner only its join token (--join-token or "+EnvJoinToken+"); remove one"))
 	}
-	if n := strings.TrimSpace(c.Name); n == "" || len(n) > 200 {
-		errs = append(errs, errors.New("the runner name must be 1 to 200 characters: set it with --name"))
+	if err := api.CheckRunnerName(strings.TrimSpace(c.Name)); err != nil {
+		errs = append(errs, fmt.Errorf("%w (set it with --name)", err))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("no data directory: set it with --data-dir"))
@@ -352,7 +349,7 @@ func (c *Config) applyDefaults() {
 		c.SpotUploadMargin = 20 * time.Second
 	}
 	if c.Version == "" {
-		c.Version = Version
+		c.Version = version.Version
 	}
 	if c.Executor == "" {
 		c.Executor = "shell"

@@ -24,6 +24,9 @@ import (
 var publicRoutes = map[string]string{
 	"GET /healthz":          "readiness checks of load balancers and scripts",
 	"GET /api/openapi.yaml": "the API's description",
+	// The version and the code size limit hold no secret; `dstack version`
+	// asks before any token is set (TestVersionIsReported).
+	"GET /api/v1/version": "the server's version and limits",
 	// Prometheus scrapes without credentials on a trusted network; the
 	// metrics hold counts, never names, tokens or output.
 	"GET /metrics": "Prometheus scraping",
@@ -58,7 +61,7 @@ var publicRoutes = map[string]string{
 func routeRequest(t *testing.T, r server.Route, run *api.Run, codeID string) req {
 	t.Helper()
 	job := run.Jobs[0]
-	path := fill(t, r.Path, map[string]string{"name": run.Name, "id": job.ID, "dep": job.ID, "path": "model/weights.bin", "os": "linux", "arch": "amd64"})
+	path := fill(t, r.Path, map[string]string{"name": run.Name, "id": job.ID, "dep": job.ID, "path": "model/weights.bin", "os": "linux", "arch": "amd64", "ref": "r1"})
 	bodies := map[string]string{
 		"POST /api/v1/code":                                "not really a tarball",
 		"POST /api/v1/runs":                                fmt.Sprintf(`{"workflow":"w","code_id":%q,"jobs":[{"workflow":"w","provider":"bash","commands":["true"]}]}`, codeID),

@@ -415,7 +415,7 @@ func TestAWSWaitingReasonsFollowTheBackends(t *testing.T) {
 	if _, err := e.admin.AWSPut(ctx, awsRequest(awsSecret)); err != nil {
 		t.Fatal(err)
 	}
-	waitReason(t, e.admin, run, "no runner can take it and no on-demand limit is set; add one with `dstack on-demand limit`")
+	waitReason(t, e.admin, run, "no runner has 64 CPUs (the largest has 8) and no on-demand limit is set; add a runner that does, or lower resources, or add a limit with `dstack on-demand limit`")
 	if err := e.admin.AWSDelete(ctx, false); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/store"
+	"github.com/dstackai/dstack/version"
 )
 
 // userHandler serves a request authenticated as a user.
@@ -48,6 +49,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /runner/download/{os}/{arch}/dstack-runner.sha256", s.handleRunnerChecksum)
 
 	mux.HandleFunc("GET "+p+"/me", s.asUser(s.handleMe))
+	mux.HandleFunc("GET "+p+"/version", s.handleVersion)
 	mux.HandleFunc("POST "+p+"/code", s.asUser(s.handleCodeUpload))
 	mux.HandleFunc("POST "+p+"/runs", s.asUser(s.handleRunSubmit))
 	mux.HandleFunc("GET "+p+"/runs", s.asUser(s.handleRunList))
@@ -58,6 +60,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET "+p+"/jobs/{id}/artifacts/{path...}", s.asUser(s.handleArtifactDownload))
 	mux.HandleFunc("GET "+p+"/runners", s.asUser(s.handleRunnerList))
 	mux.HandleFunc("POST "+p+"/runners/register", s.asUser(s.handleRunnerRegister))
+	mux.HandleFunc("DELETE "+p+"/runners/{ref}", s.asUser(s.handleRunnerRemove))
 	mux.HandleFunc("POST "+p+"/runners/join", s.handleRunnerJoin)
 	mux.HandleFunc("POST "+p+"/session", s.handleSessionCreate)
 	mux.HandleFunc("DELETE "+p+"/session", s.handleSessionDelete)
@@ -104,7 +107,13 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "version": version.Version})
+}
+
+// handleVersion answers GET /version without a token: the server's build
+// and the limits a client checks before it uploads.
+func (s *Server) handleVersion(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, api.ServerInfo{Version: version.Version, MaxCodeSize: s.cfg.MaxCodeSize})
 }
 
 func (s *Server) handleMe(w http.ResponseWriter, r *http.Request, u *store.User) error {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/store"
+	"github.com/dstackai/dstack/version"
 )
 
 // Long-poll bounds: a runner may ask to wait up to maxWait; waiters re-check
@@ -24,8 +25,11 @@ const (
 // says of itself.
 func checkRegistration(req *api.RunnerRegisterRequest) error {
 	req.Name = strings.TrimSpace(req.Name)
-	if req.Name == "" || len(req.Name) > 200 {
-		return invalid("runner name must be 1 to 200 characters")
+	if err := api.CheckRunnerName(req.Name); err != nil {
+		return invalid("%v", err)
+	}
+	if len(req.Hostname) > 255 || api.HasControl(req.Hostname) {
+		return invalid("runner hostname %q must be at most 255 bytes without control characters", req.Hostname)
 	}
 	if req.Resources.CPUs < 1 || req.Resources.MemoryMiB < 1 {
 		return invalid("runner resources must report at least one CPU and some memory")
@@ -51,6 +55,7 @@ func (s *Server) handleRunnerRegister(w http.ResponseWriter, r *http.Request, u 
 		return fmt.Errorf("register runner: %w", err)
 	}
 	s.log.Info("runner registered", "runner", rn.Name, "id", rn.ID, "user", u.Name, "cpus", req.Resources.CPUs, "gpus", len(req.Resources.GPUs))
+	s.checkRunnerVersion(rn.Name, rn.ID, req.Version)
 	s.wakeAutoscaler() // a job nothing fitted may fit it
 	s.events.publish(u.ID, api.EventRunners)
 	writeJSON(w, http.StatusCreated, api.RunnerRegisterResponse{
@@ -99,6 +104,7 @@ func (s *Server) runnerJoin(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.log.Info("on-demand runner joined", "runner", rn.Name, "id", rn.ID, "instance", in.ID, "cloud_id", in.CloudID,
 		"instance_type", in.InstanceType, "cpus", req.Resources.CPUs)
+	s.checkRunnerVersion(rn.Name, rn.ID, req.Version)
 	s.wakeAutoscaler()
 	s.events.publish(rn.UserID, api.EventRunners, api.EventInstances)
 	writeJSON(w, http.StatusCreated, api.RunnerRegisterResponse{
@@ -106,6 +112,17 @@ func (s *Server) runnerJoin(w http.ResponseWriter, r *http.Request) error {
 		HeartbeatInterval: api.Duration(s.cfg.HeartbeatTimeout / 3),
 	})
 	return nil
+}
+
+// checkRunnerVersion warns of a runner built from another version than the
+// server: it may speak an older API. `dstack runners --json` shows each
+// runner's version.
+func (s *Server) checkRunnerVersion(name, id, v string) {
+	if v == version.Version {
+		return
+	}
+	s.log.Warn("runner of another version registered: update it (dstack-runner version prints its version)",
+		"runner", name, "id", id, "runner_version", v, "server_version", version.Version)
 }
 
 func (s *Server) handleRunnerList(w http.ResponseWriter, r *http.Request, u *store.User) error {
@@ -338,12 +355,18 @@ func sleepUntil(ctx context.Context, woken <-chan struct{}, deadline <-chan time
 	}
 }
 
+// pruneEvery is how often, at most, offline runners past retention are
+// looked for.
+const pruneEvery = time.Minute
+
 // reapLoop marks runners that stopped heartbeating offline and requeues
-// their jobs.
+// their jobs, and removes the self-hosted runners offline for longer than
+// RunnerRetention.
 func (s *Server) reapLoop(ctx context.Context) {
 	every := max(s.cfg.HeartbeatTimeout/4, 100*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var pruned time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -351,6 +374,10 @@ func (s *Server) reapLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := s.cfg.Now()
+		if s.cfg.RunnerRetention > 0 && now.Sub(pruned) >= pruneEvery {
+			pruned = now
+			s.pruneRunners(ctx, now)
+		}
 		jobs, err := s.store.RunnerMarkOffline(ctx, store.RunnerMarkOfflineParams{
 			HeartbeatBefore: now.Add(-s.cfg.HeartbeatTimeout), MaxAttempts: s.cfg.MaxAttempts, Now: now,
 		})
@@ -371,4 +398,95 @@ func (s *Server) reapLoop(ctx context.Context) {
 		}
 		s.publishJobs(jobs, api.EventRuns, api.EventRunners)
 	}
+}
+
+// pruneRunners removes the self-hosted runners offline since before
+// now - RunnerRetention.
+func (s *Server) pruneRunners(ctx context.Context, now time.Time) {
+	gone, err := s.store.RunnerDeleteOffline(ctx, store.RunnerDeleteOfflineParams{HeartbeatBefore: now.Add(-s.cfg.RunnerRetention)})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("remove offline runners", "err", err)
+		}
+		return
+	}
+	users := map[string]bool{}
+	for _, r := range gone {
+		s.log.Info("offline runner removed", "runner", r.Name, "id", r.ID, "last_heartbeat", r.LastHeartbeat, "retention", s.cfg.RunnerRetention)
+		if !users[r.UserID] {
+			users[r.UserID] = true
+			s.events.publish(r.UserID, api.EventRunners)
+		}
+	}
+}
+
+// handleRunnerRemove removes the offline runners whose ID or name is the
+// path's ref: the caller's own, or anyone's for an admin. Runners of that
+// name that are online, run a job or run on an on-demand instance are kept
+// and said so; when none is removed the answer is 409 with why.
+func (s *Server) handleRunnerRemove(w http.ResponseWriter, r *http.Request, u *store.User) error {
+	ref := r.PathValue("ref")
+	p := store.RunnerListParams{UserID: u.ID}
+	if u.Admin {
+		p.UserID = ""
+	}
+	rs, err := s.store.RunnerList(r.Context(), p)
+	if err != nil {
+		return fmt.Errorf("list runners: %w", err)
+	}
+	var matches []*store.Runner
+	for _, rn := range rs {
+		if rn.ID == ref {
+			matches = []*store.Runner{rn}
+			break
+		}
+		if rn.Name == ref {
+			matches = append(matches, rn)
+		}
+	}
+	if len(matches) == 0 {
+		return api.Errorf(http.StatusNotFound, api.CodeNotFound, "no runner is named %q or has that ID: `dstack runners` lists them", ref)
+	}
+	out := api.RunnerRemoveResponse{Removed: []api.RunnerRef{}}
+	users := map[string]bool{}
+	for _, rn := range matches {
+		ref := api.RunnerRef{ID: rn.ID, Name: rn.Name}
+		switch {
+		case rn.InstanceID != "":
+			ref.Reason = fmt.Sprintf("it runs on on-demand instance %s and goes with it (`dstack on-demand` manages instances)", rn.InstanceID)
+		case rn.Online && rn.JobID != "":
+			ref.Reason = fmt.Sprintf("it is online and runs a job of run %s: only offline runners are removed", rn.RunName)
+		case rn.Online:
+			ref.Reason = "it is online: stop its dstack-runner first (only offline runners are removed)"
+		}
+		if ref.Reason == "" {
+			err := s.store.RunnerDelete(r.Context(), store.RunnerDeleteParams{ID: rn.ID})
+			switch {
+			case errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound):
+				ref.Reason = "it came back online or changed meanwhile: try again"
+			case err != nil:
+				return fmt.Errorf("remove runner %s: %w", rn.ID, err)
+			}
+		}
+		if ref.Reason != "" {
+			out.Kept = append(out.Kept, ref)
+			continue
+		}
+		s.log.Info("runner removed", "runner", rn.Name, "id", rn.ID, "by", u.Name)
+		out.Removed = append(out.Removed, ref)
+		users[rn.UserID] = true
+	}
+	if len(out.Removed) == 0 {
+		k := out.Kept[0]
+		msg := fmt.Sprintf("runner %s (%s) is kept: %s", k.Name, k.ID, k.Reason)
+		if len(out.Kept) > 1 {
+			msg = fmt.Sprintf("none of the %d runners named %q is offline; the first, %s, is kept: %s", len(out.Kept), ref, k.ID, k.Reason)
+		}
+		return api.Errorf(http.StatusConflict, api.CodeConflict, "%s", msg)
+	}
+	for id := range users {
+		s.events.publish(id, api.EventRunners)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
 }

@@ -76,8 +76,18 @@ type Config struct {
 	MinFreeSpace int64
 	// RunnerTokenTTL is how long a runner credential is valid.
 	RunnerTokenTTL time.Duration
+	// RunnerRetention is how long an offline self-hosted runner is listed
+	// before its row is removed (a restarted runner registers anew); zero
+	// takes Defaults, a negative value keeps them forever.
+	RunnerRetention time.Duration
 	// TLSCert and TLSKey turn on HTTPS.
 	TLSCert, TLSKey string
+	// AlsoListen are more hosts the server listens on, at the port it got
+	// for Host: `dstack server` adds the local backend's Docker gateway when
+	// Host is a loopback address, so that the containers it launches reach
+	// the server on the defaults. One that cannot be had is logged at WARN
+	// and skipped.
+	AlsoListen []string
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil is time.Now.
@@ -114,6 +124,7 @@ var Defaults = Config{
 	MaxAttempts:      3,
 	MaxCodeSize:      256 << 20,
 	RunnerTokenTTL:   30 * 24 * time.Hour,
+	RunnerRetention:  24 * time.Hour,
 	IdleTimeout:      5 * time.Minute,
 }
 
@@ -144,6 +155,9 @@ func (c *Config) applyDefaults() error {
 	}
 	if c.RunnerTokenTTL == 0 {
 		c.RunnerTokenTTL = Defaults.RunnerTokenTTL
+	}
+	if c.RunnerRetention == 0 {
+		c.RunnerRetention = Defaults.RunnerRetention
 	}
 	if c.DataDir == "" {
 		d, err := DefaultDataDir()
@@ -224,6 +238,7 @@ type Server struct {
 	cancel   context.CancelFunc
 	loops    sync.WaitGroup
 	serveErr chan error
+	serving  int // listeners served, each ending with a value on serveErr
 
 	// backends are the backends on-demand runners are launched on now:
 	// Config.Backends and, once configured, AWS. The autoscaler reads the
@@ -374,15 +389,18 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another server running? use --port)", addr, err)
 	}
+	var tlsCfg *tls.Config
 	if s.cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("load TLS certificate: %w", err)
 		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	s.ln = ln
+	lns := append([]net.Listener{ln}, s.listenAlso(ln.Addr(), tlsCfg)...)
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.http = &http.Server{
@@ -391,8 +409,11 @@ func (s *Server) Start(ctx context.Context) error {
 		BaseContext:       func(net.Listener) context.Context { return loopCtx },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	s.serveErr = make(chan error, 1)
-	go func() { s.serveErr <- s.http.Serve(ln) }()
+	s.serveErr = make(chan error, len(lns))
+	s.serving = len(lns)
+	for _, l := range lns {
+		go func() { s.serveErr <- s.http.Serve(l) }()
+	}
 	s.loops.Add(1)
 	go func() {
 		defer s.loops.Done()
@@ -402,7 +423,9 @@ func (s *Server) Start(ctx context.Context) error {
 		if err := s.startAutoscaler(ctx, loopCtx); err != nil {
 			cancel()
 			_ = s.http.Close()
-			<-s.serveErr
+			for range s.serving {
+				<-s.serveErr
+			}
 			s.loops.Wait()
 			return err
 		}
@@ -502,8 +525,10 @@ func (s *Server) Stop() error {
 			errs = append(errs, err)
 		}
 		cancel()
-		if err := <-s.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errs = append(errs, err)
+		for range s.serving {
+			if err := <-s.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs = append(errs, err)
+			}
 		}
 		s.loops.Wait()
 	}

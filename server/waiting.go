@@ -21,10 +21,10 @@ const waitingGap = 500 * time.Millisecond
 
 // waitingLoop stands in for the autoscaler while the server has no backend
 // (none at start, and AWS not configured or cleared): it gives each pending
-// job that no registered runner of its user could ever take a reason
-// (plan.NoRunnerFits: "no runner has 64 CPUs (the largest has 8)...") that
-// `dstack ps` and `dstack run` show, and clears it once a runner that fits
-// registers. It passes every waitingEvery and when woken through s.waiting
+// job that no free runner of its user fits a reason (plan.WaitingOnRunners:
+// "waiting: 2 runners that fit are busy", or "no runner has 64 CPUs (the
+// largest has 8)...") that `dstack ps` and `dstack run` show, and clears it
+// once a free runner fits. It passes every waitingEvery and when woken through s.waiting
 // (a run submitted, a runner registered, a job finished). While there are
 // backends the autoscaler says why jobs wait, and this loop clears what it
 // wrote and idles.
@@ -111,26 +111,31 @@ func (s *Server) explainWaiting(ctx context.Context, w *waitingReasons) error {
 	return nil
 }
 
-// runnersByUser groups the resources of the runners that could take a job
-// some day by user: every self-hosted runner, online or not (an offline one
-// may come back), and the runner of an on-demand instance while it is
-// online (left from when a backend was configured).
-func runnersByUser(rs []*store.Runner) map[string][]api.HostResources {
-	out := map[string][]api.HostResources{}
+// runnersByUser groups the runners that could take a job some day by
+// user: every self-hosted runner, online or not (an offline one may come
+// back), and the runner of an on-demand instance while it is online (left
+// from when a backend was configured).
+func runnersByUser(rs []*store.Runner) map[string][]plan.RegisteredRunner {
+	out := map[string][]plan.RegisteredRunner{}
 	for _, rn := range rs {
 		if rn.InstanceID != "" && !rn.Online {
 			continue
 		}
-		out[rn.UserID] = append(out[rn.UserID], rn.Resources)
+		out[rn.UserID] = append(out[rn.UserID], plan.RegisteredRunner{
+			UserID: rn.UserID, Resources: rn.Resources, Busy: rn.JobID != "",
+			Offline: !rn.Online || rn.InterruptedAt != nil,
+		})
 	}
 	return out
 }
 
 // reasonChanges decides, for the pending jobs, the reasons they should
-// have (want: the jobs no runner fits) and the writes that get them there
-// from written: new or changed reasons, and "" for the jobs this loop gave a
-// reason that a runner now fits. It is a pure function.
-func reasonChanges(pending []*store.PendingJob, runners map[string][]api.HostResources, written map[jobAttempt]string) (want map[jobAttempt]string, changes map[string]string) {
+// have (want: the jobs no free runner fits, because the runners that fit
+// are busy or offline, or because none could ever take them) and the
+// writes that get them there from written: new or changed reasons, and ""
+// for the jobs this loop gave a reason that a free runner now fits. It is
+// a pure function.
+func reasonChanges(pending []*store.PendingJob, runners map[string][]plan.RegisteredRunner, written map[jobAttempt]string) (want map[jobAttempt]string, changes map[string]string) {
 	want = map[jobAttempt]string{}
 	changes = map[string]string{}
 	// Jobs of one user often ask for the same: fit each shape once.
@@ -148,7 +153,7 @@ func reasonChanges(pending []*store.PendingJob, runners map[string][]api.HostRes
 		}
 		msg, ok := memo[sh]
 		if !ok {
-			msg = plan.NoRunnerFits(j.Resources, runners[j.UserID])
+			msg = plan.WaitingOnRunners(j.Resources, runners[j.UserID])
 			memo[sh] = msg
 		}
 		prev, had := written[k]

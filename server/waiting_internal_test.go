@@ -5,12 +5,18 @@ import (
 	"testing"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/autoscale/plan"
 	"github.com/dstackai/dstack/store"
 )
 
 func TestReasonChanges(t *testing.T) {
 	t.Parallel()
-	small := []api.HostResources{{CPUs: 8, MemoryMiB: 16 << 10}}
+	small := []plan.RegisteredRunner{{Resources: api.HostResources{CPUs: 8, MemoryMiB: 16 << 10}}}
+	busy := []plan.RegisteredRunner{
+		{Resources: api.HostResources{CPUs: 8, MemoryMiB: 16 << 10}, Busy: true},
+		{Resources: api.HostResources{CPUs: 8, MemoryMiB: 16 << 10}, Busy: true},
+	}
+	const allBusy = "waiting: 2 runners that fit are busy"
 	const tooBig = "no runner has 64 CPUs (the largest has 8); add a runner that does, or lower resources"
 	const noRunner = "no runner is registered: start one with dstack-runner start"
 	job := func(id, user string, attempt, cpu int) *store.PendingJob {
@@ -19,7 +25,7 @@ func TestReasonChanges(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		pending     []*store.PendingJob
-		runners     map[string][]api.HostResources
+		runners     map[string][]plan.RegisteredRunner
 		written     map[jobAttempt]string
 		want        map[jobAttempt]string
 		wantChanges map[string]string
@@ -27,7 +33,7 @@ func TestReasonChanges(t *testing.T) {
 		{
 			name:        "new reasons are written, fitting jobs left alone",
 			pending:     []*store.PendingJob{job("a", "u1", 0, 64), job("b", "u1", 0, 2), job("c", "u2", 0, 1)},
-			runners:     map[string][]api.HostResources{"u1": small},
+			runners:     map[string][]plan.RegisteredRunner{"u1": small},
 			written:     map[jobAttempt]string{},
 			want:        map[jobAttempt]string{{"a", 0}: tooBig, {"c", 0}: noRunner},
 			wantChanges: map[string]string{"a": tooBig, "c": noRunner},
@@ -35,7 +41,7 @@ func TestReasonChanges(t *testing.T) {
 		{
 			name:        "a reason already written is not written again",
 			pending:     []*store.PendingJob{job("a", "u1", 0, 64)},
-			runners:     map[string][]api.HostResources{"u1": small},
+			runners:     map[string][]plan.RegisteredRunner{"u1": small},
 			written:     map[jobAttempt]string{{"a", 0}: tooBig},
 			want:        map[jobAttempt]string{{"a", 0}: tooBig},
 			wantChanges: map[string]string{},
@@ -43,7 +49,7 @@ func TestReasonChanges(t *testing.T) {
 		{
 			name:        "a reason this loop wrote is cleared once a runner fits",
 			pending:     []*store.PendingJob{job("a", "u1", 0, 64)},
-			runners:     map[string][]api.HostResources{"u1": {{CPUs: 64, MemoryMiB: 1024}}},
+			runners:     map[string][]plan.RegisteredRunner{"u1": {{Resources: api.HostResources{CPUs: 64, MemoryMiB: 1024}}}},
 			written:     map[jobAttempt]string{{"a", 0}: tooBig},
 			want:        map[jobAttempt]string{},
 			wantChanges: map[string]string{"a": ""},
@@ -53,15 +59,31 @@ func TestReasonChanges(t *testing.T) {
 			// Written at attempt 0; the job was claimed and requeued since,
 			// with "runner r1 stopped responding; requeued".
 			pending:     []*store.PendingJob{job("a", "u1", 1, 4)},
-			runners:     map[string][]api.HostResources{"u1": small},
+			runners:     map[string][]plan.RegisteredRunner{"u1": small},
 			written:     map[jobAttempt]string{{"a", 0}: noRunner},
 			want:        map[jobAttempt]string{},
 			wantChanges: map[string]string{},
 		},
 		{
+			name:        "runners that fit are busy: the job says so, not that none fits",
+			pending:     []*store.PendingJob{job("a", "u1", 0, 2), job("b", "u1", 0, 64)},
+			runners:     map[string][]plan.RegisteredRunner{"u1": busy},
+			written:     map[jobAttempt]string{},
+			want:        map[jobAttempt]string{{"a", 0}: allBusy, {"b", 0}: tooBig},
+			wantChanges: map[string]string{"a": allBusy, "b": tooBig},
+		},
+		{
+			name:        "a busy reason is cleared once a runner that fits is free",
+			pending:     []*store.PendingJob{job("a", "u1", 0, 2)},
+			runners:     map[string][]plan.RegisteredRunner{"u1": append(busy, small...)},
+			written:     map[jobAttempt]string{{"a", 0}: allBusy},
+			want:        map[jobAttempt]string{},
+			wantChanges: map[string]string{"a": ""},
+		},
+		{
 			name:        "a reason that changed is rewritten",
 			pending:     []*store.PendingJob{job("a", "u1", 0, 64)},
-			runners:     map[string][]api.HostResources{"u1": small},
+			runners:     map[string][]plan.RegisteredRunner{"u1": small},
 			written:     map[jobAttempt]string{{"a", 0}: noRunner},
 			want:        map[jobAttempt]string{{"a", 0}: tooBig},
 			wantChanges: map[string]string{"a": tooBig},

@@ -111,21 +111,40 @@ func TestJobWithNoRunnerRegisteredSaysHowToStartOne(t *testing.T) {
 	}
 }
 
-// A job that fits a busy runner waits without a reason: the runner takes
-// it when it is free.
-func TestJobThatFitsABusyRunnerHasNoReason(t *testing.T) {
+// A job that fits a busy runner says so ("waiting: 1 runner that fits is
+// busy", not that no runner fits); the reason goes once the runner is free.
+func TestJobThatFitsABusyRunnerSaysItIsBusy(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	rc := registerRunner(t, e.admin, "r1")
+	first := e.submit(t, e.admin, bashJob("first"))
+	a := claim(t, rc)
+	if a.Job.ID != first.Jobs[0].ID {
+		t.Fatalf("claimed %s, want the first job", a.Job.ID)
+	}
+	second := e.submit(t, e.admin, bashJob("second"))
+	big := e.submit(t, e.admin, withResources(bashJob("big"), api.Resources{MemoryMiB: 1 << 20}))
+	waitReason(t, e.admin, big, "no runner has 1024GB memory (the largest has 16GB); add a runner that does, or lower resources")
+	waitReason(t, e.admin, second, "waiting: 1 runner that fits is busy")
+	setStatus(t, rc, a, api.StatusRunning)
+	setStatus(t, rc, a, api.StatusDone)
+	waitReason(t, e.admin, second, "")
+}
+
+// With a backend (the local one is on by default) the autoscaler says why
+// jobs wait: a job that fits a busy runner says the runner is busy, one that
+// no registered runner could take says what they lack, not the same
+// "no runner can take it" for both.
+func TestBackendWaitingReasonsTellBusyFromImpossible(t *testing.T) {
+	t.Parallel()
+	e := setup(t, withBackends(localFake()))
+	rc := registerRunner(t, e.admin, "r1") // 8 CPUs
 	first := e.submit(t, e.admin, bashJob("first"))
 	if a := claim(t, rc); a.Job.ID != first.Jobs[0].ID {
 		t.Fatalf("claimed %s, want the first job", a.Job.ID)
 	}
 	second := e.submit(t, e.admin, bashJob("second"))
-	big := e.submit(t, e.admin, withResources(bashJob("big"), api.Resources{MemoryMiB: 1 << 20}))
-	// Once the big job has its reason, a pass has looked at the second too.
-	waitReason(t, e.admin, big, "no runner has 1024GB memory (the largest has 16GB); add a runner that does, or lower resources")
-	if got := pendingReason(t, e.admin, second.Name, second.Jobs[0].ID); got != "" {
-		t.Errorf("a job that fits the busy runner has reason %q", got)
-	}
+	big := e.submit(t, e.admin, withResources(bashJob("big"), api.Resources{CPU: 1000}))
+	waitReason(t, e.admin, second, "waiting: 1 runner that fits is busy; no on-demand limit is set to launch more (`dstack on-demand limit` adds one)")
+	waitReason(t, e.admin, big, "no runner has 1000 CPUs (the largest has 8) and no on-demand limit is set; add a runner that does, or lower resources, or add a limit with `dstack on-demand limit`")
 }

@@ -96,6 +96,15 @@ type Store interface {
 	// InterruptionReason when it has one, and its silence otherwise. It
 	// returns the jobs it changed.
 	RunnerMarkOffline(ctx context.Context, p RunnerMarkOfflineParams) ([]*Job, error)
+	// RunnerDelete removes a self-hosted runner that is offline and holds
+	// no job; the jobs it ran keep its name. ErrNotFound when there is no
+	// runner p.ID, ErrConflict when it is online, holds a job or runs on an
+	// on-demand instance (it goes with its instance).
+	RunnerDelete(ctx context.Context, p RunnerDeleteParams) error
+	// RunnerDeleteOffline removes, as RunnerDelete, every self-hosted runner
+	// that is offline, holds no job and was last heard from before
+	// p.HeartbeatBefore, and returns them as they were.
+	RunnerDeleteOffline(ctx context.Context, p RunnerDeleteOfflineParams) ([]*Runner, error)
 	// RunnerInterrupt records that the cloud is reclaiming a runner's
 	// machine (a spot instance's interruption notice): from then on
 	// JobClaimNext gives the runner nothing. The first report is kept; a
@@ -364,6 +373,16 @@ type RunnerMarkOfflineParams struct {
 	RunnerID    string
 	MaxAttempts int
 	Now         time.Time
+}
+
+// RunnerDeleteParams are the arguments of RunnerDelete.
+type RunnerDeleteParams struct {
+	ID string
+}
+
+// RunnerDeleteOfflineParams are the arguments of RunnerDeleteOffline.
+type RunnerDeleteOfflineParams struct {
+	HeartbeatBefore time.Time
 }
 
 // RunnerInterruptParams are the arguments of RunnerInterrupt.

@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/dstackai/dstack/api"
@@ -27,15 +28,26 @@ func NoRunnerFits(r api.Resources, runners []api.HostResources) string {
 	if len(runners) == 0 {
 		return "no runner is registered: start one with dstack-runner start"
 	}
+	what, fix := lack(r, runners)
+	if what == "" {
+		return ""
+	}
+	return what + "; " + fix
+}
+
+// lack says what none of runners (at least one) has of r, such as "no
+// runner has 64 CPUs (the largest has 8)", and how to fix it ("add a runner
+// that does, or lower resources"); both are "" when one of them fits.
+func lack(r api.Resources, runners []api.HostResources) (what, fix string) {
 	n := needOf(r)
 	ms := make([]machine, len(runners))
 	for i, h := range runners {
 		ms[i] = machineOf(h)
 		if ms[i].fits(n) {
-			return ""
+			return "", ""
 		}
 	}
-	const fix = "; add a runner that does, or lower resources"
+	fix = "add a runner that does, or lower resources"
 	var (
 		maxCPUs  int
 		maxMem   int64
@@ -62,31 +74,125 @@ func NoRunnerFits(r api.Resources, runners []api.HostResources) string {
 	name := strings.TrimSpace(gpuName(r))
 	switch {
 	case n.cpu > maxCPUs:
-		return fmt.Sprintf("no runner has %s (the largest has %d)%s", plural(nil, n.cpu, "CPU"), maxCPUs, fix)
+		return fmt.Sprintf("no runner has %s (the largest has %d)", plural(nil, n.cpu, "CPU"), maxCPUs), fix
 	case n.memoryMiB > maxMem:
-		return fmt.Sprintf("no runner has %s memory (the largest has %s)%s", size(nil, n.memoryMiB), size(nil, maxMem), fix)
+		return fmt.Sprintf("no runner has %s memory (the largest has %s)", size(nil, n.memoryMiB), size(nil, maxMem)), fix
 	case n.gpuCount > maxGPUs && maxGPUs == 0:
-		return "no runner has a GPU" + fix
+		return "no runner has a GPU", fix
 	case n.gpuCount > maxGPUs:
-		return fmt.Sprintf("no runner has %s (the most one has is %d)%s", plural(nil, n.gpuCount, "GPU"), maxGPUs, fix)
+		return fmt.Sprintf("no runner has %s (the most one has is %d)", plural(nil, n.gpuCount, "GPU"), maxGPUs), fix
 	case n.gpuCount > maxNamed && maxNamed == 0:
-		return fmt.Sprintf("no runner has a GPU matching %q (runners have %s); add a runner that does, or change resources.gpu.name",
-			name, strings.Join(gpuNames(runners), ", "))
+		return fmt.Sprintf("no runner has a GPU matching %q (runners have %s)", name, strings.Join(gpuNames(runners), ", ")),
+			"add a runner that does, or change resources.gpu.name"
 	case n.gpuCount > maxNamed:
-		return fmt.Sprintf("no runner has %d GPUs matching %q (the most one has is %d)%s", n.gpuCount, name, maxNamed, fix)
+		return fmt.Sprintf("no runner has %d GPUs matching %q (the most one has is %d)", n.gpuCount, name, maxNamed), fix
 	case n.gpuCount > maxFull:
 		matching := ""
 		if name != "" {
 			matching = fmt.Sprintf(" matching %q", name)
 		}
 		if n.gpuCount == 1 || maxFull == 0 {
-			return fmt.Sprintf("no runner has a GPU%s with %s memory (the largest has %s)%s",
-				matching, size(nil, n.gpuMemMiB), size(nil, maxGPUMB), fix)
+			return fmt.Sprintf("no runner has a GPU%s with %s memory (the largest has %s)",
+				matching, size(nil, n.gpuMemMiB), size(nil, maxGPUMB)), fix
 		}
-		return fmt.Sprintf("no runner has %d GPUs%s with %s memory each (the most one has is %d)%s",
-			n.gpuCount, matching, size(nil, n.gpuMemMiB), maxFull, fix)
+		return fmt.Sprintf("no runner has %d GPUs%s with %s memory each (the most one has is %d)",
+			n.gpuCount, matching, size(nil, n.gpuMemMiB), maxFull), fix
 	}
-	return fmt.Sprintf("no runner has all of %s%s", describe(r), fix)
+	return fmt.Sprintf("no runner has all of %s", describe(r)), fix
+}
+
+// RegisteredRunner is a self-hosted runner a user registered, whatever it
+// does now: pending reasons compare a job with every one of them, to tell
+// a job that waits for a busy runner from one that no runner could take.
+type RegisteredRunner struct {
+	UserID string
+	// Resources are the runner's whole machine, busy or not.
+	Resources api.HostResources
+	// Busy: it runs a job now.
+	Busy bool
+	// Offline: it stopped heartbeating (it may come back), or its machine
+	// is being reclaimed.
+	Offline bool
+}
+
+// runnerFit is how the runners a user registered stand toward one job.
+type runnerFit struct {
+	registered          int
+	free, busy, offline int    // of the runners that fit
+	lack, fix           string // when none fits: what they lack, how to fix it
+}
+
+func fitRegistered(r api.Resources, runners []RegisteredRunner) runnerFit {
+	f := runnerFit{registered: len(runners)}
+	if len(runners) == 0 {
+		return f
+	}
+	n := needOf(r)
+	hosts := make([]api.HostResources, len(runners))
+	for i, rn := range runners {
+		hosts[i] = rn.Resources
+		if !machineOf(rn.Resources).fits(n) {
+			continue
+		}
+		switch {
+		case rn.Offline:
+			f.offline++
+		case rn.Busy:
+			f.busy++
+		default:
+			f.free++
+		}
+	}
+	if f.free+f.busy+f.offline == 0 {
+		f.lack, f.fix = lack(r, hosts)
+	}
+	return f
+}
+
+// waitingFor is "waiting: 2 runners that fit are busy" (or offline, or
+// both) when some runner fits and none of them is free, else "".
+func (f runnerFit) waitingFor() string {
+	if f.free > 0 || f.busy+f.offline == 0 {
+		return ""
+	}
+	var b []byte
+	b = append(b, "waiting: "...)
+	first, state := f.busy, "busy"
+	if first == 0 {
+		first, state = f.offline, "offline"
+	}
+	b = plural(b, first, "runner")
+	if first == 1 {
+		b = append(b, " that fits is "...)
+	} else {
+		b = append(b, " that fit are "...)
+	}
+	b = append(b, state...)
+	if f.busy > 0 && f.offline > 0 {
+		b = strconv.AppendInt(append(b, " and "...), int64(f.offline), 10)
+		if f.offline == 1 {
+			b = append(b, " is offline"...)
+		} else {
+			b = append(b, " are offline"...)
+		}
+	}
+	return string(b)
+}
+
+// WaitingOnRunners says why a job needing r waits, from the runners its
+// user registered, for a server with no backend: "" when one that fits is
+// free (it takes the job on its next claim), "waiting: 2 runners that fit
+// are busy" when every one that fits is busy or offline, and what they
+// lack when none fits (as NoRunnerFits).
+func WaitingOnRunners(r api.Resources, runners []RegisteredRunner) string {
+	f := fitRegistered(r, runners)
+	switch {
+	case f.registered == 0:
+		return "no runner is registered: start one with dstack-runner start"
+	case f.lack != "":
+		return f.lack + "; " + f.fix
+	}
+	return f.waitingFor()
 }
 
 func gpuName(r api.Resources) string {

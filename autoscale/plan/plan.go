@@ -69,6 +69,11 @@ type Snapshot struct {
 	// Runners are the free self-hosted runners: online and running no job.
 	// On-demand instances are Instances, never Runners.
 	Runners []Runner
+	// Registered are every self-hosted runner, busy or free, online or
+	// not, with its whole resources. Plan gives them no job: they only say
+	// why a job waits (the runners that fit it are busy, or none could
+	// ever take it).
+	Registered []RegisteredRunner
 	// Instances are the on-demand instances the server has a record of and
 	// the cloud has not reported gone.
 	Instances []Instance

@@ -155,7 +155,7 @@ func TestLaunch(t *testing.T) {
 			want: Decision{
 				Launches: []Launch{launch(other, m5large, "j2")},
 				Waiting: []Waiting{{JobID: "j1", Code: WaitNoLimit,
-					Message: "no runner can take it and no on-demand limit is set; add one with `dstack on-demand limit`"}},
+					Message: "no runner is registered and no on-demand limit is set; start one with dstack-runner start, or add a limit with `dstack on-demand limit`"}},
 			},
 		},
 		{
@@ -198,7 +198,79 @@ func TestLaunch(t *testing.T) {
 				Jobs:   []Job{job("j1", "u1", 0, interruptible(gpus(4, "", 0)))},
 			},
 			want: Decision{Waiting: []Waiting{{JobID: "j1", Code: WaitNoLimit,
-				Message: "no runner can take it and on-demand runners are disabled; enable them with `dstack on-demand enable`"}}},
+				Message: "no runner is registered and on-demand runners are disabled; start one with dstack-runner start, or enable them with `dstack on-demand enable`"}}},
+		},
+		{
+			name: "runners that fit are only busy",
+			s: Snapshot{
+				Registered: []RegisteredRunner{
+					{UserID: "u1", Resources: api.HostResources{CPUs: 2, MemoryMiB: 4 << 10}, Busy: true},
+					{UserID: "u1", Resources: api.HostResources{CPUs: 8, MemoryMiB: 4 << 10}, Busy: true},
+					{UserID: "u1", Resources: api.HostResources{CPUs: 1, MemoryMiB: 4 << 10}, Busy: true}, // too small
+					{UserID: "u2", Resources: api.HostResources{CPUs: 64, MemoryMiB: 4 << 10}},            // not theirs
+				},
+				Jobs: []Job{job("j1", "u1", 0, cpus(2))},
+			},
+			want: Decision{Waiting: []Waiting{{JobID: "j1", Code: WaitNoLimit,
+				Message: "waiting: 2 runners that fit are busy; no on-demand limit is set to launch more (`dstack on-demand limit` adds one)"}}},
+		},
+		{
+			name: "a runner that fits is busy and another offline",
+			s: Snapshot{
+				Registered: []RegisteredRunner{
+					{UserID: "u1", Resources: api.HostResources{CPUs: 2, MemoryMiB: 4 << 10}, Busy: true},
+					{UserID: "u1", Resources: api.HostResources{CPUs: 2, MemoryMiB: 4 << 10}, Offline: true},
+				},
+				Limits: []Limit{{ID: "l1", UserID: "u1", Backend: "aws", Region: region, InstanceType: "m5.large", Max: 3}},
+				Jobs:   []Job{job("j1", "u1", 0, cpus(2))},
+			},
+			want: Decision{Waiting: []Waiting{{JobID: "j1", Code: WaitNoLimit,
+				Message: "waiting: 1 runner that fits is busy and 1 is offline; on-demand runners are disabled (`dstack on-demand enable` enables them)"}}},
+		},
+		{
+			name: "a free runner that fits went to an earlier job",
+			s: Snapshot{
+				Runners:    []Runner{{ID: "r1", UserID: "u1", Free: api.HostResources{CPUs: 2, MemoryMiB: 4 << 10}}},
+				Registered: []RegisteredRunner{{UserID: "u1", Resources: api.HostResources{CPUs: 2, MemoryMiB: 4 << 10}}},
+				Jobs:       []Job{job("j1", "u1", 0, cpus(1)), job("j2", "u1", 1, cpus(1))},
+			},
+			want: Decision{
+				Bindings: []Binding{{JobID: "j1", RunnerID: "r1"}},
+				Waiting: []Waiting{{JobID: "j2", Code: WaitNoLimit,
+					Message: "waiting: 1 runner that fits is busy; no on-demand limit is set to launch more (`dstack on-demand limit` adds one)"}},
+			},
+		},
+		{
+			name: "no registered runner has the CPUs",
+			s: Snapshot{
+				Registered: []RegisteredRunner{
+					{UserID: "u1", Resources: api.HostResources{CPUs: 2, MemoryMiB: 4 << 10}, Busy: true},
+					{UserID: "u1", Resources: api.HostResources{CPUs: 1, MemoryMiB: 4 << 10}},
+				},
+				Jobs: []Job{job("j1", "u1", 0, cpus(1000))},
+			},
+			want: Decision{Waiting: []Waiting{{JobID: "j1", Code: WaitNoLimit,
+				Message: "no runner has 1000 CPUs (the largest has 2) and no on-demand limit is set; add a runner that does, or lower resources, or add a limit with `dstack on-demand limit`"}}},
+		},
+		{
+			name: "no registered runner has the memory, and no limit allows it",
+			s: Snapshot{
+				Registered: []RegisteredRunner{{UserID: "u1", Resources: api.HostResources{CPUs: 8, MemoryMiB: 8 << 10}}},
+				Limits:     []Limit{small},
+				Jobs:       []Job{job("j1", "u1", 0, api.Resources{MemoryMiB: 512 << 10})},
+			},
+			want: Decision{Waiting: []Waiting{{JobID: "j1", Code: WaitNoLimit,
+				Message: "no runner has 512GB memory (the largest has 8GB) and no limit allows an on-demand instance with 512GB memory"}}},
+		},
+		{
+			name: "no registered runner has a GPU, and on-demand runners are disabled",
+			s: Snapshot{
+				Registered: []RegisteredRunner{{UserID: "u1", Resources: api.HostResources{CPUs: 8, MemoryMiB: 8 << 10}, Busy: true}},
+				Limits:     []Limit{{ID: "l1", UserID: "u1", Backend: "aws", Region: region, InstanceType: "m5.large", Max: 3}},
+				Jobs:       []Job{job("j1", "u1", 0, gpus(1, "", 0))},
+			},
+			want: Decision{Waiting: []Waiting{{JobID: "j1", Code: WaitNoLimit,
+				Message: "no runner has a GPU and on-demand runners are disabled; add a runner that does, or lower resources, or enable them with `dstack on-demand enable`"}}},
 		},
 		{
 			name: "the reason names the GPUs asked for",

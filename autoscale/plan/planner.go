@@ -15,6 +15,10 @@ type planner struct {
 	now         time.Time
 	idleTimeout time.Duration
 	backends    []string // nil: not known
+	// registered is Snapshot.Registered; byUser groups it on the first
+	// job that waits.
+	registered []RegisteredRunner
+	byUser     map[string][]RegisteredRunner
 
 	jobs      []*jobState   // queue order
 	instances []*instState  // by ID
@@ -44,6 +48,17 @@ type userState struct {
 	sorted          bool
 	launchable      []*limitState
 	idle, launching []*pool
+}
+
+// registeredOf is the runners user registered.
+func (p *planner) registeredOf(user string) []RegisteredRunner {
+	if p.byUser == nil {
+		p.byUser = map[string][]RegisteredRunner{}
+		for _, r := range p.registered {
+			p.byUser[r.UserID] = append(p.byUser[r.UserID], r)
+		}
+	}
+	return p.byUser[user]
 }
 
 func (p *planner) user(id string) *userState {
@@ -115,6 +130,7 @@ func newPlanner(s Snapshot) *planner {
 		p.idleTimeout = DefaultIdleTimeout
 	}
 	p.backends = s.Backends
+	p.registered = s.Registered
 
 	offers := make(map[backend.OfferKey]*backend.Offer, len(s.Offers))
 	for i := range s.Offers {

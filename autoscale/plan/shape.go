@@ -189,14 +189,39 @@ func (p *planner) whyWaiting(sh *shape, j *jobState) Waiting {
 			spotOnly++
 		}
 	}
+	// How the user's own runners stand: busy, or none could take it.
+	rf := fitRegistered(j.Resources, p.registeredOf(j.UserID))
+	// A free runner that fits went to an earlier job of this pass, or
+	// this one would have it.
+	rf.busy, rf.free = rf.busy+rf.free, 0
+	busy := rf.waitingFor()
 	w := Waiting{Code: WaitNoLimit}
 	switch {
+	case len(limits) == 0 && busy != "":
+		w.Message = busy + "; no on-demand limit is set to launch more (`dstack on-demand limit` adds one)"
+	case len(limits) == 0 && rf.lack != "":
+		w.Message = rf.lack + " and no on-demand limit is set; " + rf.fix + ", or add a limit with `dstack on-demand limit`"
+	case len(limits) == 0 && rf.registered == 0:
+		w.Message = "no runner is registered and no on-demand limit is set; start one with dstack-runner start, or add a limit with `dstack on-demand limit`"
 	case len(limits) == 0:
 		w.Message = "no runner can take it and no on-demand limit is set; add one with `dstack on-demand limit`"
+	case enabled == 0 && busy != "":
+		w.Message = busy + "; on-demand runners are disabled (`dstack on-demand enable` enables them)"
+	case enabled == 0 && rf.lack != "":
+		w.Message = rf.lack + " and on-demand runners are disabled; " + rf.fix + ", or enable them with `dstack on-demand enable`"
+	case enabled == 0 && rf.registered == 0:
+		w.Message = "no runner is registered and on-demand runners are disabled; start one with dstack-runner start, or enable them with `dstack on-demand enable`"
 	case enabled == 0:
 		w.Message = "no runner can take it and on-demand runners are disabled; enable them with `dstack on-demand enable`"
 	default:
-		w.Message = "no limit allows " + what
+		switch {
+		case busy != "":
+			w.Message = busy + "; no limit allows " + what
+		case rf.lack != "":
+			w.Message = rf.lack + " and no limit allows " + what
+		default:
+			w.Message = "no limit allows " + what
+		}
 		if spotOnly > 0 {
 			w.Message += "; spot limits allow it, for interruptible jobs only (`interruptible: true`)"
 		}

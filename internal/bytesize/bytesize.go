@@ -1,5 +1,9 @@
-// Package bytesize reads and writes sizes the way users type and read
-// them: 256MiB, 1GB, 512k, 1.5 GiB.
+// Package bytesize reads and writes sizes the way every dstack command
+// takes them: a number of bytes, or a number with a unit, where KiB, MiB,
+// GiB and TiB (and K, M, G, T) are powers of 1024 and KB, MB, GB and TB
+// powers of 1000, case-insensitively: 65536, 400MB, 1.5GiB, 256m. `dstack
+// run --max-code-size` and `dstack server --max-code-size` share it, so a
+// size means the same to both.
 package bytesize
 
 import (
@@ -9,9 +13,7 @@ import (
 	"strings"
 )
 
-// Parse reads a size such as 256MiB, 1GB, 512k or 1000 (bytes). Units are
-// case-insensitive; K, M, G, T and KiB… are powers of 1024, KB, MB… of
-// 1000.
+// Parse reads a size; its error says what is accepted.
 func Parse(s string) (int64, error) {
 	in := strings.TrimSpace(s)
 	i := 0
@@ -61,3 +63,46 @@ func Format(n int64) string {
 	}
 	return fmt.Sprintf("%.0f %s", v, units[i])
 }
+
+// Exact writes n in the largest binary unit that holds it exactly (256MiB,
+// 1GiB), in bytes otherwise (65537), so that Parse reads it back as n: the
+// way to show a size the user may type back as a flag's value.
+func Exact(n int64) string {
+	for _, u := range []struct {
+		shift uint
+		name  string
+	}{{40, "TiB"}, {30, "GiB"}, {20, "MiB"}, {10, "KiB"}} {
+		if n >= 1<<u.shift && n%(1<<u.shift) == 0 {
+			return strconv.FormatInt(n>>u.shift, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// Value is a flag (pflag.Value) holding a size: `fs.Var(bytesize.Value{P:
+// &n}, "max-code-size", "...")`.
+type Value struct{ P *int64 }
+
+// String is the size in Exact's words.
+func (v Value) String() string {
+	if v.P == nil {
+		return ""
+	}
+	return Exact(*v.P)
+}
+
+// Set parses a size; zero or less is refused.
+func (v Value) Set(s string) error {
+	n, err := Parse(s)
+	if err != nil {
+		return err
+	}
+	if n <= 0 {
+		return fmt.Errorf("size %q: give a size above zero", s)
+	}
+	*v.P = n
+	return nil
+}
+
+// Type names the value in help: "--max-code-size SIZE".
+func (Value) Type() string { return "SIZE" }

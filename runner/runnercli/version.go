@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dstackai/dstack/runner"
+	"github.com/dstackai/dstack/version"
 )
 
 func newVersionCmd(g *globals) *cobra.Command {
@@ -15,7 +15,7 @@ func newVersionCmd(g *globals) *cobra.Command {
 		Short: "Print the runner's version",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			fmt.Fprintf(g.env.Stdout, "dstack-runner %s (%s, %s/%s)\n", runner.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			fmt.Fprintf(g.env.Stdout, "dstack-runner %s (%s, %s/%s)\n", version.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return nil
 		},
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/docker/docker/client"
@@ -95,16 +96,20 @@ func buildLocal(ctx context.Context, log *slog.Logger, o localOptions) (backend.
 	return b, gw, nil
 }
 
-// checkReachable warns when containers cannot reach a server that listens
-// on host only.
-func checkReachable(log *slog.Logger, host, gateway, externalURL string) {
-	if externalURL != "" || gateway == "" {
-		return
+// gatewayHosts is where the server listens besides host so that the local
+// backend's containers reach it: the Docker gateway when host is a loopback
+// address (the default 127.0.0.1), since the backend gives its containers
+// the server's URL with the gateway in place of a loopback host. None when
+// --external-url tells them another way, when the containers share the
+// host's network, or when host is another address, which they reach as it
+// is.
+func gatewayHosts(host, gateway, externalURL, network string) []string {
+	if externalURL != "" || gateway == "" || network == "host" {
+		return nil
 	}
 	ip := net.ParseIP(host)
-	if host == "0.0.0.0" || host == "::" || host == gateway || (ip != nil && ip.IsUnspecified()) {
-		return
+	if strings.EqualFold(host, "localhost") || (ip != nil && ip.IsLoopback()) {
+		return []string{gateway}
 	}
-	log.Warn("the local backend's containers reach the server at the Docker gateway, but the server listens on "+host+
-		" only: start it with --host 0.0.0.0 (or --host "+gateway+"), or give --external-url", "gateway", gateway)
+	return nil
 }

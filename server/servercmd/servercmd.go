@@ -57,8 +57,9 @@ On-demand runners: with the local backend (--local-backend, on by default
 when the Docker engine answers and dstack-runner sits next to dstack), jobs
 no runner can take launch Docker containers running dstack-runner, within
 the users' limits; idle ones go after --idle-timeout. The containers reach
-the server through the Docker bridge's gateway, so listen there too:
---host 0.0.0.0 (or the gateway's address), or set --external-url.
+the server through the Docker bridge's gateway: on a loopback --host (the
+default) the server also listens on the gateway's address for them;
+otherwise give --host 0.0.0.0 (or the gateway's address), or --external-url.
 
 On AWS: ` + "`dstack aws config`" + ` gives the server the credentials of an AWS account
 while it runs; they are checked against EC2, then kept in the database
@@ -90,7 +91,7 @@ given.`,
 			}
 			if b != nil {
 				cfg.Backends = append(cfg.Backends, b)
-				checkReachable(logger, cfg.Host, gw, cfg.ExternalURL)
+				cfg.AlsoListen = append(cfg.AlsoListen, gatewayHosts(cfg.Host, gw, cfg.ExternalURL, lo.network)...)
 			}
 			cliConfig := ""
 			if !noConfig {
@@ -107,23 +108,24 @@ given.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "", "where state, logs and artifacts live (default ~/.dstack/server)")
 	f.StringVar(&cfg.DB, "db", "", "PostgreSQL URL (default: SQLite in --data-dir)")
 	f.StringVar(&cfg.Artifacts, "artifacts", "", "keep artifacts and code archives in an S3 bucket, s3://bucket/prefix, with credentials from the AWS default chain (default: in --data-dir)")
-	f.StringVar(&cfg.S3Endpoint, "s3-endpoint", "", "URL of an S3-compatible store for --artifacts and the artifact bucket of `dstack aws config`, such as http://localhost:9000; path-style (default: AWS S3)")
+	f.StringVar(&cfg.S3Endpoint, "s3-endpoint", "", "`URL` of an S3-compatible store for --artifacts and the artifact bucket of 'dstack aws config', such as http://localhost:9000; path-style (default: AWS S3)")
 	f.StringVar(&cfg.S3Region, "s3-region", "", "region of the --artifacts bucket (default: AWS_REGION or the shared config; else us-east-1 with --s3-endpoint, or the bucket's own)")
 	f.DurationVar(&cfg.HeartbeatTimeout, "heartbeat-timeout", cfg.HeartbeatTimeout, "a runner silent this long is offline and its job requeued")
 	f.IntVar(&cfg.MaxAttempts, "max-attempts", cfg.MaxAttempts, "how many times an interrupted job is run")
-	f.Int64Var(&cfg.MaxCodeSize, "max-code-size", cfg.MaxCodeSize, "largest code archive accepted, in bytes")
+	f.Var(bytesize.Value{P: &cfg.MaxCodeSize}, "max-code-size", "largest code archive accepted: bytes, or a size such as 400MB or 1GiB, read as dstack run reads it")
 	f.StringVar(&minFree, "min-free-space", "", "free disk space in --data-dir (and its logs) below which new runs and code uploads are refused with 507, so running jobs keep room for their logs, such as 2GiB; 0 turns it off (default: 1 GiB or 5 % of the file system, whichever is smaller)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (serves HTTPS)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file")
 	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "an on-demand instance idle this long is terminated")
 	f.StringVar(&cfg.ExternalURL, "external-url", "", "URL the server is reached at: by runners on on-demand instances, and by browsers through a reverse proxy (default: where it listens; the local backend rewrites a loopback host to the Docker gateway)")
-	f.StringVar(&lo.mode, "local-backend", lo.mode, "on-demand instances as local Docker containers: auto (on when the Docker engine answers and dstack-runner is found), on or off; the server must listen where containers reach it (--host 0.0.0.0)")
+	f.StringVar(&lo.mode, "local-backend", lo.mode, "on-demand instances as local Docker containers: auto (on when the Docker engine answers and dstack-runner is found), on or off; on a loopback --host the server also listens on the Docker gateway for its containers")
 	f.StringVar(&lo.runnerBinary, "runner-binary", "", "static dstack-runner binary for the local backend's image and the installer at /runner, which also gives out dstack-runner-linux-ARCH beside it (default: next to dstack)")
 	f.StringVar(&lo.network, "docker-network", lo.network, "Docker network of the local backend's containers")
 	f.StringVar(&cfg.AWS.Endpoint, "aws-endpoint-url", "", "URL of an EC2-compatible endpoint for the AWS backend, such as http://localhost:4566 (default: AWS's own)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&noConfig, "no-cli-config", false, "do not write ~/.dstack/config.yaml on first start")
+	f.Var(retentionValue{&cfg.RunnerRetention}, "runner-retention", "how long an offline self-hosted runner is listed before it is removed (a restarted runner registers anew); 0 keeps them forever")
 	for _, env := range []struct{ flag, name string }{
 		{"db", "DSTACK_SERVER_DB"}, {"data-dir", "DSTACK_SERVER_DATA_DIR"},
 		{"artifacts", "DSTACK_SERVER_ARTIFACTS"}, {"s3-endpoint", "DSTACK_SERVER_S3_ENDPOINT"}, {"s3-region", "DSTACK_SERVER_S3_REGION"},

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Setting":       settingTests,
 		"ArtifactStore": artifactStoreTests,
 		"LogIncomplete": logIncompleteTests,
+		"RunnerDelete":  runnerDeleteTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {

@@ -304,3 +304,81 @@ func (s *Store) RunnerInterrupt(ctx context.Context, p store.RunnerInterruptPara
 	}
 	return r, changed, nil
 }
+
+// RunnerDelete removes an offline self-hosted runner that holds no job.
+func (s *Store) RunnerDelete(ctx context.Context, p store.RunnerDeleteParams) error {
+	err := s.write.Tx(ctx, func(q Querier) error {
+		r, err := scanRunner(q.QueryRow(ctx, runnerSelect+` WHERE r.id = $1`, p.ID))
+		if err != nil {
+			return err
+		}
+		switch {
+		case r.InstanceID != "":
+			return fmt.Errorf("it runs on on-demand instance %s: %w", r.InstanceID, store.ErrConflict)
+		case r.Online:
+			return fmt.Errorf("it is online: %w", store.ErrConflict)
+		case r.JobID != "":
+			return fmt.Errorf("it holds job %s: %w", r.JobID, store.ErrConflict)
+		}
+		return deleteRunners(ctx, q, []any{r.ID})
+	})
+	if err != nil {
+		return fmt.Errorf("delete runner %s: %w", p.ID, err)
+	}
+	return nil
+}
+
+// RunnerDeleteOffline removes the offline self-hosted runners that hold no
+// job and were last heard from before p.HeartbeatBefore.
+func (s *Store) RunnerDeleteOffline(ctx context.Context, p store.RunnerDeleteOfflineParams) ([]*store.Runner, error) {
+	var out []*store.Runner
+	err := s.write.Tx(ctx, func(q Querier) error {
+		out = nil
+		rows, err := q.Query(ctx, runnerSelect+` WHERE r.online = FALSE AND r.instance_id IS NULL AND r.last_heartbeat < $1
+			AND NOT EXISTS (SELECT 1 FROM jobs h WHERE h.runner_id = r.id AND h.status IN `+activeStatuses+`)
+			ORDER BY r.id`, micros(p.HeartbeatBefore))
+		if err != nil {
+			return err
+		}
+		var ids []any
+		for rows.Next() {
+			r, err := scanRunner(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			out = append(out, r)
+			ids = append(ids, r.ID)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// In batches, within every database's limit on parameters.
+		for len(ids) > 0 {
+			n := min(len(ids), 500)
+			if err := deleteRunners(ctx, q, ids[:n]); err != nil {
+				return err
+			}
+			ids = ids[n:]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete offline runners: %w", err)
+	}
+	return out, nil
+}
+
+// deleteRunners removes the runners ids; their jobs keep the runner's name.
+func deleteRunners(ctx context.Context, q Querier, ids []any) error {
+	in := placeholders(1, len(ids))
+	if _, err := q.Exec(ctx, `UPDATE jobs SET runner_name = COALESCE((SELECT runners.name FROM runners WHERE runners.id = jobs.runner_id), runner_name),
+		runner_id = NULL WHERE runner_id IN (`+in+`)`, ids...); err != nil {
+		return fmt.Errorf("keep the runner's name on its jobs: %w", err)
+	}
+	if _, err := q.Exec(ctx, `DELETE FROM runners WHERE id IN (`+in+`)`, ids...); err != nil {
+		return err
+	}
+	return nil
+}

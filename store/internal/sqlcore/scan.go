@@ -27,7 +27,7 @@ func fromMicrosPtr(us *int64) *time.Time {
 // jobs and in an UPDATE jobs ... RETURNING.
 const jobColumns = `jobs.id, jobs.run_id, jobs.run_name, jobs.user_id, jobs.code_id, jobs.workflow,
 	jobs.spec, jobs.status, jobs.status_reason, COALESCE(jobs.runner_id, ''),
-	COALESCE((SELECT runners.name FROM runners WHERE runners.id = jobs.runner_id), ''),
+	COALESCE((SELECT runners.name FROM runners WHERE runners.id = jobs.runner_id), jobs.runner_name),
 	jobs.lease, jobs.attempt, jobs.exit_code, jobs.stop_requested,
 	jobs.submitted_at, jobs.claimed_at, jobs.started_at, jobs.finished_at, jobs.artifact_store,
 	jobs.log_end, jobs.log_missing`

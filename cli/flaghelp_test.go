@@ -1,0 +1,20 @@
+package cli
+
+import (
+	"testing"
+
+	"github.com/dstackai/dstack/internal/flaghelp"
+	"github.com/dstackai/dstack/server/servercmd"
+)
+
+// TestFlagUsagesShowNoPhrasesAsValueNames: no flag of dstack (with dstack
+// server) shows a backquoted command of its usage as its value's name
+// ("--list dstack tags").
+func TestFlagUsagesShowNoPhrasesAsValueNames(t *testing.T) {
+	t.Parallel()
+	e := &Env{}
+	e.fill()
+	for _, p := range flaghelp.Check(e.newRoot(servercmd.Command())) {
+		t.Error(p)
+	}
+}
