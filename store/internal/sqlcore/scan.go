@@ -29,7 +29,8 @@ const jobColumns = `jobs.id, jobs.run_id, jobs.run_name, jobs.user_id, jobs.code
 	jobs.spec, jobs.status, jobs.status_reason, COALESCE(jobs.runner_id, ''),
 	COALESCE((SELECT runners.name FROM runners WHERE runners.id = jobs.runner_id), ''),
 	jobs.lease, jobs.attempt, jobs.exit_code, jobs.stop_requested,
-	jobs.submitted_at, jobs.claimed_at, jobs.started_at, jobs.finished_at, jobs.artifact_store`
+	jobs.submitted_at, jobs.claimed_at, jobs.started_at, jobs.finished_at, jobs.artifact_store,
+	jobs.last_interruption`
 
 // activeStatuses is the SQL list of the states in which a runner holds a job.
 const activeStatuses = `('downloading', 'running', 'uploading')`
@@ -48,7 +49,8 @@ func scanJob(row Row) (*store.Job, error) {
 		&spec, &status, &j.StatusReason, &j.RunnerID,
 		&j.RunnerName,
 		&j.Lease, &j.Attempt, &exitCode, &j.StopRequested,
-		&submitted, &claimed, &started, &finished, &j.ArtifactStore)
+		&submitted, &claimed, &started, &finished, &j.ArtifactStore,
+		&j.LastInterruption)
 	if err != nil {
 		return nil, err
 	}
