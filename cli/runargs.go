@@ -9,7 +9,7 @@ import (
 // runArgs is the command line of `dstack run`, which cobra cannot parse:
 // the words after the workflow's name are the workflow's variables.
 //
-//	dstack run [--dir DIR] [--max-code-size SIZE] [-d] WORKFLOW [--NAME VALUE | --NAME=VALUE | -d]...
+//	dstack run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d] WORKFLOW [--NAME VALUE | --NAME=VALUE | -d]...
 //
 // The run's own options go before WORKFLOW. After it, every --NAME VALUE
 // (or --NAME=VALUE) sets the variable NAME, except -d/--detach and
@@ -24,6 +24,7 @@ type runArgs struct {
 	Help        bool
 	Dir         string
 	MaxCodeSize string // as given; empty for the default
+	WaitServer  string // --wait-server as given; empty for the default
 }
 
 // varName is what the workflows file accepts as a variable's name.
@@ -47,7 +48,7 @@ func parseRunArgs(args []string) (runArgs, error) {
 			// Before the workflow's name: the run's own options.
 			name, value, hasValue := strings.Cut(a, "=")
 			switch name {
-			case "--dir", "--max-code-size":
+			case "--dir", "--max-code-size", "--wait-server":
 				if !hasValue {
 					if i+1 >= len(args) {
 						return r, usagef("%s needs a value", name)
@@ -55,15 +56,18 @@ func parseRunArgs(args []string) (runArgs, error) {
 					i++
 					value = args[i]
 				}
-				if name == "--dir" {
+				switch name {
+				case "--dir":
 					r.Dir = value
-				} else {
+				case "--wait-server":
+					r.WaitServer = value
+				default:
 					r.MaxCodeSize = value
 				}
 				continue
 			}
 			if strings.HasPrefix(a, "-") {
-				return r, usagef("unknown option %q before the workflow's name: dstack run [--dir DIR] [--max-code-size SIZE] [-d] WORKFLOW [--VAR VALUE]...", a)
+				return r, usagef("unknown option %q before the workflow's name: dstack run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d] WORKFLOW [--VAR VALUE]...", a)
 			}
 			if a == "" {
 				return r, usagef("the workflow's name is empty")
@@ -107,6 +111,9 @@ func (r runArgs) args() []string {
 	}
 	if r.MaxCodeSize != "" {
 		out = append(out, "--max-code-size="+r.MaxCodeSize)
+	}
+	if r.WaitServer != "" {
+		out = append(out, "--wait-server="+r.WaitServer)
 	}
 	if r.Help {
 		out = append(out, "--help")
