@@ -85,7 +85,7 @@ func sameRunArgs(a, b runArgs) bool {
 func FuzzParseRunArgs(f *testing.F) {
 	for _, s := range []string{
 		"train", "train --epochs 20", "train --lr=-0.1 -d", "-d --dir x train --a b",
-		"train --epochs", "train x", "--help", "train --=1", "--max-code-size 1GB train --x=--y",
+		"train --epochs", "train x", "--help", "train --=1", "--max-code-size 1GB train --x=--y", "--wait-server 5s train",
 	} {
 		f.Add(s)
 	}
