@@ -223,6 +223,10 @@ type ArtifactFile struct {
 	JobID    string `json:"job_id"`
 	Path     string `json:"path"` // slash-separated, relative to the job's working directory
 	Size     int64  `json:"size"`
+	// SHA256 is the hex SHA-256 of the file's content, computed by the
+	// server when it was uploaded; empty for files uploaded before servers
+	// recorded it.
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // User is who a token belongs to.

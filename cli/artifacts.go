@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/client"
 )
 
 func (e *Env) artifactsCmd() *cobra.Command {
@@ -65,9 +66,13 @@ func (e *Env) artifactsList(ctx context.Context, name string, asJSON bool) error
 		fmt.Fprintf(e.Stderr, "Run %s has no artifacts (yet: a job's artifacts are uploaded when it ends).\n", name)
 		return nil
 	}
-	t := newTable(e.Stdout, "workflow", "path", "size")
+	t := newTable(e.Stdout, "workflow", "path", "size", "sha256")
 	for _, f := range files {
-		t.row(f.Workflow, f.Path, formatBytes(f.Size))
+		sum := f.SHA256
+		if sum == "" {
+			sum = "-"
+		}
+		t.row(f.Workflow, f.Path, formatBytes(f.Size), sum)
 	}
 	return t.flush()
 }
@@ -81,10 +86,13 @@ func (e *Env) artifactsDownloadCmd() *cobra.Command {
 directory unless -o), whatever the number of jobs, so that the place of a file
 never depends on the run's shape.
 
-A file is written to <file>.part and renamed when complete; running the
-command again resumes a .part file where it stopped, and skips files already
-there with the right size. A progress bar is drawn when the output is a
-terminal; otherwise a line is printed per file.`,
+A file is written to <file>.part and renamed when complete, once its SHA-256
+matches the one the server recorded at upload. Running the command again
+resumes a .part file where it stopped (only when it is the start of the same
+file: <file>.part.etag says which), and skips files already there with the
+right content; any other file in the way is replaced. Files uploaded before
+servers recorded hashes are always downloaded whole. A progress bar is drawn
+when the output is a terminal; otherwise a line is printed per file.`,
 		Args: exactArgs("RUN"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return e.artifactsDownload(cmd.Context(), args[0], out)
@@ -143,108 +151,170 @@ func artifactRelPath(f api.ArtifactFile) (string, error) {
 }
 
 // downloadFile downloads one file to dest through dest.part, resuming a
-// .part file left by an earlier attempt.
+// .part file left by an earlier attempt at the same file.
+//
+// A file already at dest is kept only when its SHA-256 is the listed one; a
+// file listed without a hash (uploaded before servers recorded them) is
+// always downloaded. dest.part.etag holds the entity tag of the file the
+// .part file is the start of: a resume sends it as If-Range, so that the
+// server sends the whole file instead of the rest of another one (the .part
+// of another run's file of the same name). A .part without it is not
+// resumed. Every file received is checked against its listed hash.
 func (e *Env) downloadFile(ctx context.Context, c *apiClient, f api.ArtifactFile, rel, dest string, tty bool) error {
-	if fi, err := os.Stat(dest); err == nil && fi.Mode().IsRegular() && fi.Size() == f.Size {
-		if !tty {
-			fmt.Fprintf(e.Stdout, "%s  %s  already downloaded\n", rel, formatBytes(f.Size))
+	fail := func(err error) error { return fmt.Errorf("download %s: %w", rel, err) }
+	if fi, err := os.Stat(dest); err == nil && fi.Mode().IsRegular() && fi.Size() == f.Size && f.SHA256 != "" {
+		sum, err := fileSHA256(dest)
+		if err != nil {
+			return fail(err)
 		}
-		return nil
+		if sum == f.SHA256 {
+			if !tty {
+				fmt.Fprintf(e.Stdout, "%s  %s  already downloaded\n", rel, formatBytes(f.Size))
+			}
+			return nil
+		}
 	}
 	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
-		return fmt.Errorf("download %s: %w", rel, err)
+		return fail(err)
 	}
-	part := partPath(dest)
+	part, tag := sidePath(dest, ".part"), sidePath(dest, ".part.etag")
 	pf, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return fmt.Errorf("download %s: %w", rel, err)
+		return fail(err)
 	}
 	defer pf.Close()
 	offset, err := pf.Seek(0, io.SeekEnd)
 	if err != nil {
-		return fmt.Errorf("download %s: %w", rel, err)
+		return fail(err)
 	}
-	if offset > f.Size {
-		// Not a prefix of this file: start over.
-		if offset, err = restart(pf); err != nil {
-			return fmt.Errorf("download %s: %w", rel, err)
-		}
+	etag, err := os.ReadFile(tag)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fail(err)
 	}
-	resumed := offset
-	if offset < f.Size {
-		body, n, err := c.ArtifactDownload(ctx, f.JobID, f.Path, offset)
-		if err != nil {
-			return fmt.Errorf("download %s: %w", rel, c.explain(err))
+	req := client.ArtifactRequest{Offset: offset, IfRange: strings.TrimSpace(string(etag))}
+	if req.IfRange == "" || offset >= f.Size {
+		// Not known to be the start of this file: start over.
+		req = client.ArtifactRequest{}
+	}
+	a, err := c.ArtifactGet(ctx, f.JobID, f.Path, req)
+	if err != nil {
+		return fail(c.explain(err))
+	}
+	defer a.Body.Close()
+	offset = a.Offset
+	if offset == 0 {
+		// The whole file comes: the .part file starts over, tagged with
+		// the file it is the start of.
+		if _, err := restart(pf); err != nil {
+			return fail(err)
 		}
-		defer body.Close()
-		if offset > 0 && n == f.Size {
-			// The server sent the whole file, not the rest of it.
-			if offset, err = restart(pf); err != nil {
-				return fmt.Errorf("download %s: %w", rel, err)
-			}
-			resumed = 0
+		if err := writeTag(tag, a.ETag); err != nil {
+			return fail(err)
 		}
-		var w io.Writer = pf
-		if tty {
-			bar := progressbar.NewOptions64(f.Size,
-				progressbar.OptionSetWriter(e.Stdout),
-				progressbar.OptionSetDescription(rel),
-				progressbar.OptionShowBytes(true),
-				progressbar.OptionShowTotalBytes(true),
-				progressbar.OptionUseIECUnits(true),
-				progressbar.OptionSetWidth(20),
-				progressbar.OptionThrottle(100*time.Millisecond),
-				progressbar.OptionShowCount(),
-				progressbar.OptionFullWidth(),
-				progressbar.OptionOnCompletion(func() { fmt.Fprintln(e.Stdout) }),
-			)
-			_ = bar.Set64(offset)
-			w = io.MultiWriter(pf, bar)
+	} else if _, err := pf.Seek(offset, io.SeekStart); err != nil {
+		return fail(err)
+	}
+	var w io.Writer = pf
+	if tty {
+		bar := progressbar.NewOptions64(f.Size,
+			progressbar.OptionSetWriter(e.Stdout),
+			progressbar.OptionSetDescription(rel),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionShowTotalBytes(true),
+			progressbar.OptionUseIECUnits(true),
+			progressbar.OptionSetWidth(20),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionShowCount(),
+			progressbar.OptionFullWidth(),
+			progressbar.OptionOnCompletion(func() { fmt.Fprintln(e.Stdout) }),
+		)
+		_ = bar.Set64(offset)
+		w = io.MultiWriter(pf, bar)
+	}
+	// Copy at most what remains, so a server sending more cannot grow the
+	// file past its listed size.
+	if _, err := io.Copy(w, io.LimitReader(a.Body, f.Size-offset)); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		// Copy at most what remains, so a server sending more cannot grow
-		// the file past its listed size.
-		if _, err := io.Copy(w, io.LimitReader(body, f.Size-offset)); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("download %s: %w; run the command again to resume", rel, err)
-		}
+		return fmt.Errorf("download %s: %w; run the command again to resume", rel, err)
 	}
 	size, err := pf.Seek(0, io.SeekCurrent)
 	if err != nil {
-		return fmt.Errorf("download %s: %w", rel, err)
+		return fail(err)
 	}
 	if size != f.Size {
 		return fmt.Errorf("download %s: the server sent %s of %s; run the command again to resume", rel, formatBytes(size), formatBytes(f.Size))
 	}
 	if err := pf.Close(); err != nil {
-		return fmt.Errorf("download %s: %w", rel, err)
+		return fail(err)
+	}
+	if f.SHA256 != "" {
+		sum, err := fileSHA256(part)
+		if err != nil {
+			return fail(err)
+		}
+		if sum != f.SHA256 {
+			_ = os.Remove(part)
+			_ = os.Remove(tag)
+			return fmt.Errorf("download %s: the file received has SHA-256 %s, but the server listed %s; it was removed: run the command again (the artifact may have been uploaded again meanwhile)", rel, sum, f.SHA256)
+		}
 	}
 	if err := os.Rename(part, dest); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			err = fmt.Errorf("%s is in the way: remove it and run the command again", dest)
 		}
-		return fmt.Errorf("download %s: %w", rel, err)
+		return fail(err)
+	}
+	if err := os.Remove(tag); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fail(err)
 	}
 	if !tty {
 		note := ""
-		if resumed > 0 {
-			note = fmt.Sprintf(" (resumed at %s)", formatBytes(resumed))
+		if offset > 0 {
+			note = fmt.Sprintf(" (resumed at %s)", formatBytes(offset))
 		}
 		fmt.Fprintf(e.Stdout, "%s  %s%s\n", rel, formatBytes(f.Size), note)
 	}
 	return nil
 }
 
-// partPath is where dest is downloaded to before it is complete:
-// dest.part, or, when that name would be longer than file systems allow
-// (dest's is 251 to 255 bytes), a hidden name made of its hash.
-func partPath(dest string) string {
-	if len(filepath.Base(dest))+len(".part") <= api.MaxArtifactNameBytes {
-		return dest + ".part"
+// sidePath is dest with suffix, a file kept beside dest while it downloads
+// (dest.part, dest.part.etag), or, when that name would be longer than file
+// systems allow, a hidden name made of dest's hash and suffix.
+func sidePath(dest, suffix string) string {
+	if len(filepath.Base(dest))+len(suffix) <= api.MaxArtifactNameBytes {
+		return dest + suffix
 	}
 	sum := sha256.Sum256([]byte(filepath.Base(dest)))
-	return filepath.Join(filepath.Dir(dest), "."+hex.EncodeToString(sum[:16])+".part")
+	return filepath.Join(filepath.Dir(dest), "."+hex.EncodeToString(sum[:16])+suffix)
+}
+
+// writeTag records the entity tag of the file a .part file is the start
+// of; without one (a file the server has no hash of) there is none, and
+// the .part file will not be resumed.
+func writeTag(name, etag string) error {
+	if etag == "" {
+		if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	return os.WriteFile(name, []byte(etag+"\n"), 0o644)
+}
+
+// fileSHA256 is the hex SHA-256 of a file's content.
+func fileSHA256(name string) (string, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", name, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // restart empties a .part file.

@@ -35,6 +35,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "train", "--epochs"}, "--epochs needs a value"},
 		{[]string{"run", "train", "prepare"}, `unexpected argument "prepare"`},
 		{[]string{"run", "--max-code-size", "lots", "train"}, "--max-code-size"},
+		{[]string{"run", "--wait-server", "soon", "train"}, "--wait-server"},
+		{[]string{"logs", "a", "-f", "--wait-server", "-1m"}, "--wait-server"},
 		{[]string{"init", "x"}, `unexpected argument "x"`},
 		{[]string{"config", "--server"}, "flag needs an argument"},
 	}

@@ -16,16 +16,20 @@ import (
 
 func (e *Env) logsCmd() *cobra.Command {
 	var follow bool
-	var since string
+	var since, waitServer string
 	cmd := &cobra.Command{
-		Use:   "logs RUN [-f] [--since 10m|TIME]",
+		Use:   "logs RUN [-f] [--since 10m|TIME] [--wait-server DURATION]",
 		Short: "Print a run's logs",
 		Long: `Print the logs of every job of a run, dependencies first. With several jobs, a
 line such as "==> prepare (job 1/2)" on stderr heads each job's logs.
 
 -f follows the logs until the run ends. --since prints only what was written
 after a time: a duration back from now (10m, 1h30m) or a time (RFC 3339 such
-as 2024-05-01T10:00:00Z, or 2024-05-01 in local time).`,
+as 2024-05-01T10:00:00Z, or 2024-05-01 in local time).
+
+While following, a server that goes away (a restart, a network cut) is
+tried again with backoff for up to --wait-server (10m); the run goes on
+meanwhile. Giving up exits with code 3.`,
 		Args: exactArgs("RUN"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var from time.Time
@@ -36,15 +40,20 @@ as 2024-05-01T10:00:00Z, or 2024-05-01 in local time).`,
 				}
 				from = t
 			}
-			return e.logs(cmd.Context(), args[0], follow, from)
+			wait, err := parseWaitServer(waitServer)
+			if err != nil {
+				return err
+			}
+			return e.logs(cmd.Context(), args[0], follow, from, wait)
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the logs until the run ends")
+	cmd.Flags().StringVar(&waitServer, "wait-server", DefaultWaitServer.String(), "with -f: how long to keep trying a server that went away before giving up with exit code 3")
 	cmd.Flags().StringVar(&since, "since", "", "only output written since: a duration such as 10m, or a time")
 	return cmd
 }
 
-func (e *Env) logs(ctx context.Context, name string, follow bool, since time.Time) error {
+func (e *Env) logs(ctx context.Context, name string, follow bool, since time.Time, wait time.Duration) error {
 	c, err := e.client()
 	if err != nil {
 		return err
@@ -53,14 +62,15 @@ func (e *Env) logs(ctx context.Context, name string, follow bool, since time.Tim
 	if err != nil {
 		return c.runErr(name, err)
 	}
-	if err := e.streamRun(ctx, c, run, follow, since); err != nil {
+	sw := e.newServerWait(c, name, wait)
+	if err := e.streamRun(ctx, c, run, follow, since, sw); err != nil {
 		return err
 	}
 	if !follow {
 		e.sayLogIncomplete(run)
 		return nil
 	}
-	final, err := waitRun(ctx, c, name)
+	final, err := waitRun(ctx, c, name, sw)
 	if err != nil {
 		return err
 	}
@@ -86,27 +96,24 @@ func (e *Env) sayLogIncomplete(run *api.Run) {
 
 // streamRun writes the logs of a run's jobs to stdout one job after the
 // other, in the run's order (dependencies first).
-func (e *Env) streamRun(ctx context.Context, c *apiClient, run *api.Run, follow bool, since time.Time) error {
+func (e *Env) streamRun(ctx context.Context, c *apiClient, run *api.Run, follow bool, since time.Time, sw *serverWait) error {
 	for i, job := range run.Jobs {
 		if len(run.Jobs) > 1 {
 			fmt.Fprintf(e.Stderr, "==> %s (job %d/%d)\n", job.Workflow, i+1, len(run.Jobs))
 		}
-		if err := e.streamJob(ctx, c, job, follow, since); err != nil {
+		if err := e.streamJob(ctx, c, job, follow, since, sw); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// maxFailures is how many failed calls in a row following gives up after.
-const maxFailures = 8
-
 // streamJob writes one job's log to stdout. When following, it reconnects
-// after a broken stream, from where it left off, until the job is finished.
-func (e *Env) streamJob(ctx context.Context, c *apiClient, job api.Job, follow bool, since time.Time) error {
+// after a broken stream, from where it left off, until the job is finished;
+// sw says how long it keeps trying a server it lost.
+func (e *Env) streamJob(ctx context.Context, c *apiClient, job api.Job, follow bool, since time.Time, sw *serverWait) error {
 	out := &errWriter{w: e.Stdout}
 	var received int64
-	failures := 0
 	delay := 200 * time.Millisecond
 	for {
 		o := client.LogOptions{Follow: follow}
@@ -130,25 +137,42 @@ func (e *Env) streamJob(ctx context.Context, c *apiClient, job api.Job, follow b
 				return c.explain(err)
 			}
 			return nil
-		case err != nil && (!retryable(err) || failures >= maxFailures):
+		case err != nil && !retryable(err):
 			return c.explain(err)
 		}
-		if err == nil {
+		if n > 0 {
+			sw.ok()
+		}
+		switch {
+		case err == nil:
 			// The stream ended: normally because the job is finished, but
 			// a server may also end a long stream; then go on from here.
+			sw.ok()
 			run, gerr := c.RunGet(ctx, job.RunName)
-			if gerr != nil && (!retryable(gerr) || failures >= maxFailures) {
+			switch {
+			case gerr == nil:
+				if jobFinished(run, job.ID) {
+					return nil
+				}
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case !retryable(gerr):
 				return c.runErr(job.RunName, gerr)
+			default:
+				if xerr := sw.failed(gerr); xerr != nil {
+					return xerr
+				}
 			}
-			if gerr == nil && jobFinished(run, job.ID) {
-				return nil
+		case n == 0:
+			if xerr := sw.failed(err); xerr != nil {
+				return xerr
 			}
 		}
 		if n > 0 {
-			failures, delay = 0, 200*time.Millisecond
+			// It broke off after some output: reconnect at once.
+			delay = 200 * time.Millisecond
 			continue
 		}
-		failures++
 		if err := sleep(ctx, delay); err != nil {
 			return err
 		}

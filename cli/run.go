@@ -25,24 +25,39 @@ const DefaultMaxCodeSize int64 = 256 << 20
 
 func (e *Env) runCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "run [--dir DIR] [--max-code-size SIZE] [-d] WORKFLOW [--VAR VALUE]...",
+		Use:   "run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d] WORKFLOW [--VAR VALUE]...",
 		Short: "Run a workflow and follow its logs",
 		Long: `Run a workflow of .dstack/workflows.yaml, with every workflow it depends on.
 
 The working directory is uploaded as the jobs' code (honouring .gitignore and
 .dstackignore), the run is submitted, and its logs are followed until it ends;
-the exit code is the run's: 0 when done, the failing job's exit code when it
-failed with one, 1 otherwise. With several jobs, a line such as
-"==> prepare (job 1/2)" on stderr heads each job's logs.
+the exit code is the run's (see Exit codes). With several jobs, a line such
+as "==> prepare (job 1/2)" on stderr heads each job's logs.
 
 Variables of the workflows are set after the workflow's name, as --NAME VALUE
 or --NAME=VALUE. --dir, which says where the workflow is, goes before the
-workflow's name; --max-code-size, -d/--detach and -h/--help work anywhere.
+workflow's name; --max-code-size, --wait-server, -d/--detach and -h/--help
+work anywhere.
 Before uploading, the code is checked against the server's own limit
 (` + "`dstack server --max-code-size`" + `), which takes sizes as run does (400MB, 1GiB).
 
 Ctrl-C stops following the run, not the run: ` + "`dstack logs RUN -f`" + ` follows it
-again and ` + "`dstack stop RUN`" + ` stops it. The exit code is then 130.`,
+again and ` + "`dstack stop RUN`" + ` stops it. The exit code is then 130.
+
+A server that goes away while the run is followed (a restart, a network cut)
+is tried again with backoff for up to --wait-server (10m): the run goes on
+without this command, which says so once on stderr and picks the logs up
+where they stopped when the server answers again.
+
+Exit codes:
+  0      the run is done
+  N      the run failed: N is the failing job's exit code (1 to 255)
+  1      the run failed, stopped or was aborted without an exit code, or an
+         error (the message says which)
+  2      a usage error
+  3      the server could not be reached for --wait-server; the run goes on:
+         follow it again with ` + "`dstack logs RUN -f`" + `
+  130    Ctrl-C stopped following; the run goes on`,
 		Example: `  dstack run train
   dstack run train --epochs 20 --lr=0.01
   dstack run -d train`,
@@ -62,6 +77,7 @@ again and ` + "`dstack stop RUN`" + ` stops it. The exit code is then 130.`,
 	cmd.Flags().BoolP("detach", "d", false, "submit the run and return without following it")
 	cmd.Flags().String("dir", "", "the project's directory (default: the current one)")
 	cmd.Flags().String("max-code-size", "256MiB", "the most file content of the working directory to upload (env DSTACK_MAX_CODE_SIZE)")
+	cmd.Flags().String("wait-server", DefaultWaitServer.String(), "how long to keep trying a server that went away while following the run before giving up with exit code 3")
 	return cmd
 }
 
@@ -89,6 +105,10 @@ func (e *Env) run(ctx context.Context, ra runArgs) error {
 		return err
 	}
 	maxSize, err := e.maxCodeSize(ra.MaxCodeSize)
+	if err != nil {
+		return err
+	}
+	wait, err := parseWaitServer(ra.WaitServer)
 	if err != nil {
 		return err
 	}
@@ -145,7 +165,7 @@ func (e *Env) run(ctx context.Context, ra runArgs) error {
 			fmt.Fprintf(e.Stderr, "==> %s gets the artifacts of %s from run %s (tag %s)\n", j.Workflow, d.Workflow, d.RunName, d.Tag)
 		}
 	}
-	return e.follow(ctx, c, run)
+	return e.follow(ctx, c, run, wait)
 }
 
 // describeJobs is "train", or "prepare, train" for a run of several jobs.
@@ -189,7 +209,7 @@ func packCode(ctx context.Context, dir string, maxSize int64) (*os.File, int64, 
 
 // follow streams a submitted run's logs until it ends and reports how it
 // ended. Ctrl-C stops following, not the run.
-func (e *Env) follow(ctx context.Context, c *apiClient, run *api.Run) error {
+func (e *Env) follow(ctx context.Context, c *apiClient, run *api.Run, wait time.Duration) error {
 	ictx, stop := e.Interrupt(ctx)
 	defer stop()
 	// The status watcher and the log headers share stderr.
@@ -201,10 +221,11 @@ func (e *Env) follow(ctx context.Context, c *apiClient, run *api.Run) error {
 		defer close(watched)
 		fe.watchStatus(wctx, c, run.Name)
 	}()
-	err := fe.streamRun(ictx, c, run, true, time.Time{})
+	sw := fe.newServerWait(c, run.Name, wait)
+	err := fe.streamRun(ictx, c, run, true, time.Time{}, sw)
 	var final *api.Run
 	if err == nil {
-		final, err = waitRun(ictx, c, run.Name)
+		final, err = waitRun(ictx, c, run.Name, sw)
 	}
 	cancelWatch()
 	<-watched
@@ -219,23 +240,26 @@ func (e *Env) follow(ctx context.Context, c *apiClient, run *api.Run) error {
 	return e.reportRun(final)
 }
 
-// waitRun polls a run until it is finished.
-func waitRun(ctx context.Context, c *apiClient, name string) (*api.Run, error) {
+// waitRun polls a run until it is finished; sw says how long it keeps
+// trying a server it lost.
+func waitRun(ctx context.Context, c *apiClient, name string, sw *serverWait) (*api.Run, error) {
 	delay := 100 * time.Millisecond
-	failures := 0
 	for {
 		run, err := c.RunGet(ctx, name)
 		switch {
-		case err == nil && run.Status.Finished():
-			return run, nil
 		case err == nil:
-			failures = 0
+			sw.ok()
+			if run.Status.Finished() {
+				return run, nil
+			}
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case !retryable(err) || failures >= maxFailures:
+		case !retryable(err):
 			return nil, c.runErr(name, err)
 		default:
-			failures++
+			if xerr := sw.failed(err); xerr != nil {
+				return nil, xerr
+			}
 		}
 		if err := sleep(ctx, delay); err != nil {
 			return nil, err

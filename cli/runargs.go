@@ -9,12 +9,12 @@ import (
 // runArgs is the command line of `dstack run`, which cobra cannot parse:
 // the words after the workflow's name are the workflow's variables.
 //
-//	dstack run [--dir DIR] [--max-code-size SIZE] [-d] WORKFLOW [--NAME VALUE | --NAME=VALUE | -d]...
+//	dstack run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d] WORKFLOW [--NAME VALUE | --NAME=VALUE | -d]...
 //
 // The run's own options go before WORKFLOW. After it, every --NAME VALUE
 // (or --NAME=VALUE) sets the variable NAME, except the options that keep
 // their meaning anywhere: -d/--detach, -h/--help and those of
-// optionsAfterWorkflow (--max-code-size). --dir, which says where the
+// optionsAfterWorkflow (--max-code-size, --wait-server). --dir, which says where the
 // workflow is found, goes before it; after it, --dir is a variable. A value
 // is the next word whatever it looks like (--lr -0.1), unless it starts
 // with "--": that is taken for a missing value; write --NAME=--VALUE to
@@ -26,11 +26,12 @@ type runArgs struct {
 	Help        bool
 	Dir         string
 	MaxCodeSize string // as given; empty for the default
+	WaitServer  string // --wait-server as given; empty for the default
 }
 
 // optionsAfterWorkflow are the run's options with a value that are taken
 // as options, not variables, after the workflow's name too.
-var optionsAfterWorkflow = map[string]bool{"--max-code-size": true}
+var optionsAfterWorkflow = map[string]bool{"--max-code-size": true, "--wait-server": true}
 
 // varName is what the workflows file accepts as a variable's name.
 var varName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
@@ -53,7 +54,7 @@ func parseRunArgs(args []string) (runArgs, error) {
 			// Before the workflow's name: the run's own options.
 			name, value, hasValue := strings.Cut(a, "=")
 			switch name {
-			case "--dir", "--max-code-size":
+			case "--dir", "--max-code-size", "--wait-server":
 				if !hasValue {
 					if i+1 >= len(args) {
 						return r, usagef("%s needs a value", name)
@@ -61,15 +62,18 @@ func parseRunArgs(args []string) (runArgs, error) {
 					i++
 					value = args[i]
 				}
-				if name == "--dir" {
+				switch name {
+				case "--dir":
 					r.Dir = value
-				} else {
+				case "--wait-server":
+					r.WaitServer = value
+				default:
 					r.MaxCodeSize = value
 				}
 				continue
 			}
 			if strings.HasPrefix(a, "-") {
-				return r, usagef("unknown option %q before the workflow's name: dstack run [--dir DIR] [--max-code-size SIZE] [-d] WORKFLOW [--VAR VALUE]...", a)
+				return r, usagef("unknown option %q before the workflow's name: dstack run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d] WORKFLOW [--VAR VALUE]...", a)
 			}
 			if a == "" {
 				return r, usagef("the workflow's name is empty")
@@ -91,7 +95,11 @@ func parseRunArgs(args []string) (runArgs, error) {
 				i++
 				value = args[i]
 			}
-			r.MaxCodeSize = value
+			if opt == "--wait-server" {
+				r.WaitServer = value
+			} else {
+				r.MaxCodeSize = value
+			}
 			continue
 		}
 		name, value, hasValue := strings.Cut(a[2:], "=")
@@ -124,6 +132,9 @@ func (r runArgs) args() []string {
 	}
 	if r.MaxCodeSize != "" {
 		out = append(out, "--max-code-size="+r.MaxCodeSize)
+	}
+	if r.WaitServer != "" {
+		out = append(out, "--wait-server="+r.WaitServer)
 	}
 	if r.Help {
 		out = append(out, "--help")

@@ -36,6 +36,8 @@ func TestParseRunArgs(t *testing.T) {
 			want: runArgs{Workflow: "train", MaxCodeSize: "400MB", Vars: map[string]string{"epochs": "3"}}},
 		{name: "max code size after with equals", args: []string{"train", "--max-code-size=1GiB", "-d"},
 			want: runArgs{Workflow: "train", MaxCodeSize: "1GiB", Detach: true}},
+		{name: "wait server after", args: []string{"train", "--wait-server", "30s", "--epochs", "3"},
+			want: runArgs{Workflow: "train", WaitServer: "30s", Vars: map[string]string{"epochs": "3"}}},
 		{name: "unknown option after stays a variable", args: []string{"train", "--max-size", "400MB"},
 			want: runArgs{Workflow: "train", Vars: map[string]string{"max-size": "400MB"}}},
 		{name: "dir after is a variable", args: []string{"train", "--dir", "data"},
@@ -84,7 +86,7 @@ func TestParseRunArgs(t *testing.T) {
 
 func sameRunArgs(a, b runArgs) bool {
 	return a.Workflow == b.Workflow && a.Detach == b.Detach && a.Help == b.Help &&
-		a.Dir == b.Dir && a.MaxCodeSize == b.MaxCodeSize && maps.Equal(a.Vars, b.Vars)
+		a.Dir == b.Dir && a.MaxCodeSize == b.MaxCodeSize && a.WaitServer == b.WaitServer && maps.Equal(a.Vars, b.Vars)
 }
 
 // FuzzParseRunArgs checks that the parser never panics, that what it
@@ -93,7 +95,7 @@ func FuzzParseRunArgs(f *testing.F) {
 	for _, s := range []string{
 		"train", "train --epochs 20", "train --lr=-0.1 -d", "-d --dir x train --a b",
 		"train --epochs", "train x", "--help", "train --=1", "--max-code-size 1GB train --x=--y",
-		"train --max-code-size 400MB --e 1", "train --max-code-size=1GiB -d", "train --max-code-size",
+		"train --max-code-size 400MB --e 1", "train --max-code-size=1GiB -d", "train --max-code-size", "--wait-server 5s train", "train --wait-server 5s --e 1",
 	} {
 		f.Add(s)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/client"
 	"github.com/dstackai/dstack/userconfig"
 )
 
@@ -529,34 +530,94 @@ func TestArtifacts(t *testing.T) {
 	}
 	check(h.dir)
 
-	// Resume: a .part holding the first bytes is completed, not restarted;
-	// a .part longer than the file is restarted.
+	table := h.run("artifacts", "list", name).stdout
+	for _, f := range files {
+		if f.SHA256 == "" || !strings.Contains(table, f.SHA256) {
+			t.Errorf("%s: listed without its SHA-256 (%+v)", f.Path, f)
+		}
+	}
+	tagOf := func(path string) string {
+		t.Helper()
+		for _, f := range files {
+			if f.Path == path {
+				a, err := srv.Client().ArtifactGet(context.Background(), f.JobID, f.Path, client.ArtifactRequest{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				a.Body.Close()
+				return a.ETag
+			}
+		}
+		t.Fatalf("%s is not listed", path)
+		return ""
+	}
+
+	// Resume: a .part holding the first bytes of the same file (its
+	// .part.etag says so) is completed, not restarted; a .part longer than
+	// the file is restarted; a .part of another file (another tag, or none)
+	// is not resumed.
 	out := filepath.Join(h.dir, "out")
+	write := func(name string, b []byte) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(name, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	wpath := filepath.Join(out, "train", "model", "weights.bin")
-	if err := os.MkdirAll(filepath.Dir(wpath), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(wpath+".part", weights[:300000], 0o644); err != nil {
-		t.Fatal(err)
-	}
+	write(wpath+".part", weights[:300000])
+	write(wpath+".part.etag", []byte(tagOf("model/weights.bin")+"\n"))
 	npath := filepath.Join(out, "prepare", "data", "numbers.txt")
-	if err := os.MkdirAll(filepath.Dir(npath), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(npath+".part", []byte("garbage that is longer than the file"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	write(npath+".part", []byte("garbage that is longer than the file"))
+	write(npath+".part.etag", []byte(tagOf("data/numbers.txt")+"\n"))
+	rpath := filepath.Join(out, "train", "model", "result.txt")
+	write(rpath+".part", []byte("sum="))
+	write(rpath+".part.etag", []byte(`"sha256:0123"`+"\n"))
 	r = h.run("artifacts", "download", name, "-o", "out")
-	if r.code != 0 || !strings.Contains(r.stdout, "resumed at 293 KiB") {
+	if r.code != 0 || !strings.Contains(r.stdout, "resumed at 293 KiB") || strings.Count(r.stdout, "resumed") != 1 {
 		t.Fatalf("resume: %+v", r)
 	}
 	check(out)
+	for _, p := range []string{wpath, npath, rpath} {
+		if _, err := os.Stat(p + ".part.etag"); !os.IsNotExist(err) {
+			t.Errorf("%s.part.etag left behind", p)
+		}
+	}
 
 	// Again: everything is there already.
 	r = h.run("artifacts", "download", name, "-o", out)
 	if r.code != 0 || strings.Count(r.stdout, "already downloaded") != 3 {
 		t.Fatalf("again: %+v", r)
 	}
+	// A file of the right size but other content is replaced, not kept.
+	write(npath, []byte("9\n9\n9\n"))
+	r = h.run("artifacts", "download", name, "-o", out)
+	if r.code != 0 || strings.Count(r.stdout, "already downloaded") != 2 {
+		t.Fatalf("a file of the same size: %+v", r)
+	}
+	check(out)
+	// A .part of the same file whose bytes were damaged fails the check at
+	// the end: an error names the file, and the .part is removed.
+	bad := append([]byte(nil), weights[:300000]...)
+	bad[10] ^= 0xff
+	if err := os.Remove(wpath); err != nil {
+		t.Fatal(err)
+	}
+	write(wpath+".part", bad)
+	write(wpath+".part.etag", []byte(tagOf("model/weights.bin")+"\n"))
+	r = h.run("artifacts", "download", name, "-o", out)
+	if r.code == 0 || !strings.Contains(r.stderr, "download train/model/weights.bin: the file received has SHA-256") {
+		t.Fatalf("a damaged .part: %+v", r)
+	}
+	if _, err := os.Stat(wpath + ".part"); !os.IsNotExist(err) {
+		t.Errorf("the damaged .part was kept (%v)", err)
+	}
+	if r = h.run("artifacts", "download", name, "-o", out); r.code != 0 {
+		t.Fatalf("after a damaged .part: %+v", r)
+	}
+	check(out)
 
 	// On a terminal, progress bars instead of lines.
 	h.tty = true

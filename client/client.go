@@ -317,6 +317,46 @@ func (c *Client) ArtifactDownload(ctx context.Context, jobID, path string, offse
 	return resp.Body, resp.ContentLength, nil
 }
 
+// ArtifactRequest selects what ArtifactGet reads of an artifact file.
+type ArtifactRequest struct {
+	// Offset asks for the file from this byte on (a resumed download).
+	Offset int64
+	// IfRange, with an Offset, is the entity tag of the file the caller
+	// holds the start of: the server sends the rest only when its file has
+	// that tag, and the whole file otherwise.
+	IfRange string
+}
+
+// Artifact is an artifact file being read.
+type Artifact struct {
+	Body io.ReadCloser
+	// Offset is where Body starts in the file: the asked offset, or 0 when
+	// the server sent the whole file.
+	Offset int64
+	Length int64  // bytes in Body
+	ETag   string // the file's entity tag; empty for a file without a hash
+}
+
+// ArtifactGet opens one artifact file as req asks.
+func (c *Client) ArtifactGet(ctx context.Context, jobID, path string, req ArtifactRequest) (*Artifact, error) {
+	r := request{method: http.MethodGet, path: "/jobs/" + url.PathEscape(jobID) + "/artifacts/" + escapePath(path)}
+	if req.Offset > 0 {
+		r.headers = map[string]string{"Range": fmt.Sprintf("bytes=%d-", req.Offset)}
+		if req.IfRange != "" {
+			r.headers["If-Range"] = req.IfRange
+		}
+	}
+	resp, err := c.do(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	a := &Artifact{Body: resp.Body, Length: resp.ContentLength, ETag: resp.Header.Get("ETag")}
+	if resp.StatusCode == http.StatusPartialContent {
+		a.Offset = req.Offset
+	}
+	return a, nil
+}
+
 // RunnerList lists the user's runners.
 func (c *Client) RunnerList(ctx context.Context) ([]api.Runner, error) {
 	var rs []api.Runner

@@ -427,17 +427,26 @@ func (c *hostCluster) checkRequeuedLog(name string, shipped []string) {
 	if err := checkCount(second); err != nil {
 		c.t.Errorf("attempt 1's part of the log: %v\n%s", err, strings.Join(lines, "\n"))
 	}
+	if i := len(first); i >= len(lines) || !strings.HasPrefix(lines[i], "--- attempt 2 of ") {
+		c.t.Errorf("the second attempt's output does not start with the server's line for it\n%s", strings.Join(lines, "\n"))
+	}
 }
 
 // splitAttempts splits a log at its second "line 1": the first attempt's
-// lines and the second's (none when there is no second "line 1").
+// lines and the second's (none when there is no second "line 1"). The line
+// the server writes at the start of the second attempt belongs to neither.
 func splitAttempts(lines []string) (first, second []string) {
+	first = lines
 	for i := 1; i < len(lines); i++ {
 		if lines[i] == "line 1" {
-			return lines[:i], lines[i:]
+			first, second = lines[:i], lines[i:]
+			break
 		}
 	}
-	return lines, nil
+	if n := len(first); n > 0 && strings.HasPrefix(first[n-1], "--- attempt 2 of ") {
+		first = first[:n-1]
+	}
+	return first, second
 }
 
 // checkPrefix checks that lines are "line 1", "line 2", ... in order.

@@ -139,8 +139,14 @@ func TestRunnerKilled(t *testing.T) {
 		if j := run.Jobs[0]; run.Status != api.StatusDone || j.RunnerName != "r2" || j.Attempt != 1 {
 			t.Errorf("ps -a --json: %s, job on %q attempt %d; want done on r2 attempt 1 (the second)", run.Status, j.RunnerName, j.Attempt)
 		}
-		if r := c.dstack("", "logs", name); r.code != 0 || !strings.Contains(r.stdout, "slow started") || !strings.Contains(r.stdout, "slow finished") {
-			t.Errorf("logs:\n%s", r)
+		// The second attempt's output follows the first's, after a line
+		// of the server's that says which attempt runs where, and why.
+		marker := "--- attempt 2 of 3 on runner r2 (attempt 1: runner r1 stopped responding) ---\n"
+		if r := c.dstack("", "logs", name); r.code != 0 || r.stdout != "slow started\n"+marker+"slow started\nslow finished\n" {
+			t.Errorf("logs:\n%s\nwant stdout:\nslow started\n%sslow started\nslow finished", r, marker)
+		}
+		if !strings.Contains(follow.stdout(), marker) {
+			t.Errorf("dstack run's output does not mark the second attempt with %q:\n%s", marker, follow.stdout())
 		}
 		status := map[string]api.RunnerStatus{}
 		for _, r := range c.runners() {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/dstackai/dstack/api"
 )
 
 const (
@@ -95,21 +97,50 @@ func TestArtifactsInS3(t *testing.T) {
 	}
 
 	// A download that broke off resumes: the bytes already there are kept,
-	// not fetched again (the .part's first line is not the artifact's).
+	// not fetched again, when the .part is the start of the same file (its
+	// .part.etag is the tag the server sent, the SHA-256 recorded while the
+	// file streamed to the bucket).
+	var numbers api.ArtifactFile
+	for _, j := range run.Jobs {
+		if j.Workflow == "prepare" {
+			numbers = api.ArtifactFile{Workflow: "prepare", JobID: j.ID, Path: "data/numbers.txt"}
+		}
+	}
+	tag := c.artifactETag(t, numbers)
 	out2 := filepath.Join(t.TempDir(), "out")
 	part := filepath.Join(out2, "prepare", "data", "numbers.txt.part")
 	if err := os.MkdirAll(filepath.Dir(part), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(part, []byte("X\n"), 0o644); err != nil {
-		t.Fatal(err)
+	writePart := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(part, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(part+".etag", []byte(tag+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
+	writePart("1\n")
 	r = c.dstack(dir, "artifacts", "download", name, "-o", out2)
 	if r.code != 0 || !strings.Contains(r.stdout, "resumed at 2 B") {
 		t.Fatalf("resume: %s", r)
 	}
-	if got := readFile(t, filepath.Join(out2, "prepare", "data", "numbers.txt")); got != "X\n2\n3\n" {
-		t.Errorf("resumed file = %q, want the kept %q and the rest, %q", got, "X\n", "2\n3\n")
+	if got := readFile(t, filepath.Join(out2, "prepare", "data", "numbers.txt")); got != "1\n2\n3\n" {
+		t.Errorf("resumed file = %q, want %q", got, "1\n2\n3\n")
+	}
+	// Kept bytes that are not the file's fail the check of its hash: the
+	// file is named and the .part removed.
+	if err := os.Remove(filepath.Join(out2, "prepare", "data", "numbers.txt")); err != nil {
+		t.Fatal(err)
+	}
+	writePart("X\n")
+	r = c.dstack(dir, "artifacts", "download", name, "-o", out2)
+	if r.code == 0 || !strings.Contains(r.stderr, "download prepare/data/numbers.txt: the file received has SHA-256") {
+		t.Fatalf("a damaged .part: %s", r)
+	}
+	if _, err := os.Stat(part); !os.IsNotExist(err) {
+		t.Errorf("the damaged .part was kept (%v)", err)
 	}
 
 	c.stopServer()

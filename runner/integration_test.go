@@ -484,7 +484,9 @@ func TestRequeuedJobKeepsEarlierLog(t *testing.T) {
 	if j.Status != api.StatusDone || j.Attempt != 1 {
 		t.Fatalf("job %s on attempt %d (%s), want done on attempt 1", j.Status, j.Attempt, j.StatusReason)
 	}
-	if got, want := f.logs(t, j.ID), first+"second attempt\n"; got != want {
+	// The server heads the second attempt's output with a line of its own.
+	marker := "--- attempt 2 of 3 on runner second (attempt 1: runner lost stopped responding) ---\n"
+	if got, want := f.logs(t, j.ID), first+marker+"second attempt\n"; got != want {
 		t.Errorf("log %q, want %q", got, want)
 	}
 }

@@ -50,7 +50,7 @@ func (s *Server) handleArtifactUpload(w http.ResponseWriter, r *http.Request, rn
 	if err := checkArtifactTree(r.Context(), st, artifactPrefix(job.ID), p); err != nil {
 		return err
 	}
-	if _, err := st.Put(r.Context(), artifactPrefix(job.ID)+p, body); err != nil {
+	if err := s.putArtifact(r.Context(), st, job.ID, p, body); err != nil {
 		var se *sizeError
 		if errors.As(err, &se) {
 			return invalid("artifact %s: %v; nothing was stored", p, se)
@@ -101,9 +101,14 @@ func (s *Server) jobArtifacts(r *http.Request, j *store.Job) ([]api.ArtifactFile
 	if err != nil {
 		return nil, fmt.Errorf("list artifacts: %w", err)
 	}
+	hashes, err := s.artifactHashes(r.Context(), j.ID)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]api.ArtifactFile, 0, len(objs))
 	for _, o := range objs {
-		out = append(out, api.ArtifactFile{Workflow: j.Workflow, JobID: j.ID, Path: strings.TrimPrefix(o.Key, artifactPrefix(j.ID)), Size: o.Size})
+		p := strings.TrimPrefix(o.Key, artifactPrefix(j.ID))
+		out = append(out, api.ArtifactFile{Workflow: j.Workflow, JobID: j.ID, Path: p, Size: o.Size, SHA256: hashes.of(p, o.Size)})
 	}
 	return out, nil
 }
@@ -158,6 +163,18 @@ func (s *Server) serveArtifact(w http.ResponseWriter, r *http.Request, job *stor
 	}
 	if err != nil {
 		return err
+	}
+	hashes, err := s.artifactHashes(r.Context(), jobID)
+	if err != nil {
+		return err
+	}
+	etag := artifactETag(hashes.of(p, obj.Size))
+	if etag != "" {
+		w.Header().Set("ETag", etag)
+	}
+	if offset > 0 && !ifRangeMatches(r, etag) {
+		// The client's partial copy is of another file: send this one whole.
+		offset = 0
 	}
 	if offset > obj.Size {
 		return api.Errorf(http.StatusRequestedRangeNotSatisfiable, api.CodeInvalid, "offset %d is past the end of %s (%d bytes)", offset, p, obj.Size)

@@ -156,18 +156,20 @@ func TestRequeuedJobFencesItsFormerRunner(t *testing.T) {
 		t.Errorf("job = %s on %q, want downloading on fresh", j.Status, j.RunnerName)
 	}
 
-	// The log holds the first attempt's output; the new holder learns where
-	// the log ends with an empty append, and carries on from there.
+	// The log holds the first attempt's output and the server's line that
+	// heads the second; the new holder learns where the log ends with an
+	// empty append, and carries on from there.
+	before := "attempt 1\n--- attempt 2 of 3 on runner fresh (attempt 1: runner old stopped responding) ---\n"
 	size, err := fresh.JobLogAppend(ctx, second.Job.ID, second.Lease, 0, nil)
-	if err != nil || size != int64(len("attempt 1\n")) {
-		t.Fatalf("empty append = %d, %v; want the log's size %d", size, err, len("attempt 1\n"))
+	if err != nil || size != int64(len(before)) {
+		t.Fatalf("empty append = %d, %v; want the log's size %d", size, err, len(before))
 	}
 	if _, err := fresh.JobLogAppend(ctx, second.Job.ID, second.Lease, size, []byte("attempt 2\n")); err != nil {
 		t.Fatal(err)
 	}
 	setStatus(t, fresh, second, api.StatusDone)
-	if got := jobLog(t, e.admin, first.Job.ID); got != "attempt 1\nattempt 2\n" {
-		t.Errorf("job log = %q", got)
+	if got := jobLog(t, e.admin, first.Job.ID); got != before+"attempt 2\n" {
+		t.Errorf("job log = %q, want %q", got, before+"attempt 2\n")
 	}
 	if v := scrape(t, e.srv.URL)["dstack_jobs_interrupted_total"]; v != 1 {
 		t.Errorf("dstack_jobs_interrupted_total = %v, want 1", v)

@@ -203,6 +203,7 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 		woken := s.queue.watch(userKey(rn.UserID))
 		job, err := s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: req.Free, Now: s.cfg.Now()})
 		if err == nil {
+			s.markAttempt(job, rn)
 			s.metrics.observeClaim(job, s.cfg.Now())
 			s.events.publish(rn.UserID, api.EventRuns, api.EventRunners)
 			s.log.Info("job assigned", "job", job.ID, "run", job.RunName, "workflow", job.Workflow, "runner", rn.Name, "lease", job.Lease)

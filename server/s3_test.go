@@ -138,6 +138,10 @@ func TestArtifactsInS3(t *testing.T) {
 		if b, ok := uploads[f.Path]; !ok || f.Size != int64(len(b)) || f.JobID != a.Job.ID || f.Workflow != "train" {
 			t.Errorf("listed %+v, which was not uploaded so", f)
 		}
+		// The hash is computed while the file streams to the bucket.
+		if b := uploads[f.Path]; f.SHA256 != sha256Hex(b) {
+			t.Errorf("listed %s with SHA-256 %q, want %s", f.Path, f.SHA256, sha256Hex(b))
+		}
 	}
 
 	body, n, err := e.admin.ArtifactDownload(ctx, a.Job.ID, "model/weights.bin", 0)

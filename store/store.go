@@ -166,6 +166,17 @@ type Store interface {
 	// JobClaimNext clears the reason of the job it claims.
 	JobSetPendingReasons(ctx context.Context, p JobSetPendingReasonsParams) (int, error)
 
+	// ArtifactPut records an artifact file of a job as stored, with its size
+	// and the SHA-256 of its content, replacing the record of an earlier
+	// upload of the same path. ErrNotFound for an unknown job.
+	ArtifactPut(ctx context.Context, p ArtifactPutParams) error
+	// ArtifactDelete forgets the record of a job's artifact file, if any,
+	// before the file is stored again: a file whose new content is not yet
+	// recorded has no hash rather than a wrong one.
+	ArtifactDelete(ctx context.Context, p ArtifactDeleteParams) error
+	// ArtifactList returns the recorded artifact files of a job by path.
+	ArtifactList(ctx context.Context, p ArtifactListParams) ([]*Artifact, error)
+
 	// LimitPut creates the limit with p's key (user, backend, region,
 	// instance type, spot), or sets the maximum of the one that exists,
 	// keeping its ID. The result says which, and the maximum before.
@@ -490,6 +501,9 @@ type Job struct {
 	// JobLogStored).
 	LogEnd     int64
 	LogMissing int64
+	// LastInterruption is why the previous attempt ended when the job was
+	// requeued ("runner r1 stopped responding"); empty for a first attempt.
+	LastInterruption string
 }
 
 // JobClaimNextParams are the arguments of JobClaimNext.
@@ -587,4 +601,31 @@ type TagDeleteParams struct {
 // TagListParams are the arguments of TagList.
 type TagListParams struct {
 	UserID string
+}
+
+// Artifact is the record of one artifact file of a job, as uploaded.
+type Artifact struct {
+	JobID  string
+	Path   string // slash-separated, relative to the job's working directory
+	Size   int64
+	SHA256 string // lowercase hex
+}
+
+// ArtifactPutParams are the arguments of ArtifactPut.
+type ArtifactPutParams struct {
+	JobID  string
+	Path   string
+	Size   int64
+	SHA256 string
+}
+
+// ArtifactDeleteParams are the arguments of ArtifactDelete.
+type ArtifactDeleteParams struct {
+	JobID string
+	Path  string
+}
+
+// ArtifactListParams are the arguments of ArtifactList.
+type ArtifactListParams struct {
+	JobID string
 }

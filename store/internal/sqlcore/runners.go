@@ -235,7 +235,7 @@ func (s *Store) interrupt(ctx context.Context, q Querier, j *store.Job, cause st
 		reason := fmt.Sprintf("interrupted: %s; requeued for attempt %d of %d", cause, j.Attempt+2, maxAttempts)
 		return collectJobs(q.Query(ctx, `UPDATE jobs SET status = 'pending', attempt = attempt + 1,
 			lease = lease + 1, runner_id = NULL, claimed_at = NULL, started_at = NULL, exit_code = NULL,
-			status_reason = $3`+guard, j.ID, j.Lease, reason))
+			status_reason = $3, last_interruption = $4`+guard, j.ID, j.Lease, reason, cause))
 	}
 	status := api.StatusFailed
 	reason := fmt.Sprintf("%s; interrupted %d times, giving up", cause, j.Attempt+1)

@@ -30,7 +30,7 @@ const jobColumns = `jobs.id, jobs.run_id, jobs.run_name, jobs.user_id, jobs.code
 	COALESCE((SELECT runners.name FROM runners WHERE runners.id = jobs.runner_id), jobs.runner_name),
 	jobs.lease, jobs.attempt, jobs.exit_code, jobs.stop_requested,
 	jobs.submitted_at, jobs.claimed_at, jobs.started_at, jobs.finished_at, jobs.artifact_store,
-	jobs.log_end, jobs.log_missing`
+	jobs.log_end, jobs.log_missing, jobs.last_interruption`
 
 // activeStatuses is the SQL list of the states in which a runner holds a job.
 const activeStatuses = `('downloading', 'running', 'uploading')`
@@ -50,7 +50,7 @@ func scanJob(row Row) (*store.Job, error) {
 		&j.RunnerName,
 		&j.Lease, &j.Attempt, &exitCode, &j.StopRequested,
 		&submitted, &claimed, &started, &finished, &j.ArtifactStore,
-		&j.LogEnd, &j.LogMissing)
+		&j.LogEnd, &j.LogMissing, &j.LastInterruption)
 	if err != nil {
 		return nil, err
 	}
