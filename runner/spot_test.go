@@ -185,8 +185,10 @@ func TestSpotInterruption(t *testing.T) {
 	if j.Status != api.StatusDone || j.Attempt != 1 || j.RunnerID != second.ID() {
 		t.Fatalf("job = %s on attempt %d on %s (%q); want done on attempt 1 on %s", j.Status, j.Attempt, j.RunnerID, j.StatusReason, second.ID())
 	}
-	if got := f.logs(t, j.ID); !strings.HasSuffix(got, "got TERM\nsecond attempt\n") {
-		t.Errorf("log %q, want both attempts' output", got)
+	// The server marks where the second attempt starts, and why.
+	if got := f.logs(t, j.ID); !strings.Contains(got, "got TERM\n--- attempt 2 of 3 on runner second (attempt 1: spot instance reclaimed by the cloud") ||
+		!strings.HasSuffix(got, ") ---\nsecond attempt\n") {
+		t.Errorf("log %q, want both attempts' output, the second after its marker", got)
 	}
 	if got := f.artifacts(t, run.Name, j.ID); got["out/model.txt"] != "final\n" {
 		t.Errorf("artifacts %v, want the second attempt's", got)
