@@ -2,6 +2,8 @@ package runner
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -96,7 +98,8 @@ func (j *job) downloadFile(ctx context.Context, depJobID string, f api.ArtifactF
 			return err
 		}
 		defer rc.Close()
-		in := &readTracker{r: rc}
+		h := sha256.New()
+		in := &readTracker{r: io.TeeReader(rc, h)}
 		n, err := j.dir.WriteFile(f.Path, in, 0o644)
 		switch {
 		case err != nil && in.err != nil && errors.Is(err, in.err):
@@ -105,6 +108,10 @@ func (j *job) downloadFile(ctx context.Context, depJobID string, f api.ArtifactF
 			return permanent(err) // refused, or the disk's failure
 		case n != f.Size:
 			return fmt.Errorf("got %d bytes of %d", n, f.Size)
+		}
+		// Artifacts uploaded before the server recorded hashes have none.
+		if got := hex.EncodeToString(h.Sum(nil)); f.SHA256 != "" && got != f.SHA256 {
+			return permanent(fmt.Errorf("its content does not match the SHA-256 the server recorded at upload (got %s, want %s): the stored file is damaged", got, f.SHA256))
 		}
 		return nil
 	})

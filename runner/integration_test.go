@@ -309,6 +309,37 @@ func TestDependencies(t *testing.T) {
 	}
 }
 
+// TestDependencyOfDamagedContentIsRefused: a dependency's artifact whose
+// content no longer matches the SHA-256 the server recorded at upload (the
+// stored file was damaged) fails the job that needs it, saying so, rather
+// than running it on the damaged data.
+func TestDependencyOfDamagedContentIsRefused(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	code := f.uploadCode(t, nil)
+	first := f.submit(t, code, api.JobSpec{Workflow: "prepare", Commands: []string{"echo rows > data.txt"}, Artifacts: []string{"data.txt"}})
+	prep := f.waitStatus(t, first.Name, "prepare", finished)
+	if prep.Status != api.StatusDone {
+		t.Fatalf("prepare %s: %s", prep.Status, prep.StatusReason)
+	}
+	// The same size, other bytes: only the hash tells them apart.
+	stored := filepath.Join(f.srv.DataDir, "blobs", "artifacts", prep.ID, "data.txt")
+	if err := os.WriteFile(stored, []byte("ROWS\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.admin.TagPut(t.Context(), "v1", first.Name, false); err != nil {
+		t.Fatal(err)
+	}
+	second := f.submit(t, code, api.JobSpec{Workflow: "train", DependsOnTags: []api.TaggedDependency{{Workflow: "prepare", Tag: "v1"}}, Commands: []string{"cat data.txt"}})
+	j := f.waitStatus(t, second.Name, "train", finished)
+	if j.Status != api.StatusFailed || !strings.Contains(j.StatusReason, "does not match the SHA-256") {
+		t.Fatalf("train %s (%s), want failed for the damaged artifact; log:\n%s", j.Status, j.StatusReason, f.logs(t, j.ID))
+	}
+	if got := f.logs(t, j.ID); strings.Contains(got, "ROWS") {
+		t.Errorf("train ran on the damaged artifact: %q", got)
+	}
+}
+
 func TestStop(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
