@@ -10,15 +10,29 @@ import (
 	"github.com/dstackai/dstack/client"
 )
 
-// `dstack autoscale`: the older spelling of `dstack on-demand`. Its rules
-// are spot limits in the default region: `allow TYPE --max N` sets one,
-// `--max 0` removes it; `info` lists the limits, `clear` deletes them all.
+// `dstack autoscale`: the older spelling of `dstack on-demand`, deprecated
+// but still working. Its rules are spot limits in the default region:
+// `allow TYPE --max N` sets one, `--max 0` removes it; `info` lists the
+// limits, `clear` deletes them all.
+
+// autoscaleDeprecated is what `dstack autoscale` says to use instead.
+const autoscaleDeprecated = "use `dstack on-demand` instead: `dstack on-demand limit -i TYPE --spot -m MAX`, `dstack on-demand limits`, `dstack on-demand enable|disable`"
 
 func (e *Env) autoscaleCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "autoscale COMMAND",
 		Short: "Manage autoscale rules (the older spelling of `dstack on-demand`)",
 		Args:  noArgs,
+		// cobra hides the command from the help and says so when
+		// `dstack autoscale` itself runs.
+		Deprecated: autoscaleDeprecated,
+	}
+	// cobra says it only for the command itself; its subcommands say it on
+	// stderr, so that their output (--json) stays as it was.
+	cmd.PersistentPreRun = func(c *cobra.Command, _ []string) {
+		if c != cmd {
+			fmt.Fprintf(e.Stderr, "Command %q is deprecated, %s\n", cmd.Name(), autoscaleDeprecated)
+		}
 	}
 	info := &cobra.Command{
 		Use:   "info [--json]",

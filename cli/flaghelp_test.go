@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/dstackai/dstack/internal/flaghelp"
-	"github.com/dstackai/dstack/server/servercmd"
 )
 
 // TestFlagUsagesShowNoPhrasesAsValueNames: no flag of dstack (with dstack
@@ -14,7 +13,7 @@ func TestFlagUsagesShowNoPhrasesAsValueNames(t *testing.T) {
 	t.Parallel()
 	e := &Env{}
 	e.fill()
-	for _, p := range flaghelp.Check(e.newRoot(servercmd.Command())) {
+	for _, p := range flaghelp.Check(e.newRoot(serverCmd)) {
 		t.Error(p)
 	}
 }

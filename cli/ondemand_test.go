@@ -354,3 +354,27 @@ func TestRunnersShowInstances(t *testing.T) {
 		}
 	}
 }
+
+// TestAutoscaleDeprecated: `dstack autoscale` is deprecated in favour of
+// `dstack on-demand`: hidden from the help, it says so on stderr and still
+// works, its output unchanged.
+func TestAutoscaleDeprecated(t *testing.T) {
+	t.Parallel()
+	h := setup(t)
+	h.serveOnDemand()
+	r := h.run("autoscale", "info", "--json")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+		t.Fatalf("autoscale info --json: %+v", r)
+	}
+	if !strings.Contains(r.stderr, `Command "autoscale" is deprecated, use `+"`dstack on-demand`"+` instead`) {
+		t.Errorf("autoscale info: stderr %q, want the deprecation pointing to on-demand", r.stderr)
+	}
+	r = h.run("autoscale")
+	if r.code != 0 || !strings.Contains(r.stdout, "deprecated, use `dstack on-demand` instead") {
+		t.Errorf("autoscale: %+v, want the deprecation", r)
+	}
+	r = h.run("--help")
+	if r.code != 0 || strings.Contains(r.stdout, "autoscale") || !strings.Contains(r.stdout, "on-demand") {
+		t.Errorf("--help lists:\n%s\nwant on-demand and not the deprecated autoscale", r.stdout)
+	}
+}

@@ -89,13 +89,13 @@ func NewEnv() *Env {
 
 // Main runs the dstack command line with args (without the program name)
 // and returns the process's exit code. extra commands (such as `dstack
-// server`) are added to the root.
-func Main(args []string, extra ...*cobra.Command) int {
+// server`) are added to the root, made with the Env the others use.
+func Main(args []string, extra ...func(*Env) *cobra.Command) int {
 	return NewEnv().Run(context.Background(), args, extra...)
 }
 
 // Run runs one command line in e and returns its exit code.
-func (e *Env) Run(ctx context.Context, args []string, extra ...*cobra.Command) int {
+func (e *Env) Run(ctx context.Context, args []string, extra ...func(*Env) *cobra.Command) int {
 	e.fill()
 	root := e.newRoot(extra...)
 	root.SetArgs(args)
@@ -153,7 +153,7 @@ func (e *Env) fill() {
 	}
 }
 
-func (e *Env) newRoot(extra ...*cobra.Command) *cobra.Command {
+func (e *Env) newRoot(extra ...func(*Env) *cobra.Command) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "dstack",
 		Short: "Run ML workflows on your own runners",
@@ -198,7 +198,9 @@ DSTACK_CONFIG names another config file.`,
 		}
 	}
 	noFlagsInUse(root)
-	root.AddCommand(extra...)
+	for _, mk := range extra {
+		root.AddCommand(mk(e))
+	}
 	return root
 }
 

@@ -25,7 +25,7 @@ const DefaultMaxCodeSize int64 = 256 << 20
 
 func (e *Env) runCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d] WORKFLOW [--VAR VALUE]...",
+		Use:   "run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d [--json]] WORKFLOW [--VAR VALUE]...",
 		Short: "Run a workflow and follow its logs",
 		Long: `Run a workflow of .dstack/workflows.yaml, with every workflow it depends on.
 
@@ -40,6 +40,10 @@ workflow's name; --max-code-size, --wait-server, -d/--detach and -h/--help
 work anywhere.
 Before uploading, the code is checked against the server's own limit
 (` + "`dstack server --max-code-size`" + `), which takes sizes as run does (400MB, 1GiB).
+
+-d --json prints the submitted run as JSON on stdout, as ` + "`dstack ps --json`" + `
+prints each run; --json goes before the workflow's name (after it, where
+no value follows it).
 
 Ctrl-C stops following the run, not the run: ` + "`dstack logs RUN -f`" + ` follows it
 again and ` + "`dstack stop RUN`" + ` stops it. The exit code is then 130.
@@ -60,7 +64,8 @@ Exit codes:
   130    Ctrl-C stopped following; the run goes on`,
 		Example: `  dstack run train
   dstack run train --epochs 20 --lr=0.01
-  dstack run -d train`,
+  dstack run -d train
+  dstack run -d --json train`,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ra, err := parseRunArgs(args)
@@ -75,6 +80,7 @@ Exit codes:
 	}
 	// These flags are for --help only: parseRunArgs reads the command line.
 	cmd.Flags().BoolP("detach", "d", false, "submit the run and return without following it")
+	cmd.Flags().Bool("json", false, "with -d, print the submitted run as JSON")
 	cmd.Flags().String("dir", "", "the project's directory (default: the current one)")
 	cmd.Flags().String("max-code-size", "256MiB", "the most file content of the working directory to upload (env DSTACK_MAX_CODE_SIZE)")
 	cmd.Flags().String("wait-server", DefaultWaitServer.String(), "how long to keep trying a server that went away while following the run before giving up with exit code 3")
@@ -155,7 +161,13 @@ func (e *Env) run(ctx context.Context, ra runArgs) error {
 		return c.explain(err)
 	}
 	if ra.Detach {
-		fmt.Fprintf(e.Stdout, "RUN %s submitted\n", run.Name)
+		if ra.JSON {
+			if err := writeJSON(e.Stdout, run); err != nil {
+				return err
+			}
+		} else {
+			fmt.Fprintf(e.Stdout, "RUN %s submitted\n", run.Name)
+		}
 		fmt.Fprintf(e.Stderr, "Follow it with `dstack logs %s -f`, stop it with `dstack stop %s`.\n", run.Name, run.Name)
 		return nil
 	}

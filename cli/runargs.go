@@ -9,7 +9,7 @@ import (
 // runArgs is the command line of `dstack run`, which cobra cannot parse:
 // the words after the workflow's name are the workflow's variables.
 //
-//	dstack run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d] WORKFLOW [--NAME VALUE | --NAME=VALUE | -d]...
+//	dstack run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d [--json]] WORKFLOW [--NAME VALUE | --NAME=VALUE | -d]...
 //
 // The run's own options go before WORKFLOW. After it, every --NAME VALUE
 // (or --NAME=VALUE) sets the variable NAME, except the options that keep
@@ -19,10 +19,15 @@ import (
 // is the next word whatever it looks like (--lr -0.1), unless it starts
 // with "--": that is taken for a missing value; write --NAME=--VALUE to
 // pass one. A variable given twice takes its last value.
+//
+// --json (with -d) goes before the workflow's name; after it, --json is
+// the option only where no value follows it (at the end, or before another
+// --NAME), so that a variable named json keeps working.
 type runArgs struct {
 	Workflow    string
 	Vars        map[string]string
 	Detach      bool
+	JSON        bool // print the submitted run as JSON (with Detach)
 	Help        bool
 	Dir         string
 	MaxCodeSize string // as given; empty for the default
@@ -49,6 +54,11 @@ func parseRunArgs(args []string) (runArgs, error) {
 		case "-d", "--detach":
 			r.Detach = true
 			continue
+		case "--json":
+			if r.Workflow == "" || i+1 >= len(args) || strings.HasPrefix(args[i+1], "--") {
+				r.JSON = true
+				continue
+			}
 		}
 		if r.Workflow == "" {
 			// Before the workflow's name: the run's own options.
@@ -73,7 +83,7 @@ func parseRunArgs(args []string) (runArgs, error) {
 				continue
 			}
 			if strings.HasPrefix(a, "-") {
-				return r, usagef("unknown option %q before the workflow's name: dstack run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d] WORKFLOW [--VAR VALUE]...", a)
+				return r, usagef("unknown option %q before the workflow's name: dstack run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d [--json]] WORKFLOW [--VAR VALUE]...", a)
 			}
 			if a == "" {
 				return r, usagef("the workflow's name is empty")
@@ -121,6 +131,9 @@ func parseRunArgs(args []string) (runArgs, error) {
 	if r.Workflow == "" && !r.Help {
 		return r, usagef("missing WORKFLOW: dstack run WORKFLOW [--VAR VALUE]... [-d]")
 	}
+	if r.JSON && !r.Detach && !r.Help {
+		return r, usagef("--json prints the submitted run and goes with -d: dstack run -d --json %s", r.Workflow)
+	}
 	return r, nil
 }
 
@@ -138,6 +151,9 @@ func (r runArgs) args() []string {
 	}
 	if r.Help {
 		out = append(out, "--help")
+	}
+	if r.JSON {
+		out = append(out, "--json")
 	}
 	if r.Workflow != "" {
 		out = append(out, r.Workflow)

@@ -42,6 +42,12 @@ func TestParseRunArgs(t *testing.T) {
 			want: runArgs{Workflow: "train", Vars: map[string]string{"max-size": "400MB"}}},
 		{name: "dir after is a variable", args: []string{"train", "--dir", "data"},
 			want: runArgs{Workflow: "train", Vars: map[string]string{"dir": "data"}}},
+		{name: "json before", args: []string{"-d", "--json", "train"}, want: runArgs{Workflow: "train", Detach: true, JSON: true}},
+		{name: "json at the end", args: []string{"train", "-d", "--json"}, want: runArgs{Workflow: "train", Detach: true, JSON: true}},
+		{name: "json before a variable", args: []string{"train", "--json", "--epochs", "3", "-d"},
+			want: runArgs{Workflow: "train", Detach: true, JSON: true, Vars: map[string]string{"epochs": "3"}}},
+		{name: "json with a value is a variable", args: []string{"train", "--json", "yes"},
+			want: runArgs{Workflow: "train", Vars: map[string]string{"json": "yes"}}},
 		{name: "help alone", args: []string{"--help"}, want: runArgs{Help: true}},
 		{name: "help after", args: []string{"train", "-h"}, want: runArgs{Workflow: "train", Help: true}},
 
@@ -57,6 +63,7 @@ func TestParseRunArgs(t *testing.T) {
 		{name: "dir without value", args: []string{"--dir"}, wantErr: "--dir needs a value"},
 		{name: "max code size after without value", args: []string{"train", "--max-code-size"}, wantErr: "--max-code-size needs a value"},
 		{name: "empty workflow", args: []string{""}, wantErr: "empty"},
+		{name: "json without detach", args: []string{"--json", "train"}, wantErr: "--json prints the submitted run and goes with -d"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,7 +92,7 @@ func TestParseRunArgs(t *testing.T) {
 }
 
 func sameRunArgs(a, b runArgs) bool {
-	return a.Workflow == b.Workflow && a.Detach == b.Detach && a.Help == b.Help &&
+	return a.Workflow == b.Workflow && a.Detach == b.Detach && a.JSON == b.JSON && a.Help == b.Help &&
 		a.Dir == b.Dir && a.MaxCodeSize == b.MaxCodeSize && a.WaitServer == b.WaitServer && maps.Equal(a.Vars, b.Vars)
 }
 
@@ -96,6 +103,7 @@ func FuzzParseRunArgs(f *testing.F) {
 		"train", "train --epochs 20", "train --lr=-0.1 -d", "-d --dir x train --a b",
 		"train --epochs", "train x", "--help", "train --=1", "--max-code-size 1GB train --x=--y",
 		"train --max-code-size 400MB --e 1", "train --max-code-size=1GiB -d", "train --max-code-size", "--wait-server 5s train", "train --wait-server 5s --e 1",
+		"-d --json train", "train -d --json", "train --json x", "--json train",
 	} {
 		f.Add(s)
 	}

@@ -92,6 +92,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// Getenv reads the environment (DSTACK_SERVER_ENCRYPTION_KEY); nil is
+	// os.Getenv.
+	Getenv func(string) string
 
 	// Backends are the clouds (or the local Docker engine) on-demand
 	// runners are launched on from the start. AWS joins them at run time
@@ -309,7 +312,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	box, keySource, err := secretbox.Load(cfg.DataDir, os.Getenv)
+	box, keySource, err := secretbox.Load(cfg.DataDir, cfg.Getenv)
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -35,7 +35,7 @@ func TestParseMinFreeSpace(t *testing.T) {
 
 func TestMinFreeSpaceHelpStatesTheDefault(t *testing.T) {
 	t.Parallel()
-	f := Command().Flags().Lookup("min-free-space")
+	f := Command(nil).Flags().Lookup("min-free-space")
 	if f == nil || !strings.Contains(f.Usage, "1 GiB or 5 % of the file system, whichever is smaller") {
 		t.Fatalf("--min-free-space usage: %+v", f)
 	}

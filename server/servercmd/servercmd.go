@@ -16,15 +16,45 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/dstackai/dstack/internal/bytesize"
+	"github.com/dstackai/dstack/internal/secretbox"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/userconfig"
 )
 
-// Command returns `dstack server`.
-func Command() *cobra.Command {
+// envFlags are the environment variables that set a flag of `dstack
+// server` (or of its subcommands) when the flag is not given.
+var envFlags = []struct{ name, flag string }{
+	{"DSTACK_SERVER_DB", "db"},
+	{"DSTACK_SERVER_DATA_DIR", "data-dir"},
+	{"DSTACK_SERVER_ARTIFACTS", "artifacts"},
+	{"DSTACK_SERVER_S3_ENDPOINT", "s3-endpoint"},
+	{"DSTACK_SERVER_S3_REGION", "s3-region"},
+	{"DSTACK_AWS_ENDPOINT_URL", "aws-endpoint-url"},
+}
+
+// envHelp is the help's list of the environment variables the server reads.
+func envHelp() string {
+	var b strings.Builder
+	b.WriteString("\n\nEnvironment variables (a flag given wins over its variable):\n")
+	for _, e := range envFlags {
+		fmt.Fprintf(&b, "  %-30s --%s\n", e.name, e.flag)
+	}
+	fmt.Fprintf(&b, "  %-30s the server key (32 bytes in base64); default: %s in --data-dir\n", secretbox.EnvKey, secretbox.KeyFile)
+	fmt.Fprintf(&b, "  %-30s the CLI config written on first start (default ~/.dstack/config.yaml)", userconfig.EnvVar)
+	return b.String()
+}
+
+// Command returns `dstack server`. getenv reads the environment (os.Getenv
+// when nil): the CLI passes its Env's, so that tests drive it.
+func Command(getenv func(string) string) *cobra.Command {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
 	cfg := server.Defaults
+	cfg.Getenv = getenv
 	var logLevel, logFormat string
 	var noConfig bool
 	var minFree string
@@ -70,8 +100,9 @@ a PostgreSQL database need the same key; a server started with another key
 than the credentials were saved with starts without AWS and says so.
 --aws-endpoint-url points EC2 calls at an EC2-compatible endpoint; the
 artifact bucket of ` + "`dstack aws config`" + ` is reached through --s3-endpoint when
-given.`,
+given.` + envHelp(),
 		Args: cobra.NoArgs,
+
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger, err := newLogger(cmd.ErrOrStderr(), logLevel, logFormat)
 			if err != nil {
@@ -95,7 +126,7 @@ given.`,
 			}
 			cliConfig := ""
 			if !noConfig {
-				if cliConfig, err = userconfig.PathFromEnv(nil); err != nil {
+				if cliConfig, err = userconfig.PathFromEnv(getenv); err != nil {
 					logger.Warn("the CLI's config will not be written", "err", err)
 				}
 			}
@@ -126,17 +157,26 @@ given.`,
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&noConfig, "no-cli-config", false, "do not write ~/.dstack/config.yaml on first start")
 	f.Var(retentionValue{&cfg.RunnerRetention}, "runner-retention", "how long an offline self-hosted runner is listed before it is removed (a restarted runner registers anew); 0 keeps them forever")
-	for _, env := range []struct{ flag, name string }{
-		{"db", "DSTACK_SERVER_DB"}, {"data-dir", "DSTACK_SERVER_DATA_DIR"},
-		{"artifacts", "DSTACK_SERVER_ARTIFACTS"}, {"s3-endpoint", "DSTACK_SERVER_S3_ENDPOINT"}, {"s3-region", "DSTACK_SERVER_S3_REGION"},
-		{"aws-endpoint-url", "DSTACK_AWS_ENDPOINT_URL"},
-	} {
-		if v := os.Getenv(env.name); v != "" {
-			_ = f.Set(env.flag, v)
-		}
-	}
+	// The environment fills the flags not given, for the server and
+	// `dstack server migrate` alike.
+	cmd.PersistentPreRunE = func(*cobra.Command, []string) error { return applyEnv(f, getenv) }
 	cmd.AddCommand(migrateCommand())
 	return cmd
+}
+
+// applyEnv sets the flags of envFlags not given on the command line from
+// their environment variables.
+func applyEnv(f *pflag.FlagSet, getenv func(string) string) error {
+	for _, e := range envFlags {
+		v := getenv(e.name)
+		if v == "" || f.Changed(e.flag) {
+			continue
+		}
+		if err := f.Set(e.flag, v); err != nil {
+			return fmt.Errorf("%s: %w", e.name, err)
+		}
+	}
+	return nil
 }
 
 // parseMinFreeSpace reads --min-free-space: "" is the server's default,

@@ -68,17 +68,28 @@ const DefaultConnectTimeout = 5 * time.Second
 const DefaultAcquireTimeout = 10 * time.Second
 
 // Option tunes Open.
-type Option func(*poolDB)
+type Option func(*options)
+
+type options struct {
+	acquireTimeout time.Duration
+	migrations     fs.FS
+}
 
 // WithAcquireTimeout sets how long a call waits for a connection of the
 // pool before it fails with store.ErrUnavailable; d <= 0 keeps
 // DefaultAcquireTimeout.
 func WithAcquireTimeout(d time.Duration) Option {
-	return func(p *poolDB) {
+	return func(o *options) {
 		if d > 0 {
-			p.acquireTimeout = d
+			o.acquireTimeout = d
 		}
 	}
+}
+
+// WithMigrations replaces the embedded migrations with the NNN_name.up.sql
+// files at the root of fsys: for tests of the migration machinery.
+func WithMigrations(fsys fs.FS) Option {
+	return func(o *options) { o.migrations = fsys }
 }
 
 // Open connects to the database dsn names. Call Migrate before using it.
@@ -98,13 +109,20 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres: %w", mapErr(err))
 	}
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("open postgres: %w", err)
+	o := options{acquireTimeout: DefaultAcquireTimeout}
+	for _, f := range opts {
+		f(&o)
+	}
+	sub := o.migrations
+	if sub == nil {
+		if sub, err = fs.Sub(migrations, "migrations"); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
 	}
 	d := sqlcore.Dialect{
 		Migrations:   sub,
+		TableColumns: `SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1`,
 		MigrateLock:  fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, hashtext(current_schema()))`, migrateLockKey),
 		NextQueueSeq: `nextval('jobs_queue_seq')`,
 		Strpos:       "strpos",
@@ -112,10 +130,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		SkipLocked:   " FOR UPDATE SKIP LOCKED",
 		ForShare:     " FOR SHARE",
 	}
-	db := poolDB{pool: pool, acquireTimeout: DefaultAcquireTimeout}
-	for _, o := range opts {
-		o(&db)
-	}
+	db := poolDB{pool: pool, acquireTimeout: o.acquireTimeout}
 	closeFn := func() error { pool.Close(); return nil }
 	return &Store{sqlcore.New(db, db, d, closeFn)}, nil
 }

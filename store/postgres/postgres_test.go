@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"net"
 	"net/url"
 	"strings"
@@ -114,4 +115,36 @@ func TestUnavailable(t *testing.T) {
 	if _, err := postgres.Open(ctx, u.String()); !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "database unreachable") {
 		t.Errorf("Open on a closed port = %v, want store.ErrUnavailable saying the database is unreachable", err)
 	}
+}
+
+func TestMigrations(t *testing.T) {
+	storetest.RunMigrations(t, func(t *testing.T) storetest.MigrationDB {
+		dsn := storetest.PostgresDSN(t)
+		raw, err := pgx.Connect(t.Context(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = raw.Close(context.Background()) })
+		return storetest.MigrationDB{
+			Open: func(t *testing.T, migrations fs.FS) storetest.Migrator {
+				s, err := postgres.Open(t.Context(), dsn, postgres.WithMigrations(migrations))
+				if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				return s
+			},
+			Exec: func(t *testing.T, query string) {
+				if _, err := raw.Exec(t.Context(), query); err != nil {
+					t.Fatalf("%s: %v", query, err)
+				}
+			},
+			Query: func(t *testing.T, query string) string {
+				var v string
+				if err := raw.QueryRow(t.Context(), query).Scan(&v); err != nil {
+					t.Fatalf("%s: %v", query, err)
+				}
+				return v
+			},
+		}
+	})
 }

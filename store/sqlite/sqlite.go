@@ -58,7 +58,10 @@ const DefaultBusyTimeout = 5 * time.Second
 // Option tunes Open.
 type Option func(*options)
 
-type options struct{ busyTimeout time.Duration }
+type options struct {
+	busyTimeout time.Duration
+	migrations  fs.FS
+}
 
 // WithBusyTimeout sets how long a write waits for its turn and for the
 // database's write lock before it fails with store.ErrUnavailable; d <= 0
@@ -69,6 +72,12 @@ func WithBusyTimeout(d time.Duration) Option {
 			o.busyTimeout = d
 		}
 	}
+}
+
+// WithMigrations replaces the embedded migrations with the NNN_name.up.sql
+// files at the root of fsys: for tests of the migration machinery.
+func WithMigrations(fsys fs.FS) Option {
+	return func(o *options) { o.migrations = fsys }
 }
 
 // Open opens (creating it if needed) the database file at path. Call
@@ -87,12 +96,15 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		write.Close()
 		return nil, err
 	}
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return nil, fmt.Errorf("open sqlite: %w", err)
+	sub := o.migrations
+	if sub == nil {
+		if sub, err = fs.Sub(migrations, "migrations"); err != nil {
+			return nil, fmt.Errorf("open sqlite: %w", err)
+		}
 	}
 	d := sqlcore.Dialect{
-		Migrations: sub,
+		Migrations:   sub,
+		TableColumns: `SELECT name FROM pragma_table_info($1)`,
 		// The write pool's single connection and BEGIN IMMEDIATE already
 		// exclude every other writer, here and in other processes.
 		NextQueueSeq: `(SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs)`,

@@ -59,6 +59,9 @@ type Dialect struct {
 	// MigrateLock, when set, runs first in the migration transaction to keep
 	// concurrent migrations apart.
 	MigrateLock string
+	// TableColumns is a query for the names of the columns of the table
+	// named by $1, one a row.
+	TableColumns string
 	// NextQueueSeq is an SQL expression for the next value of the job queue's
 	// order: it must grow with every evaluation.
 	NextQueueSeq string
