@@ -100,8 +100,8 @@ func ErrorKind(err error) string {
 }
 
 // WithMetrics returns b counting its calls, errors and latency in m. The
-// result keeps what b offers besides Backend that the server asks for
-// (RegionWatcher). Wrapping a backend m already wraps returns it as it is,
+// result is a RegionWatcher when b is one; anything else b offers besides
+// Backend is reached with As. Wrapping a backend m already wraps returns it as it is,
 // so a backend taken out of a set and put back is not counted twice.
 func WithMetrics(b Backend, m *Metrics) Backend {
 	if b == nil || m == nil {
@@ -119,6 +119,25 @@ func WithMetrics(b Backend, m *Metrics) Backend {
 		return &meteredWatcher{meteredBackend: mb, w: w}
 	}
 	return mb
+}
+
+// As finds the first backend in b's chain of decorators (those with an
+// Unwrap() Backend method, as WithMetrics returns) that is a T, as
+// errors.As does for errors: how a caller reaches what a backend offers
+// besides Backend (an AWS backend's DefaultRegion) through its wrappers.
+func As[T any](b Backend) (T, bool) {
+	for b != nil {
+		if t, ok := b.(T); ok {
+			return t, true
+		}
+		u, ok := b.(interface{ Unwrap() Backend })
+		if !ok {
+			break
+		}
+		b = u.Unwrap()
+	}
+	var zero T
+	return zero, false
 }
 
 // metered is what WithMetrics returns.

@@ -190,6 +190,12 @@ func TestWithMetricsWraps(t *testing.T) {
 	if u, ok := b.(interface{ Unwrap() backend.Backend }); !ok || u.Unwrap() != f {
 		t.Error("Unwrap does not give the backend wrapped")
 	}
+	if got, ok := backend.As[*fake.Backend](b); !ok || got != f {
+		t.Error("As does not find the backend wrapped")
+	}
+	if _, ok := backend.As[backend.RegionWatcher](b); ok {
+		t.Error("As finds a RegionWatcher where there is none")
+	}
 	w := &watcher{Backend: fake.New(nil)}
 	rw, ok := backend.WithMetrics(w, m).(backend.RegionWatcher)
 	if !ok {
