@@ -10,12 +10,12 @@ import (
 
 func TestContract(t *testing.T) {
 	t.Parallel()
-	backendtest.Run(t, Harness)
+	backendtest.Run(t, harness)
 }
 
-// Harness is the fake's contract harness: the cloud limits capacity as
+// harness is the fake's contract harness: the cloud limits capacity as
 // asked, and a restart is a new handle on the same cloud.
-func Harness(t *testing.T, o backendtest.Options) *backendtest.Harness {
+func harness(t *testing.T, o backendtest.Options) *backendtest.Harness {
 	b := fake.New(nil)
 	offer := fake.Catalogue[0]
 	if o.Capacity > 0 {
