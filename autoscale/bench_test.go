@@ -9,6 +9,7 @@ import (
 
 	"github.com/dstackai/dstack/autoscale"
 	"github.com/dstackai/dstack/backend"
+	"github.com/dstackai/dstack/backend/fake"
 )
 
 // BenchmarkPendingToLaunch measures the time from a job becoming pending
@@ -21,8 +22,9 @@ func BenchmarkPendingToLaunch(b *testing.B) {
 	if err := st.Migrate(e.ctx); err != nil {
 		b.Fatal(err)
 	}
-	e.cloud = newFakeCloud(time.Now)
-	e.cloud.launched = make(chan struct{}, 1)
+	e.cloud = fake.New(time.Now)
+	launched := make(chan struct{}, 1)
+	e.cloud.NotifyLaunch(launched)
 	id, err := autoscale.ServerID(e.ctx, st)
 	if err != nil {
 		b.Fatal(err)
@@ -52,7 +54,7 @@ func BenchmarkPendingToLaunch(b *testing.B) {
 		default:
 		}
 		select {
-		case <-e.cloud.launched:
+		case <-launched:
 		case <-time.After(10 * time.Second):
 			b.Fatal("no launch within 10s")
 		}

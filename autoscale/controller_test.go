@@ -15,6 +15,7 @@ import (
 	"github.com/dstackai/dstack/autoscale"
 	"github.com/dstackai/dstack/autoscale/plan"
 	"github.com/dstackai/dstack/backend"
+	"github.com/dstackai/dstack/backend/fake"
 	"github.com/dstackai/dstack/store"
 )
 
@@ -29,7 +30,7 @@ func TestScaleUpRunIdleTeardown(t *testing.T) {
 	jobID := e.submit(small)
 	e.step()
 
-	calls := e.cloud.launchCalls()
+	calls := e.cloud.LaunchCalls()
 	if len(calls) != 1 || len(calls[0].Instances) != 1 {
 		t.Fatalf("launch calls = %+v, want one of one instance", calls)
 	}
@@ -42,7 +43,7 @@ func TestScaleUpRunIdleTeardown(t *testing.T) {
 		t.Fatalf("records after launch = %+v", ins)
 	}
 	e.step() // nothing more to launch while the instance boots
-	if n := len(e.cloud.launchCalls()); n != 1 {
+	if n := len(e.cloud.LaunchCalls()); n != 1 {
 		t.Fatalf("%d launch calls, want still 1", n)
 	}
 
@@ -78,7 +79,7 @@ func TestScaleUpRunIdleTeardown(t *testing.T) {
 	if got := e.instances(store.InstanceTerminated); len(got) != 1 || got[0].Reason != "idle_timeout" {
 		t.Fatalf("terminated records = %+v", got)
 	}
-	if live := e.cloud.live(); len(live) != 0 {
+	if live := e.cloud.Live(); len(live) != 0 {
 		t.Fatalf("cloud still has %+v", live)
 	}
 }
@@ -91,7 +92,7 @@ func TestSeveralJobsOneLaunch(t *testing.T) {
 		e.submit(small)
 	}
 	e.step()
-	calls := e.cloud.launchCalls()
+	calls := e.cloud.LaunchCalls()
 	if len(calls) != 1 || len(calls[0].Instances) != 3 {
 		t.Fatalf("launch calls = %d (first with %d instances), want one of 3", len(calls), len(calls[0].Instances))
 	}
@@ -115,7 +116,7 @@ func TestCheapestFitAndSpot(t *testing.T) {
 	e.submit(small)                                      // on-demand only
 	e.step()
 	got := map[string]int{}
-	for _, c := range e.cloud.launchCalls() {
+	for _, c := range e.cloud.LaunchCalls() {
 		got[c.Offer.Key().String()] += len(c.Instances)
 	}
 	want := map[string]int{"fake/r1/f.large/on-demand": 1, "fake/r1/f.small/spot": 1, "fake/r1/f.small/on-demand": 1}
@@ -189,7 +190,7 @@ func TestLimitDecreaseIdleFirstThenNewestBusy(t *testing.T) {
 	if len(e.instances(store.InstanceRunning)) != 1 {
 		t.Fatal("want one instance left")
 	}
-	if n := len(e.cloud.live()); n != 1 {
+	if n := len(e.cloud.Live()); n != 1 {
 		t.Fatalf("cloud has %d instances, want 1", n)
 	}
 }
@@ -216,7 +217,7 @@ func TestDisableTerminatesEnableResumes(t *testing.T) {
 	if n := len(e.instances(store.InstanceLaunching, store.InstanceRunning, store.InstanceTerminating)); n != 0 {
 		t.Fatalf("%d instances left after disable", n)
 	}
-	if n := len(e.cloud.live()); n != 0 {
+	if n := len(e.cloud.Live()); n != 0 {
 		t.Fatalf("cloud has %d instances after disable", n)
 	}
 	if w := e.c.Waiting(); len(w) != 2 {
@@ -242,8 +243,8 @@ func TestLimitDeletedTerminates(t *testing.T) {
 	}
 	e.step()
 	got := e.instances(store.InstanceTerminated)
-	if len(got) != 1 || got[0].Reason != "limit_deleted" || len(e.cloud.live()) != 0 {
-		t.Fatalf("after delete: %+v, cloud %d", got, len(e.cloud.live()))
+	if len(got) != 1 || got[0].Reason != "limit_deleted" || len(e.cloud.Live()) != 0 {
+		t.Fatalf("after delete: %+v, cloud %d", got, len(e.cloud.Live()))
 	}
 }
 
@@ -252,12 +253,10 @@ func TestCapacityErrorMarksUnavailableAndTriesNext(t *testing.T) {
 	e := setup(t)
 	e.limit("f.small", false, 1)
 	e.limit("f.large", false, 1)
-	e.cloud.set(func(f *fakeCloud) {
-		f.refuse[fakeOffers[0].Key()] = backend.Errorf(backend.ErrNoCapacity, "launch", "InsufficientInstanceCapacity", "none left")
-	})
+	e.cloud.Refuse(fake.Catalogue[0].Key(), backend.Errorf(backend.ErrNoCapacity, "launch", "InsufficientInstanceCapacity", "none left"))
 	e.submit(small)
 	e.step()
-	calls := e.cloud.launchCalls()
+	calls := e.cloud.LaunchCalls()
 	if len(calls) != 2 || calls[0].Offer.InstanceType != "f.small" || calls[1].Offer.InstanceType != "f.large" {
 		t.Fatalf("launch calls = %+v, want f.small then f.large", calls)
 	}
@@ -293,7 +292,7 @@ func TestRegistrationTimeout(t *testing.T) {
 	if len(again) != 1 || again[0].JobID != jobID || again[0].ID == first[0].ID {
 		t.Fatalf("relaunched = %+v", again)
 	}
-	if n := len(e.cloud.live()); n != 1 {
+	if n := len(e.cloud.Live()); n != 1 {
 		t.Fatalf("cloud has %d instances, want 1", n)
 	}
 }
@@ -301,17 +300,17 @@ func TestRegistrationTimeout(t *testing.T) {
 func TestUntrackedInstanceTerminatedAfterGrace(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	id := e.cloud.plant(e.id)
-	other := e.cloud.plant("another-server")
+	id := e.cloud.Plant(e.id)
+	other := e.cloud.Plant("another-server")
 	e.step()
 	e.clock.Advance(grace - time.Second)
 	e.step()
-	if len(e.cloud.live()) != 2 {
+	if len(e.cloud.Live()) != 2 {
 		t.Fatal("terminated before the grace period")
 	}
 	e.clock.Advance(2 * time.Second)
 	e.step()
-	live := e.cloud.live()
+	live := e.cloud.Live()
 	if len(live) != 1 || live[0].CloudID != other {
 		t.Fatalf("live = %+v, want only %s (another server's); %s terminated", live, other, id)
 	}
@@ -344,19 +343,19 @@ func TestInstanceNamingAnotherInstancesRecord(t *testing.T) {
 			t.Fatalf("Step: %v", err)
 		}
 	}
-	extra := e.cloud.plantAs(e.id, l.ID, rec.ID)
+	extra := e.cloud.PlantAs(e.id, l.ID, rec.ID)
 	pass()
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "names another instance") || !strings.Contains(logs.String(), extra) {
 		t.Errorf("no warning names %s, whose record names %s:\n%s", extra, rec.CloudID, logs.String())
 	}
 	e.clock.Advance(grace - time.Second)
 	pass()
-	if n := len(e.cloud.live()); n != 2 {
+	if n := len(e.cloud.Live()); n != 2 {
 		t.Fatalf("%d instances live before the grace period, want 2", n)
 	}
 	e.clock.Advance(2 * time.Second)
 	pass()
-	live := e.cloud.live()
+	live := e.cloud.Live()
 	if len(live) != 1 || live[0].CloudID != rec.CloudID {
 		t.Fatalf("live = %+v, want only the record's own %s", live, rec.CloudID)
 	}
@@ -379,7 +378,7 @@ func TestVanishedInstanceRequeuesJob(t *testing.T) {
 		t.Fatal("no job claimed")
 	}
 	e.step()
-	e.cloud.vanish(in.CloudID)
+	e.cloud.Vanish(in.CloudID)
 	e.step()
 	if got, _ := e.st.InstanceGet(e.ctx, in.ID); got.State != store.InstanceGone {
 		t.Fatalf("vanished instance is %s, want gone", got.State)
@@ -403,7 +402,7 @@ func TestNoLaunchWhenSelfHostedRunnerFree(t *testing.T) {
 	}
 	e.submit(small)
 	e.step()
-	if n := len(e.cloud.launchCalls()); n != 0 {
+	if n := len(e.cloud.LaunchCalls()); n != 0 {
 		t.Fatalf("%d launches with a free self-hosted runner", n)
 	}
 }
@@ -450,8 +449,8 @@ func TestBackendsChangeWhileRunning(t *testing.T) {
 	c := e.controller(func(cfg *autoscale.Config) { cfg.Backends, cfg.Set = nil, set })
 	id := e.submit(small)
 	e.stepWith(c)
-	if c.Leader() || len(e.cloud.launchCalls()) != 0 || e.job(id).StatusReason != "" {
-		t.Fatalf("with no backend: leader %v, %d launches, reason %q", c.Leader(), len(e.cloud.launchCalls()), e.job(id).StatusReason)
+	if c.Leader() || len(e.cloud.LaunchCalls()) != 0 || e.job(id).StatusReason != "" {
+		t.Fatalf("with no backend: leader %v, %d launches, reason %q", c.Leader(), len(e.cloud.LaunchCalls()), e.job(id).StatusReason)
 	}
 
 	set.Put(e.cloud)
@@ -475,7 +474,7 @@ func TestBackendsChangeWhileRunning(t *testing.T) {
 	e.limit("f.small", false, 1)
 	e.clock.Advance(leaseTTL + time.Second) // the other controller's lease runs out
 	e.stepWith(c)
-	if calls := e.cloud.launchCalls(); len(calls) != 1 {
+	if calls := e.cloud.LaunchCalls(); len(calls) != 1 {
 		t.Fatalf("%d launch calls once the backend is back, want 1", len(calls))
 	}
 }

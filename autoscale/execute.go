@@ -113,7 +113,6 @@ func (c *Controller) launch(ctx context.Context, l plan.Launch, s *snapshot) (bo
 // adopts what the cloud lists with their tags and ends the rest after Grace.
 func (c *Controller) launchFailed(ctx context.Context, l plan.Launch, creates []store.InstanceCreate, err error, log *slog.Logger) (bool, error) {
 	kind := failureKind(err)
-	c.metrics.launchFailures.WithLabelValues(l.Offer.Backend, kind).Inc()
 	log.Warn("launch failed", "kind", kind, "err", err)
 	if kind == "unknown" {
 		return false, nil
@@ -135,19 +134,13 @@ func (c *Controller) launchFailed(ctx context.Context, l plan.Launch, creates []
 	return false, nil
 }
 
-// failureKind names a launch error for metrics and for what to do next.
+// failureKind names a launch error for the log and for what to do next:
+// backend.ErrorKind's name of a refusal, or "unknown" when the outcome is
+// unknown (no kind, or the call's context ended).
 func failureKind(err error) string {
-	switch {
-	case errors.Is(err, backend.ErrNoCapacity):
-		return "no_capacity"
-	case errors.Is(err, backend.ErrQuota):
-		return "quota"
-	case errors.Is(err, backend.ErrUnsupported):
-		return "unsupported"
-	case errors.Is(err, backend.ErrInvalid):
-		return "invalid"
-	case errors.Is(err, backend.ErrThrottled):
-		return "throttled"
+	switch k := backend.ErrorKind(err); k {
+	case "no_capacity", "quota", "unsupported", "invalid", "throttled":
+		return k
 	}
 	return "unknown"
 }

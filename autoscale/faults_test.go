@@ -46,80 +46,66 @@ func TestFaults(t *testing.T) {
 	faults := []fault{
 		{name: "launch error", inject: func(e *env, _ *crashAt) {
 			n := 0
-			e.cloud.set(func(f *fakeCloud) {
-				f.beforeLaunch = func(context.Context, backend.LaunchRequest) error {
-					n++
-					if n == 1 {
-						return errors.New("connection reset")
-					}
-					return nil
+			e.cloud.SetBeforeLaunch(func(context.Context, backend.LaunchRequest) error {
+				n++
+				if n == 1 {
+					return errors.New("connection reset")
 				}
+				return nil
 			})
 		}},
 		{name: "throttled", inject: func(e *env, _ *crashAt) {
 			n := 0
-			e.cloud.set(func(f *fakeCloud) {
-				f.beforeLaunch = func(context.Context, backend.LaunchRequest) error {
-					n++
-					if n == 1 {
-						return backend.Errorf(backend.ErrThrottled, "launch", "RequestLimitExceeded", "slow down")
-					}
-					return nil
+			e.cloud.SetBeforeLaunch(func(context.Context, backend.LaunchRequest) error {
+				n++
+				if n == 1 {
+					return backend.Errorf(backend.ErrThrottled, "launch", "RequestLimitExceeded", "slow down")
 				}
+				return nil
 			})
 		}},
 		{name: "timeout after a successful launch", inject: func(e *env, _ *crashAt) {
 			n := 0
-			e.cloud.set(func(f *fakeCloud) {
-				f.afterLaunch = func(context.Context, backend.LaunchRequest) error {
-					n++
-					if n == 1 {
-						return context.DeadlineExceeded
-					}
-					return nil
+			e.cloud.SetAfterLaunch(func(context.Context, backend.LaunchRequest) error {
+				n++
+				if n == 1 {
+					return context.DeadlineExceeded
 				}
+				return nil
 			})
 		}},
 		{name: "crash between intent and launch", crashes: true, inject: func(e *env, c *crashAt) {
 			n := 0
-			e.cloud.set(func(f *fakeCloud) {
-				f.beforeLaunch = func(context.Context, backend.LaunchRequest) error {
-					n++
-					if n == 1 {
-						return c.crash()
-					}
-					return nil
+			e.cloud.SetBeforeLaunch(func(context.Context, backend.LaunchRequest) error {
+				n++
+				if n == 1 {
+					return c.crash()
 				}
+				return nil
 			})
 		}},
 		{name: "crash between launch and record", crashes: true, inject: func(e *env, c *crashAt) {
 			n := 0
-			e.cloud.set(func(f *fakeCloud) {
-				f.afterLaunch = func(context.Context, backend.LaunchRequest) error {
-					n++
-					if n == 1 {
-						return c.crash()
-					}
-					return nil
+			e.cloud.SetAfterLaunch(func(context.Context, backend.LaunchRequest) error {
+				n++
+				if n == 1 {
+					return c.crash()
 				}
+				return nil
 			})
 		}},
 		{name: "instances vanish", inject: func(e *env, _ *crashAt) {
 			n := 0
-			e.cloud.set(func(f *fakeCloud) {
-				f.afterLaunch = func(_ context.Context, req backend.LaunchRequest) error {
-					n++
-					if n == 1 {
-						e.cloud.vanishKey(req.IdempotencyKey)
-					}
-					return nil
+			e.cloud.SetAfterLaunch(func(_ context.Context, req backend.LaunchRequest) error {
+				n++
+				if n == 1 {
+					e.cloud.VanishLaunch(req.IdempotencyKey)
 				}
+				return nil
 			})
 		}},
 		{name: "duplicate calls", inject: func(e *env, _ *crashAt) {
-			e.cloud.set(func(f *fakeCloud) {
-				f.dup = true
-			})
+			e.cloud.SetDuplicate(true)
 		}},
 	}
 	for _, fl := range faults {
@@ -150,7 +136,7 @@ func TestFaults(t *testing.T) {
 				}
 				e.checkLimits()
 				for _, in := range e.instances(store.InstanceLaunching) {
-					if in.CloudID != "" && e.cloud.token(in.ID) != "" {
+					if in.CloudID != "" && e.cloud.Token(in.ID) != "" {
 						r := e.register(in)
 						if j := e.claim(r); j != nil {
 							e.finish(j, r)
@@ -177,7 +163,7 @@ func TestFaults(t *testing.T) {
 					t.Errorf("job %s is %s, want done", id, j.Status)
 				}
 			}
-			if live := e.cloud.live(); len(live) != 0 {
+			if live := e.cloud.Live(); len(live) != 0 {
 				t.Errorf("cloud still has %+v after the idle timeout and the grace period", live)
 			}
 			if n := len(e.instances(store.InstanceLaunching, store.InstanceRunning, store.InstanceTerminating)); n != 0 {
@@ -210,15 +196,13 @@ func TestLaunchTimeout(t *testing.T) {
 	e.limit("f.small", false, 1)
 	jobID := e.submit(small)
 	n := 0
-	e.cloud.set(func(f *fakeCloud) {
-		f.beforeLaunch = func(ctx context.Context, _ backend.LaunchRequest) error {
-			n++
-			if n == 1 {
-				<-ctx.Done() // the cloud never answers
-				return ctx.Err()
-			}
-			return nil
+	e.cloud.SetBeforeLaunch(func(ctx context.Context, _ backend.LaunchRequest) error {
+		n++
+		if n == 1 {
+			<-ctx.Done() // the cloud never answers
+			return ctx.Err()
 		}
+		return nil
 	})
 	e.step()
 	ins := e.instances(store.InstanceLaunching)
@@ -302,10 +286,10 @@ func TestLaunchAnswerNamesOneRecordTwice(t *testing.T) {
 	e := setup(t)
 	e.limit("f.small", false, 2)
 	jobs := []string{e.submit(small), e.submit(small)}
-	e.cloud.set(func(f *fakeCloud) { f.repeat = true })
+	e.cloud.RepeatRecordOnce()
 	e.step()
 	e.checkLimits()
-	live := e.cloud.live()
+	live := e.cloud.Live()
 	if len(live) != 1 {
 		t.Fatalf("the cloud runs %d instances after the pass, want 1 (the repeat terminated): %+v", len(live), live)
 	}
@@ -318,7 +302,7 @@ func TestLaunchAnswerNamesOneRecordTwice(t *testing.T) {
 		e.checkLimits()
 		byRecord := map[string]string{}
 		n := 0
-		for _, in := range e.cloud.live() {
+		for _, in := range e.cloud.Live() {
 			n++
 			if other, ok := byRecord[in.Tags.RecordID]; ok {
 				t.Fatalf("instances %s and %s both name record %s", other, in.CloudID, in.Tags.RecordID)
@@ -329,7 +313,7 @@ func TestLaunchAnswerNamesOneRecordTwice(t *testing.T) {
 			t.Fatalf("the cloud runs %d instances of a limit of 2", n)
 		}
 		for _, in := range e.instances(store.InstanceLaunching) {
-			if in.CloudID != "" && e.cloud.token(in.ID) != "" {
+			if in.CloudID != "" && e.cloud.Token(in.ID) != "" {
 				r := e.register(in)
 				if j := e.claim(r); j != nil {
 					e.finish(j, r)

@@ -13,6 +13,7 @@ import (
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/autoscale"
 	"github.com/dstackai/dstack/backend"
+	"github.com/dstackai/dstack/backend/fake"
 	"github.com/dstackai/dstack/store"
 	"github.com/dstackai/dstack/store/postgres"
 	"github.com/dstackai/dstack/store/sqlite"
@@ -42,7 +43,7 @@ type env struct {
 	t     *testing.T
 	ctx   context.Context
 	st    store.Store
-	cloud *fakeCloud
+	cloud *fake.Backend
 	clock *clock
 	user  *store.User
 	c     *autoscale.Controller
@@ -89,7 +90,7 @@ func setupWith(t *testing.T, st store.Store) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, ctx: ctx, st: st, clock: &clock{t: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)}}
-	e.cloud = newFakeCloud(e.clock.Now)
+	e.cloud = fake.New(e.clock.Now)
 	id, err := autoscale.ServerID(ctx, st)
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +148,7 @@ func (e *env) stepWith(c *autoscale.Controller) {
 func (e *env) limit(typ string, spot bool, max int) *store.Limit {
 	e.t.Helper()
 	res, err := e.st.LimitPut(e.ctx, store.LimitPutParams{
-		ID: fmt.Sprint("l-", typ, spot), UserID: e.user.ID, Backend: "fake", Region: fakeRegion,
+		ID: fmt.Sprint("l-", typ, spot), UserID: e.user.ID, Backend: "fake", Region: fake.Region,
 		InstanceType: typ, Spot: spot, Max: max, Now: e.clock.Now(),
 	})
 	if err != nil {
@@ -186,7 +187,7 @@ func (e *env) instances(states ...store.InstanceState) []*store.Instance {
 // register joins the runner of an instance, as its boot would.
 func (e *env) register(in *store.Instance) *store.Runner {
 	e.t.Helper()
-	tok := e.cloud.token(in.ID)
+	tok := e.cloud.Token(in.ID)
 	_, r, err := e.st.InstanceRegister(e.ctx, store.InstanceRegisterParams{
 		JoinTokenHash: autoscale.HashToken(tok),
 		Runner: store.RunnerCreateParams{ID: "r-" + in.ID, Name: "r-" + in.ID, Executor: "shell", Version: "test",
@@ -239,7 +240,7 @@ func (e *env) checkLimits() {
 		e.t.Fatal(err)
 	}
 	live := map[string]int{}
-	for _, in := range e.cloud.live() {
+	for _, in := range e.cloud.Live() {
 		live[in.Tags.LimitID]++
 	}
 	for _, l := range ls {
@@ -270,7 +271,7 @@ func mustUser(b *testing.B, st store.Store) *store.User {
 }
 
 func mustLimit(b *testing.B, st store.Store, userID string, max int) {
-	_, err := st.LimitPut(context.Background(), store.LimitPutParams{ID: "l1", UserID: userID, Backend: "fake", Region: fakeRegion,
+	_, err := st.LimitPut(context.Background(), store.LimitPutParams{ID: "l1", UserID: userID, Backend: "fake", Region: fake.Region,
 		InstanceType: "f.small", Max: max, Now: time.Now()})
 	if err != nil {
 		b.Fatal(err)

@@ -58,7 +58,7 @@ func TestSpotInterruptionPlansReplacement(t *testing.T) {
 		t.Fatalf("reclaimed instance is %s; the cloud ends it, not the autoscaler", got.State)
 	}
 	// An idle timeout does not apply to it; the cloud's end does.
-	e.cloud.vanish(old.CloudID)
+	e.cloud.Vanish(old.CloudID)
 	e.step()
 	if got, _ := e.st.InstanceGet(e.ctx, old.ID); got.State != store.InstanceGone {
 		t.Fatalf("reclaimed instance is %s once the cloud dropped it, want gone", got.State)
@@ -83,7 +83,7 @@ func TestSpotInterruptionCountsAgainstLimit(t *testing.T) {
 	if j := e.job(jobID); j.StatusReason == "" {
 		t.Errorf("the waiting job says nothing of why: %+v", j)
 	}
-	e.cloud.vanish(old.CloudID)
+	e.cloud.Vanish(old.CloudID)
 	e.step()
 	e.step()
 	launching := e.instances(store.InstanceLaunching)
@@ -108,7 +108,7 @@ func TestInterruptedSelfHostedRunnerIsNotFree(t *testing.T) {
 	}
 	e.submit(small)
 	e.step()
-	if n := len(e.cloud.launchCalls()); n != 1 {
+	if n := len(e.cloud.LaunchCalls()); n != 1 {
 		t.Fatalf("%d launches beside an interrupted self-hosted runner, want 1", n)
 	}
 }

@@ -8,15 +8,16 @@ import (
 	"github.com/dstackai/dstack/store"
 )
 
-// metrics are the controller's Prometheus series.
+// metrics are the controller's Prometheus series. The backends' own calls,
+// errors by kind and latency are counted around each backend
+// (backend.WithMetrics), not here.
 type metrics struct {
-	instances      *prometheus.GaugeVec
-	launches       *prometheus.CounterVec
-	launchFailures *prometheus.CounterVec
-	pending        prometheus.Gauge
-	toLaunch       prometheus.Histogram
-	toRunning      prometheus.Histogram
-	garbage        prometheus.Counter
+	instances *prometheus.GaugeVec
+	launches  *prometheus.CounterVec
+	pending   prometheus.Gauge
+	toLaunch  prometheus.Histogram
+	toRunning prometheus.Histogram
+	garbage   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -27,12 +28,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "On-demand instances counted against their limits, by limit, offer and state (as of the autoscaler's last pass).",
 		}, []string{"limit", "offer", "state"}),
 		launches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dstack_ondemand_launches_total", Help: "Launch calls made to a backend.",
+			Name: "dstack_ondemand_launches_total",
+			Help: "Launches the autoscaler planned and asked a backend for, by backend (dstack_backend_calls_total counts every call, repeats included, and dstack_backend_errors_total the failures).",
 		}, []string{"backend"}),
-		launchFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dstack_ondemand_launch_failures_total",
-			Help: "Launch calls that failed, by backend and kind (no_capacity, quota, unsupported, invalid, throttled, unknown).",
-		}, []string{"backend", "kind"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dstack_ondemand_pending_jobs", Help: "Pending jobs as of the autoscaler's last pass.",
 		}),
@@ -53,7 +51,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.instances, m.launches, m.launchFailures, m.pending, m.toLaunch, m.toRunning, m.garbage} {
+	for _, c := range []prometheus.Collector{m.instances, m.launches, m.pending, m.toLaunch, m.toRunning, m.garbage} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -42,11 +42,11 @@ func TestTwoControllersNeverDoubleLaunch(t *testing.T) {
 				}
 			}
 			launched := 0
-			for _, c := range e.cloud.launchCalls() {
+			for _, c := range e.cloud.LaunchCalls() {
 				launched += len(c.Instances)
 			}
-			if launched != 10 || len(e.cloud.live()) != 10 {
-				t.Fatalf("%d instances launched (%d live) for 10 jobs", launched, len(e.cloud.live()))
+			if launched != 10 || len(e.cloud.Live()) != 10 {
+				t.Fatalf("%d instances launched (%d live) for 10 jobs", launched, len(e.cloud.Live()))
 			}
 			// The holder stops; after the lease's TTL the other takes over.
 			standby := b

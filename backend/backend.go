@@ -3,7 +3,9 @@
 // listed and terminated (Backend), and the typed errors a cloud's refusals
 // become (ErrNoCapacity, ErrQuota, ErrUnsupported, ErrInvalid, ErrThrottled).
 //
-// This package holds no implementation. The local Docker backend
+// This package holds no cloud's implementation: besides the vocabulary it
+// has the Set of backends a server uses and WithMetrics, a decorator that
+// counts any backend's calls, errors and latency. The local Docker backend
 // (backend/local) and the AWS backend (backend/aws) implement Backend; the
 // autoscaler's planner (autoscale/plan) chooses among Offers and the
 // controller drives Launch, List and Terminate.

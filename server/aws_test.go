@@ -152,6 +152,10 @@ func TestAWSConfigIsCheckedSavedAndNeverShown(t *testing.T) {
 	if st, err := e.admin.OnDemandGet(ctx); err != nil || !slices.Contains(st.Backends, "aws") {
 		t.Fatalf("backends after config: %+v %v", st, err)
 	}
+	// The backend configured at run time is counted as those given at start.
+	if body := metricsBody(t, e.srv.URL); !strings.Contains(body, `dstack_backend_calls_total{backend="aws",method="launch"}`) {
+		t.Errorf("/metrics has no calls of the aws backend")
+	}
 	// An empty secret keeps the stored one of the same key; another key
 	// needs its own.
 	kept := awsRequest("")

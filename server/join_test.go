@@ -134,17 +134,29 @@ func TestOnDemandJoinRunIdle(t *testing.T) {
 		return err == nil && len(ins) == 1 && ins[0].Reason == "idle_timeout" && cloud.count() == 0
 	})
 
-	resp, err := http.Get(e.srv.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, m := range []string{"dstack_ondemand_launches_total", "dstack_ondemand_pending_to_launch_seconds", "dstack_ondemand_instances", "dstack_ondemand_pending_jobs"} {
-		if !strings.Contains(string(body), m) {
+	body := metricsBody(t, e.srv.URL)
+	for _, m := range []string{"dstack_ondemand_launches_total", "dstack_ondemand_pending_to_launch_seconds", "dstack_ondemand_instances", "dstack_ondemand_pending_jobs",
+		`dstack_backend_calls_total{backend="mem",method="launch"} `, `dstack_backend_calls_total{backend="mem",method="terminate"} `,
+		`dstack_backend_call_duration_seconds_count{backend="mem",method="list"}`} {
+		if !strings.Contains(body, m) {
 			t.Errorf("/metrics has no %s", m)
 		}
 	}
+}
+
+// metricsBody is what the server at url serves on /metrics.
+func metricsBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
 }
 
 // adminID finds the admin user's ID by its token.

@@ -43,7 +43,7 @@ func newMetrics(s *Server) *metrics {
 			Name: "dstack_http_requests_total", Help: "API requests by method and status code.",
 		}, []string{"method", "code"}),
 	}
-	m.reg.MustRegister(m.pickup, m.finished, m.interrupted, m.logBytes, m.requests,
+	m.reg.MustRegister(m.pickup, m.finished, m.interrupted, m.logBytes, m.requests, s.backendMetrics,
 		&stateCollector{s: s}, &storageCollector{m: s.storage}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -42,7 +42,7 @@ type regionDefaulter interface{ DefaultRegion() string }
 // else a region with b's own name (the local backend's only region is
 // "local").
 func defaultRegion(b backend.Backend) string {
-	if d, ok := b.(regionDefaulter); ok && d.DefaultRegion() != "" {
+	if d, ok := backend.As[regionDefaulter](b); ok && d.DefaultRegion() != "" {
 		return d.DefaultRegion()
 	}
 	return b.Name()

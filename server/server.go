@@ -247,6 +247,9 @@ type Server struct {
 	// Config.Backends and, once configured, AWS. The autoscaler reads the
 	// same set.
 	backends *backend.Set
+	// backendMetrics counts the calls of every backend in backends: each
+	// is wrapped with backend.WithMetrics as it is put there.
+	backendMetrics *backend.Metrics
 	// aws is the AWS configuration in use (aws.go).
 	aws awsState
 
@@ -329,6 +332,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		blobs:     blobs,
 		queue:     newQueue(),
 		events:    newBroadcaster(),
+	}
+	s.backendMetrics = backend.NewMetrics(nil)
+	for _, b := range s.backends.All() {
+		s.backends.Put(backend.WithMetrics(b, s.backendMetrics))
 	}
 	s.storage = newStorageMonitor([]string{cfg.DataDir, logDir}, cfg.MinFreeSpace, cfg.Logger.With("subsystem", "storage"), cfg.Now)
 	if cfg.Artifacts != "" {

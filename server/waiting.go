@@ -184,7 +184,7 @@ func (s *Server) putBackend(ctx context.Context, b backend.Backend) {
 			s.log.Warn("clear why jobs wait", "err", err) // they go when their jobs are claimed
 		}
 	}
-	s.backends.Put(b)
+	s.backends.Put(backend.WithMetrics(b, s.backendMetrics))
 	s.wakeAutoscaler()
 }
 
