@@ -31,6 +31,10 @@ type Error struct {
 	// Cause is the class of a server-side failure (5xx): one of the Cause*
 	// constants; the server's log has the details.
 	Cause string `json:"cause,omitempty"`
+	// RetryAfter is the response's Retry-After: how long the server asks
+	// the caller to wait before trying again (0: not said). It is not
+	// serialised in the body.
+	RetryAfter time.Duration `json:"-"`
 }
 
 // ErrorBody wraps Error on the wire.

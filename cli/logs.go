@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -114,7 +113,7 @@ func (e *Env) streamRun(ctx context.Context, c *apiClient, run *api.Run, follow 
 func (e *Env) streamJob(ctx context.Context, c *apiClient, job api.Job, follow bool, since time.Time, sw *serverWait) error {
 	out := &errWriter{w: e.Stdout}
 	var received int64
-	delay := 200 * time.Millisecond
+	bo := client.NewBackoff(200*time.Millisecond, 5*time.Second)
 	for {
 		o := client.LogOptions{Follow: follow}
 		var skip int64
@@ -137,7 +136,7 @@ func (e *Env) streamJob(ctx context.Context, c *apiClient, job api.Job, follow b
 				return c.explain(err)
 			}
 			return nil
-		case err != nil && !retryable(err):
+		case err != nil && !client.Retryable(err):
 			return c.explain(err)
 		}
 		if n > 0 {
@@ -156,9 +155,10 @@ func (e *Env) streamJob(ctx context.Context, c *apiClient, job api.Job, follow b
 				}
 			case ctx.Err() != nil:
 				return ctx.Err()
-			case !retryable(gerr):
+			case !client.Retryable(gerr):
 				return c.runErr(job.RunName, gerr)
 			default:
+				err = gerr // its Retry-After spaces the next try
 				if xerr := sw.failed(gerr); xerr != nil {
 					return xerr
 				}
@@ -170,13 +170,12 @@ func (e *Env) streamJob(ctx context.Context, c *apiClient, job api.Job, follow b
 		}
 		if n > 0 {
 			// It broke off after some output: reconnect at once.
-			delay = 200 * time.Millisecond
+			bo.Reset()
 			continue
 		}
-		if err := sleep(ctx, delay); err != nil {
+		if err := bo.Wait(ctx, err); err != nil {
 			return err
 		}
-		delay = min(delay*2, 5*time.Second)
 	}
 }
 
@@ -206,33 +205,6 @@ func jobFinished(run *api.Run, jobID string) bool {
 		}
 	}
 	return run.Status.Finished()
-}
-
-// retryable reports whether a failed call may succeed if tried again: the
-// server was unreachable or unavailable, or the stream broke.
-func retryable(err error) bool {
-	var unreachable *client.UnreachableError
-	if errors.As(err, &unreachable) {
-		return true
-	}
-	var ae *api.Error
-	if errors.As(err, &ae) {
-		return ae.Code == api.CodeUnavailable || ae.Status == http.StatusBadGateway ||
-			ae.Status == http.StatusServiceUnavailable || ae.Status == http.StatusGatewayTimeout
-	}
-	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
-}
-
-// sleep waits for d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // errWriter remembers the first error writing to w, so that a failed

@@ -255,7 +255,7 @@ func (e *Env) follow(ctx context.Context, c *apiClient, run *api.Run, wait time.
 // waitRun polls a run until it is finished; sw says how long it keeps
 // trying a server it lost.
 func waitRun(ctx context.Context, c *apiClient, name string, sw *serverWait) (*api.Run, error) {
-	delay := 100 * time.Millisecond
+	bo := client.NewBackoff(100*time.Millisecond, 2*time.Second)
 	for {
 		run, err := c.RunGet(ctx, name)
 		switch {
@@ -266,17 +266,16 @@ func waitRun(ctx context.Context, c *apiClient, name string, sw *serverWait) (*a
 			}
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case !retryable(err):
+		case !client.Retryable(err):
 			return nil, c.runErr(name, err)
 		default:
 			if xerr := sw.failed(err); xerr != nil {
 				return nil, xerr
 			}
 		}
-		if err := sleep(ctx, delay); err != nil {
+		if err := bo.Wait(ctx, err); err != nil {
 			return nil, err
 		}
-		delay = min(delay*2, 2*time.Second)
 	}
 }
 

@@ -29,7 +29,8 @@ func parseWaitServer(v string) (time.Duration, error) {
 }
 
 // serverWait is what a command following a run does when the server goes
-// away (it cannot be reached, or answers 502, 503 or 504): the run goes on
+// away (a failure client.Retryable says may pass: it cannot be reached, or
+// answers 429, 500, 502, 503, 504 or 507): the run goes on
 // without the follower, so it says so once, keeps trying with backoff for
 // up to window, and gives up with ExitServerLost. Calls that succeed end the
 // outage.
@@ -47,7 +48,7 @@ func (e *Env) newServerWait(c *apiClient, run string, window time.Duration) *ser
 	return &serverWait{window: window, run: run, url: c.BaseURL(), stderr: e.Stderr, now: e.Now}
 }
 
-// failed records a failed call that retryable says may succeed later. It
+// failed records a failed call that client.Retryable says may succeed later. It
 // returns nil while the call should be tried again, and an error that ends
 // the command with ExitServerLost once the outage has lasted window.
 func (w *serverWait) failed(err error) error {

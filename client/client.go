@@ -1,5 +1,10 @@
 // Package client is the Go client of dstack's HTTP API. The CLI, the runner and
 // the tests reach the server through it and nothing else.
+//
+// It also holds the one retry policy of those callers (retry.go): Retryable
+// says which failures are worth repeating (the server unreachable, 429, 500,
+// 502, 503, 504, 507; Retry-After honoured), Backoff spaces the tries, and
+// Do repeats a call under both. The CLI and the runner agree through it.
 package client
 
 import (
@@ -128,15 +133,17 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 func decodeError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var body api.ErrorBody
+	after := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	if json.Unmarshal(b, &body) == nil && body.Error != nil && body.Error.Message != "" {
 		body.Error.Status = resp.StatusCode
+		body.Error.RetryAfter = after
 		return body.Error
 	}
 	msg := strings.TrimSpace(string(b))
 	if msg == "" {
 		msg = resp.Status
 	}
-	return &api.Error{Status: resp.StatusCode, Code: api.CodeInternal, Message: fmt.Sprintf("server answered %s: %s", resp.Status, msg)}
+	return &api.Error{Status: resp.StatusCode, Code: api.CodeInternal, Message: fmt.Sprintf("server answered %s: %s", resp.Status, msg), RetryAfter: after}
 }
 
 // IsCode reports whether err is an API error with the given code.

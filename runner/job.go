@@ -59,7 +59,7 @@ func permanent(err error) error { return permanentError{err} }
 // retried with backoff while ctx lasts; a refused credential is replaced
 // first; lease_lost drops the job and returns errLeaseLost.
 func (j *job) do(ctx context.Context, what string, f func(context.Context, *client.Client) error) error {
-	bo := newBackoff(100*time.Millisecond, 3*time.Second)
+	bo := client.NewBackoff(100*time.Millisecond, 3*time.Second)
 	for {
 		tok := j.r.token()
 		err := f(ctx, j.r.client())
@@ -75,15 +75,15 @@ func (j *job) do(ctx context.Context, what string, f func(context.Context, *clie
 			j.loseLease()
 			return errLeaseLost
 		case isUnauthenticated(err):
-			if !j.r.reauth(ctx, tok) && !bo.wait(ctx) {
+			if !j.r.reauth(ctx, tok) && bo.Wait(ctx, err) != nil {
 				return ctx.Err()
 			}
 			continue
-		case !transient(err):
+		case !client.Retryable(err):
 			return err
 		}
 		j.log.Warn(what+" failed; retrying", "err", err)
-		if !bo.wait(ctx) {
+		if bo.Wait(ctx, err) != nil {
 			return ctx.Err()
 		}
 	}
@@ -385,7 +385,7 @@ func (j *job) terminate(proc executor.Process, waitCh <-chan executor.Result) ex
 // watchStop long-polls the server for the user's stop and hands it to
 // stopCh.
 func (j *job) watchStop() {
-	bo := newBackoff(200*time.Millisecond, 3*time.Second)
+	bo := client.NewBackoff(200*time.Millisecond, 3*time.Second)
 	for j.ctx.Err() == nil {
 		tok := j.r.token()
 		sig, err := j.r.client().JobWaitStop(j.ctx, j.id, j.lease, 30*time.Second)
@@ -393,7 +393,7 @@ func (j *job) watchStop() {
 		case j.ctx.Err() != nil:
 			return
 		case err == nil:
-			bo.reset()
+			bo.Reset()
 			if sig.Stop {
 				j.stopCh <- *sig
 				return
@@ -411,7 +411,7 @@ func (j *job) watchStop() {
 		default:
 			j.log.Debug("waiting for a stop failed; retrying", "err", err)
 		}
-		bo.wait(j.ctx)
+		_ = bo.Wait(j.ctx, err)
 	}
 }
 

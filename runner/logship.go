@@ -263,7 +263,7 @@ func (s *shipper) unsent() int64 {
 
 func (s *shipper) ship(ctx context.Context) error {
 	buf := make([]byte, maxChunk)
-	bo := newBackoff(s.minBO, s.maxBO)
+	bo := client.NewBackoff(s.minBO, s.maxBO)
 	for {
 		size, closed := s.sp.state()
 		acked := s.acked.Load()
@@ -295,7 +295,7 @@ func (s *shipper) ship(ctx context.Context) error {
 		}
 		switch {
 		case err == nil:
-			bo.reset()
+			bo.Reset()
 			if base < 0 {
 				s.base.Store(got)
 				if err := s.sp.update(func(m *spoolMeta) { m.Base = got }, false); err != nil {
@@ -330,9 +330,9 @@ func (s *shipper) ship(ctx context.Context) error {
 			s.acked.Store(0)
 		case isUnauthenticated(err) && s.reauth != nil:
 			s.reauth(ctx)
-		case transient(err):
+		case client.Retryable(err):
 			s.failing(err)
-			if !bo.wait(ctx) {
+			if bo.Wait(ctx, err) != nil {
 				return ctx.Err()
 			}
 		default:

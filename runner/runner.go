@@ -419,22 +419,20 @@ func (r *Runner) identify(ctx context.Context) error {
 	}
 	if st.reusable(r.cfg, time.Now()) {
 		r.setCred(st)
-		bo := newBackoff(200*time.Millisecond, 5*time.Second)
-		for {
-			err := r.client().RunnerHeartbeat(ctx, api.HeartbeatRequest{Resources: &r.resources})
-			if err == nil {
-				r.log.Info("reusing the saved runner identity", "runner_id", st.RunnerID)
-				return nil
-			}
-			if !transient(err) || ctx.Err() != nil {
-				r.log.Info("saved runner identity refused; registering anew", "err", err)
-				break
-			}
+		p := client.Policy{Min: 200 * time.Millisecond, Max: 5 * time.Second, OnRetry: func(err error) {
 			r.log.Warn("waiting for the server", "err", err)
-			if !bo.wait(ctx) {
-				return ctx.Err()
-			}
+		}}
+		err := client.Do(ctx, p, func(ctx context.Context) error {
+			return r.client().RunnerHeartbeat(ctx, api.HeartbeatRequest{Resources: &r.resources})
+		})
+		switch {
+		case err == nil:
+			r.log.Info("reusing the saved runner identity", "runner_id", st.RunnerID)
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
 		}
+		r.log.Info("saved runner identity refused; registering anew", "err", err)
 	}
 	return r.register(ctx, "")
 }
@@ -451,7 +449,7 @@ func (r *Runner) register(ctx context.Context, stale string) error {
 	}
 	host, _ := os.Hostname()
 	req := api.RunnerRegisterRequest{Name: r.cfg.Name, Hostname: host, Executor: r.exec.Name(), Version: r.cfg.Version, Resources: r.resources}
-	bo := newBackoff(200*time.Millisecond, 5*time.Second)
+	bo := client.NewBackoff(200*time.Millisecond, 5*time.Second)
 	for {
 		resp, err := r.exchange(ctx, req, stale)
 		if err == nil {
@@ -475,11 +473,11 @@ func (r *Runner) register(ctx context.Context, stale string) error {
 			return fmt.Errorf("the server refused the join token: %w (the instance was terminated or its token already used; an on-demand runner cannot register again)", errors.Join(err, errJoinSpent))
 		case isUnauthenticated(err):
 			return fmt.Errorf("the server refused the token: %w (copy your token from the web UI's Settings and run `dstack-runner config --token TOKEN`)", err)
-		case !transient(err):
+		case !client.Retryable(err):
 			return fmt.Errorf("register: %w", err)
 		}
 		r.log.Warn("cannot register yet; retrying", "err", err)
-		if !bo.wait(ctx) {
+		if bo.Wait(ctx, err) != nil {
 			return ctx.Err()
 		}
 	}
@@ -583,7 +581,7 @@ func (r *Runner) claimLoop() {
 	case <-r.spot.checked:
 	case <-ctx.Done():
 	}
-	bo := newBackoff(100*time.Millisecond, 3*time.Second)
+	bo := client.NewBackoff(100*time.Millisecond, 3*time.Second)
 	for ctx.Err() == nil {
 		r.renewIfDue(ctx)
 		tok := r.token()
@@ -592,15 +590,15 @@ func (r *Runner) claimLoop() {
 		case ctx.Err() != nil:
 			return
 		case err == nil:
-			bo.reset()
+			bo.Reset()
 		case isUnauthenticated(err):
 			if !r.reauth(ctx, tok) {
-				bo.wait(ctx)
+				_ = bo.Wait(ctx, err)
 			}
 			continue
 		default:
 			r.log.Warn("claim failed; retrying", "err", err)
-			bo.wait(ctx)
+			_ = bo.Wait(ctx, err)
 			continue
 		}
 		if a == nil {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/dstackai/dstack/client"
 )
 
 // The spools of finished jobs whose logs the server has not stored in full
@@ -25,7 +27,7 @@ func (r *Runner) newJobShipper(sp *spool, jobID string, lease int64, log *slog.L
 	}, log)
 	sh.reauth = func(ctx context.Context) {
 		if !r.reauth(ctx, r.token()) {
-			newBackoff(time.Second, time.Second).wait(ctx)
+			_ = client.SleepContext(ctx, time.Second)
 		}
 	}
 	return sh

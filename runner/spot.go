@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/client"
 )
 
 // Spot interruptions. About two minutes before EC2 reclaims a spot instance,
@@ -237,7 +238,7 @@ func (r *Runner) interrupt(ctx context.Context) {
 func (r *Runner) reportInterruption(ctx context.Context, in *interruption) {
 	ctx, cancel := context.WithDeadline(ctx, latest(in.Time, time.Now().Add(30*time.Second)))
 	defer cancel()
-	bo := newBackoff(200*time.Millisecond, 3*time.Second)
+	bo := client.NewBackoff(200*time.Millisecond, 3*time.Second)
 	for {
 		tok := r.token()
 		resp, err := r.client().RunnerInterruption(ctx, in.request())
@@ -252,13 +253,13 @@ func (r *Runner) reportInterruption(ctx context.Context, in *interruption) {
 			if r.reauth(ctx, tok) {
 				continue
 			}
-		case !transient(err):
+		case !client.Retryable(err):
 			r.log.Error("the server refused the interruption report; the job is given back all the same", "err", err)
 			return
 		default:
 			r.log.Warn("telling the server of the interruption failed; retrying", "err", err)
 		}
-		if !bo.wait(ctx) {
+		if bo.Wait(ctx, err) != nil {
 			return
 		}
 	}
