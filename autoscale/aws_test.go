@@ -11,7 +11,7 @@ import (
 	"github.com/dstackai/dstack/autoscale"
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/backend/aws"
-	"github.com/dstackai/dstack/backend/aws/ec2fake"
+	"github.com/dstackai/dstack/internal/ec2fake"
 	"github.com/dstackai/dstack/store"
 )
 

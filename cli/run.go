@@ -15,6 +15,7 @@ import (
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
 	"github.com/dstackai/dstack/codearchive"
+	"github.com/dstackai/dstack/codearchive/pack"
 	"github.com/dstackai/dstack/workflow"
 )
 
@@ -203,7 +204,7 @@ func packCode(ctx context.Context, dir string, maxSize int64) (*os.File, int64, 
 		_ = os.Remove(f.Name())
 		return nil, 0, err
 	}
-	if _, err := codearchive.Pack(ctx, dir, f, codearchive.PackOptions{MaxSize: maxSize}); err != nil {
+	if _, err := pack.Dir(ctx, dir, f, pack.Options{MaxSize: maxSize}); err != nil {
 		if errors.Is(err, codearchive.ErrTooLarge) {
 			return fail(fmt.Errorf("%w; or raise the limit with `dstack run --max-code-size SIZE` or DSTACK_MAX_CODE_SIZE", err))
 		}

@@ -1,4 +1,4 @@
-package codearchive
+package codearchive_test
 
 import (
 	"archive/tar"
@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dstackai/dstack/codearchive"
+	"github.com/dstackai/dstack/codearchive/pack"
 	"github.com/dstackai/dstack/jobdir"
 )
 
@@ -69,12 +71,12 @@ func entries(t *testing.T, archive []byte) []string {
 	}
 }
 
-func pack(t *testing.T, dir string) ([]byte, Stats) {
+func packDir(t *testing.T, dir string) ([]byte, pack.Stats) {
 	t.Helper()
 	var buf bytes.Buffer
-	st, err := Pack(context.Background(), dir, &buf, PackOptions{})
+	st, err := pack.Dir(context.Background(), dir, &buf, pack.Options{})
 	if err != nil {
-		t.Fatalf("Pack: %v", err)
+		t.Fatalf("pack.Dir: %v", err)
 	}
 	return buf.Bytes(), st
 }
@@ -195,7 +197,7 @@ func TestPackIgnores(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			dir := tree(t, tt.files)
-			archive, _ := pack(t, dir)
+			archive, _ := packDir(t, dir)
 			if got := entries(t, archive); !slices.Equal(got, tt.want) {
 				t.Errorf("entries:\n got %q\nwant %q", got, tt.want)
 			}
@@ -221,17 +223,17 @@ func TestRoundTrip(t *testing.T) {
 	mustChmod(t, filepath.Join(dir, "ro"), 0o555)
 	t.Cleanup(func() { os.Chmod(filepath.Join(dir, "ro"), 0o755) })
 
-	archive, st := pack(t, dir)
+	archive, st := packDir(t, dir)
 	if st.Files != 8 || st.Bytes != int64(len("#!/bin/sh\necho hi\n")+6+100000+len("read-only dir")+len("long names")) {
 		t.Errorf("stats = %+v", st)
 	}
-	again, _ := pack(t, dir)
+	again, _ := packDir(t, dir)
 	if !bytes.Equal(archive, again) {
 		t.Error("packing the same tree twice gave different bytes")
 	}
 
 	out := filepath.Join(t.TempDir(), "out")
-	if err := Unpack(bytes.NewReader(archive), out, UnpackOptions{}); err != nil {
+	if err := codearchive.Unpack(bytes.NewReader(archive), out, codearchive.UnpackOptions{}); err != nil {
 		t.Fatalf("Unpack: %v", err)
 	}
 	t.Cleanup(func() { os.Chmod(filepath.Join(out, "ro"), 0o755) })
@@ -291,18 +293,18 @@ func TestPackSizeLimit(t *testing.T) {
 	t.Parallel()
 	dir := tree(t, map[string]string{"a": strings.Repeat("a", 600), "b": strings.Repeat("b", 600)})
 	var buf bytes.Buffer
-	_, err := Pack(context.Background(), dir, &buf, PackOptions{MaxSize: 1000})
-	if !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("Pack = %v, want ErrTooLarge", err)
+	_, err := pack.Dir(context.Background(), dir, &buf, pack.Options{MaxSize: 1000})
+	if !errors.Is(err, codearchive.ErrTooLarge) {
+		t.Fatalf("pack.Dir = %v, want ErrTooLarge", err)
 	}
-	var tl *TooLargeError
+	var tl *codearchive.TooLargeError
 	if !errors.As(err, &tl) || tl.Size != 1200 || tl.Limit != 1000 {
 		t.Errorf("error = %#v", err)
 	}
 	if !strings.Contains(err.Error(), ".dstackignore") {
 		t.Errorf("error does not hint at .dstackignore: %v", err)
 	}
-	if _, err := Pack(context.Background(), dir, io.Discard, PackOptions{MaxSize: 1200}); err != nil {
+	if _, err := pack.Dir(context.Background(), dir, io.Discard, pack.Options{MaxSize: 1200}); err != nil {
 		t.Errorf("Pack at the limit: %v", err)
 	}
 }
@@ -312,13 +314,13 @@ func TestPackErrors(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	dir := tree(t, map[string]string{"a": "a"})
-	if _, err := Pack(ctx, dir, io.Discard, PackOptions{}); !errors.Is(err, context.Canceled) {
+	if _, err := pack.Dir(ctx, dir, io.Discard, pack.Options{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Pack with a cancelled context = %v", err)
 	}
-	if _, err := Pack(context.Background(), filepath.Join(dir, "a"), io.Discard, PackOptions{}); err == nil {
+	if _, err := pack.Dir(context.Background(), filepath.Join(dir, "a"), io.Discard, pack.Options{}); err == nil {
 		t.Error("Pack of a file succeeded")
 	}
-	if _, err := Pack(context.Background(), filepath.Join(dir, "missing"), io.Discard, PackOptions{}); err == nil {
+	if _, err := pack.Dir(context.Background(), filepath.Join(dir, "missing"), io.Discard, pack.Options{}); err == nil {
 		t.Error("Pack of a missing directory succeeded")
 	}
 }
@@ -367,21 +369,21 @@ func TestUnpackRejects(t *testing.T) {
 	tests := []struct {
 		name    string
 		entries []entry
-		opts    UnpackOptions
+		opts    codearchive.UnpackOptions
 		want    error // matched with errors.Is; nil means any error
 	}{
-		{name: "absolute", entries: []entry{{name: "/tmp/evil", typ: tar.TypeReg, body: "x"}}, want: ErrUnsafePath},
-		{name: "dot dot", entries: []entry{{name: "../evil", typ: tar.TypeReg, body: "x"}}, want: ErrUnsafePath},
-		{name: "dot dot inside", entries: []entry{{name: "a/../../evil", typ: tar.TypeReg, body: "x"}}, want: ErrUnsafePath},
-		{name: "backslash dot dot", entries: []entry{{name: `a\..\..\evil`, typ: tar.TypeReg, body: "x"}}, want: ErrUnsafePath},
-		{name: "dot dot directory", entries: []entry{{name: "../evil/", typ: tar.TypeDir}}, want: ErrUnsafePath},
+		{name: "absolute", entries: []entry{{name: "/tmp/evil", typ: tar.TypeReg, body: "x"}}, want: codearchive.ErrUnsafePath},
+		{name: "dot dot", entries: []entry{{name: "../evil", typ: tar.TypeReg, body: "x"}}, want: codearchive.ErrUnsafePath},
+		{name: "dot dot inside", entries: []entry{{name: "a/../../evil", typ: tar.TypeReg, body: "x"}}, want: codearchive.ErrUnsafePath},
+		{name: "backslash dot dot", entries: []entry{{name: `a\..\..\evil`, typ: tar.TypeReg, body: "x"}}, want: codearchive.ErrUnsafePath},
+		{name: "dot dot directory", entries: []entry{{name: "../evil/", typ: tar.TypeDir}}, want: codearchive.ErrUnsafePath},
 		{
 			name: "write through an escaping link",
 			entries: []entry{
 				{name: "link", typ: tar.TypeSymlink, linkname: ".."},
 				{name: "link/evil", typ: tar.TypeReg, body: "x"},
 			},
-			want: ErrUnsafePath,
+			want: codearchive.ErrUnsafePath,
 		},
 		{
 			name: "write through an absolute link",
@@ -389,7 +391,7 @@ func TestUnpackRejects(t *testing.T) {
 				{name: "link", typ: tar.TypeSymlink, linkname: "/tmp"},
 				{name: "link/evil", typ: tar.TypeReg, body: "x"},
 			},
-			want: ErrUnsafePath,
+			want: codearchive.ErrUnsafePath,
 		},
 		{
 			name: "write through an inside link",
@@ -398,7 +400,7 @@ func TestUnpackRejects(t *testing.T) {
 				{name: "link", typ: tar.TypeSymlink, linkname: "real"},
 				{name: "link/f", typ: tar.TypeReg, body: "x"},
 			},
-			want: ErrUnsafePath,
+			want: codearchive.ErrUnsafePath,
 		},
 		{
 			name: "directory through a link",
@@ -406,7 +408,7 @@ func TestUnpackRejects(t *testing.T) {
 				{name: "link", typ: tar.TypeSymlink, linkname: ".."},
 				{name: "link/d/", typ: tar.TypeDir},
 			},
-			want: ErrUnsafePath,
+			want: codearchive.ErrUnsafePath,
 		},
 		{
 			name: "link over a directory",
@@ -414,7 +416,7 @@ func TestUnpackRejects(t *testing.T) {
 				{name: "d/", typ: tar.TypeDir},
 				{name: "d", typ: tar.TypeSymlink, linkname: ".."},
 			},
-			want: ErrUnsafePath,
+			want: codearchive.ErrUnsafePath,
 		},
 		{
 			name: "file under a file",
@@ -422,11 +424,11 @@ func TestUnpackRejects(t *testing.T) {
 				{name: "f", typ: tar.TypeReg, body: "x"},
 				{name: "f/g", typ: tar.TypeReg, body: "x"},
 			},
-			want: ErrUnsafePath,
+			want: codearchive.ErrUnsafePath,
 		},
 		{name: "link out", entries: []entry{{name: "up", typ: tar.TypeSymlink, linkname: "../../.."}}, want: jobdir.ErrOutside},
 		{name: "absolute link", entries: []entry{{name: "a/etc", typ: tar.TypeSymlink, linkname: "/etc"}}, want: jobdir.ErrOutside},
-		{name: "absolute link to a file", entries: []entry{{name: "data", typ: tar.TypeSymlink, linkname: "/some/host/dir"}}, want: ErrUnsafePath},
+		{name: "absolute link to a file", entries: []entry{{name: "data", typ: tar.TypeSymlink, linkname: "/some/host/dir"}}, want: codearchive.ErrUnsafePath},
 		{name: "link to a link out", entries: []entry{{name: "a", typ: tar.TypeSymlink, linkname: "b"}, {name: "b", typ: tar.TypeSymlink, linkname: "../x"}}, want: jobdir.ErrOutside},
 		{name: "link out through a later link", entries: []entry{{name: "m", typ: tar.TypeSymlink, linkname: "l/.."}, {name: "l", typ: tar.TypeSymlink, linkname: "."}}, want: jobdir.ErrOutside},
 		{name: "hard link", entries: []entry{{name: "h", typ: tar.TypeLink, linkname: "/etc/passwd"}}},
@@ -435,13 +437,13 @@ func TestUnpackRejects(t *testing.T) {
 		{
 			name:    "too large",
 			entries: []entry{{name: "a", typ: tar.TypeReg, body: "12345"}, {name: "b", typ: tar.TypeReg, body: "67890"}},
-			opts:    UnpackOptions{MaxSize: 8},
-			want:    ErrTooLarge,
+			opts:    codearchive.UnpackOptions{MaxSize: 8},
+			want:    codearchive.ErrTooLarge,
 		},
 		{
 			name:    "too many entries",
 			entries: []entry{{name: "a/", typ: tar.TypeDir}, {name: "b/", typ: tar.TypeDir}, {name: "c/", typ: tar.TypeDir}},
-			opts:    UnpackOptions{MaxEntries: 2},
+			opts:    codearchive.UnpackOptions{MaxEntries: 2},
 		},
 	}
 	for _, tt := range tests {
@@ -449,7 +451,7 @@ func TestUnpackRejects(t *testing.T) {
 			t.Parallel()
 			base := t.TempDir()
 			dir := filepath.Join(base, "dest", "code")
-			err := Unpack(bytes.NewReader(craft(t, tt.entries...)), dir, tt.opts)
+			err := codearchive.Unpack(bytes.NewReader(craft(t, tt.entries...)), dir, tt.opts)
 			if err == nil {
 				t.Fatal("Unpack succeeded")
 			}
@@ -491,7 +493,7 @@ func TestUnpackAccepts(t *testing.T) {
 		entry{name: "x", typ: tar.TypeReg, body: "x"},
 		entry{name: "x", typ: tar.TypeSymlink, linkname: "a/b.txt"},
 	)
-	if err := Unpack(bytes.NewReader(archive), dir, UnpackOptions{MaxSize: 1000}); err != nil {
+	if err := codearchive.Unpack(bytes.NewReader(archive), dir, codearchive.UnpackOptions{MaxSize: 1000}); err != nil {
 		t.Fatalf("Unpack: %v", err)
 	}
 	got := snapshot(t, dir)[1:] // without dir itself
@@ -513,7 +515,7 @@ func TestUnpackBadInput(t *testing.T) {
 		"not gzip":  []byte("hello"),
 		"truncated": craft(t, entry{name: "a", typ: tar.TypeReg, body: strings.Repeat("x", 10000)})[:40],
 	} {
-		if err := Unpack(bytes.NewReader(data), t.TempDir(), UnpackOptions{}); err == nil {
+		if err := codearchive.Unpack(bytes.NewReader(data), t.TempDir(), codearchive.UnpackOptions{}); err == nil {
 			t.Errorf("%s: Unpack succeeded", name)
 		}
 	}

@@ -1,4 +1,4 @@
-package codearchive
+package codearchive_test
 
 import (
 	"archive/tar"
@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/dstackai/dstack/codearchive"
 )
 
 // FuzzUnpack feeds Unpack arbitrary bytes (gzip'd first unless they already
@@ -47,7 +49,7 @@ func FuzzUnpack(f *testing.F) {
 			t.Fatal(err)
 		}
 		dest := filepath.Join(base, "dest")
-		_ = Unpack(bytes.NewReader(data), dest, UnpackOptions{MaxSize: 1 << 20, MaxEntries: 1000})
+		_ = codearchive.Unpack(bytes.NewReader(data), dest, codearchive.UnpackOptions{MaxSize: 1 << 20, MaxEntries: 1000})
 		// Let the test clean up whatever modes the archive set.
 		filepath.WalkDir(dest, func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/backend"
-	"github.com/dstackai/dstack/backend/aws/ec2fake"
-	"github.com/dstackai/dstack/backend/aws/ec2fake/ec2docker"
 	"github.com/dstackai/dstack/executor/executortest"
+	"github.com/dstackai/dstack/internal/ec2fake"
+	"github.com/dstackai/dstack/internal/ec2fake/ec2docker"
 )
 
 // The AWS scenario runs the real `dstack server` with its EC2 calls sent

@@ -13,12 +13,10 @@ import (
 	"testing"
 	"time"
 
-	dockerbuild "github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/stdcopy"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
 
 	"github.com/dstackai/dstack/executor/executortest"
 	"github.com/dstackai/dstack/internal/scratch"
@@ -55,10 +53,10 @@ const countLines = 150
 // under CI.
 func requireDocker(t *testing.T) *client.Client {
 	t.Helper()
-	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	docker, err := client.New(client.FromEnv)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err = docker.Ping(ctx)
+		_, err = docker.Ping(ctx, client.PingOptions{})
 		cancel()
 		if err != nil {
 			_ = docker.Close()
@@ -116,7 +114,7 @@ func buildHostImage(t *testing.T, docker *client.Client) string {
 	}
 
 	ref := uniqueName("dstack-e2e-multihost") + ":latest"
-	err = scratch.Build(ctx, docker, files, dockerbuild.ImageBuildOptions{
+	err = scratch.Build(ctx, docker, files, client.ImageBuildOptions{
 		Tags: []string{ref}, Labels: map[string]string{hostLabel: "multihost"},
 	})
 	if err != nil {
@@ -125,7 +123,7 @@ func buildHostImage(t *testing.T, docker *client.Client) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 		defer cancel()
-		if _, err := docker.ImageRemove(ctx, ref, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil {
+		if _, err := docker.ImageRemove(ctx, ref, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil {
 			t.Errorf("remove image %s: %v", ref, err)
 		}
 	})
@@ -151,7 +149,7 @@ func newDockerNet(t *testing.T, docker *client.Client, image string) *dockerNet 
 	n := &dockerNet{t: t, docker: docker, image: image, name: uniqueName("dstack-e2e")}
 	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 	defer cancel()
-	if _, err := docker.NetworkCreate(ctx, n.name, network.CreateOptions{Driver: "bridge", Labels: map[string]string{hostLabel: "multihost"}}); err != nil {
+	if _, err := docker.NetworkCreate(ctx, n.name, client.NetworkCreateOptions{Driver: "bridge", Labels: map[string]string{hostLabel: "multihost"}}); err != nil {
 		t.Fatalf("create network %s: %v", n.name, err)
 	}
 	t.Cleanup(n.remove)
@@ -170,11 +168,11 @@ func (n *dockerNet) remove() {
 			stdout, stderr, _ := n.logs(c)
 			n.t.Logf("---- container %s\nstdout:\n%s\nstderr:\n%s", c, stdout, stderr)
 		}
-		if err := n.docker.ContainerRemove(ctx, c, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
+		if _, err := n.docker.ContainerRemove(ctx, c, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil {
 			n.t.Errorf("remove container %s: %v", c, err)
 		}
 	}
-	if err := n.docker.NetworkRemove(ctx, n.name); err != nil {
+	if _, err := n.docker.NetworkRemove(ctx, n.name, client.NetworkRemoveOptions{}); err != nil {
 		n.t.Errorf("remove network %s: %v", n.name, err)
 	}
 }
@@ -191,15 +189,16 @@ func (n *dockerNet) start(role string, cmd ...string) string {
 	n.mu.Lock()
 	n.containers = append(n.containers, name)
 	n.mu.Unlock()
-	_, err := n.docker.ContainerCreate(ctx,
-		&container.Config{Image: n.image, Cmd: cmd, Hostname: role, Labels: map[string]string{hostLabel: "multihost"}},
-		&container.HostConfig{NetworkMode: container.NetworkMode(n.name)},
-		&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{n.name: {}}},
-		nil, name)
+	_, err := n.docker.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config:           &container.Config{Image: n.image, Cmd: cmd, Hostname: role, Labels: map[string]string{hostLabel: "multihost"}},
+		HostConfig:       &container.HostConfig{NetworkMode: container.NetworkMode(n.name)},
+		NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{n.name: {}}},
+		Name:             name,
+	})
 	if err != nil {
 		n.t.Fatalf("create container %s: %v", name, err)
 	}
-	if err := n.docker.ContainerStart(ctx, name, container.StartOptions{}); err != nil {
+	if _, err := n.docker.ContainerStart(ctx, name, client.ContainerStartOptions{}); err != nil {
 		n.t.Fatalf("start container %s: %v", name, err)
 	}
 	return name
@@ -209,7 +208,7 @@ func (n *dockerNet) start(role string, cmd ...string) string {
 func (n *dockerNet) logs(name string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 	defer cancel()
-	rc, err := n.docker.ContainerLogs(ctx, name, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	rc, err := n.docker.ContainerLogs(ctx, name, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
 	if err != nil {
 		return "", "", err
 	}
@@ -235,8 +234,8 @@ func (n *dockerNet) waitLog(name, what string, timeout time.Duration, ok func(ou
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 		defer cancel()
-		if st, err := n.docker.ContainerInspect(ctx, name); err == nil && !st.State.Running {
-			n.t.Fatalf("container %s exited with code %d before %s:\n%s", name, st.State.ExitCode, what, out)
+		if st, err := n.docker.ContainerInspect(ctx, name, client.ContainerInspectOptions{}); err == nil && !st.Container.State.Running {
+			n.t.Fatalf("container %s exited with code %d before %s:\n%s", name, st.Container.State.ExitCode, what, out)
 		}
 		return false
 	})
@@ -248,11 +247,11 @@ func (n *dockerNet) exec(name string, env []string, cmd ...string) (result, erro
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
 	r := result{args: cmd}
-	ex, err := n.docker.ContainerExecCreate(ctx, name, container.ExecOptions{Cmd: cmd, Env: env, AttachStdout: true, AttachStderr: true})
+	ex, err := n.docker.ExecCreate(ctx, name, client.ExecCreateOptions{Cmd: cmd, Env: env, AttachStdout: true, AttachStderr: true})
 	if err != nil {
 		return r, fmt.Errorf("exec %s in %s: %w", strings.Join(cmd, " "), name, err)
 	}
-	att, err := n.docker.ContainerExecAttach(ctx, ex.ID, container.ExecAttachOptions{})
+	att, err := n.docker.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
 	if err != nil {
 		return r, fmt.Errorf("exec %s in %s: %w", strings.Join(cmd, " "), name, err)
 	}
@@ -264,7 +263,7 @@ func (n *dockerNet) exec(name string, env []string, cmd ...string) (result, erro
 	r.stdout, r.stderr = o.String(), e.String()
 	// The output ends with the process; its exit code may lag a moment.
 	for {
-		ins, err := n.docker.ContainerExecInspect(ctx, ex.ID)
+		ins, err := n.docker.ExecInspect(ctx, ex.ID, client.ExecInspectOptions{})
 		if err != nil {
 			return r, fmt.Errorf("exec %s in %s: %w", strings.Join(cmd, " "), name, err)
 		}
@@ -285,7 +284,7 @@ func (n *dockerNet) disconnect(name string) {
 	n.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 	defer cancel()
-	if err := n.docker.NetworkDisconnect(ctx, n.name, name, true); err != nil {
+	if _, err := n.docker.NetworkDisconnect(ctx, n.name, client.NetworkDisconnectOptions{Container: name, Force: true}); err != nil {
 		n.t.Fatalf("disconnect %s from %s: %v", name, n.name, err)
 	}
 }
@@ -295,7 +294,7 @@ func (n *dockerNet) connect(name string) {
 	n.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 	defer cancel()
-	if err := n.docker.NetworkConnect(ctx, n.name, name, &network.EndpointSettings{}); err != nil {
+	if _, err := n.docker.NetworkConnect(ctx, n.name, client.NetworkConnectOptions{Container: name, EndpointConfig: &network.EndpointSettings{}}); err != nil {
 		n.t.Fatalf("connect %s to %s: %v", name, n.name, err)
 	}
 }
@@ -305,7 +304,7 @@ func (n *dockerNet) kill(name string) {
 	n.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), dockerTimeout)
 	defer cancel()
-	if err := n.docker.ContainerKill(ctx, name, "KILL"); err != nil {
+	if _, err := n.docker.ContainerKill(ctx, name, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
 		n.t.Fatalf("kill %s: %v", name, err)
 	}
 }

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/client"
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/backend"
@@ -85,10 +85,10 @@ func newODCluster(t *testing.T, flags ...string) *odCluster {
 		t.Skip("end-to-end test: skipped with -short")
 	}
 	t.Parallel()
-	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	docker, err := client.New(client.FromEnv)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		_, err = docker.Ping(ctx)
+		_, err = docker.Ping(ctx, client.PingOptions{})
 		cancel()
 	}
 	if err != nil {
@@ -129,8 +129,9 @@ func newODCluster(t *testing.T, flags ...string) *odCluster {
 func (c *odCluster) containers() ([]container.Summary, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return c.docker.ContainerList(ctx, container.ListOptions{All: true,
-		Filters: filters.NewArgs(filters.Arg("label", backend.TagServerID+"="+c.serverID))})
+	res, err := c.docker.ContainerList(ctx, client.ContainerListOptions{All: true,
+		Filters: make(client.Filters).Add("label", backend.TagServerID+"="+c.serverID)})
+	return res.Items, err
 }
 
 // live counts the server's containers that are not exited or dead.
@@ -229,7 +230,7 @@ func (c *odCluster) removeContainers() {
 	}
 	for _, ct := range cs {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := c.docker.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true}); err != nil && !client.IsErrNotFound(err) {
+		if _, err := c.docker.ContainerRemove(ctx, ct.ID, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			c.t.Errorf("remove container %s: %v", ct.ID, err)
 		}
 		cancel()

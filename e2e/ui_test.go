@@ -13,7 +13,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/dstackai/dstack/api"
-	"github.com/dstackai/dstack/backend/aws/ec2fake"
+	"github.com/dstackai/dstack/internal/ec2fake"
 )
 
 // The web UI's scenarios: a headless Chromium (browser_test.go) drives the

@@ -11,10 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/mount"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
 )
 
 // WorkflowDir is where a job's working directory is mounted in its
@@ -79,11 +78,11 @@ type Docker struct {
 // NewDocker connects to the Docker Engine (DOCKER_HOST and the other
 // DOCKER_* variables, else the local socket) and pings it.
 func NewDocker(ctx context.Context, opts Options) (*Docker, error) {
-	clientOpts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
+	clientOpts := []client.Opt{client.FromEnv}
 	if opts.DockerHost != "" {
 		clientOpts = append(clientOpts, client.WithHost(opts.DockerHost))
 	}
-	cli, err := client.NewClientWithOpts(clientOpts...)
+	cli, err := client.New(clientOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("docker executor: %w", err)
 	}
@@ -93,7 +92,7 @@ func NewDocker(ctx context.Context, opts Options) (*Docker, error) {
 	}
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if _, err := cli.Ping(pctx); err != nil {
+	if _, err := cli.Ping(pctx, client.PingOptions{}); err != nil {
 		_ = cli.Close()
 		return nil, fmt.Errorf("docker executor: the Docker Engine at %s does not answer (start it, or use --executor shell): %w", cli.DaemonHost(), err)
 	}
@@ -220,8 +219,8 @@ func (d *Docker) Cleanup(ctx context.Context) error {
 		return fmt.Errorf("list leftover containers: %w", err)
 	}
 	var errs []error
-	for _, c := range list {
-		err := d.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	for _, c := range list.Items {
+		_, err := d.cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("remove leftover container %.12s: %w", c.ID, err))
 			continue
@@ -232,6 +231,6 @@ func (d *Docker) Cleanup(ctx context.Context) error {
 }
 
 // containerListOwned lists the containers of an owner, running or not.
-func containerListOwned(owner string) container.ListOptions {
-	return container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", LabelOwner+"="+owner))}
+func containerListOwned(owner string) client.ContainerListOptions {
+	return client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", LabelOwner+"="+owner)}
 }

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/pkg/stdcopy"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 )
 
 // Timeouts of the engine calls that must not hang a job's end.
@@ -81,7 +81,7 @@ func (p *dockerProcess) execute() Result {
 		return res
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	created, err := cli.ContainerCreate(ctx, p.cfg, p.hc, nil, nil, "")
+	created, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: p.cfg, HostConfig: p.hc})
 	cancel()
 	if err != nil {
 		return p.fail(fmt.Errorf("create a container of %s: %w", p.image, err))
@@ -97,7 +97,7 @@ func (p *dockerProcess) execute() Result {
 	// Attached before the start, so that no output is missed. The stream
 	// ends when the container's output is closed, at its end.
 	ctx, cancel = context.WithTimeout(context.Background(), callTimeout)
-	att, err := cli.ContainerAttach(ctx, created.ID, container.AttachOptions{Stream: true, Stdout: true, Stderr: true})
+	att, err := cli.ContainerAttach(ctx, created.ID, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
 	cancel()
 	if err != nil {
 		return p.fail(fmt.Errorf("attach to the container's output: %w", err))
@@ -130,7 +130,7 @@ func (p *dockerProcess) execute() Result {
 		return res
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), callTimeout)
-	err = cli.ContainerStart(ctx, created.ID, container.StartOptions{})
+	_, err = cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{})
 	cancel()
 	p.running = err == nil
 	p.mu.Unlock()
@@ -143,16 +143,16 @@ func (p *dockerProcess) execute() Result {
 		return p.fail(fmt.Errorf("start the container: %w", err))
 	}
 
-	waitCh, errCh := cli.ContainerWait(context.Background(), created.ID, container.WaitConditionNotRunning)
+	wait := cli.ContainerWait(context.Background(), created.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
 	var code int64
 	select {
-	case w := <-waitCh:
+	case w := <-wait.Result:
 		if w.Error != nil && w.Error.Message != "" {
 			endOutput()
 			return p.fail(fmt.Errorf("wait for the container: %s", w.Error.Message))
 		}
 		code = w.StatusCode
-	case err := <-errCh:
+	case err := <-wait.Error:
 		endOutput()
 		return p.fail(fmt.Errorf("wait for the container: %w", err))
 	}
@@ -167,9 +167,9 @@ func (p *dockerProcess) execute() Result {
 		res.Signal = sig
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), callTimeout)
-	info, err := cli.ContainerInspect(ctx, created.ID)
+	info, err := cli.ContainerInspect(ctx, created.ID, client.ContainerInspectOptions{})
 	cancel()
-	if err == nil && info.State != nil && info.State.OOMKilled {
+	if err == nil && info.Container.State != nil && info.Container.State.OOMKilled {
 		res.Signal = "SIGKILL"
 		p.note("the job went over its memory limit of %d MiB and was killed", p.hc.Memory>>20)
 	}
@@ -207,7 +207,7 @@ func (p *dockerProcess) note(format string, args ...any) {
 func (p *dockerProcess) remove() {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	err := p.d.cli.ContainerRemove(ctx, p.id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	_, err := p.d.cli.ContainerRemove(ctx, p.id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		p.d.log.Warn("remove the job's container", "container", short(p.id), "err", err)
 	}
@@ -232,7 +232,7 @@ func (p *dockerProcess) ensureImage() error {
 }
 
 func (p *dockerProcess) pull() error {
-	rc, err := p.d.cli.ImagePull(p.pullCtx, p.image, image.PullOptions{})
+	rc, err := p.d.cli.ImagePull(p.pullCtx, p.image, client.ImagePullOptions{})
 	if err != nil {
 		return err
 	}
@@ -307,7 +307,7 @@ func (p *dockerProcess) signal(sig string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	err := p.d.cli.ContainerKill(ctx, p.id, sig)
+	_, err := p.d.cli.ContainerKill(ctx, p.id, client.ContainerKillOptions{Signal: sig})
 	// Not running, or gone: it has just ended.
 	if err != nil && !cerrdefs.IsConflict(err) && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("send %s to container %s: %w", sig, short(p.id), err)

@@ -11,8 +11,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 )
 
 // dockerSpec is a docker job of the test image.
@@ -137,15 +137,17 @@ func TestDockerResources(t *testing.T) {
 	p := startOn(t, d, spec)
 	waitFor(t, "the job to start", func() bool { return strings.Contains(f.out.String(), "ready") })
 
-	list, err := d.cli.ContainerList(context.Background(), container.ListOptions{All: true, Filters: filters.NewArgs(
-		filters.Arg("label", LabelOwner+"="+d.owner), filters.Arg("label", LabelJobID+"=job-1"))})
+	res, err := d.cli.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: make(client.Filters).Add(
+		"label", LabelOwner+"="+d.owner, LabelJobID+"=job-1")})
+	list := res.Items
 	if err != nil || len(list) != 1 {
 		t.Fatalf("the job's container by its labels: %v %v; the job's output so far: %q", list, err, f.out.String())
 	}
-	info, err := d.cli.ContainerInspect(context.Background(), list[0].ID)
+	inspected, err := d.cli.ContainerInspect(context.Background(), list[0].ID, client.ContainerInspectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	info := inspected.Container
 	hc := info.HostConfig
 	if hc.NanoCPUs != 1e9 || hc.Memory != 64<<20 || hc.ShmSize != 32<<20 {
 		t.Errorf("NanoCPUs %d, Memory %d, ShmSize %d; want 1e9, 64 MiB, 32 MiB", hc.NanoCPUs, hc.Memory, hc.ShmSize)
@@ -289,12 +291,12 @@ func TestDockerCleanup(t *testing.T) {
 	other, _ := dockerSetup(t, Options{})
 	create := func(owner string, start bool) string {
 		cfg, hc := (&Docker{user: "0:0", owner: owner}).containerConfig(Spec{JobID: "crashed", Commands: []string{"sleep 1000"}}, testImage, t.TempDir())
-		c, err := d.cli.ContainerCreate(context.Background(), cfg, hc, nil, nil, "")
+		c, err := d.cli.ContainerCreate(context.Background(), client.ContainerCreateOptions{Config: cfg, HostConfig: hc})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if start {
-			if err := d.cli.ContainerStart(context.Background(), c.ID, container.StartOptions{}); err != nil {
+			if _, err := d.cli.ContainerStart(context.Background(), c.ID, client.ContainerStartOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -45,8 +45,8 @@ func ownedContainers(t testing.TB, d *Docker) []string {
 		t.Fatalf("list containers: %v", err)
 	}
 	var ids []string
-	for _, c := range list {
-		ids = append(ids, short(c.ID)+" "+c.State)
+	for _, c := range list.Items {
+		ids = append(ids, short(c.ID)+" "+string(c.State))
 	}
 	return ids
 }

@@ -7,9 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/executor"
@@ -32,11 +31,11 @@ func ownerOf(t testing.TB, dataDir string) string {
 
 func containersOf(t testing.TB, cli *client.Client, owner string) []container.Summary {
 	t.Helper()
-	list, err := cli.ContainerList(context.Background(), container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", executor.LabelOwner+"="+owner))})
+	list, err := cli.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: make(client.Filters).Add("label", executor.LabelOwner+"="+owner)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return list
+	return list.Items
 }
 
 func dockerRunner(t *testing.T, change ...func(*Config)) (*fixture, *client.Client) {
@@ -136,18 +135,18 @@ func TestDockerLeftoversRemovedAtStart(t *testing.T) {
 		// A container of a job the runner was running when it died.
 		cc := &container.Config{Image: executortest.Image, Entrypoint: []string{"sleep", "1000"},
 			Labels: map[string]string{executor.LabelOwner: ownerOf(t, c.DataDir), executor.LabelJobID: "crashed"}}
-		created, err := cli.ContainerCreate(context.Background(), cc, nil, nil, nil, "")
+		created, err := cli.ContainerCreate(context.Background(), client.ContainerCreateOptions{Config: cc})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := cli.ContainerStart(context.Background(), created.ID, container.StartOptions{}); err != nil {
+		if _, err := cli.ContainerStart(context.Background(), created.ID, client.ContainerStartOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		left = created.ID
 	})
-	if _, err := cli.ContainerInspect(context.Background(), left); err == nil {
+	if _, err := cli.ContainerInspect(context.Background(), left, client.ContainerInspectOptions{}); err == nil {
 		t.Errorf("the runner started with the leftover container %s still there", left[:12])
-		_ = cli.ContainerRemove(context.Background(), left, container.RemoveOptions{Force: true})
+		_, _ = cli.ContainerRemove(context.Background(), left, client.ContainerRemoveOptions{Force: true})
 	}
 }
 

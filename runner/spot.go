@@ -5,13 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"sync"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
@@ -71,17 +68,17 @@ type SpotWatcher interface {
 }
 
 // NewIMDSWatcher returns a SpotWatcher that reads EC2's instance metadata
-// service (IMDSv2: the SDK's client fetches and renews the session token) at
+// service (IMDSv2: imdsClient fetches and renews the session token) at
 // endpoint, DefaultIMDSEndpoint when empty.
 func NewIMDSWatcher(endpoint string) SpotWatcher {
 	if endpoint == "" {
 		endpoint = DefaultIMDSEndpoint
 	}
-	return &imdsWatcher{c: imds.New(imds.Options{Endpoint: endpoint}), endpoint: endpoint}
+	return &imdsWatcher{c: newIMDSClient(endpoint), endpoint: endpoint}
 }
 
 type imdsWatcher struct {
-	c        *imds.Client
+	c        *imdsClient
 	endpoint string
 }
 
@@ -90,7 +87,7 @@ type imdsWatcher struct {
 const spotWarning = 2 * time.Minute
 
 func (w *imdsWatcher) SpotNotice(ctx context.Context) (*SpotNotice, error) {
-	out, err := w.c.GetMetadata(ctx, &imds.GetMetadataInput{Path: "spot/instance-action"})
+	b, err := w.c.getMetadata(ctx, "spot/instance-action")
 	if err != nil {
 		var status interface{ HTTPStatusCode() int }
 		if errors.As(err, &status) && status.HTTPStatusCode() == http.StatusNotFound {
@@ -98,12 +95,7 @@ func (w *imdsWatcher) SpotNotice(ctx context.Context) (*SpotNotice, error) {
 		}
 		return nil, fmt.Errorf("read spot/instance-action from %s: %w", w.endpoint, err)
 	}
-	defer out.Content.Close()
-	b, err := io.ReadAll(io.LimitReader(out.Content, 64<<10))
-	if err != nil {
-		return nil, fmt.Errorf("read spot/instance-action from %s: %w", w.endpoint, err)
-	}
-	return parseSpotNotice(b, time.Now())
+	return parseSpotNotice(b[:min(len(b), 64<<10)], time.Now())
 }
 
 // parseSpotNotice reads a notice. One without a time is taken as due

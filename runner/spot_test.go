@@ -331,7 +331,7 @@ func FuzzParseSpotNotice(f *testing.F) {
 	})
 }
 
-// TestIMDSWatcher runs the SDK's client against the fake service: no
+// TestIMDSWatcher runs the watcher against the fake service: no
 // notice, a notice, and a failure.
 func TestIMDSWatcher(t *testing.T) {
 	t.Parallel()

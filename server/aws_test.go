@@ -21,8 +21,8 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/backend"
-	"github.com/dstackai/dstack/backend/aws/ec2fake"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/ec2fake"
 	"github.com/dstackai/dstack/internal/secretbox"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"

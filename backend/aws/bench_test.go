@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/dstackai/dstack/backend"
-	"github.com/dstackai/dstack/backend/aws/ec2fake"
+	"github.com/dstackai/dstack/internal/ec2fake"
 )
 
 // The backend's own cost per call, through the real SDK (signing, the

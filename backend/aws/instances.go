@@ -79,8 +79,8 @@ func (b *Backend) listRegion(ctx context.Context, region, serverID string) ([]ba
 	}
 	var out []backend.Instance
 	var ids []string
-	for {
-		res, err := c.DescribeInstances(ctx, in)
+	for pages := ec2.NewDescribeInstancesPaginator(c, in); pages.HasMorePages(); {
+		res, err := pages.NextPage(ctx)
 		if err != nil {
 			return nil, classify("list", err)
 		}
@@ -94,10 +94,6 @@ func (b *Backend) listRegion(ctx context.Context, region, serverID string) ([]ba
 				ids = append(ids, inst.CloudID)
 			}
 		}
-		if awssdk.ToString(res.NextToken) == "" {
-			break
-		}
-		in.NextToken = res.NextToken
 	}
 	b.remember(region, ids...)
 	return out, nil
@@ -183,8 +179,8 @@ func (b *Backend) cancelOrphanSpotRequests(ctx context.Context, region, serverID
 	}}
 	var ids []string
 	now := b.now()
-	for {
-		res, err := c.DescribeSpotInstanceRequests(ctx, in)
+	for pages := ec2.NewDescribeSpotInstanceRequestsPaginator(c, in); pages.HasMorePages(); {
+		res, err := pages.NextPage(ctx)
 		if err != nil {
 			b.logOnce("spotlist:"+region+":"+errCode(err), "cannot list spot requests to cancel open ones", "region", region, "err", classify("list", err))
 			return
@@ -198,10 +194,6 @@ func (b *Backend) cancelOrphanSpotRequests(ctx context.Context, region, serverID
 			}
 			ids = append(ids, awssdk.ToString(r.SpotInstanceRequestId))
 		}
-		if awssdk.ToString(res.NextToken) == "" {
-			break
-		}
-		in.NextToken = res.NextToken
 	}
 	if len(ids) == 0 {
 		return
@@ -368,8 +360,8 @@ func (b *Backend) cancelSpotRequestsOf(ctx context.Context, c ec2API, region str
 			{Name: awssdk.String("instance-id"), Values: ids[start:min(start+200, len(ids))]},
 			{Name: awssdk.String("state"), Values: []string{"open", "active"}},
 		}}
-		for {
-			res, err := c.DescribeSpotInstanceRequests(ctx, in)
+		for pages := ec2.NewDescribeSpotInstanceRequestsPaginator(c, in); pages.HasMorePages(); {
+			res, err := pages.NextPage(ctx)
 			if err != nil {
 				b.logOnce("spotterm:"+region+":"+errCode(err), "cannot look up the spot requests of instances to terminate", "region", region, "err", classify("terminate", err))
 				return
@@ -379,10 +371,6 @@ func (b *Backend) cancelSpotRequestsOf(ctx context.Context, c ec2API, region str
 					reqs = append(reqs, awssdk.ToString(r.SpotInstanceRequestId))
 				}
 			}
-			if awssdk.ToString(res.NextToken) == "" {
-				break
-			}
-			in.NextToken = res.NextToken
 		}
 	}
 	if len(reqs) == 0 {

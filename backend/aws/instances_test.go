@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/backend"
-	"github.com/dstackai/dstack/backend/aws/ec2fake"
+	"github.com/dstackai/dstack/internal/ec2fake"
 )
 
 // listed is List's answer by cloud ID.

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/dstackai/dstack/backend"
-	"github.com/dstackai/dstack/backend/aws/ec2fake"
+	"github.com/dstackai/dstack/internal/ec2fake"
 )
 
 func TestLaunchOnDemandOne(t *testing.T) {

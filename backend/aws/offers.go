@@ -171,18 +171,14 @@ func (b *Backend) loadTypes(ctx context.Context, region string) ([]typeInfo, err
 	c := b.client(region)
 	var names []types.InstanceType
 	in := &ec2.DescribeInstanceTypeOfferingsInput{LocationType: types.LocationTypeRegion}
-	for {
-		out, err := c.DescribeInstanceTypeOfferings(ctx, in)
+	for pages := ec2.NewDescribeInstanceTypeOfferingsPaginator(c, in); pages.HasMorePages(); {
+		out, err := pages.NextPage(ctx)
 		if err != nil {
 			return nil, classify("offers", err)
 		}
 		for _, o := range out.InstanceTypeOfferings {
 			names = append(names, o.InstanceType)
 		}
-		if awssdk.ToString(out.NextToken) == "" {
-			break
-		}
-		in.NextToken = out.NextToken
 	}
 	infos, err := b.describeTypes(ctx, c, names)
 	if err != nil {
@@ -204,8 +200,8 @@ func (b *Backend) describeTypes(ctx context.Context, c ec2API, names []types.Ins
 	var out []typeInfo
 	for start := 0; start < len(names); start += 100 {
 		in := &ec2.DescribeInstanceTypesInput{InstanceTypes: names[start:min(start+100, len(names))]}
-		for {
-			res, err := c.DescribeInstanceTypes(ctx, in)
+		for pages := ec2.NewDescribeInstanceTypesPaginator(c, in); pages.HasMorePages(); {
+			res, err := pages.NextPage(ctx)
 			if err != nil {
 				return nil, err
 			}
@@ -214,10 +210,6 @@ func (b *Backend) describeTypes(ctx context.Context, c ec2API, names []types.Ins
 					out = append(out, t)
 				}
 			}
-			if awssdk.ToString(res.NextToken) == "" {
-				break
-			}
-			in.NextToken = res.NextToken
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/backend"
-	"github.com/dstackai/dstack/backend/aws/ec2fake"
+	"github.com/dstackai/dstack/internal/ec2fake"
 )
 
 func offerMap(offers []backend.Offer) map[backend.OfferKey]backend.Offer {

@@ -94,8 +94,8 @@ func (b *Backend) spotPrices(ctx context.Context, region string, infos []typeInf
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	for {
-		res, err := c.DescribeSpotPriceHistory(ctx, in)
+	for pages := ec2.NewDescribeSpotPriceHistoryPaginator(c, in); pages.HasMorePages(); {
+		res, err := pages.NextPage(ctx)
 		if actionUnsupported(err) {
 			b.noteUnsupported("DescribeSpotPriceHistory", fmt.Sprintf("pricing spot offers at %g of the on-demand price table", spotFraction))
 			return out, nil
@@ -115,9 +115,6 @@ func (b *Backend) spotPrices(ctx context.Context, region string, infos []typeInf
 				out[name] = p
 			}
 		}
-		if awssdk.ToString(res.NextToken) == "" {
-			return out, nil
-		}
-		in.NextToken = res.NextToken
 	}
+	return out, nil
 }

@@ -52,8 +52,8 @@ func RefreshPrices(ctx context.Context, api PricingAPI, regions, types []string,
 		for _, f := range queries {
 			in := &pricing.GetProductsInput{ServiceCode: awssdk.String("AmazonEC2"), Filters: f,
 				FormatVersion: awssdk.String("aws_v1"), MaxResults: awssdk.Int32(100)}
-			for {
-				res, err := api.GetProducts(ctx, in)
+			for pages := pricing.NewGetProductsPaginator(api, in); pages.HasMorePages(); {
+				res, err := pages.NextPage(ctx)
 				if err != nil {
 					return nil, fmt.Errorf("price list of %s: %w", region, err)
 				}
@@ -69,10 +69,6 @@ func RefreshPrices(ctx context.Context, api PricingAPI, regions, types []string,
 						prices[p.InstanceType] = p.USDPerHour
 					}
 				}
-				if awssdk.ToString(res.NextToken) == "" {
-					break
-				}
-				in.NextToken = res.NextToken
 			}
 		}
 		if len(prices) == 0 {

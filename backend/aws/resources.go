@@ -85,8 +85,8 @@ func (b *Backend) image(ctx context.Context, region string, t typeInfo) (cachedI
 	}
 	var all []types.Image
 	c := b.client(region)
-	for {
-		out, err := c.DescribeImages(ctx, in)
+	for pages := ec2.NewDescribeImagesPaginator(c, in); pages.HasMorePages(); {
+		out, err := pages.NextPage(ctx)
 		if actionUnsupported(err) {
 			if override != "" {
 				// Launched as given: EC2 checks it, and the root
@@ -109,10 +109,6 @@ func (b *Backend) image(ctx context.Context, region string, t typeInfo) (cachedI
 			return cachedImage{}, classify("launch", err)
 		}
 		all = append(all, out.Images...)
-		if awssdk.ToString(out.NextToken) == "" {
-			break
-		}
-		in.NextToken = out.NextToken
 	}
 	if len(all) == 0 {
 		if override != "" {

@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 	"go.uber.org/goleak"
 
 	"github.com/dstackai/dstack/api"
@@ -62,7 +62,7 @@ func TestMain(m *testing.M) {
 func dockerImage(t *testing.T) (*client.Client, string) {
 	t.Helper()
 	shared.once.Do(func() {
-		docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+		docker, err := client.New(client.FromEnv)
 		if err != nil {
 			shared.skip = err.Error()
 			return
@@ -70,7 +70,7 @@ func dockerImage(t *testing.T) (*client.Client, string) {
 		shared.docker = docker
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := docker.Ping(ctx); err != nil {
+		if _, err := docker.Ping(ctx, client.PingOptions{}); err != nil {
 			shared.skip = err.Error()
 			return
 		}
@@ -189,7 +189,7 @@ func TestLaunchListTerminate(t *testing.T) {
 		if in.Tags != want || in.Offer != req.Offer.Key() || in.State != backend.StateRunning || time.Since(in.LaunchedAt) > time.Minute {
 			t.Errorf("instance %d: %+v, want tags %+v, offer %v, running, launched now", i, in, want, req.Offer.Key())
 		}
-		c, err := f.docker.ContainerInspect(ctx, in.CloudID)
+		c, err := inspect(ctx, f.docker, in.CloudID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,15 +290,15 @@ func TestLaunchDockerRefusals(t *testing.T) {
 		t.Errorf("Launch on a missing network = %v, want ErrInvalid", err)
 	}
 	// A container that is not one of the backend's is left alone.
-	c, err := noImage.docker.ContainerCreate(ctx, &container.Config{Image: shared.image}, nil, nil, nil, "")
+	c, err := noImage.docker.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: shared.image}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = noImage.docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}) }()
+	defer func() { _, _ = noImage.docker.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true}) }()
 	if err := noImage.b.Terminate(ctx, []string{c.ID}); !errors.Is(err, backend.ErrInvalid) {
 		t.Errorf("Terminate of another container = %v, want ErrInvalid", err)
 	}
-	if _, err := noImage.docker.ContainerInspect(ctx, c.ID); err != nil {
+	if _, err := noImage.docker.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{}); err != nil {
 		t.Errorf("the other container was touched: %v", err)
 	}
 }
@@ -382,7 +382,7 @@ func TestRunnersJoin(t *testing.T) {
 		it, _ := lookupType(req.Offer.InstanceType)
 		for i, spec := range req.Instances {
 			want[spec.JoinToken] = it
-			c, err := f.docker.ContainerInspect(ctx, insts[i].CloudID)
+			c, err := inspect(ctx, f.docker, insts[i].CloudID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -444,7 +444,7 @@ func TestRefusedRunnerIsGone(t *testing.T) {
 			t.Fatalf("the container is still %s after its runner was refused", listed[0].State)
 		}
 	}
-	c, err := f.docker.ContainerInspect(ctx, insts[0].CloudID)
+	c, err := inspect(ctx, f.docker, insts[0].CloudID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +470,7 @@ func TestHostNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := f.docker.ContainerInspect(context.Background(), insts[0].CloudID)
+	c, err := inspect(context.Background(), f.docker, insts[0].CloudID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,4 +485,10 @@ func TestHostNetwork(t *testing.T) {
 	case <-time.After(90 * time.Second):
 		t.Fatal("the runner did not join")
 	}
+}
+
+// inspect is the container id as the Engine describes it.
+func inspect(ctx context.Context, docker *client.Client, id string) (container.InspectResponse, error) {
+	res, err := docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	return res.Container, err
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/build"
+	"github.com/moby/moby/client"
 
 	"github.com/dstackai/dstack/internal/scratch"
 )
@@ -71,7 +71,7 @@ func BuildImage(ctx context.Context, docker Docker, runnerBinaryPath string) (st
 		{Name: "Dockerfile", Data: []byte(dockerfile), Mode: 0o644},
 		{Name: "busybox", Data: busybox, Mode: 0o755},
 		{Name: "dstack-runner", Data: runnerBin, Mode: 0o755},
-	}, build.ImageBuildOptions{Tags: []string{ref}, Labels: map[string]string{"dstack.runner-image": sum}})
+	}, client.ImageBuildOptions{Tags: []string{ref}, Labels: map[string]string{"dstack.runner-image": sum}})
 	if err != nil {
 		return "", fmt.Errorf("build runner image %s: %w", ref, err)
 	}

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 
 	"github.com/dstackai/dstack/backend"
 )
@@ -66,21 +66,22 @@ func (b *Backend) Terminate(ctx context.Context, cloudIDs []string) error {
 }
 
 func (b *Backend) terminate(ctx context.Context, id string) error {
-	c, err := b.docker.ContainerInspect(ctx, id)
+	res, err := b.docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if cerrdefs.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return dockerError("terminate", err)
 	}
+	c := res.Container
 	if c.Config == nil || c.Config.Labels[labelBackend] != Name {
 		return backend.Errorf(backend.ErrInvalid, "terminate", "NotAnInstance", "container %s is not a local backend instance; not terminating it", id)
 	}
 	timeout := int(b.cfg.StopTimeout.Round(time.Second) / time.Second)
-	if err := b.docker.ContainerStop(ctx, c.ID, container.StopOptions{Timeout: &timeout}); err != nil && !gone(err) {
+	if _, err := b.docker.ContainerStop(ctx, c.ID, client.ContainerStopOptions{Timeout: &timeout}); err != nil && !gone(err) {
 		return dockerError("terminate", err)
 	}
-	if err := b.docker.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !gone(err) {
+	if _, err := b.docker.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !gone(err) {
 		return dockerError("terminate", err)
 	}
 	b.log.Info("terminated", "container", shortID(c.ID), "record", c.Config.Labels[backend.TagRecordID])
@@ -99,16 +100,13 @@ func label(key, value string) string { return key + "=" + value }
 // list returns the backend's containers that carry every label given (as
 // "key=value"), oldest first, then by record ID.
 func (b *Backend) list(ctx context.Context, labels ...string) ([]backend.Instance, error) {
-	args := filters.NewArgs(filters.Arg("label", label(labelBackend, Name)))
-	for _, l := range labels {
-		args.Add("label", l)
-	}
-	cs, err := b.docker.ContainerList(ctx, container.ListOptions{All: true, Filters: args})
+	args := make(client.Filters).Add("label", label(labelBackend, Name)).Add("label", labels...)
+	res, err := b.docker.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: args})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]backend.Instance, 0, len(cs))
-	for _, c := range cs {
+	out := make([]backend.Instance, 0, len(res.Items))
+	for _, c := range res.Items {
 		out = append(out, instance(c.ID, c.Labels, c.State, time.Unix(c.Created, 0)))
 	}
 	sort.SliceStable(out, func(i, j int) bool {
@@ -130,11 +128,9 @@ func inspectInstance(c container.InspectResponse) backend.Instance {
 	if c.Config != nil {
 		labels = c.Config.Labels
 	}
-	if c.ContainerJSONBase != nil {
-		created, _ = time.Parse(time.RFC3339Nano, c.Created)
-		if c.State != nil {
-			state = c.State.Status
-		}
+	created, _ = time.Parse(time.RFC3339Nano, c.Created)
+	if c.State != nil {
+		state = c.State.Status
 	}
 	return instance(c.ID, labels, state, created)
 }

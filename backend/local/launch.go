@@ -13,8 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/network"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
 
 	"github.com/dstackai/dstack/backend"
 )
@@ -118,7 +119,7 @@ func (b *Backend) resume(ctx context.Context, insts []backend.Instance) ([]backe
 		if insts[i].State != backend.StatePending {
 			continue
 		}
-		if err := b.docker.ContainerStart(ctx, insts[i].CloudID, container.StartOptions{}); err != nil {
+		if _, err := b.docker.ContainerStart(ctx, insts[i].CloudID, client.ContainerStartOptions{}); err != nil {
 			return nil, dockerError("launch", err)
 		}
 		insts[i].State = backend.StateRunning
@@ -191,16 +192,17 @@ func (b *Backend) create(ctx context.Context, req backend.LaunchRequest, it Inst
 			MemorySwap: mem, // no swap: the runner's memory is the limit
 		},
 	}
-	created, err := b.docker.ContainerCreate(ctx, cfg, host, &network.NetworkingConfig{}, nil, name)
+	created, err := b.docker.ContainerCreate(ctx, client.ContainerCreateOptions{Config: cfg, HostConfig: host, NetworkingConfig: &network.NetworkingConfig{}, Name: name})
 	var id string
 	switch {
 	case err == nil:
 		id = created.ID
 	case isConflict(err):
-		old, ierr := b.docker.ContainerInspect(ctx, name)
+		res, ierr := b.docker.ContainerInspect(ctx, name, client.ContainerInspectOptions{})
 		if ierr != nil {
 			return backend.Instance{}, dockerError("launch", ierr)
 		}
+		old := res.Container
 		if old.Config == nil || old.Config.Labels[backend.TagServerID] != req.ServerID || old.Config.Labels[backend.TagRecordID] != spec.RecordID {
 			return backend.Instance{}, backend.Errorf(backend.ErrInvalid, "launch", "NameInUse", "container name %s is taken by a container that is not this server's instance %s", name, spec.RecordID)
 		}
@@ -208,15 +210,15 @@ func (b *Backend) create(ctx context.Context, req backend.LaunchRequest, it Inst
 	default:
 		return backend.Instance{}, b.explain(dockerError("launch", err))
 	}
-	if err := b.docker.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+	if _, err := b.docker.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
 		return backend.Instance{}, dockerError("launch", err)
 	}
-	got, err := b.docker.ContainerInspect(ctx, id)
+	got, err := b.docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		return backend.Instance{}, dockerError("launch", err)
 	}
 	b.log.Info("launched", "container", shortID(id), "name", name, "record", spec.RecordID, "offer", req.Offer.Key().String())
-	return inspectInstance(got), nil
+	return inspectInstance(got.Container), nil
 }
 
 // explain adds what to do to a launch error the operator can fix.
@@ -273,12 +275,12 @@ func (b *Backend) Gateway(ctx context.Context) (string, error) {
 	if gw != "" {
 		return gw, nil
 	}
-	n, err := b.docker.NetworkInspect(ctx, b.cfg.Network, network.InspectOptions{})
+	n, err := b.docker.NetworkInspect(ctx, b.cfg.Network, client.NetworkInspectOptions{})
 	if err != nil {
 		return "", b.explain(dockerError("launch", err))
 	}
-	for _, c := range n.IPAM.Config {
-		if gw = ipv4Gateway(c.Gateway, c.Subnet); gw != "" {
+	for _, c := range n.Network.IPAM.Config {
+		if gw = ipv4Gateway(c.Gateway.String(), c.Subnet.String()); gw != "" {
 			break
 		}
 	}

@@ -23,9 +23,9 @@
 //  1. At start, when the backend is enabled: ref, err := BuildImage(ctx,
 //     docker, runnerBinary), where runnerBinary is the static dstack-runner
 //     next to the server's executable or at a configured path, and docker is
-//     client.NewClientWithOpts(client.FromEnv,
-//     client.WithAPIVersionNegotiation()). BuildImage reuses the image when
-//     the binary has not changed.
+//     client.New(client.FromEnv) of github.com/moby/moby/client (it
+//     negotiates the API version). BuildImage reuses the image when the
+//     binary has not changed.
 //  2. New(docker, Config{Image: ref, Network: "bridge"}).
 //  3. LaunchRequest.ServerURL may be the server's own loopback URL
 //     (http://127.0.0.1:3000): Launch rewrites a loopback or unspecified host
@@ -68,6 +68,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/moby/moby/client"
 
 	"github.com/dstackai/dstack/backend"
 )
@@ -245,10 +247,11 @@ func (b *Backend) hostCapacity(ctx context.Context) (hostCapacity, error) {
 	if h != nil {
 		return *h, nil
 	}
-	info, err := b.docker.Info(ctx)
+	res, err := b.docker.Info(ctx, client.InfoOptions{})
 	if err != nil {
 		return hostCapacity{}, err
 	}
+	info := res.Info
 	h = &hostCapacity{CPUs: info.NCPU, MemoryMiB: info.MemTotal >> 20}
 	b.mu.Lock()
 	b.host = h

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,11 +13,11 @@ import (
 	"testing"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/system"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/image"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/api/types/system"
+	"github.com/moby/moby/client"
 
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/runner"
@@ -35,22 +36,26 @@ type fakeDocker struct {
 	images   map[string]bool
 }
 
-func (f *fakeDocker) Info(context.Context) (system.Info, error) {
-	return system.Info{NCPU: f.cpus, MemTotal: f.memBytes}, nil
+func (f *fakeDocker) Info(context.Context, client.InfoOptions) (client.SystemInfoResult, error) {
+	return client.SystemInfoResult{Info: system.Info{NCPU: f.cpus, MemTotal: f.memBytes}}, nil
 }
 
-func (f *fakeDocker) NetworkInspect(_ context.Context, name string, _ network.InspectOptions) (network.Inspect, error) {
+func (f *fakeDocker) NetworkInspect(_ context.Context, name string, _ client.NetworkInspectOptions) (client.NetworkInspectResult, error) {
 	if name != "bridge" {
-		return network.Inspect{}, cerrdefs.ErrNotFound.WithMessage("network " + name + " not found")
+		return client.NetworkInspectResult{}, cerrdefs.ErrNotFound.WithMessage("network " + name + " not found")
 	}
-	return network.Inspect{IPAM: network.IPAM{Config: []network.IPAMConfig{{Subnet: "172.17.0.0/16", Gateway: f.gateway}}}}, nil
+	cfg := network.IPAMConfig{Subnet: netip.MustParsePrefix("172.17.0.0/16")}
+	if f.gateway != "" {
+		cfg.Gateway = netip.MustParseAddr(f.gateway)
+	}
+	return client.NetworkInspectResult{Network: network.Inspect{Network: network.Network{IPAM: network.IPAM{Config: []network.IPAMConfig{cfg}}}}}, nil
 }
 
-func (f *fakeDocker) ImageInspect(_ context.Context, ref string, _ ...client.ImageInspectOption) (image.InspectResponse, error) {
+func (f *fakeDocker) ImageInspect(_ context.Context, ref string, _ ...client.ImageInspectOption) (client.ImageInspectResult, error) {
 	if f.images[ref] {
-		return image.InspectResponse{ID: "sha256:x"}, nil
+		return client.ImageInspectResult{InspectResponse: image.InspectResponse{ID: "sha256:x"}}, nil
 	}
-	return image.InspectResponse{}, cerrdefs.ErrNotFound.WithMessage("no such image")
+	return client.ImageInspectResult{}, cerrdefs.ErrNotFound.WithMessage("no such image")
 }
 
 func testLogger(t testing.TB) *slog.Logger {

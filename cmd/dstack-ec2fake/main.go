@@ -15,7 +15,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/dstackai/dstack/backend/aws/ec2fake/ec2docker"
+	"github.com/dstackai/dstack/internal/ec2fake/ec2docker"
 )
 
 func main() {

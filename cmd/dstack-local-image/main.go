@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 
 	"github.com/dstackai/dstack/backend/local"
 )
@@ -17,7 +17,7 @@ import (
 func main() {
 	runnerBin := flag.String("runner", "bin/dstack-runner", "the static dstack-runner binary to put in the image")
 	flag.Parse()
-	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	docker, err := client.New(client.FromEnv)
 	if err == nil {
 		defer docker.Close()
 		var ref string

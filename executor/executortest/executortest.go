@@ -20,8 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 
 	"github.com/dstackai/dstack/internal/scratch"
 )
@@ -40,10 +39,10 @@ var built struct {
 // fails it when CI is set.
 func RequireDocker(t testing.TB) *client.Client {
 	t.Helper()
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := client.New(client.FromEnv)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err = cli.Ping(ctx)
+		_, err = cli.Ping(ctx, client.PingOptions{})
 		cancel()
 		if err != nil {
 			_ = cli.Close()
@@ -81,7 +80,7 @@ func BuildImage(ctx context.Context, cli *client.Client) error {
 	}, entries...)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return scratch.Build(ctx, cli, entries, build.ImageBuildOptions{Tags: []string{Image}})
+	return scratch.Build(ctx, cli, entries, client.ImageBuildOptions{Tags: []string{Image}})
 }
 
 // Busybox returns the path of a static busybox, installing Debian's

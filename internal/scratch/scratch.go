@@ -18,7 +18,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/api/types/build"
+	"github.com/moby/moby/api/types/build"
+	"github.com/moby/moby/client"
 )
 
 // BusyboxPaths are where FindBusybox looks for a static busybox: Debian's
@@ -114,13 +115,13 @@ func Tar(entries []Entry) ([]byte, error) {
 
 // Builder is the Engine call Build makes; *client.Client has it.
 type Builder interface {
-	ImageBuild(ctx context.Context, buildContext io.Reader, options build.ImageBuildOptions) (build.ImageBuildResponse, error)
+	ImageBuild(ctx context.Context, buildContext io.Reader, options client.ImageBuildOptions) (client.ImageBuildResult, error)
 }
 
 // Build builds the context of entries with the classic builder (BuildKit
 // over the API needs a session), removing intermediate containers, and
 // returns the error the build reports, with its last lines of output.
-func Build(ctx context.Context, b Builder, entries []Entry, opts build.ImageBuildOptions) error {
+func Build(ctx context.Context, b Builder, entries []Entry, opts client.ImageBuildOptions) error {
 	buildContext, err := Tar(entries)
 	if err != nil {
 		return err

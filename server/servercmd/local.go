@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/client"
 
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/backend/local"
@@ -65,12 +65,12 @@ func buildLocal(ctx context.Context, log *slog.Logger, o localOptions) (backend.
 	if _, err := os.Stat(bin); err != nil {
 		return nil, "", fmt.Errorf("no dstack-runner binary at %s: build it with `make build`, or give --runner-binary", bin)
 	}
-	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	docker, err := client.New(client.FromEnv)
 	if err != nil {
 		return nil, "", fmt.Errorf("docker client: %w", err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	_, err = docker.Ping(pctx)
+	_, err = docker.Ping(pctx, client.PingOptions{})
 	cancel()
 	if err != nil {
 		docker.Close()

@@ -30,14 +30,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/docker/docker/api/types/build"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/image"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/stdcopy"
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
 
-	"github.com/dstackai/dstack/backend/aws/ec2fake"
+	"github.com/dstackai/dstack/internal/ec2fake"
 	"github.com/dstackai/dstack/internal/scratch"
 )
 
@@ -83,7 +81,7 @@ func New(ctx context.Context, docker *client.Client, logf func(format string, ar
 		{Name: "rootfs/root/", Mode: 0o700, Dir: true},
 		{Name: "rootfs/usr/local/bin/", Mode: 0o755, Dir: true},
 	}, bb...)
-	if err := scratch.Build(ctx, docker, files, build.ImageBuildOptions{Tags: []string{m.image}, Labels: map[string]string{Label: m.id}}); err != nil {
+	if err := scratch.Build(ctx, docker, files, client.ImageBuildOptions{Tags: []string{m.image}, Labels: map[string]string{Label: m.id}}); err != nil {
 		return nil, fmt.Errorf("build the instances' image: %w", err)
 	}
 	return m, nil
@@ -91,17 +89,17 @@ func New(ctx context.Context, docker *client.Client, logf func(format string, ar
 
 // Gateway is the host's IPv4 address on Docker's default bridge.
 func (m *Machines) Gateway(ctx context.Context) (string, error) {
-	nw, err := m.docker.NetworkInspect(ctx, "bridge", network.InspectOptions{})
+	nw, err := m.docker.NetworkInspect(ctx, "bridge", client.NetworkInspectOptions{})
 	if err != nil {
 		return "", err
 	}
-	for _, cfg := range nw.IPAM.Config {
-		if ip := net.ParseIP(cfg.Gateway); ip.To4() != nil {
+	for _, cfg := range nw.Network.IPAM.Config {
+		if ip := net.ParseIP(cfg.Gateway.String()); ip.To4() != nil {
 			return ip.String(), nil
 		}
 		// The default bridge's IPAM names only the subnet; its gateway is
 		// the subnet's first host address.
-		if _, n, err := net.ParseCIDR(cfg.Subnet); err == nil && n.IP.To4() != nil {
+		if _, n, err := net.ParseCIDR(cfg.Subnet.String()); err == nil && n.IP.To4() != nil {
 			ip := n.IP.To4()
 			return net.IPv4(ip[0], ip[1], ip[2], ip[3]+1).String(), nil
 		}
@@ -113,13 +111,16 @@ func (m *Machines) Gateway(ctx context.Context) (string, error) {
 func (m *Machines) Boot(in ec2fake.Instance, imdsURL string) {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	created, err := m.docker.ContainerCreate(ctx, &container.Config{
-		Image:    m.image,
-		Cmd:      []string{"sh", "-c", in.UserData},
-		Env:      []string{"DSTACK_IMDS_ENDPOINT=" + imdsURL, "PATH=/usr/local/bin:/bin", "HOME=/root"},
-		Hostname: in.ID,
-		Labels:   map[string]string{Label: m.id, "instance": in.ID},
-	}, &container.HostConfig{}, nil, nil, "")
+	created, err := m.docker.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config: &container.Config{
+			Image:    m.image,
+			Cmd:      []string{"sh", "-c", in.UserData},
+			Env:      []string{"DSTACK_IMDS_ENDPOINT=" + imdsURL, "PATH=/usr/local/bin:/bin", "HOME=/root"},
+			Hostname: in.ID,
+			Labels:   map[string]string{Label: m.id, "instance": in.ID},
+		},
+		HostConfig: &container.HostConfig{},
+	})
 	if err != nil {
 		m.logf("ec2docker: boot %s: %v", in.ID, err)
 		return
@@ -127,7 +128,7 @@ func (m *Machines) Boot(in ec2fake.Instance, imdsURL string) {
 	m.mu.Lock()
 	m.containers[in.ID] = created.ID
 	m.mu.Unlock()
-	if err := m.docker.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+	if _, err := m.docker.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
 		m.logf("ec2docker: boot %s: %v", in.ID, err)
 		return
 	}
@@ -150,7 +151,7 @@ func (m *Machines) PowerOff(in ec2fake.Instance) {
 func (m *Machines) remove(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	if err := m.docker.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}); err != nil && !client.IsErrNotFound(err) {
+	if _, err := m.docker.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
 		m.logf("ec2docker: remove container %.12s: %v", id, err)
 	}
 }
@@ -166,7 +167,7 @@ func (m *Machines) Output(instanceID string) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	rc, err := m.docker.ContainerLogs(ctx, id, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	rc, err := m.docker.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
 	if err != nil {
 		return err.Error()
 	}
@@ -198,7 +199,7 @@ func (m *Machines) Close() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	if _, err := m.docker.ImageRemove(ctx, m.image, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil && !client.IsErrNotFound(err) {
+	if _, err := m.docker.ImageRemove(ctx, m.image, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil && !cerrdefs.IsNotFound(err) {
 		m.logf("ec2docker: remove image %s: %v", m.image, err)
 	}
 }
@@ -215,12 +216,12 @@ type ServeOptions struct {
 // printing to w how to point dstack server at it; then it removes every
 // container and the image.
 func Serve(ctx context.Context, w io.Writer, o ServeOptions) error {
-	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	docker, err := client.New(client.FromEnv)
 	if err != nil {
 		return err
 	}
 	defer docker.Close()
-	if _, err := docker.Ping(ctx); err != nil {
+	if _, err := docker.Ping(ctx, client.PingOptions{}); err != nil {
 		return fmt.Errorf("the Docker engine does not answer: %w", err)
 	}
 	m, err := New(ctx, docker, func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) })

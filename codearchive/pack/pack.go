@@ -1,25 +1,15 @@
-// Package codearchive packs a project's working directory into the gzip'd
-// tar that becomes a run's code, and unpacks it safely on a runner.
+// Package pack packs a project's working directory into the gzip'd tar
+// that becomes a run's code (the format of package codearchive).
 //
-// Pack honours .gitignore and .dstackignore files, at the root and in any
+// Dir honours .gitignore and .dstackignore files, at the root and in any
 // subdirectory, with git's semantics (negation, directory-only and anchored
 // patterns), through go-git's gitignore matcher. A .dstackignore is read
 // after the .gitignore of the same directory, so it can both add exclusions
 // and re-include (!pattern) what git ignores. As in git, nothing inside an
-// excluded directory can be re-included. .git is always left out.
-//
-// Archives are deterministic: entries in name order, modification times,
-// owners and the gzip header zeroed, so the same tree always packs to the
-// same bytes and the server can store code by content address. Only regular
-// files, directories and symbolic links are packed (links as links); other
-// kinds of files are skipped. Permission bits are kept.
-//
-// Unpack writes into a directory and never outside it, through the jobdir
-// package: absolute names and ".." are refused, nothing is ever written
-// through a symbolic link, links are recreated when they stay inside the
-// directory and refused when they lead out, and a size limit is enforced
-// while writing.
-package codearchive
+// excluded directory can be re-included. .git is always left out. It lives
+// apart from codearchive so that the runner, which only unpacks, does not
+// link go-git.
+package pack
 
 import (
 	"archive/tar"
@@ -37,6 +27,8 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/format/gitignore"
+
+	"github.com/dstackai/dstack/codearchive"
 )
 
 // Ignore files read in every directory, lowest priority first.
@@ -45,33 +37,14 @@ const (
 	DstackIgnore = ".dstackignore"
 )
 
-// ErrTooLarge is matched (errors.Is) by the error of Pack or Unpack when
-// the files exceed the size limit; the error is a *TooLargeError.
-var ErrTooLarge = errors.New("code is too large")
-
-// TooLargeError says by how much a limit was exceeded.
-type TooLargeError struct {
-	Size  int64 // bytes counted when the limit was crossed
-	Limit int64
-	Dir   string // the directory packed or unpacked
-}
-
-func (e *TooLargeError) Error() string {
-	return fmt.Sprintf("the code in %s is larger than the limit of %s (%s counted so far); add a .dstackignore listing large files and directories (data, checkpoints, virtual environments) to leave them out",
-		e.Dir, humanSize(e.Limit), humanSize(e.Size))
-}
-
-// Is makes errors.Is(err, ErrTooLarge) true.
-func (e *TooLargeError) Is(target error) bool { return target == ErrTooLarge }
-
-// PackOptions tunes Pack.
-type PackOptions struct {
+// Options tunes Dir.
+type Options struct {
 	// MaxSize is the most bytes of file content to pack, uncompressed;
 	// zero means no limit.
 	MaxSize int64
 }
 
-// Stats says what Pack packed.
+// Stats says what Dir packed.
 type Stats struct {
 	Files int   // regular files and symbolic links
 	Bytes int64 // file content, uncompressed
@@ -80,9 +53,9 @@ type Stats struct {
 // epoch is the modification time of every entry, for reproducible archives.
 var epoch = time.Unix(0, 0)
 
-// Pack writes dir as a gzip'd tar to w. Names in the archive are relative
+// Dir writes dir as a gzip'd tar to w. Names in the archive are relative
 // to dir, slash-separated, directories ending in '/'. It stops with ctx.
-func Pack(ctx context.Context, dir string, w io.Writer, opts PackOptions) (Stats, error) {
+func Dir(ctx context.Context, dir string, w io.Writer, opts Options) (Stats, error) {
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return Stats{}, fmt.Errorf("pack code: %w", err)
@@ -108,7 +81,7 @@ type packer struct {
 	ctx   context.Context
 	root  string
 	tw    *tar.Writer
-	opts  PackOptions
+	opts  Options
 	stats Stats
 }
 
@@ -188,7 +161,7 @@ func (p *packer) header(h *tar.Header) error {
 func (p *packer) file(full, name string, info fs.FileInfo) error {
 	size := info.Size()
 	if p.opts.MaxSize > 0 && p.stats.Bytes+size > p.opts.MaxSize {
-		return &TooLargeError{Size: p.stats.Bytes + size, Limit: p.opts.MaxSize, Dir: p.root}
+		return &codearchive.TooLargeError{Size: p.stats.Bytes + size, Limit: p.opts.MaxSize, Dir: p.root}
 	}
 	f, err := os.Open(full)
 	if err != nil {
@@ -250,17 +223,4 @@ func readIgnoreFile(name string, domain []string) ([]gitignore.Pattern, error) {
 		return nil, fmt.Errorf("read ignore file %s: %w", name, err)
 	}
 	return out, nil
-}
-
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
