@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
@@ -229,7 +230,7 @@ func (c *odCluster) removeContainers() {
 	}
 	for _, ct := range cs {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := c.docker.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true}); err != nil && !client.IsErrNotFound(err) {
+		if err := c.docker.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
 			c.t.Errorf("remove container %s: %v", ct.ID, err)
 		}
 		cancel()

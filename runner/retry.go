@@ -26,7 +26,7 @@ func (b *backoff) wait(ctx context.Context) bool {
 		b.next = b.min
 	}
 	// Full jitter over [d/2, d).
-	d := b.next/2 + rand.N(b.next/2+1)
+	d := b.next/2 + rand.N(b.next/2+1) //nolint:gosec // jitter, not a secret
 	b.next = min(b.next*2, b.max)
 	t := time.NewTimer(d)
 	defer t.Stop()
