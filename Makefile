@@ -29,10 +29,10 @@ test: ## every test, with the race detector, on SQLite and PostgreSQL
 test-short: ## unit tests only, no PostgreSQL
 	CGO_ENABLED=1 $(GO) test -race -short ./...
 
-lint: ## go vet, gofmt and golangci-lint when installed
+lint: ## go vet, gofmt and golangci-lint (the version pinned in go.mod)
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'run gofmt -w'; exit 1; }
-	@if command -v golangci-lint >/dev/null; then golangci-lint run ./...; else echo 'golangci-lint not installed: skipped'; fi
+	$(GO) tool golangci-lint run ./...
 
 bench: ## benchmarks: pickup latency, claim throughput, log throughput
 	DSTACK_TEST_POSTGRES_DSN="$$(scripts/postgres.sh | tail -n 1)" \

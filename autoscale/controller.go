@@ -340,22 +340,21 @@ func (c *Controller) plan(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Release steps the controller back while its set has no backend: it waits
-// for a pass in progress, then clears the reasons it wrote of jobs still
-// pending and gives up the lease, as a pass with no backend would. The
-// server calls it when it removes the last backend, before its own check
-// of registered runners says why jobs wait, so that no reason of the
-// controller's is written after that check's.
 // WaitPass waits for a pass in progress, if any, to end. A backend removed
 // from the set before the call is used by no pass after it: the server
 // calls it before counting a removed backend's instances, so that no launch
 // recorded by a pass still holding the old backend is missed.
 func (c *Controller) WaitPass() {
 	c.mu.Lock()
-	//lint:ignore SA2001 an empty critical section: waiting for the holder is the point
-	c.mu.Unlock()
+	c.mu.Unlock() //nolint:staticcheck // an empty critical section: waiting for the holder is the point
 }
 
+// Release steps the controller back while its set has no backend: it waits
+// for a pass in progress, then clears the reasons it wrote of jobs still
+// pending and gives up the lease, as a pass with no backend would. The
+// server calls it when it removes the last backend, before its own check
+// of registered runners says why jobs wait, so that no reason of the
+// controller's is written after that check's.
 func (c *Controller) Release(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

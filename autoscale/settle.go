@@ -90,8 +90,7 @@ func (c *Controller) settleOne(ctx context.Context, u *unsettled) (bool, error) 
 		return true, nil
 	}
 	var waiting []store.InstanceCreate
-	var specs []backend.InstanceSpec
-	for i, cr := range u.creates {
+	for _, cr := range u.creates {
 		rec, err := c.st.InstanceGet(ctx, cr.ID)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
@@ -101,7 +100,6 @@ func (c *Controller) settleOne(ctx context.Context, u *unsettled) (bool, error) 
 		}
 		if rec.State == store.InstanceLaunching && rec.CloudID == "" {
 			waiting = append(waiting, cr)
-			specs = append(specs, u.req.Instances[i])
 		}
 	}
 	if len(waiting) == 0 {

@@ -86,7 +86,7 @@ func TestErrorIs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			for _, s := range all {
-				if got, want := errors.Is(tc.err, s), s == tc.kind; got != want {
+				if got, want := errors.Is(tc.err, s), s == tc.kind; got != want { //nolint:errorlint // compares kinds, both sentinels
 					t.Errorf("errors.Is(err, %v) = %v, want %v", s, got, want)
 				}
 			}

@@ -221,7 +221,7 @@ func (l *Local) List(_ context.Context, prefix string) ([]Object, error) {
 		}
 		info, err := d.Info()
 		if err != nil {
-			return nil
+			return nil //nolint:nilerr // removed since it was listed
 		}
 		out = append(out, Object{Key: key, Size: info.Size()})
 		return nil

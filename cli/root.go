@@ -339,7 +339,7 @@ func (c *apiClient) explain(err error) error {
 		if c.s.TokenSource == "DSTACK_TOKEN" {
 			fix = "set a valid one in DSTACK_TOKEN, or unset it and run `dstack config --token TOKEN`"
 		}
-		return fmt.Errorf("the server %s refused the token from %s (%v): %s", c.s.Server, c.s.TokenSource, err, fix)
+		return fmt.Errorf("the server %s refused the token from %s (%v): %s", c.s.Server, c.s.TokenSource, err, fix) //nolint:errorlint // explained here, not passed on
 	}
 	if client.IsCode(err, api.CodeForbidden) {
 		return fmt.Errorf("the server %s does not allow this to the token from %s: %w", c.s.Server, c.s.TokenSource, err)

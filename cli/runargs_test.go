@@ -73,7 +73,7 @@ func TestParseRunArgs(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
 				}
-				if _, ok := err.(*usageError); !ok {
+				if _, ok := err.(*usageError); !ok { //nolint:errorlint // the usage error itself, not one wrapping it
 					t.Fatalf("err %T is not a usage error", err)
 				}
 				return
@@ -111,7 +111,7 @@ func FuzzParseRunArgs(f *testing.F) {
 		args := strings.Split(line, " ")
 		r, err := parseRunArgs(args)
 		if err != nil {
-			if _, ok := err.(*usageError); !ok {
+			if _, ok := err.(*usageError); !ok { //nolint:errorlint // the usage error itself, not one wrapping it
 				t.Fatalf("error %T is not a usage error: %v", err, err)
 			}
 			return

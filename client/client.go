@@ -353,7 +353,7 @@ func (c *Client) ArtifactGet(ctx context.Context, jobID, path string, req Artifa
 			r.headers["If-Range"] = req.IfRange
 		}
 	}
-	resp, err := c.do(ctx, r)
+	resp, err := c.do(ctx, r) //nolint:bodyclose // the Artifact's Body, closed by the caller
 	if err != nil {
 		return nil, err
 	}

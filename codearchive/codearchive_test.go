@@ -221,7 +221,7 @@ func TestRoundTrip(t *testing.T) {
 	mustChmod(t, filepath.Join(dir, "run.sh"), 0o755)
 	mustChmod(t, filepath.Join(dir, "data/empty"), 0o600)
 	mustChmod(t, filepath.Join(dir, "ro"), 0o555)
-	t.Cleanup(func() { os.Chmod(filepath.Join(dir, "ro"), 0o755) })
+	t.Cleanup(func() { _ = os.Chmod(filepath.Join(dir, "ro"), 0o755) })
 
 	archive, st := packDir(t, dir)
 	if st.Files != 8 || st.Bytes != int64(len("#!/bin/sh\necho hi\n")+6+100000+len("read-only dir")+len("long names")) {
@@ -236,7 +236,7 @@ func TestRoundTrip(t *testing.T) {
 	if err := codearchive.Unpack(bytes.NewReader(archive), out, codearchive.UnpackOptions{}); err != nil {
 		t.Fatalf("Unpack: %v", err)
 	}
-	t.Cleanup(func() { os.Chmod(filepath.Join(out, "ro"), 0o755) })
+	t.Cleanup(func() { _ = os.Chmod(filepath.Join(out, "ro"), 0o755) })
 	want := snapshot(t, dir)
 	// Unpacked directories are always usable by their owner (see Unpack).
 	want[slices.Index(want, "ro dr-xr-xr-x")] = "ro drwxr-xr-x"

@@ -39,8 +39,12 @@ func FuzzUnpack(f *testing.F) {
 		if len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
 			var buf bytes.Buffer
 			gz := gzip.NewWriter(&buf)
-			gz.Write(data)
-			gz.Close()
+			if _, err := gz.Write(data); err != nil {
+				t.Fatal(err)
+			}
+			if err := gz.Close(); err != nil {
+				t.Fatal(err)
+			}
 			data = buf.Bytes()
 		}
 		base := t.TempDir()
@@ -51,12 +55,14 @@ func FuzzUnpack(f *testing.F) {
 		dest := filepath.Join(base, "dest")
 		_ = codearchive.Unpack(bytes.NewReader(data), dest, codearchive.UnpackOptions{MaxSize: 1 << 20, MaxEntries: 1000})
 		// Let the test clean up whatever modes the archive set.
-		filepath.WalkDir(dest, func(p string, d os.DirEntry, err error) error {
+		if err := filepath.WalkDir(dest, func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
-				os.Chmod(p, 0o755)
+				return os.Chmod(p, 0o755)
 			}
 			return nil
-		})
+		}); err != nil {
+			t.Fatal(err)
+		}
 		des, err := os.ReadDir(base)
 		if err != nil {
 			t.Fatal(err)

@@ -134,7 +134,7 @@ func (u *unpacker) entry(h *tar.Header, r io.Reader) error {
 	if err := u.parents(name); err != nil {
 		return err
 	}
-	perm := fs.FileMode(h.Mode).Perm()
+	perm := fs.FileMode(h.Mode).Perm() //nolint:gosec // Perm keeps the low 9 bits only
 	switch h.Typeflag {
 	case tar.TypeDir:
 		fi, err := u.root.Lstat(name)

@@ -77,7 +77,7 @@ func build(dir string) error {
 		"-o", dir+string(os.PathSeparator), module+"/cmd/dstack", module+"/cmd/dstack-runner")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %v\n%s", err, out)
+		return fmt.Errorf("go build: %w\n%s", err, out)
 	}
 	bins.dstack = filepath.Join(dir, "dstack")
 	bins.runner = filepath.Join(dir, "dstack-runner")

@@ -204,7 +204,7 @@ func (c *hostCluster) jobErr(name string) (api.Job, error) {
 	}
 	var runs []api.Run
 	if err := json.Unmarshal([]byte(r.stdout), &runs); err != nil {
-		return api.Job{}, fmt.Errorf("ps -a --json: %v\n%s", err, r.stdout)
+		return api.Job{}, fmt.Errorf("ps -a --json: %w\n%s", err, r.stdout)
 	}
 	for _, run := range runs {
 		if run.Name == name && len(run.Jobs) == 1 {

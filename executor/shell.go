@@ -30,7 +30,7 @@ type Shell struct {
 func (Shell) Name() string { return "shell" }
 
 // Start implements Executor.
-func (s Shell) Start(_ context.Context, spec Spec) (Process, error) {
+func (s Shell) Start(ctx context.Context, spec Spec) (Process, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, fmt.Errorf("shell executor: %w", err)
 	}
@@ -43,7 +43,7 @@ func (s Shell) Start(_ context.Context, spec Spec) (Process, error) {
 	script := "set -e\n" + strings.Join(spec.Commands, "\n") + "\n"
 	// The process must not end with the caller's context: stopping is the
 	// job's decision, through Terminate and Kill.
-	cmd := exec.Command(shell, "-c", script)
+	cmd := exec.CommandContext(context.WithoutCancel(ctx), shell, "-c", script)
 	cmd.Dir = spec.WorkDir
 	cmd.Env = Environ(os.Environ(), spec)
 	cmd.Stdin = nil

@@ -191,7 +191,7 @@ func DiskMiB(dir string) (int64, error) {
 	if err := unix.Statfs(dir, &st); err != nil {
 		return 0, fmt.Errorf("measure disk of %s: %w", dir, err)
 	}
-	return int64(st.Blocks) * int64(st.Bsize) >> 20, nil
+	return int64(st.Blocks) * int64(st.Bsize) >> 20, nil //nolint:gosec,unconvert // a disk under 8 EiB; Bsize is not int64 on every OS
 }
 
 func readInt(path string) (int64, error) {

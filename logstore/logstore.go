@@ -298,7 +298,7 @@ func (r *reader) copy() (int64, error) {
 		if _, err := r.fh.ReadAt(h[:], r.filePos); err != nil {
 			return written, fmt.Errorf("read log: %w", err)
 		}
-		ts := int64(binary.BigEndian.Uint64(h[:8]))
+		ts := int64(binary.BigEndian.Uint64(h[:8])) //nolint:gosec // written from an int64
 		n := int64(binary.BigEndian.Uint32(h[8:]))
 		if r.filePos+headerSize+n > limit {
 			break

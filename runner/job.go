@@ -343,7 +343,7 @@ func (j *job) supervise(proc executor.Process) outcome {
 		out = outcome{status: api.StatusInterrupted, exitCode: &res.ExitCode, reason: j.r.spot.current().reason(), upload: true}
 	case <-j.ctx.Done():
 		_ = proc.Kill()
-		res = <-waitCh
+		<-waitCh
 		return outcome{status: api.StatusFailed, reason: "dropped"}
 	}
 	if res.OutputErr != nil {

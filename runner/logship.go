@@ -91,7 +91,7 @@ func openSpool(dir, jobID string) (*spool, error) {
 	}
 	s := &spool{metaPath: meta, notify: make(chan struct{}, 1), closed: true}
 	if err := json.Unmarshal(b, &s.meta); err != nil || s.meta.JobID != jobID {
-		return nil, fmt.Errorf("log spool %s is corrupt: %v", meta, err)
+		return nil, fmt.Errorf("log spool %s is corrupt: %v", meta, err) //nolint:errorlint // err is nil when the job ID differs
 	}
 	if s.f, err = os.OpenFile(data, os.O_RDWR, 0o600); err != nil {
 		return nil, fmt.Errorf("open log spool: %w", err)

@@ -372,7 +372,6 @@ func TestRestartKeepsRunsLogsAndArtifacts(t *testing.T) {
 	}
 
 	e.srv.Restart(t)
-	admin := e.srv.Client()
 	rc, err := client.New(e.srv.URL, token)
 	if err != nil {
 		t.Fatal(err)
@@ -393,7 +392,7 @@ func TestRestartKeepsRunsLogsAndArtifacts(t *testing.T) {
 	setStatus(t, rc, a, api.StatusDone)
 
 	e.srv.Restart(t)
-	admin = e.srv.Client()
+	admin := e.srv.Client()
 	got, err := admin.RunGet(ctx, run.Name)
 	if err != nil || got.Status != api.StatusDone {
 		t.Fatalf("run after restart = %+v, %v; want done", got, err)

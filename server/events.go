@@ -125,7 +125,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, u *store.U
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	send := func(format string, args ...any) bool {
-		if _, err := fmt.Fprintf(w, format, args...); err != nil {
+		if _, err := fmt.Fprintf(w, format, args...); err != nil { //nolint:gosec // text/event-stream of JSON, not HTML
 			return false
 		}
 		return rc.Flush() == nil

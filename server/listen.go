@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"net"
 )
@@ -9,7 +10,7 @@ import (
 // with TLS when tlsCfg is set. A host that cannot be had (the address is
 // not this machine's, the port is taken there) is logged and skipped: the
 // server still serves on main.
-func (s *Server) listenAlso(main net.Addr, tlsCfg *tls.Config) []net.Listener {
+func (s *Server) listenAlso(ctx context.Context, main net.Addr, tlsCfg *tls.Config) []net.Listener {
 	if len(s.cfg.AlsoListen) == 0 {
 		return nil
 	}
@@ -21,7 +22,7 @@ func (s *Server) listenAlso(main net.Addr, tlsCfg *tls.Config) []net.Listener {
 	var out []net.Listener
 	for _, h := range s.cfg.AlsoListen {
 		addr := net.JoinHostPort(h, port)
-		ln, err := net.Listen("tcp", addr)
+		ln, err := new(net.ListenConfig).Listen(ctx, "tcp", addr)
 		if err != nil {
 			s.log.Warn("cannot also listen on "+addr+": the local backend's containers may not reach the server; start it with --host 0.0.0.0 or give --external-url",
 				"err", err)

@@ -65,12 +65,6 @@ func purchase(spot bool) string {
 	return api.PurchaseOnDemand
 }
 
-// limitName is a limit's key for messages: "local.small (spot) in region
-// local of backend local".
-func limitName(backendName, region, instanceType string, spot bool) string {
-	return fmt.Sprintf("%s (%s) in region %s of backend %s", instanceType, purchase(spot), region, backendName)
-}
-
 func (s *Server) handleLimitList(w http.ResponseWriter, r *http.Request, u *store.User) error {
 	ls, err := s.store.LimitList(r.Context(), store.LimitListParams{UserID: u.ID})
 	if err != nil {

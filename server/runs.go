@@ -223,8 +223,8 @@ var (
 // runName makes a readable name; later attempts widen the numeric suffix so
 // that collisions become unlikely.
 func runName(attempt int) string {
-	n := rand.IntN(100 * (attempt + 1) * (attempt + 1))
-	return fmt.Sprintf("%s-%s-%d", adjectives[rand.IntN(len(adjectives))], animals[rand.IntN(len(animals))], n)
+	n := rand.IntN(100 * (attempt + 1) * (attempt + 1))                                                         //nolint:gosec // run names, not secrets
+	return fmt.Sprintf("%s-%s-%d", adjectives[rand.IntN(len(adjectives))], animals[rand.IntN(len(animals))], n) //nolint:gosec // run names, not secrets
 }
 
 // recentRuns is how long a finished run stays in `dstack ps` without -a.

@@ -395,7 +395,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return errors.New("server was stopped")
 	}
 	addr := net.JoinHostPort(s.cfg.Host, fmt.Sprint(s.cfg.Port))
-	ln, err := net.Listen("tcp", addr)
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w (is another server running? use --port)", addr, err)
 	}
@@ -410,7 +410,7 @@ func (s *Server) Start(ctx context.Context) error {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
 	s.ln = ln
-	lns := append([]net.Listener{ln}, s.listenAlso(ln.Addr(), tlsCfg)...)
+	lns := append([]net.Listener{ln}, s.listenAlso(ctx, ln.Addr(), tlsCfg)...)
 	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel = cancel
 	s.http = &http.Server{
@@ -434,7 +434,7 @@ func (s *Server) Start(ctx context.Context) error {
 			cancel()
 			_ = s.http.Close()
 			for range s.serving {
-				<-s.serveErr
+				<-s.serveErr //nolint:errcheck // the autoscaler's error is the one returned
 			}
 			s.loops.Wait()
 			return err

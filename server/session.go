@@ -190,7 +190,7 @@ func isHTTPS(raw string) bool {
 // sessionCookieFor is the cookie that holds value until expires; an empty
 // value is the cookie that clears it.
 func (s *Server) sessionCookieFor(value string, expires time.Time) *http.Cookie {
-	c := &http.Cookie{
+	c := &http.Cookie{ //nolint:gosec // Secure whenever the server is reached over HTTPS; a plain-HTTP server cannot set it
 		Name: sessionCookie, Value: value, Path: "/",
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.cfg.TLSCert != "" || isHTTPS(s.cfg.ExternalURL),
 	}

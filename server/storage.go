@@ -51,7 +51,7 @@ func statfs(path string) (fsSpace, error) {
 	if err := unix.Statfs(path, &st); err != nil {
 		return fsSpace{}, fmt.Errorf("measure free space in %s: %w", path, err)
 	}
-	bs := uint64(st.Bsize) //nolint:unconvert // int64 on Linux, uint32 on macOS
+	bs := uint64(st.Bsize) //nolint:unconvert,gosec // int64 on Linux, uint32 on macOS; never negative
 	return fsSpace{Free: st.Bavail * bs, Total: st.Blocks * bs}, nil
 }
 
@@ -203,7 +203,7 @@ func (m *storageMonitor) freeText(dir string) string {
 	if err != nil {
 		return "unknown space"
 	}
-	return bytesize.Format(int64(sp.Free))
+	return bytesize.Format(int64(sp.Free)) //nolint:gosec // a disk under 8 EiB
 }
 
 // storageState is the storage's condition, for /healthz and /metrics.
@@ -228,7 +228,7 @@ func (m *storageMonitor) state() storageState {
 		}
 		st.free[d] = sp.Free
 		if th := m.threshold(sp.Total); st.low == "" && sp.Free < th {
-			st.low = fmt.Sprintf("%s free in %s, under the %s of --min-free-space", bytesize.Format(int64(sp.Free)), d, bytesize.Format(int64(th)))
+			st.low = fmt.Sprintf("%s free in %s, under the %s of --min-free-space", bytesize.Format(int64(sp.Free)), d, bytesize.Format(int64(th))) //nolint:gosec // disks under 8 EiB
 		}
 	}
 	low := st.low
@@ -241,7 +241,7 @@ func (m *storageMonitor) state() storageState {
 	}
 	switch f := m.failure; {
 	case f != nil && f.full:
-		st.cause, st.message = "disk_full", fmt.Sprintf("disk full: %s free in %s", bytesize.Format(int64(st.free[f.dir])), f.dir)
+		st.cause, st.message = "disk_full", fmt.Sprintf("disk full: %s free in %s", bytesize.Format(int64(st.free[f.dir])), f.dir) //nolint:gosec // a disk under 8 EiB
 	case f != nil:
 		st.cause, st.message = "io_error", fmt.Sprintf("storage failing in %s: %v", f.dir, unwrapPath(f.err))
 	case low != "":

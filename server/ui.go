@@ -38,7 +38,7 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 func (s *Server) pageSession(w http.ResponseWriter, r *http.Request) (*session, *store.User, error) {
 	c, err := r.Cookie(sessionCookie)
 	if err != nil {
-		return nil, nil, nil
+		return nil, nil, nil //nolint:nilerr // no cookie: no session
 	}
 	sess, u, err := s.auth.openSession(r, c.Value)
 	var ae *api.Error
@@ -106,7 +106,7 @@ func (s *Server) handleUILogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if sess != nil {
 		ui.Headers(w.Header())
-		http.Redirect(w, r, next, http.StatusSeeOther)
+		http.Redirect(w, r, next, http.StatusSeeOther) //nolint:gosec // localPath keeps next on this server
 		return
 	}
 	if err := ui.Render(w, http.StatusOK, ui.Page{Name: "login", Title: "Sign in", Next: next}); err != nil {

@@ -76,7 +76,7 @@ func Load(path string) (*Config, error) {
 		return &c, nil
 	}
 	if err := yaml.Unmarshal(b, &c); err != nil {
-		return nil, fmt.Errorf("%s is not a valid dstack config (%v): fix it, or delete it and run `dstack config --server URL --token TOKEN`", path, err)
+		return nil, fmt.Errorf("%s is not a valid dstack config (%v): fix it, or delete it and run `dstack config --server URL --token TOKEN`", path, err) //nolint:errorlint // explained here, not passed on
 	}
 	return &c, nil
 }

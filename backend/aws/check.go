@@ -60,7 +60,7 @@ func (b *Backend) Check(ctx context.Context) error {
 // ErrInvalid, or one that AWS's services answer to a key they do not
 // accept (the STS and S3 spellings included).
 func refusesCredentials(code string) bool {
-	return kindOf(code) == backend.ErrInvalid || authCodes[code]
+	return kindOf(code) == backend.ErrInvalid || authCodes[code] //nolint:errorlint // compares kinds, both sentinels
 }
 
 // authCodes are the codes of a refused access key beside those kindOf

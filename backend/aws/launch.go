@@ -289,12 +289,11 @@ func (b *Backend) tagInstances(ctx context.Context, c ec2API, insts []backend.In
 		}()
 	}
 	wg.Wait()
-	var ok, failed []string
+	var failed []string
 	var out []backend.Instance
 	for i, in := range insts {
 		if errs[i] == nil {
 			out = append(out, in)
-			ok = append(ok, in.CloudID)
 		} else {
 			failed = append(failed, in.CloudID)
 		}

@@ -335,7 +335,7 @@ func TestLaunchRefusedBeforeCalling(t *testing.T) {
 
 func errorsIsInvalid(err error) bool {
 	var be *backend.Error
-	return errors.As(err, &be) && be.Kind == backend.ErrInvalid
+	return errors.As(err, &be) && be.Kind == backend.ErrInvalid //nolint:errorlint // compares kinds, both sentinels
 }
 
 func TestSecurityGroupOncePerRegion(t *testing.T) {

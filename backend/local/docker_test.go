@@ -82,7 +82,7 @@ func dockerImage(t *testing.T) (*client.Client, string) {
 		cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/dstackai/dstack/cmd/dstack-runner")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			shared.err = fmt.Errorf("build dstack-runner: %v\n%s", err, out)
+			shared.err = fmt.Errorf("build dstack-runner: %w\n%s", err, out)
 			return
 		}
 		ctx, cancel = context.WithTimeout(context.Background(), 3*time.Minute)

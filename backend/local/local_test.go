@@ -287,7 +287,7 @@ func TestDockerError(t *testing.T) {
 			t.Errorf("dockerError(%v) kind %v, want %v", tt.err, be.Kind, tt.kind)
 		}
 	}
-	if err := dockerError("list", context.Canceled); err != context.Canceled {
+	if err := dockerError("list", context.Canceled); err != context.Canceled { //nolint:errorlint // the very error, not one wrapping it
 		t.Errorf("context error wrapped: %v", err)
 	}
 }

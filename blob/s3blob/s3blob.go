@@ -134,8 +134,8 @@ type API interface {
 type Store struct {
 	api      API
 	loc      Location
-	where    string // endpoint or region, for messages
-	uploader *manager.Uploader
+	where    string            // endpoint or region, for messages
+	uploader *manager.Uploader //nolint:staticcheck // transfermanager is another API; moving to it is a change of its own
 	pageSize int32
 }
 
@@ -216,7 +216,7 @@ func New(api API, loc Location, cfg Config) (*Store, error) {
 	if err := tuning.Validate(); err != nil {
 		return nil, err
 	}
-	u := manager.NewUploader(api, func(u *manager.Uploader) {
+	u := manager.NewUploader(api, func(u *manager.Uploader) { //nolint:staticcheck // see Store.uploader
 		u.PartSize = orDefault(cfg.PartSize, DefaultPartSize)
 		u.Concurrency = int(orDefault(int64(cfg.Concurrency), DefaultConcurrency))
 		// Put aborts the upload itself, under a context that outlives a
@@ -228,7 +228,7 @@ func New(api API, loc Location, cfg Config) (*Store, error) {
 		loc:      loc,
 		where:    "S3",
 		uploader: u,
-		pageSize: int32(orDefault(int64(cfg.ListPageSize), MaxListPageSize)),
+		pageSize: int32(orDefault(int64(cfg.ListPageSize), MaxListPageSize)), //nolint:gosec // orDefault caps it at MaxListPageSize
 	}, nil
 }
 
@@ -268,7 +268,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) (int64, error)
 		return 0, fmt.Errorf("put %s: %w", key, err)
 	}
 	body := &countingReader{ctx: ctx, r: r}
-	_, err = s.uploader.Upload(ctx, &s3.PutObjectInput{
+	_, err = s.uploader.Upload(ctx, &s3.PutObjectInput{ //nolint:staticcheck // see Store.uploader
 		Bucket: aws.String(s.loc.Bucket),
 		Key:    aws.String(k),
 		Body:   body,

@@ -32,7 +32,7 @@ func ParseURL(raw string) (Location, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return Location{}, fmt.Errorf("S3 URL %q: %v; %s", raw, err, want)
+		return Location{}, fmt.Errorf("S3 URL %q: %w; %s", raw, err, want)
 	}
 	switch {
 	case u.Scheme != "s3":

@@ -96,7 +96,7 @@ func Busybox(ctx context.Context) (string, error) {
 	}
 	out, err := exec.CommandContext(ctx, script, "--install-only").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("no static busybox, and %s could not install one: %v\n%s", script, err, out)
+		return "", fmt.Errorf("no static busybox, and %s could not install one: %w\n%s", script, err, out)
 	}
 	if bb := scratch.FindBusybox(); bb != "" {
 		return bb, nil

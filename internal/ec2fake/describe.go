@@ -198,7 +198,7 @@ func instanceTypeXML(t InstanceType) xmlInstanceType {
 			TotalMemory int64    `xml:"totalGpuMemoryInMiB"`
 		}{}
 		for _, g := range t.GPUs {
-			x.GPUInfo.GPUs = append(x.GPUInfo.GPUs, xmlGPU{Name: g.Name, Manufacturer: g.Manufacturer, Count: g.Count, MemoryMiB: g.MemoryMiB})
+			x.GPUInfo.GPUs = append(x.GPUInfo.GPUs, xmlGPU(g))
 			x.GPUInfo.TotalMemory += int64(g.Count) * g.MemoryMiB
 		}
 	}

@@ -73,7 +73,7 @@ func BusyboxEntries(path, dir string) ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	list, err := exec.Command(path, "--list").Output()
+	list, err := exec.Command(path, "--list").Output() //nolint:noctx // busybox --list prints and exits
 	if err != nil {
 		return nil, fmt.Errorf("%s --list: %w", path, err)
 	}
