@@ -134,7 +134,7 @@ func (b *Backoff) Next() time.Duration {
 	if b.next <= 0 {
 		b.next = b.Min
 	}
-	d := b.next/2 + rand.N(b.next/2+1)
+	d := b.next/2 + rand.N(b.next/2+1) //nolint:gosec // jitter, not a secret
 	b.next = min(b.next*2, b.Max)
 	return d
 }

@@ -365,7 +365,9 @@ func sqliteSchema(t *testing.T, migrations fs.FS) schema {
 			tb.columns[c[0]] = column{typ: typ, notNull: c[2] == "1" || inPK, dflt: normDefault(c[3], typ)}
 			if inPK {
 				var n int
-				fmt.Sscan(c[4], &n)
+				if _, err := fmt.Sscan(c[4], &n); err != nil {
+					t.Fatalf("table %s: primary key position %q: %v", name, c[4], err)
+				}
 				pk[n] = c[0]
 			}
 		}
@@ -405,7 +407,9 @@ func sqliteSchema(t *testing.T, migrations fs.FS) schema {
 				pk := map[int]string{}
 				for _, c := range strs(`SELECT name, pk FROM pragma_table_info(?) WHERE pk > 0`, k.ref) {
 					var n int
-					fmt.Sscan(c[1], &n)
+					if _, err := fmt.Sscan(c[1], &n); err != nil {
+						t.Fatalf("table %s: primary key position %q: %v", k.ref, c[1], err)
+					}
 					pk[n] = c[0]
 				}
 				for i := 1; i <= len(pk); i++ {
@@ -447,7 +451,7 @@ func postgresSchema(t *testing.T, migrations fs.FS) schema {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck // a test's connection; nothing to do about a failed close
 	collect := func(query string, args []any, scan func(pgx.Rows) error) {
 		t.Helper()
 		rows, err := conn.Query(ctx, query, args...)
