@@ -194,7 +194,6 @@ func (r *Runner) watchSpot(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.spot.markChecked()
 		switch {
 		case err != nil:
 			if now := time.Now(); now.Sub(lastWarn) >= time.Minute {
@@ -203,6 +202,11 @@ func (r *Runner) watchSpot(ctx context.Context) {
 			}
 		case n != nil:
 			if r.spot.take(*n, time.Now()) {
+				// Claims stop before the first read counts as done: a
+				// runner started on an instance being reclaimed claims
+				// nothing, not even once.
+				r.cancelClaim()
+				r.spot.markChecked()
 				r.interrupt(ctx)
 			}
 		case r.spot.current() != nil:
@@ -210,6 +214,7 @@ func (r *Runner) watchSpot(ctx context.Context) {
 			r.spot.resumedOnce.Do(func() { close(r.spot.resumed) })
 			return
 		}
+		r.spot.markChecked()
 		t.Reset(r.cfg.SpotPollInterval)
 	}
 }
