@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -63,8 +64,11 @@ type storageMonitor struct {
 	log     *slog.Logger
 	now     func() time.Time
 
+	// mu orders the episodes' starts and ends; failure, the episode in
+	// progress (nil when none), is read without it on every successful
+	// write, the log appends' hot path.
 	mu      sync.Mutex
-	failure *storageFailure // the episode in progress, if any
+	failure atomic.Pointer[storageFailure]
 }
 
 // storageFailure is an episode of failing writes.
@@ -148,8 +152,8 @@ func (m *storageMonitor) failed(w http.ResponseWriter, err error) *api.Error {
 	}
 	free := m.freeText(dir)
 	m.mu.Lock()
-	if m.failure == nil || m.failure.full != full {
-		m.failure = &storageFailure{full: full, dir: dir, err: err, since: m.now()}
+	if f := m.failure.Load(); f == nil || f.full != full {
+		m.failure.Store(&storageFailure{full: full, dir: dir, err: err, since: m.now()})
 		if full {
 			m.log.Error("storage full: job logs and uploads are refused with 507 until space is freed; runners keep what they could not send",
 				"dir", dir, "free", free, "err", err)
@@ -177,17 +181,20 @@ func unwrapPath(err error) error {
 
 // succeeded ends the episode in progress: a write went through.
 func (m *storageMonitor) succeeded() {
+	if m.failure.Load() == nil {
+		return
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.endLocked("a write succeeded")
 }
 
 func (m *storageMonitor) endLocked(why string) {
-	if m.failure == nil {
+	f := m.failure.Swap(nil)
+	if f == nil {
 		return
 	}
-	m.log.Info("storage works again", "dir", m.failure.dir, "why", why, "after", m.now().Sub(m.failure.since).Round(time.Second))
-	m.failure = nil
+	m.log.Info("storage works again", "dir", f.dir, "why", why, "after", m.now().Sub(f.since).Round(time.Second))
 }
 
 // space measures the file system of dir.
@@ -234,12 +241,12 @@ func (m *storageMonitor) state() storageState {
 	low := st.low
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if f := m.failure; f != nil && f.full {
+	if f := m.failure.Load(); f != nil && f.full {
 		if free, ok := st.free[f.dir]; ok && low == "" && free > 0 {
 			m.endLocked("space was freed")
 		}
 	}
-	switch f := m.failure; {
+	switch f := m.failure.Load(); {
 	case f != nil && f.full:
 		st.cause, st.message = "disk_full", fmt.Sprintf("disk full: %s free in %s", bytesize.Format(int64(st.free[f.dir])), f.dir) //nolint:gosec // a disk under 8 EiB
 	case f != nil:
