@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
@@ -203,16 +202,4 @@ func (j *job) uploadArtifacts(ctx context.Context, sp *spool) (missing []string,
 	}
 	j.log.Debug("artifacts uploaded", "files", len(files), "missing", len(missing), "skipped", len(skipped))
 	return missing, nil
-}
-
-// cleanDir empties dir, creating it if needed. It is for the runner's own
-// directories; a job's directory is cleaned through its jobdir.Dir.
-func cleanDir(dir string) error {
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("clean %s: %w", dir, err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
-	return nil
 }

@@ -221,8 +221,9 @@ func (r *Runner) start(ctx context.Context) error {
 			r.log.Warn("remove the containers of an earlier run", "err", err)
 		}
 	}
-	if err := cleanDir(r.jobsDir()); err != nil {
-		return fail(err)
+	// Older runners kept jobs' directories and spools there.
+	if err := os.RemoveAll(r.legacyJobsDir()); err != nil {
+		return fail(fmt.Errorf("remove %s: %w", r.legacyJobsDir(), err))
 	}
 	if err := r.work.Clean(); err != nil {
 		return fail(err)
@@ -353,9 +354,9 @@ func (r *Runner) Executor() string { return r.exec.Name() }
 // Resources are the host's resources as reported, once started.
 func (r *Runner) Resources() api.HostResources { return r.resources }
 
-// jobsDir held the jobs' directories and spools of older runners: emptied at
-// start, it holds nothing now.
-func (r *Runner) jobsDir() string { return filepath.Join(r.cfg.DataDir, "jobs") }
+// legacyJobsDir held the jobs' directories and spools of older runners;
+// start removes it.
+func (r *Runner) legacyJobsDir() string { return filepath.Join(r.cfg.DataDir, "jobs") }
 
 // prepareDirs makes the data directory private, with the state file in it,
 // and opens the work directory, private too. A directory or file that was
@@ -379,9 +380,6 @@ func (r *Runner) prepareDirs() error {
 	}
 	if was != 0 {
 		r.log.Warn("the runner state was readable by other users: made it private (0600)", "file", statePath(r.cfg.DataDir), "was", was)
-	}
-	if err := os.MkdirAll(r.jobsDir(), 0o700); err != nil {
-		return fmt.Errorf("create data directory: %w", err)
 	}
 	work, err := jobdir.OpenRoot(r.cfg.WorkDir)
 	if err != nil {
