@@ -109,4 +109,3 @@ func TestUsersAndTokensCommands(t *testing.T) {
 		t.Errorf("a removed user's token: %+v", r)
 	}
 }
-
