@@ -27,9 +27,8 @@ type AdminReset struct {
 // it opens cfg's state directly (SQLite in cfg.DataDir, or cfg.DB), which
 // works while the server runs, gives the first admin (or, when no admin is
 // left, a user `admin`, made an admin or made anew) a new token, and then
-// revokes the admin's other tokens, ending their sessions. The new token
-// is made before the old ones go, so that a failure midway leaves a
-// working token.
+// revokes the admin's other tokens, ending their sessions, in the same
+// transaction.
 func ResetAdminToken(ctx context.Context, cfg Config) (*AdminReset, error) {
 	if err := cfg.applyDefaults(); err != nil {
 		return nil, err
@@ -69,21 +68,13 @@ func ResetAdminToken(ctx context.Context, cfg Config) (*AdminReset, error) {
 		}
 	}
 	out.User = admin.Name
-	old, err := st.TokenList(ctx, store.TokenListParams{UserID: admin.ID})
-	if err != nil {
-		return nil, fmt.Errorf("list the admin's tokens: %w", err)
-	}
 	out.Token = newToken(userTokenPrefix)
 	name := "reset-" + now.UTC().Format("20060102-150405")
-	if _, err := st.TokenCreate(ctx, store.TokenCreateParams{ID: newID(), UserID: admin.ID, Name: name, Hash: hashToken(out.Token), Now: now}); err != nil {
-		return nil, fmt.Errorf("create the admin's token: %w", err)
+	old, err := st.TokenReplaceAll(ctx, store.TokenCreateParams{ID: newID(), UserID: admin.ID, Name: name, Hash: hashToken(out.Token), Now: now})
+	if err != nil {
+		return nil, fmt.Errorf("replace the admin's tokens: %w", err)
 	}
-	for _, t := range old {
-		if _, err := st.TokenRevoke(ctx, store.TokenRevokeParams{UserID: admin.ID, Ref: t.ID}); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return out, fmt.Errorf("revoke the admin's token %q (the new token works): %w", t.Name, err)
-		}
-		out.Revoked++
-	}
+	out.Revoked = len(old)
 	return out, nil
 }
 

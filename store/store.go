@@ -116,6 +116,11 @@ type Store interface {
 	// credentials of the runners registered with it. ErrNotFound when the
 	// user has no such token.
 	TokenRevoke(ctx context.Context, p TokenRevokeParams) (*TokenRevokeResult, error)
+	// TokenReplaceAll gives a user the new token p and, in the same
+	// transaction, deletes the user's other tokens, which it returns (the
+	// recovery of a lost admin token). ErrNotFound for an unknown or
+	// removed user; ErrConflict when the hash is taken.
+	TokenReplaceAll(ctx context.Context, p TokenCreateParams) ([]*Token, error)
 	// TokenAuthenticate finds a token by hash and its user. ErrNotFound for
 	// an unknown token or a removed user; ErrExpired, with the user and
 	// token, when the token's expiry is not after p.Now. It records the use

@@ -153,6 +153,35 @@ var tokenTests = []test{
 		_, _, err = f.auth("unknown", exp)
 		wantErr(t, "TokenAuthenticate unknown", err, store.ErrNotFound)
 	}},
+	{"replace all", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		u, other := f.user(), f.user()
+		if _, err := f.s.TokenCreate(f.ctx, store.TokenCreateParams{ID: "t1", UserID: u.ID, Name: "ci", Hash: "h-ci", Now: f.tick()}); err != nil {
+			t.Fatal(err)
+		}
+		old, err := f.s.TokenReplaceAll(f.ctx, store.TokenCreateParams{ID: "t2", UserID: u.ID, Name: "reset", Hash: "h-reset", Now: f.tick()})
+		if err != nil || len(old) != 2 || old[0].Name != "ci" || old[1].Name != "default" {
+			t.Fatalf("TokenReplaceAll = %+v, %v; want ci and default replaced", old, err)
+		}
+		if got := f.tokenNames(u); !sameNames(got, []string{"reset"}) {
+			t.Errorf("tokens after TokenReplaceAll = %v, want [reset]", got)
+		}
+		for _, h := range []string{"h-ci", "hash-" + u.ID} {
+			_, _, err := f.auth(h, f.tick())
+			wantErr(t, "a replaced token", err, store.ErrNotFound)
+		}
+		if _, _, err := f.auth("h-reset", f.tick()); err != nil {
+			t.Errorf("the new token: %v", err)
+		}
+		// A taken hash changes nothing.
+		_, err = f.s.TokenReplaceAll(f.ctx, store.TokenCreateParams{ID: "t3", UserID: u.ID, Name: "again", Hash: "hash-" + other.ID, Now: f.tick()})
+		wantErr(t, "TokenReplaceAll with a taken hash", err, store.ErrConflict)
+		if got := f.tokenNames(u); !sameNames(got, []string{"reset"}) {
+			t.Errorf("tokens after a refused TokenReplaceAll = %v, want [reset]", got)
+		}
+		_, err = f.s.TokenReplaceAll(f.ctx, store.TokenCreateParams{ID: "t4", UserID: "nobody", Name: "x", Hash: "h-x", Now: f.tick()})
+		wantErr(t, "TokenReplaceAll for an unknown user", err, store.ErrNotFound)
+	}},
 	{"revoke runners with token", func(t *testing.T, open Open) {
 		f := setup(t, open)
 		u := f.user()

@@ -246,6 +246,41 @@ func (s *Store) TokenCreate(ctx context.Context, p store.TokenCreateParams) (*st
 		ExpiresAt: fromMicrosPtr(microsPtr(p.ExpiresAt))}, nil
 }
 
+// TokenReplaceAll gives a user a new token and deletes the others.
+func (s *Store) TokenReplaceAll(ctx context.Context, p store.TokenCreateParams) ([]*store.Token, error) {
+	var old []*store.Token
+	err := s.write.Tx(ctx, func(q Querier) error {
+		var id string
+		if err := q.QueryRow(ctx, `SELECT id FROM users WHERE id = $1 AND deleted_at IS NULL`+s.d.ForUpdate, p.UserID).Scan(&id); err != nil {
+			return err
+		}
+		rows, err := q.Query(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE user_id = $1 ORDER BY name`, p.UserID)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			t, err := scanToken(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			old = append(old, t)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if _, err := q.Exec(ctx, `DELETE FROM tokens WHERE user_id = $1`, p.UserID); err != nil {
+			return err
+		}
+		return insertToken(ctx, q, p)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replace the tokens of user %s: %w", p.UserID, err)
+	}
+	return old, nil
+}
+
 // TokenList lists a user's tokens by name.
 func (s *Store) TokenList(ctx context.Context, p store.TokenListParams) ([]*store.Token, error) {
 	rows, err := s.read.Query(ctx, `SELECT `+tokenColumns+` FROM tokens WHERE user_id = $1 ORDER BY name`, p.UserID)
