@@ -52,6 +52,7 @@ var publicRoutes = map[string]string{
 	"GET /runs/{name}":         "a page of the web UI, for a session only",
 	"GET /runners":             "a page of the web UI, for a session only",
 	"GET /settings":            "a page of the web UI, for a session only",
+	"GET /users":               "a page of the web UI, for an admin's session only",
 	"GET /ui/static/{path...}": "the web UI's stylesheet and scripts",
 }
 

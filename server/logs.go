@@ -95,7 +95,7 @@ func (s *Server) logCompleted(r *http.Request, job *store.Job, size int64) error
 func (s *Server) userJob(r *http.Request, u *store.User) (*store.Job, error) {
 	id := r.PathValue("id")
 	job, err := s.store.JobGet(r.Context(), id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && job.UserID != u.ID) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && job.UserID != u.ID && !u.Admin) {
 		return nil, notFound("no job %s", id)
 	}
 	return job, err

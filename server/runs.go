@@ -296,7 +296,11 @@ func parseRunCursor(v string) (*store.RunCursor, error) {
 
 func (s *Server) userRun(r *http.Request, u *store.User) (*store.Run, error) {
 	name := r.PathValue("name")
-	run, err := s.store.RunGet(r.Context(), store.RunGetParams{Name: name, UserID: u.ID})
+	p := store.RunGetParams{Name: name, UserID: u.ID}
+	if u.Admin {
+		p.UserID = "" // an admin reads and stops every user's runs
+	}
+	run, err := s.store.RunGet(r.Context(), p)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, notFound("no run named %q: `dstack ps -a` lists your runs", name)
 	}
@@ -332,7 +336,10 @@ func (s *Server) handleRunStop(w http.ResponseWriter, r *http.Request, u *store.
 		}
 	}
 	run.Jobs = jobs
-	s.events.publish(u.ID, api.EventRuns, api.EventRunners)
+	s.events.publish(run.UserID, api.EventRuns, api.EventRunners)
+	if run.UserID != u.ID {
+		s.events.publish(u.ID, api.EventRuns)
+	}
 	s.log.Info("run stop requested", "run", run.Name, "abort", req.Abort)
 	writeJSON(w, http.StatusOK, toAPIRun(run))
 	return nil

@@ -232,6 +232,9 @@ type Server struct {
 	events *broadcaster
 
 	adminToken string
+	// routeTable is every route with its role (roles.go), as routes()
+	// registered them.
+	routeTable []route
 
 	mu       sync.Mutex
 	started  bool

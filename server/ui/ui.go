@@ -39,6 +39,8 @@ type Page struct {
 	Title string
 	// User is the signed-in user's name; empty on the login page.
 	User string
+	// Admin shows the admins' pages in the menu.
+	Admin bool
 	// CSRF is the session's CSRF token, which scripts send in the
 	// X-CSRF-Token header.
 	CSRF string
@@ -53,7 +55,7 @@ type Page struct {
 }
 
 // Pages are the names of the pages there are templates for.
-var Pages = []string{"login", "runs", "run", "runners", "settings"}
+var Pages = []string{"login", "runs", "run", "runners", "settings", "users"}
 
 // asset is an embedded static file with its ETag.
 type asset struct {

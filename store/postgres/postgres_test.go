@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -118,7 +119,18 @@ func TestUnavailable(t *testing.T) {
 }
 
 func TestMigrations(t *testing.T) {
-	storetest.RunMigrations(t, func(t *testing.T) storetest.MigrationDB {
+	storetest.RunMigrations(t, migrationDB)
+}
+
+// TestUpgradeFrom011: users, their tokens and runs from before tokens had
+// their own table keep working.
+func TestUpgradeFrom011(t *testing.T) {
+	storetest.RunUpgrade(t, migrationDB(t))
+}
+
+// migrationDB is a new, empty database for a migration test.
+func migrationDB(t *testing.T) storetest.MigrationDB {
+	{
 		dsn := storetest.PostgresDSN(t)
 		raw, err := pgx.Connect(t.Context(), dsn)
 		if err != nil {
@@ -126,6 +138,7 @@ func TestMigrations(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = raw.Close(context.Background()) })
 		return storetest.MigrationDB{
+			Embedded: os.DirFS("migrations"),
 			Open: func(t *testing.T, migrations fs.FS) storetest.Migrator {
 				s, err := postgres.Open(t.Context(), dsn, postgres.WithMigrations(migrations))
 				if err != nil {
@@ -146,5 +159,5 @@ func TestMigrations(t *testing.T) {
 				return v
 			},
 		}
-	})
+	}
 }

@@ -2,10 +2,15 @@ package storetest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
+
+	"github.com/dstackai/dstack/store"
 )
 
 // Migrator is a store opened on given migrations.
@@ -22,6 +27,8 @@ type MigrationDB struct {
 	Exec func(t *testing.T, query string)
 	// Query runs a query for one string.
 	Query func(t *testing.T, query string) string
+	// Embedded are the store's own migrations.
+	Embedded fs.FS
 }
 
 // testMigrations are two migrations written in the SQL both databases
@@ -96,6 +103,79 @@ func RunMigrations(t *testing.T, newDB func(t *testing.T) MigrationDB) {
 			t.Errorf("Migrate with the upgraded database's old migration edited = %v, want an error naming 001_first.up.sql", err)
 		}
 	})
+}
+
+// upTo keeps the migrations of fsys up to version last.
+func upTo(t *testing.T, fsys fs.FS, last int) fstest.MapFS {
+	t.Helper()
+	names, err := fs.Glob(fsys, "*.up.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := fstest.MapFS{}
+	for _, name := range names {
+		var v int
+		if _, err := fmt.Sscanf(name, "%d_", &v); err != nil || v > last {
+			continue
+		}
+		b, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = &fstest.MapFile{Data: b}
+	}
+	return out
+}
+
+// RunUpgrade checks that a database made before users had several tokens
+// (migration 011) keeps its users, their tokens and runs once migrated.
+func RunUpgrade(t *testing.T, db MigrationDB) {
+	migrate(t, db, upTo(t, db.Embedded, 11))
+	db.Exec(t, `INSERT INTO users (id, name, token_hash, admin, created_at) VALUES ('u-admin', 'admin', 'hash-admin', TRUE, 1000)`)
+	db.Exec(t, `INSERT INTO users (id, name, token_hash, admin, created_at) VALUES ('u-bob', 'bob', 'hash-bob', FALSE, 2000)`)
+	db.Exec(t, `INSERT INTO runs (id, name, user_id, workflow, code_id, submitted_at) VALUES ('run-1', 'old-run', 'u-admin', 'train', 'code-1', 3000)`)
+	db.Exec(t, `INSERT INTO runners (id, user_id, name, hostname, executor, version, resources, token_hash, token_expires_at, online, registered_at, last_heartbeat)
+		VALUES ('r-1', 'u-admin', 'box', 'box', 'shell', '1', '{}', 'hash-runner', 9000000000000000, TRUE, 1000, 1000)`)
+
+	m := db.Open(t, db.Embedded)
+	defer m.Close()
+	if err := m.Migrate(t.Context()); err != nil {
+		t.Fatalf("Migrate from 011: %v", err)
+	}
+	s, ok := m.(store.Store)
+	if !ok {
+		t.Fatalf("%T is no store.Store", m)
+	}
+	ctx := t.Context()
+	now := time.UnixMicro(5000).UTC()
+	u, tok, err := s.TokenAuthenticate(ctx, store.TokenAuthenticateParams{Hash: "hash-admin", Now: now, TouchEvery: time.Minute})
+	if err != nil || u.Name != "admin" || !u.Admin || tok.Name != "default" || tok.ExpiresAt != nil {
+		t.Fatalf("the admin's token after the upgrade = %+v, %+v, %v; want it working, named default", u, tok, err)
+	}
+	if u, _, err := s.TokenAuthenticate(ctx, store.TokenAuthenticateParams{Hash: "hash-bob", Now: now}); err != nil || u.Name != "bob" || u.Admin {
+		t.Fatalf("bob's token after the upgrade = %+v, %v", u, err)
+	}
+	if _, _, err := s.TokenAuthenticate(ctx, store.TokenAuthenticateParams{Hash: "tokens:u-admin", Now: now}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the placeholder left in users.token_hash authenticates: %v", err)
+	}
+	run, err := s.RunGet(ctx, store.RunGetParams{Name: "old-run", UserID: "u-admin"})
+	if err != nil || run.UserName != "admin" {
+		t.Fatalf("the admin's run after the upgrade = %+v, %v", run, err)
+	}
+	if r, err := s.RunnerGetByTokenHash(ctx, "hash-runner"); err != nil || r.TokenID != "" {
+		t.Fatalf("the runner after the upgrade = %+v, %v", r, err)
+	}
+	us, err := s.UserList(ctx)
+	if err != nil || len(us) != 2 {
+		t.Fatalf("UserList after the upgrade = %+v, %v", us, err)
+	}
+	// New users and tokens work beside the old ones.
+	if _, err := s.UserCreate(ctx, store.UserCreateParams{ID: "u-carol", Name: "carol", TokenHash: "hash-carol", Now: now}); err != nil {
+		t.Fatalf("UserCreate after the upgrade: %v", err)
+	}
+	if _, err := s.TokenCreate(ctx, store.TokenCreateParams{ID: "t-2", UserID: "u-admin", Name: "laptop", Hash: "hash-laptop", Now: now}); err != nil {
+		t.Fatalf("TokenCreate after the upgrade: %v", err)
+	}
 }
 
 // migrate opens db on migs and migrates it.
