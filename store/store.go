@@ -281,6 +281,8 @@ type Store interface {
 	// SettingDelete unsets the named setting; ErrNotFound when it was not
 	// set.
 	SettingDelete(ctx context.Context, name string) error
+
+	Storage
 }
 
 // SettingServerID names the server installation's identity: every
@@ -305,6 +307,9 @@ type User struct {
 	Name      string
 	Admin     bool
 	CreatedAt time.Time
+	// StorageQuota is the user's own storage quota in bytes; nil: the
+	// server's default (--storage-quota).
+	StorageQuota *int64
 }
 
 // UserCreateParams are the arguments of UserCreate.
@@ -429,6 +434,10 @@ type RunCreateParams struct {
 	// ArtifactStore is where the jobs' artifacts are kept (Job's field of
 	// the name); empty for the server's own store.
 	ArtifactStore string
+	// RequireCode makes the code archive CodeID one the user uploaded
+	// (CodePut), checked in the transaction: ErrNotFound otherwise. Its
+	// LastUsedAt becomes Now either way.
+	RequireCode bool
 }
 
 // JobCreate is one job of RunCreate.

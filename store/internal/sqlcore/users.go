@@ -17,14 +17,14 @@ func (s *Store) UserCreate(ctx context.Context, p store.UserCreateParams) (*stor
 	return &store.User{ID: p.ID, Name: p.Name, Admin: p.Admin, CreatedAt: fromMicros(micros(p.Now))}, nil
 }
 
-const userColumns = `id, name, admin, created_at`
+const userColumns = `id, name, admin, created_at, storage_quota`
 
 func scanUser(row Row) (*store.User, error) {
 	var (
 		u       store.User
 		created int64
 	)
-	if err := row.Scan(&u.ID, &u.Name, &u.Admin, &created); err != nil {
+	if err := row.Scan(&u.ID, &u.Name, &u.Admin, &created, &u.StorageQuota); err != nil {
 		return nil, err
 	}
 	u.CreatedAt = fromMicros(created)
