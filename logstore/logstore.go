@@ -208,6 +208,16 @@ func (s *Store) Finish(jobID string) error {
 	return err
 }
 
+// DiskSize is how many bytes the job's log file holds (its output and the
+// records' headers); 0 when there is none.
+func (s *Store) DiskSize(jobID string) int64 {
+	st, err := os.Stat(s.path(jobID))
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
 // Delete removes a job's log and returns how many bytes its file held; a
 // missing log is not an error. The log stays finished: followers, now and
 // later, return once they have read what they had open.

@@ -55,6 +55,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET "+p+"/runs", s.asUser(s.handleRunList))
 	mux.HandleFunc("GET "+p+"/runs/{name}", s.asUser(s.handleRunGet))
 	mux.HandleFunc("POST "+p+"/runs/{name}/stop", s.asUser(s.handleRunStop))
+	mux.HandleFunc("DELETE "+p+"/runs/{name}", s.asUser(s.handleRunDelete))
 	mux.HandleFunc("GET "+p+"/runs/{name}/artifacts", s.asUser(s.handleArtifactList))
 	mux.HandleFunc("GET "+p+"/jobs/{id}/logs", s.asUser(s.handleJobLogs))
 	mux.HandleFunc("GET "+p+"/jobs/{id}/artifacts/{path...}", s.asUser(s.handleArtifactDownload))
