@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"testing"
 )
@@ -39,3 +40,6 @@ func SetStatfs(s *Server, f func(dir string) (free, total uint64, err error)) {
 // Handler is the server's HTTP handler (routes and metrics), for tests that
 // serve a request with a context of their own, such as one already ended.
 func (s *Server) Handler() http.Handler { return s.http.Handler }
+
+// RetentionPass runs one pass of the retention loop now.
+func RetentionPass(s *Server) { s.retentionPass(context.Background()) }

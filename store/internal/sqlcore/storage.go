@@ -77,10 +77,10 @@ func (s *Store) CodeGet(ctx context.Context, p store.CodeGetParams) (*store.Code
 	return c, nil
 }
 
-// CodeDeleteUnused deletes a batch of unused code records. The condition on
-// last_used_at keeps a record a concurrent RunCreate has just used: on
-// PostgreSQL the delete waits for that transaction's lock on the row and
-// rechecks the row as it updated it.
+// CodeDeleteUnused deletes a batch of unused code records. Each record is
+// locked first: on PostgreSQL that waits for a concurrent RunCreate using
+// it (which updates the row) to commit, and the delete, a later statement,
+// sees its run.
 func (s *Store) CodeDeleteUnused(ctx context.Context, p store.CodeDeleteUnusedParams) (*store.Deleted, error) {
 	if p.Limit <= 0 {
 		return nil, errors.New("delete unused code: a limit above zero is required")
@@ -98,6 +98,14 @@ func (s *Store) CodeDeleteUnused(ctx context.Context, p store.CodeDeleteUnusedPa
 		}
 		for _, c := range cands {
 			if err := s.lockCode(ctx, q, c.CodeID); err != nil {
+				return err
+			}
+			var ignored string
+			err := q.QueryRow(ctx, `SELECT code_id FROM code WHERE user_id = $1 AND code_id = $2`+s.d.ForUpdate, c.UserID, c.CodeID).Scan(&ignored)
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			if err != nil {
 				return err
 			}
 			n, err := q.Exec(ctx, `DELETE FROM code WHERE user_id = $1 AND code_id = $2 AND uploaded_at < $3
@@ -280,10 +288,20 @@ func (s *Store) deleteRun(ctx context.Context, q Querier, id string, force bool,
 	if err := s.lockCode(ctx, q, run.CodeID); err != nil {
 		return err
 	}
+	// The row lock waits for a RunCreate using the code to commit; the
+	// delete, a statement after it, then sees that run.
+	var ignored string
+	err = q.QueryRow(ctx, `SELECT code_id FROM code WHERE user_id = $1 AND code_id = $2`+s.d.ForUpdate, run.UserID, run.CodeID).Scan(&ignored)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	c, err := scanCode(q.QueryRow(ctx, `DELETE FROM code WHERE user_id = $1 AND code_id = $2
-		AND uploaded_at <= $3 AND (last_used_at IS NULL OR last_used_at <= $3)
+		AND (last_used_at IS NULL OR uploaded_at <= last_used_at)
 		AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.user_id = $1 AND r.code_id = $2)
-		RETURNING `+codeColumns, run.UserID, run.CodeID, micros(run.SubmittedAt)))
+		RETURNING `+codeColumns, run.UserID, run.CodeID))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
