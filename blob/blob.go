@@ -266,12 +266,18 @@ func (l *Local) Delete(_ context.Context, key string) error {
 	if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete %s: %w", key, fsErr(err))
 	}
+	l.removeEmptyParents(name)
+	return nil
+}
+
+// removeEmptyParents removes the directories above the file name that are
+// empty, up to the store's own.
+func (l *Local) removeEmptyParents(name string) {
 	for dir := filepath.Dir(name); dir != l.dir && strings.HasPrefix(dir, l.dir+string(filepath.Separator)); dir = filepath.Dir(dir) {
 		if os.Remove(dir) != nil {
-			break // not empty (or already gone): its parents are not empty either
+			return // not empty (or already gone): its parents are not empty either
 		}
 	}
-	return nil
 }
 
 type ctxReader struct {
