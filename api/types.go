@@ -62,6 +62,9 @@ const (
 	// CodeInsufficientStorage: the server's storage is full (507), or
 	// below the free space it keeps for the logs of running jobs.
 	CodeInsufficientStorage = "insufficient_storage"
+	// CodeQuotaExceeded: the upload or run would take the user over their
+	// storage quota (507); the message gives the usage and the quota.
+	CodeQuotaExceeded = "quota_exceeded"
 )
 
 // Causes of server-side failures (Error.Cause).
@@ -219,6 +222,13 @@ type Job struct {
 // StopRequest is the body of POST /runs/{name}/stop.
 type StopRequest struct {
 	Abort bool `json:"abort"`
+}
+
+// RunDeleteResponse answers DELETE /runs/{name}: the run deleted and how
+// many bytes of logs, artifacts and code its deletion freed.
+type RunDeleteResponse struct {
+	Name       string `json:"name"`
+	FreedBytes int64  `json:"freed_bytes"`
 }
 
 // ArtifactFile is one file of a job's artifacts.

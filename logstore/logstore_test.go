@@ -499,3 +499,38 @@ func TestAppendOnAFullDiskFailsAndRecovers(t *testing.T) {
 		t.Errorf("log = %q", got)
 	}
 }
+
+// TestDelete: a deleted log's file is gone, a follower returns, and the job
+// reads as empty (as a missing log does).
+func TestDelete(t *testing.T) {
+	t.Parallel()
+	s := setup(t)
+	appendAt(t, s, "j1", 0, "hello\n", t0)
+	appendAt(t, s, "j2", 0, "other\n", t0)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Copy(context.Background(), "j1", &bytes.Buffer{}, ReadOptions{Follow: true, Poll: time.Hour})
+	}()
+	n, err := s.Delete("j1")
+	if err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if n != int64(headerSize+len("hello\n")) {
+		t.Errorf("Delete freed %d bytes, want %d", n, headerSize+len("hello\n"))
+	}
+	if err := <-done; err != nil {
+		t.Errorf("follower of a deleted log: %v", err)
+	}
+	if _, err := os.Stat(s.path("j1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("log file after Delete: %v, want gone", err)
+	}
+	if got := readAll(t, s, "j1", ReadOptions{}); got != "" {
+		t.Errorf("deleted log reads %q, want nothing", got)
+	}
+	if got := readAll(t, s, "j2", ReadOptions{}); got != "other\n" {
+		t.Errorf("another job's log reads %q", got)
+	}
+	if n, err := s.Delete("never"); err != nil || n != 0 {
+		t.Errorf("Delete of a missing log = %d, %v; want 0, nil", n, err)
+	}
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"testing"
 )
@@ -49,3 +50,6 @@ func RouteRoles(s *Server) map[string]string {
 	}
 	return out
 }
+
+// RetentionPass runs one pass of the retention loop now.
+func RetentionPass(s *Server) { s.retentionPass(context.Background()) }

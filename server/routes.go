@@ -68,6 +68,7 @@ func (s *Server) routes() http.Handler {
 	rt.member("GET "+p+"/runs", s.handleRunList)
 	rt.member("GET "+p+"/runs/{name}", s.handleRunGet)
 	rt.member("POST "+p+"/runs/{name}/stop", s.handleRunStop)
+	rt.member("DELETE "+p+"/runs/{name}", s.handleRunDelete)
 	rt.member("GET "+p+"/runs/{name}/artifacts", s.handleArtifactList)
 	rt.member("GET "+p+"/jobs/{id}/logs", s.handleJobLogs)
 	rt.member("GET "+p+"/jobs/{id}/artifacts/{path...}", s.handleArtifactDownload)

@@ -310,7 +310,7 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 			"status", job.Status, "missing", job.LogMissing)
 	}
 	if job.Status.Finished() {
-		_ = s.logs.Finish(job.ID)
+		s.finishLog(job.ID)
 		s.queue.wake(userKey(job.UserID)) // dependents may be queued now
 		s.queue.wake(jobKey(job.ID))
 		s.metrics.jobFinished(job)
@@ -403,7 +403,7 @@ func (s *Server) reapLoop(ctx context.Context) {
 			s.queue.wake(userKey(j.UserID))
 			s.queue.wake(jobKey(j.ID))
 			if j.Status.Finished() {
-				_ = s.logs.Finish(j.ID)
+				s.finishLog(j.ID)
 			}
 		}
 		s.publishJobs(jobs, api.EventRuns, api.EventRunners)

@@ -80,6 +80,14 @@ type Config struct {
 	// before its row is removed (a restarted runner registers anew); zero
 	// takes Defaults, a negative value keeps them forever.
 	RunnerRetention time.Duration
+	// StorageQuota is the storage quota, in bytes, of the users without one
+	// of their own: code archives, logs and artifacts of their runs; 0 is
+	// none. A write that would take a user over it is refused with 507.
+	StorageQuota int64
+	// Retention is how long finished runs no tag names are kept: older ones
+	// are deleted with their logs, artifacts and code, in the background;
+	// 0 keeps them forever.
+	Retention time.Duration
 	// TLSCert and TLSKey turn on HTTPS.
 	TLSCert, TLSKey string
 	// AlsoListen are more hosts the server listens on, at the port it got
@@ -193,6 +201,12 @@ func (c *Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together: give both or neither"))
 	}
+	if c.StorageQuota < 0 {
+		errs = append(errs, fmt.Errorf("--storage-quota %d: give a size, or 0 for no quota", c.StorageQuota))
+	}
+	if c.Retention < 0 {
+		errs = append(errs, fmt.Errorf("--retention %s: give a duration such as 30d, or 0 to keep runs forever", c.Retention))
+	}
 	if c.MaxAttempts < 1 {
 		errs = append(errs, fmt.Errorf("--max-attempts %d: must be at least 1", c.MaxAttempts))
 	}
@@ -269,6 +283,10 @@ type Server struct {
 	// waitingLoop, which says why jobs wait while there is no backend.
 	autoscale chan struct{}
 	waiting   chan struct{}
+
+	// quotas and logSizes serve storage accounting (retention.go).
+	quotas   quotaCache
+	logSizes logSizes
 }
 
 // wakeAutoscaler asks the autoscaler and waitingLoop for a pass now,
@@ -443,6 +461,11 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	s.loops.Add(1)
+	go func() {
+		defer s.loops.Done()
+		s.retentionLoop(loopCtx)
+	}()
 	// While there is no backend the autoscaler is idle, and this loop says
 	// why jobs wait; with backends it is idle itself.
 	s.loops.Add(1)
@@ -497,7 +520,7 @@ func (s *Server) jobsRequeued(jobs []*store.Job) {
 		s.queue.wake(userKey(j.UserID))
 		s.queue.wake(jobKey(j.ID))
 		if j.Status.Finished() {
-			_ = s.logs.Finish(j.ID)
+			s.finishLog(j.ID)
 		}
 	}
 	s.publishJobs(jobs, api.EventRuns, api.EventRunners, api.EventInstances)

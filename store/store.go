@@ -337,6 +337,8 @@ type Store interface {
 	// SettingDelete unsets the named setting; ErrNotFound when it was not
 	// set.
 	SettingDelete(ctx context.Context, name string) error
+
+	Storage
 }
 
 // SettingServerID names the server installation's identity: every
@@ -368,6 +370,9 @@ type User struct {
 	DeletedAt *time.Time
 	// RunningJobs counts the user's active jobs; only UserList sets it.
 	RunningJobs int
+	// StorageQuota is the user's own storage quota in bytes; nil: the
+	// server's default (--storage-quota).
+	StorageQuota *int64
 }
 
 // UserCreateParams are the arguments of UserCreate.
@@ -562,6 +567,10 @@ type RunCreateParams struct {
 	// ArtifactStore is where the jobs' artifacts are kept (Job's field of
 	// the name); empty for the server's own store.
 	ArtifactStore string
+	// RequireCode makes the code archive CodeID one the user uploaded
+	// (CodePut), checked in the transaction: ErrNotFound otherwise. Its
+	// LastUsedAt becomes Now either way.
+	RequireCode bool
 }
 
 // JobCreate is one job of RunCreate.

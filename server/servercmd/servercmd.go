@@ -33,6 +33,8 @@ var envFlags = []struct{ name, flag string }{
 	{"DSTACK_SERVER_S3_ENDPOINT", "s3-endpoint"},
 	{"DSTACK_SERVER_S3_REGION", "s3-region"},
 	{"DSTACK_AWS_ENDPOINT_URL", "aws-endpoint-url"},
+	{"DSTACK_SERVER_STORAGE_QUOTA", "storage-quota"},
+	{"DSTACK_SERVER_RETENTION", "retention"},
 }
 
 // envHelp is the help's list of the environment variables the server reads.
@@ -156,6 +158,8 @@ given.` + envHelp(),
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&noConfig, "no-cli-config", false, "do not write ~/.dstack/config.yaml on first start")
+	f.Var(quotaValue{&cfg.StorageQuota}, "storage-quota", "storage quota of each user without one of their own (dstack users set --storage-quota): code, logs and artifacts of their runs, such as 50GiB; an upload or run over it is refused with 507; 0 is none")
+	f.Var(daysValue{&cfg.Retention}, "retention", "delete finished runs no tag names this long after they ended, with their logs, artifacts and code, such as 30d; 0 keeps them forever")
 	f.Var(retentionValue{&cfg.RunnerRetention}, "runner-retention", "how long an offline self-hosted runner is listed before it is removed (a restarted runner registers anew); 0 keeps them forever")
 	// The environment fills the flags not given, for the server and
 	// `dstack server migrate` alike.

@@ -148,6 +148,13 @@ func TestMigrations(t *testing.T) {
 	storetest.RunMigrations(t, migrationDB)
 }
 
+// TestUpgradeToStorage: migration 014 keeps the admin and the runs of a
+// database from before it.
+func TestUpgradeToStorage(t *testing.T) {
+	t.Parallel()
+	storetest.RunUpgradeToStorage(t, migrationDB(t), os.DirFS("migrations"))
+}
+
 // TestUpgradeFrom011: users, their tokens and runs from before tokens had
 // their own table keep working.
 func TestUpgradeFrom011(t *testing.T) {

@@ -187,3 +187,67 @@ func migrate(t *testing.T, db MigrationDB, migs fs.FS) {
 		t.Fatalf("Migrate: %v", err)
 	}
 }
+
+// RunUpgradeToStorage checks migration 014 on a database of the schema
+// before it: the admin and their runs keep working, each run's code archive
+// becomes its user's (of size 0, uploaded when the run was submitted), and
+// the run can be deleted. all holds the dialect's migrations.
+func RunUpgradeToStorage(t *testing.T, db MigrationDB, all fs.FS) {
+	t.Helper()
+	before := fstest.MapFS{}
+	entries, err := fs.ReadDir(all, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() >= "014" {
+			continue
+		}
+		b, err := fs.ReadFile(all, e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[e.Name()] = &fstest.MapFile{Data: b}
+	}
+	migrate(t, db, before)
+	for _, q := range []string{
+		`INSERT INTO users (id, name, token_hash, admin, created_at) VALUES ('u1', 'admin', 'h1', TRUE, 1000)`,
+		`INSERT INTO runs (id, name, user_id, workflow, code_id, submitted_at) VALUES ('r1', 'old-run', 'u1', 'w', 'c1', 2000)`,
+		`INSERT INTO runs (id, name, user_id, workflow, code_id, submitted_at) VALUES ('r2', 'older-run', 'u1', 'w', 'c1', 1500)`,
+		`INSERT INTO jobs (id, run_id, position, run_name, user_id, code_id, workflow, spec, cpu, memory_mib, gpu_count, gpu_name,
+			gpu_memory_mib, status, queue_seq, submitted_at, finished_at)
+			VALUES ('j1', 'r1', 0, 'old-run', 'u1', 'c1', 'w', '{"workflow":"w"}', 0, 0, 0, '', 0, 'done', 1, 2000, 3000)`,
+	} {
+		db.Exec(t, q)
+	}
+	m := db.Open(t, all)
+	defer m.Close()
+	if err := m.Migrate(t.Context()); err != nil {
+		t.Fatalf("Migrate to the current schema: %v", err)
+	}
+	s, ok := m.(store.Store)
+	if !ok {
+		t.Fatalf("%T is not a store.Store", m)
+	}
+	ctx := t.Context()
+	u, err := s.UserGet(ctx, "u1")
+	if err != nil || !u.Admin || u.StorageQuota != nil {
+		t.Fatalf("the admin after the upgrade: %+v, %v", u, err)
+	}
+	c, err := s.CodeGet(ctx, store.CodeGetParams{UserID: "u1", CodeID: "c1"})
+	if err != nil {
+		t.Fatalf("the code of the admin's runs after the upgrade: %v", err)
+	}
+	if c.Size != 0 || c.LastUsedAt == nil || !c.LastUsedAt.Equal(fromMicrosUTC(2000)) || !c.UploadedAt.Equal(fromMicrosUTC(1500)) {
+		t.Errorf("code after the upgrade = %+v, want size 0, uploaded at the first run, used at the last", c)
+	}
+	if _, err := s.RunGet(ctx, store.RunGetParams{Name: "old-run"}); err != nil {
+		t.Fatalf("a run after the upgrade: %v", err)
+	}
+	d, err := s.RunDelete(ctx, store.RunDeleteParams{Name: "old-run", Now: time.Now(), ClaimUntil: time.Now()})
+	if err != nil || len(d.Runs) != 1 || len(d.Codes) != 0 {
+		t.Fatalf("deleting a run from before the upgrade: %+v, %v; want it deleted, its code kept for the other run", d, err)
+	}
+}
+
+func fromMicrosUTC(us int64) time.Time { return time.UnixMicro(us).UTC() }

@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"ArtifactStore": artifactStoreTests,
 		"LogIncomplete": logIncompleteTests,
 		"RunnerDelete":  runnerDeleteTests,
+		"Storage":       storageTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {

@@ -36,7 +36,7 @@ func (s *Store) UserCreate(ctx context.Context, p store.UserCreateParams) (*stor
 	return &store.User{ID: p.ID, Name: p.Name, Admin: p.Admin, CreatedAt: fromMicros(micros(p.Now))}, nil
 }
 
-const userColumns = `users.id, users.name, users.admin, users.created_at, users.last_seen_at, users.deleted_at`
+const userColumns = `users.id, users.name, users.admin, users.created_at, users.last_seen_at, users.deleted_at, users.storage_quota`
 
 func scanUser(row Row, extra ...any) (*store.User, error) {
 	var (
@@ -44,7 +44,7 @@ func scanUser(row Row, extra ...any) (*store.User, error) {
 		created       int64
 		seen, deleted *int64
 	)
-	if err := row.Scan(append([]any{&u.ID, &u.Name, &u.Admin, &created, &seen, &deleted}, extra...)...); err != nil {
+	if err := row.Scan(append([]any{&u.ID, &u.Name, &u.Admin, &created, &seen, &deleted, &u.StorageQuota}, extra...)...); err != nil {
 		return nil, err
 	}
 	u.CreatedAt = fromMicros(created)
