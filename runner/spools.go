@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/clock"
 )
 
 // The spools of finished jobs whose logs the server has not stored in full
@@ -27,7 +27,7 @@ func (r *Runner) newJobShipper(sp *spool, jobID string, lease int64, log *slog.L
 	}, log)
 	sh.reauth = func(ctx context.Context) {
 		if !r.reauth(ctx, r.token()) {
-			_ = client.SleepContext(ctx, time.Second)
+			_ = clock.Sleep(ctx, time.Second)
 		}
 	}
 	return sh

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/store"
 	"github.com/dstackai/dstack/store/postgres"
 	"github.com/dstackai/dstack/store/storetest"
@@ -79,21 +80,14 @@ func TestUnavailable(t *testing.T) {
 	}
 	held := make(chan error, 1)
 	go func() { _, err := s.UserCount(ctx); held <- err }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testutil.Eventually(t, "the count to wait for the lock", func() bool {
 		var waiting int
 		if err := other.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
 			WHERE NOT l.granted AND c.relname = 'users'`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
-		if waiting > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the count never waited for the lock")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return waiting > 0
+	})
 	_, err = s.UserCount(ctx)
 	if !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "no connection of the pool free within 200ms; pool_max_conns is 1") {
 		t.Errorf("UserCount with the pool's connection held = %v, want store.ErrUnavailable saying the pool is busy", err)
