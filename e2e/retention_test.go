@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"github.com/dstackai/dstack/internal/testutil"
 	"io/fs"
 	"net/http/httptest"
 	"os"
@@ -128,7 +129,7 @@ func rmAndRetention(t *testing.T, c *cluster, stored func() map[string]int64) {
 	}
 	// The retention deletes the untagged run ten seconds after it ended,
 	// with its logs and artifacts; the code stays for the tagged run.
-	waitFor(t, 30*time.Second, "the retention to delete "+old.Name, func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "the retention to delete "+old.Name, func() bool {
 		now := stored()
 		for _, j := range old.Jobs {
 			if len(keysWith(now, j.ID)) > 0 {

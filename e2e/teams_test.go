@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/dstackai/dstack/internal/testutil"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,7 +33,7 @@ func TestTeams(t *testing.T) {
 		// alice's runner runs alice's run.
 		dir := project(t, map[string]string{".dstack/workflows.yaml": "workflows:\n  - name: hello\n    provider: bash\n    commands: [echo hello from alice]\n"})
 		runner := c.start("runner alice-box", "", c.configRunner("alice-box", aliceToken), bins.runner, "start")
-		waitFor(t, startTimeout, "alice's runner to register", func() bool {
+		testutil.EventuallyWithin(t, startTimeout, "alice's runner to register", func() bool {
 			return runner.exited() || strings.Contains(runner.stdout(), "waiting for jobs")
 		})
 		r := c.dstackEnv(dir, alice, "run", "hello")
@@ -78,7 +79,7 @@ func TestTeams(t *testing.T) {
 		if r := c.dstack("", "users", "rm", "alice"); r.code != 0 {
 			t.Fatalf("users rm: %s", r)
 		}
-		waitFor(t, startTimeout, "alice's runner to be refused", func() bool {
+		testutil.EventuallyWithin(t, startTimeout, "alice's runner to be refused", func() bool {
 			return strings.Contains(runner.output(), "refused the token")
 		})
 		if r := c.dstackEnv("", alice, "ps"); r.code != 1 || !strings.Contains(r.stderr, "refused the token") {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/dstackai/dstack/internal/testutil"
 	"io/fs"
 	"net/http"
 	"os"
@@ -296,7 +297,7 @@ func TestDeleteRunFreesItsBytes(t *testing.T) {
 func TestRetentionDeletesOldRunsAndUnusedCode(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	clock := newFakeClock()
+	clock := testutil.NewClock(time.Now())
 	e := setup(t, withClock(clock), servertest.WithConfig(func(c *server.Config) { c.Retention = 24 * time.Hour }))
 	rc := registerRunner(t, e.admin, "r1")
 	old := e.finishedRun(t, e.admin, rc, e.codeID)

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"github.com/dstackai/dstack/internal/testutil"
 	"net/http"
 	"strings"
 	"testing"
@@ -55,7 +56,7 @@ func TestUsersBadInputChangesNothing(t *testing.T) {
 
 func TestTokenExpiresAndRevokeEndsSession(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testutil.NewClock(time.Now())
 	e := setup(t, withClock(clock))
 	ctx := context.Background()
 	tk, err := e.admin.TokenCreate(ctx, api.TokenCreateRequest{Name: "short", ExpiresIn: "1h"})
