@@ -52,13 +52,11 @@ func (r *Runner) afterJob(j *job) {
 		r.closeSpool(j.log, sh, sp, false)
 		return
 	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
+	r.life.Go(func() {
 		defer j.shipCancel()
 		<-sh.done
 		r.closeSpool(j.log, sh, sp, true)
-	}()
+	})
 }
 
 // closeSpool removes a spool whose shipper ended, or, when the runner
@@ -127,11 +125,9 @@ func (r *Runner) resumeSpools() {
 		}
 	}
 	for _, rs := range shippers {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
+		r.life.Go(func() {
 			rs.sh.run(r.hardCtx)
 			r.closeSpool(rs.log, rs.sh, rs.sp, true)
-		}()
+		})
 	}
 }

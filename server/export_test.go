@@ -39,7 +39,7 @@ func SetStatfs(s *Server, f func(dir string) (free, total uint64, err error)) {
 
 // Handler is the server's HTTP handler (routes and metrics), for tests that
 // serve a request with a context of their own, such as one already ended.
-func (s *Server) Handler() http.Handler { return s.http.Handler }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // RouteRoles is the server's route table: each route's pattern with the
 // role it was registered with (roles.go).
