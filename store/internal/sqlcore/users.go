@@ -379,7 +379,7 @@ func (s *Store) TokenAuthenticate(ctx context.Context, p store.TokenAuthenticate
 	tok, err := scanToken(s.read.QueryRow(ctx, `SELECT `+tokenColumns+`, `+userColumns+`
 		FROM tokens JOIN users ON users.id = tokens.user_id
 		WHERE tokens.hash = $1 AND users.deleted_at IS NULL`, p.Hash),
-		&u.ID, &u.Name, &u.Admin, &created, &seen, &deleted)
+		&u.ID, &u.Name, &u.Admin, &created, &seen, &deleted, &u.StorageQuota)
 	if err != nil {
 		return nil, nil, fmt.Errorf("authenticate token: %w", err)
 	}
