@@ -1,7 +1,7 @@
 // Package server is the dstack control plane: the HTTP API the CLI, the UI and
 // the runners call, the job queue they are matched through, and the loops
 // that keep state honest (runners that stop heartbeating lose their jobs;
-// with no backend, a pending job no runner fits says why: waiting.go).
+// the autoscaler launches on-demand runners and says why jobs wait).
 //
 // A Server is built from a Config with New, started with Start and stopped
 // with Stop; both are safe to call twice.
@@ -97,8 +97,9 @@ type Config struct {
 	Getenv func(string) string
 
 	// Backends are the clouds (or the local Docker engine) on-demand
-	// runners are launched on from the start. AWS joins them at run time
-	// when it is configured (`dstack aws config`, see AWS).
+	// runners are launched on from the start: the first content of the
+	// server's backend.Set, which AWS joins at run time when it is
+	// configured (`dstack aws config`, see AWS).
 	Backends []backend.Backend
 	// AWS is how the server reaches the AWS account configured at run
 	// time (aws.go).
@@ -253,35 +254,44 @@ type Server struct {
 	// aws is the AWS configuration in use (aws.go).
 	aws awsState
 
-	// autoscaler launches and terminates on-demand instances; nil when the
-	// server can have no backend (none at start, and AWS disabled). Set by
-	// Start while requests may already come in.
+	// autoscaler launches and terminates on-demand instances and, with or
+	// without backends, says why pending jobs wait. Set by Start while
+	// requests may already come in.
 	autoscaler atomic.Pointer[autoscale.Controller]
-	// waitingReasons are what waitingLoop wrote (waiting.go).
-	waitingReasons waitingReasons
 
 	// autoscale is signalled when what the autoscaler plans from changed
 	// (a job queued, a runner registered, a limit changed); see
-	// wakeAutoscaler. waiting is signalled at the same time, for
-	// waitingLoop, which says why jobs wait while there is no backend.
+	// wakeAutoscaler.
 	autoscale chan struct{}
-	waiting   chan struct{}
 }
 
-// wakeAutoscaler asks the autoscaler and waitingLoop for a pass now,
-// without waiting for their next tick.
+// wakeAutoscaler asks the autoscaler for a pass now, without waiting for
+// its next tick.
 func (s *Server) wakeAutoscaler() {
-	for _, ch := range []chan struct{}{s.autoscale, s.waiting} {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
+	select {
+	case s.autoscale <- struct{}{}:
+	default:
 	}
 }
 
 // backend returns the backend named name, or nil.
 func (s *Server) backend(name string) backend.Backend {
 	return s.backends.Get(name)
+}
+
+// putBackend adds b to the server's backends, or replaces the one of its
+// name; the autoscaler uses it from its next pass.
+func (s *Server) putBackend(b backend.Backend) {
+	s.backends.Put(backend.WithMetrics(b, s.backendMetrics))
+	s.wakeAutoscaler()
+}
+
+// removeBackend removes the backend named name. It returns once no pass of
+// the autoscaler still uses it, so that its instances can be counted.
+func (s *Server) removeBackend(name string) {
+	if s.backends.Remove(name) != nil {
+		s.wakeAutoscaler()
+	}
 }
 
 // New opens the server's state (creating and migrating it as needed) and the
@@ -324,7 +334,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		box:       box,
 		cfg:       cfg,
 		autoscale: make(chan struct{}, 1),
-		waiting:   make(chan struct{}, 1),
 		backends:  backend.NewSet(cfg.Backends...),
 		log:       cfg.Logger.With("subsystem", "server"),
 		store:     st,
@@ -429,24 +438,15 @@ func (s *Server) Start(ctx context.Context) error {
 		defer s.loops.Done()
 		s.reapLoop(loopCtx)
 	}()
-	if s.backends.Len() > 0 || !s.cfg.AWS.Disabled {
-		if err := s.startAutoscaler(ctx, loopCtx); err != nil {
-			cancel()
-			_ = s.http.Close()
-			for range s.serving {
-				<-s.serveErr //nolint:errcheck // the autoscaler's error is the one returned
-			}
-			s.loops.Wait()
-			return err
+	if err := s.startAutoscaler(ctx, loopCtx); err != nil {
+		cancel()
+		_ = s.http.Close()
+		for range s.serving {
+			<-s.serveErr //nolint:errcheck // the autoscaler's error is the one returned
 		}
+		s.loops.Wait()
+		return err
 	}
-	// While there is no backend the autoscaler is idle, and this loop says
-	// why jobs wait; with backends it is idle itself.
-	s.loops.Add(1)
-	go func() {
-		defer s.loops.Done()
-		s.waitingLoop(loopCtx)
-	}()
 	if !s.cfg.AWS.Disabled {
 		s.loops.Add(1)
 		go func() {
@@ -460,7 +460,8 @@ func (s *Server) Start(ctx context.Context) error {
 }
 
 // startAutoscaler starts the autoscaler's loop, which runs until loopCtx
-// ends (only the replica holding its lease in the database acts).
+// ends (only the replica holding its lease in the database acts). With no
+// backend it only says why jobs wait.
 func (s *Server) startAutoscaler(ctx, loopCtx context.Context) error {
 	id, err := autoscale.ServerID(ctx, s.store)
 	if err != nil {
@@ -471,7 +472,7 @@ func (s *Server) startAutoscaler(ctx, loopCtx context.Context) error {
 		url = s.urlLocked()
 	}
 	cfg := s.cfg.Autoscale
-	cfg.Store, cfg.Backends, cfg.Set, cfg.ServerID, cfg.ServerURL = s.store, nil, s.backends, id, url
+	cfg.Store, cfg.Backends, cfg.ServerID, cfg.ServerURL = s.store, s.backends, id, url
 	cfg.IdleTimeout, cfg.MaxAttempts, cfg.Now, cfg.Logger = s.cfg.IdleTimeout, s.cfg.MaxAttempts, s.cfg.Now, s.cfg.Logger
 	cfg.Registerer, cfg.Wake, cfg.JobsChanged = s.metrics.reg, s.autoscale, s.jobsRequeued
 	c, err := autoscale.New(cfg)

@@ -21,9 +21,9 @@ import (
 // When each of them is met by some runner but no runner meets them all, it
 // says so. With no runner at all, it says how to start one.
 //
-// The server uses it when no backend is configured, so that a job nothing
-// can ever take says why in `dstack ps` instead of waiting silently; with
-// backends, Plan's Waiting says why instead.
+// WaitingWithoutBackend uses it when no backend is configured, so that a
+// job nothing can ever take says why in `dstack ps` instead of waiting
+// silently; with backends, Plan's Waiting says why instead.
 func NoRunnerFits(r api.Resources, runners []api.HostResources) string {
 	if len(runners) == 0 {
 		return "no runner is registered: start one with dstack-runner start"
@@ -179,12 +179,12 @@ func (f runnerFit) waitingFor() string {
 	return string(b)
 }
 
-// WaitingOnRunners says why a job needing r waits, from the runners its
-// user registered, for a server with no backend: "" when one that fits is
-// free (it takes the job on its next claim), "waiting: 2 runners that fit
-// are busy" when every one that fits is busy or offline, and what they
-// lack when none fits (as NoRunnerFits).
-func WaitingOnRunners(r api.Resources, runners []RegisteredRunner) string {
+// waitingOnRunners says why a job needing r waits, from the runners that
+// may take it, on a server with no backend: "" when one that fits is free
+// (it takes the job on its next claim), "waiting: 2 runners that fit are
+// busy" when every one that fits is busy or offline, and what they lack
+// when none fits (as NoRunnerFits).
+func waitingOnRunners(r api.Resources, runners []RegisteredRunner) string {
 	f := fitRegistered(r, runners)
 	switch {
 	case f.registered == 0:
@@ -193,6 +193,44 @@ func WaitingOnRunners(r api.Resources, runners []RegisteredRunner) string {
 		return f.lack + "; " + f.fix
 	}
 	return f.waitingFor()
+}
+
+// WaitingWithoutBackend is the Waiting of a server with no backend, where
+// nothing can be launched and so nothing planned: each pending job of
+// s.Jobs that no free runner of s.Registered fits waits, because the
+// runners that fit are busy or offline, or because none could ever take
+// it. s.Registered are then the runners that may take a job some day:
+// every self-hosted runner, online or not, and the runner of an on-demand
+// instance while it is online. Jobs of one user asking for the same are
+// fitted once. The result is sorted by JobID.
+func WaitingWithoutBackend(s Snapshot) []Waiting {
+	byUser := map[string][]RegisteredRunner{}
+	for _, r := range s.Registered {
+		byUser[r.UserID] = append(byUser[r.UserID], r)
+	}
+	type shape struct {
+		user string
+		res  api.Resources // GPU nil
+		gpu  api.GPURequest
+	}
+	memo := map[shape]string{}
+	var out []Waiting
+	for _, j := range s.Jobs {
+		sh := shape{user: j.UserID, res: j.Resources}
+		if g := j.Resources.GPU; g != nil {
+			sh.res.GPU, sh.gpu = nil, *g
+		}
+		msg, ok := memo[sh]
+		if !ok {
+			msg = waitingOnRunners(j.Resources, byUser[j.UserID])
+			memo[sh] = msg
+		}
+		if msg != "" {
+			out = append(out, Waiting{JobID: j.ID, Code: WaitNoRunner, Message: msg})
+		}
+	}
+	slices.SortFunc(out, func(a, b Waiting) int { return strings.Compare(a.JobID, b.JobID) })
+	return out
 }
 
 func gpuName(r api.Resources) string {

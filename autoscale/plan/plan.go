@@ -42,8 +42,8 @@
 // candidates with a cursor that only moves forward, because within one pass
 // runners and instances are only taken and room only shrinks.
 //
-// NoRunnerFits, with the same fit, says why a job that no registered runner
-// could ever take waits, for servers with no backend (and so no Plan).
+// WaitingWithoutBackend, with the same fit, says why jobs wait on a server
+// with no backend (and so nothing to plan).
 package plan
 
 import (
@@ -228,6 +228,9 @@ const (
 	WaitNoRoom WaitCode = "no_room"
 	// WaitUnavailable: every allowed offer that fits is marked unavailable.
 	WaitUnavailable WaitCode = "unavailable"
+	// WaitNoRunner: with no backend, no registered runner that fits is
+	// free (WaitingWithoutBackend).
+	WaitNoRunner WaitCode = "no_runner"
 )
 
 // Waiting is a pending job nothing can take in this pass.
