@@ -303,6 +303,9 @@ type RunnerRegisterRequest struct {
 	Executor  string        `json:"executor"`
 	Version   string        `json:"version"`
 	Resources HostResources `json:"resources"`
+	// Shared asks for a runner that takes any user's jobs; only an admin's
+	// token may register one. A runner not shared takes only its user's.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // RunnerRegisterResponse answers a registration.

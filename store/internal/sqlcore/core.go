@@ -77,6 +77,11 @@ type Dialect struct {
 	// ForShare is appended to a SELECT to keep the rows read from changing
 	// until the transaction ends ("" as for ForUpdate).
 	ForShare string
+	// ClaimLock, when set, runs first in a claim's transaction so that
+	// claims see each other's result: whose turn it is, and how many jobs
+	// a capped user runs ("" when a write transaction already excludes
+	// every other writer).
+	ClaimLock string
 }
 
 // Store implements store.Store over a DB and a Dialect.

@@ -17,14 +17,14 @@ func (s *Store) UserCreate(ctx context.Context, p store.UserCreateParams) (*stor
 	return &store.User{ID: p.ID, Name: p.Name, Admin: p.Admin, CreatedAt: fromMicros(micros(p.Now))}, nil
 }
 
-const userColumns = `id, name, admin, created_at`
+const userColumns = `id, name, admin, created_at, max_running`
 
 func scanUser(row Row) (*store.User, error) {
 	var (
 		u       store.User
 		created int64
 	)
-	if err := row.Scan(&u.ID, &u.Name, &u.Admin, &created); err != nil {
+	if err := row.Scan(&u.ID, &u.Name, &u.Admin, &created, &u.MaxRunning); err != nil {
 		return nil, err
 	}
 	u.CreatedAt = fromMicros(created)
@@ -56,4 +56,17 @@ func (s *Store) UserCount(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("count users: %w", err)
 	}
 	return n, nil
+}
+
+// UserSetMaxRunning sets a user's cap of active jobs.
+func (s *Store) UserSetMaxRunning(ctx context.Context, p store.UserSetMaxRunningParams) (*store.User, error) {
+	if p.MaxRunning < 0 {
+		return nil, fmt.Errorf("set the running jobs cap of user %s: %d is negative", p.UserID, p.MaxRunning)
+	}
+	u, err := scanUser(s.write.QueryRow(ctx, `UPDATE users SET max_running = $2 WHERE id = $1 RETURNING `+userColumns,
+		p.UserID, p.MaxRunning))
+	if err != nil {
+		return nil, fmt.Errorf("set the running jobs cap of user %s: %w", p.UserID, err)
+	}
+	return u, nil
 }
