@@ -356,6 +356,11 @@ func (c *Controller) explain(ctx context.Context) error {
 			return fmt.Errorf("list runners: %w", err)
 		}
 		snap.Registered = mayTakeJobs(runners)
+		caps, err := c.st.UserCapList(ctx)
+		if err != nil {
+			return fmt.Errorf("list capped users: %w", err)
+		}
+		snap.Users = usersOf(caps)
 	}
 	waiting := plan.WaitingWithoutBackend(snap)
 	c.waiting = make(map[string]plan.Waiting, len(waiting))
@@ -369,14 +374,17 @@ func (c *Controller) explain(ctx context.Context) error {
 // mayTakeJobs are the runners that could take a job some day on a server
 // with no backend: every self-hosted runner, online or not (an offline one
 // may come back), and the runner of an on-demand instance while it is
-// online (left from when a backend was configured).
+// online (left from when a backend was configured), which takes anyone's
+// jobs.
 func mayTakeJobs(rs []*store.Runner) []plan.RegisteredRunner {
 	var out []plan.RegisteredRunner
 	for _, r := range rs {
 		if r.InstanceID != "" && !r.Online {
 			continue
 		}
-		out = append(out, registered(r))
+		rr := registered(r)
+		rr.Shared = rr.Shared || r.InstanceID != ""
+		out = append(out, rr)
 	}
 	return out
 }

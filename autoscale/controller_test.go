@@ -210,7 +210,7 @@ func TestDisableTerminatesEnableResumes(t *testing.T) {
 	e.submit(small)
 	e.submit(small)
 	e.running()
-	if err := e.st.OnDemandSetEnabled(e.ctx, store.OnDemandSetEnabledParams{UserID: e.user.ID, Enabled: false, Now: e.clock.Now()}); err != nil {
+	if err := e.st.OnDemandSetEnabled(e.ctx, store.OnDemandSetEnabledParams{Enabled: false, Now: e.clock.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	e.step()
@@ -223,7 +223,7 @@ func TestDisableTerminatesEnableResumes(t *testing.T) {
 	if w := e.c.Waiting(); len(w) != 2 {
 		t.Fatalf("waiting = %v, want both jobs with a reason", w)
 	}
-	if err := e.st.OnDemandSetEnabled(e.ctx, store.OnDemandSetEnabledParams{UserID: e.user.ID, Enabled: true, Now: e.clock.Now()}); err != nil {
+	if err := e.st.OnDemandSetEnabled(e.ctx, store.OnDemandSetEnabledParams{Enabled: true, Now: e.clock.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	e.step()
@@ -238,7 +238,7 @@ func TestLimitDeletedTerminates(t *testing.T) {
 	e.limit("f.small", false, 1)
 	e.submit(small)
 	e.running()
-	if _, err := e.st.LimitDelete(e.ctx, store.LimitDeleteParams{UserID: e.user.ID}); err != nil {
+	if _, err := e.st.LimitDelete(e.ctx, store.LimitDeleteParams{}); err != nil {
 		t.Fatal(err)
 	}
 	e.step()

@@ -80,6 +80,9 @@ type Store interface {
 	// holds from the next claim, and jobs already running go on.
 	// ErrNotFound for an unknown user.
 	UserSetMaxRunning(ctx context.Context, p UserSetMaxRunningParams) (*User, error)
+	// UserCapList lists the users with a cap of running jobs, each with
+	// how many active jobs they have, by user ID.
+	UserCapList(ctx context.Context) ([]*UserCap, error)
 
 	// RunnerCreate records a new runner with its credential's hash.
 	RunnerCreate(ctx context.Context, p RunnerCreateParams) (*Runner, error)
@@ -317,6 +320,15 @@ type User struct {
 	// MaxRunning caps the user's active jobs: a claim gives the user no
 	// more while they have that many (0: no cap).
 	MaxRunning int
+}
+
+// UserCap is a user's cap of running jobs and how many they run.
+type UserCap struct {
+	UserID     string
+	MaxRunning int
+	// Running is how many active jobs (downloading, running, uploading)
+	// the user has.
+	Running int
 }
 
 // UserSetMaxRunningParams are the arguments of UserSetMaxRunning.

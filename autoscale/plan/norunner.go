@@ -106,6 +106,9 @@ func lack(r api.Resources, runners []api.HostResources) (what, fix string) {
 // a job that waits for a busy runner from one that no runner could take.
 type RegisteredRunner struct {
 	UserID string
+	// Shared: it takes any user's jobs (a shared self-hosted runner, or
+	// with no backend the runner of an on-demand instance).
+	Shared bool
 	// Resources are the runner's whole machine, busy or not.
 	Resources api.HostResources
 	// Busy: it runs a job now.
@@ -199,14 +202,27 @@ func waitingOnRunners(r api.Resources, runners []RegisteredRunner) string {
 // nothing can be launched and so nothing planned: each pending job of
 // s.Jobs that no free runner of s.Registered fits waits, because the
 // runners that fit are busy or offline, or because none could ever take
-// it. s.Registered are then the runners that may take a job some day:
+// it; a job of a user at their cap of running jobs (s.Users) waits for
+// that. s.Registered are then the runners that may take a job some day:
 // every self-hosted runner, online or not, and the runner of an on-demand
-// instance while it is online. Jobs of one user asking for the same are
-// fitted once. The result is sorted by JobID.
+// instance while it is online (Shared, as it takes anyone's jobs). Jobs of
+// one user asking for the same are fitted once. The result is sorted by
+// JobID.
 func WaitingWithoutBackend(s Snapshot) []Waiting {
 	byUser := map[string][]RegisteredRunner{}
+	var shared []RegisteredRunner
 	for _, r := range s.Registered {
-		byUser[r.UserID] = append(byUser[r.UserID], r)
+		if r.Shared {
+			shared = append(shared, r)
+		} else {
+			byUser[r.UserID] = append(byUser[r.UserID], r)
+		}
+	}
+	capped := map[string]int{}
+	for _, u := range s.Users {
+		if u.MaxRunning > 0 && u.Running >= u.MaxRunning {
+			capped[u.ID] = u.MaxRunning
+		}
 	}
 	type shape struct {
 		user string
@@ -216,13 +232,17 @@ func WaitingWithoutBackend(s Snapshot) []Waiting {
 	memo := map[shape]string{}
 	var out []Waiting
 	for _, j := range s.Jobs {
+		if n, ok := capped[j.UserID]; ok {
+			out = append(out, userLimitWaiting(j.ID, n))
+			continue
+		}
 		sh := shape{user: j.UserID, res: j.Resources}
 		if g := j.Resources.GPU; g != nil {
 			sh.res.GPU, sh.gpu = nil, *g
 		}
 		msg, ok := memo[sh]
 		if !ok {
-			msg = waitingOnRunners(j.Resources, byUser[j.UserID])
+			msg = waitingOnRunners(j.Resources, append(slices.Clip(byUser[j.UserID]), shared...))
 			memo[sh] = msg
 		}
 		if msg != "" {
@@ -250,4 +270,10 @@ func gpuNames(runners []api.HostResources) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// userLimitWaiting is the Waiting of a job whose user runs as many jobs as
+// their cap allows.
+func userLimitWaiting(jobID string, maxRunning int) Waiting {
+	return Waiting{JobID: jobID, Code: WaitUserLimit, Message: fmt.Sprintf("waiting: user limit of %d running jobs", maxRunning)}
 }

@@ -85,8 +85,23 @@ func TestWaitingWithoutBackend(t *testing.T) {
 		name       string
 		jobs       []Job
 		registered []RegisteredRunner
+		users      []User
 		want       map[string]string
 	}{
+		{
+			name: "a shared runner takes anyone's jobs",
+			jobs: []Job{job("a", "u2", 2), job("b", "u2", 64)},
+			registered: []RegisteredRunner{{UserID: "u3", Shared: true,
+				Resources: api.HostResources{CPUs: 8, MemoryMiB: 16 << 10}}},
+			want: map[string]string{"b": tooBig},
+		},
+		{
+			name:       "a user at their cap waits for it",
+			jobs:       []Job{job("a", "u1", 2), job("b", "u2", 2)},
+			registered: []RegisteredRunner{small, {UserID: "u2", Resources: small.Resources}},
+			users:      []User{{ID: "u1", MaxRunning: 3, Running: 3}, {ID: "u2", MaxRunning: 3, Running: 2}},
+			want:       map[string]string{"a": "waiting: user limit of 3 running jobs"},
+		},
 		{
 			name:       "jobs a free runner fits do not wait; another user's runner does not count",
 			jobs:       []Job{job("a", "u1", 64), job("b", "u1", 2), job("c", "u2", 1)},
@@ -109,8 +124,8 @@ func TestWaitingWithoutBackend(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			got := map[string]string{}
-			for _, w := range WaitingWithoutBackend(Snapshot{Jobs: tc.jobs, Registered: tc.registered}) {
-				if w.Code != WaitNoRunner {
+			for _, w := range WaitingWithoutBackend(Snapshot{Jobs: tc.jobs, Registered: tc.registered, Users: tc.users}) {
+				if w.Code != WaitNoRunner && w.Code != WaitUserLimit {
 					t.Errorf("job %s: code %q", w.JobID, w.Code)
 				}
 				got[w.JobID] = w.Message

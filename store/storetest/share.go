@@ -113,6 +113,10 @@ var shareTests = []test{
 			t.Fatal("the first claims did not go to alice")
 		}
 		f.noClaim(r3) // alice runs 2 of 2
+		caps, err := f.s.UserCapList(f.ctx)
+		if err != nil || len(caps) != 1 || *caps[0] != (store.UserCap{UserID: alice.ID, MaxRunning: 2, Running: 2}) {
+			t.Fatalf("UserCapList = %v, %v; want alice's 2 of 2", caps, err)
+		}
 		bs := f.jobsOf(bob, 1)
 		if j := f.claim(r3); j.ID != bs[0] {
 			t.Fatalf("claim with alice capped = %s, want bob's %s", j.ID, bs[0])

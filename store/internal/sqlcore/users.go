@@ -70,3 +70,26 @@ func (s *Store) UserSetMaxRunning(ctx context.Context, p store.UserSetMaxRunning
 	}
 	return u, nil
 }
+
+// UserCapList lists the capped users with their counts of active jobs.
+func (s *Store) UserCapList(ctx context.Context) ([]*store.UserCap, error) {
+	rows, err := s.read.Query(ctx, `SELECT u.id, u.max_running,
+		(SELECT COUNT(*) FROM jobs j WHERE j.user_id = u.id AND j.status IN `+activeStatuses+`)
+		FROM users u WHERE u.max_running > 0 ORDER BY u.id`)
+	if err != nil {
+		return nil, fmt.Errorf("list capped users: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.UserCap
+	for rows.Next() {
+		var c store.UserCap
+		if err := rows.Scan(&c.UserID, &c.MaxRunning, &c.Running); err != nil {
+			return nil, fmt.Errorf("list capped users: %w", err)
+		}
+		out = append(out, &c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list capped users: %w", err)
+	}
+	return out, nil
+}
