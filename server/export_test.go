@@ -1,8 +1,11 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"testing"
+
+	"github.com/dstackai/dstack/store"
 )
 
 // Route is a route the server registers, for the tests of package
@@ -39,3 +42,9 @@ func SetStatfs(s *Server, f func(dir string) (free, total uint64, err error)) {
 // Handler is the server's HTTP handler (routes and metrics), for tests that
 // serve a request with a context of their own, such as one already ended.
 func (s *Server) Handler() http.Handler { return s.http.Handler }
+
+// SetUserMaxRunning caps a user's running jobs, as `dstack users set
+// --max-running` will.
+func SetUserMaxRunning(s *Server, u *store.User, n int) (*store.User, error) {
+	return s.setUserMaxRunning(context.Background(), u, n)
+}
