@@ -209,7 +209,7 @@ func TestLaunch(t *testing.T) {
 			want: Decision{
 				Launches: []Launch{launch(medium, m5xlarge, "j1")},
 				Waiting: []Waiting{{JobID: "j2", Code: WaitNoLimit,
-					Message: "no limit allows an on-demand instance with 8 CPUs; 1 of your limits names an instance type no backend offers now"}},
+					Message: "no limit allows an on-demand instance with 8 CPUs; 1 of the limits names an instance type no backend offers now"}},
 			},
 		},
 		{
@@ -221,7 +221,7 @@ func TestLaunch(t *testing.T) {
 				Backends: []string{"local"},
 			},
 			want: Decision{Waiting: []Waiting{{JobID: "j1", Code: WaitNoLimit,
-				Message: "no limit allows an on-demand instance with 1 CPU; your AWS limits wait: AWS is not configured on this server (`dstack aws config`)"}}},
+				Message: "no limit allows an on-demand instance with 1 CPU; the AWS limits wait: AWS is not configured on this server (`dstack aws config`)"}}},
 		},
 		{
 			name: "spot limits do not serve jobs that are not interruptible",

@@ -231,15 +231,15 @@ func (p *planner) whyWaiting(sh *shape, j *jobState) Waiting {
 		}
 		switch {
 		case unknown == 1:
-			w.Message += "; 1 of your limits names an instance type no backend offers now"
+			w.Message += "; 1 of the limits names an instance type no backend offers now"
 		case unknown > 1:
-			w.Message += fmt.Sprintf("; %d of your limits name an instance type no backend offers now", unknown)
+			w.Message += fmt.Sprintf("; %d of the limits name an instance type no backend offers now", unknown)
 		}
 		for _, b := range missing {
 			if b == "aws" {
-				w.Message += "; your AWS limits wait: AWS is not configured on this server (`dstack aws config`)"
+				w.Message += "; the AWS limits wait: AWS is not configured on this server (`dstack aws config`)"
 			} else {
-				w.Message += fmt.Sprintf("; your limits of backend %s wait: this server does not have it now", b)
+				w.Message += fmt.Sprintf("; the limits of backend %s wait: this server does not have it now", b)
 			}
 		}
 	}
