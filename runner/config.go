@@ -176,6 +176,9 @@ func (c *Config) LoadFile(path string) error {
 	if f.Name != "" {
 		c.Name = f.Name
 	}
+	if f.Shared {
+		c.Shared = true
+	}
 	if f.DataDir != "" {
 		c.DataDir = f.DataDir
 	}
