@@ -123,7 +123,7 @@ func TestFairShareBetweenUsers(t *testing.T) {
 			if r.code != 0 {
 				t.Fatalf("dstack run -d %s: %s", workflow, r)
 			}
-			return runName(t, r.stderr)
+			return runName(t, r.stdout+r.stderr)
 		}
 		ctx := context.Background()
 

@@ -46,7 +46,7 @@ func (s *Server) handleRunnerRegister(w http.ResponseWriter, r *http.Request, u 
 		return err
 	}
 	if req.Shared && !u.Admin {
-		return errAdminOnly("register a shared runner (one that takes every user's jobs); register it without --shared to run your own jobs")
+		return errAdminOnly("register a shared runner (one that takes every user's jobs)")
 	}
 	token := newToken(runnerTokenPrefix)
 	now := s.cfg.Now()
