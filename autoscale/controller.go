@@ -213,6 +213,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		// least passGap, so a deep queue never keeps the server busy
 		// planning.
 		gap := time.NewTimer(max(passGap, 2*time.Since(start)))
+		if c.backends.Len() == 0 {
+			// With no backend a pass only says why jobs wait: that need
+			// not be instant, and a requeue's reason stays a while.
+			gap.Reset(max(noBackendGap, 4*time.Since(start)))
+		}
 		select {
 		case <-ctx.Done():
 			gap.Stop()
@@ -230,6 +235,9 @@ func (c *Controller) Run(ctx context.Context) error {
 
 // passGap is the least time between two passes.
 const passGap = 20 * time.Millisecond
+
+// noBackendGap is the least time between two passes with no backend.
+const noBackendGap = 500 * time.Millisecond
 
 func (c *Controller) backendNames() []string { return c.backends.Names() }
 
