@@ -57,6 +57,15 @@ var shareTests = []test{
 			t.Error("a runner registered without Shared reads as shared")
 		}
 	}},
+	{"an on-demand instance's runner takes anyone's jobs", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		alice, bob := f.user(), f.user()
+		bobs := f.jobsOf(bob, 1)
+		_, rn := f.register(f.instances(f.limit(alice, 1), 1)[0])
+		if j := f.claim(rn); j.ID != bobs[0] {
+			t.Fatalf("the instance's runner claimed %s, want bob's %s", j.ID, bobs[0])
+		}
+	}},
 	{"free runners go to users in turn, FIFO within a user", func(t *testing.T, open Open) {
 		f := setup(t, open)
 		alice, bob, carol := f.user(), f.user(), f.user()
