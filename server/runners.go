@@ -143,7 +143,7 @@ func (s *Server) handleRunnerList(w http.ResponseWriter, r *http.Request, u *sto
 		ar := api.Runner{
 			ID: rn.ID, Name: rn.Name, Hostname: rn.Hostname, Status: st, Executor: rn.Executor, Version: rn.Version,
 			Resources: rn.Resources, JobID: rn.JobID, RunName: rn.RunName, RegisteredAt: rn.RegisteredAt, LastHeartbeat: rn.LastHeartbeat,
-			InterruptedAt: rn.InterruptedAt, InterruptionReason: rn.InterruptionReason,
+			InterruptedAt: rn.InterruptedAt, InterruptionReason: rn.InterruptionReason, Shared: rn.Shared,
 		}
 		if rn.InstanceID != "" {
 			ar.Backend, ar.Region, ar.InstanceType, ar.InstanceState = rn.Backend, rn.Region, rn.InstanceType, string(rn.InstanceState)

@@ -47,6 +47,9 @@ func TestRunnerOwnership(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rs, err := e.admin.RunnerList(context.Background()); err != nil || len(rs) != 1 || !rs[0].Shared {
+		t.Fatalf("admin's runners = %+v, %v; want the shared one, marked shared", rs, err)
+	}
 	a := claim(t, shared)
 	if a.Job.ID != run.Jobs[0].ID {
 		t.Fatalf("shared runner claimed %s, want carol's %s", a.Job.ID, run.Jobs[0].ID)
