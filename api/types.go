@@ -274,17 +274,19 @@ const (
 
 // Runner is a machine that runs jobs.
 type Runner struct {
-	ID            string        `json:"id"`
-	Name          string        `json:"name"`
-	Hostname      string        `json:"hostname"`
-	Status        RunnerStatus  `json:"status"`
-	Executor      string        `json:"executor"`
-	Version       string        `json:"version"`
-	Resources     HostResources `json:"resources"`
-	JobID         string        `json:"job_id,omitempty"`
-	RunName       string        `json:"run_name,omitempty"`
-	RegisteredAt  time.Time     `json:"registered_at"`
-	LastHeartbeat time.Time     `json:"last_heartbeat"`
+	ID        string        `json:"id"`
+	Name      string        `json:"name"`
+	Hostname  string        `json:"hostname"`
+	Status    RunnerStatus  `json:"status"`
+	Executor  string        `json:"executor"`
+	Version   string        `json:"version"`
+	Resources HostResources `json:"resources"`
+	JobID     string        `json:"job_id,omitempty"`
+	RunName   string        `json:"run_name,omitempty"`
+	// Shared: a self-hosted runner that takes any user's jobs.
+	Shared        bool      `json:"shared,omitempty"`
+	RegisteredAt  time.Time `json:"registered_at"`
+	LastHeartbeat time.Time `json:"last_heartbeat"`
 	// Backend .. InstanceState describe the on-demand instance the runner
 	// runs on; all are empty for a self-hosted runner.
 	Backend       string `json:"backend,omitempty"`
@@ -313,6 +315,9 @@ type RunnerRegisterRequest struct {
 	Executor  string        `json:"executor"`
 	Version   string        `json:"version"`
 	Resources HostResources `json:"resources"`
+	// Shared asks for a runner that takes any user's jobs; only an admin's
+	// token may register one. A runner not shared takes only its user's.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // RunnerRegisterResponse answers a registration.

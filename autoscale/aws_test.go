@@ -52,7 +52,7 @@ func setupAWS(t *testing.T, tweak func(*autoscale.Config)) *awsEnv {
 
 func (a *awsEnv) controller(tweak func(*autoscale.Config)) *autoscale.Controller {
 	return a.env.controller(func(c *autoscale.Config) {
-		c.Backends = []backend.Backend{a.aws}
+		c.Backends = backend.NewSet(a.aws)
 		c.LaunchTimeout = 2 * time.Second
 		if tweak != nil {
 			tweak(c)

@@ -33,7 +33,7 @@ func BenchmarkPendingToLaunch(b *testing.B) {
 	mustLimit(b, st, user.ID, b.N+1)
 	wake := make(chan struct{}, 1)
 	c, err := autoscale.New(autoscale.Config{
-		Store: st, Backends: []backend.Backend{e.cloud}, ServerID: id, ServerURL: "http://server:3000",
+		Store: st, Backends: backend.NewSet(e.cloud), ServerID: id, ServerURL: "http://server:3000",
 		Interval: time.Hour, Wake: wake, Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {

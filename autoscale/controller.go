@@ -28,12 +28,11 @@ const LeaseName = "autoscaler"
 // Defaults.
 type Config struct {
 	Store store.Store
-	// Backends are the clouds instances are launched in, when they are
-	// fixed; Set, when given, is used instead: the backends of a server
-	// whose backends change while it runs (AWS configured or cleared). Each
-	// pass reads the set afresh; a pass with no backend does nothing.
-	Backends []backend.Backend
-	Set      *backend.Set
+	// Backends are the clouds instances are launched in; they may change
+	// while the controller runs (AWS configured or cleared), and each pass
+	// reads them afresh. A pass with no backend only says why jobs wait,
+	// from the registered runners (WaitingWithoutBackend); nil is none.
+	Backends *backend.Set
 	// ServerID is the server installation's identity (see ServerID); every
 	// instance is tagged with it.
 	ServerID string
@@ -130,13 +129,6 @@ func (c *Config) Validate() error {
 	if c.ServerURL == "" {
 		errs = append(errs, errors.New("autoscaler: no server URL for runners: set --external-url"))
 	}
-	seen := map[string]bool{}
-	for _, b := range c.Backends {
-		if seen[b.Name()] {
-			errs = append(errs, fmt.Errorf("autoscaler: backend %q given twice", b.Name()))
-		}
-		seen[b.Name()] = true
-	}
 	return errors.Join(errs...)
 }
 
@@ -164,8 +156,9 @@ type Controller struct {
 	launchedFor map[string]time.Time // job ID → when it was pending, for the start metric
 	waiting     map[string]plan.Waiting
 	// reasons are the StatusReasons of pending jobs this controller last
-	// wrote (job ID → Waiting.Message), so that a pass writes only changes.
-	reasons map[string]string
+	// wrote (Waiting.Message by job attempt), so that a pass writes only
+	// changes and clears only what it wrote.
+	reasons map[jobAttempt]string
 	// unsettled are the launches of unknown outcome, by launch key, to
 	// call again (settle.go); guarded by statMu.
 	unsettled map[string]*unsettled
@@ -181,17 +174,17 @@ func New(cfg Config) (*Controller, error) {
 		cfg:          cfg,
 		log:          cfg.Logger.With("subsystem", "autoscaler"),
 		st:           cfg.Store,
-		backends:     cfg.Set,
+		backends:     cfg.Backends,
 		holder:       cfg.ServerID + "/" + randomHex(8),
 		offers:       map[offerCacheKey]cachedOffers{},
 		unknownSince: map[string]time.Time{},
 		cleaned:      map[string]bool{},
 		launchedFor:  map[string]time.Time{},
 		waiting:      map[string]plan.Waiting{},
-		reasons:      map[string]string{},
+		reasons:      map[jobAttempt]string{},
 	}
 	if c.backends == nil {
-		c.backends = backend.NewSet(cfg.Backends...)
+		c.backends = backend.NewSet()
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -236,6 +229,11 @@ func (c *Controller) run(ctx context.Context) {
 		// least passGap, so a deep queue never keeps the server busy
 		// planning.
 		gap := time.NewTimer(max(passGap, 2*time.Since(start)))
+		if c.backends.Len() == 0 {
+			// With no backend a pass only says why jobs wait: that need
+			// not be instant, and a requeue's reason stays a while.
+			gap.Reset(max(noBackendGap, 4*time.Since(start)))
+		}
 		select {
 		case <-ctx.Done():
 			gap.Stop()
@@ -253,6 +251,9 @@ func (c *Controller) run(ctx context.Context) {
 
 // passGap is the least time between two passes.
 const passGap = 20 * time.Millisecond
+
+// noBackendGap is the least time between two passes with no backend.
+const noBackendGap = 500 * time.Millisecond
 
 func (c *Controller) backendNames() []string { return c.backends.Names() }
 
@@ -276,16 +277,15 @@ func (c *Controller) Waiting() map[string]plan.Waiting {
 	return out
 }
 
-// Step is one pass: lease, snapshot, plan, execute, and reconcile when due.
-// It returns the first error that stopped it; what it did before stays done.
+// Step is one pass: lease, snapshot, plan, execute, and reconcile when due;
+// with no backend, lease and say why jobs wait. It returns the first error
+// that stopped it; what it did before stays done.
 func (c *Controller) Step(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.backends.Len() == 0 {
-		// No backend (AWS not configured yet, or cleared): nothing to
-		// launch or reconcile, and the server says why jobs wait.
-		return c.idle(ctx)
-	}
+	// A backend removed from the set is used by no pass once Remove has
+	// returned.
+	defer c.backends.Use()()
 	now := c.cfg.Now()
 	ok, err := c.st.LeaseAcquire(ctx, store.LeaseAcquireParams{Name: LeaseName, Holder: c.holder, TTL: c.cfg.LeaseTTL, Now: now})
 	if err != nil {
@@ -301,6 +301,11 @@ func (c *Controller) Step(ctx context.Context) error {
 	c.leader = ok
 	if !ok {
 		return nil
+	}
+	if c.backends.Len() == 0 {
+		// No backend (AWS not configured yet, or cleared): nothing to
+		// launch or reconcile.
+		return c.explain(ctx)
 	}
 	var errs []error
 	if err := c.settle(ctx); err != nil {
@@ -356,50 +361,64 @@ func (c *Controller) plan(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// WaitPass waits for a pass in progress, if any, to end. A backend removed
-// from the set before the call is used by no pass after it: the server
-// calls it before counting a removed backend's instances, so that no launch
-// recorded by a pass still holding the old backend is missed.
-func (c *Controller) WaitPass() {
-	c.mu.Lock()
-	c.mu.Unlock() //nolint:staticcheck // an empty critical section: waiting for the holder is the point
-}
-
-// Release steps the controller back while its set has no backend: it waits
-// for a pass in progress, then clears the reasons it wrote of jobs still
-// pending and gives up the lease, as a pass with no backend would. The
-// server calls it when it removes the last backend, before its own check
-// of registered runners says why jobs wait, so that no reason of the
-// controller's is written after that check's.
-func (c *Controller) Release(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.idle(ctx)
-}
-
-// idle is a pass with no backend: it clears the reasons this controller
-// wrote of jobs still pending (the server's own check of registered runners
-// says why they wait now) and gives up the lease.
-func (c *Controller) idle(ctx context.Context) error {
-	c.waiting = map[string]plan.Waiting{}
-	if c.leader {
-		c.leader = false
-		if err := c.st.LeaseRelease(ctx, store.LeaseReleaseParams{Name: LeaseName, Holder: c.holder}); err != nil {
-			return fmt.Errorf("release lease: %w", err)
+// explain is a pass with no backend: it says why pending jobs wait from
+// the runners that may take them (plan.WaitingWithoutBackend).
+func (c *Controller) explain(ctx context.Context) error {
+	jobs, err := c.st.JobListPending(ctx, store.JobListPendingParams{})
+	if err != nil {
+		return fmt.Errorf("list pending jobs: %w", err)
+	}
+	snap := plan.Snapshot{Now: c.cfg.Now()}
+	pending := make(map[string]*store.PendingJob, len(jobs))
+	for _, j := range jobs {
+		pending[j.ID] = j
+		snap.Jobs = append(snap.Jobs, plan.Job{ID: j.ID, UserID: j.UserID, Resources: j.Resources, QueuedAt: j.QueuedAt})
+	}
+	if len(jobs) > 0 {
+		runners, err := c.st.RunnerList(ctx, store.RunnerListParams{})
+		if err != nil {
+			return fmt.Errorf("list runners: %w", err)
 		}
+		snap.Registered = mayTakeJobs(runners)
+		caps, err := c.st.UserCapList(ctx)
+		if err != nil {
+			return fmt.Errorf("list capped users: %w", err)
+		}
+		snap.Users = usersOf(caps)
 	}
-	if len(c.reasons) == 0 {
-		return nil
+	waiting := plan.WaitingWithoutBackend(snap)
+	c.waiting = make(map[string]plan.Waiting, len(waiting))
+	for _, w := range waiting {
+		c.waiting[w.JobID] = w
 	}
-	changes := make(map[string]string, len(c.reasons))
-	for id := range c.reasons {
-		changes[id] = ""
+	c.metrics.pending.Set(float64(len(jobs)))
+	return c.storeReasons(ctx, waiting, pending)
+}
+
+// mayTakeJobs are the runners that could take a job some day on a server
+// with no backend: every self-hosted runner, online or not (an offline one
+// may come back), and the runner of an on-demand instance while it is
+// online (left from when a backend was configured), which takes anyone's
+// jobs.
+func mayTakeJobs(rs []*store.Runner) []plan.RegisteredRunner {
+	var out []plan.RegisteredRunner
+	for _, r := range rs {
+		if r.InstanceID != "" && !r.Online {
+			continue
+		}
+		rr := registered(r)
+		rr.Shared = rr.Shared || r.InstanceID != ""
+		out = append(out, rr)
 	}
-	if _, err := c.st.JobSetPendingReasons(ctx, store.JobSetPendingReasonsParams{Reasons: changes}); err != nil {
-		return fmt.Errorf("clear why jobs wait: %w", err)
-	}
-	c.reasons = map[string]string{}
-	return nil
+	return out
+}
+
+// jobAttempt names one attempt of a job: a requeued job is pending again
+// with the next attempt and the reason its requeue gave, which is not the
+// controller's to clear.
+type jobAttempt struct {
+	id      string
+	attempt int
 }
 
 // storeReasons writes why each waiting job waits as its StatusReason, and
@@ -408,19 +427,25 @@ func (c *Controller) idle(ctx context.Context) error {
 // the changes since the last pass. The store leaves jobs no longer pending
 // alone; a claim clears the reason itself.
 func (c *Controller) storeReasons(ctx context.Context, waiting []plan.Waiting, pending map[string]*store.PendingJob) error {
-	want := make(map[string]string, len(waiting))
+	want := make(map[jobAttempt]string, len(waiting))
 	for _, w := range waiting {
-		want[w.JobID] = w.Message
-	}
-	changes := map[string]string{}
-	for id, msg := range want {
-		if prev, ok := c.reasons[id]; !ok || prev != msg {
-			changes[id] = msg
+		if j := pending[w.JobID]; j != nil {
+			want[jobAttempt{j.ID, j.Attempt}] = w.Message
 		}
 	}
-	for id := range c.reasons {
-		if _, ok := want[id]; !ok && pending[id] != nil {
-			changes[id] = ""
+	changes := map[string]string{}
+	for k, msg := range want {
+		if prev, ok := c.reasons[k]; !ok || prev != msg {
+			changes[k.id] = msg
+		}
+	}
+	for k := range c.reasons {
+		// A reason of an attempt no longer pending is not this
+		// controller's: a claim cleared it, a requeue wrote its own.
+		if _, ok := want[k]; !ok {
+			if j := pending[k.id]; j != nil && j.Attempt == k.attempt {
+				changes[k.id] = ""
+			}
 		}
 	}
 	if len(changes) == 0 {

@@ -210,7 +210,7 @@ func TestDisableTerminatesEnableResumes(t *testing.T) {
 	e.submit(small)
 	e.submit(small)
 	e.running()
-	if err := e.st.OnDemandSetEnabled(e.ctx, store.OnDemandSetEnabledParams{UserID: e.user.ID, Enabled: false, Now: e.clock.Now()}); err != nil {
+	if err := e.st.OnDemandSetEnabled(e.ctx, store.OnDemandSetEnabledParams{Enabled: false, Now: e.clock.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	e.step()
@@ -223,7 +223,7 @@ func TestDisableTerminatesEnableResumes(t *testing.T) {
 	if w := e.c.Waiting(); len(w) != 2 {
 		t.Fatalf("waiting = %v, want both jobs with a reason", w)
 	}
-	if err := e.st.OnDemandSetEnabled(e.ctx, store.OnDemandSetEnabledParams{UserID: e.user.ID, Enabled: true, Now: e.clock.Now()}); err != nil {
+	if err := e.st.OnDemandSetEnabled(e.ctx, store.OnDemandSetEnabledParams{Enabled: true, Now: e.clock.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	e.step()
@@ -238,7 +238,7 @@ func TestLimitDeletedTerminates(t *testing.T) {
 	e.limit("f.small", false, 1)
 	e.submit(small)
 	e.running()
-	if _, err := e.st.LimitDelete(e.ctx, store.LimitDeleteParams{UserID: e.user.ID}); err != nil {
+	if _, err := e.st.LimitDelete(e.ctx, store.LimitDeleteParams{}); err != nil {
 		t.Fatal(err)
 	}
 	e.step()
@@ -439,44 +439,97 @@ func TestWaitingReasonStored(t *testing.T) {
 }
 
 // TestBackendsChangeWhileRunning: a controller on a backend.Set follows it
-// pass by pass. With no backend it does nothing, not even hold the lease,
-// and clears the reasons it wrote (the server says why jobs wait then); a
-// backend put in the set is used at the next pass.
+// pass by pass. With no backend it launches nothing and says why jobs wait
+// from the registered runners; with one it plans, and its reasons replace
+// those; a backend put back in the set is used at the next pass.
 func TestBackendsChangeWhileRunning(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	set := backend.NewSet()
-	c := e.controller(func(cfg *autoscale.Config) { cfg.Backends, cfg.Set = nil, set })
+	c := e.controller(func(cfg *autoscale.Config) { cfg.Backends = set })
+	const noRunner = "no runner is registered: start one with dstack-runner start"
 	id := e.submit(small)
 	e.stepWith(c)
-	if c.Leader() || len(e.cloud.LaunchCalls()) != 0 || e.job(id).StatusReason != "" {
-		t.Fatalf("with no backend: leader %v, %d launches, reason %q", c.Leader(), len(e.cloud.LaunchCalls()), e.job(id).StatusReason)
+	if got := e.job(id).StatusReason; !c.Leader() || len(e.cloud.LaunchCalls()) != 0 || got != noRunner {
+		t.Fatalf("with no backend: leader %v, %d launches, reason %q", c.Leader(), len(e.cloud.LaunchCalls()), got)
+	}
+	if w := c.Waiting(); w[id].Code != plan.WaitNoRunner {
+		t.Fatalf("waiting with no backend = %v", w)
 	}
 
 	set.Put(e.cloud)
 	e.stepWith(c)
-	if got := e.job(id).StatusReason; !c.Leader() || !strings.Contains(got, "no on-demand limit is set") {
-		t.Fatalf("with a backend: leader %v, reason %q", c.Leader(), got)
+	if got := e.job(id).StatusReason; !strings.Contains(got, "no on-demand limit is set") {
+		t.Fatalf("with a backend: reason %q", got)
 	}
 	set.Remove(e.cloud.Name())
 	e.stepWith(c)
-	if got := e.job(id).StatusReason; c.Leader() || got != "" {
-		t.Fatalf("backend removed: leader %v, reason %q; want no lease and the reason cleared", c.Leader(), got)
+	if got := e.job(id).StatusReason; got != noRunner {
+		t.Fatalf("backend removed: reason %q, want %q", got, noRunner)
 	}
-	// Another controller can take the lease at once.
-	other := e.controller(nil)
+	// Only the lease holder says why: another replica writes nothing.
+	other := e.controller(func(cfg *autoscale.Config) { cfg.Backends = backend.NewSet() })
 	e.stepWith(other)
-	if !other.Leader() {
-		t.Fatal("the idle controller kept the lease")
+	if other.Leader() {
+		t.Fatal("two controllers hold the lease")
 	}
 
 	set.Put(e.cloud)
 	e.limit("f.small", false, 1)
-	e.clock.Advance(leaseTTL + time.Second) // the other controller's lease runs out
 	e.stepWith(c)
 	if calls := e.cloud.LaunchCalls(); len(calls) != 1 {
 		t.Fatalf("%d launch calls once the backend is back, want 1", len(calls))
 	}
+	if got := e.job(id).StatusReason; got != "" {
+		t.Fatalf("reason of a job an instance launches for = %q, want none", got)
+	}
+}
+
+// TestNoBackendReasons: with no backend, a job no runner fits says what the
+// runners lack; the reason goes once a runner that fits registers, and a
+// requeued job keeps the reason its requeue gave.
+func TestNoBackendReasons(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	c := e.controller(func(cfg *autoscale.Config) { cfg.Backends = nil })
+	e.selfHosted("small", api.HostResources{CPUs: 8, MemoryMiB: 16 << 10})
+	big := e.submit(api.Resources{CPU: 64})
+	e.stepWith(c)
+	if got, want := e.job(big).StatusReason, "no runner has 64 CPUs (the largest has 8); add a runner that does, or lower resources"; got != want {
+		t.Fatalf("reason = %q, want %q", got, want)
+	}
+	// A big runner takes the job before the next pass and goes silent: the
+	// job is requeued with the cause, which a pass leaves alone although a
+	// free runner fits it now.
+	r := e.selfHosted("big", api.HostResources{CPUs: 64, MemoryMiB: 64 << 10})
+	if j := e.claim(r); j == nil || j.ID != big {
+		t.Fatalf("claimed %v, want %s", j, big)
+	}
+	if _, err := e.st.RunnerMarkOffline(e.ctx, store.RunnerMarkOfflineParams{RunnerID: r.ID,
+		MaxAttempts: 3, Now: e.clock.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	requeued := e.job(big).StatusReason
+	if e.job(big).Status != api.StatusPending || !strings.Contains(requeued, "requeued") {
+		t.Fatalf("job after its runner went away: %s %q", e.job(big).Status, requeued)
+	}
+	e.selfHosted("big2", api.HostResources{CPUs: 64, MemoryMiB: 64 << 10})
+	e.stepWith(c)
+	if got := e.job(big).StatusReason; got != requeued {
+		t.Fatalf("requeued job's reason = %q, want %q kept", got, requeued)
+	}
+}
+
+// selfHosted registers a self-hosted runner of e's user.
+func (e *env) selfHosted(name string, res api.HostResources) *store.Runner {
+	e.t.Helper()
+	r, err := e.st.RunnerCreate(e.ctx, store.RunnerCreateParams{ID: "r-" + name, UserID: e.user.ID, Name: name,
+		Executor: "shell", Version: "test", Resources: res, TokenHash: "rt-" + name,
+		TokenExpiresAt: e.clock.Now().Add(24 * time.Hour), Now: e.clock.Now()})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r
 }
 
 // syncBuffer is a bytes.Buffer safe for the controller's goroutines.

@@ -22,6 +22,11 @@
 //     lists, and time out instances that take too long to launch or
 //     register.
 //
+// With no backend (none configured, or AWS cleared) a pass takes the lease
+// and only says why jobs wait, from the registered runners
+// (plan.WaitingWithoutBackend). The leader's pass is the one place that
+// writes why pending jobs wait (their StatusReason), in either mode.
+//
 // The lifecycle of an instance, with who moves it and the timeout at each
 // step:
 //

@@ -91,7 +91,7 @@ func setupWith(t *testing.T, st store.Store) *env {
 func (e *env) controller(tweak func(*autoscale.Config)) *autoscale.Controller {
 	e.t.Helper()
 	cfg := autoscale.Config{
-		Store: e.st, Backends: []backend.Backend{e.cloud}, ServerID: e.id, ServerURL: "http://server:3000",
+		Store: e.st, Backends: backend.NewSet(e.cloud), ServerID: e.id, ServerURL: "http://server:3000",
 		IdleTimeout: idleTimeout, Grace: grace, RegisterTimeout: registerTimeout, LeaseTTL: leaseTTL,
 		LaunchTimeout: 5 * time.Second, Now: e.clock.Now, Logger: slog.New(slog.NewTextHandler(tWriter{e.t}, nil)),
 	}

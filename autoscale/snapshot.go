@@ -41,6 +41,10 @@ func (c *Controller) snapshot(ctx context.Context) (*snapshot, map[string]*store
 	if err != nil {
 		return nil, nil, fmt.Errorf("list limits: %w", err)
 	}
+	caps, err := c.st.UserCapList(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list capped users: %w", err)
+	}
 	unavail, err := c.st.OfferUnavailableList(ctx, now)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list unavailable offers: %w", err)
@@ -64,12 +68,13 @@ func (c *Controller) snapshot(ctx context.Context) (*snapshot, map[string]*store
 		// An interrupted runner (its machine is being reclaimed) takes no
 		// job: it is as good as gone.
 		if r.InstanceID == "" && r.Online && r.JobID == "" && r.InterruptedAt == nil {
-			s.Runners = append(s.Runners, plan.Runner{ID: r.ID, UserID: r.UserID, Free: r.Resources})
+			s.Runners = append(s.Runners, plan.Runner{ID: r.ID, UserID: r.UserID, Free: r.Resources, Shared: r.Shared})
 		}
 		if r.InstanceID == "" {
 			s.Registered = append(s.Registered, registered(r))
 		}
 	}
+	s.Users = usersOf(caps)
 	for _, l := range limits {
 		s.limits[l.ID] = l
 		s.Limits = append(s.Limits, plan.Limit{
@@ -230,6 +235,15 @@ func (c *Controller) offersFor(ctx context.Context, limits []*store.Limit, insts
 func registered(r *store.Runner) plan.RegisteredRunner {
 	return plan.RegisteredRunner{
 		UserID: r.UserID, Resources: r.Resources, Busy: r.JobID != "",
-		Offline: !r.Online || r.InterruptedAt != nil,
+		Offline: !r.Online || r.InterruptedAt != nil, Shared: r.Shared,
 	}
+}
+
+// usersOf is the users' caps as plan takes them.
+func usersOf(caps []*store.UserCap) []plan.User {
+	out := make([]plan.User, len(caps))
+	for i, c := range caps {
+		out[i] = plan.User{ID: c.UserID, MaxRunning: c.MaxRunning, Running: c.Running}
+	}
+	return out
 }

@@ -8,12 +8,19 @@ import "sync"
 // and its autoscaler share one Set and read it afresh on each use, so a
 // backend put or removed takes effect at their next request or pass.
 //
+// A reader that launches with the backends (an autoscaler pass) marks
+// its use with Use, and Remove waits for the uses in progress: once Remove
+// has returned, nothing launches with the removed backend, so counting its
+// instances then misses none.
+//
 // A Set is safe for concurrent use. The zero value and a nil *Set are
 // empty sets (a nil one cannot be changed).
 type Set struct {
 	mu      sync.RWMutex
 	bs      []Backend
 	version uint64
+	// inUse is held shared by each Use in progress.
+	inUse sync.RWMutex
 }
 
 // NewSet returns a set of bs; of two with one name, the later one stays.
@@ -87,8 +94,17 @@ func (s *Set) Put(b Backend) {
 }
 
 // Remove removes the backend named name and returns it, or nil when there
-// was none.
+// was none. It returns once every Use in progress has ended.
 func (s *Set) Remove(name string) Backend {
+	b := s.remove(name)
+	if b != nil {
+		s.inUse.Lock()
+		s.inUse.Unlock() //nolint:staticcheck // an empty critical section: waiting for the uses is the point
+	}
+	return b
+}
+
+func (s *Set) remove(name string) Backend {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, b := range s.bs {
@@ -99,6 +115,16 @@ func (s *Set) Remove(name string) Backend {
 		}
 	}
 	return nil
+}
+
+// Use marks a use of the backends in progress until done is called; Remove
+// waits for it. A use must not call Remove, nor Use again.
+func (s *Set) Use() (done func()) {
+	if s == nil {
+		return func() {}
+	}
+	s.inUse.RLock()
+	return s.inUse.RUnlock
 }
 
 // Version grows with every Put and Remove, so that a reader that caches

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -84,4 +85,33 @@ func TestSetConcurrentUse(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestSetRemoveWaitsForUse: a backend removed while a use of the set is in
+// progress is out of the set at once, but Remove returns only once the use
+// has ended, so that nothing launches with it after Remove.
+func TestSetRemoveWaitsForUse(t *testing.T) {
+	t.Parallel()
+	s := NewSet(&named{"local", ""}, &named{"aws", ""})
+	done := s.Use()
+	removed := make(chan Backend)
+	go func() { removed <- s.Remove("aws") }()
+	for s.Get("aws") != nil {
+		runtime.Gosched()
+	}
+	select {
+	case <-removed:
+		t.Fatal("Remove returned while a use was in progress")
+	default:
+	}
+	done()
+	if b := <-removed; b == nil || b.Name() != "aws" {
+		t.Fatalf("Remove = %v, want aws", b)
+	}
+	// A removal of nothing does not wait.
+	done = s.Use()
+	defer done()
+	if b := s.Remove("gcp"); b != nil {
+		t.Fatalf("Remove(gcp) = %v", b)
+	}
 }

@@ -79,7 +79,7 @@ func (e *Env) limitsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "limits [--json] [--delete-all [-f]]",
 		Short: "List the limits, or delete them all",
-		Long: `List your limits: the maximum of each, the instance type's resources, how many
+		Long: `List the server's limits: the maximum of each, the instance type's resources, how many
 instances run, and a note while the cloud has no capacity for the type.
 --delete-all deletes every limit and terminates their instances.`,
 		Args: noArgs,
@@ -330,7 +330,7 @@ func (e *Env) onDemandSet(ctx context.Context, enable, force bool) error {
 		e.noBackendNote(st)
 		return nil
 	}
-	fmt.Fprintln(e.Stdout, "On-demand runners are disabled; your limits are kept.")
+	fmt.Fprintln(e.Stdout, "On-demand runners are disabled; the limits are kept.")
 	e.terminating(st.Terminating)
 	return nil
 }

@@ -266,7 +266,7 @@ func TestTerminatingNeedsConfirmation(t *testing.T) {
 		}
 	}
 	r = h.run("on-demand", "disable", "-f")
-	if r.code != 0 || !strings.Contains(r.stdout, "On-demand runners are disabled; your limits are kept.\nTerminating ") {
+	if r.code != 0 || !strings.Contains(r.stdout, "On-demand runners are disabled; the limits are kept.\nTerminating ") {
 		t.Fatalf("disable -f: %+v", r)
 	}
 	if r := h.run("on-demand", "status"); !strings.HasPrefix(r.stdout, "On-demand runners are disabled: 1 limit") {

@@ -46,6 +46,9 @@ type Config struct {
 	JoinToken string `yaml:"join_token,omitempty"`
 	// Name is the runner's name as shown by `dstack runners`.
 	Name string `yaml:"name"`
+	// Shared registers the runner for every user's jobs, not only its
+	// token's user's; only an admin's token may.
+	Shared bool `yaml:"shared,omitempty"`
 	// DataDir holds the runner's own files: its state (its credential),
 	// and the jobs' log spools. It is kept private (0700) and no job can
 	// name it.
@@ -172,6 +175,9 @@ func (c *Config) LoadFile(path string) error {
 	}
 	if f.Name != "" {
 		c.Name = f.Name
+	}
+	if f.Shared {
+		c.Shared = true
 	}
 	if f.DataDir != "" {
 		c.DataDir = f.DataDir

@@ -295,3 +295,16 @@ func TestWorkDirApartFromDataDir(t *testing.T) {
 		t.Errorf("DefaultWorkDir = %q", got)
 	}
 }
+
+// TestConfigFileShared: `shared: true` in the file asks for a shared runner.
+func TestConfigFileShared(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte("server: http://h:3000\ntoken: T\nshared: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := DefaultConfig()
+	if err := c.LoadFile(path); err != nil || !c.Shared {
+		t.Fatalf("LoadFile: shared %v, %v; want shared", c.Shared, err)
+	}
+}

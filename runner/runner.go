@@ -433,7 +433,7 @@ func (r *Runner) register(ctx context.Context, stale string) error {
 		return nil
 	}
 	host, _ := os.Hostname()
-	req := api.RunnerRegisterRequest{Name: r.cfg.Name, Hostname: host, Executor: r.exec.Name(), Version: r.cfg.Version, Resources: r.resources}
+	req := api.RunnerRegisterRequest{Name: r.cfg.Name, Hostname: host, Executor: r.exec.Name(), Version: r.cfg.Version, Resources: r.resources, Shared: r.cfg.Shared}
 	bo := client.NewBackoff(200*time.Millisecond, 5*time.Second)
 	for {
 		resp, err := r.exchange(ctx, req, stale)

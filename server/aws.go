@@ -212,7 +212,7 @@ func (s *Server) awsApplyStored(ctx context.Context) error {
 	}
 	if sealed == "" {
 		s.aws.set(nil, "", "", nil)
-		s.removeBackend(ctx, awsName)
+		s.removeBackend(awsName)
 		s.log.Info("AWS configuration cleared (by another server replica)")
 		return nil
 	}
@@ -224,11 +224,11 @@ func (s *Server) awsApplyStored(ctx context.Context) error {
 	if err != nil {
 		s.log.Error(err.Error())
 		s.aws.set(nil, sealed, "", nil)
-		s.removeBackend(ctx, awsName)
+		s.removeBackend(awsName)
 		return nil
 	}
 	s.aws.set(cfg, sealed, "", nil)
-	s.putBackend(ctx, b)
+	s.putBackend(b)
 	s.log.Info("AWS configured: on-demand runners may run in this account", "access_key_id", cfg.AccessKeyID,
 		"region", cfg.Region, "artifact_bucket", cfg.ArtifactBucket, "updated_by", cfg.UpdatedBy)
 	return nil
@@ -323,11 +323,11 @@ func (s *Server) handleAWSPut(w http.ResponseWriter, r *http.Request, u *store.U
 	saved := false
 	if prev == nil || prev.AccessKeyID != req.AccessKeyID {
 		old := s.backends.Get(awsName)
-		s.removeBackend(ctx, awsName)
+		s.removeBackend(awsName)
 		if old != nil {
 			defer func() {
 				if !saved {
-					s.putBackend(context.WithoutCancel(ctx), old)
+					s.putBackend(old)
 				}
 			}()
 		}
@@ -369,7 +369,7 @@ func (s *Server) handleAWSPut(w http.ResponseWriter, r *http.Request, u *store.U
 	}
 	saved = true
 	s.aws.set(cfg, sealed, bucketAt, bucket)
-	s.putBackend(ctx, b)
+	s.putBackend(b)
 	s.log.Info("AWS configured", "user", u.Name, "access_key_id", cfg.AccessKeyID, "region", cfg.Region,
 		"artifact_bucket", cfg.ArtifactBucket, "ami", cfg.AMI, "gpu_ami", cfg.GPUAMI)
 	view := cfg.view()
@@ -488,7 +488,7 @@ func (s *Server) handleAWSDelete(w http.ResponseWriter, r *http.Request, u *stor
 	}
 	prev := s.aws.current()
 	s.aws.set(nil, "", "", nil)
-	s.removeBackend(ctx, awsName)
+	s.removeBackend(awsName)
 	if prev != nil {
 		s.log.Info("AWS configuration cleared", "user", u.Name, "access_key_id", prev.AccessKeyID)
 	}

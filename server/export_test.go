@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"testing"
+
+	"github.com/dstackai/dstack/store"
 )
 
 // Route is a route the server registers, for the tests of package
@@ -53,3 +55,9 @@ func RouteRoles(s *Server) map[string]string {
 
 // RetentionPass runs one pass of the retention loop now.
 func RetentionPass(s *Server) { s.retentionPass(context.Background()) }
+
+// SetUserMaxRunning caps a user's running jobs, as `dstack users set
+// --max-running` will.
+func SetUserMaxRunning(s *Server, u *store.User, n int) (*store.User, error) {
+	return s.setUserMaxRunning(context.Background(), u, n)
+}

@@ -11,7 +11,7 @@ import (
 	"github.com/dstackai/dstack/store"
 )
 
-// The on-demand API: a user's limits, the on-demand switch, and the offers
+// The on-demand API: the server's limits, the on-demand switch, and the offers
 // limits are checked against (ondemand_offers.go). Every change wakes the
 // autoscaler, so that a lower maximum, a deleted limit or disabling
 // terminates the extra instances at once rather than at its next tick.
@@ -27,10 +27,10 @@ const maxLimit = 1000
 func (s *Server) onDemandRoutes(rt *router) {
 	p := api.PathPrefix
 	rt.member("GET "+p+"/limits", s.handleLimitList)
-	rt.admin("PUT "+p+"/limits", "change limits", s.handleLimitPut)
-	rt.admin("DELETE "+p+"/limits", "delete limits", s.handleLimitDelete)
+	rt.admin("PUT "+p+"/limits", "set on-demand limits", s.handleLimitPut)
+	rt.admin("DELETE "+p+"/limits", "delete on-demand limits", s.handleLimitDelete)
 	rt.member("GET "+p+"/on-demand", s.handleOnDemandGet)
-	rt.admin("PUT "+p+"/on-demand", "turn on-demand runners on or off", s.handleOnDemandPut)
+	rt.admin("PUT "+p+"/on-demand", "enable or disable on-demand runners", s.handleOnDemandPut)
 	rt.member("GET "+p+"/offers", s.handleOfferList)
 }
 
@@ -66,7 +66,7 @@ func purchase(spot bool) string {
 }
 
 func (s *Server) handleLimitList(w http.ResponseWriter, r *http.Request, u *store.User) error {
-	ls, err := s.store.LimitList(r.Context(), store.LimitListParams{UserID: u.ID})
+	ls, err := s.store.LimitList(r.Context(), store.LimitListParams{})
 	if err != nil {
 		return fmt.Errorf("list limits: %w", err)
 	}
@@ -103,7 +103,7 @@ func (s *Server) handleLimitPut(w http.ResponseWriter, r *http.Request, u *store
 	if err != nil {
 		return err
 	}
-	ls, err := s.store.LimitList(ctx, store.LimitListParams{UserID: u.ID})
+	ls, err := s.store.LimitList(ctx, store.LimitListParams{})
 	if err != nil {
 		return fmt.Errorf("list limits: %w", err)
 	}
@@ -115,7 +115,7 @@ func (s *Server) handleLimitPut(w http.ResponseWriter, r *http.Request, u *store
 	}
 	live := map[string]int{}
 	if prev != nil {
-		if live, err = s.liveInstances(ctx, u.ID); err != nil {
+		if live, err = s.liveInstances(ctx); err != nil {
 			return err
 		}
 	}
@@ -138,7 +138,7 @@ func (s *Server) handleLimitPut(w http.ResponseWriter, r *http.Request, u *store
 		}
 		l, resp.Created, resp.PreviousMax = res.Limit, res.Created, res.PrevMax
 		s.wakeAutoscaler()
-		s.events.publish(u.ID, api.EventLimits)
+		s.events.publish("", api.EventLimits)
 		s.log.Info("limit set", "user", u.Name, "limit", l.ID, "backend", l.Backend, "region", l.Region,
 			"instance_type", l.InstanceType, "spot", l.Spot, "max", l.Max, "previous_max", res.PrevMax)
 	}
@@ -181,7 +181,7 @@ func (s *Server) handleLimitDelete(w http.ResponseWriter, r *http.Request, u *st
 		return err
 	}
 	ctx := r.Context()
-	ls, err := s.store.LimitList(ctx, store.LimitListParams{UserID: u.ID})
+	ls, err := s.store.LimitList(ctx, store.LimitListParams{})
 	if err != nil {
 		return fmt.Errorf("list limits: %w", err)
 	}
@@ -210,7 +210,7 @@ func (s *Server) handleLimitDelete(w http.ResponseWriter, r *http.Request, u *st
 				len(targets), itype, purchase(spot), strings.Join(names, ", "))
 		}
 	}
-	live, err := s.liveInstances(ctx, u.ID)
+	live, err := s.liveInstances(ctx)
 	if err != nil {
 		return err
 	}
@@ -224,12 +224,12 @@ func (s *Server) handleLimitDelete(w http.ResponseWriter, r *http.Request, u *st
 		if !all {
 			id = targets[0].ID
 		}
-		deleted, err = s.store.LimitDelete(ctx, store.LimitDeleteParams{UserID: u.ID, ID: id})
+		deleted, err = s.store.LimitDelete(ctx, store.LimitDeleteParams{ID: id})
 		if err != nil {
 			return fmt.Errorf("delete limits: %w", err)
 		}
 		s.wakeAutoscaler()
-		s.events.publish(u.ID, api.EventLimits, api.EventInstances)
+		s.events.publish("", api.EventLimits, api.EventInstances)
 		s.log.Info("limits deleted", "user", u.Name, "limits", len(deleted), "terminating", resp.Terminating)
 	}
 	if resp.Deleted, err = s.apiLimits(ctx, deleted); err != nil {
@@ -240,7 +240,7 @@ func (s *Server) handleLimitDelete(w http.ResponseWriter, r *http.Request, u *st
 }
 
 func (s *Server) handleOnDemandGet(w http.ResponseWriter, r *http.Request, u *store.User) error {
-	st, err := s.onDemandStatus(r.Context(), u)
+	st, err := s.onDemandStatus(r.Context())
 	if err != nil {
 		return err
 	}
@@ -258,17 +258,17 @@ func (s *Server) handleOnDemandPut(w http.ResponseWriter, r *http.Request, u *st
 		return err
 	}
 	ctx := r.Context()
-	before, err := s.onDemandStatus(ctx, u)
+	before, err := s.onDemandStatus(ctx)
 	if err != nil {
 		return err
 	}
 	terminating := 0
 	if !req.Enabled && before.Enabled {
-		live, err := s.liveInstances(ctx, u.ID)
+		live, err := s.liveInstances(ctx)
 		if err != nil {
 			return err
 		}
-		ls, err := s.store.LimitList(ctx, store.LimitListParams{UserID: u.ID})
+		ls, err := s.store.LimitList(ctx, store.LimitListParams{})
 		if err != nil {
 			return fmt.Errorf("list limits: %w", err)
 		}
@@ -280,13 +280,13 @@ func (s *Server) handleOnDemandPut(w http.ResponseWriter, r *http.Request, u *st
 	if dry {
 		after.Enabled = req.Enabled
 	} else {
-		if err := s.store.OnDemandSetEnabled(ctx, store.OnDemandSetEnabledParams{UserID: u.ID, Enabled: req.Enabled, Now: s.cfg.Now()}); err != nil {
+		if err := s.store.OnDemandSetEnabled(ctx, store.OnDemandSetEnabledParams{Enabled: req.Enabled, Now: s.cfg.Now()}); err != nil {
 			return fmt.Errorf("set on-demand: %w", err)
 		}
 		s.wakeAutoscaler()
-		s.events.publish(u.ID, api.EventLimits, api.EventInstances)
+		s.events.publish("", api.EventLimits, api.EventInstances)
 		s.log.Info("on-demand runners switched", "user", u.Name, "enabled", req.Enabled, "terminating", terminating)
-		if after, err = s.onDemandStatus(ctx, u); err != nil {
+		if after, err = s.onDemandStatus(ctx); err != nil {
 			return err
 		}
 	}
@@ -295,13 +295,14 @@ func (s *Server) handleOnDemandPut(w http.ResponseWriter, r *http.Request, u *st
 	return nil
 }
 
-// onDemandStatus is the user's switch, with counts of limits and instances.
-func (s *Server) onDemandStatus(ctx context.Context, u *store.User) (*api.OnDemandStatus, error) {
-	od, err := s.store.OnDemandGet(ctx, u.ID)
+// onDemandStatus is the server's switch, with counts of limits and
+// instances.
+func (s *Server) onDemandStatus(ctx context.Context) (*api.OnDemandStatus, error) {
+	od, err := s.store.OnDemandGet(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("get on-demand switch: %w", err)
 	}
-	ls, err := s.store.LimitList(ctx, store.LimitListParams{UserID: u.ID})
+	ls, err := s.store.LimitList(ctx, store.LimitListParams{})
 	if err != nil {
 		return nil, fmt.Errorf("list limits: %w", err)
 	}
@@ -317,12 +318,12 @@ func (s *Server) onDemandStatus(ctx context.Context, u *store.User) (*api.OnDema
 	return st, nil
 }
 
-// liveInstances counts the user's launching and running instances by limit
-// ID: those a lower maximum, a deletion or disabling would terminate
+// liveInstances counts the launching and running instances by limit ID:
+// those a lower maximum, a deletion or disabling would terminate
 // (terminating ones are going already).
-func (s *Server) liveInstances(ctx context.Context, userID string) (map[string]int, error) {
+func (s *Server) liveInstances(ctx context.Context) (map[string]int, error) {
 	insts, err := s.store.InstanceList(ctx, store.InstanceListParams{
-		UserID: userID, States: []store.InstanceState{store.InstanceLaunching, store.InstanceRunning},
+		States: []store.InstanceState{store.InstanceLaunching, store.InstanceRunning},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)

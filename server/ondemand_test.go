@@ -312,7 +312,10 @@ func TestLimitCapacityNote(t *testing.T) {
 	}
 }
 
-func TestMembersCannotChangeLimitsOrTheSwitch(t *testing.T) {
+// TestLimitsAreTheServers: limits and the on-demand switch are the
+// server's: a member reads the admin's, and every change of theirs is
+// refused with 403, nothing changed.
+func TestLimitsAreTheServers(t *testing.T) {
 	t.Parallel()
 	srv := servertest.Start(t, withBackends(localFake()))
 	admin, ctx := srv.Client(), context.Background()
@@ -322,23 +325,32 @@ func TestMembersCannotChangeLimitsOrTheSwitch(t *testing.T) {
 	}
 	addInstances(t, srv, res.Limit.ID, 2)
 	bob := newUser(t, srv, "bob")
-	if ls, err := bob.LimitList(ctx); err != nil || len(ls) != 0 {
-		t.Fatalf("bob sees %+v %v", ls, err)
+	if ls, err := bob.LimitList(ctx); err != nil || len(ls) != 1 || ls[0].Running != 2 {
+		t.Fatalf("bob's view of the limits: %+v %v", ls, err)
 	}
-	// Limits and the on-demand switch are an admin's to change.
+	if st, err := bob.OnDemandGet(ctx); err != nil || !st.Enabled || st.Running != 2 || st.Limits != 1 {
+		t.Fatalf("bob's view of the on-demand status: %+v %v", st, err)
+	}
 	_, err = bob.LimitPut(ctx, api.LimitPutRequest{InstanceType: "local.small", Max: 5}, false)
-	apiErr(t, "bob puts a limit", err, api.CodeForbidden)
+	apiErr(t, "bob sets a limit", err, api.CodeForbidden, "only an admin can set on-demand limits")
 	_, err = bob.LimitDelete(ctx, client.LimitKey{InstanceType: "local.small"}, false)
-	apiErr(t, "bob deletes the admin's", err, api.CodeForbidden)
-	_, err = bob.LimitDeleteAll(ctx, false)
-	apiErr(t, "bob deletes all", err, api.CodeForbidden)
+	apiErr(t, "bob deletes a limit", err, api.CodeForbidden, "only an admin can delete on-demand limits")
+	_, err = bob.LimitDeleteAll(ctx, true)
+	apiErr(t, "bob deletes all limits", err, api.CodeForbidden, "only an admin can delete on-demand limits")
 	_, err = bob.OnDemandSet(ctx, false, false)
-	apiErr(t, "bob disables", err, api.CodeForbidden)
+	apiErr(t, "bob disables on-demand runners", err, api.CodeForbidden, "only an admin can enable or disable on-demand runners")
 	if st, err := admin.OnDemandGet(ctx); err != nil || !st.Enabled || st.Running != 2 {
-		t.Fatalf("admin's status after bob's changes: %+v %v", st, err)
+		t.Fatalf("status after bob's attempts: %+v %v", st, err)
 	}
-	if ls, err := admin.LimitList(ctx); err != nil || len(ls) != 1 || ls[0].Running != 2 {
-		t.Fatalf("admin's limits after bob's changes: %+v %v", ls, err)
+	if ls, err := admin.LimitList(ctx); err != nil || len(ls) != 1 || ls[0].Max != 2 {
+		t.Fatalf("limits after bob's attempts: %+v %v", ls, err)
+	}
+	// The admin's switch is everyone's.
+	if _, err := admin.OnDemandSet(ctx, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := bob.OnDemandGet(ctx); err != nil || st.Enabled {
+		t.Fatalf("bob's view after the admin disabled: %+v %v", st, err)
 	}
 }
 

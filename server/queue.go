@@ -1,9 +1,15 @@
 package server
 
-import "sync"
+import (
+	"strings"
+	"sync"
+
+	"github.com/dstackai/dstack/store"
+)
 
 // queue wakes the requests that wait on state: runners long-polling for a job
-// (per user) and for a stop of their job (per job). A waiter takes the
+// (per user, or for any user's job: anyUserKey) and for a stop of their job
+// (per job). A waiter takes the
 // channel before it looks at the store, so a change made after its look
 // always wakes it.
 //
@@ -29,8 +35,16 @@ func (q *queue) watch(key string) <-chan struct{} {
 	return ch
 }
 
-// wake wakes every waiter on key.
+// wake wakes every waiter on key; a wake of a user's key wakes the waiters
+// on anyUserKey too.
 func (q *queue) wake(key string) {
+	q.close(key)
+	if strings.HasPrefix(key, "user/") && key != anyUserKey {
+		q.close(anyUserKey)
+	}
+}
+
+func (q *queue) close(key string) {
 	q.mu.Lock()
 	ch, ok := q.subs[key]
 	delete(q.subs, key)
@@ -41,4 +55,19 @@ func (q *queue) wake(key string) {
 }
 
 func userKey(userID string) string { return "user/" + userID }
-func jobKey(jobID string) string   { return "job/" + jobID }
+
+// anyUserKey is what runners that take any user's jobs watch.
+const anyUserKey = "user/*"
+
+// claimKey is what a runner waiting for a job watches.
+func claimKey(rn *store.Runner) string {
+	if takesAnyones(rn) {
+		return anyUserKey
+	}
+	return userKey(rn.UserID)
+}
+
+// takesAnyones reports whether a runner takes any user's jobs: a shared
+// self-hosted runner, or the runner of an on-demand instance.
+func takesAnyones(rn *store.Runner) bool { return rn.Shared || rn.InstanceID != "" }
+func jobKey(jobID string) string         { return "job/" + jobID }

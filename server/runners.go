@@ -53,17 +53,21 @@ func (s *Server) handleRunnerRegister(w http.ResponseWriter, r *http.Request, u 
 	if err := checkRegistration(&req); err != nil {
 		return err
 	}
+	if req.Shared && !u.Admin {
+		return errAdminOnly("register a shared runner (one that takes every user's jobs)")
+	}
 	token := newToken(runnerTokenPrefix)
 	now := s.cfg.Now()
 	rn, err := s.store.RunnerCreate(r.Context(), store.RunnerCreateParams{
 		ID: newID(), UserID: u.ID, Name: req.Name, Hostname: req.Hostname, Executor: req.Executor, Version: req.Version,
 		Resources: req.Resources, TokenHash: hashToken(token), TokenExpiresAt: now.Add(s.cfg.RunnerTokenTTL), Now: now,
 		TokenID: tokenID(requestToken(r)),
+		Shared:  req.Shared,
 	})
 	if err != nil {
 		return fmt.Errorf("register runner: %w", err)
 	}
-	s.log.Info("runner registered", "runner", rn.Name, "id", rn.ID, "user", u.Name, "cpus", req.Resources.CPUs, "gpus", len(req.Resources.GPUs))
+	s.log.Info("runner registered", "runner", rn.Name, "id", rn.ID, "user", u.Name, "shared", rn.Shared, "cpus", req.Resources.CPUs, "gpus", len(req.Resources.GPUs))
 	s.checkRunnerVersion(rn.Name, rn.ID, req.Version)
 	s.wakeAutoscaler() // a job nothing fitted may fit it
 	s.events.publish(u.ID, api.EventRunners)
@@ -148,7 +152,7 @@ func (s *Server) handleRunnerList(w http.ResponseWriter, r *http.Request, u *sto
 		ar := api.Runner{
 			ID: rn.ID, Name: rn.Name, Hostname: rn.Hostname, Status: st, Executor: rn.Executor, Version: rn.Version,
 			Resources: rn.Resources, JobID: rn.JobID, RunName: rn.RunName, RegisteredAt: rn.RegisteredAt, LastHeartbeat: rn.LastHeartbeat,
-			InterruptedAt: rn.InterruptedAt, InterruptionReason: rn.InterruptionReason,
+			InterruptedAt: rn.InterruptedAt, InterruptionReason: rn.InterruptionReason, Shared: rn.Shared,
 		}
 		if rn.InstanceID != "" {
 			ar.Backend, ar.Region, ar.InstanceType, ar.InstanceState = rn.Backend, rn.Region, rn.InstanceType, string(rn.InstanceState)
@@ -209,12 +213,15 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	for {
-		woken := s.queue.watch(userKey(rn.UserID))
+		woken := s.queue.watch(claimKey(rn))
 		job, err := s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: req.Free, Now: s.cfg.Now()})
 		if err == nil {
 			s.markAttempt(job, rn)
 			s.metrics.observeClaim(job, s.cfg.Now())
-			s.events.publish(rn.UserID, api.EventRuns, api.EventRunners)
+			s.events.publish(job.UserID, api.EventRuns, api.EventRunners)
+			if job.UserID != rn.UserID {
+				s.events.publish(rn.UserID, api.EventRunners)
+			}
 			s.log.Info("job assigned", "job", job.ID, "run", job.RunName, "workflow", job.Workflow, "runner", rn.Name, "lease", job.Lease)
 			writeJSON(w, http.StatusOK, api.Assignment{Job: toAPIJob(job), Lease: job.Lease})
 			return nil
@@ -243,7 +250,7 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 func (s *Server) runnerJob(r *http.Request, rn *store.Runner) (*store.Job, error) {
 	id := r.PathValue("id")
 	job, err := s.store.JobGet(r.Context(), id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && job.UserID != rn.UserID) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && job.UserID != rn.UserID && !takesAnyones(rn)) {
 		return nil, notFound("no job %s", id)
 	}
 	if err != nil {

@@ -1,7 +1,7 @@
 // Package server is the dstack control plane: the HTTP API the CLI, the UI and
 // the runners call, the job queue they are matched through, and the loops
 // that keep state honest (runners that stop heartbeating lose their jobs;
-// with no backend, a pending job no runner fits says why: waiting.go).
+// the autoscaler launches on-demand runners and says why jobs wait).
 //
 // A Server is built from a Config with New, started with Start and stopped
 // with Stop (or by ending the context given to Start); both are safe to
@@ -107,8 +107,9 @@ type Config struct {
 	Getenv func(string) string
 
 	// Backends are the clouds (or the local Docker engine) on-demand
-	// runners are launched on from the start. AWS joins them at run time
-	// when it is configured (`dstack aws config`, see AWS).
+	// runners are launched on from the start: the first content of the
+	// server's backend.Set, which AWS joins at run time when it is
+	// configured (`dstack aws config`, see AWS).
 	Backends []backend.Backend
 	// AWS is how the server reaches the AWS account configured at run
 	// time (aws.go).
@@ -271,39 +272,48 @@ type Server struct {
 	// aws is the AWS configuration in use (aws.go).
 	aws awsState
 
-	// autoscaler launches and terminates on-demand instances; nil when the
-	// server can have no backend (none at start, and AWS disabled). Set by
-	// Start while requests may already come in.
+	// autoscaler launches and terminates on-demand instances and, with or
+	// without backends, says why pending jobs wait. Set by Start while
+	// requests may already come in.
 	autoscaler atomic.Pointer[autoscale.Controller]
-	// waitingReasons are what waitingLoop wrote (waiting.go).
-	waitingReasons waitingReasons
 
 	// autoscale is signalled when what the autoscaler plans from changed
 	// (a job queued, a runner registered, a limit changed); see
-	// wakeAutoscaler. waiting is signalled at the same time, for
-	// waitingLoop, which says why jobs wait while there is no backend.
+	// wakeAutoscaler.
 	autoscale chan struct{}
-	waiting   chan struct{}
 
 	// quotas and logSizes serve storage accounting (retention.go).
 	quotas   quotaCache
 	logSizes logSizes
 }
 
-// wakeAutoscaler asks the autoscaler and waitingLoop for a pass now,
-// without waiting for their next tick.
+// wakeAutoscaler asks the autoscaler for a pass now, without waiting for
+// its next tick.
 func (s *Server) wakeAutoscaler() {
-	for _, ch := range []chan struct{}{s.autoscale, s.waiting} {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
+	select {
+	case s.autoscale <- struct{}{}:
+	default:
 	}
 }
 
 // backend returns the backend named name, or nil.
 func (s *Server) backend(name string) backend.Backend {
 	return s.backends.Get(name)
+}
+
+// putBackend adds b to the server's backends, or replaces the one of its
+// name; the autoscaler uses it from its next pass.
+func (s *Server) putBackend(b backend.Backend) {
+	s.backends.Put(backend.WithMetrics(b, s.backendMetrics))
+	s.wakeAutoscaler()
+}
+
+// removeBackend removes the backend named name. It returns once no pass of
+// the autoscaler still uses it, so that its instances can be counted.
+func (s *Server) removeBackend(name string) {
+	if s.backends.Remove(name) != nil {
+		s.wakeAutoscaler()
+	}
 }
 
 // New opens the server's state (creating and migrating it as needed) and the
@@ -346,7 +356,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		box:       box,
 		cfg:       cfg,
 		autoscale: make(chan struct{}, 1),
-		waiting:   make(chan struct{}, 1),
 		backends:  backend.NewSet(cfg.Backends...),
 		log:       cfg.Logger.With("subsystem", "server"),
 		store:     st,
@@ -434,20 +443,14 @@ func (s *Server) start(ctx context.Context) error {
 	s.ln = ln
 	s.mu.Unlock()
 	lns := append([]net.Listener{ln}, s.listenAlso(ctx, ln.Addr(), tlsCfg)...)
-	var services []startstop.Service
-	if s.backends.Len() > 0 || !s.cfg.AWS.Disabled {
-		c, err := s.newAutoscaler(ctx)
-		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
-			return err
+	c, err := s.newAutoscaler(ctx)
+	if err != nil {
+		for _, l := range lns {
+			l.Close()
 		}
-		services = append(services, c)
+		return err
 	}
-	// While there is no backend the autoscaler is idle, and waitingLoop
-	// says why jobs wait; with backends it is idle itself.
-	services = append(services, startstop.NewLoop(s.reapLoop), startstop.NewLoop(s.retentionLoop), startstop.NewLoop(s.waitingLoop))
+	services := []startstop.Service{c, startstop.NewLoop(s.reapLoop), startstop.NewLoop(s.retentionLoop)}
 	if !s.cfg.AWS.Disabled {
 		services = append(services, startstop.NewLoop(s.awsSyncLoop))
 	}
@@ -485,7 +488,8 @@ func (s *Server) start(ctx context.Context) error {
 }
 
 // newAutoscaler makes the autoscaler, which start starts with the loops
-// (only the replica holding its lease in the database acts).
+// (only the replica holding its lease in the database acts). With no
+// backend it only says why jobs wait.
 func (s *Server) newAutoscaler(ctx context.Context) (*autoscale.Controller, error) {
 	id, err := autoscale.ServerID(ctx, s.store)
 	if err != nil {
@@ -496,7 +500,7 @@ func (s *Server) newAutoscaler(ctx context.Context) (*autoscale.Controller, erro
 		url = s.URL()
 	}
 	cfg := s.cfg.Autoscale
-	cfg.Store, cfg.Backends, cfg.Set, cfg.ServerID, cfg.ServerURL = s.store, nil, s.backends, id, url
+	cfg.Store, cfg.Backends, cfg.ServerID, cfg.ServerURL = s.store, s.backends, id, url
 	cfg.IdleTimeout, cfg.MaxAttempts, cfg.Now, cfg.Logger = s.cfg.IdleTimeout, s.cfg.MaxAttempts, s.cfg.Now, s.cfg.Logger
 	cfg.Registerer, cfg.Wake, cfg.JobsChanged = s.metrics.reg, s.autoscale, s.jobsRequeued
 	c, err := autoscale.New(cfg)

@@ -20,10 +20,11 @@ import (
 // between the two leaves a record (which the autoscaler terminates or finds
 // in the cloud by its tags), never an instance the limit does not count.
 
-// Limit allows a user up to Max instances of one offer: (backend, region,
-// instance type, spot) is its key, unique per user.
+// Limit allows the server up to Max instances of one offer, for any
+// user's jobs: (backend, region, instance type, spot) is its key.
 type Limit struct {
-	ID           string
+	ID string
+	// UserID is the user who created the limit.
 	UserID       string
 	Backend      string
 	Region       string
@@ -33,7 +34,7 @@ type Limit struct {
 	// Instances is how many of the limit's instances count against Max:
 	// launching, running and terminating ones.
 	Instances int
-	// OnDemandEnabled is the user's on-demand switch (OnDemandGet), read
+	// OnDemandEnabled is the server's on-demand switch (OnDemandGet), read
 	// with the limit so that one list says which limits may launch.
 	OnDemandEnabled bool
 	CreatedAt       time.Time
@@ -43,7 +44,8 @@ type Limit struct {
 // LimitPutParams are the arguments of LimitPut.
 type LimitPutParams struct {
 	// ID is the new limit's ID; unused when the key has a limit already.
-	ID           string
+	ID string
+	// UserID is who creates it; unused when the key has a limit already.
 	UserID       string
 	Backend      string
 	Region       string
@@ -64,18 +66,14 @@ type LimitPutResult struct {
 
 // LimitDeleteParams are the arguments of LimitDelete.
 type LimitDeleteParams struct {
-	UserID string
-	ID     string // empty: all the user's limits
+	ID string // empty: all limits
 }
 
 // LimitListParams are the arguments of LimitList.
-type LimitListParams struct {
-	UserID string // empty: every user's
-}
+type LimitListParams struct{}
 
-// OnDemand is a user's on-demand switch.
+// OnDemand is the server's on-demand switch.
 type OnDemand struct {
-	UserID  string
 	Enabled bool
 	// UpdatedAt is when OnDemandSetEnabled last changed it; zero if never.
 	UpdatedAt time.Time
@@ -83,7 +81,6 @@ type OnDemand struct {
 
 // OnDemandSetEnabledParams are the arguments of OnDemandSetEnabled.
 type OnDemandSetEnabledParams struct {
-	UserID  string
 	Enabled bool
 	Now     time.Time
 }

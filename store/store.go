@@ -128,6 +128,13 @@ type Store interface {
 	// token was last used before p.Now-p.TouchEvery, so that most requests
 	// only read.
 	TokenAuthenticate(ctx context.Context, p TokenAuthenticateParams) (*User, *Token, error)
+	// UserSetMaxRunning caps a user's active jobs (0: no cap); the cap
+	// holds from the next claim, and jobs already running go on.
+	// ErrNotFound for an unknown user.
+	UserSetMaxRunning(ctx context.Context, p UserSetMaxRunningParams) (*User, error)
+	// UserCapList lists the users with a cap of running jobs, each with
+	// how many active jobs they have, by user ID.
+	UserCapList(ctx context.Context) ([]*UserCap, error)
 
 	// RunnerCreate records a new runner with its credential's hash.
 	RunnerCreate(ctx context.Context, p RunnerCreateParams) (*Runner, error)
@@ -181,9 +188,15 @@ type Store interface {
 	RunList(ctx context.Context, p RunListParams) ([]*Run, error)
 
 	JobGet(ctx context.Context, id string) (*Job, error)
-	// JobClaimNext assigns the oldest pending job of the runner's user that
-	// fits Free to the runner: status downloading, a new lease, Attempt
-	// unchanged. ErrNotFound when none fits.
+	// JobClaimNext assigns a pending job that fits Free to the runner:
+	// status downloading, a new lease, Attempt unchanged. A self-hosted
+	// runner that is not shared takes only its user's jobs; a shared one
+	// and the runner of an on-demand instance take anyone's. Of the users
+	// with a job that fits and fewer active jobs than their MaxRunning,
+	// the one whose last claim is the oldest (or who never had one) gets
+	// it, their oldest job that fits (queue order); so free runners go to
+	// users in turn. ErrNotFound when no job fits. Claims are serialised,
+	// so the turn and the cap hold under concurrent claims.
 	JobClaimNext(ctx context.Context, p JobClaimNextParams) (*Job, error)
 	// JobSetStatus moves an active job to a new state under its lease
 	// (ErrLeaseLost otherwise). A final state releases the runner and, in the
@@ -233,29 +246,28 @@ type Store interface {
 	// ArtifactList returns the recorded artifact files of a job by path.
 	ArtifactList(ctx context.Context, p ArtifactListParams) ([]*Artifact, error)
 
-	// LimitPut creates the limit with p's key (user, backend, region,
-	// instance type, spot), or sets the maximum of the one that exists,
-	// keeping its ID. The result says which, and the maximum before.
+	// LimitPut creates the limit with p's key (backend, region, instance
+	// type, spot), or sets the maximum of the one that exists, keeping its
+	// ID and creator. The result says which, and the maximum before.
+	// Limits are the server's, for every user's jobs.
 	LimitPut(ctx context.Context, p LimitPutParams) (*LimitPutResult, error)
-	// LimitDelete deletes one limit of a user, or all of them when ID is
-	// empty, and returns what it deleted. The limits' instances stay, with
-	// their LimitID: the autoscaler terminates them. ErrNotFound when ID
-	// names no limit of the user.
+	// LimitDelete deletes one limit, or all of them when ID is empty, and
+	// returns what it deleted. The limits' instances stay, with their
+	// LimitID: the autoscaler terminates them. ErrNotFound when ID names no
+	// limit.
 	LimitDelete(ctx context.Context, p LimitDeleteParams) ([]*Limit, error)
-	// LimitList lists a user's limits (every user's when UserID is empty),
-	// by user and key, each with its count of instances.
+	// LimitList lists the limits by key, each with its count of instances.
 	LimitList(ctx context.Context, p LimitListParams) ([]*Limit, error)
-	// OnDemandSetEnabled turns a user's on-demand runners on or off.
+	// OnDemandSetEnabled turns the server's on-demand runners on or off.
 	OnDemandSetEnabled(ctx context.Context, p OnDemandSetEnabledParams) error
-	// OnDemandGet says whether a user's on-demand runners are enabled (they
-	// are until OnDemandSetEnabled says otherwise). ErrNotFound for an
-	// unknown user.
-	OnDemandGet(ctx context.Context, userID string) (*OnDemand, error)
+	// OnDemandGet says whether the server's on-demand runners are enabled
+	// (they are until OnDemandSetEnabled says otherwise).
+	OnDemandGet(ctx context.Context) (*OnDemand, error)
 
 	// InstanceCreate records the intent to launch len(p.Instances) instances
 	// of one limit, all launching, before the cloud is asked. In the same
-	// transaction it first checks that the limit exists, that its user's
-	// on-demand runners are enabled, and that the limit's instances counted
+	// transaction it first checks that the limit exists, that on-demand
+	// runners are enabled, and that the limit's instances counted
 	// against it (launching, running, terminating) plus the new ones stay
 	// within its maximum; ErrLimitReached otherwise, and nothing is written.
 	// Concurrent calls are serialised on the limit, so no interleaving of
@@ -373,6 +385,24 @@ type User struct {
 	// StorageQuota is the user's own storage quota in bytes; nil: the
 	// server's default (--storage-quota).
 	StorageQuota *int64
+	// MaxRunning caps the user's active jobs: a claim gives the user no
+	// more while they have that many (0: no cap).
+	MaxRunning int
+}
+
+// UserCap is a user's cap of running jobs and how many they run.
+type UserCap struct {
+	UserID     string
+	MaxRunning int
+	// Running is how many active jobs (downloading, running, uploading)
+	// the user has.
+	Running int
+}
+
+// UserSetMaxRunningParams are the arguments of UserSetMaxRunning.
+type UserSetMaxRunningParams struct {
+	UserID     string
+	MaxRunning int // 0: no cap
 }
 
 // UserCreateParams are the arguments of UserCreate.
@@ -451,14 +481,19 @@ type TokenAuthenticateParams struct {
 
 // Runner is a registered runner.
 type Runner struct {
-	ID             string
-	UserID         string
-	Name           string
-	Hostname       string
-	Executor       string
-	Version        string
-	Resources      api.HostResources
-	Online         bool
+	ID        string
+	UserID    string
+	Name      string
+	Hostname  string
+	Executor  string
+	Version   string
+	Resources api.HostResources
+	Online    bool
+	// Shared: a self-hosted runner an admin registered for everyone, which
+	// takes any user's jobs; any other self-hosted runner takes only its
+	// user's. The runner of an on-demand instance takes anyone's jobs too,
+	// though it is not marked shared.
+	Shared         bool
 	RegisteredAt   time.Time
 	LastHeartbeat  time.Time
 	TokenExpiresAt time.Time
@@ -500,6 +535,8 @@ type RunnerCreateParams struct {
 	InstanceID string
 	// TokenID is the user token that registered the runner, if any.
 	TokenID string
+	// Shared marks a self-hosted runner as taking any user's jobs.
+	Shared bool
 }
 
 // RunnerListParams are the arguments of RunnerList.

@@ -72,8 +72,7 @@ func check(s Snapshot, d Decision) []string {
 			continue
 		}
 		switch {
-		case pending[in.JobID].ID != "" && reservedFor[in.JobID] == "" && limits[in.LimitID].ID != "" &&
-			limits[in.LimitID].UserID == pending[in.JobID].UserID:
+		case pending[in.JobID].ID != "" && reservedFor[in.JobID] == "" && limits[in.LimitID].ID != "":
 			kind[in.ID] = reserved
 			reservedFor[in.JobID] = in.ID
 		case in.State != InstanceLaunching && in.JobID != "":
@@ -196,7 +195,7 @@ func check(s Snapshot, d Decision) []string {
 		for _, id := range ln.JobIDs {
 			planned[id]++
 			j := pending[id]
-			if j.ID == "" || j.UserID != l.UserID || !spotOK(l.Spot, j.Resources) || !fitsRef(j.Resources, ln.Offer.Resources()) {
+			if j.ID == "" || !spotOK(l.Spot, j.Resources) || !fitsRef(j.Resources, ln.Offer.Resources()) {
 				fail("launch %s (%+v) for job %+v that it does not fit", l.ID, ln.Offer, j)
 			}
 		}
@@ -212,7 +211,7 @@ func check(s Snapshot, d Decision) []string {
 		var out []Limit
 		for _, l := range s.Limits {
 			o, sold := cheapest[l.OfferKey()]
-			if l.UserID == j.UserID && l.Enabled && sold && spotOK(l.Spot, j.Resources) && fitsRef(j.Resources, o.Resources()) &&
+			if l.Enabled && sold && spotOK(l.Spot, j.Resources) && fitsRef(j.Resources, o.Resources()) &&
 				(ignoreAvailability || available(l.OfferKey())) {
 				out = append(out, l)
 			}
@@ -236,7 +235,7 @@ func check(s Snapshot, d Decision) []string {
 		switch {
 		case b.RunnerID != "" && b.InstanceID == "":
 			r, ok := runners[b.RunnerID]
-			if !ok || usedRunner[r.ID] || r.UserID != j.UserID || !fitsRef(j.Resources, r.Free) {
+			if !ok || usedRunner[r.ID] || (r.UserID != j.UserID && !r.Shared) || !fitsRef(j.Resources, r.Free) {
 				fail("binding %+v to a runner that cannot take it", b)
 			}
 			usedRunner[r.ID] = true
@@ -246,7 +245,7 @@ func check(s Snapshot, d Decision) []string {
 			_, gone := terminated[in.ID]
 			fit := reservedFor[j.ID] == in.ID ||
 				kind[in.ID] == free && spotOK(l.Spot, j.Resources) && fitsRef(j.Resources, in.Offer.Resources())
-			if !ok || gone || usedInst[in.ID] || l.UserID != j.UserID || !l.Enabled || !fit {
+			if !ok || gone || usedInst[in.ID] || !l.Enabled || !fit {
 				fail("binding %+v to an instance that cannot take it", b)
 			}
 			usedInst[in.ID] = true
@@ -263,14 +262,14 @@ func check(s Snapshot, d Decision) []string {
 	// What a job could have taken instead of launching or waiting.
 	takeable := func(j Job) string {
 		for _, r := range s.Runners {
-			if !usedRunner[r.ID] && r.UserID == j.UserID && fitsRef(j.Resources, r.Free) {
+			if !usedRunner[r.ID] && (r.UserID == j.UserID || r.Shared) && fitsRef(j.Resources, r.Free) {
 				return "free runner " + r.ID
 			}
 		}
 		for _, in := range insts {
 			l, ok := limits[in.LimitID]
 			t, gone := terminated[in.ID]
-			if ok && l.Enabled && l.UserID == j.UserID && kind[in.ID] == free && in.State != InstanceTerminating &&
+			if ok && l.Enabled && kind[in.ID] == free && in.State != InstanceTerminating &&
 				!usedInst[in.ID] && (!gone || t.Reason == ReasonIdle) && spotOK(l.Spot, j.Resources) &&
 				fitsRef(j.Resources, in.Offer.Resources()) {
 				return "free instance " + in.ID

@@ -21,9 +21,9 @@ import (
 // When each of them is met by some runner but no runner meets them all, it
 // says so. With no runner at all, it says how to start one.
 //
-// The server uses it when no backend is configured, so that a job nothing
-// can ever take says why in `dstack ps` instead of waiting silently; with
-// backends, Plan's Waiting says why instead.
+// WaitingWithoutBackend uses it when no backend is configured, so that a
+// job nothing can ever take says why in `dstack ps` instead of waiting
+// silently; with backends, Plan's Waiting says why instead.
 func NoRunnerFits(r api.Resources, runners []api.HostResources) string {
 	if len(runners) == 0 {
 		return "no runner is registered: start one with dstack-runner start"
@@ -106,6 +106,9 @@ func lack(r api.Resources, runners []api.HostResources) (what, fix string) {
 // a job that waits for a busy runner from one that no runner could take.
 type RegisteredRunner struct {
 	UserID string
+	// Shared: it takes any user's jobs (a shared self-hosted runner, or
+	// with no backend the runner of an on-demand instance).
+	Shared bool
 	// Resources are the runner's whole machine, busy or not.
 	Resources api.HostResources
 	// Busy: it runs a job now.
@@ -179,12 +182,12 @@ func (f runnerFit) waitingFor() string {
 	return string(b)
 }
 
-// WaitingOnRunners says why a job needing r waits, from the runners its
-// user registered, for a server with no backend: "" when one that fits is
-// free (it takes the job on its next claim), "waiting: 2 runners that fit
-// are busy" when every one that fits is busy or offline, and what they
-// lack when none fits (as NoRunnerFits).
-func WaitingOnRunners(r api.Resources, runners []RegisteredRunner) string {
+// waitingOnRunners says why a job needing r waits, from the runners that
+// may take it, on a server with no backend: "" when one that fits is free
+// (it takes the job on its next claim), "waiting: 2 runners that fit are
+// busy" when every one that fits is busy or offline, and what they lack
+// when none fits (as NoRunnerFits).
+func waitingOnRunners(r api.Resources, runners []RegisteredRunner) string {
 	f := fitRegistered(r, runners)
 	switch {
 	case f.registered == 0:
@@ -193,6 +196,61 @@ func WaitingOnRunners(r api.Resources, runners []RegisteredRunner) string {
 		return f.lack + "; " + f.fix
 	}
 	return f.waitingFor()
+}
+
+// WaitingWithoutBackend is the Waiting of a server with no backend, where
+// nothing can be launched and so nothing planned: each pending job of
+// s.Jobs that no free runner of s.Registered fits waits, because the
+// runners that fit are busy or offline, or because none could ever take
+// it; a job of a user at their cap of running jobs (s.Users) waits for
+// that. s.Registered are then the runners that may take a job some day:
+// every self-hosted runner, online or not, and the runner of an on-demand
+// instance while it is online (Shared, as it takes anyone's jobs). Jobs of
+// one user asking for the same are fitted once. The result is sorted by
+// JobID.
+func WaitingWithoutBackend(s Snapshot) []Waiting {
+	byUser := map[string][]RegisteredRunner{}
+	var shared []RegisteredRunner
+	for _, r := range s.Registered {
+		if r.Shared {
+			shared = append(shared, r)
+		} else {
+			byUser[r.UserID] = append(byUser[r.UserID], r)
+		}
+	}
+	capped := map[string]int{}
+	for _, u := range s.Users {
+		if u.MaxRunning > 0 && u.Running >= u.MaxRunning {
+			capped[u.ID] = u.MaxRunning
+		}
+	}
+	type shape struct {
+		user string
+		res  api.Resources // GPU nil
+		gpu  api.GPURequest
+	}
+	memo := map[shape]string{}
+	var out []Waiting
+	for _, j := range s.Jobs {
+		if n, ok := capped[j.UserID]; ok {
+			out = append(out, userLimitWaiting(j.ID, n))
+			continue
+		}
+		sh := shape{user: j.UserID, res: j.Resources}
+		if g := j.Resources.GPU; g != nil {
+			sh.res.GPU, sh.gpu = nil, *g
+		}
+		msg, ok := memo[sh]
+		if !ok {
+			msg = waitingOnRunners(j.Resources, append(slices.Clip(byUser[j.UserID]), shared...))
+			memo[sh] = msg
+		}
+		if msg != "" {
+			out = append(out, Waiting{JobID: j.ID, Code: WaitNoRunner, Message: msg})
+		}
+	}
+	slices.SortFunc(out, func(a, b Waiting) int { return strings.Compare(a.JobID, b.JobID) })
+	return out
 }
 
 func gpuName(r api.Resources) string {
@@ -212,4 +270,10 @@ func gpuNames(runners []api.HostResources) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// userLimitWaiting is the Waiting of a job whose user runs as many jobs as
+// their cap allows.
+func userLimitWaiting(jobID string, maxRunning int) Waiting {
+	return Waiting{JobID: jobID, Code: WaitUserLimit, Message: fmt.Sprintf("waiting: user limit of %d running jobs", maxRunning)}
 }

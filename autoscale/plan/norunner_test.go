@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"maps"
 	"testing"
 
 	"github.com/dstackai/dstack/api"
@@ -64,6 +65,73 @@ func TestNoRunnerFits(t *testing.T) {
 			}
 			if fits != (got == "") {
 				t.Errorf("fits = %v but reason = %q", fits, got)
+			}
+		})
+	}
+}
+
+func TestWaitingWithoutBackend(t *testing.T) {
+	t.Parallel()
+	small := RegisteredRunner{UserID: "u1", Resources: api.HostResources{CPUs: 8, MemoryMiB: 16 << 10}}
+	busy := small
+	busy.Busy = true
+	const allBusy = "waiting: 2 runners that fit are busy"
+	const tooBig = "no runner has 64 CPUs (the largest has 8); add a runner that does, or lower resources"
+	const noRunner = "no runner is registered: start one with dstack-runner start"
+	job := func(id, user string, cpu int) Job {
+		return Job{ID: id, UserID: user, Resources: api.Resources{CPU: cpu}}
+	}
+	for _, tc := range []struct {
+		name       string
+		jobs       []Job
+		registered []RegisteredRunner
+		users      []User
+		want       map[string]string
+	}{
+		{
+			name: "a shared runner takes anyone's jobs",
+			jobs: []Job{job("a", "u2", 2), job("b", "u2", 64)},
+			registered: []RegisteredRunner{{UserID: "u3", Shared: true,
+				Resources: api.HostResources{CPUs: 8, MemoryMiB: 16 << 10}}},
+			want: map[string]string{"b": tooBig},
+		},
+		{
+			name:       "a user at their cap waits for it",
+			jobs:       []Job{job("a", "u1", 2), job("b", "u2", 2)},
+			registered: []RegisteredRunner{small, {UserID: "u2", Resources: small.Resources}},
+			users:      []User{{ID: "u1", MaxRunning: 3, Running: 3}, {ID: "u2", MaxRunning: 3, Running: 2}},
+			want:       map[string]string{"a": "waiting: user limit of 3 running jobs"},
+		},
+		{
+			name:       "jobs a free runner fits do not wait; another user's runner does not count",
+			jobs:       []Job{job("a", "u1", 64), job("b", "u1", 2), job("c", "u2", 1)},
+			registered: []RegisteredRunner{small},
+			want:       map[string]string{"a": tooBig, "c": noRunner},
+		},
+		{
+			name:       "runners that fit are busy: the job says so, not that none fits",
+			jobs:       []Job{job("a", "u1", 2), job("b", "u1", 64)},
+			registered: []RegisteredRunner{busy, busy},
+			want:       map[string]string{"a": allBusy, "b": tooBig},
+		},
+		{
+			name:       "a free runner that fits among busy ones: no reason",
+			jobs:       []Job{job("a", "u1", 2)},
+			registered: []RegisteredRunner{busy, busy, small},
+			want:       map[string]string{},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := map[string]string{}
+			for _, w := range WaitingWithoutBackend(Snapshot{Jobs: tc.jobs, Registered: tc.registered, Users: tc.users}) {
+				if w.Code != WaitNoRunner && w.Code != WaitUserLimit {
+					t.Errorf("job %s: code %q", w.JobID, w.Code)
+				}
+				got[w.JobID] = w.Message
+			}
+			if !maps.Equal(got, tc.want) {
+				t.Errorf("waiting = %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -14,13 +14,15 @@
 //     free ones first (idle, or launching for no pending job), then ones
 //     launching for a pending job, then the most recently started busy ones,
 //     whose jobs the controller requeues.
-//  3. Pending jobs are taken in queue order (QueuedAt, then ID). A job that
-//     an instance is already launching for keeps it. Otherwise it takes the
-//     first that fits of: a free self-hosted runner of its user (smallest
-//     first); an idle instance of one of its user's limits (cheapest
-//     first); an instance launching for no pending job (cheapest first); a
-//     new instance of the cheapest offer that fits, among its user's enabled
-//     limits with room whose offer is not marked unavailable. Spot
+//  3. Pending jobs are taken round-robin by user (users in the order of
+//     their first job), each user's in queue order (QueuedAt, then ID). A
+//     job of a user at their cap of running jobs waits. A job that an
+//     instance is already launching for keeps it. Otherwise it takes the
+//     first that fits of: a free self-hosted runner of its user or shared
+//     (smallest first); an idle instance of any limit (cheapest first); an
+//     instance launching for no pending job (cheapest first); a new
+//     instance of the cheapest offer that fits, among the enabled limits
+//     with room whose offer is not marked unavailable. Spot
 //     instances are for interruptible jobs only; an interruptible job takes
 //     an on-demand one when it is cheaper or spot has no room. Jobs of one
 //     limit are launched together, one Launch with a count. The count of a
@@ -42,8 +44,8 @@
 // candidates with a cursor that only moves forward, because within one pass
 // runners and instances are only taken and room only shrinks.
 //
-// NoRunnerFits, with the same fit, says why a job that no registered runner
-// could ever take waits, for servers with no backend (and so no Plan).
+// WaitingWithoutBackend, with the same fit, says why jobs wait on a server
+// with no backend (and so nothing to plan).
 package plan
 
 import (
@@ -77,8 +79,11 @@ type Snapshot struct {
 	// Instances are the on-demand instances the server has a record of and
 	// the cloud has not reported gone.
 	Instances []Instance
-	// Limits are every user's limits.
+	// Limits are the server's limits, for any user's jobs.
 	Limits []Limit
+	// Users are the users with a cap of running jobs (MaxRunning > 0),
+	// with how many they run; a user not listed has no cap.
+	Users []User
 	// Offers are what the backends sell. A limit whose offer is missing
 	// cannot launch (its instances still count, idle ones still take jobs).
 	// Of two offers with one key the cheaper is used.
@@ -103,11 +108,21 @@ type Job struct {
 }
 
 // Runner is a free self-hosted runner: it takes one job of its user that
-// fits Free.
+// fits Free, or of any user when it is Shared.
 type Runner struct {
 	ID     string
 	UserID string
 	Free   api.HostResources
+	Shared bool
+}
+
+// User is a user's cap of running jobs.
+type User struct {
+	ID string
+	// MaxRunning caps the user's active jobs; 0 is no cap.
+	MaxRunning int
+	// Running is how many active jobs the user has.
+	Running int
 }
 
 // InstanceState is where an on-demand instance is in its life.
@@ -145,7 +160,7 @@ type Instance struct {
 	StartedAt time.Time
 }
 
-// Limit allows a user up to Max instances of one offer.
+// Limit allows up to Max instances of one offer, for any user's jobs.
 type Limit struct {
 	ID           string
 	UserID       string
@@ -154,8 +169,8 @@ type Limit struct {
 	InstanceType string
 	Spot         bool
 	Max          int
-	// Enabled is false when the limit, or the user's on-demand runners as
-	// a whole, are disabled: its instances are terminated.
+	// Enabled is false when the limit, or the server's on-demand runners
+	// as a whole, are disabled: its instances are terminated.
 	Enabled bool
 }
 
@@ -228,6 +243,11 @@ const (
 	WaitNoRoom WaitCode = "no_room"
 	// WaitUnavailable: every allowed offer that fits is marked unavailable.
 	WaitUnavailable WaitCode = "unavailable"
+	// WaitNoRunner: with no backend, no registered runner that fits is
+	// free (WaitingWithoutBackend).
+	WaitNoRunner WaitCode = "no_runner"
+	// WaitUserLimit: the job's user runs as many jobs as their cap allows.
+	WaitUserLimit WaitCode = "user_limit"
 )
 
 // Waiting is a pending job nothing can take in this pass.

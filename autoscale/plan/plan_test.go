@@ -147,16 +147,57 @@ func TestLaunch(t *testing.T) {
 				Message: "the cloud refused every allowed offer of an on-demand instance with 1 CPU; trying again after 10:01:30 UTC"}}},
 		},
 		{
-			name: "a user's jobs use only that user's limits",
+			name: "limits are the server's: any user's jobs use them, whoever created them",
 			s: Snapshot{
 				Limits: []Limit{other},
 				Jobs:   []Job{job("j1", "u1", 0, cpus(1)), job("j2", "u2", 1, cpus(1))},
 			},
-			want: Decision{
-				Launches: []Launch{launch(other, m5large, "j2")},
-				Waiting: []Waiting{{JobID: "j1", Code: WaitNoLimit,
-					Message: "no runner is registered and no on-demand limit is set; start one with dstack-runner start, or add a limit with `dstack on-demand limit`"}},
+			want: Decision{Launches: []Launch{launch(other, m5large, "j1", "j2")}},
+		},
+		{
+			name: "capacity goes round-robin by user, FIFO within a user",
+			s: Snapshot{
+				Limits: []Limit{limitOf("l-two", "u1", m5large, 4)},
+				Jobs: []Job{
+					job("a1", "u1", 0, cpus(1)), job("a2", "u1", 1, cpus(1)), job("a3", "u1", 2, cpus(1)),
+					job("b1", "u2", 3, cpus(1)), job("b2", "u2", 4, cpus(1)), job("c1", "u3", 5, cpus(1)),
+				},
 			},
+			want: Decision{
+				Launches: []Launch{launch(limitOf("l-two", "u1", m5large, 4), m5large, "a1", "b1", "c1", "a2")},
+				Waiting: []Waiting{
+					{JobID: "a3", Code: WaitNoRoom, Message: "the limit that allows an on-demand instance with 1 CPU (m5.large on-demand) is at its maximum of 4"},
+					{JobID: "b2", Code: WaitNoRoom, Message: "the limit that allows an on-demand instance with 1 CPU (m5.large on-demand) is at its maximum of 4"},
+				},
+			},
+		},
+		{
+			name: "a user at their cap of running jobs waits; the others start",
+			s: Snapshot{
+				Limits: []Limit{other},
+				Users:  []User{{ID: "u1", MaxRunning: 2, Running: 1}, {ID: "u2", MaxRunning: 3}},
+				Runners: []Runner{{ID: "r-shared", UserID: "u3", Free: api.HostResources{CPUs: 8, MemoryMiB: 32 << 10}, Shared: true},
+					{ID: "r-u2", UserID: "u2", Free: api.HostResources{CPUs: 8, MemoryMiB: 32 << 10}}},
+				Jobs: []Job{job("a1", "u1", 0, cpus(1)), job("a2", "u1", 1, cpus(1)), job("b1", "u2", 2, cpus(1)), job("b2", "u2", 3, cpus(1))},
+			},
+			want: Decision{
+				Launches: []Launch{launch(other, m5large, "b2")},
+				Bindings: []Binding{{JobID: "a1", RunnerID: "r-shared"}, {JobID: "b1", RunnerID: "r-u2"}},
+				Waiting:  []Waiting{{JobID: "a2", Code: WaitUserLimit, Message: "waiting: user limit of 2 running jobs"}},
+			},
+		},
+		{
+			name: "a member's runner takes only its user's jobs, a shared one anyone's",
+			s: Snapshot{
+				Runners: []Runner{{ID: "r-u2", UserID: "u2", Free: api.HostResources{CPUs: 8, MemoryMiB: 32 << 10}}},
+				Registered: []RegisteredRunner{
+					{UserID: "u2", Resources: api.HostResources{CPUs: 8, MemoryMiB: 32 << 10}},
+					{UserID: "u3", Resources: api.HostResources{CPUs: 8, MemoryMiB: 32 << 10}, Shared: true, Busy: true},
+				},
+				Jobs: []Job{job("a1", "u1", 0, cpus(1))},
+			},
+			want: Decision{Waiting: []Waiting{{JobID: "a1", Code: WaitNoLimit,
+				Message: "waiting: 1 runner that fits is busy; no on-demand limit is set to launch more (`dstack on-demand limit` adds one)"}}},
 		},
 		{
 			name: "a limit whose offer no backend sells does not launch",
@@ -168,7 +209,7 @@ func TestLaunch(t *testing.T) {
 			want: Decision{
 				Launches: []Launch{launch(medium, m5xlarge, "j1")},
 				Waiting: []Waiting{{JobID: "j2", Code: WaitNoLimit,
-					Message: "no limit allows an on-demand instance with 8 CPUs; 1 of your limits names an instance type no backend offers now"}},
+					Message: "no limit allows an on-demand instance with 8 CPUs; 1 of the limits names an instance type no backend offers now"}},
 			},
 		},
 		{
@@ -180,7 +221,7 @@ func TestLaunch(t *testing.T) {
 				Backends: []string{"local"},
 			},
 			want: Decision{Waiting: []Waiting{{JobID: "j1", Code: WaitNoLimit,
-				Message: "no limit allows an on-demand instance with 1 CPU; your AWS limits wait: AWS is not configured on this server (`dstack aws config`)"}}},
+				Message: "no limit allows an on-demand instance with 1 CPU; the AWS limits wait: AWS is not configured on this server (`dstack aws config`)"}}},
 		},
 		{
 			name: "spot limits do not serve jobs that are not interruptible",

@@ -17,15 +17,22 @@ type planner struct {
 	backends    []string // nil: not known
 	// registered is Snapshot.Registered; byUser groups it on the first
 	// job that waits.
-	registered []RegisteredRunner
-	byUser     map[string][]RegisteredRunner
+	registered       []RegisteredRunner
+	byUser           map[string][]RegisteredRunner
+	sharedRegistered []RegisteredRunner
 
-	jobs      []*jobState   // queue order
+	jobs      []*jobState   // round-robin by user, each user's in queue order
 	instances []*instState  // by ID
 	limits    []*limitState // by ID
 	byLimitID map[string]*limitState
 	users     map[string]*userState
-	shapes    map[shapeKey]*shape
+	// team holds the limits and their pools, which every user's jobs
+	// choose from; shared are the free shared runners, smallest first.
+	team   *userState
+	shared []*runnerState
+	// caps are the users with a cap of running jobs, by ID.
+	caps   map[string]*userCap
+	shapes map[shapeKey]*shape
 
 	out Decision
 }
@@ -38,10 +45,16 @@ type jobState struct {
 	reserved *instState // the instance launching (or registered) for it
 }
 
-// userState is one user's share of the snapshot.
+// userCap is how many more jobs a capped user may start in this pass.
+type userCap struct {
+	max, left int
+}
+
+// userState is one user's share of the snapshot (or, for planner.team,
+// the limits every user shares).
 type userState struct {
 	limits  []*limitState  // by ID
-	runners []*runnerState // free ones, smallest first
+	runners []*runnerState // free ones of the user, not shared; smallest first
 	// What the user's jobs choose from, in the order they choose, filled
 	// once the limits' instances are counted: enabled limits with an offer
 	// cheapest first, and their pools of free instances.
@@ -50,15 +63,22 @@ type userState struct {
 	idle, launching []*pool
 }
 
-// registeredOf is the runners user registered.
+// registeredOf is the runners that may take user's jobs: theirs and the
+// shared ones.
 func (p *planner) registeredOf(user string) []RegisteredRunner {
 	if p.byUser == nil {
 		p.byUser = map[string][]RegisteredRunner{}
+		var shared []RegisteredRunner
 		for _, r := range p.registered {
-			p.byUser[r.UserID] = append(p.byUser[r.UserID], r)
+			if r.Shared {
+				shared = append(shared, r)
+			} else {
+				p.byUser[r.UserID] = append(p.byUser[r.UserID], r)
+			}
 		}
+		p.sharedRegistered = shared
 	}
-	return p.byUser[user]
+	return append(slices.Clip(p.byUser[user]), p.sharedRegistered...)
 }
 
 func (p *planner) user(id string) *userState {
@@ -124,6 +144,8 @@ func newPlanner(s Snapshot) *planner {
 		idleTimeout: s.IdleTimeout,
 		byLimitID:   make(map[string]*limitState, len(s.Limits)),
 		users:       map[string]*userState{},
+		team:        &userState{},
+		caps:        map[string]*userCap{},
 		shapes:      make(map[shapeKey]*shape, min(len(s.Jobs), 1024)),
 	}
 	if p.idleTimeout <= 0 {
@@ -155,8 +177,12 @@ func newPlanner(s Snapshot) *planner {
 	slices.SortFunc(p.limits, func(a, b *limitState) int { return strings.Compare(a.ID, b.ID) })
 	for _, l := range p.limits {
 		p.byLimitID[l.ID] = l
-		u := p.user(l.UserID)
-		u.limits = append(u.limits, l)
+		p.team.limits = append(p.team.limits, l)
+	}
+	for _, u := range s.Users {
+		if u.MaxRunning > 0 {
+			p.caps[u.ID] = &userCap{max: u.MaxRunning, left: max(u.MaxRunning-u.Running, 0)}
+		}
 	}
 
 	p.jobs = make([]*jobState, len(s.Jobs))
@@ -168,20 +194,19 @@ func newPlanner(s Snapshot) *planner {
 	slices.SortFunc(p.jobs, func(a, b *jobState) int {
 		return cmp.Or(cmp.Compare(a.sec, b.sec), cmp.Compare(a.nsec, b.nsec), strings.Compare(a.ID, b.ID))
 	})
+	p.jobs = roundRobin(p.jobs)
 	for _, r := range s.Runners {
-		u := p.user(r.UserID)
-		u.runners = append(u.runners, &runnerState{Runner: r, m: machineOf(r.Free)})
+		rs := &runnerState{Runner: r, m: machineOf(r.Free)}
+		if r.Shared {
+			p.shared = append(p.shared, rs)
+		} else {
+			u := p.user(r.UserID)
+			u.runners = append(u.runners, rs)
+		}
 	}
+	slices.SortFunc(p.shared, smallerRunner)
 	for _, u := range p.users {
-		slices.SortFunc(u.runners, func(a, b *runnerState) int {
-			if a.m.less(b.m) {
-				return -1
-			}
-			if b.m.less(a.m) {
-				return 1
-			}
-			return strings.Compare(a.ID, b.ID)
-		})
+		slices.SortFunc(u.runners, smallerRunner)
 	}
 
 	p.instances = make([]*instState, len(s.Instances))
@@ -189,8 +214,8 @@ func newPlanner(s Snapshot) *planner {
 		p.instances[i] = &instState{Instance: in, limit: p.byLimitID[in.LimitID]}
 	}
 	slices.SortFunc(p.instances, func(a, b *instState) int { return strings.Compare(a.ID, b.ID) })
-	// An instance is reserved for the pending job it names when the job is
-	// its own limit's user's; of several, the first by ID.
+	// An instance is reserved for the pending job it names; of several,
+	// the first by ID.
 	naming := map[string][]*instState{}
 	for _, in := range p.instances {
 		if in.State != InstanceTerminating && in.JobID != "" && in.limit != nil {
@@ -200,7 +225,7 @@ func newPlanner(s Snapshot) *planner {
 	if len(naming) > 0 {
 		for _, j := range p.jobs {
 			for _, in := range naming[j.ID] {
-				if in.job == nil && in.limit.UserID == j.UserID {
+				if in.job == nil {
 					in.kind, in.job, j.reserved = instReserved, j, in
 					break
 				}
@@ -217,6 +242,43 @@ func newPlanner(s Snapshot) *planner {
 		}
 	}
 	return p
+}
+
+// smallerRunner orders runners smallest first, then by ID.
+func smallerRunner(a, b *runnerState) int {
+	if a.m.less(b.m) {
+		return -1
+	}
+	if b.m.less(a.m) {
+		return 1
+	}
+	return strings.Compare(a.ID, b.ID)
+}
+
+// roundRobin orders jobs, given in queue order, round-robin by user: the
+// first job of each user (users in the order of their first job), then the
+// second of each, and so on.
+func roundRobin(jobs []*jobState) []*jobState {
+	var users []string
+	byUser := map[string][]*jobState{}
+	for _, j := range jobs {
+		if _, ok := byUser[j.UserID]; !ok {
+			users = append(users, j.UserID)
+		}
+		byUser[j.UserID] = append(byUser[j.UserID], j)
+	}
+	if len(users) < 2 {
+		return jobs
+	}
+	out := make([]*jobState, 0, len(jobs))
+	for round := 0; len(out) < len(jobs); round++ {
+		for _, u := range users {
+			if js := byUser[u]; round < len(js) {
+				out = append(out, js[round])
+			}
+		}
+	}
+	return out
 }
 
 // cheaper orders offers of one key: the lower price, then a total order so
@@ -322,9 +384,18 @@ func (p *planner) terminate(in *instState, r Reason) {
 	p.out.Terminations = append(p.out.Terminations, t)
 }
 
-// assign applies rule 3 to every pending job, in queue order.
+// assign applies rule 3 to every pending job, round-robin by user.
 func (p *planner) assign() {
 	for _, j := range p.jobs {
+		if c := p.caps[j.UserID]; c != nil {
+			if c.left == 0 {
+				p.out.Waiting = append(p.out.Waiting, userLimitWaiting(j.ID, c.max))
+				continue
+			}
+			// Whatever the job gets below (or waits for), it may
+			// start: it takes one of the user's places in this pass.
+			c.left--
+		}
 		if in := j.reserved; in != nil {
 			p.out.Bindings = append(p.out.Bindings, Binding{JobID: j.ID, InstanceID: in.ID})
 			continue

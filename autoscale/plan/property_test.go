@@ -104,7 +104,7 @@ func randomSnapshot(rng *rand.Rand) Snapshot {
 		if rng.IntN(3) == 0 {
 			h.GPUs = []api.GPU{gpuKinds[rng.IntN(len(gpuKinds))]}
 		}
-		s.Runners = append(s.Runners, Runner{ID: fmt.Sprintf("r%d", i), UserID: user(), Free: h})
+		s.Runners = append(s.Runners, Runner{ID: fmt.Sprintf("r%d", i), UserID: user(), Free: h, Shared: rng.IntN(4) == 0})
 	}
 
 	states := []InstanceState{InstanceLaunching, InstanceRunning, InstanceRunning, InstanceTerminating}

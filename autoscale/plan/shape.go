@@ -39,21 +39,25 @@ func (p *planner) shape(j *jobState) *shape {
 	if sh := p.shapes[k]; sh != nil {
 		return sh
 	}
-	u.sort()
+	team := p.team
+	team.sort()
 	sh := &shape{}
-	for _, r := range u.runners {
-		if r.m.fits(k.need) {
-			sh.runners = append(sh.runners, r)
+	for _, rs := range [][]*runnerState{u.runners, p.shared} {
+		for _, r := range rs {
+			if r.m.fits(k.need) {
+				sh.runners = append(sh.runners, r)
+			}
 		}
 	}
-	for _, pools := range [][]*pool{u.idle, u.launching} {
+	slices.SortFunc(sh.runners, smallerRunner)
+	for _, pools := range [][]*pool{team.idle, team.launching} {
 		for _, pl := range pools {
 			if (!pl.limit.Spot || k.interruptible) && pl.m.fits(k.need) {
 				sh.pools = append(sh.pools, pl)
 			}
 		}
 	}
-	for _, l := range u.launchable {
+	for _, l := range team.launchable {
 		if (l.Spot && !k.interruptible) || !l.m.fits(k.need) {
 			continue
 		}
@@ -169,7 +173,7 @@ func (p *planner) whyWaiting(sh *shape, j *jobState) Waiting {
 			"the cloud refused every allowed offer of %s; trying again after %s",
 			what, sh.unavailableUntil.UTC().Format("15:04:05 UTC"))}
 	}
-	limits := p.users[j.UserID].limits
+	limits := p.team.limits
 	var enabled, unknown, spotOnly int
 	var missing []string // backends of limits the server does not have
 	n := j.need
@@ -227,15 +231,15 @@ func (p *planner) whyWaiting(sh *shape, j *jobState) Waiting {
 		}
 		switch {
 		case unknown == 1:
-			w.Message += "; 1 of your limits names an instance type no backend offers now"
+			w.Message += "; 1 of the limits names an instance type no backend offers now"
 		case unknown > 1:
-			w.Message += fmt.Sprintf("; %d of your limits name an instance type no backend offers now", unknown)
+			w.Message += fmt.Sprintf("; %d of the limits name an instance type no backend offers now", unknown)
 		}
 		for _, b := range missing {
 			if b == "aws" {
-				w.Message += "; your AWS limits wait: AWS is not configured on this server (`dstack aws config`)"
+				w.Message += "; the AWS limits wait: AWS is not configured on this server (`dstack aws config`)"
 			} else {
-				w.Message += fmt.Sprintf("; your limits of backend %s wait: this server does not have it now", b)
+				w.Message += fmt.Sprintf("; the limits of backend %s wait: this server does not have it now", b)
 			}
 		}
 	}

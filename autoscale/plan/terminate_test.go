@@ -223,7 +223,7 @@ func TestAbsorb(t *testing.T) {
 			},
 		},
 		{
-			name: "an instance too small or of another user takes nothing",
+			name: "an instance too small takes nothing; one of a limit another user created does",
 			s: Snapshot{
 				Limits: []Limit{small, medium, limitOf("l-theirs", "u2", m52xlarge, 1)},
 				Instances: []Instance{
@@ -232,7 +232,7 @@ func TestAbsorb(t *testing.T) {
 				},
 				Jobs: []Job{job("j1", "u1", 0, cpus(4))},
 			},
-			want: Decision{Launches: []Launch{launch(medium, m5xlarge, "j1")}},
+			want: Decision{Bindings: []Binding{onInstance("j1", "i2")}},
 		},
 		{
 			name: "a spot instance takes only interruptible jobs",

@@ -15,8 +15,9 @@ import (
 
 func newConfigCmd(g *globals) *cobra.Command {
 	var server, token, name, executorName, bashImage string
+	var shared bool
 	cmd := &cobra.Command{
-		Use:   "config --token TOKEN [--server URL] [--name NAME] [--executor auto|shell|docker] [--bash-image IMAGE]",
+		Use:   "config --token TOKEN [--server URL] [--name NAME] [--shared] [--executor auto|shell|docker] [--bash-image IMAGE]",
 		Short: "Write the runner's config file",
 		Long:  "Write the server URL, the user's token and the runner's name to the runner's config file (mode 0600).\nThe token is in the web UI's Settings.",
 		Args:  cobra.NoArgs,
@@ -44,6 +45,9 @@ func newConfigCmd(g *globals) *cobra.Command {
 					return usageError{fmt.Errorf("--executor: %w", err)}
 				}
 				cfg.Executor = executorName
+			}
+			if c.Flags().Changed("shared") {
+				cfg.Shared = shared
 			}
 			if c.Flags().Changed("bash-image") {
 				cfg.BashImage = bashImage
@@ -87,6 +91,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&server, "server", runner.DefaultServer, "URL of the dstack server")
 	cmd.Flags().StringVar(&name, "name", "", "runner name (default: the host name)")
 	cmd.Flags().StringVar(&executorName, "executor", "auto", "how jobs run: auto (docker when the Docker Engine answers at start, shell otherwise), shell or docker")
+	cmd.Flags().BoolVar(&shared, "shared", false, "take every user's jobs, not only the token's user's (an admin's token only; the server refuses a member's at start)")
 	cmd.Flags().StringVar(&bashImage, "bash-image", "", "image for bash jobs with the docker executor (default none: bash jobs run on the host)")
 	return cmd
 }

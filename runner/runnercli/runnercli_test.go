@@ -77,6 +77,8 @@ func TestConfigCommand(t *testing.T) {
 			map[string]string{"server": "https://dstack.example.org", "token": "T1"}, ""},
 		{"default server", []string{"config", "--token", "T1", "--name", "box"}, ExitOK,
 			map[string]string{"server": "http://127.0.0.1:3000", "token": "T1", "name": "box"}, ""},
+		{"shared", []string{"config", "--token", "T1", "--shared"}, ExitOK,
+			map[string]string{"token": "T1", "shared": "true"}, ""},
 		{"no token", []string{"config", "--server", "http://h:3000"}, ExitUsage, nil, "--token is required"},
 		{"bad URL", []string{"config", "--token", "T", "--server", "localhost:3000"}, ExitError, nil, "not an http(s) URL"},
 		{"unknown flag", []string{"config", "--tokn", "T"}, ExitUsage, nil, "unknown flag"},

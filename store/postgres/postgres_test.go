@@ -162,3 +162,35 @@ func migrationDB(t *testing.T) storetest.MigrationDB {
 		}
 	}
 }
+
+func TestTeamUpgrade(t *testing.T) {
+	storetest.RunTeamUpgrade(t, func(t *testing.T) storetest.MigrationDB {
+		dsn := storetest.PostgresDSN(t)
+		raw, err := pgx.Connect(t.Context(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = raw.Close(context.Background()) })
+		return storetest.MigrationDB{
+			Open: func(t *testing.T, migrations fs.FS) storetest.Migrator {
+				s, err := postgres.Open(t.Context(), dsn, postgres.WithMigrations(migrations))
+				if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				return s
+			},
+			Exec: func(t *testing.T, query string) {
+				if _, err := raw.Exec(t.Context(), query); err != nil {
+					t.Fatalf("%s: %v", query, err)
+				}
+			},
+			Query: func(t *testing.T, query string) string {
+				var v string
+				if err := raw.QueryRow(t.Context(), query).Scan(&v); err != nil {
+					t.Fatalf("%s: %v", query, err)
+				}
+				return v
+			},
+		}
+	}, os.DirFS("migrations"))
+}

@@ -194,3 +194,35 @@ func migrationDB(t *testing.T) storetest.MigrationDB {
 		}
 	}
 }
+
+func TestTeamUpgrade(t *testing.T) {
+	storetest.RunTeamUpgrade(t, func(t *testing.T) storetest.MigrationDB {
+		path := filepath.Join(t.TempDir(), "dstack.db")
+		raw, err := sql.Open("sqlite", "file:"+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = raw.Close() })
+		return storetest.MigrationDB{
+			Open: func(t *testing.T, migrations fs.FS) storetest.Migrator {
+				s, err := sqlite.Open(t.Context(), path, sqlite.WithMigrations(migrations))
+				if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				return s
+			},
+			Exec: func(t *testing.T, query string) {
+				if _, err := raw.ExecContext(t.Context(), query); err != nil {
+					t.Fatalf("%s: %v", query, err)
+				}
+			},
+			Query: func(t *testing.T, query string) string {
+				var v string
+				if err := raw.QueryRowContext(t.Context(), query).Scan(&v); err != nil {
+					t.Fatalf("%s: %v", query, err)
+				}
+				return v
+			},
+		}
+	}, os.DirFS("migrations"))
+}

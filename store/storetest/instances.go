@@ -273,7 +273,7 @@ var instanceTests = []test{
 		u := f.user()
 		l := f.limit(u, 3)
 		in := f.instances(l, 1)[0]
-		if _, err := f.s.LimitDelete(f.ctx, store.LimitDeleteParams{UserID: u.ID, ID: l.ID}); err != nil {
+		if _, err := f.s.LimitDelete(f.ctx, store.LimitDeleteParams{ID: l.ID}); err != nil {
 			t.Fatalf("LimitDelete: %v", err)
 		}
 		_, err := f.tryInstances(l, 1)

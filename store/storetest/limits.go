@@ -86,7 +86,7 @@ var limitTests = []test{
 		if res, err = f.s.LimitPut(f.ctx, p); err != nil || !res.Created || res.Limit.ID != "l2" {
 			t.Fatalf("LimitPut on-demand = %+v, %v; want a new limit l2", res, err)
 		}
-		if got := f.limits(store.LimitListParams{UserID: u.ID}); len(got) != 2 || got["l1"].Max != 1 || got["l2"].Spot {
+		if got := f.limits(store.LimitListParams{}); len(got) != 2 || got["l1"].Max != 1 || got["l2"].Spot {
 			t.Fatalf("LimitList = %v", got)
 		}
 	}},
@@ -150,32 +150,40 @@ var limitTests = []test{
 		if err != nil {
 			t.Fatalf("LimitList: %v", err)
 		}
-		// By user, then key: the fixture's instance types grow with the IDs.
+		// By key, whoever created them: the fixture's instance types grow
+		// with the IDs.
 		if got, want := limitIDs(all), []string{a1.ID, a2.ID, b1.ID}; !reflect.DeepEqual(got, want) {
 			t.Fatalf("LimitList() = %v, want %v", got, want)
 		}
-		_, err = f.s.LimitDelete(f.ctx, store.LimitDeleteParams{UserID: alice.ID, ID: b1.ID})
-		wantErr(t, "LimitDelete of another user's limit", err, store.ErrNotFound)
-		_, err = f.s.LimitDelete(f.ctx, store.LimitDeleteParams{UserID: alice.ID, ID: "nope"})
+		if all[2].UserID != bob.ID {
+			t.Errorf("limit %s created by %s, want %s", b1.ID, all[2].UserID, bob.ID)
+		}
+		// A limit is the server's: putting its key again, as anyone,
+		// changes it.
+		p := f.limitParams(alice, 5)
+		p.InstanceType = b1.InstanceType
+		if res, err := f.s.LimitPut(f.ctx, p); err != nil || res.Created || res.Limit.ID != b1.ID || res.PrevMax != 3 {
+			t.Fatalf("LimitPut of bob's key by alice = %+v, %v; want b1 updated from 3", res, err)
+		}
+		_, err = f.s.LimitDelete(f.ctx, store.LimitDeleteParams{ID: "nope"})
 		wantErr(t, "LimitDelete of an unknown limit", err, store.ErrNotFound)
-		gone, err := f.s.LimitDelete(f.ctx, store.LimitDeleteParams{UserID: alice.ID, ID: a1.ID})
+		gone, err := f.s.LimitDelete(f.ctx, store.LimitDeleteParams{ID: a1.ID})
 		if err != nil || !reflect.DeepEqual(limitIDs(gone), []string{a1.ID}) {
 			t.Fatalf("LimitDelete(a1) = %v, %v", limitIDs(gone), err)
 		}
-		f.limit(alice, 4)
-		gone, err = f.s.LimitDelete(f.ctx, store.LimitDeleteParams{UserID: alice.ID})
+		if got := f.limits(store.LimitListParams{}); len(got) != 2 || got[a2.ID] == nil || got[b1.ID] == nil {
+			t.Fatalf("after deleting a1: %v", got)
+		}
+		gone, err = f.s.LimitDelete(f.ctx, store.LimitDeleteParams{})
 		if err != nil || len(gone) != 2 {
-			t.Fatalf("LimitDelete(all of alice) = %v, %v; want 2", limitIDs(gone), err)
+			t.Fatalf("LimitDelete(all) = %v, %v; want 2", limitIDs(gone), err)
 		}
-		if got := f.limits(store.LimitListParams{}); len(got) != 1 || got[b1.ID] == nil {
-			t.Fatalf("after deleting alice's limits: %v, want bob's only", got)
-		}
-		gone, err = f.s.LimitDelete(f.ctx, store.LimitDeleteParams{UserID: alice.ID})
+		gone, err = f.s.LimitDelete(f.ctx, store.LimitDeleteParams{})
 		if err != nil || len(gone) != 0 {
-			t.Fatalf("LimitDelete(all) of a user without limits = %v, %v", limitIDs(gone), err)
+			t.Fatalf("LimitDelete(all) with no limits = %v, %v", limitIDs(gone), err)
 		}
 		// The key is free again: a new limit, with a new ID.
-		p := f.limitParams(alice, 1)
+		p = f.limitParams(alice, 1)
 		p.InstanceType = a1.InstanceType
 		if res, err := f.s.LimitPut(f.ctx, p); err != nil || !res.Created || res.Limit.ID == a1.ID {
 			t.Fatalf("LimitPut after delete = %+v, %v; want a new limit", res, err)
@@ -189,53 +197,45 @@ var limitTests = []test{
 		f.setState(ins[1], store.InstanceTerminating)
 		f.setState(ins[2], store.InstanceTerminated)
 		f.setState(ins[3], store.InstanceGone)
-		if got := f.limits(store.LimitListParams{UserID: u.ID})[l.ID]; got.Instances != 2 {
+		if got := f.limits(store.LimitListParams{})[l.ID]; got.Instances != 2 {
 			t.Fatalf("limit counts %d instances, want 2 (launching and terminating)", got.Instances)
 		}
 	}},
 }
 
 var onDemandTests = []test{
-	{"enabled by default, then switched", func(t *testing.T, open Open) {
+	{"enabled by default, then switched for the whole server", func(t *testing.T, open Open) {
 		f := setup(t, open)
 		u, other := f.user(), f.user()
-		l := f.limit(u, 2)
-		o, err := f.s.OnDemandGet(f.ctx, u.ID)
-		if err != nil || !o.Enabled || o.UserID != u.ID || !o.UpdatedAt.IsZero() {
-			t.Fatalf("OnDemandGet of a new user = %+v, %v; want enabled, never updated", o, err)
+		l, lo := f.limit(u, 2), f.limit(other, 2)
+		o, err := f.s.OnDemandGet(f.ctx)
+		if err != nil || !o.Enabled || !o.UpdatedAt.IsZero() {
+			t.Fatalf("OnDemandGet of a new server = %+v, %v; want enabled, never updated", o, err)
 		}
 		now := f.tick()
-		if err := f.s.OnDemandSetEnabled(f.ctx, store.OnDemandSetEnabledParams{UserID: u.ID, Enabled: false, Now: now}); err != nil {
+		if err := f.s.OnDemandSetEnabled(f.ctx, store.OnDemandSetEnabledParams{Enabled: false, Now: now}); err != nil {
 			t.Fatalf("OnDemandSetEnabled: %v", err)
 		}
-		o, err = f.s.OnDemandGet(f.ctx, u.ID)
+		o, err = f.s.OnDemandGet(f.ctx)
 		if err != nil || o.Enabled {
 			t.Fatalf("OnDemandGet after disabling = %+v, %v", o, err)
 		}
 		sameTime(t, "UpdatedAt", o.UpdatedAt, now)
-		if got := f.limits(store.LimitListParams{}); got[l.ID].OnDemandEnabled {
-			t.Error("LimitList shows a disabled user's limit as enabled")
+		if got := f.limits(store.LimitListParams{}); got[l.ID].OnDemandEnabled || got[lo.ID].OnDemandEnabled {
+			t.Error("LimitList shows a limit enabled with on-demand runners disabled")
 		}
-		if o, _ := f.s.OnDemandGet(f.ctx, other.ID); !o.Enabled {
-			t.Error("disabling one user disabled another")
-		}
-		// A disabled user has no room.
+		// Disabled, no limit has room, whoever created it.
 		_, err = f.tryInstances(l, 1)
-		wantErr(t, "InstanceCreate of a disabled user", err, store.ErrLimitReached)
-		if err := f.s.OnDemandSetEnabled(f.ctx, store.OnDemandSetEnabledParams{UserID: u.ID, Enabled: true, Now: f.tick()}); err != nil {
+		wantErr(t, "InstanceCreate while disabled", err, store.ErrLimitReached)
+		_, err = f.tryInstances(lo, 1)
+		wantErr(t, "InstanceCreate while disabled", err, store.ErrLimitReached)
+		if err := f.s.OnDemandSetEnabled(f.ctx, store.OnDemandSetEnabledParams{Enabled: true, Now: f.tick()}); err != nil {
 			t.Fatalf("OnDemandSetEnabled: %v", err)
 		}
-		if o, _ := f.s.OnDemandGet(f.ctx, u.ID); !o.Enabled {
+		if o, _ := f.s.OnDemandGet(f.ctx); !o.Enabled {
 			t.Fatal("enabling again did not take")
 		}
 		f.instances(l, 1)
-	}},
-	{"unknown user", func(t *testing.T, open Open) {
-		f := setup(t, open)
-		_, err := f.s.OnDemandGet(f.ctx, "nobody")
-		wantErr(t, "OnDemandGet", err, store.ErrNotFound)
-		err = f.s.OnDemandSetEnabled(f.ctx, store.OnDemandSetEnabledParams{UserID: "nobody", Now: f.tick()})
-		wantErr(t, "OnDemandSetEnabled", err, store.ErrNotFound)
 	}},
 }
 

@@ -251,3 +251,58 @@ func RunUpgradeToStorage(t *testing.T, db MigrationDB, all fs.FS) {
 }
 
 func fromMicrosUTC(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// RunTeamUpgrade checks migration 013 on a database of a server from
+// before teams: the one user's limits and on-demand switch become the
+// server's. migrations are the store's own; newDB returns a new, empty
+// database, whose Open gives a store.Store.
+func RunTeamUpgrade(t *testing.T, newDB func(t *testing.T) MigrationDB, migrations fs.FS) {
+	t.Helper()
+	db := newDB(t)
+	before := fstest.MapFS{}
+	names, err := fs.Glob(migrations, "*.up.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if n >= "013" {
+			continue
+		}
+		b, err := fs.ReadFile(migrations, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[n] = &fstest.MapFile{Data: b}
+	}
+	old := db.Open(t, before)
+	if err := old.Migrate(t.Context()); err != nil {
+		t.Fatalf("migrate to before teams: %v", err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db.Exec(t, `INSERT INTO users (id, name, token_hash, admin, created_at) VALUES ('u-admin', 'admin', 'h-admin', TRUE, 1)`)
+	db.Exec(t, `INSERT INTO limits (id, user_id, backend, region, instance_type, spot, max_count, created_at, updated_at)
+		VALUES ('l1', 'u-admin', 'aws', 'eu-west-1', 'm5.xlarge', FALSE, 3, 2, 2)`)
+	db.Exec(t, `INSERT INTO on_demand_settings (user_id, enabled, updated_at) VALUES ('u-admin', FALSE, 5000000)`)
+
+	m := db.Open(t, migrations)
+	defer m.Close()
+	if err := m.Migrate(t.Context()); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	s, ok := m.(store.Store)
+	if !ok {
+		t.Fatalf("%T is not a store.Store", m)
+	}
+	if o, err := s.OnDemandGet(t.Context()); err != nil || o.Enabled || o.UpdatedAt.Unix() != 5 {
+		t.Fatalf("OnDemandGet after the upgrade = %+v, %v; want the admin's switch (disabled at 5s)", o, err)
+	}
+	ls, err := s.LimitList(t.Context(), store.LimitListParams{})
+	if err != nil || len(ls) != 1 || ls[0].ID != "l1" || ls[0].Max != 3 || ls[0].UserID != "u-admin" || ls[0].OnDemandEnabled {
+		t.Fatalf("LimitList after the upgrade = %v, %v; want the admin's limit, disabled", ls, err)
+	}
+	if u, err := s.UserGet(t.Context(), "u-admin"); err != nil || !u.Admin || u.MaxRunning != 0 {
+		t.Fatalf("admin after the upgrade = %+v, %v", u, err)
+	}
+}

@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"LogIncomplete": logIncompleteTests,
 		"RunnerDelete":  runnerDeleteTests,
 		"Storage":       storageTests,
+		"Share":         shareTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {

@@ -82,6 +82,11 @@ type Dialect struct {
 	// deletes that trash an archive's bytes run one at a time per archive
 	// ("" when a write transaction already excludes every other writer).
 	CodeLock string
+	// ClaimLock, when set, runs first in a claim's transaction so that
+	// claims see each other's result: whose turn it is, and how many jobs
+	// a capped user runs ("" when a write transaction already excludes
+	// every other writer).
+	ClaimLock string
 }
 
 // Store implements store.Store over a DB and a Dialect.

@@ -21,12 +21,20 @@ func (s *Store) JobGet(ctx context.Context, id string) (*store.Job, error) {
 	return j, nil
 }
 
-// claimSQL is JobClaimNext's one statement: the inner SELECT walks the index
-// (user_id, status, queue_seq) in queue order and stops at the first job that
-// fits; the UPDATE takes it. On PostgreSQL the inner SELECT locks that row and
-// skips rows other claimers hold, and the row is checked again once locked,
-// so two claimers never take one job and never wait for each other. On SQLite
-// the single writer gives the same guarantee.
+// claimSQL is JobClaimNext's main statement. The inner SELECT picks, among
+// the pending jobs that fit the runner's free resources, that the runner may
+// take (its user's, or anyone's for a shared runner or the runner of an
+// on-demand instance), and whose user is under their cap of active jobs
+// (users.max_running, 0 for none), the job of the user whose last claim is
+// the oldest (users.claim_seq), their first in queue order; the UPDATE takes
+// it. JobClaimNext then moves the user's claim_seq past every other user's,
+// so the next claim goes to another user with a job that fits: free runners
+// go round-robin by user, FIFO within a user.
+//
+// Claims are serialised (the single writer on SQLite, an advisory lock on
+// PostgreSQL), so each sees the turns and counts the previous ones left. On
+// PostgreSQL the inner SELECT also locks the job and skips rows others hold
+// (a stop request, say), and the row is checked again once locked.
 //
 // A runner whose machine is being reclaimed (RunnerInterrupt) claims
 // nothing; on PostgreSQL the claim reads that under a share lock too.
@@ -42,20 +50,23 @@ func (s *Store) JobGet(ctx context.Context, id string) (*store.Job, error) {
 func claimSQL(d Dialect) string {
 	return `UPDATE jobs SET status = 'downloading', runner_id = $1, claimed_at = $2, lease = lease + 1,
 		status_reason = ''
-		WHERE id = (SELECT id FROM jobs
-			WHERE user_id = $3 AND status = 'pending'
-			AND cpu <= $4 AND memory_mib <= $5 AND gpu_count <= $6 AND gpu_memory_mib <= $7
-			AND (gpu_name = '' OR ` + d.Strpos + `($8, gpu_name) > 0)
-			ORDER BY queue_seq LIMIT 1` + d.SkipLocked + `)
+		WHERE id = (SELECT j.id FROM jobs j
+			WHERE j.status = 'pending'
+			AND (j.user_id = $3 OR (SELECT r.shared OR r.instance_id IS NOT NULL FROM runners r WHERE r.id = $1))
+			AND j.cpu <= $4 AND j.memory_mib <= $5 AND j.gpu_count <= $6 AND j.gpu_memory_mib <= $7
+			AND (j.gpu_name = '' OR ` + d.Strpos + `($8, j.gpu_name) > 0)
+			AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = j.user_id AND u.max_running > 0
+				AND (SELECT COUNT(*) FROM jobs a WHERE a.user_id = u.id AND a.status IN ` + activeStatuses + `) >= u.max_running)
+			ORDER BY (SELECT u.claim_seq FROM users u WHERE u.id = j.user_id), j.queue_seq LIMIT 1` + d.SkipLocked + `)
 		AND COALESCE((SELECT i.state FROM instances i
 			WHERE i.id = (SELECT r.instance_id FROM runners r WHERE r.id = $1)` + d.ForShare + `), 'running') = 'running'
 		AND (SELECT r.interrupted_at FROM runners r WHERE r.id = $1` + d.ForShare + `) IS NULL
 		RETURNING ` + jobColumns
 }
 
-// JobClaimNext assigns the first pending job of the user that fits p.Free.
-// The runner's GPUs are taken as alike: the first one's name and memory stand
-// for all of them.
+// JobClaimNext assigns the runner the next pending job that fits p.Free, by
+// turn of user (claimSQL). The runner's GPUs are taken as alike: the first
+// one's name and memory stand for all of them.
 func (s *Store) JobClaimNext(ctx context.Context, p store.JobClaimNextParams) (*store.Job, error) {
 	var (
 		gpuName string
@@ -65,8 +76,22 @@ func (s *Store) JobClaimNext(ctx context.Context, p store.JobClaimNextParams) (*
 		gpuName = strings.ToLower(p.Free.GPUs[0].Name)
 		gpuMem = p.Free.GPUs[0].MemoryMiB
 	}
-	j, err := scanJob(s.write.QueryRow(ctx, s.claimSQL, p.RunnerID, micros(p.Now), p.UserID,
-		p.Free.CPUs, p.Free.MemoryMiB, len(p.Free.GPUs), gpuMem, gpuName))
+	var j *store.Job
+	err := s.write.Tx(ctx, func(q Querier) error {
+		if s.d.ClaimLock != "" {
+			if _, err := q.Exec(ctx, s.d.ClaimLock); err != nil {
+				return fmt.Errorf("lock: %w", err)
+			}
+		}
+		var err error
+		j, err = scanJob(q.QueryRow(ctx, s.claimSQL, p.RunnerID, micros(p.Now), p.UserID,
+			p.Free.CPUs, p.Free.MemoryMiB, len(p.Free.GPUs), gpuMem, gpuName))
+		if err != nil {
+			return err
+		}
+		_, err = q.Exec(ctx, `UPDATE users SET claim_seq = (SELECT MAX(claim_seq) FROM users) + 1 WHERE id = $1`, j.UserID)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("claim job for runner %s: %w", p.RunnerID, err)
 	}

@@ -12,12 +12,15 @@ import (
 // limit.
 const countedStates = `('launching', 'running', 'terminating')`
 
-// limitSelect reads limits with their count of instances and their user's
+// onDemandEnabled is the server's on-demand switch as an SQL expression.
+const onDemandEnabled = `COALESCE((SELECT enabled FROM on_demand_switch WHERE id = 1), TRUE)`
+
+// limitSelect reads limits with their count of instances and the server's
 // on-demand switch.
 const limitSelect = `SELECT l.id, l.user_id, l.backend, l.region, l.instance_type, l.spot, l.max_count,
 	(SELECT COUNT(*) FROM instances i WHERE i.limit_id = l.id AND i.state IN ` + countedStates + `),
-	COALESCE(o.enabled, TRUE), l.created_at, l.updated_at
-	FROM limits l LEFT JOIN on_demand_settings o ON o.user_id = l.user_id`
+	` + onDemandEnabled + `, l.created_at, l.updated_at
+	FROM limits l`
 
 func scanLimit(row Row) (*store.Limit, error) {
 	var (
@@ -58,7 +61,7 @@ func collectLimits(rows Rows, err error) ([]*store.Limit, error) {
 // insert to commit instead of failing on the unique key, and InstanceCreate,
 // which locks the same row, sees either the old maximum or the new one.
 func (s *Store) LimitPut(ctx context.Context, p store.LimitPutParams) (*store.LimitPutResult, error) {
-	what := fmt.Sprintf("put limit %s/%s/%s (spot %v) of user %s", p.Backend, p.Region, p.InstanceType, p.Spot, p.UserID)
+	what := fmt.Sprintf("put limit %s/%s/%s (spot %v)", p.Backend, p.Region, p.InstanceType, p.Spot)
 	if p.Max < 0 {
 		return nil, fmt.Errorf("%s: maximum %d is negative", what, p.Max)
 	}
@@ -70,7 +73,7 @@ func (s *Store) LimitPut(ctx context.Context, p store.LimitPutParams) (*store.Li
 		now := micros(p.Now)
 		n, err := q.Exec(ctx, `INSERT INTO limits (id, user_id, backend, region, instance_type, spot, max_count,
 			created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
-			ON CONFLICT (user_id, backend, region, instance_type, spot) DO NOTHING`,
+			ON CONFLICT (backend, region, instance_type, spot) DO NOTHING`,
 			p.ID, p.UserID, p.Backend, p.Region, p.InstanceType, p.Spot, p.Max, now)
 		if err != nil {
 			return err
@@ -79,8 +82,8 @@ func (s *Store) LimitPut(ctx context.Context, p store.LimitPutParams) (*store.Li
 		if !res.Created {
 			var id string
 			err := q.QueryRow(ctx, `SELECT id, max_count FROM limits
-				WHERE user_id = $1 AND backend = $2 AND region = $3 AND instance_type = $4 AND spot = $5`+s.d.ForUpdate,
-				p.UserID, p.Backend, p.Region, p.InstanceType, p.Spot).Scan(&id, &res.PrevMax)
+				WHERE backend = $1 AND region = $2 AND instance_type = $3 AND spot = $4`+s.d.ForUpdate,
+				p.Backend, p.Region, p.InstanceType, p.Spot).Scan(&id, &res.PrevMax)
 			if err != nil {
 				return err
 			}
@@ -99,12 +102,11 @@ func (s *Store) LimitPut(ctx context.Context, p store.LimitPutParams) (*store.Li
 	return &res, nil
 }
 
-// LimitDelete deletes one or all of a user's limits.
+// LimitDelete deletes one limit or all of them.
 func (s *Store) LimitDelete(ctx context.Context, p store.LimitDeleteParams) ([]*store.Limit, error) {
-	where, args := `user_id = $1`, []any{p.UserID}
+	where, args := `TRUE`, []any{}
 	if p.ID != "" {
-		where += ` AND id = $2`
-		args = append(args, p.ID)
+		where, args = `id = $1`, append(args, p.ID)
 	}
 	var out []*store.Limit
 	err := s.write.Tx(ctx, func(q Querier) error {
@@ -122,52 +124,47 @@ func (s *Store) LimitDelete(ctx context.Context, p store.LimitDeleteParams) ([]*
 	})
 	if err != nil {
 		if p.ID != "" {
-			return nil, fmt.Errorf("delete limit %s of user %s: %w", p.ID, p.UserID, err)
+			return nil, fmt.Errorf("delete limit %s: %w", p.ID, err)
 		}
-		return nil, fmt.Errorf("delete limits of user %s: %w", p.UserID, err)
+		return nil, fmt.Errorf("delete limits: %w", err)
 	}
 	return out, nil
 }
 
-// LimitList lists limits by user and key.
-func (s *Store) LimitList(ctx context.Context, p store.LimitListParams) ([]*store.Limit, error) {
-	q, args := limitSelect, []any{}
-	if p.UserID != "" {
-		q += ` WHERE l.user_id = $1`
-		args = append(args, p.UserID)
-	}
-	out, err := collectLimits(s.read.Query(ctx, q+` ORDER BY l.user_id, l.backend, l.region, l.instance_type, l.spot`, args...))
+// LimitList lists the limits by key.
+func (s *Store) LimitList(ctx context.Context, _ store.LimitListParams) ([]*store.Limit, error) {
+	out, err := collectLimits(s.read.Query(ctx, limitSelect+` ORDER BY l.backend, l.region, l.instance_type, l.spot`))
 	if err != nil {
 		return nil, fmt.Errorf("list limits: %w", err)
 	}
 	return out, nil
 }
 
-// OnDemandSetEnabled records a user's on-demand switch.
+// OnDemandSetEnabled records the server's on-demand switch.
 func (s *Store) OnDemandSetEnabled(ctx context.Context, p store.OnDemandSetEnabledParams) error {
-	_, err := s.write.Exec(ctx, `INSERT INTO on_demand_settings (user_id, enabled, updated_at) VALUES ($1, $2, $3)
-		ON CONFLICT (user_id) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at`,
-		p.UserID, p.Enabled, micros(p.Now))
+	_, err := s.write.Exec(ctx, `INSERT INTO on_demand_switch (id, enabled, updated_at) VALUES (1, $1, $2)
+		ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at`,
+		p.Enabled, micros(p.Now))
 	if err != nil {
-		return fmt.Errorf("set on-demand runners of user %s: %w", p.UserID, err)
+		return fmt.Errorf("set on-demand runners: %w", err)
 	}
 	return nil
 }
 
-// OnDemandGet reads a user's on-demand switch.
-func (s *Store) OnDemandGet(ctx context.Context, userID string) (*store.OnDemand, error) {
+// OnDemandGet reads the server's on-demand switch.
+func (s *Store) OnDemandGet(ctx context.Context) (*store.OnDemand, error) {
 	var (
-		o       = store.OnDemand{UserID: userID}
-		updated *int64
+		o       = store.OnDemand{Enabled: true}
+		updated int64
 	)
-	err := s.read.QueryRow(ctx, `SELECT COALESCE(o.enabled, TRUE), o.updated_at
-		FROM users u LEFT JOIN on_demand_settings o ON o.user_id = u.id WHERE u.id = $1`, userID).Scan(&o.Enabled, &updated)
-	if err != nil {
-		return nil, fmt.Errorf("get on-demand runners of user %s: %w", userID, err)
+	err := s.read.QueryRow(ctx, `SELECT enabled, updated_at FROM on_demand_switch WHERE id = 1`).Scan(&o.Enabled, &updated)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return &o, nil
+	case err != nil:
+		return nil, fmt.Errorf("get on-demand runners: %w", err)
 	}
-	if updated != nil {
-		o.UpdatedAt = fromMicros(*updated)
-	}
+	o.UpdatedAt = fromMicros(updated)
 	return &o, nil
 }
 
@@ -192,13 +189,12 @@ func (s *Store) lockLimit(ctx context.Context, q Querier, limitID string, n int)
 	if err != nil {
 		return nil, err
 	}
-	err = q.QueryRow(ctx, `SELECT COALESCE((SELECT enabled FROM on_demand_settings WHERE user_id = $1), TRUE)`, l.UserID).
-		Scan(&l.OnDemandEnabled)
+	err = q.QueryRow(ctx, `SELECT `+onDemandEnabled).Scan(&l.OnDemandEnabled)
 	if err != nil {
 		return nil, err
 	}
 	if !l.OnDemandEnabled {
-		return nil, fmt.Errorf("limit %s: on-demand runners of user %s are disabled: %w", limitID, l.UserID, store.ErrLimitReached)
+		return nil, fmt.Errorf("limit %s: on-demand runners are disabled: %w", limitID, store.ErrLimitReached)
 	}
 	if l.Instances+n > l.Max {
 		return nil, fmt.Errorf("limit %s has %d of %d instances, no room for %d more: %w",

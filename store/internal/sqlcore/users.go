@@ -36,7 +36,7 @@ func (s *Store) UserCreate(ctx context.Context, p store.UserCreateParams) (*stor
 	return &store.User{ID: p.ID, Name: p.Name, Admin: p.Admin, CreatedAt: fromMicros(micros(p.Now))}, nil
 }
 
-const userColumns = `users.id, users.name, users.admin, users.created_at, users.last_seen_at, users.deleted_at, users.storage_quota`
+const userColumns = `users.id, users.name, users.admin, users.created_at, users.last_seen_at, users.deleted_at, users.storage_quota, users.max_running`
 
 func scanUser(row Row, extra ...any) (*store.User, error) {
 	var (
@@ -44,7 +44,7 @@ func scanUser(row Row, extra ...any) (*store.User, error) {
 		created       int64
 		seen, deleted *int64
 	)
-	if err := row.Scan(append([]any{&u.ID, &u.Name, &u.Admin, &created, &seen, &deleted, &u.StorageQuota}, extra...)...); err != nil {
+	if err := row.Scan(append([]any{&u.ID, &u.Name, &u.Admin, &created, &seen, &deleted, &u.StorageQuota, &u.MaxRunning}, extra...)...); err != nil {
 		return nil, err
 	}
 	u.CreatedAt = fromMicros(created)
@@ -157,6 +157,19 @@ func (s *Store) UserSetAdmin(ctx context.Context, p store.UserSetAdminParams) (*
 	})
 	if err != nil {
 		return nil, fmt.Errorf("set role of user %q: %w", p.Name, err)
+	}
+	return u, nil
+}
+
+// UserSetMaxRunning sets a user's cap of active jobs.
+func (s *Store) UserSetMaxRunning(ctx context.Context, p store.UserSetMaxRunningParams) (*store.User, error) {
+	if p.MaxRunning < 0 {
+		return nil, fmt.Errorf("set the running jobs cap of user %s: %d is negative", p.UserID, p.MaxRunning)
+	}
+	u, err := scanUser(s.write.QueryRow(ctx, `UPDATE users SET max_running = $2 WHERE id = $1 RETURNING `+userColumns,
+		p.UserID, p.MaxRunning))
+	if err != nil {
+		return nil, fmt.Errorf("set the running jobs cap of user %s: %w", p.UserID, err)
 	}
 	return u, nil
 }
@@ -379,7 +392,7 @@ func (s *Store) TokenAuthenticate(ctx context.Context, p store.TokenAuthenticate
 	tok, err := scanToken(s.read.QueryRow(ctx, `SELECT `+tokenColumns+`, `+userColumns+`
 		FROM tokens JOIN users ON users.id = tokens.user_id
 		WHERE tokens.hash = $1 AND users.deleted_at IS NULL`, p.Hash),
-		&u.ID, &u.Name, &u.Admin, &created, &seen, &deleted, &u.StorageQuota)
+		&u.ID, &u.Name, &u.Admin, &created, &seen, &deleted, &u.StorageQuota, &u.MaxRunning)
 	if err != nil {
 		return nil, nil, fmt.Errorf("authenticate token: %w", err)
 	}
@@ -407,4 +420,27 @@ func (s *Store) TokenAuthenticate(ctx context.Context, p store.TokenAuthenticate
 		}
 	}
 	return &u, tok, nil
+}
+
+// UserCapList lists the capped users with their counts of active jobs.
+func (s *Store) UserCapList(ctx context.Context) ([]*store.UserCap, error) {
+	rows, err := s.read.Query(ctx, `SELECT u.id, u.max_running,
+		(SELECT COUNT(*) FROM jobs j WHERE j.user_id = u.id AND j.status IN `+activeStatuses+`)
+		FROM users u WHERE u.max_running > 0 ORDER BY u.id`)
+	if err != nil {
+		return nil, fmt.Errorf("list capped users: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.UserCap
+	for rows.Next() {
+		var c store.UserCap
+		if err := rows.Scan(&c.UserID, &c.MaxRunning, &c.Running); err != nil {
+			return nil, fmt.Errorf("list capped users: %w", err)
+		}
+		out = append(out, &c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list capped users: %w", err)
+	}
+	return out, nil
 }
