@@ -72,6 +72,9 @@ type Store interface {
 	// Close releases the database.
 	Close() error
 
+	// AuditStore keeps the audit log (audit.go).
+	AuditStore
+
 	UserCreate(ctx context.Context, p UserCreateParams) (*User, error)
 	UserGetByTokenHash(ctx context.Context, tokenHash string) (*User, error)
 	UserGet(ctx context.Context, id string) (*User, error)

@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"ArtifactStore": artifactStoreTests,
 		"LogIncomplete": logIncompleteTests,
 		"RunnerDelete":  runnerDeleteTests,
+		"Audit":         auditTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {
