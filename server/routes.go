@@ -65,6 +65,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST "+p+"/session", s.handleSessionCreate)
 	mux.HandleFunc("DELETE "+p+"/session", s.handleSessionDelete)
 	mux.HandleFunc("GET "+p+"/events", s.asUser(s.handleEvents))
+	mux.HandleFunc("GET "+p+"/audit", s.asUser(s.handleAuditList))
 	s.onDemandRoutes(mux)
 	s.awsRoutes(mux)
 	s.tagRoutes(mux)

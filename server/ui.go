@@ -29,6 +29,7 @@ func (s *Server) uiRoutes(mux *http.ServeMux) {
 		p.Title = "Settings"
 		p.Token, p.ServerURL = sess.Token, requestURL(r)
 	}))
+	mux.HandleFunc("GET /audit", s.uiPage("audit", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Audit" }))
 	mux.Handle("GET /ui/static/{path...}", ui.Static())
 }
 
@@ -66,7 +67,7 @@ func (s *Server) uiPage(name string, fill func(*http.Request, *session, *ui.Page
 		if !ok {
 			return
 		}
-		p := ui.Page{Name: name, User: u.Name, CSRF: sess.CSRF}
+		p := ui.Page{Name: name, User: u.Name, Admin: u.Admin, CSRF: sess.CSRF}
 		fill(r, sess, &p)
 		if err := ui.Render(w, http.StatusOK, p); err != nil {
 			s.writeError(w, r, err)

@@ -33,12 +33,15 @@ var staticFS embed.FS
 
 // Page is what a page shows that the server knows when it renders it.
 type Page struct {
-	// Name is the page (login, runs, run, runners, settings): its template
+	// Name is the page (login, runs, run, runners, settings, audit): its template
 	// and its script, static/NAME.js.
 	Name  string
 	Title string
-	// User is the signed-in user's name; empty on the login page.
-	User string
+	// User is the signed-in user's name; empty on the login page. Admin
+	// says whether they are an admin, who sees the admins' pages (Audit)
+	// in the menu.
+	User  string
+	Admin bool
 	// CSRF is the session's CSRF token, which scripts send in the
 	// X-CSRF-Token header.
 	CSRF string
@@ -53,7 +56,7 @@ type Page struct {
 }
 
 // Pages are the names of the pages there are templates for.
-var Pages = []string{"login", "runs", "run", "runners", "settings"}
+var Pages = []string{"login", "runs", "run", "runners", "settings", "audit"}
 
 // asset is an embedded static file with its ETag.
 type asset struct {
