@@ -186,6 +186,7 @@ DSTACK_CONFIG names another config file.`,
 		e.onDemandCmd(),
 		e.autoscaleCmd(),
 		e.awsCmd(),
+		e.auditCmd(),
 		e.versionCmd(),
 	)
 	// Every Use line here spells out its flags; cobra's " [flags]" would
