@@ -1,0 +1,76 @@
+package server
+
+import (
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestAuditActionsAreDocumented: every action is in docs/audit.md and in
+// the OpenAPI document's enum, and nothing else is there.
+func TestAuditActionsAreDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../docs/audit.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range auditActions {
+		if !strings.Contains(string(doc), "`"+a+"`") {
+			t.Errorf("docs/audit.md does not list action %s", a)
+		}
+	}
+	m := regexp.MustCompile(`(?s)enum: \[(session\.create[^\]]*)\]`).FindSubmatch(openAPI)
+	if m == nil {
+		t.Fatal("openapi.yaml has no enum of audit actions")
+	}
+	var enum []string
+	for _, f := range strings.Split(string(m[1]), ",") {
+		enum = append(enum, strings.TrimSpace(f))
+	}
+	if !slices.Equal(enum, auditActions) {
+		t.Errorf("openapi.yaml lists actions %v, the server %v", enum, auditActions)
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]string{
+		"192.0.2.7:4711":     "192.0.2.7",
+		"[2001:db8::1]:4711": "2001:db8::1",
+		"@":                  "@", // a Unix socket's peer: as it is
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = addr
+		r.Header.Set("X-Forwarded-For", "203.0.113.9")
+		if got := clientIP(r); got != want {
+			t.Errorf("clientIP(%q) = %q, want %q (X-Forwarded-For is not trusted)", addr, got, want)
+		}
+	}
+}
+
+func TestAuditDetail(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   any
+		want string
+	}{
+		{nil, "{}"},
+		{map[string]any{"max": 2}, `{"max":2}`},
+		{struct {
+			A string `json:"a"`
+		}{"x"}, `{"a":"x"}`},
+		{"text", `{"value":"text"}`},
+		{[]int{1}, `{"value":[1]}`},
+	} {
+		got, err := auditDetail(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("auditDetail(%#v) = %s, %v; want %s", tc.in, got, err, tc.want)
+		}
+	}
+	if _, err := auditDetail(map[string]any{"f": func() {}}); err == nil {
+		t.Error("auditDetail of a function = nil error")
+	}
+}
