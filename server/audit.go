@@ -191,6 +191,33 @@ func auditCause(err error) string {
 	return "the database refused it"
 }
 
+// auditPruneBatch is how many entries one statement of auditPrune
+// deletes: small enough that no writer waits long on it.
+const auditPruneBatch = 1000
+
+// auditPrune deletes the entries made before before, a batch at a time,
+// until none is left or ctx ends, and returns how many it deleted: the
+// retention loop calls it with the same cut as for runs.
+func (s *Server) auditPrune(ctx context.Context, before time.Time) (int, error) {
+	total := 0
+	for {
+		n, err := s.store.AuditDeleteBefore(ctx, store.AuditDeleteBeforeParams{Before: before, Limit: auditPruneBatch})
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("delete audit entries: %w", err)
+		}
+		if n < auditPruneBatch {
+			if total > 0 {
+				s.log.Info("audit entries deleted under the retention", "entries", total, "before", before)
+			}
+			return total, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+	}
+}
+
 // maxAuditPage is the most entries GET /audit answers at once, and how
 // many it answers without ?limit.
 const maxAuditPage = 1000

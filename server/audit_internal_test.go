@@ -1,12 +1,16 @@
 package server
 
 import (
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/dstackai/dstack/store"
 )
 
 // TestAuditActionsAreDocumented: every action is in docs/audit.md and in
@@ -72,5 +76,36 @@ func TestAuditDetail(t *testing.T) {
 	}
 	if _, err := auditDetail(map[string]any{"f": func() {}}); err == nil {
 		t.Error("auditDetail of a function = nil error")
+	}
+}
+
+// TestAuditPrune: the entries before the cut go, in as many batches as it
+// takes; later ones stay.
+func TestAuditPrune(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, err := New(ctx, Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop() })
+	cut := time.Now()
+	old := auditPruneBatch + 3
+	for i := range old + 2 {
+		at := cut.Add(-time.Duration(old-i) * time.Millisecond)
+		if i >= old {
+			at = cut.Add(time.Duration(i) * time.Millisecond)
+		}
+		if _, err := s.store.AuditAppend(ctx, store.AuditAppendParams{ID: fmt.Sprint(i), At: at, Action: auditLimitPut}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.auditPrune(ctx, cut)
+	if err != nil || n != old {
+		t.Fatalf("auditPrune = %d, %v; want %d", n, err, old)
+	}
+	left, err := s.store.AuditList(ctx, store.AuditListParams{})
+	if err != nil || len(left) != 2 {
+		t.Errorf("left %d entries (%v), want the 2 after the cut", len(left), err)
 	}
 }
