@@ -63,6 +63,9 @@ const (
 	// CodeInsufficientStorage: the server's storage is full (507), or
 	// below the free space it keeps for the logs of running jobs.
 	CodeInsufficientStorage = "insufficient_storage"
+	// CodeQuotaExceeded: the upload or run would take the user over their
+	// storage quota (507); the message gives the usage and the quota.
+	CodeQuotaExceeded = "quota_exceeded"
 )
 
 // Causes of server-side failures (Error.Cause).
@@ -220,6 +223,13 @@ type Job struct {
 // StopRequest is the body of POST /runs/{name}/stop.
 type StopRequest struct {
 	Abort bool `json:"abort"`
+}
+
+// RunDeleteResponse answers DELETE /runs/{name}: the run deleted and how
+// many bytes of logs, artifacts and code its deletion freed.
+type RunDeleteResponse struct {
+	Name       string `json:"name"`
+	FreedBytes int64  `json:"freed_bytes"`
 }
 
 // ArtifactFile is one file of a job's artifacts.
@@ -638,6 +648,70 @@ type RunnerRef struct {
 	ID     string `json:"id"`
 	Name   string `json:"name"`
 	Reason string `json:"reason,omitempty"`
+}
+
+// UserInfo is one user of GET /users (admins only).
+type UserInfo struct {
+	Name       string     `json:"name"`
+	Admin      bool       `json:"admin"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastSeenAt *time.Time `json:"last_seen_at,omitempty"`
+	// RunningJobs counts the user's jobs a runner holds now.
+	RunningJobs int `json:"running_jobs"`
+}
+
+// UserCreateRequest is the body of POST /users.
+type UserCreateRequest struct {
+	Name  string `json:"name"`
+	Admin bool   `json:"admin"`
+}
+
+// UserCreated answers POST /users: the user and its first token, named
+// "default", shown this once.
+type UserCreated struct {
+	User  UserInfo `json:"user"`
+	Token string   `json:"token"`
+}
+
+// UserPatchRequest is the body of PATCH /users/{name}: the fields to
+// change, the others left out.
+type UserPatchRequest struct {
+	Admin *bool `json:"admin,omitempty"`
+}
+
+// TokenInfo is one token of GET /tokens; its value is never shown again.
+type TokenInfo struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	CreatedAt  time.Time  `json:"created_at"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
+	// Current is true for the token (or the session's token) the request
+	// was made with.
+	Current bool `json:"current,omitempty"`
+}
+
+// TokenCreateRequest is the body of POST /tokens.
+type TokenCreateRequest struct {
+	// Name is the token's name, unique among the user's tokens; empty for
+	// a generated one ("token-YYYYMMDD-HHMMSS").
+	Name string `json:"name,omitempty"`
+	// ExpiresIn is how long the token works, as "30d", "12h" or "90m";
+	// empty for a token that does not expire.
+	ExpiresIn string `json:"expires_in,omitempty"`
+}
+
+// TokenCreated answers POST /tokens: the token, shown this once.
+type TokenCreated struct {
+	TokenInfo
+	Token string `json:"token"`
+}
+
+// TokenRevoked answers DELETE /tokens/{ref}: the token revoked and the
+// runners revoked with it (?runners=true).
+type TokenRevoked struct {
+	Token   TokenInfo `json:"token"`
+	Runners []string  `json:"runners"`
 }
 
 // AuditEntry is one entry of the audit log (GET /audit): who changed what

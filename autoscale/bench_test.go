@@ -39,10 +39,10 @@ func BenchmarkPendingToLaunch(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(e.ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	if err := c.Start(e.ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer c.Stop()
 
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()

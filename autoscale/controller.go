@@ -17,6 +17,7 @@ import (
 
 	"github.com/dstackai/dstack/autoscale/plan"
 	"github.com/dstackai/dstack/backend"
+	"github.com/dstackai/dstack/internal/startstop"
 	"github.com/dstackai/dstack/store"
 )
 
@@ -139,8 +140,10 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Controller is the autoscaler. Step is one pass; Run repeats it.
+// Controller is the autoscaler. Step is one pass; between Start and Stop
+// the controller repeats it.
 type Controller struct {
+	life     startstop.Base
 	cfg      Config
 	log      *slog.Logger
 	st       store.Store
@@ -168,7 +171,7 @@ type Controller struct {
 	unsettled map[string]*unsettled
 }
 
-// New returns a controller; it does nothing until Step or Run.
+// New returns a controller; it does nothing until Step or Start.
 func New(cfg Config) (*Controller, error) {
 	cfg.applyDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -198,9 +201,22 @@ func New(cfg Config) (*Controller, error) {
 	return c, nil
 }
 
-// Run makes passes until ctx ends: every Interval and whenever Wake is
-// signalled. It releases the lease on the way out.
-func (c *Controller) Run(ctx context.Context) error {
+// Start makes passes in the background until ctx ends or Stop: every
+// Interval and whenever Wake is signalled. A second call does nothing.
+func (c *Controller) Start(ctx context.Context) error {
+	return c.life.Start(ctx, func(ctx context.Context) error {
+		c.life.Go(func() { c.run(ctx) })
+		return nil
+	}, nil)
+}
+
+// Stop ends the passes and returns once the lease is released (when this
+// controller held it). It is safe to call twice, and before Start.
+func (c *Controller) Stop() { c.life.Stop() }
+
+// run makes the passes of Start until ctx ends, and releases the lease on
+// the way out.
+func (c *Controller) run(ctx context.Context) {
 	c.log.Info("autoscaler started", "server_id", c.cfg.ServerID, "server_url", c.cfg.ServerURL,
 		"backends", strings.Join(c.backendNames(), ","), "idle_timeout", c.cfg.IdleTimeout)
 	t := time.NewTicker(c.cfg.Interval)
@@ -223,12 +239,12 @@ func (c *Controller) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			gap.Stop()
-			return nil
+			return
 		case <-gap.C:
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
 		case <-c.cfg.Wake:
 		}

@@ -24,9 +24,7 @@ func (c *Controller) launchAll(ctx context.Context, ls []plan.Launch, s *snapsho
 		retry bool
 	)
 	for _, l := range ls {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			again, err := c.launch(ctx, l, s)
 			mu.Lock()
 			defer mu.Unlock()
@@ -34,7 +32,7 @@ func (c *Controller) launchAll(ctx context.Context, ls []plan.Launch, s *snapsho
 			if err != nil {
 				errs = append(errs, err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if retry {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,29 +13,12 @@ import (
 	"github.com/dstackai/dstack/autoscale"
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/backend/fake"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/store"
 	"github.com/dstackai/dstack/store/postgres"
 	"github.com/dstackai/dstack/store/sqlite"
 	"github.com/dstackai/dstack/store/storetest"
 )
-
-// clock is a fake clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // env is a store, a fake cloud, a user and a controller.
 type env struct {
@@ -44,7 +26,7 @@ type env struct {
 	ctx   context.Context
 	st    store.Store
 	cloud *fake.Backend
-	clock *clock
+	clock *testutil.Clock
 	user  *store.User
 	c     *autoscale.Controller
 	id    string // the server ID
@@ -89,7 +71,7 @@ func setupWith(t *testing.T, st store.Store) *env {
 	if err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, ctx: ctx, st: st, clock: &clock{t: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)}}
+	e := &env{t: t, ctx: ctx, st: st, clock: testutil.NewClock(time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC))}
 	e.cloud = fake.New(e.clock.Now)
 	id, err := autoscale.ServerID(ctx, st)
 	if err != nil {

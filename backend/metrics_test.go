@@ -10,31 +10,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/backend/backendtest"
 	"github.com/dstackai/dstack/backend/fake"
+	"github.com/dstackai/dstack/internal/testutil"
 )
-
-// clock is a fake clock a launch hook moves on.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func launchRequest(key string, n int) backend.LaunchRequest {
 	req := backend.LaunchRequest{Offer: fake.Catalogue[0], IdempotencyKey: key, ServerID: "srv", LimitID: "lim", ServerURL: "http://server:3000"}
@@ -48,7 +31,7 @@ func launchRequest(key string, n int) backend.LaunchRequest {
 // by its kind too, and every call's time is observed.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
-	clk := &clock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := testutil.NewClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 	f := fake.New(clk.Now)
 	m := backend.NewMetrics(clk.Now)
 	reg := prometheus.NewPedanticRegistry()
@@ -58,7 +41,7 @@ func TestMetrics(t *testing.T) {
 
 	// Each launch takes 3 seconds of the fake clock.
 	f.SetBeforeLaunch(func(ctx context.Context, req backend.LaunchRequest) error {
-		clk.Add(3 * time.Second)
+		clk.Advance(3 * time.Second)
 		if req.IdempotencyKey == "cancelled" {
 			return context.Canceled
 		}
@@ -115,7 +98,7 @@ dstack_backend_errors_total{backend="fake",kind="no_capacity",method="launch"} 1
 dstack_backend_errors_total{backend="fake",kind="timeout",method="launch"} 1
 dstack_backend_errors_total{backend="fake",kind="unknown",method="launch"} 1
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "dstack_backend_calls_total", "dstack_backend_errors_total"); err != nil {
+	if err := promtest.GatherAndCompare(reg, strings.NewReader(want), "dstack_backend_calls_total", "dstack_backend_errors_total"); err != nil {
 		t.Error(err)
 	}
 
@@ -130,7 +113,7 @@ dstack_backend_errors_total{backend="fake",kind="unknown",method="launch"} 1
 			t.Errorf("%s latency: %d samples summing %vs, want %d summing %vs", method, h.GetSampleCount(), h.GetSampleSum(), w.count, w.sum)
 		}
 	}
-	if n, err := testutil.GatherAndLint(reg); err != nil || len(n) != 0 {
+	if n, err := promtest.GatherAndLint(reg); err != nil || len(n) != 0 {
 		t.Errorf("lint: %v %v", n, err)
 	}
 }

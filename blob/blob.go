@@ -53,6 +53,26 @@ type Store interface {
 	Stat(ctx context.Context, key string) (Object, error)
 	// List returns the objects whose keys start with prefix, sorted by key.
 	List(ctx context.Context, prefix string) ([]Object, error)
+	// Delete removes the object under key; removing one that is not there
+	// is not an error.
+	Delete(ctx context.Context, key string) error
+}
+
+// DeletePrefix removes every object whose key starts with prefix (List's
+// prefix) and returns how many bytes they held.
+func DeletePrefix(ctx context.Context, s Store, prefix string) (int64, error) {
+	objs, err := s.List(ctx, prefix)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, o := range objs {
+		if err := s.Delete(ctx, o.Key); err != nil {
+			return n, err
+		}
+		n += o.Size
+	}
+	return n, nil
 }
 
 // ValidKey reports whether key is a clean relative slash path with no "."
@@ -231,6 +251,33 @@ func (l *Local) List(_ context.Context, prefix string) ([]Object, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out, nil
+}
+
+// Delete implements Store. The directories the object leaves empty are
+// removed with it, up to the store's own.
+func (l *Local) Delete(_ context.Context, key string) error {
+	name, err := l.file(key)
+	if err != nil {
+		return err
+	}
+	if st, err := os.Stat(name); err == nil && st.IsDir() {
+		return nil // a directory is not an object
+	}
+	if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", key, fsErr(err))
+	}
+	l.removeEmptyParents(name)
+	return nil
+}
+
+// removeEmptyParents removes the directories above the file name that are
+// empty, up to the store's own.
+func (l *Local) removeEmptyParents(name string) {
+	for dir := filepath.Dir(name); dir != l.dir && strings.HasPrefix(dir, l.dir+string(filepath.Separator)); dir = filepath.Dir(dir) {
+		if os.Remove(dir) != nil {
+			return // not empty (or already gone): its parents are not empty either
+		}
+	}
 }
 
 type ctxReader struct {

@@ -175,3 +175,29 @@ func TestLocalConflictingKeys(t *testing.T) {
 		t.Errorf("a = %q after refused Puts", got)
 	}
 }
+
+// TestLocalDeleteRemovesEmptyDirectories: deleting a job's artifacts
+// leaves no directory behind, but keeps the store's own and those that
+// still hold objects.
+func TestLocalDeleteRemovesEmptyDirectories(t *testing.T) {
+	t.Parallel()
+	l, dir := setup(t)
+	ctx := context.Background()
+	blobtest.MustPut(t, l, "artifacts/j1/a/deep/c.txt", "c")
+	blobtest.MustPut(t, l, "artifacts/j2/x", "x")
+	if _, err := blob.DeletePrefix(ctx, l, "artifacts/j1/"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "artifacts", "j1")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("artifacts/j1 after its last object went: %v, want gone", err)
+	}
+	if err := l.Delete(ctx, "artifacts/j2/x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "artifacts")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("artifacts after its last object went: %v, want gone", err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("the store's directory: %v, want kept", err)
+	}
+}

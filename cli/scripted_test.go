@@ -11,6 +11,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/clock"
 	"github.com/dstackai/dstack/server/servertest"
 	"github.com/dstackai/dstack/userconfig"
 )
@@ -70,7 +71,7 @@ func startRunner(t *testing.T, srv *servertest.Server, name string, scripts map[
 			if err != nil || a == nil {
 				if err != nil && ctx.Err() == nil {
 					t.Logf("runner %s: claim: %v", name, err)
-					_ = sleepCtx(ctx, 100*time.Millisecond)
+					_ = clock.Sleep(ctx, 100*time.Millisecond)
 				}
 				continue
 			}
@@ -150,17 +151,6 @@ func playJob(ctx context.Context, rc *client.Client, a *api.Assignment, s *jobSc
 	return nil
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // waitRun waits for a run to finish, as `dstack logs -f` does.
 func waitRun(t *testing.T, c *client.Client, name string) *api.Run {
 	t.Helper()
@@ -174,7 +164,7 @@ func waitRun(t *testing.T, c *client.Client, name string) *api.Run {
 		if run.Status.Finished() {
 			return run
 		}
-		if err := sleepCtx(ctx, 20*time.Millisecond); errors.Is(err, context.DeadlineExceeded) {
+		if err := clock.Sleep(ctx, 20*time.Millisecond); errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("run %s did not finish: %s", name, run.Status)
 		}
 	}

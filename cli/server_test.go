@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/userconfig"
 )
 
@@ -283,23 +285,18 @@ func TestPsSaysWhyNoRunnerFits(t *testing.T) {
 		big + " big is pending: no runner has 64 CPUs (the largest has 4); add a runner that does, or lower resources",
 		a100 + ` a100 is pending: no runner has a GPU matching "A100" (runners have T4)`,
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testutil.EventuallyErr(t, "ps to say why the runs wait", func() error {
 		r := h.run("ps")
-		missing := ""
 		for _, w := range wants {
 			if !strings.Contains(r.stdout, w) {
-				missing = w
+				return fmt.Errorf("ps does not say %q: %+v", w, r)
 			}
 		}
-		if r.code == 0 && missing == "" {
-			break
+		if r.code != 0 {
+			return fmt.Errorf("ps failed: %+v", r)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ps does not say %q: %+v", missing, r)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 
 	h.interruptWhen("is waiting")
 	r := h.run("run", "big")

@@ -36,10 +36,18 @@ func TestServerReadsEnvThroughEnv(t *testing.T) {
 			t.Fatalf("server --help: exit %d", code)
 		}
 		for _, v := range []string{"DSTACK_SERVER_DB", "DSTACK_SERVER_DATA_DIR", "DSTACK_SERVER_ARTIFACTS", "DSTACK_SERVER_S3_ENDPOINT",
-			"DSTACK_SERVER_S3_REGION", "DSTACK_SERVER_ENCRYPTION_KEY", "DSTACK_AWS_ENDPOINT_URL", "DSTACK_CONFIG"} {
+			"DSTACK_SERVER_S3_REGION", "DSTACK_SERVER_ENCRYPTION_KEY", "DSTACK_AWS_ENDPOINT_URL", "DSTACK_CONFIG",
+			"DSTACK_SERVER_STORAGE_QUOTA", "DSTACK_SERVER_RETENTION"} {
 			if !strings.Contains(out, "\n  "+v+" ") {
 				t.Errorf("server --help does not list %s:\n%s", v, out)
 			}
+		}
+	})
+	t.Run("BadRetention", func(t *testing.T) {
+		t.Parallel()
+		code, _, errOut := runServerCmd(t, map[string]string{"DSTACK_SERVER_DATA_DIR": t.TempDir(), "DSTACK_SERVER_RETENTION": "a month"}, "server", "migrate")
+		if code == 0 || !strings.Contains(errOut, "DSTACK_SERVER_RETENTION") || !strings.Contains(errOut, "such as 30d") {
+			t.Fatalf("server migrate with DSTACK_SERVER_RETENTION=\"a month\": exit %d, stderr %q; want an error naming the variable", code, errOut)
 		}
 	})
 	t.Run("DataDir", func(t *testing.T) {

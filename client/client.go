@@ -278,6 +278,17 @@ func (c *Client) RunStop(ctx context.Context, name string, abort bool) (*api.Run
 	return &r, c.doJSON(ctx, http.MethodPost, "/runs/"+url.PathEscape(name)+"/stop", nil, api.StopRequest{Abort: abort}, &r)
 }
 
+// RunDelete deletes a finished run with its logs, artifacts and code; force
+// deletes a tagged run and its tags.
+func (c *Client) RunDelete(ctx context.Context, name string, force bool) (*api.RunDeleteResponse, error) {
+	var q url.Values
+	if force {
+		q = url.Values{"force": {"true"}}
+	}
+	var r api.RunDeleteResponse
+	return &r, c.doJSON(ctx, http.MethodDelete, "/runs/"+url.PathEscape(name), q, nil, &r)
+}
+
 // LogOptions select what JobLogs returns.
 type LogOptions struct {
 	Follow bool      // keep the stream open until the job finishes

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/clock"
 )
 
 // The retry policy: one for every caller of the API (the CLI following a
@@ -103,21 +104,6 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
-// SleepContext waits for d, or until ctx ends: then it returns ctx.Err().
-func SleepContext(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // Backoff spaces out retries: each delay doubles from Min up to Max, and is
 // drawn at random from its upper half. It is not safe for concurrent use.
 type Backoff struct {
@@ -145,7 +131,7 @@ func (b *Backoff) Reset() { b.next = 0 }
 // Wait sleeps for the next delay, or for the Retry-After that err carries
 // when that is longer; it returns ctx.Err() when ctx ended first.
 func (b *Backoff) Wait(ctx context.Context, err error) error {
-	return SleepContext(ctx, max(b.Next(), RetryAfter(err)))
+	return clock.Sleep(ctx, max(b.Next(), RetryAfter(err)))
 }
 
 // Policy says how Do repeats a call.

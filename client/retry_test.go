@@ -148,35 +148,6 @@ func TestBackoffBounds(t *testing.T) {
 	}
 }
 
-func TestSleepContext(t *testing.T) {
-	t.Parallel()
-	synctest.Test(t, func(t *testing.T) {
-		start := time.Now()
-		if err := SleepContext(t.Context(), 3*time.Second); err != nil {
-			t.Fatalf("SleepContext: %v", err)
-		}
-		if got := time.Since(start); got != 3*time.Second {
-			t.Errorf("slept %v, want 3s", got)
-		}
-
-		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-		defer cancel()
-		start = time.Now()
-		if err := SleepContext(ctx, time.Hour); !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("SleepContext past ctx's end: %v, want %v", err, context.DeadlineExceeded)
-		}
-		if got := time.Since(start); got != time.Second {
-			t.Errorf("returned after %v, want when ctx ended (1s)", got)
-		}
-		if err := SleepContext(ctx, 0); !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("SleepContext(0) with ctx ended: %v, want %v", err, context.DeadlineExceeded)
-		}
-		if err := SleepContext(t.Context(), 0); err != nil {
-			t.Errorf("SleepContext(0): %v", err)
-		}
-	})
-}
-
 func TestBackoffWaitHonoursRetryAfter(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {

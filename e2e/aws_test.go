@@ -14,6 +14,7 @@ import (
 	"github.com/dstackai/dstack/executor/executortest"
 	"github.com/dstackai/dstack/internal/ec2fake"
 	"github.com/dstackai/dstack/internal/ec2fake/ec2docker"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 // The AWS scenario runs the real `dstack server` with its EC2 calls sent
@@ -183,7 +184,7 @@ func TestAWSOnDemand(t *testing.T) {
 	}
 
 	// Idle: terminated after the idle timeout.
-	waitFor(t, odTimeout, "the idle instance to be terminated", func() bool { return len(c.live()) == 0 })
+	testutil.EventuallyWithin(t, odTimeout, "the idle instance to be terminated", func() bool { return len(c.live()) == 0 })
 
 	// A spot instance interrupted mid-job: the job is requeued at once and
 	// runs again on a new instance.
@@ -207,13 +208,13 @@ func TestAWSOnDemand(t *testing.T) {
 		t.Errorf("dstack runners does not show the interrupted runner:\n%s", r.stdout)
 	}
 	c.ok("stop", "--abort", name)
-	waitFor(t, odTimeout, "every instance to be terminated", func() bool { return len(c.live()) == 0 })
+	testutil.EventuallyWithin(t, odTimeout, "every instance to be terminated", func() bool { return len(c.live()) == 0 })
 
 	// Clear works once the server knows nothing runs (the interrupted
 	// instance EC2 terminated by itself is seen gone at the next
 	// reconciliation); the secret was never printed.
 	var clear result
-	waitFor(t, odTimeout, "dstack aws clear to succeed", func() bool {
+	testutil.EventuallyWithin(t, odTimeout, "dstack aws clear to succeed", func() bool {
 		clear = c.dstack(c.proj, "aws", "clear", "-f")
 		return clear.code == 0
 	})

@@ -20,6 +20,7 @@ import (
 
 	"github.com/dstackai/dstack/executor/executortest"
 	"github.com/dstackai/dstack/internal/scratch"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 // The multi-host scenarios run the server and each runner in a container
@@ -223,7 +224,7 @@ func (n *dockerNet) logs(name string) (stdout, stderr string, err error) {
 func (n *dockerNet) waitLog(name, what string, timeout time.Duration, ok func(out string) bool) string {
 	n.t.Helper()
 	var out string
-	waitFor(n.t, timeout, what, func() bool {
+	testutil.EventuallyWithin(n.t, timeout, what, func() bool {
 		stdout, stderr, err := n.logs(name)
 		if err != nil {
 			n.t.Fatalf("logs of %s: %v", name, err)

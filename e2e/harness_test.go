@@ -22,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/store/storetest"
 )
 
@@ -178,7 +179,7 @@ func (c *cluster) startServer(port int) {
 	first := c.Token == ""
 	p := c.start("server", "", c.env(), bins.dstack, args...)
 	var out string
-	waitFor(t, startTimeout, "dstack server to print its URL", func() bool {
+	testutil.EventuallyWithin(t, startTimeout, "dstack server to print its URL", func() bool {
 		out = p.stdout()
 		if p.exited() || !urlRe.MatchString(out) {
 			return p.exited()
@@ -263,7 +264,7 @@ func (c *cluster) configRunner(name, token string) []string {
 func (c *cluster) startRunner(name string) *proc {
 	c.t.Helper()
 	p := c.start("runner "+name, "", c.configRunner(name, c.Token), bins.runner, "start")
-	waitFor(c.t, startTimeout, "runner "+name+" to register", func() bool {
+	testutil.EventuallyWithin(c.t, startTimeout, "runner "+name+" to register", func() bool {
 		return p.exited() || strings.Contains(p.stdout(), "waiting for jobs")
 	})
 	if p.exited() {
@@ -360,7 +361,7 @@ func (c *cluster) run(name string) api.Run {
 func (c *cluster) waitRun(name, what string, ok func(api.Run) bool) api.Run {
 	c.t.Helper()
 	var run api.Run
-	waitFor(c.t, waitTimeout, "run "+name+" "+what, func() bool {
+	testutil.EventuallyWithin(c.t, waitTimeout, "run "+name+" "+what, func() bool {
 		run = c.run(name)
 		return ok(run)
 	})
@@ -421,18 +422,6 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for delay := 10 * time.Millisecond; !cond(); delay = min(2*delay, 200*time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s", timeout, what)
-		}
-		time.Sleep(delay)
-	}
 }
 
 // proc is a process started in the background, in its own process group,

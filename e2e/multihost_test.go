@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 // The multi-host scenarios: a server and two runners, each in a container
@@ -218,7 +219,7 @@ func (c *hostCluster) jobErr(name string) (api.Job, error) {
 func (c *hostCluster) waitJob(name, what string, timeout time.Duration, ok func(api.Job) bool) api.Job {
 	c.t.Helper()
 	var job api.Job
-	waitFor(c.t, timeout, "the job of "+name+" "+what, func() bool {
+	testutil.EventuallyWithin(c.t, timeout, "the job of "+name+" "+what, func() bool {
 		var err error
 		if job, err = c.jobErr(name); err != nil {
 			c.t.Fatal(err)
@@ -245,7 +246,7 @@ func (c *hostCluster) submitCount() (name, runner string) {
 	r := c.dstack("run", "-d", "count")
 	name = runName(c.t, r.stdout+r.stderr)
 	job := c.waitJob(name, "to run", waitTimeout, func(j api.Job) bool { return j.Status == api.StatusRunning })
-	waitFor(c.t, waitTimeout, "the log of "+name+" to have 10 lines", func() bool {
+	testutil.EventuallyWithin(c.t, waitTimeout, "the log of "+name+" to have 10 lines", func() bool {
 		return len(c.logLines(name)) >= 10
 	})
 	if _, ok := c.runners[job.RunnerName]; !ok {
@@ -272,7 +273,7 @@ func (c *hostCluster) afterHeartbeat(r string) {
 		return time.Time{}
 	}
 	first := last()
-	waitFor(c.t, mhShortHeartbeatTimeout, "a heartbeat of "+r, func() bool { return !last().Equal(first) })
+	testutil.EventuallyWithin(c.t, mhShortHeartbeatTimeout, "a heartbeat of "+r, func() bool { return !last().Equal(first) })
 }
 
 // jobSeen is the job as one poll saw it.

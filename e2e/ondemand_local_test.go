@@ -18,6 +18,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/backend"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 // The on-demand scenarios run the real `dstack server` with the local
@@ -107,7 +108,7 @@ func newODCluster(t *testing.T, flags ...string) *odCluster {
 		own = append(own, "--host", "0.0.0.0")
 	}
 	c.cluster = newCluster(t, "", append(own, flags...)...)
-	waitFor(t, startTimeout, "the autoscaler to start", func() bool {
+	testutil.EventuallyWithin(t, startTimeout, "the autoscaler to start", func() bool {
 		if m := serverIDRe.FindStringSubmatch(c.server.stderr()); m != nil {
 			c.serverID = m[1]
 			return true
@@ -202,7 +203,7 @@ func (c *odCluster) checkPeak(max int) {
 // waitLive waits until n of the server's containers are live.
 func (c *odCluster) waitLive(n int) {
 	c.t.Helper()
-	waitFor(c.t, odTimeout, "containers of the server to be "+strconv.Itoa(n), func() bool {
+	testutil.EventuallyWithin(c.t, odTimeout, "containers of the server to be "+strconv.Itoa(n), func() bool {
 		got, err := c.live()
 		return err == nil && got == n
 	})
@@ -211,7 +212,7 @@ func (c *odCluster) waitLive(n int) {
 // waitNone waits until the server has no container at all, live or not.
 func (c *odCluster) waitNone() {
 	c.t.Helper()
-	waitFor(c.t, odTimeout, "every container of the server to be removed", func() bool {
+	testutil.EventuallyWithin(c.t, odTimeout, "every container of the server to be removed", func() bool {
 		cs, err := c.containers()
 		return err == nil && len(cs) == 0
 	})
@@ -288,7 +289,7 @@ func TestOnDemandScaleUpAndIdle(t *testing.T) {
 	}
 	run := c.startDstack(c.proj, "run", "hello")
 	var inst api.Runner
-	waitFor(t, odTimeout, "dstack runners to list an on-demand instance", func() bool {
+	testutil.EventuallyWithin(t, odTimeout, "dstack runners to list an on-demand instance", func() bool {
 		if rs := c.instanceRunners(); len(rs) > 0 {
 			inst = rs[0]
 			return true
@@ -302,7 +303,7 @@ func TestOnDemandScaleUpAndIdle(t *testing.T) {
 		t.Fatalf("dstack run hello: exit code %d\n%s", code, run.output())
 	}
 	c.waitNone()
-	waitFor(t, waitTimeout, "the instance's runner to be offline", func() bool {
+	testutil.EventuallyWithin(t, waitTimeout, "the instance's runner to be offline", func() bool {
 		for _, r := range c.runners() {
 			if r.ID == inst.ID {
 				return r.Status == api.RunnerOffline && (r.InstanceState == "terminated" || r.InstanceState == "gone")
@@ -349,7 +350,7 @@ func TestOnDemandLimitDecrease(t *testing.T) {
 	c.checkPeak(2)
 	c.resetPeak()
 	var requeued, running string
-	waitFor(t, odTimeout, "one job requeued and the other running", func() bool {
+	testutil.EventuallyWithin(t, odTimeout, "one job requeued and the other running", func() bool {
 		requeued, running = "", ""
 		for _, name := range runs {
 			r := c.run(name)
@@ -363,7 +364,7 @@ func TestOnDemandLimitDecrease(t *testing.T) {
 		return requeued != "" && running != ""
 	})
 	// The requeued job waits for room, and `dstack ps` says so.
-	waitFor(t, waitTimeout, "dstack ps to say why "+requeued+" waits", func() bool {
+	testutil.EventuallyWithin(t, waitTimeout, "dstack ps to say why "+requeued+" waits", func() bool {
 		out := c.ok("ps").stdout
 		return strings.Contains(out, requeued+" long is pending: ") && strings.Contains(out, "at its maximum of 1")
 	})
@@ -387,7 +388,7 @@ func TestOnDemandDisableEnable(t *testing.T) {
 	c.waitRunLong(name, "to be requeued", func(r api.Run) bool {
 		return r.Jobs[0].Status == api.StatusPending && r.Jobs[0].Attempt == 1
 	})
-	waitFor(t, waitTimeout, "dstack ps to say on-demand runners are disabled", func() bool {
+	testutil.EventuallyWithin(t, waitTimeout, "dstack ps to say on-demand runners are disabled", func() bool {
 		return strings.Contains(c.ok("ps").stdout, "on-demand runners are disabled")
 	})
 
@@ -415,7 +416,7 @@ func TestOnDemandServerKilledMidLaunch(t *testing.T) {
 	c := newODCluster(t, "--idle-timeout", "3s")
 	c.ok("on-demand", "limit", "-i", "local.small", "-m", "1")
 	name := c.submit("hello")
-	waitFor(t, odTimeout, "a container of the server to run", func() bool {
+	testutil.EventuallyWithin(t, odTimeout, "a container of the server to run", func() bool {
 		cs, err := c.containers()
 		return err == nil && slices.ContainsFunc(cs, func(ct container.Summary) bool { return ct.State == container.StateRunning })
 	})
@@ -443,7 +444,7 @@ func TestOnDemandWaitingReason(t *testing.T) {
 	c.ok("on-demand", "limit", "-i", "local.small", "-m", "1")
 	name := c.submit("big")
 	var out string
-	waitFor(t, waitTimeout, "dstack ps to say why "+name+" waits", func() bool {
+	testutil.EventuallyWithin(t, waitTimeout, "dstack ps to say why "+name+" waits", func() bool {
 		out = c.ok("ps").stdout
 		return strings.Contains(out, name+" big is pending: ")
 	})
@@ -459,5 +460,5 @@ func TestOnDemandWaitingReason(t *testing.T) {
 // waitRunLong is waitRun with odTimeout.
 func (c *odCluster) waitRunLong(name, what string, ok func(api.Run) bool) {
 	c.t.Helper()
-	waitFor(c.t, odTimeout, "run "+name+" "+what, func() bool { return ok(c.run(name)) })
+	testutil.EventuallyWithin(c.t, odTimeout, "run "+name+" "+what, func() bool { return ok(c.run(name)) })
 }

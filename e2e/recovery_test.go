@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 var hello = map[string]string{".dstack/workflows.yaml": `workflows:
@@ -94,7 +95,7 @@ func TestRunnerKilled(t *testing.T) {
 `})
 		follow := c.startDstack(dir, "run", "slow")
 		var name string
-		waitFor(t, waitTimeout, "dstack run to submit the run", func() bool {
+		testutil.EventuallyWithin(t, waitTimeout, "dstack run to submit the run", func() bool {
 			m := runRe.FindStringSubmatch(follow.stderr())
 			if m != nil {
 				name = m[1]
@@ -104,7 +105,7 @@ func TestRunnerKilled(t *testing.T) {
 		if follow.exited() {
 			t.Fatalf("dstack run ended early:\n%s", follow.output())
 		}
-		waitFor(t, waitTimeout, "the job to start on r1", func() bool {
+		testutil.EventuallyWithin(t, waitTimeout, "the job to start on r1", func() bool {
 			return strings.Contains(follow.stdout(), "slow started")
 		})
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 // pipeline is a project of two workflows: train depends on prepare's
@@ -183,7 +184,7 @@ func TestStopAndAbort(t *testing.T) {
 		}
 		name := runName(t, r.stdout)
 		follow := c.startDstack(dir, "logs", name, "-f")
-		waitFor(t, waitTimeout, "logs -f to print tick 2", func() bool {
+		testutil.EventuallyWithin(t, waitTimeout, "logs -f to print tick 2", func() bool {
 			return strings.Contains(follow.stdout(), "tick 2\n") || follow.exited()
 		})
 		if follow.exited() {
@@ -218,7 +219,7 @@ func TestStopAndAbort(t *testing.T) {
 			t.Fatalf("%s", r)
 		}
 		name = runName(t, r.stdout)
-		waitFor(t, waitTimeout, "the second run to write tick 1", func() bool {
+		testutil.EventuallyWithin(t, waitTimeout, "the second run to write tick 1", func() bool {
 			return strings.Contains(c.dstack("", "logs", name).stdout, "tick 1\n")
 		})
 		if r := c.dstack("", "stop", "--abort", name); r.code != 0 {

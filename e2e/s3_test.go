@@ -11,6 +11,7 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 const (
@@ -166,7 +167,7 @@ func newClusterEnv(t *testing.T, env []string, serverFlags ...string) *cluster {
 	args := append([]string{"server", "--host", "127.0.0.1", "--port", "0",
 		"--data-dir", filepath.Join(dir, "server"), "--no-cli-config"}, serverFlags...)
 	p := c.start("server", "", c.env(env...), bins.dstack, args...)
-	waitFor(t, startTimeout, "dstack server to print its URL and token", func() bool {
+	testutil.EventuallyWithin(t, startTimeout, "dstack server to print its URL and token", func() bool {
 		return p.exited() || tokenRe.MatchString(p.stdout())
 	})
 	if p.exited() {

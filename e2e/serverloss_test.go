@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 // gated is a job that prints a line, waits for the gate file the test
@@ -35,7 +37,7 @@ func (c *cluster) startGated(t *testing.T, args ...string) (follow *proc, name, 
 	gate = filepath.Join(scratch, "gate")
 	t.Cleanup(func() { killGroups(pids) })
 	follow = c.startDstack(project(t, gated(gate, pids)), append(append([]string{"run"}, args...), "gated")...)
-	waitFor(t, waitTimeout, "the job to start", func() bool {
+	testutil.EventuallyWithin(t, waitTimeout, "the job to start", func() bool {
 		return strings.Contains(follow.stdout(), "gated started") || follow.exited()
 	})
 	if follow.exited() {
@@ -116,7 +118,7 @@ func TestRunOutlivesAServerRestart(t *testing.T) {
 		follow, name, gate := c.startGated(t, "--wait-server", "2m")
 
 		c.stopServer()
-		waitFor(t, waitTimeout, "dstack run to say the run goes on", func() bool {
+		testutil.EventuallyWithin(t, waitTimeout, "dstack run to say the run goes on", func() bool {
 			return strings.Contains(follow.stderr(), "goes on without this command") || follow.exited()
 		})
 		if follow.exited() {

@@ -17,7 +17,7 @@ import (
 
 // TestUIAudit: the admin's menu has the Audit page, which shows a refused
 // sign-in, the sign-in and a change made with the CLI, each with who and
-// from where; a member has no such link, and the page tells them only an
+// from where; a member has no such link, and the page answers that only an
 // admin can read the log.
 func TestUIAudit(t *testing.T) {
 	if testing.Short() {
@@ -80,11 +80,8 @@ func TestUIAudit(t *testing.T) {
 		t.Error("a member's menu links the Audit page")
 	}
 	b.open("/audit")
-	b.wait("the refusal", `!document.querySelector("#audit-error").hidden`)
-	if msg := b.text("#audit-error"); msg != "only an admin can read the audit log: ask an admin of this server" {
-		t.Errorf("a member's Audit page says %q", msg)
-	}
-	if eval[int](b, `document.querySelectorAll("#audit tbody tr").length`) != 0 {
+	b.wait("the refusal", `document.body.textContent.includes("only an admin can read the audit log: ask an admin of this server")`)
+	if eval[bool](b, `document.querySelector("#audit tbody tr") !== null`) {
 		t.Error("a member's Audit page shows entries")
 	}
 }

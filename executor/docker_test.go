@@ -13,6 +13,8 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 // dockerSpec is a docker job of the test image.
@@ -135,7 +137,7 @@ func TestDockerResources(t *testing.T) {
 	)
 	spec.Resources = Resources{CPUs: 1, MemoryMiB: 64, ShmSizeMiB: 32}
 	p := startOn(t, d, spec)
-	waitFor(t, "the job to start", func() bool { return strings.Contains(f.out.String(), "ready") })
+	testutil.Eventually(t, "the job to start", func() bool { return strings.Contains(f.out.String(), "ready") })
 
 	res, err := d.cli.ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: make(client.Filters).Add(
 		"label", LabelOwner+"="+d.owner, LabelJobID+"=job-1")})
@@ -230,7 +232,7 @@ func TestDockerStop(t *testing.T) {
 			t.Parallel()
 			d, f := dockerSetup(t, Options{})
 			p := startOn(t, d, f.dockerSpec(tt.commands...))
-			waitFor(t, "the script to start", func() bool { return strings.Contains(f.out.String(), "ready") })
+			testutil.Eventually(t, "the script to start", func() bool { return strings.Contains(f.out.String(), "ready") })
 			if err := tt.stop(p); err != nil {
 				t.Fatal(err)
 			}
@@ -352,7 +354,7 @@ func TestDockerOutputStreams(t *testing.T) {
 	t.Parallel()
 	d, f := dockerSetup(t, Options{})
 	p := startOn(t, d, f.dockerSpec("echo first", "while [ ! -e go ]; do sleep 0.05; done", "echo second"))
-	waitFor(t, "the first line while the job runs", func() bool { return f.out.String() == "first\n" })
+	testutil.Eventually(t, "the first line while the job runs", func() bool { return f.out.String() == "first\n" })
 	if err := os.WriteFile(filepath.Join(f.dir, "go"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -58,18 +60,6 @@ func (f fixture) start(t *testing.T, spec Spec) Process {
 	}
 	t.Cleanup(func() { _ = p.Kill(); p.Wait() })
 	return p
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestShellExitCodes(t *testing.T) {
@@ -230,7 +220,7 @@ func TestShellStop(t *testing.T) {
 			t.Parallel()
 			f := setup(t)
 			p := f.start(t, f.spec(tt.commands...))
-			waitFor(t, "the script to start", func() bool { return strings.Contains(f.out.String(), "ready") })
+			testutil.Eventually(t, "the script to start", func() bool { return strings.Contains(f.out.String(), "ready") })
 			b, err := os.ReadFile(filepath.Join(f.dir, "child.pid"))
 			if err != nil {
 				t.Fatal(err)
@@ -246,7 +236,7 @@ func TestShellStop(t *testing.T) {
 			if res.ExitCode != tt.wantCode {
 				t.Errorf("result %+v, want exit code %d", res, tt.wantCode)
 			}
-			waitFor(t, "the background child to die", func() bool { return !alive(child) })
+			testutil.Eventually(t, "the background child to die", func() bool { return !alive(child) })
 			// Signalling an ended process is harmless.
 			if err := p.Terminate(); err != nil {
 				t.Errorf("Terminate after the end: %v", err)

@@ -208,6 +208,40 @@ func (s *Store) Finish(jobID string) error {
 	return err
 }
 
+// DiskSize is how many bytes the job's log file holds (its output and the
+// records' headers); 0 when there is none.
+func (s *Store) DiskSize(jobID string) int64 {
+	st, err := os.Stat(s.path(jobID))
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// Delete removes a job's log and returns how many bytes its file held; a
+// missing log is not an error. The log stays finished: followers, now and
+// later, return once they have read what they had open.
+func (s *Store) Delete(jobID string) (int64, error) {
+	f := s.get(jobID)
+	f.mu.Lock()
+	var err error
+	if f.f != nil {
+		err = f.f.Close()
+		f.f = nil
+	}
+	f.done = true
+	f.signal()
+	var n int64
+	if st, serr := os.Stat(s.path(jobID)); serr == nil {
+		n = st.Size()
+	}
+	if rerr := os.Remove(s.path(jobID)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		err = errors.Join(err, fmt.Errorf("delete log: %w", rerr))
+	}
+	f.mu.Unlock()
+	return n, err
+}
+
 // ReadOptions select what Copy writes.
 type ReadOptions struct {
 	Offset int64     // skip this many bytes of output

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -59,18 +60,6 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func TestAppendAndReadInOrder(t *testing.T) {
@@ -191,82 +180,98 @@ func TestMissingLogIsEmpty(t *testing.T) {
 	}
 }
 
+// TestFollowUntilFinish: a follower writes what the log has, then what is
+// appended while it follows, and returns once the log is finished.
 func TestFollowUntilFinish(t *testing.T) {
 	t.Parallel()
-	s := setup(t)
-	appendAt(t, s, "job", 0, "first\n", t0)
-	var out syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- s.Copy(context.Background(), "job", &out, ReadOptions{Follow: true, Poll: time.Hour})
-	}()
-	waitFor(t, "the output written before the follower started", func() bool { return out.String() == "first\n" })
-	appendAt(t, s, "job", 6, "second\n", t0)
-	waitFor(t, "output appended while following", func() bool { return out.String() == "first\nsecond\n" })
-	select {
-	case err := <-done:
-		t.Fatalf("follower returned before the log was finished: %v", err)
-	default:
-	}
-	appendAt(t, s, "job", 13, "last\n", t0)
-	if err := s.Finish("job"); err != nil {
-		t.Fatalf("Finish: %v", err)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Copy: %v", err)
+	synctest.Test(t, func(t *testing.T) {
+		s := setup(t)
+		appendAt(t, s, "job", 0, "first\n", t0)
+		var out syncBuffer
+		done := make(chan error, 1)
+		go func() {
+			done <- s.Copy(context.Background(), "job", &out, ReadOptions{Follow: true, Poll: time.Hour})
+		}()
+		synctest.Wait()
+		if got := out.String(); got != "first\n" {
+			t.Fatalf("the follower, waiting, has written %q, want the output written before it started", got)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("follower did not return after Finish")
-	}
-	if got := out.String(); got != "first\nsecond\nlast\n" {
-		t.Errorf("follower read %q, want all of the log", got)
-	}
-	// A follower of a finished log returns at once with all of it.
-	if got := readAll(t, s, "job", ReadOptions{Follow: true, Poll: time.Hour}); got != "first\nsecond\nlast\n" {
-		t.Errorf("follow of a finished log = %q", got)
-	}
+		appendAt(t, s, "job", 6, "second\n", t0)
+		synctest.Wait()
+		if got := out.String(); got != "first\nsecond\n" {
+			t.Fatalf("the follower, waiting, has written %q, want the output appended while following too", got)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("follower returned before the log was finished: %v", err)
+		default:
+		}
+		appendAt(t, s, "job", 13, "last\n", t0)
+		if err := s.Finish("job"); err != nil {
+			t.Fatalf("Finish: %v", err)
+		}
+		synctest.Wait()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Copy: %v", err)
+			}
+		default:
+			t.Fatal("follower did not return after Finish")
+		}
+		if got := out.String(); got != "first\nsecond\nlast\n" {
+			t.Errorf("follower read %q, want all of the log", got)
+		}
+		// A follower of a finished log returns at once with all of it.
+		if got := readAll(t, s, "job", ReadOptions{Follow: true, Poll: time.Hour}); got != "first\nsecond\nlast\n" {
+			t.Errorf("follow of a finished log = %q", got)
+		}
+	})
 }
 
 func TestFollowEndsWhenFinishedElsewhere(t *testing.T) {
 	t.Parallel()
-	s := setup(t)
-	appendAt(t, s, "job", 0, "output\n", t0)
-	var mu sync.Mutex
-	ended := false
-	finished := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return ended
-	}
-	var out syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- s.Copy(context.Background(), "job", &out, ReadOptions{Follow: true, Finished: finished, Poll: time.Millisecond})
-	}()
-	waitFor(t, "the output", func() bool { return out.String() == "output\n" })
-	// Another writer (another replica) adds the last output and ends the job
-	// without this store's Finish.
-	other, err := Open(s.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	appendAt(t, other, "job", 7, "more\n", t0)
-	mu.Lock()
-	ended = true
-	mu.Unlock()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Copy: %v", err)
+	synctest.Test(t, func(t *testing.T) {
+		s := setup(t)
+		appendAt(t, s, "job", 0, "output\n", t0)
+		var mu sync.Mutex
+		ended := false
+		finished := func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return ended
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("follower did not return once Finished said so")
-	}
-	if got := out.String(); got != "output\nmore\n" {
-		t.Errorf("follower read %q, want the output written before the end", got)
-	}
+		var out syncBuffer
+		done := make(chan error, 1)
+		go func() {
+			done <- s.Copy(context.Background(), "job", &out, ReadOptions{Follow: true, Finished: finished, Poll: time.Millisecond})
+		}()
+		synctest.Wait()
+		if got := out.String(); got != "output\n" {
+			t.Fatalf("the follower, waiting, has written %q, want the output", got)
+		}
+		// Another writer (another replica) adds the last output and ends the job
+		// without this store's Finish.
+		other, err := Open(s.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendAt(t, other, "job", 7, "more\n", t0)
+		mu.Lock()
+		ended = true
+		mu.Unlock()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Copy: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("follower did not return once Finished said so")
+		}
+		if got := out.String(); got != "output\nmore\n" {
+			t.Errorf("follower read %q, want the output written before the end", got)
+		}
+	})
 }
 
 func TestFollowEndsWithContext(t *testing.T) {
@@ -497,5 +502,40 @@ func TestAppendOnAFullDiskFailsAndRecovers(t *testing.T) {
 	}
 	if got := readAll(t, s, "j", ReadOptions{}); got != "kept\n" {
 		t.Errorf("log = %q", got)
+	}
+}
+
+// TestDelete: a deleted log's file is gone, a follower returns, and the job
+// reads as empty (as a missing log does).
+func TestDelete(t *testing.T) {
+	t.Parallel()
+	s := setup(t)
+	appendAt(t, s, "j1", 0, "hello\n", t0)
+	appendAt(t, s, "j2", 0, "other\n", t0)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Copy(context.Background(), "j1", &bytes.Buffer{}, ReadOptions{Follow: true, Poll: time.Hour})
+	}()
+	n, err := s.Delete("j1")
+	if err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if n != int64(headerSize+len("hello\n")) {
+		t.Errorf("Delete freed %d bytes, want %d", n, headerSize+len("hello\n"))
+	}
+	if err := <-done; err != nil {
+		t.Errorf("follower of a deleted log: %v", err)
+	}
+	if _, err := os.Stat(s.path("j1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("log file after Delete: %v, want gone", err)
+	}
+	if got := readAll(t, s, "j1", ReadOptions{}); got != "" {
+		t.Errorf("deleted log reads %q, want nothing", got)
+	}
+	if got := readAll(t, s, "j2", ReadOptions{}); got != "other\n" {
+		t.Errorf("another job's log reads %q", got)
+	}
+	if n, err := s.Delete("never"); err != nil || n != 0 {
+		t.Errorf("Delete of a missing log = %d, %v; want 0, nil", n, err)
 	}
 }

@@ -194,7 +194,13 @@ func (j *job) uploadArtifacts(ctx context.Context, sp *spool) (missing []string,
 			if err != nil {
 				return permanent(err)
 			}
-			return c.JobArtifactUpload(ctx, j.id, j.lease, f.rel, in, st.Size())
+			err = c.JobArtifactUpload(ctx, j.id, j.lease, f.rel, in, st.Size())
+			if client.IsCode(err, api.CodeQuotaExceeded) {
+				// The user's storage is full: waiting would hold the job
+				// until they delete runs; the job fails and says why.
+				return permanent(err)
+			}
+			return err
 		})
 		if err != nil {
 			return missing, fmt.Errorf("upload artifact %s: %w", f.rel, err)

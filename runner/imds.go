@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dstackai/dstack/internal/clock"
 )
 
 // imdsClient reads EC2's instance metadata service as the AWS SDK's client
@@ -85,12 +87,8 @@ func (c *imdsClient) getMetadata(ctx context.Context, path string) ([]byte, erro
 	var err error
 	for attempt := range imdsAttempts {
 		if attempt > 0 {
-			t := time.NewTimer(min(imdsMaxBackoff, 50*time.Millisecond<<attempt))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, errors.Join(err, ctx.Err())
-			case <-t.C:
+			if serr := clock.Sleep(ctx, min(imdsMaxBackoff, 50*time.Millisecond<<attempt)); serr != nil {
+				return nil, errors.Join(err, serr)
 			}
 		}
 		var b []byte

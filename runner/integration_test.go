@@ -16,6 +16,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server/servertest"
 )
 
@@ -146,7 +147,7 @@ func (f *fixture) job(t testing.TB, run, workflow string) api.Job {
 func (f *fixture) waitStatus(t testing.TB, run, workflow string, ok func(api.JobStatus) bool) api.Job {
 	t.Helper()
 	var j api.Job
-	waitUntil(t, "job "+workflow+" of "+run, func() bool {
+	testutil.Eventually(t, "job "+workflow+" of "+run, func() bool {
 		j = f.job(t, run, workflow)
 		return ok(j.Status)
 	})
@@ -173,7 +174,7 @@ func (f *fixture) logs(t testing.TB, jobID string) string {
 // waitLog polls a job's log until it contains s.
 func (f *fixture) waitLog(t testing.TB, jobID, s string) {
 	t.Helper()
-	waitUntil(t, "log line "+strconv.Quote(s), func() bool { return strings.Contains(f.logs(t, jobID), s) })
+	testutil.Eventually(t, "log line "+strconv.Quote(s), func() bool { return strings.Contains(f.logs(t, jobID), s) })
 }
 
 // artifacts returns a run's artifact files (path -> content) of a job.

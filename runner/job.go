@@ -169,11 +169,7 @@ func (j *job) execute() {
 	shipCtx, shipCancel := context.WithCancel(j.r.hardCtx)
 	j.ship, j.shipCancel = sh, shipCancel
 	go sh.run(shipCtx)
-	j.wg.Add(1)
-	go func() {
-		defer j.wg.Done()
-		j.watchStop()
-	}()
+	j.wg.Go(j.watchStop)
 
 	out := j.runProcess(sp)
 	if j.ctx.Err() != nil {

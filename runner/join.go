@@ -50,5 +50,5 @@ func (r *Runner) exchange(ctx context.Context, req api.RunnerRegisterRequest, st
 // its join token spent it cannot get another.
 func (r *Runner) giveUp(err error) {
 	r.log.Error("the server refused this on-demand runner's credential and it cannot register again; stopping", "err", err)
-	r.cancelRun()
+	r.life.Cancel()
 }

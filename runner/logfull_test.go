@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server/servertest"
 )
 
@@ -76,14 +77,14 @@ func TestIncompleteLogIsCompletedLater(t *testing.T) {
 	if err := os.Remove(logFile); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the log to be complete", func() bool { return f.job(t, run.Name, "w").LogMissing == 0 })
+	testutil.Eventually(t, "the log to be complete", func() bool { return f.job(t, run.Name, "w").LogMissing == 0 })
 	if got := f.logs(t, jobID); got != want.String() {
 		t.Fatalf("log has %d bytes, want %d", len(got), want.Len())
 	}
 	if j := f.job(t, run.Name, "w"); j.Status != api.StatusDone {
 		t.Errorf("status %s after the log completed, want done", j.Status)
 	}
-	waitUntil(t, "the spool to be removed", func() bool {
+	testutil.Eventually(t, "the spool to be removed", func() bool {
 		_, err := os.Stat(spool)
 		return errors.Is(err, os.ErrNotExist)
 	})

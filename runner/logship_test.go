@@ -17,6 +17,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 // logServer is an httptest server that keeps one job's log the way the real
@@ -203,7 +204,7 @@ func TestShipperResendsWhenServerLostData(t *testing.T) {
 	t.Parallel()
 	f := setupShipper(t, nil)
 	first := writeRandom(t, f.sp, 2<<20, 42)
-	waitUntil(t, "the first part to be acknowledged", func() bool { return f.sh.acked.Load() == int64(len(first)) })
+	testutil.Eventually(t, "the first part to be acknowledged", func() bool { return f.sh.acked.Load() == int64(len(first)) })
 	// The server loses the second half of what it acknowledged.
 	f.srv.mu.Lock()
 	f.srv.log = f.srv.log[:1<<20]

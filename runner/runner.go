@@ -55,6 +55,7 @@ import (
 	"github.com/dstackai/dstack/executor"
 	"github.com/dstackai/dstack/hostinfo"
 	"github.com/dstackai/dstack/internal/privfs"
+	"github.com/dstackai/dstack/internal/startstop"
 	"github.com/dstackai/dstack/jobdir"
 )
 
@@ -67,15 +68,19 @@ type Runner struct {
 	ownExec bool
 	user    *client.Client // authenticated with the user's token
 
-	startOnce sync.Once
-	stopOnce  sync.Once
-	startErr  error
+	// life starts and stops the runner (package startstop): Stop, or the
+	// end of the context given to Start, ends runCtx; Stop waits for every
+	// goroutine started with life.Go, then stopped runs.
+	life      startstop.Base
+	closeExec sync.Once
+	// serving: Start succeeded; set before Start returns.
+	serving bool
 
-	// runCtx ends when the runner is told to stop: no more claims, and the
-	// job in progress is stopped. hardCtx ends ShutdownTimeout later, or as
-	// soon as everything is wound down: every call and process goes with it.
+	// runCtx is the runner's own context, from life: it ends when the
+	// runner is told to stop: no more claims, and the job in progress is
+	// stopped. hardCtx ends ShutdownTimeout later, or as soon as everything
+	// is wound down: every call and process goes with it.
 	runCtx     context.Context
-	cancelRun  context.CancelFunc
 	hardCtx    context.Context
 	cancelHard context.CancelFunc
 	// claimCtx ends with runCtx, or at a spot interruption notice: no
@@ -86,9 +91,7 @@ type Runner struct {
 	heartbeatCtx    context.Context
 	cancelHeartbeat context.CancelFunc
 	heartbeatDone   chan struct{}
-	wg              sync.WaitGroup
 	loopDone        chan struct{}
-	stopped         chan struct{} // closed by Stop
 
 	spot *spot // the spot interruption watch (spot.go)
 
@@ -142,7 +145,6 @@ func New(cfg Config, logger *slog.Logger) (*Runner, error) {
 		ownExec:       ownExec,
 		user:          user,
 		loopDone:      make(chan struct{}),
-		stopped:       make(chan struct{}),
 		heartbeatDone: make(chan struct{}),
 		spot:          newSpot(watcher),
 	}, nil
@@ -184,27 +186,16 @@ func closeExecutor(ex executor.Executor) {
 // serving jobs in the background. It fails when the server refuses the
 // registration, or when ctx ends first. Cancelling ctx later stops the
 // runner as Stop does, without waiting. A second call returns the first's
-// result.
+// result; a call after Stop fails.
 func (r *Runner) Start(ctx context.Context) error {
-	r.startOnce.Do(func() { r.startErr = r.start(ctx) })
-	return r.startErr
+	return r.life.Start(ctx, r.start, r.stopped)
 }
 
+// start is Start's work; ctx is the runner's own context (runCtx).
 func (r *Runner) start(ctx context.Context) error {
-	r.runCtx, r.cancelRun = context.WithCancel(ctx)
+	r.runCtx = ctx
 	r.hardCtx, r.cancelHard = context.WithCancel(context.WithoutCancel(ctx))
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		select {
-		case <-r.stopped:
-			r.cancelRun()
-		case <-r.runCtx.Done():
-		}
-	}()
 	fail := func(err error) error {
-		r.cancelRun()
-		r.cancelHard()
 		close(r.loopDone)
 		return err
 	}
@@ -245,27 +236,18 @@ func (r *Runner) start(ctx context.Context) error {
 	r.heartbeatCtx, r.cancelHeartbeat = context.WithCancel(r.hardCtx)
 	if r.spot.watcher != nil {
 		r.log.Info("watching for a spot interruption notice", "every", r.cfg.SpotPollInterval)
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.watchSpot(r.runCtx)
-		}()
+		r.life.Go(func() { r.watchSpot(r.runCtx) })
 	}
-	r.wg.Add(3)
-	go func() {
-		defer r.wg.Done()
+	r.life.Go(func() {
 		defer close(r.heartbeatDone)
 		r.heartbeatLoop(r.heartbeatCtx)
-	}()
-	go func() {
-		defer r.wg.Done()
+	})
+	r.life.Go(func() {
 		defer close(r.loopDone)
 		r.claimLoop()
-	}()
-	go func() {
-		defer r.wg.Done()
-		r.watchdog()
-	}()
+	})
+	r.life.Go(r.watchdog)
+	r.serving = true
 	return nil
 }
 
@@ -291,22 +273,27 @@ func (r *Runner) watchdog() {
 // status "stopped"), and returns when every goroutine has ended, at most
 // ShutdownTimeout later. It is safe to call twice, and before Start.
 func (r *Runner) Stop() {
-	r.stopOnce.Do(func() {
+	r.life.Stop()
+	r.closeExecutor()
+}
+
+// stopped ends what is left once the runner's goroutines have returned,
+// whether Stop or the end of Start's context stopped it.
+func (r *Runner) stopped() {
+	r.cancelHard()
+	if r.work != nil {
+		r.work.Close()
+	}
+	r.goOffline()
+	r.closeExecutor()
+}
+
+// closeExecutor closes the executor once, when the runner made it.
+func (r *Runner) closeExecutor() {
+	r.closeExec.Do(func() {
 		if r.ownExec {
-			defer closeExecutor(r.exec)
+			closeExecutor(r.exec)
 		}
-		close(r.stopped) // ends a Start in progress
-		r.startOnce.Do(func() { r.startErr = errors.New("runner stopped before it started") })
-		if r.cancelRun == nil {
-			return
-		}
-		r.cancelRun()
-		r.wg.Wait()
-		r.cancelHard()
-		if r.work != nil {
-			r.work.Close()
-		}
-		r.goOffline()
 	})
 }
 
@@ -314,7 +301,7 @@ func (r *Runner) Stop() {
 // over, that this runner is gone, so that it stops counting on it before the
 // heartbeat timeout. The server may be away: that is what the timeout is for.
 func (r *Runner) goOffline() {
-	if r.startErr != nil {
+	if !r.serving {
 		return
 	}
 	r.sendOffline()

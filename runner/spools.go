@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/clock"
 )
 
 // The spools of finished jobs whose logs the server has not stored in full
@@ -27,7 +27,7 @@ func (r *Runner) newJobShipper(sp *spool, jobID string, lease int64, log *slog.L
 	}, log)
 	sh.reauth = func(ctx context.Context) {
 		if !r.reauth(ctx, r.token()) {
-			_ = client.SleepContext(ctx, time.Second)
+			_ = clock.Sleep(ctx, time.Second)
 		}
 	}
 	return sh
@@ -52,13 +52,11 @@ func (r *Runner) afterJob(j *job) {
 		r.closeSpool(j.log, sh, sp, false)
 		return
 	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
+	r.life.Go(func() {
 		defer j.shipCancel()
 		<-sh.done
 		r.closeSpool(j.log, sh, sp, true)
-	}()
+	})
 }
 
 // closeSpool removes a spool whose shipper ended, or, when the runner
@@ -127,11 +125,9 @@ func (r *Runner) resumeSpools() {
 		}
 	}
 	for _, rs := range shippers {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
+		r.life.Go(func() {
 			rs.sh.run(r.hardCtx)
 			r.closeSpool(rs.log, rs.sh, rs.sp, true)
-		}()
+		})
 	}
 }

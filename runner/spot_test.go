@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server/servertest"
 )
 
@@ -86,7 +87,7 @@ func (f *fakeIMDS) setFail(fail bool) {
 func (f *fakeIMDS) waitReads(t testing.TB, n int64) {
 	t.Helper()
 	target := f.reads.Load() + n
-	waitUntil(t, "the runner to read the instance metadata", func() bool { return f.reads.Load() >= target })
+	testutil.Eventually(t, "the runner to read the instance metadata", func() bool { return f.reads.Load() >= target })
 }
 
 // watchSpot has a runner watch imds, polling fast.
@@ -160,7 +161,7 @@ func TestSpotInterruption(t *testing.T) {
 
 	// The runner told the server, took no job since, went offline and
 	// forgot its identity; it idles until the instance goes.
-	waitUntil(t, "the interrupted runner to go offline", func() bool { return f.runner(t, first).Status == api.RunnerOffline })
+	testutil.Eventually(t, "the interrupted runner to go offline", func() bool { return f.runner(t, first).Status == api.RunnerOffline })
 	rn := f.runner(t, first)
 	if rn.InterruptedAt == nil || !strings.HasPrefix(rn.InterruptionReason, "spot instance reclaimed by the cloud") {
 		t.Errorf("interrupted runner = %+v; want its interruption recorded", rn)
@@ -234,7 +235,7 @@ func TestSpotNoticeAtStart(t *testing.T) {
 		Resources: &api.HostResources{CPUs: 4, MemoryMiB: 8192, DiskMiB: 100 << 10}, StopGrace: time.Second}
 	watchSpot(imds)(&f.cfg)
 	f.r = f.startRunner(t)
-	waitUntil(t, "the runner to go offline", func() bool { return f.runner(t, f.r.ID()).Status == api.RunnerOffline })
+	testutil.Eventually(t, "the runner to go offline", func() bool { return f.runner(t, f.r.ID()).Status == api.RunnerOffline })
 	if rn := f.runner(t, f.r.ID()); rn.InterruptedAt == nil || !strings.Contains(rn.InterruptionReason, "stop at") {
 		t.Errorf("runner = %+v; want it interrupted", rn)
 	}
@@ -256,7 +257,7 @@ func TestSpotWatchSurvivesMetadataErrors(t *testing.T) {
 	}
 	imds.setFail(false)
 	imds.announce("terminate", time.Now().Add(2*time.Minute))
-	waitUntil(t, "the runner to go offline", func() bool { return f.runner(t, f.r.ID()).Status == api.RunnerOffline })
+	testutil.Eventually(t, "the runner to go offline", func() bool { return f.runner(t, f.r.ID()).Status == api.RunnerOffline })
 }
 
 // scriptedWatcher is a SpotWatcher that answers from a list, the last

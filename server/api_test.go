@@ -18,6 +18,7 @@ import (
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
 	"github.com/dstackai/dstack/internal/secretbox"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 )
@@ -293,13 +294,13 @@ func TestFollowingLogsSeesNewOutputAndEndsWithTheJob(t *testing.T) {
 	}
 	late := follow(t, e.admin, a.Job.ID, client.LogOptions{})
 	for name, f := range map[string]*follower{"early": early, "late": late} {
-		eventually(t, name+" follower to see the first line", func() bool { return f.String() == "epoch 1\n" })
+		testutil.Eventually(t, name+" follower to see the first line", func() bool { return f.String() == "epoch 1\n" })
 	}
 	if _, err := rc.JobLogAppend(ctx, a.Job.ID, a.Lease, 8, []byte("epoch 2\n")); err != nil {
 		t.Fatal(err)
 	}
 	for name, f := range map[string]*follower{"early": early, "late": late} {
-		eventually(t, name+" follower to see the line appended later", func() bool { return f.String() == "epoch 1\nepoch 2\n" })
+		testutil.Eventually(t, name+" follower to see the line appended later", func() bool { return f.String() == "epoch 1\nepoch 2\n" })
 		if f.ended() {
 			t.Fatalf("%s follower ended while the job runs", name)
 		}
@@ -309,7 +310,7 @@ func TestFollowingLogsSeesNewOutputAndEndsWithTheJob(t *testing.T) {
 	}
 	setStatus(t, rc, a, api.StatusDone)
 	for name, f := range map[string]*follower{"early": early, "late": late} {
-		eventually(t, name+" follower to end with the job", f.ended)
+		testutil.Eventually(t, name+" follower to end with the job", f.ended)
 		if err := <-f.done; err != nil {
 			t.Errorf("%s follower: %v", name, err)
 		}
@@ -319,7 +320,7 @@ func TestFollowingLogsSeesNewOutputAndEndsWithTheJob(t *testing.T) {
 	}
 	// Following a finished job returns its log at once.
 	done := follow(t, e.admin, a.Job.ID, client.LogOptions{})
-	eventually(t, "a follower of a finished job to end", done.ended)
+	testutil.Eventually(t, "a follower of a finished job to end", done.ended)
 	if got := done.String(); got != "epoch 1\nepoch 2\nsaved model\n" {
 		t.Errorf("follower of a finished job read %q", got)
 	}
@@ -327,7 +328,7 @@ func TestFollowingLogsSeesNewOutputAndEndsWithTheJob(t *testing.T) {
 
 func TestLogsSince(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testutil.NewClock(time.Now())
 	e := setup(t, withClock(clock))
 	ctx := context.Background()
 	e.submit(t, e.admin, bashJob("train"))
@@ -401,7 +402,7 @@ func TestRestartKeepsRunsLogsAndArtifacts(t *testing.T) {
 		t.Errorf("log after restart = %q", log)
 	}
 	f := follow(t, admin, a.Job.ID, client.LogOptions{})
-	eventually(t, "a follower of a job finished before the restart to end", f.ended)
+	testutil.Eventually(t, "a follower of a job finished before the restart to end", f.ended)
 	if f.String() != "before\nafter\n" {
 		t.Errorf("follower after restart read %q", f.String())
 	}

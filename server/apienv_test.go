@@ -12,12 +12,12 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 	"github.com/dstackai/dstack/store"
@@ -38,27 +38,7 @@ func setup(t *testing.T, opts ...servertest.Option) *apiEnv {
 	return &apiEnv{srv: srv, admin: admin, codeID: uploadCode(t, admin)}
 }
 
-// fakeClock is a server clock that moves only when told.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func withClock(c *fakeClock) servertest.Option {
+func withClock(c *testutil.Clock) servertest.Option {
 	return servertest.WithConfig(func(cfg *server.Config) { cfg.Now = c.Now })
 }
 
@@ -177,18 +157,6 @@ func getJob(t *testing.T, c *client.Client, run, id string) api.Job {
 	}
 	t.Fatalf("run %s has no job %s", run, id)
 	return api.Job{}
-}
-
-// eventually polls cond until it holds, failing the test after a deadline.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // reply is a raw HTTP answer.

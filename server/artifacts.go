@@ -34,6 +34,7 @@ func (s *Server) handleArtifactUpload(w http.ResponseWriter, r *http.Request, rn
 		return err
 	}
 	body := io.Reader(r.Body)
+	size := max(r.ContentLength, 0)
 	if v := r.Header.Get("X-Dstack-Size"); v != "" {
 		want, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || want < 0 {
@@ -42,6 +43,10 @@ func (s *Server) handleArtifactUpload(w http.ResponseWriter, r *http.Request, rn
 		// Checked while storing, so that a body of another length fails the
 		// Put and leaves nothing (or the previous upload) behind.
 		body = &sizedReader{r: r.Body, want: want}
+		size = want
+	}
+	if err := s.checkQuotaOf(r.Context(), job.UserID, size); err != nil {
+		return err
 	}
 	st, err := s.jobBlobs(r.Context(), job)
 	if err != nil {

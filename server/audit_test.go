@@ -13,6 +13,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 )
@@ -206,7 +207,7 @@ func TestAuditOfferedToAdminsOnly(t *testing.T) {
 // past --runner-retention is recorded as the server's doing.
 func TestAuditRecordsTheServersRunnerRemoval(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testutil.NewClock(time.Now())
 	e := setup(t, withClock(clock), servertest.WithConfig(func(c *server.Config) {
 		c.RunnerRetention = time.Hour
 		c.HeartbeatTimeout = time.Second
@@ -217,7 +218,7 @@ func TestAuditRecordsTheServersRunnerRemoval(t *testing.T) {
 	}
 	clock.Advance(2 * time.Hour)
 	var es []api.AuditEntry
-	eventually(t, "the removal in the audit log", func() bool {
+	testutil.Eventually(t, "the removal in the audit log", func() bool {
 		es = auditLog(t, e.admin)
 		return len(es) > 0
 	})
@@ -264,5 +265,46 @@ func TestAuditFailureIsLoud(t *testing.T) {
 	}
 	if l := logs.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "audit entry not recorded") || !strings.Contains(l, "action=limit.put") {
 		t.Errorf("the server log does not have the entry at ERROR:\n%s", l)
+	}
+}
+
+// TestAuditRecordsUsersAndTokens: users added, changed and removed and
+// tokens made and revoked are recorded, never with a token's value.
+func TestAuditRecordsUsersAndTokens(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	made, err := e.admin.UserCreate(ctx, api.UserCreateRequest{Name: "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	yes := true
+	if _, err := e.admin.UserPatch(ctx, "carol", api.UserPatchRequest{Admin: &yes}); err != nil {
+		t.Fatal(err)
+	}
+	carol := e.admin.WithToken(made.Token)
+	tok, err := carol.TokenCreate(ctx, api.TokenCreateRequest{Name: "laptop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := carol.TokenRevoke(ctx, "laptop", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.UserDelete(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	es := auditLog(t, e.admin)
+	if len(es) != 5 {
+		t.Fatalf("audit log %+v, want 5 entries", es)
+	}
+	wantEntry(t, es[0], "admin", "user.add", "carol", "127.0.0.1", map[string]any{"admin": false})
+	wantEntry(t, es[1], "admin", "user.set", "carol", "127.0.0.1", map[string]any{"admin": true})
+	wantEntry(t, es[2], "carol", "token.create", "laptop", "127.0.0.1", nil)
+	wantEntry(t, es[3], "carol", "token.revoke", "laptop", "127.0.0.1", nil)
+	wantEntry(t, es[4], "admin", "user.rm", "carol", "127.0.0.1", nil)
+	for _, en := range es {
+		if strings.Contains(string(en.Detail), made.Token) || strings.Contains(string(en.Detail), tok.Token) {
+			t.Errorf("entry %s holds a token: %s", en.Action, en.Detail)
+		}
 	}
 }

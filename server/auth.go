@@ -113,32 +113,49 @@ var errNoToken = api.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated,
 	"no token given: send `Authorization: Bearer TOKEN` (the CLI reads it from ~/.dstack/config.yaml or DSTACK_TOKEN)")
 
 // user authenticates a user's request: by its bearer token, or without one
-// by its session cookie.
-func (a *authenticator) user(r *http.Request) (*store.User, error) {
+// by its session cookie. It returns the token used (the session's).
+func (a *authenticator) user(r *http.Request) (*store.User, *store.Token, error) {
 	tok := bearer(r)
 	if tok == "" {
 		if c, err := r.Cookie(sessionCookie); err == nil {
 			return a.sessionUser(r, c.Value)
 		}
-		return nil, errNoToken
+		return nil, nil, errNoToken
 	}
 	return a.userByToken(r, tok)
 }
 
-// userByToken finds the user of a token.
-func (a *authenticator) userByToken(r *http.Request, tok string) (*store.User, error) {
+// touchEvery is how stale a token's last use may get before a request
+// records it: most requests only read.
+const touchEvery = time.Minute
+
+// userByToken finds the user of a token that is neither revoked, expired,
+// nor its user's removed.
+func (a *authenticator) userByToken(r *http.Request, tok string) (*store.User, *store.Token, error) {
 	if strings.HasPrefix(tok, runnerTokenPrefix) {
-		return nil, api.Errorf(http.StatusForbidden, api.CodeForbidden, "a runner credential cannot call user endpoints: use a user token")
+		return nil, nil, api.Errorf(http.StatusForbidden, api.CodeForbidden, "a runner credential cannot call user endpoints: use a user token")
 	}
-	u, err := a.store.UserGetByTokenHash(r.Context(), hashToken(tok))
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, api.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated,
-			"the token was refused: check it, or set a valid one with `dstack config --server URL --token TOKEN`")
+	u, t, err := a.store.TokenAuthenticate(r.Context(), store.TokenAuthenticateParams{Hash: hashToken(tok), Now: a.now(), TouchEvery: touchEvery})
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil, api.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated,
+			"the token was refused (unknown, revoked, or its user removed): check it, or set a valid one with `dstack config --server URL --token TOKEN`")
+	case errors.Is(err, store.ErrExpired):
+		return nil, nil, api.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated,
+			"the token %q expired at %s: sign in with another token and run `dstack tokens create`, or ask an admin for one",
+			t.Name, t.ExpiresAt.UTC().Format(time.RFC3339))
+	case err != nil:
+		return nil, nil, fmt.Errorf("authenticate: %w", err)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("authenticate: %w", err)
-	}
-	return u, nil
+	return u, t, nil
+}
+
+// forgetRunners drops every cached runner credential, after credentials
+// were revoked, so that they are refused from the next call.
+func (a *authenticator) forgetRunners() {
+	a.mu.Lock()
+	clear(a.runners)
+	a.mu.Unlock()
 }
 
 // runner authenticates a runner's request.

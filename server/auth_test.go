@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 )
@@ -52,6 +53,7 @@ var publicRoutes = map[string]string{
 	"GET /runs/{name}":         "a page of the web UI, for a session only",
 	"GET /runners":             "a page of the web UI, for a session only",
 	"GET /settings":            "a page of the web UI, for a session only",
+	"GET /users":               "a page of the web UI, for an admin's session only",
 	"GET /ui/static/{path...}": "the web UI's stylesheet and scripts",
 }
 
@@ -212,7 +214,7 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 
 func TestExpiredRunnerCredentialIsRefused(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testutil.NewClock(time.Now())
 	e := setup(t, withClock(clock), servertest.WithConfig(func(c *server.Config) { c.RunnerTokenTTL = time.Hour }))
 	ctx := context.Background()
 	reg, err := e.admin.RunnerRegister(ctx, api.RunnerRegisterRequest{Name: "r1", Resources: bigRunner})

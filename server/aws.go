@@ -149,11 +149,11 @@ func (a *awsState) set(cfg *awsStored, sealed, bucketAt string, keep blob.Store)
 	}
 }
 
-func (s *Server) awsRoutes(mux *http.ServeMux) {
+func (s *Server) awsRoutes(rt *router) {
 	p := api.PathPrefix
-	mux.HandleFunc("GET "+p+"/aws", s.asUser(s.handleAWSGet))
-	mux.HandleFunc("PUT "+p+"/aws", s.asUser(s.handleAWSPut))
-	mux.HandleFunc("DELETE "+p+"/aws", s.asUser(s.handleAWSDelete))
+	rt.member("GET "+p+"/aws", s.handleAWSGet) // the secret key only for admins
+	rt.admin("PUT "+p+"/aws", "change the server's AWS account", s.handleAWSPut)
+	rt.admin("DELETE "+p+"/aws", "change the server's AWS account", s.handleAWSDelete)
 }
 
 // newAWSBackend builds the backend of c; it makes no call.

@@ -96,6 +96,7 @@ func TestEventsTellWhatChanged(t *testing.T) {
 
 	// Another user's changes are not told.
 	other := newUser(t, e.srv, "other")
+	uploadCode(t, other) // a code archive is its uploader's
 	e.submit(t, other, bashJob("theirs"))
 	if _, err := e.admin.OnDemandSet(ctx, false, false); err != nil {
 		t.Fatal(err)

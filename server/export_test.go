@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"testing"
 )
@@ -38,4 +39,17 @@ func SetStatfs(s *Server, f func(dir string) (free, total uint64, err error)) {
 
 // Handler is the server's HTTP handler (routes and metrics), for tests that
 // serve a request with a context of their own, such as one already ended.
-func (s *Server) Handler() http.Handler { return s.http.Handler }
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// RouteRoles is the server's route table: each route's pattern with the
+// role it was registered with (roles.go).
+func RouteRoles(s *Server) map[string]string {
+	out := map[string]string{}
+	for _, r := range s.routeTable {
+		out[r.Pattern] = string(r.Role)
+	}
+	return out
+}
+
+// RetentionPass runs one pass of the retention loop now.
+func RetentionPass(s *Server) { s.retentionPass(context.Background()) }

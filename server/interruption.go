@@ -88,7 +88,7 @@ func (s *Server) handleJobInterrupted(w http.ResponseWriter, r *http.Request, rn
 		s.queue.wake(userKey(j.UserID))
 		s.queue.wake(jobKey(j.ID))
 		if j.Status.Finished() {
-			_ = s.logs.Finish(j.ID)
+			s.finishLog(j.ID)
 			s.metrics.jobFinished(j)
 		}
 	}

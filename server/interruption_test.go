@@ -9,6 +9,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 )
@@ -44,7 +45,7 @@ func claimFor(t *testing.T, rc *client.Client, wait time.Duration) *api.Assignme
 
 func TestRunnerInterruption(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testutil.NewClock(time.Now())
 	e := setup(t, withClock(clock))
 	ctx := context.Background()
 	r1, r2 := registerRunner(t, e.admin, "spot"), registerRunner(t, e.admin, "other")
@@ -167,7 +168,7 @@ func TestInterruptedRunnerThatGoesSilent(t *testing.T) {
 		t.Fatal(err)
 	}
 	var j api.Job
-	eventually(t, "the silent runner's job to be requeued", func() bool {
+	testutil.Eventually(t, "the silent runner's job to be requeued", func() bool {
 		j = getJob(t, e.admin, run.Name, a.Job.ID)
 		return j.Status == api.StatusPending
 	})

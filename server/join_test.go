@@ -12,6 +12,7 @@ import (
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/autoscale"
 	"github.com/dstackai/dstack/backend"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 	"github.com/dstackai/dstack/store"
@@ -97,7 +98,7 @@ func TestOnDemandJoinRunIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := e.submit(t, e.admin, bashJob("w"))
-	eventually(t, "a launch", func() bool { return len(cloud.launched()) == 1 })
+	testutil.Eventually(t, "a launch", func() bool { return len(cloud.launched()) == 1 })
 	req := cloud.launched()[0]
 	if req.ServerURL != "http://dstack.example:3000" || len(req.Instances) != 1 {
 		t.Fatalf("launch request %+v", req)
@@ -129,7 +130,7 @@ func TestOnDemandJoinRunIdle(t *testing.T) {
 	}
 	setStatus(t, rc, a, api.StatusRunning)
 	setStatus(t, rc, a, api.StatusDone)
-	eventually(t, "the idle instance's termination", func() bool {
+	testutil.Eventually(t, "the idle instance's termination", func() bool {
 		ins, err := st.InstanceList(ctx, store.InstanceListParams{States: []store.InstanceState{store.InstanceTerminated}})
 		return err == nil && len(ins) == 1 && ins[0].Reason == "idle_timeout" && cloud.count() == 0
 	})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 )
@@ -116,7 +117,7 @@ func TestRunnerCannotTouchAnotherRunnersOrUsersJob(t *testing.T) {
 
 func TestRequeuedJobFencesItsFormerRunner(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testutil.NewClock(time.Now())
 	e := setup(t, withClock(clock), servertest.WithHeartbeatTimeout(time.Second))
 	ctx := context.Background()
 	run := e.submit(t, e.admin, bashJob("train"))
@@ -129,7 +130,7 @@ func TestRequeuedJobFencesItsFormerRunner(t *testing.T) {
 
 	// The old runner goes silent past the heartbeat timeout.
 	clock.Advance(time.Minute)
-	eventually(t, "the silent runner's job to be requeued", func() bool {
+	testutil.Eventually(t, "the silent runner's job to be requeued", func() bool {
 		j := getJob(t, e.admin, run.Name, first.Job.ID)
 		return j.Status == api.StatusPending && j.Attempt == 1
 	})

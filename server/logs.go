@@ -36,6 +36,11 @@ func (s *Server) handleJobLogAppend(w http.ResponseWriter, r *http.Request, rn *
 		// A finished job's log takes what its runner said it lacked, no more.
 		data = data[:max(job.LogEnd-offset, 0)]
 	}
+	if len(data) > 0 {
+		if err := s.checkLogQuota(r.Context(), job.UserID, int64(len(data))); err != nil {
+			return err
+		}
+	}
 	size, err := s.logs.Append(job.ID, offset, data, s.cfg.Now())
 	var gap *logstore.GapError
 	if errors.As(err, &gap) {
@@ -46,6 +51,7 @@ func (s *Server) handleJobLogAppend(w http.ResponseWriter, r *http.Request, rn *
 	}
 	s.storage.succeeded()
 	s.metrics.logBytes.Add(float64(len(data)))
+	s.logAppended(r.Context(), job.ID, size)
 	if job.Status.Finished() {
 		if err := s.logCompleted(r, job, size); err != nil {
 			return err
@@ -85,7 +91,7 @@ func (s *Server) logCompleted(r *http.Request, job *store.Job, size int64) error
 	}
 	if j.LogMissing == 0 {
 		s.log.Info("the log of a finished job is complete", "job", j.ID, "run", j.RunName, "size", size)
-		_ = s.logs.Finish(j.ID)
+		s.finishLog(j.ID)
 		s.events.publish(j.UserID, api.EventRuns)
 	}
 	return nil
@@ -95,7 +101,7 @@ func (s *Server) logCompleted(r *http.Request, job *store.Job, size int64) error
 func (s *Server) userJob(r *http.Request, u *store.User) (*store.Job, error) {
 	id := r.PathValue("id")
 	job, err := s.store.JobGet(r.Context(), id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && job.UserID != u.ID) {
+	if errors.Is(err, store.ErrNotFound) || (err == nil && job.UserID != u.ID && !u.Admin) {
 		return nil, notFound("no job %s", id)
 	}
 	return job, err

@@ -24,14 +24,14 @@ import (
 // fleet.
 const maxLimit = 1000
 
-func (s *Server) onDemandRoutes(mux *http.ServeMux) {
+func (s *Server) onDemandRoutes(rt *router) {
 	p := api.PathPrefix
-	mux.HandleFunc("GET "+p+"/limits", s.asUser(s.handleLimitList))
-	mux.HandleFunc("PUT "+p+"/limits", s.asUser(s.handleLimitPut))
-	mux.HandleFunc("DELETE "+p+"/limits", s.asUser(s.handleLimitDelete))
-	mux.HandleFunc("GET "+p+"/on-demand", s.asUser(s.handleOnDemandGet))
-	mux.HandleFunc("PUT "+p+"/on-demand", s.asUser(s.handleOnDemandPut))
-	mux.HandleFunc("GET "+p+"/offers", s.asUser(s.handleOfferList))
+	rt.member("GET "+p+"/limits", s.handleLimitList)
+	rt.admin("PUT "+p+"/limits", "change limits", s.handleLimitPut)
+	rt.admin("DELETE "+p+"/limits", "delete limits", s.handleLimitDelete)
+	rt.member("GET "+p+"/on-demand", s.handleOnDemandGet)
+	rt.admin("PUT "+p+"/on-demand", "turn on-demand runners on or off", s.handleOnDemandPut)
+	rt.member("GET "+p+"/offers", s.handleOfferList)
 }
 
 // dryRun reads the dry_run query parameter.

@@ -312,7 +312,7 @@ func TestLimitCapacityNote(t *testing.T) {
 	}
 }
 
-func TestOtherUsersLimitsAreInvisible(t *testing.T) {
+func TestMembersCannotChangeLimitsOrTheSwitch(t *testing.T) {
 	t.Parallel()
 	srv := servertest.Start(t, withBackends(localFake()))
 	admin, ctx := srv.Client(), context.Background()
@@ -325,14 +325,15 @@ func TestOtherUsersLimitsAreInvisible(t *testing.T) {
 	if ls, err := bob.LimitList(ctx); err != nil || len(ls) != 0 {
 		t.Fatalf("bob sees %+v %v", ls, err)
 	}
+	// Limits and the on-demand switch are an admin's to change.
+	_, err = bob.LimitPut(ctx, api.LimitPutRequest{InstanceType: "local.small", Max: 5}, false)
+	apiErr(t, "bob puts a limit", err, api.CodeForbidden)
 	_, err = bob.LimitDelete(ctx, client.LimitKey{InstanceType: "local.small"}, false)
-	apiErr(t, "bob deletes the admin's", err, api.CodeNotFound)
-	if d, err := bob.LimitDeleteAll(ctx, false); err != nil || len(d.Deleted) != 0 || d.Terminating != 0 {
-		t.Fatalf("bob deletes all: %+v %v", d, err)
-	}
-	if od, err := bob.OnDemandSet(ctx, false, false); err != nil || od.Terminating != 0 || od.Running != 0 {
-		t.Fatalf("bob disables: %+v %v", od, err)
-	}
+	apiErr(t, "bob deletes the admin's", err, api.CodeForbidden)
+	_, err = bob.LimitDeleteAll(ctx, false)
+	apiErr(t, "bob deletes all", err, api.CodeForbidden)
+	_, err = bob.OnDemandSet(ctx, false, false)
+	apiErr(t, "bob disables", err, api.CodeForbidden)
 	if st, err := admin.OnDemandGet(ctx); err != nil || !st.Enabled || st.Running != 2 {
 		t.Fatalf("admin's status after bob's changes: %+v %v", st, err)
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/dstackai/dstack/api"
@@ -14,10 +15,21 @@ type userHandler func(w http.ResponseWriter, r *http.Request, u *store.User) err
 // runnerHandler serves a request authenticated as a runner.
 type runnerHandler func(w http.ResponseWriter, r *http.Request, rn *store.Runner) error
 
+// tokenKey is the context key of the token a user's request was made with.
+type tokenKey struct{}
+
+// requestToken is the token a user's request was made with (its session's
+// for a browser).
+func requestToken(r *http.Request) *store.Token {
+	t, _ := r.Context().Value(tokenKey{}).(*store.Token)
+	return t
+}
+
 func (s *Server) asUser(h userHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		u, err := s.auth.user(r)
+		u, tok, err := s.auth.user(r)
 		if err == nil {
+			r = r.WithContext(context.WithValue(r.Context(), tokenKey{}, tok))
 			err = h(w, r, u)
 		}
 		if err != nil {
@@ -40,53 +52,57 @@ func (s *Server) asRunner(h runnerHandler) http.HandlerFunc {
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
+	rt := &router{s: s, mux: mux}
 	p := api.PathPrefix
-	mux.HandleFunc("GET /healthz", s.handleHealth)
-	mux.Handle("GET /metrics", s.metrics.handler())
-	mux.HandleFunc("GET /api/openapi.yaml", serveOpenAPI)
-	mux.HandleFunc("GET /runner", s.handleRunnerInstaller)
-	mux.HandleFunc("GET /runner/download/{os}/{arch}/dstack-runner", s.handleRunnerBinary)
-	mux.HandleFunc("GET /runner/download/{os}/{arch}/dstack-runner.sha256", s.handleRunnerChecksum)
+	rt.public("GET /healthz", s.handleHealth)
+	rt.public("GET /metrics", s.metrics.handler().ServeHTTP)
+	rt.public("GET /api/openapi.yaml", serveOpenAPI)
+	rt.public("GET /runner", s.handleRunnerInstaller)
+	rt.public("GET /runner/download/{os}/{arch}/dstack-runner", s.handleRunnerBinary)
+	rt.public("GET /runner/download/{os}/{arch}/dstack-runner.sha256", s.handleRunnerChecksum)
 
-	mux.HandleFunc("GET "+p+"/me", s.asUser(s.handleMe))
-	mux.HandleFunc("GET "+p+"/version", s.handleVersion)
-	mux.HandleFunc("POST "+p+"/code", s.asUser(s.handleCodeUpload))
-	mux.HandleFunc("POST "+p+"/runs", s.asUser(s.handleRunSubmit))
-	mux.HandleFunc("GET "+p+"/runs", s.asUser(s.handleRunList))
-	mux.HandleFunc("GET "+p+"/runs/{name}", s.asUser(s.handleRunGet))
-	mux.HandleFunc("POST "+p+"/runs/{name}/stop", s.asUser(s.handleRunStop))
-	mux.HandleFunc("GET "+p+"/runs/{name}/artifacts", s.asUser(s.handleArtifactList))
-	mux.HandleFunc("GET "+p+"/jobs/{id}/logs", s.asUser(s.handleJobLogs))
-	mux.HandleFunc("GET "+p+"/jobs/{id}/artifacts/{path...}", s.asUser(s.handleArtifactDownload))
-	mux.HandleFunc("GET "+p+"/runners", s.asUser(s.handleRunnerList))
-	mux.HandleFunc("POST "+p+"/runners/register", s.asUser(s.handleRunnerRegister))
-	mux.HandleFunc("DELETE "+p+"/runners/{ref}", s.asUser(s.handleRunnerRemove))
-	mux.HandleFunc("POST "+p+"/runners/join", s.handleRunnerJoin)
-	mux.HandleFunc("POST "+p+"/session", s.handleSessionCreate)
-	mux.HandleFunc("DELETE "+p+"/session", s.handleSessionDelete)
-	mux.HandleFunc("GET "+p+"/events", s.asUser(s.handleEvents))
-	mux.HandleFunc("GET "+p+"/audit", s.asUser(s.handleAuditList))
-	s.onDemandRoutes(mux)
-	s.awsRoutes(mux)
-	s.tagRoutes(mux)
-	s.uiRoutes(mux)
+	rt.member("GET "+p+"/me", s.handleMe)
+	rt.public("GET "+p+"/version", s.handleVersion)
+	rt.member("POST "+p+"/code", s.handleCodeUpload)
+	rt.member("POST "+p+"/runs", s.handleRunSubmit)
+	rt.member("GET "+p+"/runs", s.handleRunList)
+	rt.member("GET "+p+"/runs/{name}", s.handleRunGet)
+	rt.member("POST "+p+"/runs/{name}/stop", s.handleRunStop)
+	rt.member("DELETE "+p+"/runs/{name}", s.handleRunDelete)
+	rt.member("GET "+p+"/runs/{name}/artifacts", s.handleArtifactList)
+	rt.member("GET "+p+"/jobs/{id}/logs", s.handleJobLogs)
+	rt.member("GET "+p+"/jobs/{id}/artifacts/{path...}", s.handleArtifactDownload)
+	rt.member("GET "+p+"/runners", s.handleRunnerList)
+	rt.member("POST "+p+"/runners/register", s.handleRunnerRegister)
+	rt.member("DELETE "+p+"/runners/{ref}", s.handleRunnerRemove) // a member's own runners, an admin's any
+	rt.public("POST "+p+"/runners/join", s.handleRunnerJoin)      // checks the instance's join token
+	rt.public("POST "+p+"/session", s.handleSessionCreate)        // checks the token in the body
+	rt.public("DELETE "+p+"/session", s.handleSessionDelete)
+	rt.member("GET "+p+"/events", s.handleEvents)
+	rt.admin("GET "+p+"/audit", "read the audit log", s.handleAuditList)
+	s.userRoutes(rt)
+	s.onDemandRoutes(rt)
+	s.awsRoutes(rt)
+	s.tagRoutes(rt)
+	s.uiRoutes(rt)
 
-	mux.HandleFunc("POST "+p+"/runner/heartbeat", s.asRunner(s.handleHeartbeat))
-	mux.HandleFunc("POST "+p+"/runner/offline", s.asRunner(s.handleRunnerOffline))
-	mux.HandleFunc("POST "+p+"/runner/interruption", s.asRunner(s.handleRunnerInterruption))
-	mux.HandleFunc("POST "+p+"/runner/claim", s.asRunner(s.handleClaim))
-	mux.HandleFunc("GET "+p+"/runner/jobs/{id}/code", s.asRunner(s.handleJobCode))
-	mux.HandleFunc("POST "+p+"/runner/jobs/{id}/status", s.asRunner(s.handleJobStatus))
-	mux.HandleFunc("POST "+p+"/runner/jobs/{id}/logs", s.asRunner(s.handleJobLogAppend))
-	mux.HandleFunc("GET "+p+"/runner/jobs/{id}/stop", s.asRunner(s.handleJobWaitStop))
-	mux.HandleFunc("PUT "+p+"/runner/jobs/{id}/artifacts/{path...}", s.asRunner(s.handleArtifactUpload))
-	mux.HandleFunc("GET "+p+"/runner/jobs/{id}/dependencies", s.asRunner(s.handleDependencies))
-	mux.HandleFunc("GET "+p+"/runner/jobs/{id}/dependencies/{dep}/artifacts/{path...}", s.asRunner(s.handleDependencyArtifact))
+	rt.runner("POST "+p+"/runner/heartbeat", s.handleHeartbeat)
+	rt.runner("POST "+p+"/runner/offline", s.handleRunnerOffline)
+	rt.runner("POST "+p+"/runner/interruption", s.handleRunnerInterruption)
+	rt.runner("POST "+p+"/runner/claim", s.handleClaim)
+	rt.runner("GET "+p+"/runner/jobs/{id}/code", s.handleJobCode)
+	rt.runner("POST "+p+"/runner/jobs/{id}/status", s.handleJobStatus)
+	rt.runner("POST "+p+"/runner/jobs/{id}/logs", s.handleJobLogAppend)
+	rt.runner("GET "+p+"/runner/jobs/{id}/stop", s.handleJobWaitStop)
+	rt.runner("PUT "+p+"/runner/jobs/{id}/artifacts/{path...}", s.handleArtifactUpload)
+	rt.runner("GET "+p+"/runner/jobs/{id}/dependencies", s.handleDependencies)
+	rt.runner("GET "+p+"/runner/jobs/{id}/dependencies/{dep}/artifacts/{path...}", s.handleDependencyArtifact)
 
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Errorf(http.StatusNotFound, api.CodeNotFound,
 			"no endpoint %s %s: the API is described at /api/openapi.yaml", r.Method, r.URL.Path))
 	})
+	s.routeTable = rt.table
 	return s.metrics.instrument(mux)
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 )
@@ -72,7 +73,7 @@ func TestRunnerRemove(t *testing.T) {
 // self-hosted runner offline for longer than RunnerRetention by itself.
 func TestOfflineRunnersPastRetentionAreRemoved(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testutil.NewClock(time.Now())
 	e := setup(t, withClock(clock), servertest.WithConfig(func(c *server.Config) {
 		c.RunnerRetention = time.Hour
 		c.HeartbeatTimeout = time.Second // the reaper passes every 250ms
@@ -88,7 +89,7 @@ func TestOfflineRunnersPastRetentionAreRemoved(t *testing.T) {
 		t.Fatalf("runners = %+v; want the offline runner kept within retention", rs)
 	}
 	clock.Advance(2 * time.Minute)
-	eventually(t, "the offline runner to be removed", func() bool {
+	testutil.Eventually(t, "the offline runner to be removed", func() bool {
 		rs, err := e.admin.RunnerList(ctx)
 		return err == nil && len(rs) == 0
 	})

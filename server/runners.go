@@ -37,6 +37,14 @@ func checkRegistration(req *api.RunnerRegisterRequest) error {
 	return nil
 }
 
+// tokenID is t's ID, "" for nil.
+func tokenID(t *store.Token) string {
+	if t == nil {
+		return ""
+	}
+	return t.ID
+}
+
 func (s *Server) handleRunnerRegister(w http.ResponseWriter, r *http.Request, u *store.User) error {
 	var req api.RunnerRegisterRequest
 	if err := readJSON(r, &req); err != nil {
@@ -50,6 +58,7 @@ func (s *Server) handleRunnerRegister(w http.ResponseWriter, r *http.Request, u 
 	rn, err := s.store.RunnerCreate(r.Context(), store.RunnerCreateParams{
 		ID: newID(), UserID: u.ID, Name: req.Name, Hostname: req.Hostname, Executor: req.Executor, Version: req.Version,
 		Resources: req.Resources, TokenHash: hashToken(token), TokenExpiresAt: now.Add(s.cfg.RunnerTokenTTL), Now: now,
+		TokenID: tokenID(requestToken(r)),
 	})
 	if err != nil {
 		return fmt.Errorf("register runner: %w", err)
@@ -301,7 +310,7 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 			"status", job.Status, "missing", job.LogMissing)
 	}
 	if job.Status.Finished() {
-		_ = s.logs.Finish(job.ID)
+		s.finishLog(job.ID)
 		s.queue.wake(userKey(job.UserID)) // dependents may be queued now
 		s.queue.wake(jobKey(job.ID))
 		s.metrics.jobFinished(job)
@@ -394,7 +403,7 @@ func (s *Server) reapLoop(ctx context.Context) {
 			s.queue.wake(userKey(j.UserID))
 			s.queue.wake(jobKey(j.ID))
 			if j.Status.Finished() {
-				_ = s.logs.Finish(j.ID)
+				s.finishLog(j.ID)
 			}
 		}
 		s.publishJobs(jobs, api.EventRuns, api.EventRunners)

@@ -55,6 +55,20 @@ func (s *Server) handleCodeUpload(w http.ResponseWriter, r *http.Request, u *sto
 		return invalid("code archive is empty: send a gzip'd tar of the working directory")
 	}
 	id := hex.EncodeToString(h.Sum(nil))
+	// The user's own archive counts once, however often it is uploaded;
+	// another user's copy of the same bytes counts for this user too.
+	add := n
+	if c, err := s.store.CodeGet(r.Context(), store.CodeGetParams{UserID: u.ID, CodeID: id}); err == nil {
+		add = n - c.Size
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err := s.checkQuota(r.Context(), u, add); err != nil {
+		return err
+	}
+	if err := s.recordCode(r, u, id, n); err != nil {
+		return err
+	}
 	if _, err := s.blobs.Stat(r.Context(), codeKey(id)); err != nil {
 		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 			return err
@@ -66,6 +80,34 @@ func (s *Server) handleCodeUpload(w http.ResponseWriter, r *http.Request, u *sto
 	s.storage.succeeded()
 	writeJSON(w, http.StatusCreated, api.CodeUploadResponse{CodeID: id, Size: n})
 	return nil
+}
+
+// codeRemovalWait bounds how long an upload waits for the bytes of the
+// same archive, deleted meanwhile, to be removed before storing them again.
+const codeRemovalWait = 10 * time.Second
+
+// recordCode records the user's upload of a code archive. While the
+// archive's bytes are being removed (its last holder deleted it), it waits
+// for that to end, so as not to store them again under a removal.
+func (s *Server) recordCode(r *http.Request, u *store.User, id string, size int64) error {
+	deadline := time.Now().Add(codeRemovalWait)
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		_, err := s.store.CodePut(r.Context(), store.CodePutParams{UserID: u.ID, CodeID: id, Size: size, Now: s.cfg.Now()})
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable,
+				"code archive %s is being removed from the server's storage; upload it again in a moment", id)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-r.Context().Done():
+			t.Stop()
+			return r.Context().Err()
+		case <-t.C:
+		}
+	}
 }
 
 func tooLargeCode(n, max int64) error {
@@ -184,14 +226,25 @@ func (s *Server) handleRunSubmit(w http.ResponseWriter, r *http.Request, u *stor
 	if !codeIDPattern.MatchString(req.CodeID) {
 		return invalid("code_id %q is not a code archive id: upload the code first (POST /api/v1/code)", req.CodeID)
 	}
+	// Another user's archive is answered as one the server does not have.
+	noCode := invalid("no code archive %s on the server: upload it first (POST /api/v1/code)", req.CodeID)
+	if _, err := s.store.CodeGet(r.Context(), store.CodeGetParams{UserID: u.ID, CodeID: req.CodeID}); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return noCode
+		}
+		return err
+	}
 	if _, err := s.blobs.Stat(r.Context(), codeKey(req.CodeID)); err != nil {
-		return invalid("no code archive %s on the server: upload it first (POST /api/v1/code)", req.CodeID)
+		return noCode
+	}
+	if err := s.checkQuota(r.Context(), u, 0); err != nil {
+		return err
 	}
 	if err := s.resolveTaggedDeps(r.Context(), u, jobs); err != nil {
 		return err
 	}
 	p := store.RunCreateParams{ID: newID(), UserID: u.ID, Workflow: req.Workflow, CodeID: req.CodeID, Now: s.cfg.Now(),
-		ArtifactStore: s.runArtifactStore()}
+		ArtifactStore: s.runArtifactStore(), RequireCode: true}
 	for _, j := range jobs {
 		p.Jobs = append(p.Jobs, store.JobCreate{ID: newID(), Spec: j})
 	}
@@ -201,6 +254,9 @@ func (s *Server) handleRunSubmit(w http.ResponseWriter, r *http.Request, u *stor
 		run, err = s.store.RunCreate(r.Context(), p)
 		if errors.Is(err, store.ErrConflict) && attempt < 20 {
 			continue
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return noCode // deleted, unused, since it was checked
 		}
 		if err != nil {
 			return fmt.Errorf("create run: %w", err)
@@ -296,7 +352,11 @@ func parseRunCursor(v string) (*store.RunCursor, error) {
 
 func (s *Server) userRun(r *http.Request, u *store.User) (*store.Run, error) {
 	name := r.PathValue("name")
-	run, err := s.store.RunGet(r.Context(), store.RunGetParams{Name: name, UserID: u.ID})
+	p := store.RunGetParams{Name: name, UserID: u.ID}
+	if u.Admin {
+		p.UserID = "" // an admin reads and stops every user's runs
+	}
+	run, err := s.store.RunGet(r.Context(), p)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, notFound("no run named %q: `dstack ps -a` lists your runs", name)
 	}
@@ -328,11 +388,14 @@ func (s *Server) handleRunStop(w http.ResponseWriter, r *http.Request, u *store.
 	for _, j := range jobs {
 		s.queue.wake(jobKey(j.ID))
 		if j.Status.Finished() {
-			_ = s.logs.Finish(j.ID)
+			s.finishLog(j.ID)
 		}
 	}
 	run.Jobs = jobs
-	s.events.publish(u.ID, api.EventRuns, api.EventRunners)
+	s.events.publish(run.UserID, api.EventRuns, api.EventRunners)
+	if run.UserID != u.ID {
+		s.events.publish(u.ID, api.EventRuns)
+	}
 	s.log.Info("run stop requested", "run", run.Name, "abort", req.Abort)
 	writeJSON(w, http.StatusOK, toAPIRun(run))
 	return nil

@@ -4,7 +4,8 @@
 // with no backend, a pending job no runner fits says why: waiting.go).
 //
 // A Server is built from a Config with New, started with Start and stopped
-// with Stop; both are safe to call twice.
+// with Stop (or by ending the context given to Start); both are safe to
+// call twice (see package startstop).
 package server
 
 import (
@@ -27,6 +28,7 @@ import (
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/blob"
 	"github.com/dstackai/dstack/internal/secretbox"
+	"github.com/dstackai/dstack/internal/startstop"
 	"github.com/dstackai/dstack/logstore"
 	"github.com/dstackai/dstack/store"
 	"github.com/dstackai/dstack/store/postgres"
@@ -80,6 +82,14 @@ type Config struct {
 	// before its row is removed (a restarted runner registers anew); zero
 	// takes Defaults, a negative value keeps them forever.
 	RunnerRetention time.Duration
+	// StorageQuota is the storage quota, in bytes, of the users without one
+	// of their own: code archives, logs and artifacts of their runs; 0 is
+	// none. A write that would take a user over it is refused with 507.
+	StorageQuota int64
+	// Retention is how long finished runs no tag names are kept: older ones
+	// are deleted with their logs, artifacts and code, in the background;
+	// 0 keeps them forever.
+	Retention time.Duration
 	// TLSCert and TLSKey turn on HTTPS.
 	TLSCert, TLSKey string
 	// AlsoListen are more hosts the server listens on, at the port it got
@@ -193,6 +203,12 @@ func (c *Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("--tls-cert and --tls-key go together: give both or neither"))
 	}
+	if c.StorageQuota < 0 {
+		errs = append(errs, fmt.Errorf("--storage-quota %d: give a size, or 0 for no quota", c.StorageQuota))
+	}
+	if c.Retention < 0 {
+		errs = append(errs, fmt.Errorf("--retention %s: give a duration such as 30d, or 0 to keep runs forever", c.Retention))
+	}
 	if c.MaxAttempts < 1 {
 		errs = append(errs, fmt.Errorf("--max-attempts %d: must be at least 1", c.MaxAttempts))
 	}
@@ -232,16 +248,18 @@ type Server struct {
 	events *broadcaster
 
 	adminToken string
+	// routeTable is every route with its role (roles.go), as routes()
+	// registered them.
+	routeTable []route
 
-	mu       sync.Mutex
-	started  bool
-	stopped  bool
-	ln       net.Listener
-	http     *http.Server
-	cancel   context.CancelFunc
-	loops    sync.WaitGroup
-	serveErr chan error
-	serving  int // listeners served, each ending with a value on serveErr
+	// life starts and stops the listeners and the loops; the store,
+	// opened by New, is closed once they stopped (closeStore).
+	life      startstop.Base
+	closeOnce sync.Once
+	mu        sync.Mutex
+	ln        net.Listener
+	stopErrs  []error      // what went wrong while serving and stopping; under mu
+	handler   http.Handler // what Start serves (export_test.go)
 
 	// backends are the backends on-demand runners are launched on now:
 	// Config.Backends and, once configured, AWS. The autoscaler reads the
@@ -266,6 +284,10 @@ type Server struct {
 	// waitingLoop, which says why jobs wait while there is no backend.
 	autoscale chan struct{}
 	waiting   chan struct{}
+
+	// quotas and logSizes serve storage accounting (retention.go).
+	quotas   quotaCache
+	logSizes logSizes
 }
 
 // wakeAutoscaler asks the autoscaler and waitingLoop for a pass now,
@@ -384,16 +406,15 @@ func (s *Server) AdminToken() string { return s.adminToken }
 // Store is the server's state, for tests and tools that run in process.
 func (s *Server) Store() store.Store { return s.store }
 
-// Start listens and serves until Stop.
+// Start listens and serves until Stop, or until ctx ends: either stops the
+// server the same way.
 func (s *Server) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		return nil
-	}
-	if s.stopped {
-		return errors.New("server was stopped")
-	}
+	return s.life.Start(ctx, s.start, s.closeStore)
+}
+
+// start is Start's work; ctx is the server's own context, which ends when
+// the server stops. Every goroutine it starts ends with ctx.
+func (s *Server) start(ctx context.Context) error {
 	addr := net.JoinHostPort(s.cfg.Host, fmt.Sprint(s.cfg.Port))
 	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", addr)
 	if err != nil {
@@ -409,66 +430,70 @@ func (s *Server) Start(ctx context.Context) error {
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		ln = tls.NewListener(ln, tlsCfg)
 	}
+	s.mu.Lock()
 	s.ln = ln
+	s.mu.Unlock()
 	lns := append([]net.Listener{ln}, s.listenAlso(ctx, ln.Addr(), tlsCfg)...)
-	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
-	s.http = &http.Server{
-		Handler:           s.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return loopCtx },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
-	s.serveErr = make(chan error, len(lns))
-	s.serving = len(lns)
-	for _, l := range lns {
-		go func() { s.serveErr <- s.http.Serve(l) }()
-	}
-	s.loops.Add(1)
-	go func() {
-		defer s.loops.Done()
-		s.reapLoop(loopCtx)
-	}()
+	var services []startstop.Service
 	if s.backends.Len() > 0 || !s.cfg.AWS.Disabled {
-		if err := s.startAutoscaler(ctx, loopCtx); err != nil {
-			cancel()
-			_ = s.http.Close()
-			for range s.serving {
-				<-s.serveErr //nolint:errcheck // the autoscaler's error is the one returned
+		c, err := s.newAutoscaler(ctx)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
 			}
-			s.loops.Wait()
 			return err
 		}
+		services = append(services, c)
 	}
-	// While there is no backend the autoscaler is idle, and this loop says
-	// why jobs wait; with backends it is idle itself.
-	s.loops.Add(1)
-	go func() {
-		defer s.loops.Done()
-		s.waitingLoop(loopCtx)
-	}()
+	// While there is no backend the autoscaler is idle, and waitingLoop
+	// says why jobs wait; with backends it is idle itself.
+	services = append(services, startstop.NewLoop(s.reapLoop), startstop.NewLoop(s.retentionLoop), startstop.NewLoop(s.waitingLoop))
 	if !s.cfg.AWS.Disabled {
-		s.loops.Add(1)
-		go func() {
-			defer s.loops.Done()
-			s.awsSyncLoop(loopCtx)
-		}()
+		services = append(services, startstop.NewLoop(s.awsSyncLoop))
 	}
-	s.started = true
-	s.log.Info("listening", "url", s.urlLocked())
+	srv := &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Long-polls and event streams end as the server stops.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.handler = srv.Handler
+	for _, l := range lns {
+		s.life.Go(func() {
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				s.stopErr(err)
+			}
+		})
+	}
+	// As the server stops, the loops end with ctx, and requests in flight
+	// get up to 10s.
+	s.life.Go(func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			s.stopErr(err)
+		}
+		startstop.StopAll(services...)
+	})
+	if err := startstop.StartAll(ctx, services...); err != nil {
+		return err
+	}
+	s.log.Info("listening", "url", s.URL())
 	return nil
 }
 
-// startAutoscaler starts the autoscaler's loop, which runs until loopCtx
-// ends (only the replica holding its lease in the database acts).
-func (s *Server) startAutoscaler(ctx, loopCtx context.Context) error {
+// newAutoscaler makes the autoscaler, which start starts with the loops
+// (only the replica holding its lease in the database acts).
+func (s *Server) newAutoscaler(ctx context.Context) (*autoscale.Controller, error) {
 	id, err := autoscale.ServerID(ctx, s.store)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	url := s.cfg.ExternalURL
 	if url == "" {
-		url = s.urlLocked()
+		url = s.URL()
 	}
 	cfg := s.cfg.Autoscale
 	cfg.Store, cfg.Backends, cfg.Set, cfg.ServerID, cfg.ServerURL = s.store, nil, s.backends, id, url
@@ -476,15 +501,27 @@ func (s *Server) startAutoscaler(ctx, loopCtx context.Context) error {
 	cfg.Registerer, cfg.Wake, cfg.JobsChanged = s.metrics.reg, s.autoscale, s.jobsRequeued
 	c, err := autoscale.New(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.autoscaler.Store(c)
-	s.loops.Add(1)
-	go func() {
-		defer s.loops.Done()
-		_ = c.Run(loopCtx)
-	}()
-	return nil
+	return c, nil
+}
+
+// stopErr records what went wrong while serving or stopping, for Stop.
+func (s *Server) stopErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopErrs = append(s.stopErrs, err)
+}
+
+// closeStore closes the state once the server stopped, or at a Stop
+// before Start.
+func (s *Server) closeStore() {
+	s.closeOnce.Do(func() {
+		if err := s.store.Close(); err != nil {
+			s.stopErr(err)
+		}
+	})
 }
 
 // jobsRequeued tells the runners waiting for work, and the logs, of jobs
@@ -494,7 +531,7 @@ func (s *Server) jobsRequeued(jobs []*store.Job) {
 		s.queue.wake(userKey(j.UserID))
 		s.queue.wake(jobKey(j.ID))
 		if j.Status.Finished() {
-			_ = s.logs.Finish(j.ID)
+			s.finishLog(j.ID)
 		}
 	}
 	s.publishJobs(jobs, api.EventRuns, api.EventRunners, api.EventInstances)
@@ -519,32 +556,19 @@ func (s *Server) urlLocked() string {
 }
 
 // Stop stops serving (waiting up to 10s for requests in flight; long-polls
-// end at once) and closes the state.
+// end at once), stops the loops and closes the state. It returns what went
+// wrong while serving and stopping.
 func (s *Server) Stop() error {
+	s.life.Stop()
+	s.closeStore()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopped {
-		return nil
-	}
-	s.stopped = true
-	var errs []error
-	if s.started {
-		s.cancel() // ends long-polls and loops
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := s.http.Shutdown(ctx); err != nil {
-			errs = append(errs, err)
-		}
-		cancel()
-		for range s.serving {
-			if err := <-s.serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errs = append(errs, err)
-			}
-		}
-		s.loops.Wait()
-	}
-	errs = append(errs, s.store.Close())
-	return errors.Join(errs...)
+	return errors.Join(s.stopErrs...)
 }
+
+// Done is closed once the server has stopped: after Stop, or once the
+// context given to Start ended and the server wound down.
+func (s *Server) Done() <-chan struct{} { return s.life.Stopped() }
 
 // Migrate applies the database migrations of cfg's store and returns.
 func Migrate(ctx context.Context, cfg Config) error {

@@ -66,45 +66,54 @@ func errSession(reason string) error {
 // server's key, not expired, its token still a user's. It does not check
 // CSRF (see checkCSRF).
 func (a *authenticator) openSession(r *http.Request, value string) (*session, *store.User, error) {
+	sess, u, _, err := a.openSessionToken(r, value)
+	return sess, u, err
+}
+
+// openSessionToken is openSession that also returns the session's token.
+// The token is looked up on every request: a revoked token, or a removed
+// user, ends the session at once.
+func (a *authenticator) openSessionToken(r *http.Request, value string) (*session, *store.User, *store.Token, error) {
+	fail := func(err error) (*session, *store.User, *store.Token, error) { return nil, nil, nil, err }
 	if a.box == nil {
-		return nil, nil, errSession("this server keeps no sessions")
+		return fail(errSession("this server keeps no sessions"))
 	}
 	plain, err := a.box.Open(value, sessionPurpose)
 	if err != nil {
-		return nil, nil, errSession("the session cookie is not valid on this server")
+		return fail(errSession("the session cookie is not valid on this server"))
 	}
 	var sess session
 	if err := json.Unmarshal(plain, &sess); err != nil || sess.Token == "" || sess.CSRF == "" {
-		return nil, nil, errSession("the session cookie is not valid on this server")
+		return fail(errSession("the session cookie is not valid on this server"))
 	}
 	if !a.now().Before(sess.Expires) {
-		return nil, nil, errSession("your session expired")
+		return fail(errSession("your session expired"))
 	}
-	u, err := a.userByToken(r, sess.Token)
+	u, tok, err := a.userByToken(r, sess.Token)
 	if err != nil {
 		var ae *api.Error
 		if errors.As(err, &ae) && ae.Status == http.StatusUnauthorized {
-			return nil, nil, errSession("the token of your session is no longer valid")
+			return fail(errSession("the token of your session is no longer valid"))
 		}
-		return nil, nil, err
+		return fail(err)
 	}
 	if u.ID != sess.UserID {
-		return nil, nil, errSession("the token of your session is no longer valid")
+		return fail(errSession("the token of your session is no longer valid"))
 	}
-	return &sess, u, nil
+	return &sess, u, tok, nil
 }
 
 // sessionUser authenticates a request by its session cookie, CSRF rules
 // included.
-func (a *authenticator) sessionUser(r *http.Request, value string) (*store.User, error) {
-	sess, u, err := a.openSession(r, value)
+func (a *authenticator) sessionUser(r *http.Request, value string) (*store.User, *store.Token, error) {
+	sess, u, tok, err := a.openSessionToken(r, value)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkCSRF(r, sess, a.origin); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return u, nil
+	return u, tok, nil
 }
 
 // safeMethod reports whether a request changes nothing by its method.
@@ -228,7 +237,7 @@ func (s *Server) sessionCreate(w http.ResponseWriter, r *http.Request) error {
 	if tok == "" {
 		return invalid("token is missing: give your user token (the server printed the admin's at its first start)")
 	}
-	u, err := s.auth.userByToken(r, tok)
+	u, _, err := s.auth.userByToken(r, tok)
 	var ae *api.Error
 	if errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden) {
 		// A refused token is recorded, never the token itself; there is

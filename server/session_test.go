@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 )
@@ -176,7 +177,7 @@ func TestSessionCSRF(t *testing.T) {
 
 func TestSessionRefusedWhenExpiredOrForged(t *testing.T) {
 	t.Parallel()
-	clock := newFakeClock()
+	clock := testutil.NewClock(time.Now())
 	e := setup(t, withClock(clock))
 	cookie, _ := signIn(t, e.srv.URL, e.srv.AdminToken)
 	other := servertest.Start(t) // another server, another key

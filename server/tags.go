@@ -29,11 +29,11 @@ func validTagName(name string) error {
 	return nil
 }
 
-func (s *Server) tagRoutes(mux *http.ServeMux) {
+func (s *Server) tagRoutes(rt *router) {
 	p := api.PathPrefix
-	mux.HandleFunc("GET "+p+"/tags", s.asUser(s.handleTagList))
-	mux.HandleFunc("PUT "+p+"/tags/{name}", s.asUser(s.handleTagPut))
-	mux.HandleFunc("DELETE "+p+"/tags/{name}", s.asUser(s.handleTagDelete))
+	rt.member("GET "+p+"/tags", s.handleTagList)
+	rt.member("PUT "+p+"/tags/{name}", s.handleTagPut)
+	rt.member("DELETE "+p+"/tags/{name}", s.handleTagDelete)
 }
 
 func (s *Server) handleTagList(w http.ResponseWriter, r *http.Request, u *store.User) error {

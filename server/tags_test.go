@@ -215,6 +215,7 @@ func TestAnotherUsersTagIsInvisible(t *testing.T) {
 		t.Fatal(err)
 	}
 	bob, bobID := newUserWithID(t, e, "bob")
+	uploadCode(t, bob) // the same archive, his own upload
 	if tags, err := bob.TagList(ctx); err != nil || len(tags) != 0 {
 		t.Errorf("bob's TagList = %+v, %v; want none", tags, err)
 	}

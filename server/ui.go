@@ -16,21 +16,22 @@ import (
 // to come back to (its path, never a credential). What a page shows it
 // fetches from the API with the session cookie.
 
-func (s *Server) uiRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /{$}", s.handleUIRoot)
-	mux.HandleFunc("GET /login", s.handleUILogin)
-	mux.HandleFunc("GET /runs", s.uiPage("runs", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Runs" }))
-	mux.HandleFunc("GET /runs/{name}", s.uiPage("run", func(r *http.Request, _ *session, p *ui.Page) {
+func (s *Server) uiRoutes(rt *router) {
+	rt.page("GET /{$}", s.handleUIRoot)
+	rt.public("GET /login", s.handleUILogin)
+	rt.page("GET /runs", s.uiPage("runs", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Runs" }))
+	rt.page("GET /runs/{name}", s.uiPage("run", func(r *http.Request, _ *session, p *ui.Page) {
 		p.Run = r.PathValue("name")
 		p.Title = "Run " + p.Run
 	}))
-	mux.HandleFunc("GET /runners", s.uiPage("runners", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Runners" }))
-	mux.HandleFunc("GET /settings", s.uiPage("settings", func(r *http.Request, sess *session, p *ui.Page) {
+	rt.page("GET /runners", s.uiPage("runners", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Runners" }))
+	rt.page("GET /settings", s.uiPage("settings", func(r *http.Request, sess *session, p *ui.Page) {
 		p.Title = "Settings"
 		p.Token, p.ServerURL = sess.Token, requestURL(r)
 	}))
-	mux.HandleFunc("GET /audit", s.uiPage("audit", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Audit" }))
-	mux.Handle("GET /ui/static/{path...}", ui.Static())
+	rt.adminPage("GET /users", s.uiAdminPage("users", "manage users", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Users" }))
+	rt.adminPage("GET /audit", s.uiAdminPage("audit", "read the audit log", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Audit" }))
+	rt.public("GET /ui/static/{path...}", ui.Static().ServeHTTP)
 }
 
 // pageSession is the session of a page request, or nil when it has none
@@ -72,6 +73,24 @@ func (s *Server) uiPage(name string, fill func(*http.Request, *session, *ui.Page
 		if err := ui.Render(w, http.StatusOK, p); err != nil {
 			s.writeError(w, r, err)
 		}
+	}
+}
+
+// uiAdminPage serves page name to a signed-in admin; a member gets 403
+// "only an admin can WHAT".
+func (s *Server) uiAdminPage(name, what string, fill func(*http.Request, *session, *ui.Page)) http.HandlerFunc {
+	page := s.uiPage(name, fill)
+	return func(w http.ResponseWriter, r *http.Request) {
+		_, u, err := s.pageSession(w, r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if u != nil && !u.Admin {
+			s.writeError(w, r, errAdminOnly(what))
+			return
+		}
+		page(w, r)
 	}
 }
 

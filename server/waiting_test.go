@@ -7,6 +7,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 // These tests cover a server with no backend: a pending job that no
@@ -52,7 +53,7 @@ func pendingReason(t *testing.T, c *client.Client, run, jobID string) string {
 func waitReason(t *testing.T, c *client.Client, run *api.Run, want string) {
 	t.Helper()
 	var got string
-	eventually(t, "the job's reason to be "+want, func() bool {
+	testutil.Eventually(t, "the job's reason to be "+want, func() bool {
 		got = pendingReason(t, c, run.Name, run.Jobs[0].ID)
 		return got == want
 	})

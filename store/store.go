@@ -32,6 +32,11 @@ var (
 	// or the limit is gone (then ErrNotFound too), or its user's on-demand
 	// runners are disabled.
 	ErrLimitReached = errors.New("limit reached")
+	// ErrLastAdmin: the change would leave the server without an admin
+	// (UserSetAdmin demoting, or UserDelete removing, the last one).
+	ErrLastAdmin = errors.New("last admin")
+	// ErrExpired: the token's expiry has passed (TokenAuthenticate).
+	ErrExpired = errors.New("token expired")
 	// ErrUnavailable: the database cannot answer now (busy, locked by
 	// another writer, unreachable); the same call may work later. The error
 	// in the chain is an *UnavailableError that says which.
@@ -75,10 +80,57 @@ type Store interface {
 	// AuditStore keeps the audit log (audit.go).
 	AuditStore
 
+	// UserCreate records a user and, when p.TokenHash is set, its first
+	// token, in one transaction. ErrConflict when the name (even a removed
+	// user's), the ID or the token is taken.
 	UserCreate(ctx context.Context, p UserCreateParams) (*User, error)
+	// UserGetByTokenHash finds the user of a token, whatever the token's
+	// expiry; ErrNotFound for an unknown token or a removed user. The server
+	// authenticates with TokenAuthenticate.
 	UserGetByTokenHash(ctx context.Context, tokenHash string) (*User, error)
+	// UserGet finds a user by ID, a removed one too (DeletedAt set).
 	UserGet(ctx context.Context, id string) (*User, error)
+	// UserGetByName finds a user that is not removed by name.
+	UserGetByName(ctx context.Context, name string) (*User, error)
+	// UserCount counts the users, removed ones too.
 	UserCount(ctx context.Context) (int, error)
+	// UserList lists the users that are not removed by name, each with
+	// RunningJobs set.
+	UserList(ctx context.Context) ([]*User, error)
+	// UserSetAdmin makes a user an admin or a member and returns it.
+	// ErrNotFound for an unknown or removed user; ErrLastAdmin, with nothing
+	// changed, when it would demote the last admin (checked in the same
+	// transaction).
+	UserSetAdmin(ctx context.Context, p UserSetAdminParams) (*User, error)
+	// UserDelete removes a user (a soft delete: its runs stay, with its
+	// name) and, in the same transaction, deletes its tokens and revokes
+	// the credentials of its self-hosted runners. ErrNotFound for an
+	// unknown or removed user; ErrLastAdmin for the last admin.
+	UserDelete(ctx context.Context, p UserDeleteParams) (*User, error)
+
+	// TokenCreate records a new token of a user. ErrConflict when the user
+	// has a token of that name (or the hash is taken); ErrNotFound for an
+	// unknown or removed user.
+	TokenCreate(ctx context.Context, p TokenCreateParams) (*Token, error)
+	// TokenList lists a user's tokens by name.
+	TokenList(ctx context.Context, p TokenListParams) ([]*Token, error)
+	// TokenRevoke deletes a user's token named, or else with the ID,
+	// p.Ref, and with p.Runners also revokes, in the same transaction, the
+	// credentials of the runners registered with it. ErrNotFound when the
+	// user has no such token.
+	TokenRevoke(ctx context.Context, p TokenRevokeParams) (*TokenRevokeResult, error)
+	// TokenReplaceAll gives a user the new token p and, in the same
+	// transaction, deletes the user's other tokens, which it returns (the
+	// recovery of a lost admin token). ErrNotFound for an unknown or
+	// removed user; ErrConflict when the hash is taken.
+	TokenReplaceAll(ctx context.Context, p TokenCreateParams) ([]*Token, error)
+	// TokenAuthenticate finds a token by hash and its user. ErrNotFound for
+	// an unknown token or a removed user; ErrExpired, with the user and
+	// token, when the token's expiry is not after p.Now. It records the use
+	// (the token's LastUsedAt and the user's LastSeenAt) only when the
+	// token was last used before p.Now-p.TouchEvery, so that most requests
+	// only read.
+	TokenAuthenticate(ctx context.Context, p TokenAuthenticateParams) (*User, *Token, error)
 
 	// RunnerCreate records a new runner with its credential's hash.
 	RunnerCreate(ctx context.Context, p RunnerCreateParams) (*Runner, error)
@@ -117,6 +169,10 @@ type Store interface {
 	// them and gives them back with JobInterrupt. It returns the runner after
 	// the change and the jobs it changed. ErrNotFound for an unknown runner.
 	RunnerInterrupt(ctx context.Context, p RunnerInterruptParams) (*Runner, []*Job, error)
+	// RunnerRevokeByToken revokes the credentials of the runners registered
+	// with a user token (RunnerCreateParams.TokenID) and returns them; they
+	// are refused from then on, and go offline as silent runners do.
+	RunnerRevokeByToken(ctx context.Context, tokenID string) ([]*Runner, error)
 
 	// RunCreate records a run and its jobs at once. Jobs with no dependencies
 	// are pending, the others submitted. Job IDs and the order of Jobs are the
@@ -284,6 +340,8 @@ type Store interface {
 	// SettingDelete unsets the named setting; ErrNotFound when it was not
 	// set.
 	SettingDelete(ctx context.Context, name string) error
+
+	Storage
 }
 
 // SettingServerID names the server installation's identity: every
@@ -302,21 +360,96 @@ type SettingPutParams struct {
 	Value string // not empty
 }
 
-// User is an account; its token is stored hashed.
+// User is an account; its tokens are stored hashed (Token).
 type User struct {
 	ID        string
 	Name      string
 	Admin     bool
 	CreatedAt time.Time
+	// LastSeenAt is when a token of the user was last used (to the
+	// minute), nil if never.
+	LastSeenAt *time.Time
+	// DeletedAt is when the user was removed, nil while it is not.
+	DeletedAt *time.Time
+	// RunningJobs counts the user's active jobs; only UserList sets it.
+	RunningJobs int
+	// StorageQuota is the user's own storage quota in bytes; nil: the
+	// server's default (--storage-quota).
+	StorageQuota *int64
 }
 
 // UserCreateParams are the arguments of UserCreate.
 type UserCreateParams struct {
-	ID        string
-	Name      string
+	ID   string
+	Name string
+	// TokenHash, when set, is the hash of the user's first token, which
+	// is named TokenName ("default" when empty) and has the ID TokenID (the
+	// user's ID when empty).
 	TokenHash string
+	TokenName string
+	TokenID   string
 	Admin     bool
 	Now       time.Time
+}
+
+// UserSetAdminParams are the arguments of UserSetAdmin.
+type UserSetAdminParams struct {
+	Name  string
+	Admin bool
+}
+
+// UserDeleteParams are the arguments of UserDelete.
+type UserDeleteParams struct {
+	Name string
+	Now  time.Time
+}
+
+// Token is a user's API token; only its hash is stored.
+type Token struct {
+	ID         string
+	UserID     string
+	Name       string
+	CreatedAt  time.Time
+	LastUsedAt *time.Time // nil: never used
+	ExpiresAt  *time.Time // nil: never expires
+}
+
+// TokenCreateParams are the arguments of TokenCreate.
+type TokenCreateParams struct {
+	ID        string
+	UserID    string
+	Name      string
+	Hash      string
+	ExpiresAt *time.Time // nil: never
+	Now       time.Time
+}
+
+// TokenListParams are the arguments of TokenList.
+type TokenListParams struct {
+	UserID string
+}
+
+// TokenRevokeParams are the arguments of TokenRevoke.
+type TokenRevokeParams struct {
+	UserID string
+	// Ref is the token's name or ID.
+	Ref string
+	// Runners also revokes the runners registered with the token.
+	Runners bool
+}
+
+// TokenRevokeResult is what TokenRevoke did.
+type TokenRevokeResult struct {
+	Token   *Token
+	Runners []*Runner // revoked with it
+}
+
+// TokenAuthenticateParams are the arguments of TokenAuthenticate.
+type TokenAuthenticateParams struct {
+	Hash string
+	Now  time.Time
+	// TouchEvery is how stale LastUsedAt may get before a use is recorded.
+	TouchEvery time.Duration
 }
 
 // Runner is a registered runner.
@@ -343,6 +476,9 @@ type Runner struct {
 	InstanceType  string
 	Spot          bool
 	InstanceState InstanceState
+	// TokenID is the user token the runner was registered with; empty for
+	// on-demand runners and runners registered before tokens had IDs.
+	TokenID string
 	// InterruptedAt is when the server heard that the runner's machine is
 	// being reclaimed (RunnerInterrupt), nil if never; InterruptionReason
 	// says so in words.
@@ -365,6 +501,8 @@ type RunnerCreateParams struct {
 	// InstanceID is the on-demand instance the runner runs on; empty for a
 	// self-hosted runner. InstanceRegister sets it.
 	InstanceID string
+	// TokenID is the user token that registered the runner, if any.
+	TokenID string
 }
 
 // RunnerListParams are the arguments of RunnerList.
@@ -432,6 +570,10 @@ type RunCreateParams struct {
 	// ArtifactStore is where the jobs' artifacts are kept (Job's field of
 	// the name); empty for the server's own store.
 	ArtifactStore string
+	// RequireCode makes the code archive CodeID one the user uploaded
+	// (CodePut), checked in the transaction: ErrNotFound otherwise. Its
+	// LastUsedAt becomes Now either way.
+	RequireCode bool
 }
 
 // JobCreate is one job of RunCreate.

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/dstackai/dstack/backend"
+	"github.com/dstackai/dstack/internal/clock"
 )
 
 // Name is the backend's name, in offers and limits.
@@ -198,7 +199,7 @@ func New(c Config) (*Backend, error) {
 		log:           log.With("subsystem", "backend", "backend", Name),
 		now:           now,
 		limiter:       rate.NewLimiter(rate.Limit(c.LaunchRate), c.LaunchBurst),
-		sleep:         sleepCtx,
+		sleep:         clock.Sleep,
 		invalidRetry:  2 * time.Second,
 		tagRetry:      time.Second,
 		spotOpenGrace: 5 * time.Minute,
@@ -231,21 +232,6 @@ func (b *Backend) GoString() string { return b.String() }
 
 // Format prints String for every verb.
 func (b *Backend) Format(f fmt.State, _ rune) { fmt.Fprint(f, b.String()) }
-
-// sleepCtx pauses for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
 
 // client returns the region's EC2 client, creating it once.
 func (b *Backend) client(region string) ec2API {

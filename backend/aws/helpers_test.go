@@ -16,6 +16,7 @@ import (
 
 	"github.com/dstackai/dstack/backend"
 	"github.com/dstackai/dstack/internal/ec2fake"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 // Test credentials: the fake verifies SigV4 signatures with them.
@@ -30,24 +31,6 @@ const (
 	// on one request per call where a resend would change the count.
 	testAttempts = 5
 )
-
-// clock is a settable fake clock shared by the fake cloud and the backend.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // syncBuffer collects log output from many goroutines.
 type syncBuffer struct {
@@ -86,7 +69,7 @@ type env struct {
 	t     *testing.T
 	fake  *ec2fake.Server
 	b     *Backend
-	clock *clock
+	clock *testutil.Clock
 	logs  *syncBuffer
 
 	mu     sync.Mutex
@@ -102,7 +85,7 @@ type setupOpts struct {
 // on it with the default region us-east-1, no pacing and no pauses.
 func setup(t *testing.T, opts ...setupOpts) *env {
 	t.Helper()
-	e := &env{t: t, clock: &clock{t: time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)}, logs: &syncBuffer{}}
+	e := &env{t: t, clock: testutil.NewClock(time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)), logs: &syncBuffer{}}
 	fo := ec2fake.Options{
 		Credentials: map[string]string{testKeyID: testSecret},
 		Now:         e.clock.Now,

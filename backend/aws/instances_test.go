@@ -63,7 +63,7 @@ func TestList(t *testing.T) {
 		t.Errorf("the spot instance is listed as %+v", got[ours[2].CloudID])
 	}
 
-	e.clock.Add(2 * time.Minute)
+	e.clock.Advance(2 * time.Minute)
 	got = e.listed(e.b)
 	for _, in := range ours {
 		if got[in.CloudID].State != backend.StateRunning {
@@ -76,7 +76,7 @@ func TestList(t *testing.T) {
 	if s := e.listed(e.b)[ours[0].CloudID].State; s != backend.StateTerminating {
 		t.Errorf("a shutting-down instance is listed %s, want terminating", s)
 	}
-	e.clock.Add(2 * time.Minute)
+	e.clock.Advance(2 * time.Minute)
 	if l, ok := e.listed(e.b)[ours[0].CloudID]; ok {
 		t.Errorf("a terminated instance is still listed: %+v", l)
 	}
@@ -224,7 +224,7 @@ func TestListCancelsOpenSpotRequestsLeftBehind(t *testing.T) {
 	ours := map[string]string{backend.TagServerID: testServer}
 	orphan := e.fake.AddSpotRequest(ec2fake.SpotRequest{Region: "us-east-1", Tags: ours})
 	foreign := e.fake.AddSpotRequest(ec2fake.SpotRequest{Region: "us-east-1", Tags: map[string]string{backend.TagServerID: "another-server"}})
-	e.clock.Add(10 * time.Minute)
+	e.clock.Advance(10 * time.Minute)
 	young := e.fake.AddSpotRequest(ec2fake.SpotRequest{Region: "us-east-1", Tags: ours})
 	if _, err := e.b.List(ctx(t), testServer); err != nil {
 		t.Fatal(err)

@@ -122,7 +122,7 @@ func TestOffersCached(t *testing.T) {
 	if n := calls(); n != first {
 		t.Errorf("cached Offers made %d calls", n-first)
 	}
-	e.clock.Add(offerTTL + time.Second)
+	e.clock.Advance(offerTTL + time.Second)
 	if _, err := e.b.Offers(ctx(t), "us-east-1"); err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestOffersSpotPriceFallback(t *testing.T) {
 		if p := m[key("us-east-1", "m5.large", false)].PricePerHour; p != 0.096 {
 			t.Errorf("m5.large on-demand costs %v, want 0.096", p)
 		}
-		e.clock.Add(offerTTL + time.Second)
+		e.clock.Advance(offerTTL + time.Second)
 	}
 	if n := strings.Count(e.logs.String(), "cannot get spot prices"); n != 1 {
 		t.Errorf("the missing spot prices were logged %d times, want once:\n%s", n, e.logs)

@@ -12,6 +12,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/dstackai/dstack/backend"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 // stubEC2 answers the few calls a test needs; any other call panics (the
@@ -51,9 +52,9 @@ func (s *stubEC2) CancelSpotInstanceRequests(_ context.Context, in *ec2.CancelSp
 }
 
 // stubbed is a backend whose us-east-1 client is s.
-func stubbed(t *testing.T, s *stubEC2) (*Backend, *clock) {
+func stubbed(t *testing.T, s *stubEC2) (*Backend, *testutil.Clock) {
 	t.Helper()
-	c := &clock{t: time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC)}
+	c := testutil.NewClock(time.Date(2025, 3, 1, 10, 0, 0, 0, time.UTC))
 	b, err := New(Config{AccessKeyID: "AKID", SecretAccessKey: "secret", Region: "us-east-1", Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +116,7 @@ func TestCancelOrphanSpotRequests(t *testing.T) {
 	if b.sweepDue("us-east-1") {
 		t.Error("a second sweep is due at once")
 	}
-	c.Add(spotSweepEvery)
+	c.Advance(spotSweepEvery)
 	if !b.sweepDue("us-east-1") {
 		t.Error("no sweep due after the interval")
 	}

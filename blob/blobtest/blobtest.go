@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) blob.Store) {
 		{"PutInProgressIsInvisible", testPutInProgressIsInvisible},
 		{"LargeObjectResume", testLargeObjectResume},
 		{"ConcurrentPuts", testConcurrentPuts},
+		{"Delete", testDelete},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -386,4 +387,40 @@ func testConcurrentPuts(t *testing.T, s blob.Store) {
 		}
 	}
 	t.Errorf("after racing Puts, content is %d bytes and none of the versions written", len(got))
+}
+
+func testDelete(t *testing.T, s blob.Store) {
+	ctx := context.Background()
+	for _, k := range []string{"artifacts/j1/a/deep/c.txt", "artifacts/j1/b.txt", "artifacts/j10/x", "code/abc.tar.gz"} {
+		MustPut(t, s, k, k)
+	}
+	if err := s.Delete(ctx, "code/abc.tar.gz"); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, err := s.Stat(ctx, "code/abc.tar.gz"); !errors.Is(err, blob.ErrNotFound) {
+		t.Errorf("Stat of a deleted object = %v, want ErrNotFound", err)
+	}
+	for _, k := range []string{"code/abc.tar.gz", "nothing/here", "artifacts/j1"} {
+		if err := s.Delete(ctx, k); err != nil {
+			t.Errorf("Delete(%q) of no object = %v, want nil", k, err)
+		}
+	}
+	if err := s.Delete(ctx, "../x"); !errors.Is(err, blob.ErrInvalidKey) {
+		t.Errorf("Delete(../x) = %v, want ErrInvalidKey", err)
+	}
+	n, err := blob.DeletePrefix(ctx, s, "artifacts/j1/")
+	if err != nil {
+		t.Fatalf("DeletePrefix: %v", err)
+	}
+	if want := int64(len("artifacts/j1/a/deep/c.txt") + len("artifacts/j1/b.txt")); n != want {
+		t.Errorf("DeletePrefix freed %d bytes, want %d", n, want)
+	}
+	if got := Keys(t, s, ""); len(got) != 1 || got[0] != "artifacts/j10/x" {
+		t.Errorf("left after deletes: %v, want artifacts/j10/x", got)
+	}
+	// A key deleted can be written again, where its directories were.
+	MustPut(t, s, "artifacts/j1/a/deep/c.txt", "again")
+	if got, _ := MustRead(t, s, "artifacts/j1/a/deep/c.txt", 0); got != "again" {
+		t.Errorf("read after a new Put = %q", got)
+	}
 }

@@ -15,7 +15,8 @@
 // (such as the "folder/" markers some consoles create).
 //
 // The credentials need s3:ListBucket (Open's HeadBucket check and List),
-// s3:GetObject, s3:PutObject and s3:AbortMultipartUpload on the bucket. A
+// s3:GetObject, s3:PutObject, s3:DeleteObject (runs deleted by `dstack rm`
+// and the server's retention) and s3:AbortMultipartUpload on the bucket. A
 // lifecycle rule that removes incomplete multipart uploads after a day is
 // still wise: an abort can fail when S3 cannot be reached.
 //
@@ -128,6 +129,7 @@ type API interface {
 	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
 	HeadBucket(context.Context, *s3.HeadBucketInput, ...func(*s3.Options)) (*s3.HeadBucketOutput, error)
 	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
 }
 
 // Store is a blob.Store in an S3 bucket. It is safe for concurrent use.
@@ -368,6 +370,23 @@ func (s *Store) List(ctx context.Context, prefix string) ([]blob.Object, error) 
 	// again costs little and keeps the contract with stores that do not.
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out, nil
+}
+
+// Delete implements blob.Store. S3 answers a delete of a missing key with
+// success, as the contract wants.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	k, err := s.objectKey(key)
+	if err != nil {
+		return err
+	}
+	_, err = s.api.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.loc.Bucket), Key: aws.String(k)})
+	if err != nil {
+		if err := objectError("delete", key, err); errors.Is(err, blob.ErrNotFound) {
+			return nil
+		}
+		return fmt.Errorf("delete %s: %w", key, bucketError(s.loc, s.where, err))
+	}
+	return nil
 }
 
 // countingReader counts what the uploader reads and stops at cancellation.

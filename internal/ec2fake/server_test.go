@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 	"go.uber.org/goleak"
+
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -28,29 +29,9 @@ const (
 	testSecret = "fake/secret/key/for/tests/only/0000000000"
 )
 
-// clock is a fake clock tests move by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2024, 10, 7, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type fixture struct {
 	srv   *Server
-	clock *clock
+	clock *testutil.Clock
 	ec2   *ec2.Client // eu-west-1
 }
 
@@ -58,7 +39,7 @@ type fixture struct {
 // client for eu-west-1. Options are applied over those defaults.
 func setup(t *testing.T, opts ...func(*Options)) *fixture {
 	t.Helper()
-	c := newClock()
+	c := testutil.NewClock(time.Date(2024, 10, 7, 12, 0, 0, 0, time.UTC))
 	o := Options{
 		Credentials: map[string]string{testKey: testSecret},
 		Now:         c.Now,

@@ -3,6 +3,7 @@ package runnercli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 // joinServer answers POST /runners/join for joinToken (once, as a real
@@ -93,17 +95,15 @@ func TestStartJoinsWithoutConfigFile(t *testing.T) {
 			done := make(chan int, 1)
 			args := append([]string{"start", "--data-dir", f.dir, "--server", srv.URL, "--name", "od-1"}, tt.args...)
 			go func() { done <- f.runTo(ctx, &stdout, &stderr, args...) }()
-			deadline := time.Now().Add(10 * time.Second)
-			for !strings.Contains(stdout.String(), "waiting for jobs") {
-				if time.Now().After(deadline) {
-					cancel()
-					<-done
-					t.Fatalf("the runner did not join; stderr:\n%s", stderr.String())
+			stop := sync.OnceValue(func() int { cancel(); return <-done })
+			defer stop()
+			testutil.EventuallyErr(t, "the runner to join", func() error {
+				if !strings.Contains(stdout.String(), "waiting for jobs") {
+					return fmt.Errorf("stderr:\n%s", stderr.String())
 				}
-				time.Sleep(10 * time.Millisecond)
-			}
-			cancel()
-			if code := <-done; code != 0 {
+				return nil
+			})
+			if code := stop(); code != 0 {
 				t.Fatalf("exit code %d: %s", code, stderr.String())
 			}
 			got := joins()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -226,13 +228,12 @@ func TestStartRegistersAndStops(t *testing.T) {
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
 	go func() { done <- f.runTo(ctx, &stdout, &stderr, "start", "--data-dir", f.dir, "--name", "from-flag") }()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stdout.String(), "waiting for jobs") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the runner did not say it is registered; stderr:\n%s", stderr.String())
+	testutil.EventuallyErr(t, "the runner to say it is registered", func() error {
+		if !strings.Contains(stdout.String(), "waiting for jobs") {
+			return fmt.Errorf("stderr:\n%s", stderr.String())
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	cancel()
 	if code := <-done; code != 0 {
 		t.Fatalf("exit code %d: %s", code, stderr.String())
@@ -272,17 +273,15 @@ func TestStartMakesItsFilesPrivate(t *testing.T) {
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
 	go func() { done <- f.runTo(ctx, &stdout, &stderr, "start", "--data-dir", f.dir) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stdout.String(), "waiting for jobs") {
-		if time.Now().After(deadline) {
-			cancel()
-			<-done
-			t.Fatalf("the runner did not say it is registered; stderr:\n%s", stderr.String())
+	stop := sync.OnceValue(func() int { cancel(); return <-done })
+	defer stop()
+	testutil.EventuallyErr(t, "the runner to say it is registered", func() error {
+		if !strings.Contains(stdout.String(), "waiting for jobs") {
+			return fmt.Errorf("stderr:\n%s", stderr.String())
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	cancel()
-	if code := <-done; code != 0 {
+		return nil
+	})
+	if code := stop(); code != 0 {
 		t.Fatalf("exit code %d: %s", code, stderr.String())
 	}
 	work := f.dir + "-work"
@@ -335,12 +334,15 @@ func TestStartExecutor(t *testing.T) {
 			go func() {
 				done <- f.runTo(ctx, &stdout, &stderr, append([]string{"start", "--data-dir", f.dir}, tt.start...)...)
 			}()
-			deadline := time.Now().Add(10 * time.Second)
-			for !strings.Contains(stdout.String(), "waiting for jobs") && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
-			cancel()
-			if code := <-done; code != 0 || !strings.Contains(stdout.String(), tt.want) {
+			stop := sync.OnceValue(func() int { cancel(); return <-done })
+			defer stop()
+			testutil.EventuallyErr(t, "the runner to say it waits for jobs", func() error {
+				if !strings.Contains(stdout.String(), "waiting for jobs") {
+					return fmt.Errorf("stderr:\n%s", stderr.String())
+				}
+				return nil
+			})
+			if code := stop(); code != 0 || !strings.Contains(stdout.String(), tt.want) {
 				t.Errorf("exit code %d, stdout %q, want it to say %q; stderr:\n%s", code, stdout.String(), tt.want, stderr.String())
 			}
 		})

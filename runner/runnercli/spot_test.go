@@ -3,6 +3,7 @@ package runnercli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/testutil"
 )
 
 // spotServer is a dstack server that records what a runner on a reclaimed
@@ -101,13 +103,12 @@ func TestStartWatchesSpotInterruption(t *testing.T) {
 			var stdout, stderr syncBuffer
 			done := make(chan int, 1)
 			go func() { done <- f.runTo(ctx, &stdout, &stderr, args...) }()
-			deadline := time.Now().Add(15 * time.Second)
-			for s.offlines.Load() == 0 {
-				if time.Now().After(deadline) {
-					t.Fatalf("the runner did not go offline; stderr:\n%s", stderr.String())
+			testutil.EventuallyErr(t, "the runner to go offline", func() error {
+				if s.offlines.Load() == 0 {
+					return fmt.Errorf("stderr:\n%s", stderr.String())
 				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				return nil
+			})
 			if n := s.claims.Load(); n != 0 {
 				t.Errorf("%d claims from a runner on an instance being reclaimed", n)
 			}

@@ -33,6 +33,8 @@ var envFlags = []struct{ name, flag string }{
 	{"DSTACK_SERVER_S3_ENDPOINT", "s3-endpoint"},
 	{"DSTACK_SERVER_S3_REGION", "s3-region"},
 	{"DSTACK_AWS_ENDPOINT_URL", "aws-endpoint-url"},
+	{"DSTACK_SERVER_STORAGE_QUOTA", "storage-quota"},
+	{"DSTACK_SERVER_RETENTION", "retention"},
 }
 
 // envHelp is the help's list of the environment variables the server reads.
@@ -156,11 +158,13 @@ given.` + envHelp(),
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&noConfig, "no-cli-config", false, "do not write ~/.dstack/config.yaml on first start")
+	f.Var(quotaValue{&cfg.StorageQuota}, "storage-quota", "storage quota of each user without one of their own (dstack users set --storage-quota): code, logs and artifacts of their runs, such as 50GiB; an upload or run over it is refused with 507; 0 is none")
+	f.Var(daysValue{&cfg.Retention}, "retention", "delete finished runs no tag names this long after they ended, with their logs, artifacts and code, such as 30d; 0 keeps them forever")
 	f.Var(retentionValue{&cfg.RunnerRetention}, "runner-retention", "how long an offline self-hosted runner is listed before it is removed (a restarted runner registers anew); 0 keeps them forever")
 	// The environment fills the flags not given, for the server and
 	// `dstack server migrate` alike.
 	cmd.PersistentPreRunE = func(*cobra.Command, []string) error { return applyEnv(f, getenv) }
-	cmd.AddCommand(migrateCommand())
+	cmd.AddCommand(migrateCommand(), adminTokenCommand(getenv))
 	return cmd
 }
 
@@ -285,6 +289,54 @@ func configureCLI(path, url, token string) bool {
 	}
 	c.Server, c.Token = url, token
 	return userconfig.Save(path, c) == nil
+}
+
+func adminTokenCommand(getenv func(string) string) *cobra.Command {
+	var reset bool
+	var cfg server.Config
+	cmd := &cobra.Command{
+		Use:   "admin-token --reset [--data-dir D | --db URL]",
+		Short: "Print a new admin token, revoking the admin's old ones",
+		Long: `Recover a lost admin token. Run it on the server's machine, with access to
+its state: --data-dir (SQLite, as the server was given) or --db (PostgreSQL);
+it works while the server runs. It prints a new token for the first admin
+(or, when no admin is left, for the user admin, made an admin or added) and
+revokes that admin's other tokens, which ends their web sessions. Tokens are
+stored hashed: the old one cannot be shown.`,
+		Example: `  dstack server admin-token --reset --data-dir /var/lib/dstack
+  dstack server admin-token --reset --db postgres://dstack@db:5432/dstack`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !reset {
+				return fmt.Errorf("tokens are stored hashed and cannot be shown again: give --reset to print a new admin token (the admin's old tokens are revoked)")
+			}
+			if cfg.DataDir != "" && cfg.DB != "" {
+				return fmt.Errorf("--data-dir and --db both given: give the one the server uses")
+			}
+			if cfg.DataDir == "" && cfg.DB == "" {
+				cfg.DB = getenv("DSTACK_SERVER_DB")
+				if cfg.DB == "" {
+					cfg.DataDir = getenv("DSTACK_SERVER_DATA_DIR")
+				}
+			}
+			cfg.Getenv = getenv
+			res, err := server.ResetAdminToken(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if res.Created {
+				fmt.Fprintf(cmd.ErrOrStderr(), "No admin was left: %s is an admin now.\n", res.User)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "New token of admin %s (shown once; %d old token(s) revoked):\n", res.User, res.Revoked)
+			fmt.Fprintln(cmd.OutOrStdout(), res.Token)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&reset, "reset", false, "make a new admin token and revoke the admin's old ones")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "the server's data directory, with its SQLite state (default ~/.dstack/server)")
+	f.StringVar(&cfg.DB, "db", "", "the server's PostgreSQL URL")
+	return cmd
 }
 
 func migrateCommand() *cobra.Command {

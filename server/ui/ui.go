@@ -37,10 +37,9 @@ type Page struct {
 	// and its script, static/NAME.js.
 	Name  string
 	Title string
-	// User is the signed-in user's name; empty on the login page. Admin
-	// says whether they are an admin, who sees the admins' pages (Audit)
-	// in the menu.
-	User  string
+	// User is the signed-in user's name; empty on the login page.
+	User string
+	// Admin shows the admins' pages in the menu.
 	Admin bool
 	// CSRF is the session's CSRF token, which scripts send in the
 	// X-CSRF-Token header.
@@ -56,7 +55,7 @@ type Page struct {
 }
 
 // Pages are the names of the pages there are templates for.
-var Pages = []string{"login", "runs", "run", "runners", "settings", "audit"}
+var Pages = []string{"login", "runs", "run", "runners", "settings", "users", "audit"}
 
 // asset is an embedded static file with its ETag.
 type asset struct {

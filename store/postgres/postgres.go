@@ -50,6 +50,10 @@ var migrations embed.FS
 // with several dstack schemas (the tests) migrate them independently.
 const migrateLockKey = 0x64737461 // "dsta"
 
+// codeLockKey is the first key of the advisory locks taken per code archive
+// (sqlcore.Dialect.CodeLock).
+const codeLockKey = 0x636f6465 // "code"
+
 // Store is store.Store on PostgreSQL; its methods are documented on
 // store.Store.
 type Store struct {
@@ -129,6 +133,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		ForUpdate:    " FOR UPDATE",
 		SkipLocked:   " FOR UPDATE SKIP LOCKED",
 		ForShare:     " FOR SHARE",
+		CodeLock:     fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, hashtext($1))`, codeLockKey),
 	}
 	db := poolDB{pool: pool, acquireTimeout: o.acquireTimeout}
 	closeFn := func() error { pool.Close(); return nil }

@@ -6,12 +6,14 @@ import (
 	"io/fs"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/store"
 	"github.com/dstackai/dstack/store/postgres"
 	"github.com/dstackai/dstack/store/storetest"
@@ -78,21 +80,14 @@ func TestUnavailable(t *testing.T) {
 	}
 	held := make(chan error, 1)
 	go func() { _, err := s.UserCount(ctx); held <- err }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testutil.Eventually(t, "the count to wait for the lock", func() bool {
 		var waiting int
 		if err := other.QueryRow(ctx, `SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
 			WHERE NOT l.granted AND c.relname = 'users'`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
-		if waiting > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the count never waited for the lock")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return waiting > 0
+	})
 	_, err = s.UserCount(ctx)
 	if !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "no connection of the pool free within 200ms; pool_max_conns is 1") {
 		t.Errorf("UserCount with the pool's connection held = %v, want store.ErrUnavailable saying the pool is busy", err)
@@ -118,7 +113,25 @@ func TestUnavailable(t *testing.T) {
 }
 
 func TestMigrations(t *testing.T) {
-	storetest.RunMigrations(t, func(t *testing.T) storetest.MigrationDB {
+	storetest.RunMigrations(t, migrationDB)
+}
+
+// TestUpgradeToStorage: migration 014 keeps the admin and the runs of a
+// database from before it.
+func TestUpgradeToStorage(t *testing.T) {
+	t.Parallel()
+	storetest.RunUpgradeToStorage(t, migrationDB(t), os.DirFS("migrations"))
+}
+
+// TestUpgradeFrom011: users, their tokens and runs from before tokens had
+// their own table keep working.
+func TestUpgradeFrom011(t *testing.T) {
+	storetest.RunUpgrade(t, migrationDB(t))
+}
+
+// migrationDB is a new, empty database for a migration test.
+func migrationDB(t *testing.T) storetest.MigrationDB {
+	{
 		dsn := storetest.PostgresDSN(t)
 		raw, err := pgx.Connect(t.Context(), dsn)
 		if err != nil {
@@ -126,6 +139,7 @@ func TestMigrations(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = raw.Close(context.Background()) })
 		return storetest.MigrationDB{
+			Embedded: os.DirFS("migrations"),
 			Open: func(t *testing.T, migrations fs.FS) storetest.Migrator {
 				s, err := postgres.Open(t.Context(), dsn, postgres.WithMigrations(migrations))
 				if err != nil {
@@ -146,5 +160,5 @@ func TestMigrations(t *testing.T) {
 				return v
 			},
 		}
-	})
+	}
 }

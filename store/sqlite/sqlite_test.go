@@ -145,7 +145,25 @@ func TestFullDiskIsENOSPC(t *testing.T) {
 }
 
 func TestMigrations(t *testing.T) {
-	storetest.RunMigrations(t, func(t *testing.T) storetest.MigrationDB {
+	storetest.RunMigrations(t, migrationDB)
+}
+
+// TestUpgradeToStorage: migration 014 keeps the admin and the runs of a
+// database from before it.
+func TestUpgradeToStorage(t *testing.T) {
+	t.Parallel()
+	storetest.RunUpgradeToStorage(t, migrationDB(t), os.DirFS("migrations"))
+}
+
+// TestUpgradeFrom011: users, their tokens and runs from before tokens had
+// their own table keep working.
+func TestUpgradeFrom011(t *testing.T) {
+	storetest.RunUpgrade(t, migrationDB(t))
+}
+
+// migrationDB is a new, empty database for a migration test.
+func migrationDB(t *testing.T) storetest.MigrationDB {
+	{
 		path := filepath.Join(t.TempDir(), "dstack.db")
 		raw, err := sql.Open("sqlite", "file:"+path)
 		if err != nil {
@@ -153,6 +171,7 @@ func TestMigrations(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = raw.Close() })
 		return storetest.MigrationDB{
+			Embedded: os.DirFS("migrations"),
 			Open: func(t *testing.T, migrations fs.FS) storetest.Migrator {
 				s, err := sqlite.Open(t.Context(), path, sqlite.WithMigrations(migrations))
 				if err != nil {
@@ -173,5 +192,5 @@ func TestMigrations(t *testing.T) {
 				return v
 			},
 		}
-	})
+	}
 }

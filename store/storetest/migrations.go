@@ -2,10 +2,15 @@ package storetest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
+
+	"github.com/dstackai/dstack/store"
 )
 
 // Migrator is a store opened on given migrations.
@@ -22,6 +27,8 @@ type MigrationDB struct {
 	Exec func(t *testing.T, query string)
 	// Query runs a query for one string.
 	Query func(t *testing.T, query string) string
+	// Embedded are the store's own migrations.
+	Embedded fs.FS
 }
 
 // testMigrations are two migrations written in the SQL both databases
@@ -98,6 +105,79 @@ func RunMigrations(t *testing.T, newDB func(t *testing.T) MigrationDB) {
 	})
 }
 
+// upTo keeps the migrations of fsys up to version last.
+func upTo(t *testing.T, fsys fs.FS, last int) fstest.MapFS {
+	t.Helper()
+	names, err := fs.Glob(fsys, "*.up.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := fstest.MapFS{}
+	for _, name := range names {
+		var v int
+		if _, err := fmt.Sscanf(name, "%d_", &v); err != nil || v > last {
+			continue
+		}
+		b, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = &fstest.MapFile{Data: b}
+	}
+	return out
+}
+
+// RunUpgrade checks that a database made before users had several tokens
+// (migration 011) keeps its users, their tokens and runs once migrated.
+func RunUpgrade(t *testing.T, db MigrationDB) {
+	migrate(t, db, upTo(t, db.Embedded, 11))
+	db.Exec(t, `INSERT INTO users (id, name, token_hash, admin, created_at) VALUES ('u-admin', 'admin', 'hash-admin', TRUE, 1000)`)
+	db.Exec(t, `INSERT INTO users (id, name, token_hash, admin, created_at) VALUES ('u-bob', 'bob', 'hash-bob', FALSE, 2000)`)
+	db.Exec(t, `INSERT INTO runs (id, name, user_id, workflow, code_id, submitted_at) VALUES ('run-1', 'old-run', 'u-admin', 'train', 'code-1', 3000)`)
+	db.Exec(t, `INSERT INTO runners (id, user_id, name, hostname, executor, version, resources, token_hash, token_expires_at, online, registered_at, last_heartbeat)
+		VALUES ('r-1', 'u-admin', 'box', 'box', 'shell', '1', '{}', 'hash-runner', 9000000000000000, TRUE, 1000, 1000)`)
+
+	m := db.Open(t, db.Embedded)
+	defer m.Close()
+	if err := m.Migrate(t.Context()); err != nil {
+		t.Fatalf("Migrate from 011: %v", err)
+	}
+	s, ok := m.(store.Store)
+	if !ok {
+		t.Fatalf("%T is no store.Store", m)
+	}
+	ctx := t.Context()
+	now := time.UnixMicro(5000).UTC()
+	u, tok, err := s.TokenAuthenticate(ctx, store.TokenAuthenticateParams{Hash: "hash-admin", Now: now, TouchEvery: time.Minute})
+	if err != nil || u.Name != "admin" || !u.Admin || tok.Name != "default" || tok.ExpiresAt != nil {
+		t.Fatalf("the admin's token after the upgrade = %+v, %+v, %v; want it working, named default", u, tok, err)
+	}
+	if u, _, err := s.TokenAuthenticate(ctx, store.TokenAuthenticateParams{Hash: "hash-bob", Now: now}); err != nil || u.Name != "bob" || u.Admin {
+		t.Fatalf("bob's token after the upgrade = %+v, %v", u, err)
+	}
+	if _, _, err := s.TokenAuthenticate(ctx, store.TokenAuthenticateParams{Hash: "tokens:u-admin", Now: now}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the placeholder left in users.token_hash authenticates: %v", err)
+	}
+	run, err := s.RunGet(ctx, store.RunGetParams{Name: "old-run", UserID: "u-admin"})
+	if err != nil || run.UserName != "admin" {
+		t.Fatalf("the admin's run after the upgrade = %+v, %v", run, err)
+	}
+	if r, err := s.RunnerGetByTokenHash(ctx, "hash-runner"); err != nil || r.TokenID != "" {
+		t.Fatalf("the runner after the upgrade = %+v, %v", r, err)
+	}
+	us, err := s.UserList(ctx)
+	if err != nil || len(us) != 2 {
+		t.Fatalf("UserList after the upgrade = %+v, %v", us, err)
+	}
+	// New users and tokens work beside the old ones.
+	if _, err := s.UserCreate(ctx, store.UserCreateParams{ID: "u-carol", Name: "carol", TokenHash: "hash-carol", Now: now}); err != nil {
+		t.Fatalf("UserCreate after the upgrade: %v", err)
+	}
+	if _, err := s.TokenCreate(ctx, store.TokenCreateParams{ID: "t-2", UserID: "u-admin", Name: "laptop", Hash: "hash-laptop", Now: now}); err != nil {
+		t.Fatalf("TokenCreate after the upgrade: %v", err)
+	}
+}
+
 // migrate opens db on migs and migrates it.
 func migrate(t *testing.T, db MigrationDB, migs fs.FS) {
 	t.Helper()
@@ -107,3 +187,67 @@ func migrate(t *testing.T, db MigrationDB, migs fs.FS) {
 		t.Fatalf("Migrate: %v", err)
 	}
 }
+
+// RunUpgradeToStorage checks migration 014 on a database of the schema
+// before it: the admin and their runs keep working, each run's code archive
+// becomes its user's (of size 0, uploaded when the run was submitted), and
+// the run can be deleted. all holds the dialect's migrations.
+func RunUpgradeToStorage(t *testing.T, db MigrationDB, all fs.FS) {
+	t.Helper()
+	before := fstest.MapFS{}
+	entries, err := fs.ReadDir(all, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() >= "014" {
+			continue
+		}
+		b, err := fs.ReadFile(all, e.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[e.Name()] = &fstest.MapFile{Data: b}
+	}
+	migrate(t, db, before)
+	for _, q := range []string{
+		`INSERT INTO users (id, name, token_hash, admin, created_at) VALUES ('u1', 'admin', 'h1', TRUE, 1000)`,
+		`INSERT INTO runs (id, name, user_id, workflow, code_id, submitted_at) VALUES ('r1', 'old-run', 'u1', 'w', 'c1', 2000)`,
+		`INSERT INTO runs (id, name, user_id, workflow, code_id, submitted_at) VALUES ('r2', 'older-run', 'u1', 'w', 'c1', 1500)`,
+		`INSERT INTO jobs (id, run_id, position, run_name, user_id, code_id, workflow, spec, cpu, memory_mib, gpu_count, gpu_name,
+			gpu_memory_mib, status, queue_seq, submitted_at, finished_at)
+			VALUES ('j1', 'r1', 0, 'old-run', 'u1', 'c1', 'w', '{"workflow":"w"}', 0, 0, 0, '', 0, 'done', 1, 2000, 3000)`,
+	} {
+		db.Exec(t, q)
+	}
+	m := db.Open(t, all)
+	defer m.Close()
+	if err := m.Migrate(t.Context()); err != nil {
+		t.Fatalf("Migrate to the current schema: %v", err)
+	}
+	s, ok := m.(store.Store)
+	if !ok {
+		t.Fatalf("%T is not a store.Store", m)
+	}
+	ctx := t.Context()
+	u, err := s.UserGet(ctx, "u1")
+	if err != nil || !u.Admin || u.StorageQuota != nil {
+		t.Fatalf("the admin after the upgrade: %+v, %v", u, err)
+	}
+	c, err := s.CodeGet(ctx, store.CodeGetParams{UserID: "u1", CodeID: "c1"})
+	if err != nil {
+		t.Fatalf("the code of the admin's runs after the upgrade: %v", err)
+	}
+	if c.Size != 0 || c.LastUsedAt == nil || !c.LastUsedAt.Equal(fromMicrosUTC(2000)) || !c.UploadedAt.Equal(fromMicrosUTC(1500)) {
+		t.Errorf("code after the upgrade = %+v, want size 0, uploaded at the first run, used at the last", c)
+	}
+	if _, err := s.RunGet(ctx, store.RunGetParams{Name: "old-run"}); err != nil {
+		t.Fatalf("a run after the upgrade: %v", err)
+	}
+	d, err := s.RunDelete(ctx, store.RunDeleteParams{Name: "old-run", Now: time.Now(), ClaimUntil: time.Now()})
+	if err != nil || len(d.Runs) != 1 || len(d.Codes) != 0 {
+		t.Fatalf("deleting a run from before the upgrade: %+v, %v; want it deleted, its code kept for the other run", d, err)
+	}
+}
+
+func fromMicrosUTC(us int64) time.Time { return time.UnixMicro(us).UTC() }

@@ -25,6 +25,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	groups := map[string][]test{
 		"Migrate":   migrateTests,
 		"User":      userTests,
+		"UserAdmin": userAdminTests,
+		"Token":     tokenTests,
 		"Runner":    runnerTests,
 		"Run":       runTests,
 		"Claim":     claimTests,
@@ -48,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"ArtifactStore": artifactStoreTests,
 		"LogIncomplete": logIncompleteTests,
 		"RunnerDelete":  runnerDeleteTests,
+		"Storage":       storageTests,
 		"Audit":         auditTests,
 	}
 	for group, tests := range groups {

@@ -5,7 +5,7 @@
 'use strict';
 
 (() => {
-  const { api, el, td, fmtMiB, fmtGPUs, showError } = dstack;
+  const { api, el, td, fmtMiB, fmtGPUs, fmtTime, fmtAgo, showError } = dstack;
   const $ = (id) => document.getElementById(id);
 
   // ---- Token ----
@@ -17,6 +17,66 @@
     for (const e of document.querySelectorAll('code.revealed')) e.hidden = !show;
     for (const e of document.querySelectorAll('code.masked')) e.hidden = show;
   });
+
+  // ---- Tokens ----
+  const tokBody = document.querySelector('#tokens-list tbody');
+  const tokErr = $('tokens-error');
+
+  async function loadTokens() {
+    let toks;
+    try {
+      toks = await api('GET', '/tokens');
+      showError(tokErr, null);
+    } catch (e) {
+      showError(tokErr, e);
+      return;
+    }
+    tokBody.replaceChildren(...toks.map((t) => {
+      const rv = el('button', { type: 'button', class: 'danger', text: 'Revoke', 'aria-label': 'Revoke ' + t.name });
+      rv.addEventListener('click', async () => {
+        const warn = t.current ? ' This page signed in with it: you will be signed out.' : '';
+        if (!confirm(`Revoke token ${t.name}? It stops working at once.${warn}`)) return;
+        showError(tokErr, null);
+        rv.disabled = true;
+        try {
+          await api('DELETE', '/tokens/' + encodeURIComponent(t.id));
+        } catch (e) {
+          showError(tokErr, e);
+        }
+        if (t.current) location.assign('/login');
+        else loadTokens();
+      });
+      return el('tr', { dataset: { token: t.name } },
+        td('Name', el('span', { class: 'name', text: t.name }), t.current ? el('span', { class: 'sub', text: 'this session' }) : null),
+        td('Created', fmtTime(t.created_at)),
+        td('Last used', t.last_used_at ? fmtAgo(t.last_used_at) : 'never'),
+        td('Expires', t.expires_at ? fmtTime(t.expires_at) : 'never'),
+        td('', rv));
+    }));
+  }
+
+  const tokForm = $('token-form');
+  const tokFormErr = $('token-form-error');
+  tokForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    showError(tokFormErr, null);
+    $('token-new').hidden = true;
+    const btn = $('token-create');
+    btn.disabled = true;
+    try {
+      const t = await api('POST', '/tokens', { body: { name: $('token-name').value.trim(), expires_in: $('token-expires').value.trim() } });
+      $('token-new-name').textContent = t.name;
+      $('token-new-value').textContent = t.token;
+      $('token-new').hidden = false;
+      tokForm.reset();
+      await loadTokens();
+    } catch (e) {
+      showError(tokFormErr, e);
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  loadTokens();
 
   const plural = (n, what) => (n === 1 ? `1 ${what}` : `${n} ${what}s`);
 

@@ -77,6 +77,11 @@ type Dialect struct {
 	// ForShare is appended to a SELECT to keep the rows read from changing
 	// until the transaction ends ("" as for ForUpdate).
 	ForShare string
+	// CodeLock, when set, is a statement that takes a lock on the code
+	// archive whose ID is $1 until the transaction ends: CodePut and the
+	// deletes that trash an archive's bytes run one at a time per archive
+	// ("" when a write transaction already excludes every other writer).
+	CodeLock string
 }
 
 // Store implements store.Store over a DB and a Dialect.

@@ -23,6 +23,7 @@ func (s *Store) RunnerCreate(ctx context.Context, p store.RunnerCreateParams) (*
 			Version: p.Version, Resources: p.Resources, Online: true,
 			RegisteredAt: now, LastHeartbeat: now,
 			TokenExpiresAt: fromMicros(micros(p.TokenExpiresAt)),
+			TokenID:        p.TokenID,
 		}, nil
 	}
 	var r *store.Runner
@@ -46,15 +47,18 @@ func insertRunner(ctx context.Context, q Querier, p store.RunnerCreateParams) er
 	if err != nil {
 		return fmt.Errorf("encode resources: %w", err)
 	}
-	var instanceID any
+	var instanceID, tokenID any
 	if p.InstanceID != "" {
 		instanceID = p.InstanceID
 	}
+	if p.TokenID != "" {
+		tokenID = p.TokenID
+	}
 	_, err = q.Exec(ctx, `INSERT INTO runners (id, user_id, name, hostname, executor, version, resources,
-		token_hash, token_expires_at, online, registered_at, last_heartbeat, instance_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, TRUE, $10, $10, $11)`,
+		token_hash, token_expires_at, online, registered_at, last_heartbeat, instance_id, token_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, TRUE, $10, $10, $11, $12)`,
 		p.ID, p.UserID, p.Name, p.Hostname, p.Executor, p.Version, string(res),
-		p.TokenHash, micros(p.TokenExpiresAt), micros(p.Now), instanceID)
+		p.TokenHash, micros(p.TokenExpiresAt), micros(p.Now), instanceID, tokenID)
 	return err
 }
 
@@ -67,7 +71,7 @@ const runnerSelect = `SELECT r.id, r.user_id, r.name, r.hostname, r.executor, r.
 	COALESCE(j.id, ''), COALESCE(j.run_name, ''),
 	COALESCE(i.id, ''), COALESCE(i.backend, ''), COALESCE(i.region, ''), COALESCE(i.instance_type, ''),
 	COALESCE(i.spot, FALSE), COALESCE(i.state, ''),
-	r.interrupted_at, r.interruption_reason
+	r.interrupted_at, r.interruption_reason, COALESCE(r.token_id, '')
 	FROM runners r
 	LEFT JOIN jobs j ON j.id = (SELECT h.id FROM jobs h
 		WHERE h.runner_id = r.id AND h.status IN ` + activeStatuses + `
@@ -85,7 +89,7 @@ func scanRunner(row Row) (*store.Runner, error) {
 	err := row.Scan(&r.ID, &r.UserID, &r.Name, &r.Hostname, &r.Executor, &r.Version, &res,
 		&r.Online, &registered, &heard, &expiresAt, &r.JobID, &r.RunName,
 		&r.InstanceID, &r.Backend, &r.Region, &r.InstanceType, &r.Spot, &instanceState,
-		&interrupted, &r.InterruptionReason)
+		&interrupted, &r.InterruptionReason, &r.TokenID)
 	if err != nil {
 		return nil, err
 	}

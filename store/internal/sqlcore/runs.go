@@ -65,7 +65,16 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 		if err := q.QueryRow(ctx, `SELECT name FROM users WHERE id = $1`, p.UserID).Scan(&userName); err != nil {
 			return fmt.Errorf("user %s: %w", p.UserID, err)
 		}
-		_, err := q.Exec(ctx, `INSERT INTO runs (id, name, user_id, workflow, code_id, submitted_at)
+		// The code's row is locked by this update (on PostgreSQL) until the
+		// run is in: a delete of unused code waits, then sees it used.
+		used, err := q.Exec(ctx, `UPDATE code SET last_used_at = $1 WHERE user_id = $2 AND code_id = $3`, now, p.UserID, p.CodeID)
+		if err != nil {
+			return err
+		}
+		if used == 0 && p.RequireCode {
+			return fmt.Errorf("code archive %s of user %s: %w", p.CodeID, p.UserID, store.ErrNotFound)
+		}
+		_, err = q.Exec(ctx, `INSERT INTO runs (id, name, user_id, workflow, code_id, submitted_at)
 			VALUES ($1, $2, $3, $4, $5, $6)`, p.ID, p.Name, p.UserID, p.Workflow, p.CodeID, now)
 		if err != nil {
 			return err

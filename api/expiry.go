@@ -1,0 +1,44 @@
+package api
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// MaxTokenLifetime is the longest expiry a token may be given.
+const MaxTokenLifetime = 10 * 365 * 24 * time.Hour
+
+// ParseExpiry reads how long a token works: a whole number of days ("30d")
+// or a Go duration ("12h", "90m", "1h30m"), more than zero and at most
+// MaxTokenLifetime.
+func ParseExpiry(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	bad := func(why string) error {
+		return fmt.Errorf("expiry %q %s: give days (30d) or hours and minutes (12h, 90m)", s, why)
+	}
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseInt(days, 10, 64)
+		if err != nil || n < 0 || days == "" || days[0] == '+' {
+			return 0, bad("is not a number of days")
+		}
+		if n > int64(MaxTokenLifetime/(24*time.Hour)) {
+			return 0, bad(fmt.Sprintf("is too long: the most is %dd", MaxTokenLifetime/(24*time.Hour)))
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, bad("is not a duration")
+		}
+	}
+	switch {
+	case d <= 0:
+		return 0, bad("is not more than zero")
+	case d > MaxTokenLifetime:
+		return 0, bad(fmt.Sprintf("is too long: the most is %dd", MaxTokenLifetime/(24*time.Hour)))
+	}
+	return d, nil
+}
