@@ -6,6 +6,7 @@
 package api
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -716,4 +717,27 @@ type TokenCreated struct {
 type TokenRevoked struct {
 	Token   TokenInfo `json:"token"`
 	Runners []string  `json:"runners"`
+}
+
+// AuditEntry is one entry of the audit log (GET /audit): who changed what
+// on the server, when, and from where.
+type AuditEntry struct {
+	ID string    `json:"id"`
+	At time.Time `json:"at"`
+	// User is who did it, by their name then: "(server)" for the server's
+	// own work (removing runners offline past --runner-retention), "" when
+	// no user is known (a refused sign-in).
+	User string `json:"user"`
+	// Action is what was done: "session.create", "limit.put"... (the list
+	// is in docs/audit.md).
+	Action string `json:"action"`
+	// Target is what it was done to: a user's name, a limit, a runner.
+	Target string `json:"target"`
+	// Detail is a JSON object with the rest: the values set, the reason a
+	// sign-in was refused. It never holds a secret.
+	Detail json.RawMessage `json:"detail"`
+	// RemoteAddr is the IP address the request came from: the peer of the
+	// server's connection (behind a reverse proxy, the proxy's); "" for the
+	// server's own work.
+	RemoteAddr string `json:"remote_addr"`
 }

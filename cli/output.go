@@ -119,11 +119,11 @@ func formatDuration(d time.Duration) string {
 	return fmt.Sprintf("%dd%02dh", s/86400, s%86400/3600)
 }
 
-// parseSince reads --since: a duration back from now (10m, 1h30m) or a
-// time (RFC 3339, or a date).
+// parseSince reads --since: a duration back from now (10m, 1h30m, 7d,
+// 1d12h) or a time (RFC 3339, or a date).
 func parseSince(now time.Time, s string) (time.Time, error) {
 	s = strings.TrimSpace(s)
-	if d, err := time.ParseDuration(s); err == nil {
+	if d, err := parseDays(s); err == nil {
 		if d < 0 {
 			return time.Time{}, fmt.Errorf("--since %q: give a positive duration such as 10m", s)
 		}
@@ -135,5 +135,43 @@ func parseSince(now time.Time, s string) (time.Time, error) {
 			return t, nil
 		}
 	}
-	return time.Time{}, fmt.Errorf("--since %q: give a duration such as 10m or 1h30m, or a time such as 2024-05-01T10:00:00Z", s)
+	return time.Time{}, fmt.Errorf("--since %q: give a duration such as 10m, 1h30m or 7d, or a time such as 2024-05-01T10:00:00Z", s)
+}
+
+// maxDays bounds the days of a duration: a time.Duration holds about
+// 106,000 days.
+const maxDays = 100_000
+
+// parseDays is time.ParseDuration with days too: "7d", "1d12h", "-2d".
+// A day is 24 hours.
+func parseDays(s string) (time.Duration, error) {
+	sign, rest := time.Duration(1), s
+	if r, ok := strings.CutPrefix(rest, "-"); ok {
+		sign, rest = -1, r
+	} else if r, ok := strings.CutPrefix(rest, "+"); ok {
+		rest = r
+	}
+	i := 0
+	for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+		i++
+	}
+	if i == 0 || i >= len(rest) || rest[i] != 'd' {
+		return time.ParseDuration(s)
+	}
+	days, err := strconv.Atoi(rest[:i])
+	if err != nil || days > maxDays {
+		return 0, fmt.Errorf("%q: at most %d days", s, maxDays)
+	}
+	d := time.Duration(days) * 24 * time.Hour
+	if more := rest[i+1:]; more != "" {
+		m, err := time.ParseDuration(more)
+		if err != nil || m < 0 || strings.HasPrefix(more, "+") {
+			return 0, fmt.Errorf("%q is not a duration", s)
+		}
+		if m > time.Duration(math.MaxInt64)-d {
+			return 0, fmt.Errorf("%q is too long", s)
+		}
+		d += m
+	}
+	return sign * d, nil
 }

@@ -189,6 +189,7 @@ DSTACK_CONFIG names another config file.`,
 		e.awsCmd(),
 		e.usersCmd(),
 		e.tokensCmd(),
+		e.auditCmd(),
 		e.versionCmd(),
 	)
 	// Every Use line here spells out its flags; cobra's " [flags]" would

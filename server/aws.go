@@ -372,6 +372,14 @@ func (s *Server) handleAWSPut(w http.ResponseWriter, r *http.Request, u *store.U
 	s.putBackend(b)
 	s.log.Info("AWS configured", "user", u.Name, "access_key_id", cfg.AccessKeyID, "region", cfg.Region,
 		"artifact_bucket", cfg.ArtifactBucket, "ami", cfg.AMI, "gpu_ami", cfg.GPUAMI)
+	detail := map[string]any{"region": cfg.Region, "artifact_bucket": cfg.ArtifactBucket, "ami": cfg.AMI, "gpu_ami": cfg.GPUAMI,
+		"secret_changed": prev == nil || prev.SecretAccessKey != cfg.SecretAccessKey}
+	if prev != nil {
+		detail["previous_access_key_id"] = prev.AccessKeyID
+	}
+	if err := s.audit(r, u, auditAWSPut, cfg.AccessKeyID, detail); err != nil {
+		return err
+	}
 	view := cfg.view()
 	view.Notes = b.Notes()
 	writeJSON(w, http.StatusOK, view)
@@ -489,8 +497,13 @@ func (s *Server) handleAWSDelete(w http.ResponseWriter, r *http.Request, u *stor
 	prev := s.aws.current()
 	s.aws.set(nil, "", "", nil)
 	s.removeBackend(awsName)
+	target := ""
 	if prev != nil {
 		s.log.Info("AWS configuration cleared", "user", u.Name, "access_key_id", prev.AccessKeyID)
+		target = prev.AccessKeyID
+	}
+	if err := s.audit(r, u, auditAWSDelete, target, nil); err != nil {
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -20,6 +20,9 @@ type metrics struct {
 	interrupted prometheus.Counter
 	logBytes    prometheus.Counter
 	requests    *prometheus.CounterVec
+	// auditFailures counts audit entries that could not be recorded
+	// (audit.go).
+	auditFailures prometheus.Counter
 }
 
 func newMetrics(s *Server) *metrics {
@@ -42,8 +45,11 @@ func newMetrics(s *Server) *metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dstack_http_requests_total", Help: "API requests by method and status code.",
 		}, []string{"method", "code"}),
+		auditFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dstack_audit_failures_total", Help: "Audit entries that could not be recorded (the server's log has each at ERROR).",
+		}),
 	}
-	m.reg.MustRegister(m.pickup, m.finished, m.interrupted, m.logBytes, m.requests, s.backendMetrics,
+	m.reg.MustRegister(m.pickup, m.finished, m.interrupted, m.logBytes, m.requests, m.auditFailures, s.backendMetrics,
 		&stateCollector{s: s}, &storageCollector{m: s.storage}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

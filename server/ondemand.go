@@ -141,6 +141,13 @@ func (s *Server) handleLimitPut(w http.ResponseWriter, r *http.Request, u *store
 		s.events.publish("", api.EventLimits)
 		s.log.Info("limit set", "user", u.Name, "limit", l.ID, "backend", l.Backend, "region", l.Region,
 			"instance_type", l.InstanceType, "spot", l.Spot, "max", l.Max, "previous_max", res.PrevMax)
+		detail := map[string]any{"id": l.ID, "max": l.Max, "created": res.Created}
+		if !res.Created {
+			detail["previous_max"] = res.PrevMax
+		}
+		if err := s.audit(r, u, auditLimitPut, limitTarget(l), detail); err != nil {
+			return err
+		}
 	}
 	if prev != nil {
 		resp.Terminating = max(0, live[prev.ID]-req.Max)
@@ -231,6 +238,11 @@ func (s *Server) handleLimitDelete(w http.ResponseWriter, r *http.Request, u *st
 		s.wakeAutoscaler()
 		s.events.publish("", api.EventLimits, api.EventInstances)
 		s.log.Info("limits deleted", "user", u.Name, "limits", len(deleted), "terminating", resp.Terminating)
+		for _, l := range deleted {
+			if err := s.audit(r, u, auditLimitDelete, limitTarget(l), map[string]any{"id": l.ID, "max": l.Max, "instances": live[l.ID]}); err != nil {
+				return err
+			}
+		}
 	}
 	if resp.Deleted, err = s.apiLimits(ctx, deleted); err != nil {
 		return err
@@ -286,6 +298,13 @@ func (s *Server) handleOnDemandPut(w http.ResponseWriter, r *http.Request, u *st
 		s.wakeAutoscaler()
 		s.events.publish("", api.EventLimits, api.EventInstances)
 		s.log.Info("on-demand runners switched", "user", u.Name, "enabled", req.Enabled, "terminating", terminating)
+		action := auditOnDemandDisable
+		if req.Enabled {
+			action = auditOnDemandEnable
+		}
+		if err := s.audit(r, u, action, "on-demand runners", map[string]any{"was_enabled": before.Enabled, "terminating": terminating}); err != nil {
+			return err
+		}
 		if after, err = s.onDemandStatus(ctx); err != nil {
 			return err
 		}

@@ -79,6 +79,7 @@ func (s *Server) routes() http.Handler {
 	rt.public("POST "+p+"/session", s.handleSessionCreate)        // checks the token in the body
 	rt.public("DELETE "+p+"/session", s.handleSessionDelete)
 	rt.member("GET "+p+"/events", s.handleEvents)
+	rt.admin("GET "+p+"/audit", "read the audit log", s.handleAuditList)
 	s.userRoutes(rt)
 	s.onDemandRoutes(rt)
 	s.awsRoutes(rt)

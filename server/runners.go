@@ -430,6 +430,10 @@ func (s *Server) pruneRunners(ctx context.Context, now time.Time) {
 	users := map[string]bool{}
 	for _, r := range gone {
 		s.log.Info("offline runner removed", "runner", r.Name, "id", r.ID, "last_heartbeat", r.LastHeartbeat, "retention", s.cfg.RunnerRetention)
+		// A failure is logged and counted by auditServer; the removal
+		// stands, as there is no one to answer.
+		_ = s.auditServer(ctx, auditRunnerRm, r.Name, map[string]any{"id": r.ID, "owner": s.userName(ctx, r.UserID),
+			"last_heartbeat": r.LastHeartbeat.UTC(), "reason": "offline longer than --runner-retention " + s.cfg.RunnerRetention.String()})
 		if !users[r.UserID] {
 			users[r.UserID] = true
 			s.events.publish(r.UserID, api.EventRunners)
@@ -492,6 +496,12 @@ func (s *Server) handleRunnerRemove(w http.ResponseWriter, r *http.Request, u *s
 		s.log.Info("runner removed", "runner", rn.Name, "id", rn.ID, "by", u.Name)
 		out.Removed = append(out.Removed, ref)
 		users[rn.UserID] = true
+		if err := s.audit(r, u, auditRunnerRm, rn.Name, map[string]any{"id": rn.ID, "owner": s.userName(r.Context(), rn.UserID), "hostname": rn.Hostname}); err != nil {
+			for id := range users {
+				s.events.publish(id, api.EventRunners)
+			}
+			return err
+		}
 	}
 	if len(out.Removed) == 0 {
 		k := out.Kept[0]

@@ -238,8 +238,21 @@ func (s *Server) sessionCreate(w http.ResponseWriter, r *http.Request) error {
 		return invalid("token is missing: give your user token (the server printed the admin's at its first start)")
 	}
 	u, _, err := s.auth.userByToken(r, tok)
+	var ae *api.Error
+	if errors.As(err, &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden) {
+		// A refused token is recorded, never the token itself; there is
+		// no change to refuse when it cannot be (audit.go).
+		_ = s.audit(r, nil, auditSessionFail, "", map[string]string{"reason": ae.Message})
+		return err
+	}
 	if err != nil {
 		return err
+	}
+	// Recorded before the session is handed out: a sign-in that cannot
+	// be recorded is refused (nothing changed yet).
+	if err := s.record(r.Context(), store.AuditAppendParams{UserID: u.ID, UserName: u.Name, Action: auditSessionCreate,
+		Target: u.Name, RemoteAddr: clientIP(r)}, nil); err != nil {
+		return unavailable(api.CauseDatabase, "the sign-in could not be recorded in the audit log, so it is refused: %s; try again", auditCause(err))
 	}
 	now := s.cfg.Now()
 	sess := session{UserID: u.ID, Token: tok, CSRF: newCSRFToken(), Expires: now.Add(sessionTTL)}
@@ -263,11 +276,15 @@ func (s *Server) sessionCreate(w http.ResponseWriter, r *http.Request) error {
 // cleared without.
 func (s *Server) handleSessionDelete(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(sessionCookie); err == nil {
-		if sess, _, err := s.auth.openSession(r, c.Value); err == nil {
+		if sess, u, err := s.auth.openSession(r, c.Value); err == nil {
 			if err := checkCSRF(r, sess, s.auth.origin); err != nil {
 				s.writeError(w, r, err)
 				return
 			}
+			// Signing out changes nothing on the server: a failure to
+			// record it is logged and counted, and the browser signed
+			// out all the same.
+			_ = s.audit(r, u, auditSessionDelete, u.Name, nil)
 		}
 	}
 	http.SetCookie(w, s.sessionCookieFor("", time.Time{}))

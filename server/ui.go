@@ -30,6 +30,7 @@ func (s *Server) uiRoutes(rt *router) {
 		p.Token, p.ServerURL = sess.Token, requestURL(r)
 	}))
 	rt.adminPage("GET /users", s.uiAdminPage("users", "manage users", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Users" }))
+	rt.adminPage("GET /audit", s.uiAdminPage("audit", "read the audit log", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Audit" }))
 	rt.public("GET /ui/static/{path...}", ui.Static().ServeHTTP)
 }
 

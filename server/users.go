@@ -100,6 +100,9 @@ func (s *Server) handleUserCreate(w http.ResponseWriter, r *http.Request, by *st
 		return fmt.Errorf("add user: %w", err)
 	}
 	s.log.Info("user added", "user", u.Name, "admin", u.Admin, "by", by.Name)
+	if err := s.audit(r, by, auditUserAdd, u.Name, map[string]any{"admin": u.Admin}); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusCreated, api.UserCreated{User: toAPIUser(u), Token: token})
 	return nil
 }
@@ -126,6 +129,9 @@ func (s *Server) handleUserPatch(w http.ResponseWriter, r *http.Request, by *sto
 		return fmt.Errorf("change user: %w", err)
 	}
 	s.log.Info("user changed", "user", u.Name, "admin", u.Admin, "by", by.Name)
+	if err := s.audit(r, by, auditUserSet, u.Name, map[string]any{"admin": u.Admin}); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, toAPIUser(u))
 	return nil
 }
@@ -147,6 +153,9 @@ func (s *Server) handleUserDelete(w http.ResponseWriter, r *http.Request, by *st
 	s.auth.forgetRunners()
 	s.log.Info("user removed", "user", u.Name, "by", by.Name)
 	s.events.publish(u.ID, api.EventRunners)
+	if err := s.audit(r, by, auditUserRm, u.Name, nil); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, toAPIUser(u))
 	return nil
 }
@@ -198,6 +207,9 @@ func (s *Server) handleTokenCreate(w http.ResponseWriter, r *http.Request, u *st
 		return fmt.Errorf("create token: %w", err)
 	}
 	s.log.Info("token created", "user", u.Name, "token", t.Name, "id", t.ID)
+	if err := s.audit(r, u, auditTokenCreate, t.Name, map[string]any{"id": t.ID, "expires_at": t.ExpiresAt}); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusCreated, api.TokenCreated{TokenInfo: toAPIToken(t, nil), Token: token})
 	return nil
 }
@@ -231,6 +243,9 @@ func (s *Server) handleTokenRevoke(w http.ResponseWriter, r *http.Request, u *st
 		s.events.publish(u.ID, api.EventRunners)
 	}
 	s.log.Info("token revoked", "user", u.Name, "token", res.Token.Name, "id", res.Token.ID, "runners", len(res.Runners))
+	if err := s.audit(r, u, auditTokenRevoke, res.Token.Name, map[string]any{"id": res.Token.ID, "runners": out.Runners}); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -77,6 +77,9 @@ type Store interface {
 	// Close releases the database.
 	Close() error
 
+	// AuditStore keeps the audit log (audit.go).
+	AuditStore
+
 	// UserCreate records a user and, when p.TokenHash is set, its first
 	// token, in one transaction. ErrConflict when the name (even a removed
 	// user's), the ID or the token is taken.

@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"RunnerDelete":  runnerDeleteTests,
 		"Storage":       storageTests,
 		"Share":         shareTests,
+		"Audit":         auditTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {
