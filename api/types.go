@@ -663,6 +663,16 @@ type UserInfo struct {
 	LastSeenAt *time.Time `json:"last_seen_at,omitempty"`
 	// RunningJobs counts the user's jobs a runner holds now.
 	RunningJobs int `json:"running_jobs"`
+	// MaxRunning caps the user's running jobs; 0: no cap.
+	MaxRunning int `json:"max_running"`
+	// StorageUsed is the bytes the user's code, logs and artifacts take.
+	StorageUsed int64 `json:"storage_used"`
+	// StorageQuota is the user's own storage quota in bytes (0: none);
+	// absent when the server's default (StorageQuotaDefault) applies.
+	StorageQuota *int64 `json:"storage_quota,omitempty"`
+	// StorageQuotaDefault is the server's default quota (0: none), which
+	// applies when the user has no quota of their own.
+	StorageQuotaDefault int64 `json:"storage_quota_default"`
 }
 
 // UserCreateRequest is the body of POST /users.
@@ -682,6 +692,13 @@ type UserCreated struct {
 // change, the others left out.
 type UserPatchRequest struct {
 	Admin *bool `json:"admin,omitempty"`
+	// MaxRunning caps the user's running jobs; 0 lifts the cap.
+	MaxRunning *int `json:"max_running,omitempty"`
+	// StorageQuota sets the user's own storage quota in bytes; 0: none.
+	StorageQuota *int64 `json:"storage_quota,omitempty"`
+	// StorageQuotaDefault puts the user back on the server's default
+	// quota; it cannot come with StorageQuota.
+	StorageQuotaDefault bool `json:"storage_quota_default,omitempty"`
 }
 
 // TokenInfo is one token of GET /tokens; its value is never shown again.

@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dstackai/dstack/server/servertest"
 )
@@ -33,5 +34,9 @@ func TestServerAdminTokenReset(t *testing.T) {
 	}
 	if _, err := srv.Client().Me(t.Context()); err == nil {
 		t.Error("the old admin token still works after the reset")
+	}
+	entries, err := srv.Client().WithToken(token).AuditList(t.Context(), time.Time{})
+	if err != nil || len(entries) == 0 || entries[0].Action != "user.admin_token_reset" || entries[0].Target != "admin" {
+		t.Errorf("the audit log after the reset: %+v, %v; want the reset first", entries, err)
 	}
 }

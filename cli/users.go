@@ -3,11 +3,13 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/internal/bytesize"
 )
 
 // Users (admins manage them) and tokens (each user their own).
@@ -38,7 +40,7 @@ func (e *Env) usersListCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "list [--json]",
-		Short: "List users: name, role, created, last seen, running jobs",
+		Short: "List users: name, role, created, last seen, running jobs, storage used",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return e.usersList(cmd.Context(), asJSON)
@@ -81,17 +83,51 @@ default) on stdout: it is shown this once. Give it to the user, who runs
 }
 
 func (e *Env) usersSetCmd() *cobra.Command {
-	var admin, member bool
+	var (
+		admin, member bool
+		maxRunning    int
+		quota         string
+	)
 	cmd := &cobra.Command{
-		Use:   "set NAME --admin|--member",
-		Short: "Make a user an admin or a member",
-		Long:  "Make a user an admin or a member. The last admin cannot be made a member.",
+		Use:   "set NAME [--admin|--member] [--max-running N] [--storage-quota SIZE]",
+		Short: "Change a user's role, cap of running jobs or storage quota",
+		Long: `Change a user: make them an admin or a member (the last admin cannot be made
+a member), cap how many of their jobs run at once (--max-running N; 0 lifts
+the cap), or set their storage quota for code, logs and artifacts
+(--storage-quota 50GiB; 0 for none; "default" for the server's
+--storage-quota).`,
 		Example: `  dstack users set alice --admin
-  dstack users set bob --member`,
+  dstack users set bob --member --max-running 4
+  dstack users set bob --storage-quota 50GiB
+  dstack users set bob --storage-quota default`,
 		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if admin == member {
-				return usagef("give one of --admin and --member: %s", cmd.UseLine())
+			var req api.UserPatchRequest
+			switch {
+			case admin && member:
+				return usagef("give one of --admin and --member, not both: %s", cmd.UseLine())
+			case admin || member:
+				req.Admin = &admin
+			}
+			if cmd.Flags().Changed("max-running") {
+				if maxRunning < 0 {
+					return usagef("--max-running %d: give 0 (no cap) or more running jobs", maxRunning)
+				}
+				req.MaxRunning = &maxRunning
+			}
+			if cmd.Flags().Changed("storage-quota") {
+				if strings.EqualFold(strings.TrimSpace(quota), "default") {
+					req.StorageQuotaDefault = true
+				} else {
+					n, err := bytesize.Parse(quota)
+					if err != nil {
+						return usagef("--storage-quota %q: %v (a size such as 50GiB, 0 for none, or default)", quota, err)
+					}
+					req.StorageQuota = &n
+				}
+			}
+			if req.Admin == nil && req.MaxRunning == nil && req.StorageQuota == nil && !req.StorageQuotaDefault {
+				return usagef("nothing to change: give --admin, --member, --max-running or --storage-quota: %s", cmd.UseLine())
 			}
 			if err := api.CheckAccountName("user", args[0]); err != nil {
 				return usagef("%v", err)
@@ -100,17 +136,46 @@ func (e *Env) usersSetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			u, err := c.UserPatch(cmd.Context(), args[0], api.UserPatchRequest{Admin: &admin})
+			u, err := c.UserPatch(cmd.Context(), args[0], req)
 			if err != nil {
 				return c.explain(err)
 			}
-			fmt.Fprintf(e.Stdout, "%s is %s %s\n", u.Name, article(u.Admin), role(u.Admin))
+			line := fmt.Sprintf("%s is %s %s", u.Name, article(u.Admin), role(u.Admin))
+			if req.MaxRunning != nil {
+				line += "; running jobs: " + maxRunningText(u.MaxRunning)
+			}
+			if req.StorageQuota != nil || req.StorageQuotaDefault {
+				line += "; storage: " + storageText(*u)
+			}
+			fmt.Fprintln(e.Stdout, line)
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&admin, "admin", false, "make the user an admin")
 	cmd.Flags().BoolVar(&member, "member", false, "make the user a member")
+	cmd.Flags().IntVar(&maxRunning, "max-running", 0, "cap the user's running jobs at N (0: no cap)")
+	cmd.Flags().StringVar(&quota, "storage-quota", "", `the user's storage quota: a size such as 50GiB, 0 for none, or "default" for the server's`)
 	return cmd
+}
+
+// maxRunningText says a user's cap of running jobs.
+func maxRunningText(n int) string {
+	if n == 0 {
+		return "no cap"
+	}
+	return fmt.Sprintf("at most %d", n)
+}
+
+// storageText says what storage a user takes against their quota.
+func storageText(u api.UserInfo) string {
+	quota, whose := u.StorageQuotaDefault, " (server default)"
+	if u.StorageQuota != nil {
+		quota, whose = *u.StorageQuota, ""
+	}
+	if quota == 0 {
+		return bytesize.Format(u.StorageUsed) + " used, no quota" + whose
+	}
+	return fmt.Sprintf("%s used of %s%s", bytesize.Format(u.StorageUsed), bytesize.Format(quota), whose)
 }
 
 func (e *Env) usersRmCmd() *cobra.Command {
@@ -167,14 +232,18 @@ func (e *Env) usersList(ctx context.Context, asJSON bool) error {
 	if asJSON {
 		return writeJSON(e.Stdout, us)
 	}
-	t := newTable(e.Stdout, "name", "role", "created", "last seen", "running jobs")
+	t := newTable(e.Stdout, "name", "role", "created", "last seen", "running jobs", "storage")
 	now := e.Now()
 	for _, u := range us {
 		seen := "never"
 		if u.LastSeenAt != nil {
 			seen = formatAgo(now, *u.LastSeenAt)
 		}
-		t.row(u.Name, role(u.Admin), formatAgo(now, u.CreatedAt), seen, fmt.Sprint(u.RunningJobs))
+		running := fmt.Sprint(u.RunningJobs)
+		if u.MaxRunning > 0 {
+			running += fmt.Sprintf(" of %d", u.MaxRunning)
+		}
+		t.row(u.Name, role(u.Admin), formatAgo(now, u.CreatedAt), seen, running, storageText(u))
 	}
 	return t.flush()
 }

@@ -38,7 +38,10 @@ func TestUsersAndTokensCommands(t *testing.T) {
 		{[]string{"users", "add", "ev\x1bil"}, 2, "control character"},
 		{[]string{"users", "add", "Alice"}, 2, "lower case"},
 		{[]string{"users", "set", "nobody", "--admin"}, 1, `no user named "nobody"`},
-		{[]string{"users", "set", "alice"}, 2, "--admin and --member"},
+		{[]string{"users", "set", "alice"}, 2, "nothing to change"},
+		{[]string{"users", "set", "alice", "--admin", "--member"}, 2, "not both"},
+		{[]string{"users", "set", "alice", "--max-running", "-1"}, 2, "--max-running -1"},
+		{[]string{"users", "set", "alice", "--storage-quota", "lots"}, 2, "--storage-quota \"lots\""},
 		{[]string{"users", "set", "admin", "--member"}, 1, "last admin"},
 		{[]string{"users", "rm", "admin"}, 1, "last admin"},
 		{[]string{"users", "rm", "nobody"}, 1, `no user named "nobody"`},
@@ -54,6 +57,33 @@ func TestUsersAndTokensCommands(t *testing.T) {
 	r = h.run("users", "list", "--json")
 	if err := json.Unmarshal([]byte(r.stdout), &users); err != nil || len(users) != 2 || !users[0].Admin {
 		t.Fatalf("users after refusals: %+v", r)
+	}
+
+	// An admin caps alice's running jobs and gives her a quota of her own,
+	// then puts her back on the server's default.
+	r = h.run("users", "set", "alice", "--max-running", "3", "--storage-quota", "2GiB")
+	if r.code != 0 || !strings.Contains(r.stdout, "running jobs: at most 3") || !strings.Contains(r.stdout, "of 2") {
+		t.Fatalf("users set --max-running --storage-quota: %+v", r)
+	}
+	r = h.run("users", "list", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &users); err != nil || len(users) != 2 {
+		t.Fatalf("users list: %+v", r)
+	}
+	if a := users[1]; a.Name != "alice" || a.MaxRunning != 3 || a.StorageQuota == nil || *a.StorageQuota != 2<<30 || a.Admin {
+		t.Fatalf("alice after users set: %+v", a)
+	}
+	r = h.run("users", "list")
+	if r.code != 0 || !strings.Contains(r.stdout, "0 of 3") || !strings.Contains(r.stdout, "STORAGE") {
+		t.Errorf("users list shows no cap or storage: %+v", r)
+	}
+	r = h.run("users", "set", "alice", "--storage-quota", "default", "--max-running", "0")
+	if r.code != 0 || !strings.Contains(r.stdout, "no cap") || !strings.Contains(r.stdout, "server default") {
+		t.Fatalf("users set back to the defaults: %+v", r)
+	}
+	r = h.run("users", "list", "--json")
+	users = nil
+	if err := json.Unmarshal([]byte(r.stdout), &users); err != nil || len(users) != 2 || users[1].StorageQuota != nil || users[1].MaxRunning != 0 {
+		t.Fatalf("alice back on the defaults: %+v", r)
 	}
 
 	// A member: admin commands are refused; tokens are their own.

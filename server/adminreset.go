@@ -75,6 +75,16 @@ func ResetAdminToken(ctx context.Context, cfg Config) (*AdminReset, error) {
 		return nil, fmt.Errorf("replace the admin's tokens: %w", err)
 	}
 	out.Revoked = len(old)
+	// The reset is recorded like any change of tokens; it is made on the
+	// server's machine, with no request to say where from.
+	detail, err := auditDetail(map[string]any{"user": admin.Name, "revoked": out.Revoked, "created": out.Created, "token": name})
+	if err == nil {
+		_, err = st.AuditAppend(ctx, store.AuditAppendParams{ID: newID(), At: now, UserName: auditServerUser,
+			Action: auditAdminTokenReset, Target: admin.Name, Detail: detail, RemoteAddr: "local"})
+	}
+	if err != nil {
+		return out, fmt.Errorf("the admin token was reset, but the reset could not be recorded in the audit log: %w", err)
+	}
 	return out, nil
 }
 

@@ -374,6 +374,14 @@ func (s *Server) retentionPass(ctx context.Context) {
 			return s.store.RunDeleteFinishedBefore(ctx, store.RunDeleteFinishedBeforeParams{
 				FinishedBefore: now.Add(-s.cfg.Retention), Limit: retentionBatch, Now: now, ClaimUntil: now.Add(trashClaim)})
 		})
+		// The audit log is kept as long as the runs.
+		if n, err := s.auditPrune(ctx, s.cfg.Now().Add(-s.cfg.Retention)); err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("audit entries deleted by the retention", "err", err)
+			}
+		} else if n > 0 {
+			s.log.Info("audit entries deleted by the retention", "entries", n)
+		}
 	}
 	run("unused code archives deleted", func(now time.Time) (*store.Deleted, error) {
 		return s.store.CodeDeleteUnused(ctx, store.CodeDeleteUnusedParams{

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -306,7 +307,15 @@ func TestRetentionDeletesOldRunsAndUnusedCode(t *testing.T) {
 	}
 	gone := e.finishedRun(t, e.admin, rc, e.codeID)
 	withRuns := totalSize(dataFiles(t, e.srv))
+	// The audit log is kept as long as the runs: the entry of a user added
+	// now goes with the old runs, that of one added a day later stays.
+	if _, err := e.admin.UserCreate(ctx, api.UserCreateRequest{Name: "before"}); err != nil {
+		t.Fatal(err)
+	}
 	clock.Advance(25 * time.Hour)
+	if _, err := e.admin.UserCreate(ctx, api.UserCreateRequest{Name: "after"}); err != nil {
+		t.Fatal(err)
+	}
 	recent := e.finishedRun(t, e.admin, rc, e.codeID)
 	unused, err := e.admin.CodeUpload(ctx, bytes.NewReader(codeArchive(t, map[string]string{"other": "x"})))
 	if err != nil {
@@ -318,6 +327,17 @@ func TestRetentionDeletesOldRunsAndUnusedCode(t *testing.T) {
 		if kept := err == nil; kept != want {
 			t.Errorf("run %s kept %v, want %v (%v)", name, kept, want, err)
 		}
+	}
+	entries, err := e.admin.AuditList(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var targets []string
+	for _, en := range entries {
+		targets = append(targets, en.Target)
+	}
+	if !slices.Contains(targets, "after") || slices.Contains(targets, "before") {
+		t.Errorf("audit entries after the retention are of %q; want the recent user's kept and the old one's deleted", targets)
 	}
 	if now := totalSize(dataFiles(t, e.srv)); now >= withRuns+int64(len("log line\n")*100) {
 		t.Errorf("data after the retention: %d bytes, before the recent run: %d; want the old run's freed", now, withRuns)

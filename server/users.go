@@ -72,12 +72,28 @@ func (s *Server) handleUserList(w http.ResponseWriter, r *http.Request, _ *store
 	if err != nil {
 		return fmt.Errorf("list users: %w", err)
 	}
+	used, err := s.store.UserStorageUsedAll(r.Context())
+	if err != nil {
+		return fmt.Errorf("list users: %w", err)
+	}
 	out := make([]api.UserInfo, 0, len(us))
 	for _, u := range us {
-		out = append(out, toAPIUser(u))
+		out = append(out, s.userInfo(u, used[u.ID]))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// userInfo is u as an admin sees it, with its storage used.
+func (s *Server) userInfo(u *store.User, used *store.StorageUsage) api.UserInfo {
+	out := toAPIUser(u)
+	out.MaxRunning = u.MaxRunning
+	out.StorageQuota = u.StorageQuota
+	out.StorageQuotaDefault = s.cfg.StorageQuota
+	if used != nil {
+		out.StorageUsed = used.Total()
+	}
+	return out
 }
 
 func (s *Server) handleUserCreate(w http.ResponseWriter, r *http.Request, by *store.User) error {
@@ -116,23 +132,67 @@ func (s *Server) handleUserPatch(w http.ResponseWriter, r *http.Request, by *sto
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
-	if req.Admin == nil {
-		return invalid("nothing to change: give admin (true for an admin, false for a member)")
+	if req.Admin == nil && req.MaxRunning == nil && req.StorageQuota == nil && !req.StorageQuotaDefault {
+		return invalid("nothing to change: give admin (true for an admin, false for a member), max_running, storage_quota or storage_quota_default")
 	}
-	u, err := s.store.UserSetAdmin(r.Context(), store.UserSetAdminParams{Name: name, Admin: *req.Admin})
-	switch {
-	case errors.Is(err, store.ErrNotFound):
+	if req.StorageQuota != nil && req.StorageQuotaDefault {
+		return invalid("give storage_quota or storage_quota_default, not both")
+	}
+	if req.StorageQuota != nil && *req.StorageQuota < 0 {
+		return invalid("storage_quota %d: give a size in bytes, or 0 for no quota", *req.StorageQuota)
+	}
+	if req.MaxRunning != nil && (*req.MaxRunning < 0 || *req.MaxRunning > maxRunningCap) {
+		return invalid("max_running %d is out of range: give 0 (no cap) to %d running jobs", *req.MaxRunning, maxRunningCap)
+	}
+	ctx := r.Context()
+	u, err := s.store.UserGetByName(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
 		return errNoUser(name)
-	case errors.Is(err, store.ErrLastAdmin):
-		return errLastAdmin(name)
-	case err != nil:
+	}
+	if err != nil {
 		return fmt.Errorf("change user: %w", err)
 	}
-	s.log.Info("user changed", "user", u.Name, "admin", u.Admin, "by", by.Name)
-	if err := s.audit(r, by, auditUserSet, u.Name, map[string]any{"admin": u.Admin}); err != nil {
+	detail := map[string]any{}
+	// The role goes first: it is the change that can be refused (the last
+	// admin), and then nothing is changed.
+	if req.Admin != nil {
+		u, err = s.store.UserSetAdmin(ctx, store.UserSetAdminParams{Name: name, Admin: *req.Admin})
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return errNoUser(name)
+		case errors.Is(err, store.ErrLastAdmin):
+			return errLastAdmin(name)
+		case err != nil:
+			return fmt.Errorf("change user: %w", err)
+		}
+		detail["admin"] = u.Admin
+	}
+	if req.MaxRunning != nil {
+		if u, err = s.setUserMaxRunning(ctx, u, *req.MaxRunning); err != nil {
+			return err
+		}
+		detail["max_running"] = u.MaxRunning
+	}
+	if req.StorageQuota != nil || req.StorageQuotaDefault {
+		if err := s.SetUserStorageQuota(ctx, u.ID, req.StorageQuota); err != nil {
+			return fmt.Errorf("set the storage quota of %s: %w", u.Name, err)
+		}
+		u.StorageQuota = req.StorageQuota
+		if req.StorageQuotaDefault {
+			detail["storage_quota"] = "default"
+		} else {
+			detail["storage_quota"] = *req.StorageQuota
+		}
+	}
+	s.log.Info("user changed", "user", u.Name, "change", detail, "by", by.Name)
+	if err := s.audit(r, by, auditUserSet, u.Name, detail); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toAPIUser(u))
+	used, err := s.store.UserStorageUsed(ctx, u.ID)
+	if err != nil {
+		return fmt.Errorf("change user: %w", err)
+	}
+	writeJSON(w, http.StatusOK, s.userInfo(u, used))
 	return nil
 }
 

@@ -321,15 +321,17 @@ stored hashed: the old one cannot be shown.`,
 			}
 			cfg.Getenv = getenv
 			res, err := server.ResetAdminToken(cmd.Context(), cfg)
-			if err != nil {
+			if res == nil {
 				return err
 			}
+			// The new token is printed even when the reset could not be
+			// audited: the old ones are revoked already.
 			if res.Created {
 				fmt.Fprintf(cmd.ErrOrStderr(), "No admin was left: %s is an admin now.\n", res.User)
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "New token of admin %s (shown once; %d old token(s) revoked):\n", res.User, res.Revoked)
 			fmt.Fprintln(cmd.OutOrStdout(), res.Token)
-			return nil
+			return err
 		},
 	}
 	f := cmd.Flags()
