@@ -137,6 +137,16 @@ func TestUIUsersAndTokens(t *testing.T) {
 	if r := c.dstack("", "users", "list", "--json"); json.Unmarshal([]byte(r.stdout), &users) != nil || len(users) != 2 || !users[1].Admin {
 		t.Errorf("users after the role change: %s", r)
 	}
+	// A cap of running jobs and a storage quota, set from the page.
+	eval[bool](b, `(() => { const i = document.querySelector('#users tr[data-user="dave"] input.max-running'); i.value = "4"; i.dispatchEvent(new Event("change")); return true; })()`)
+	b.wait("dave's cap shown", `(() => { const i = document.querySelector('#users tr[data-user="dave"] input.max-running'); return i && !i.disabled && i.value === "4"; })()`)
+	eval[bool](b, `(() => { const i = document.querySelector('#users tr[data-user="dave"] input.quota'); i.value = "2"; i.dispatchEvent(new Event("change")); return true; })()`)
+	b.wait("dave's quota shown", `(() => { const s = document.querySelector('#users tr[data-user="dave"] .storage'); return s && s.textContent.includes("of 2"); })()`)
+	users = nil
+	if r := c.dstack("", "users", "list", "--json"); json.Unmarshal([]byte(r.stdout), &users) != nil || len(users) != 2 ||
+		users[1].MaxRunning != 4 || users[1].StorageQuota == nil || *users[1].StorageQuota != 2<<30 {
+		t.Errorf("users after setting dave's cap and quota on the page: %s", r)
+	}
 	eval[bool](b, `(() => { window.confirm = () => true; return true; })()`)
 	b.click("remove dave", `#users tr[data-user="dave"] button.danger`)
 	b.wait("dave removed", `document.querySelector('#users tr[data-user="dave"]') === null && document.querySelector('#users tr[data-user="admin"]') !== null`)

@@ -95,7 +95,11 @@ func bashJob(workflow string, deps ...string) api.JobSpec {
 // submit submits a run of jobs whose last job is the run's workflow.
 func (e *apiEnv) submit(t *testing.T, c *client.Client, jobs ...api.JobSpec) *api.Run {
 	t.Helper()
-	run, err := c.RunSubmit(context.Background(), api.RunSubmitRequest{Workflow: jobs[len(jobs)-1].Workflow, CodeID: e.codeID, Jobs: jobs})
+	codeID := e.codeID
+	if c != e.admin {
+		codeID = uploadCode(t, c) // code archives are their uploader's
+	}
+	run, err := c.RunSubmit(context.Background(), api.RunSubmitRequest{Workflow: jobs[len(jobs)-1].Workflow, CodeID: codeID, Jobs: jobs})
 	if err != nil {
 		t.Fatalf("submit run: %v", err)
 	}
