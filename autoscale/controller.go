@@ -430,7 +430,7 @@ func (c *Controller) storeReasons(ctx context.Context, waiting []plan.Waiting, p
 	want := make(map[jobAttempt]string, len(waiting))
 	for _, w := range waiting {
 		if j := pending[w.JobID]; j != nil {
-			want[jobAttempt{j.ID, j.Attempt}] = w.Message
+			want[jobAttempt{j.ID, j.Attempt}] = waitingMessage(w.Message, j)
 		}
 	}
 	changes := map[string]string{}
@@ -457,6 +457,17 @@ func (c *Controller) storeReasons(ctx context.Context, waiting []plan.Waiting, p
 	}
 	c.reasons = want
 	return nil
+}
+
+// waitingMessage is why a job waits; a requeued job's also says why its
+// previous attempt ended, which its requeue wrote as its reason before:
+// "waiting: 1 runner that fits is offline (attempt 1: runner r1 stopped
+// responding)".
+func waitingMessage(msg string, j *store.PendingJob) string {
+	if j.Attempt == 0 || j.LastInterruption == "" {
+		return msg
+	}
+	return fmt.Sprintf("%s (attempt %d: %s)", msg, j.Attempt, j.LastInterruption)
 }
 
 // ServerID returns the server installation's identity, creating it on first

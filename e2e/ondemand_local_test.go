@@ -74,6 +74,9 @@ type odCluster struct {
 
 	mu   sync.Mutex
 	peak int             // the most live containers seen at once
+	// resets counts resetPeak's calls: a sample listed before the last
+	// reset does not count towards the peak after it.
+	resets int
 	ever map[string]bool // every container ID seen
 }
 
@@ -137,6 +140,9 @@ func (c *odCluster) containers() ([]container.Summary, error) {
 
 // live counts the server's containers that are not exited or dead.
 func (c *odCluster) live() (int, error) {
+	c.mu.Lock()
+	resets := c.resets
+	c.mu.Unlock()
 	cs, err := c.containers()
 	if err != nil {
 		return 0, err
@@ -147,14 +153,16 @@ func (c *odCluster) live() (int, error) {
 			n++
 		}
 	}
-	c.record(cs, n)
+	c.record(cs, n, resets)
 	return n, nil
 }
 
-func (c *odCluster) record(cs []container.Summary, live int) {
+func (c *odCluster) record(cs []container.Summary, live, resets int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.peak = max(c.peak, live)
+	if resets == c.resets {
+		c.peak = max(c.peak, live)
+	}
 	for _, ct := range cs {
 		c.ever[ct.ID] = true
 	}
@@ -187,6 +195,7 @@ func (c *odCluster) stats() (peak, ever int) {
 func (c *odCluster) resetPeak() {
 	c.mu.Lock()
 	c.peak = 0
+	c.resets++
 	c.mu.Unlock()
 	_, _ = c.live()
 }

@@ -54,6 +54,7 @@ var publicRoutes = map[string]string{
 	"GET /runners":             "a page of the web UI, for a session only",
 	"GET /settings":            "a page of the web UI, for a session only",
 	"GET /users":               "a page of the web UI, for an admin's session only",
+	"GET /audit":               "a page of the web UI, for an admin's session only",
 	"GET /ui/static/{path...}": "the web UI's stylesheet and scripts",
 }
 

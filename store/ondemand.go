@@ -225,6 +225,9 @@ type PendingJob struct {
 	Workflow  string
 	Resources api.Resources
 	Attempt   int
+	// LastInterruption is why the previous attempt ended, for a requeued
+	// job ("" for a first attempt).
+	LastInterruption string
 	// SubmittedAt is when the run was submitted; QueuedAt when the job last
 	// joined the back of the queue (at submission, or when its dependencies
 	// were done). A requeued job keeps its place.

@@ -355,8 +355,8 @@ func (s *Store) JobCountByStatus(ctx context.Context) (map[api.JobStatus]int, er
 // JobListPending reads pending jobs in queue order through the index on
 // (status, queue_seq), decoding only their resources, not their specs.
 func (s *Store) JobListPending(ctx context.Context, p store.JobListPendingParams) ([]*store.PendingJob, error) {
-	q, args := `SELECT id, run_id, run_name, user_id, workflow, resources, attempt, submitted_at, queued_at
-		FROM jobs WHERE status = 'pending'`, []any{}
+	q, args := `SELECT id, run_id, run_name, user_id, workflow, resources, attempt, submitted_at, queued_at,
+		COALESCE(last_interruption, '') FROM jobs WHERE status = 'pending'`, []any{}
 	if p.UserID != "" {
 		q += ` AND user_id = $1`
 		args = append(args, p.UserID)
@@ -373,7 +373,7 @@ func (s *Store) JobListPending(ctx context.Context, p store.JobListPendingParams
 			res               string
 			submitted, queued int64
 		)
-		if err := rows.Scan(&j.ID, &j.RunID, &j.RunName, &j.UserID, &j.Workflow, &res, &j.Attempt, &submitted, &queued); err != nil {
+		if err := rows.Scan(&j.ID, &j.RunID, &j.RunName, &j.UserID, &j.Workflow, &res, &j.Attempt, &submitted, &queued, &j.LastInterruption); err != nil {
 			return nil, fmt.Errorf("list pending jobs: %w", err)
 		}
 		if err := json.Unmarshal([]byte(res), &j.Resources); err != nil {
