@@ -73,11 +73,11 @@ type odCluster struct {
 	proj     string // the project with odProject
 
 	mu   sync.Mutex
-	peak int             // the most live containers seen at once
+	peak int // the most live containers seen at once
 	// resets counts resetPeak's calls: a sample listed before the last
 	// reset does not count towards the peak after it.
 	resets int
-	ever map[string]bool // every container ID seen
+	ever   map[string]bool // every container ID seen
 }
 
 // newODCluster starts `dstack server --local-backend on` with the flags
@@ -149,7 +149,8 @@ func (c *odCluster) live() (int, error) {
 	}
 	n := 0
 	for _, ct := range cs {
-		if ct.State != container.StateExited && ct.State != container.StateDead {
+		// A container stopped and being removed holds no slot any more.
+		if ct.State != container.StateExited && ct.State != container.StateDead && ct.State != container.StateRemoving {
 			n++
 		}
 	}
