@@ -2,9 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"net/http"
 	"net/url"
 	"strconv"
 	"time"
@@ -33,16 +30,7 @@ func (c *Client) AuditListPage(ctx context.Context, o AuditListOptions) ([]api.A
 	if o.After != "" {
 		q.Set("after", o.After)
 	}
-	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/audit", query: q})
-	if err != nil {
-		return nil, "", err
-	}
-	defer resp.Body.Close()
-	var es []api.AuditEntry
-	if err := json.NewDecoder(resp.Body).Decode(&es); err != nil {
-		return nil, "", fmt.Errorf("decode GET /audit: %w", err)
-	}
-	return es, resp.Header.Get(api.NextCursorHeader), nil
+	return getPage[api.AuditEntry](ctx, c, "/audit", q)
 }
 
 // AuditList lists the audit log since a time (zero: all of it), newest

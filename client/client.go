@@ -254,16 +254,22 @@ func (c *Client) RunListPage(ctx context.Context, o RunListOptions) ([]api.Run, 
 	if o.After != "" {
 		q.Set("after", o.After)
 	}
-	resp, err := c.do(ctx, request{method: http.MethodGet, path: "/runs", query: q})
+	return getPage[api.Run](ctx, c, "/runs", q)
+}
+
+// getPage reads one page of a paged list (GET path?q) and the cursor of the
+// next page: "" when no more follow.
+func getPage[T any](ctx context.Context, c *Client, path string, q url.Values) ([]T, string, error) {
+	resp, err := c.do(ctx, request{method: http.MethodGet, path: path, query: q})
 	if err != nil {
 		return nil, "", err
 	}
 	defer resp.Body.Close()
-	var rs []api.Run
-	if err := json.NewDecoder(resp.Body).Decode(&rs); err != nil {
-		return nil, "", fmt.Errorf("decode GET /runs: %w", err)
+	var page []T
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+		return nil, "", fmt.Errorf("decode GET %s: %w", path, err)
 	}
-	return rs, resp.Header.Get(api.NextCursorHeader), nil
+	return page, resp.Header.Get(api.NextCursorHeader), nil
 }
 
 // RunGet returns a run with its jobs.

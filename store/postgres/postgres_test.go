@@ -120,7 +120,7 @@ func TestMigrations(t *testing.T) {
 // database from before it.
 func TestUpgradeToStorage(t *testing.T) {
 	t.Parallel()
-	storetest.RunUpgradeToStorage(t, migrationDB(t), os.DirFS("migrations"))
+	storetest.RunUpgradeToStorage(t, migrationDB(t))
 }
 
 // TestUpgradeFrom011: users, their tokens and runs from before tokens had
@@ -131,66 +131,38 @@ func TestUpgradeFrom011(t *testing.T) {
 
 // migrationDB is a new, empty database for a migration test.
 func migrationDB(t *testing.T) storetest.MigrationDB {
-	{
-		dsn := storetest.PostgresDSN(t)
-		raw, err := pgx.Connect(t.Context(), dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = raw.Close(context.Background()) })
-		return storetest.MigrationDB{
-			Embedded: os.DirFS("migrations"),
-			Open: func(t *testing.T, migrations fs.FS) storetest.Migrator {
-				s, err := postgres.Open(t.Context(), dsn, postgres.WithMigrations(migrations))
-				if err != nil {
-					t.Fatalf("Open: %v", err)
-				}
-				return s
-			},
-			Exec: func(t *testing.T, query string) {
-				if _, err := raw.Exec(t.Context(), query); err != nil {
-					t.Fatalf("%s: %v", query, err)
-				}
-			},
-			Query: func(t *testing.T, query string) string {
-				var v string
-				if err := raw.QueryRow(t.Context(), query).Scan(&v); err != nil {
-					t.Fatalf("%s: %v", query, err)
-				}
-				return v
-			},
-		}
+	dsn := storetest.PostgresDSN(t)
+	raw, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = raw.Close(context.Background()) })
+	return storetest.MigrationDB{
+		Embedded: os.DirFS("migrations"),
+		Open: func(t *testing.T, migrations fs.FS) storetest.Migrator {
+			s, err := postgres.Open(t.Context(), dsn, postgres.WithMigrations(migrations))
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			return s
+		},
+		Exec: func(t *testing.T, query string) {
+			if _, err := raw.Exec(t.Context(), query); err != nil {
+				t.Fatalf("%s: %v", query, err)
+			}
+		},
+		Query: func(t *testing.T, query string) string {
+			var v string
+			if err := raw.QueryRow(t.Context(), query).Scan(&v); err != nil {
+				t.Fatalf("%s: %v", query, err)
+			}
+			return v
+		},
 	}
 }
 
+// TestTeamUpgrade: the limits and on-demand switch of a server from before
+// teams become the server's (migration 013).
 func TestTeamUpgrade(t *testing.T) {
-	storetest.RunTeamUpgrade(t, func(t *testing.T) storetest.MigrationDB {
-		dsn := storetest.PostgresDSN(t)
-		raw, err := pgx.Connect(t.Context(), dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = raw.Close(context.Background()) })
-		return storetest.MigrationDB{
-			Open: func(t *testing.T, migrations fs.FS) storetest.Migrator {
-				s, err := postgres.Open(t.Context(), dsn, postgres.WithMigrations(migrations))
-				if err != nil {
-					t.Fatalf("Open: %v", err)
-				}
-				return s
-			},
-			Exec: func(t *testing.T, query string) {
-				if _, err := raw.Exec(t.Context(), query); err != nil {
-					t.Fatalf("%s: %v", query, err)
-				}
-			},
-			Query: func(t *testing.T, query string) string {
-				var v string
-				if err := raw.QueryRow(t.Context(), query).Scan(&v); err != nil {
-					t.Fatalf("%s: %v", query, err)
-				}
-				return v
-			},
-		}
-	}, os.DirFS("migrations"))
+	storetest.RunTeamUpgrade(t, migrationDB(t))
 }

@@ -191,25 +191,10 @@ func migrate(t *testing.T, db MigrationDB, migs fs.FS) {
 // RunUpgradeToStorage checks migration 014 on a database of the schema
 // before it: the admin and their runs keep working, each run's code archive
 // becomes its user's (of size 0, uploaded when the run was submitted), and
-// the run can be deleted. all holds the dialect's migrations.
-func RunUpgradeToStorage(t *testing.T, db MigrationDB, all fs.FS) {
+// the run can be deleted.
+func RunUpgradeToStorage(t *testing.T, db MigrationDB) {
 	t.Helper()
-	before := fstest.MapFS{}
-	entries, err := fs.ReadDir(all, ".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.Name() >= "014" {
-			continue
-		}
-		b, err := fs.ReadFile(all, e.Name())
-		if err != nil {
-			t.Fatal(err)
-		}
-		before[e.Name()] = &fstest.MapFile{Data: b}
-	}
-	migrate(t, db, before)
+	migrate(t, db, upTo(t, db.Embedded, 13))
 	for _, q := range []string{
 		`INSERT INTO users (id, name, token_hash, admin, created_at) VALUES ('u1', 'admin', 'h1', TRUE, 1000)`,
 		`INSERT INTO runs (id, name, user_id, workflow, code_id, submitted_at) VALUES ('r1', 'old-run', 'u1', 'w', 'c1', 2000)`,
@@ -220,7 +205,7 @@ func RunUpgradeToStorage(t *testing.T, db MigrationDB, all fs.FS) {
 	} {
 		db.Exec(t, q)
 	}
-	m := db.Open(t, all)
+	m := db.Open(t, db.Embedded)
 	defer m.Close()
 	if err := m.Migrate(t.Context()); err != nil {
 		t.Fatalf("Migrate to the current schema: %v", err)
@@ -254,39 +239,16 @@ func fromMicrosUTC(us int64) time.Time { return time.UnixMicro(us).UTC() }
 
 // RunTeamUpgrade checks migration 013 on a database of a server from
 // before teams: the one user's limits and on-demand switch become the
-// server's. migrations are the store's own; newDB returns a new, empty
-// database, whose Open gives a store.Store.
-func RunTeamUpgrade(t *testing.T, newDB func(t *testing.T) MigrationDB, migrations fs.FS) {
+// server's.
+func RunTeamUpgrade(t *testing.T, db MigrationDB) {
 	t.Helper()
-	db := newDB(t)
-	before := fstest.MapFS{}
-	names, err := fs.Glob(migrations, "*.up.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range names {
-		if n >= "013" {
-			continue
-		}
-		b, err := fs.ReadFile(migrations, n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		before[n] = &fstest.MapFile{Data: b}
-	}
-	old := db.Open(t, before)
-	if err := old.Migrate(t.Context()); err != nil {
-		t.Fatalf("migrate to before teams: %v", err)
-	}
-	if err := old.Close(); err != nil {
-		t.Fatal(err)
-	}
+	migrate(t, db, upTo(t, db.Embedded, 12))
 	db.Exec(t, `INSERT INTO users (id, name, token_hash, admin, created_at) VALUES ('u-admin', 'admin', 'h-admin', TRUE, 1)`)
 	db.Exec(t, `INSERT INTO limits (id, user_id, backend, region, instance_type, spot, max_count, created_at, updated_at)
 		VALUES ('l1', 'u-admin', 'aws', 'eu-west-1', 'm5.xlarge', FALSE, 3, 2, 2)`)
 	db.Exec(t, `INSERT INTO on_demand_settings (user_id, enabled, updated_at) VALUES ('u-admin', FALSE, 5000000)`)
 
-	m := db.Open(t, migrations)
+	m := db.Open(t, db.Embedded)
 	defer m.Close()
 	if err := m.Migrate(t.Context()); err != nil {
 		t.Fatalf("migrate: %v", err)

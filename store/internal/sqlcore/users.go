@@ -38,19 +38,32 @@ func (s *Store) UserCreate(ctx context.Context, p store.UserCreateParams) (*stor
 
 const userColumns = `users.id, users.name, users.admin, users.created_at, users.last_seen_at, users.deleted_at, users.storage_quota, users.max_running`
 
+// userRow receives a row of userColumns.
+type userRow struct {
+	u             store.User
+	created       int64
+	seen, deleted *int64
+}
+
+// dest are the destinations of userColumns, in order.
+func (r *userRow) dest() []any {
+	return []any{&r.u.ID, &r.u.Name, &r.u.Admin, &r.created, &r.seen, &r.deleted, &r.u.StorageQuota, &r.u.MaxRunning}
+}
+
+// user is the user scanned.
+func (r *userRow) user() *store.User {
+	r.u.CreatedAt = fromMicros(r.created)
+	r.u.LastSeenAt = fromMicrosPtr(r.seen)
+	r.u.DeletedAt = fromMicrosPtr(r.deleted)
+	return &r.u
+}
+
 func scanUser(row Row, extra ...any) (*store.User, error) {
-	var (
-		u             store.User
-		created       int64
-		seen, deleted *int64
-	)
-	if err := row.Scan(append([]any{&u.ID, &u.Name, &u.Admin, &created, &seen, &deleted, &u.StorageQuota, &u.MaxRunning}, extra...)...); err != nil {
+	var r userRow
+	if err := row.Scan(append(r.dest(), extra...)...); err != nil {
 		return nil, err
 	}
-	u.CreatedAt = fromMicros(created)
-	u.LastSeenAt = fromMicrosPtr(seen)
-	u.DeletedAt = fromMicrosPtr(deleted)
-	return &u, nil
+	return r.user(), nil
 }
 
 // UserGetByTokenHash finds the user a token belongs to.
@@ -384,23 +397,17 @@ func (s *Store) RunnerRevokeByToken(ctx context.Context, tokenID string) ([]*sto
 // TokenAuthenticate finds a token and its user, recording the use at most
 // once per p.TouchEvery.
 func (s *Store) TokenAuthenticate(ctx context.Context, p store.TokenAuthenticateParams) (*store.User, *store.Token, error) {
-	var (
-		u             store.User
-		created       int64
-		seen, deleted *int64
-	)
+	var r userRow
 	tok, err := scanToken(s.read.QueryRow(ctx, `SELECT `+tokenColumns+`, `+userColumns+`
 		FROM tokens JOIN users ON users.id = tokens.user_id
 		WHERE tokens.hash = $1 AND users.deleted_at IS NULL`, p.Hash),
-		&u.ID, &u.Name, &u.Admin, &created, &seen, &deleted, &u.StorageQuota, &u.MaxRunning)
+		r.dest()...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("authenticate token: %w", err)
 	}
-	u.CreatedAt = fromMicros(created)
-	u.LastSeenAt = fromMicrosPtr(seen)
-	u.DeletedAt = fromMicrosPtr(deleted)
+	u := r.user()
 	if tok.ExpiresAt != nil && !p.Now.Before(*tok.ExpiresAt) {
-		return &u, tok, fmt.Errorf("authenticate token %q: %w", tok.Name, store.ErrExpired)
+		return u, tok, fmt.Errorf("authenticate token %q: %w", tok.Name, store.ErrExpired)
 	}
 	if tok.LastUsedAt == nil || tok.LastUsedAt.Before(p.Now.Add(-p.TouchEvery)) {
 		now := micros(p.Now)
@@ -419,7 +426,7 @@ func (s *Store) TokenAuthenticate(ctx context.Context, p store.TokenAuthenticate
 			u.LastSeenAt = tok.LastUsedAt
 		}
 	}
-	return &u, tok, nil
+	return u, tok, nil
 }
 
 // UserCapList lists the capped users with their counts of active jobs.
