@@ -1,0 +1,5 @@
+module github.com/dstackai/dstack/bench
+
+go 1.26.8
+
+replace github.com/dstackai/dstack => ../
