@@ -137,6 +137,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		ForUpdate:    " FOR UPDATE",
 		SkipLocked:   " FOR UPDATE SKIP LOCKED",
 		ForShare:     " FOR SHARE",
+		Lateral:      true,
 		CodeLock:     fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, hashtext($1))`, codeLockKey),
 	}
 	db := poolDB{pool: pool, acquireTimeout: o.acquireTimeout}

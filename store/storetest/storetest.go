@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Runner":    runnerTests,
 		"Run":       runTests,
 		"Claim":     claimTests,
+		"Batch":     batchTests,
 		"Status":    statusTests,
 		"Depends":   dependsTests,
 		"Stop":      stopTests,

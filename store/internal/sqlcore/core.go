@@ -87,6 +87,10 @@ type Dialect struct {
 	// a capped user runs ("" when a write transaction already excludes
 	// every other writer).
 	ClaimLock string
+	// Lateral: the database joins a subquery that reads the row before it
+	// (CROSS JOIN LATERAL); without it, a claim reads the pending jobs of
+	// each user with a query of its own.
+	Lateral bool
 }
 
 // Store implements store.Store over a DB and a Dialect.
@@ -97,6 +101,10 @@ type Store struct {
 	close func() error
 
 	claimSQL string
+	// claims and statuses commit the claims, and the status changes, made
+	// at the same time together (group.go).
+	claims   *group[store.JobClaimNextParams, *store.Job]
+	statuses *group[store.JobSetStatusParams, *store.Job]
 }
 
 var _ store.Store = (*Store)(nil)
@@ -106,6 +114,8 @@ var _ store.Store = (*Store)(nil)
 func New(read Querier, write DB, d Dialect, closeFn func() error) *Store {
 	s := &Store{read: read, write: write, d: d, close: closeFn}
 	s.claimSQL = claimSQL(d)
+	s.claims = &group[store.JobClaimNextParams, *store.Job]{db: write, max: maxClaimBatch, run: s.claimBatch}
+	s.statuses = &group[store.JobSetStatusParams, *store.Job]{db: write, max: maxStatusBatch, run: s.setStatusBatch}
 	return s
 }
 

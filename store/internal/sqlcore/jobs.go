@@ -3,6 +3,7 @@ package sqlcore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -66,8 +67,18 @@ func claimSQL(d Dialect) string {
 
 // JobClaimNext assigns the runner the next pending job that fits p.Free, by
 // turn of user (claimSQL). The runner's GPUs are taken as alike: the first
-// one's name and memory stand for all of them.
+// one's name and memory stand for all of them. Claims made at the same time
+// share a transaction (claimBatch).
 func (s *Store) JobClaimNext(ctx context.Context, p store.JobClaimNextParams) (*store.Job, error) {
+	j, err := s.claims.do(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("claim job for runner %s: %w", p.RunnerID, err)
+	}
+	return j, nil
+}
+
+// claimOne is one claim through claimSQL; the caller holds the claim lock.
+func (s *Store) claimOne(ctx context.Context, q Querier, p store.JobClaimNextParams) (*store.Job, error) {
 	var (
 		gpuName string
 		gpuMem  int64
@@ -76,33 +87,105 @@ func (s *Store) JobClaimNext(ctx context.Context, p store.JobClaimNextParams) (*
 		gpuName = strings.ToLower(p.Free.GPUs[0].Name)
 		gpuMem = p.Free.GPUs[0].MemoryMiB
 	}
-	var j *store.Job
-	err := s.write.Tx(ctx, func(q Querier) error {
-		if s.d.ClaimLock != "" {
-			if _, err := q.Exec(ctx, s.d.ClaimLock); err != nil {
-				return fmt.Errorf("lock: %w", err)
-			}
-		}
-		var err error
-		j, err = scanJob(q.QueryRow(ctx, s.claimSQL, p.RunnerID, micros(p.Now), p.UserID,
-			p.Free.CPUs, p.Free.MemoryMiB, len(p.Free.GPUs), gpuMem, gpuName))
-		if err != nil {
-			return err
-		}
-		_, err = q.Exec(ctx, `UPDATE users SET claim_seq = (SELECT MAX(claim_seq) FROM users) + 1 WHERE id = $1`, j.UserID)
-		return err
-	})
+	j, err := scanJob(q.QueryRow(ctx, s.claimSQL, p.RunnerID, micros(p.Now), p.UserID,
+		p.Free.CPUs, p.Free.MemoryMiB, len(p.Free.GPUs), gpuMem, gpuName))
 	if err != nil {
-		return nil, fmt.Errorf("claim job for runner %s: %w", p.RunnerID, err)
+		return nil, err
+	}
+	if _, err := q.Exec(ctx, `UPDATE users SET claim_seq = (SELECT MAX(claim_seq) FROM users) + 1 WHERE id = $1`, j.UserID); err != nil {
+		return nil, err
 	}
 	return j, nil
 }
 
-// JobSetStatus moves an active job to p.Status under its lease.
+// JobSetStatus moves an active job to p.Status under its lease. Changes
+// made at the same time share a transaction (setStatusBatch).
 func (s *Store) JobSetStatus(ctx context.Context, p store.JobSetStatusParams) (*store.Job, error) {
 	if !p.Status.Active() && !p.Status.Finished() {
 		return nil, fmt.Errorf("set status of job %s: a runner cannot move a job to %q", p.ID, p.Status)
 	}
+	j, err := s.statuses.do(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("set status of job %s: %w", p.ID, err)
+	}
+	return j, nil
+}
+
+// setStatusBatch does the status changes reqs, in their order, in one
+// transaction.
+//
+// A job that ends settles the jobs of its run that wait for it (propagate).
+// Only runs that still have waiting jobs need that, and only their rows are
+// locked (in ID order), so that the transactions ending jobs of one such run
+// see each other's outcome. A run has no waiting job again once it has none,
+// so the many runs without any are never locked.
+func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobSetStatusParams) ([]outcome[*store.Job], error) {
+	outs := make([]outcome[*store.Job], len(reqs))
+	ids := make([]any, 0, len(reqs))
+	for _, p := range reqs {
+		ids = append(ids, p.ID)
+	}
+	rows, err := q.Query(ctx, `SELECT j.id, j.run_id,
+		EXISTS (SELECT 1 FROM jobs w WHERE w.run_id = j.run_id AND w.status = 'submitted')
+		FROM jobs j WHERE j.id IN (`+placeholders(1, len(ids))+`)`, ids...)
+	if err != nil {
+		return nil, fmt.Errorf("runs of jobs: %w", err)
+	}
+	runOf, waits := map[string]string{}, map[string]bool{}
+	for rows.Next() {
+		var (
+			id, run string
+			waiting bool
+		)
+		if err := rows.Scan(&id, &run, &waiting); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("runs of jobs: %w", err)
+		}
+		runOf[id], waits[run] = run, waiting
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("runs of jobs: %w", err)
+	}
+	var lock []string
+	for _, p := range reqs {
+		if run := runOf[p.ID]; p.Status.Finished() && waits[run] && !slices.Contains(lock, run) {
+			lock = append(lock, run)
+		}
+	}
+	slices.Sort(lock)
+	for _, run := range lock {
+		if err := s.lockRun(ctx, q, run); err != nil {
+			return nil, err
+		}
+	}
+	for i, p := range reqs {
+		run, ok := runOf[p.ID]
+		if !ok {
+			outs[i].err = store.ErrNotFound
+			continue
+		}
+		j, err := s.setStatus(ctx, q, p)
+		if err != nil {
+			if errors.Is(err, store.ErrLeaseLost) {
+				outs[i].err = err
+				continue
+			}
+			return nil, err
+		}
+		outs[i].res = j
+		if p.Status.Finished() && waits[run] {
+			if _, err := s.propagate(ctx, q, j, p.Now); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return outs, nil
+}
+
+// setStatus is one status change; store.ErrLeaseLost when the job is not
+// p.RunnerID's under p.Lease, or not active.
+func (s *Store) setStatus(ctx context.Context, q Querier, p store.JobSetStatusParams) (*store.Job, error) {
 	var exitCode any
 	if p.ExitCode != nil {
 		exitCode = int64(*p.ExitCode)
@@ -112,42 +195,21 @@ func (s *Store) JobSetStatus(ctx context.Context, p store.JobSetStatusParams) (*
 	if p.Status.Finished() && p.LogMissing > 0 {
 		logEnd, logMissing = max(p.LogEnd, p.LogMissing), p.LogMissing
 	}
-	var out *store.Job
-	err := s.write.Tx(ctx, func(q Querier) error {
-		var runID string
-		if err := q.QueryRow(ctx, `SELECT run_id FROM jobs WHERE id = $1`, p.ID).Scan(&runID); err != nil {
-			return err
-		}
-		final := p.Status.Finished()
-		if final {
-			if err := s.lockRun(ctx, q, runID); err != nil {
-				return err
-			}
-		}
-		got, err := collectJobs(q.Query(ctx, `UPDATE jobs SET status = $4, status_reason = $5,
-			exit_code = COALESCE($6, exit_code),
-			started_at = CASE WHEN $4 = 'running' THEN COALESCE(started_at, $7) ELSE started_at END,
-			finished_at = CASE WHEN $4 IN ('done', 'failed', 'stopped', 'aborted') THEN $7 ELSE finished_at END,
-			log_end = $8, log_missing = $9
-			WHERE id = $1 AND runner_id = $2 AND lease = $3 AND status IN `+activeStatuses+`
-			RETURNING `+jobColumns,
-			p.ID, p.RunnerID, p.Lease, string(p.Status), p.Reason, exitCode, micros(p.Now), logEnd, logMissing))
-		if err != nil {
-			return err
-		}
-		if len(got) == 0 {
-			return store.ErrLeaseLost
-		}
-		out = got[0]
-		if final {
-			_, err = s.propagate(ctx, q, out, p.Now)
-		}
-		return err
-	})
+	got, err := collectJobs(q.Query(ctx, `UPDATE jobs SET status = $4, status_reason = $5,
+		exit_code = COALESCE($6, exit_code),
+		started_at = CASE WHEN $4 = 'running' THEN COALESCE(started_at, $7) ELSE started_at END,
+		finished_at = CASE WHEN $4 IN ('done', 'failed', 'stopped', 'aborted') THEN $7 ELSE finished_at END,
+		log_end = $8, log_missing = $9
+		WHERE id = $1 AND runner_id = $2 AND lease = $3 AND status IN `+activeStatuses+`
+		RETURNING `+jobColumns,
+		p.ID, p.RunnerID, p.Lease, string(p.Status), p.Reason, exitCode, micros(p.Now), logEnd, logMissing))
 	if err != nil {
-		return nil, fmt.Errorf("set status of job %s: %w", p.ID, err)
+		return nil, err
 	}
-	return out, nil
+	if len(got) == 0 {
+		return nil, store.ErrLeaseLost
+	}
+	return got[0], nil
 }
 
 // JobLogStored lowers the missing count of an incomplete log to what is

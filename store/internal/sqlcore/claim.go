@@ -1,0 +1,428 @@
+package sqlcore
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/dstackai/dstack/store"
+)
+
+// maxClaimBatch bounds the claims one transaction takes; it is also how many
+// pending jobs of each user a batch reads (claimCandidates).
+const maxClaimBatch = 64
+
+// maxStatusBatch bounds the status changes one transaction takes.
+const maxStatusBatch = 128
+
+// claimBatch does the claims reqs, in their order, in one transaction, with
+// the outcome each would have had run one after the other through claimSQL.
+//
+// claimSQL orders every pending job that fits on each call. A batch reads
+// instead, once, the first maxClaimBatch pending jobs of each user who may
+// get one (claimCandidates) with the users' turns and caps, assigns the jobs
+// in memory by claimSQL's rules, and writes the assignments with two
+// statements. Where the jobs read cannot settle a claim (a user whose turn
+// comes first has more pending jobs than were read, none of which fits),
+// the assignments so far are written and that claim runs claimSQL itself;
+// the batch then reads again for the claims after it.
+func (s *Store) claimBatch(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) ([]outcome[*store.Job], error) {
+	outs := make([]outcome[*store.Job], len(reqs))
+	for i := range outs {
+		outs[i].err = store.ErrNotFound
+	}
+	if s.d.ClaimLock != "" {
+		if _, err := q.Exec(ctx, s.d.ClaimLock); err != nil {
+			return nil, fmt.Errorf("lock: %w", err)
+		}
+	}
+	runners, err := s.claimRunners(ctx, q, reqs)
+	if err != nil {
+		return nil, err
+	}
+	var todo []int
+	for i, p := range reqs {
+		if r, ok := runners[p.RunnerID]; ok && r.canClaim {
+			todo = append(todo, i)
+		}
+	}
+	for len(todo) > 0 {
+		st, err := s.claimCandidates(ctx, q, reqs, todo, runners)
+		if err != nil {
+			return nil, err
+		}
+		var (
+			picks []claimPick
+			exact = -1 // the first claim the candidates cannot settle
+		)
+		for k, i := range todo {
+			c, ok := st.pick(reqs[i], runners[reqs[i].RunnerID].anyone)
+			if !ok {
+				exact = k
+				break
+			}
+			if c != nil {
+				picks = append(picks, claimPick{req: i, job: c})
+				st.take(c)
+			}
+		}
+		lost, err := s.claimWrite(ctx, q, reqs, picks, st.seqBase, outs)
+		if err != nil {
+			return nil, err
+		}
+		var redo []int
+		if exact >= 0 {
+			redo = append(lost, todo[exact])
+			todo = todo[exact+1:]
+		} else {
+			redo, todo = lost, nil
+		}
+		// A job taken from under a pick (stopped meanwhile), or a claim
+		// the candidates could not settle, runs claimSQL.
+		for _, i := range redo {
+			j, err := s.claimOne(ctx, q, reqs[i])
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return nil, err
+			}
+			outs[i] = outcome[*store.Job]{res: j, err: err}
+		}
+	}
+	return outs, nil
+}
+
+// claimRunner is what a claim needs of its runner.
+type claimRunner struct {
+	// anyone: the runner takes any user's jobs (shared, or on-demand).
+	anyone bool
+	// canClaim: the runner exists, is not interrupted, and its instance, if
+	// any, is running.
+	canClaim bool
+}
+
+// claimRunners reads the runners of reqs, under a share lock on
+// PostgreSQL, as claimSQL does: see there.
+func (s *Store) claimRunners(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) (map[string]claimRunner, error) {
+	ids := make([]any, 0, len(reqs))
+	for _, p := range reqs {
+		if !slices.Contains(ids, any(p.RunnerID)) {
+			ids = append(ids, p.RunnerID)
+		}
+	}
+	rows, err := q.Query(ctx, `SELECT r.id, r.shared OR r.instance_id IS NOT NULL, r.interrupted_at IS NULL,
+		COALESCE(r.instance_id, '') FROM runners r WHERE r.id IN (`+placeholders(1, len(ids))+`)`+s.d.ForShare, ids...)
+	if err != nil {
+		return nil, fmt.Errorf("runners: %w", err)
+	}
+	out := map[string]claimRunner{}
+	instances := map[string]string{} // instance → runner
+	for rows.Next() {
+		var (
+			id, instance string
+			r            claimRunner
+		)
+		if err := rows.Scan(&id, &r.anyone, &r.canClaim, &instance); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("runners: %w", err)
+		}
+		out[id] = r
+		if instance != "" && r.canClaim {
+			instances[instance] = id
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("runners: %w", err)
+	}
+	if len(instances) == 0 {
+		return out, nil
+	}
+	iids := make([]any, 0, len(instances))
+	for id := range instances {
+		iids = append(iids, id)
+	}
+	rows, err = q.Query(ctx, `SELECT id, state FROM instances WHERE id IN (`+placeholders(1, len(iids))+`)`+s.d.ForShare, iids...)
+	if err != nil {
+		return nil, fmt.Errorf("instances: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, state string
+		if err := rows.Scan(&id, &state); err != nil {
+			return nil, fmt.Errorf("instances: %w", err)
+		}
+		if state != "running" {
+			r := out[instances[id]]
+			r.canClaim = false
+			out[instances[id]] = r
+		}
+	}
+	return out, rows.Err()
+}
+
+// claimJob is a pending job as a claim sees it.
+type claimJob struct {
+	id, user                string
+	queueSeq                int64
+	cpu                     int
+	memory, gpus, gpuMemory int64
+	gpuName                 string
+	taken                   bool
+}
+
+// fits reports whether j fits a runner's free resources (claimSQL's test).
+func (j *claimJob) fits(p store.JobClaimNextParams) bool {
+	var gpuName string
+	var gpuMem int64
+	if len(p.Free.GPUs) > 0 {
+		gpuName, gpuMem = strings.ToLower(p.Free.GPUs[0].Name), p.Free.GPUs[0].MemoryMiB
+	}
+	return int64(j.cpu) <= int64(p.Free.CPUs) && j.memory <= p.Free.MemoryMiB && j.gpus <= int64(len(p.Free.GPUs)) &&
+		j.gpuMemory <= gpuMem && (j.gpuName == "" || strings.Contains(gpuName, j.gpuName))
+}
+
+// claimUser is a user with pending jobs, as a claim sees them.
+type claimUser struct {
+	id         string
+	seq        int64 // claim_seq: the lowest has the turn
+	maxRunning int64
+	active     int64
+	jobs       []*claimJob // the first pending ones, in queue order
+	// more: the user has pending jobs past jobs.
+	more bool
+}
+
+func (u *claimUser) capped() bool { return u.maxRunning > 0 && u.active >= u.maxRunning }
+
+// claimState is what a batch assigns from.
+type claimState struct {
+	users map[string]*claimUser
+	// seqBase is the highest claim_seq read; the batch's claims move their
+	// users past it, in order.
+	seqBase int64
+	next    int64
+}
+
+// claimCandidates reads the users who may get a job from the claims todo
+// (all users when one of their runners takes anyone's, else the runners'
+// users), with their turn, cap and active jobs, and the first
+// maxClaimBatch pending jobs of each.
+func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.JobClaimNextParams, todo []int, runners map[string]claimRunner) (*claimState, error) {
+	var (
+		filter string
+		args   []any
+	)
+	anyone := false
+	for _, i := range todo {
+		anyone = anyone || runners[reqs[i].RunnerID].anyone
+	}
+	if !anyone {
+		for _, i := range todo {
+			if !slices.Contains(args, any(reqs[i].UserID)) {
+				args = append(args, reqs[i].UserID)
+			}
+		}
+		filter = ` AND u.id IN (` + placeholders(1, len(args)) + `)`
+	}
+	st := &claimState{users: map[string]*claimUser{}}
+	if err := q.QueryRow(ctx, `SELECT COALESCE(MAX(claim_seq), 0) FROM users`).Scan(&st.seqBase); err != nil {
+		return nil, fmt.Errorf("turns: %w", err)
+	}
+	st.next = st.seqBase
+	rows, err := q.Query(ctx, `SELECT u.id, u.claim_seq, u.max_running,
+		CASE WHEN u.max_running > 0 THEN (SELECT COUNT(*) FROM jobs a WHERE a.user_id = u.id AND a.status IN `+activeStatuses+`) ELSE 0 END
+		FROM users u WHERE EXISTS (SELECT 1 FROM jobs j WHERE j.user_id = u.id AND j.status = 'pending')`+filter, args...)
+	if err != nil {
+		return nil, fmt.Errorf("users with pending jobs: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		u := &claimUser{}
+		if err := rows.Scan(&u.id, &u.seq, &u.maxRunning, &u.active); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("users with pending jobs: %w", err)
+		}
+		st.users[u.id] = u
+		ids = append(ids, u.id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("users with pending jobs: %w", err)
+	}
+	if len(ids) == 0 {
+		return st, nil
+	}
+	const cols = `j.id, j.user_id, j.queue_seq, j.cpu, j.memory_mib, j.gpu_count, j.gpu_memory_mib, j.gpu_name`
+	read := func(rows Rows, err error) error {
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var j claimJob
+			if err := rows.Scan(&j.id, &j.user, &j.queueSeq, &j.cpu, &j.memory, &j.gpus, &j.gpuMemory, &j.gpuName); err != nil {
+				return err
+			}
+			u := st.users[j.user]
+			u.jobs = append(u.jobs, &j)
+		}
+		return rows.Err()
+	}
+	perUser := `SELECT ` + cols + ` FROM jobs j WHERE j.user_id = $1 AND j.status = 'pending' ORDER BY j.queue_seq LIMIT ` + fmt.Sprint(maxClaimBatch+1)
+	if s.d.Lateral {
+		uargs := make([]any, len(ids))
+		for i, id := range ids {
+			uargs[i] = id
+		}
+		err = read(q.Query(ctx, `SELECT `+cols+` FROM users u CROSS JOIN LATERAL (`+
+			strings.Replace(perUser, "$1", "u.id", 1)+`) j WHERE u.id IN (`+placeholders(1, len(ids))+`)`, uargs...))
+	} else {
+		for _, id := range ids {
+			if err = read(q.Query(ctx, perUser, id)); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pending jobs: %w", err)
+	}
+	for _, u := range st.users {
+		slices.SortFunc(u.jobs, func(a, b *claimJob) int { return cmp.Compare(a.queueSeq, b.queueSeq) })
+		if len(u.jobs) > maxClaimBatch {
+			u.jobs, u.more = u.jobs[:maxClaimBatch], true
+		}
+	}
+	return st, nil
+}
+
+// pick chooses the job claimSQL would give the claim p: among the users it
+// may take from who are under their cap, the first job that fits of the
+// user whose turn comes first (lowest claim_seq; on a tie, the job first in
+// queue order). It returns nil when no job fits, and false when the jobs
+// read cannot tell: a user whose turn comes before the pick has pending
+// jobs that were not read.
+func (st *claimState) pick(p store.JobClaimNextParams, anyone bool) (*claimJob, bool) {
+	var (
+		best     *claimJob
+		bestUser *claimUser
+		unread   []*claimUser // users with unread jobs and nothing read that fits
+	)
+	for _, u := range st.users {
+		if (!anyone && u.id != p.UserID) || u.capped() {
+			continue
+		}
+		var first *claimJob
+		for _, j := range u.jobs {
+			if !j.taken && j.fits(p) {
+				first = j
+				break
+			}
+		}
+		if first == nil {
+			if u.more {
+				unread = append(unread, u)
+			}
+			continue
+		}
+		if best == nil || u.seq < bestUser.seq || (u.seq == bestUser.seq && first.queueSeq < best.queueSeq) {
+			best, bestUser = first, u
+		}
+	}
+	for _, u := range unread {
+		// Its unread jobs come after the ones read, in queue order.
+		last := u.jobs[len(u.jobs)-1].queueSeq
+		if best == nil || u.seq < bestUser.seq || (u.seq == bestUser.seq && last < best.queueSeq) {
+			return nil, false
+		}
+	}
+	return best, true
+}
+
+// take marks j claimed: its user's turn moves past everyone's.
+func (st *claimState) take(j *claimJob) {
+	j.taken = true
+	u := st.users[j.user]
+	st.next++
+	u.seq = st.next
+	u.active++
+}
+
+// claimPick is a job assigned to the claim reqs[req].
+type claimPick struct {
+	req int
+	job *claimJob
+}
+
+// claimWrite writes picks: the jobs to their runners, and each claiming
+// user's turn past every other's, in the order of their last claim. It sets
+// the outcome of each claim whose job it took, and returns the claims whose
+// job was no longer pending.
+func (s *Store) claimWrite(ctx context.Context, q Querier, reqs []store.JobClaimNextParams, picks []claimPick, seqBase int64, outs []outcome[*store.Job]) ([]int, error) {
+	if len(picks) == 0 {
+		return nil, nil
+	}
+	var (
+		runnerCase, atCase, ids strings.Builder
+		args                    []any
+	)
+	for _, p := range picks {
+		n := len(args)
+		fmt.Fprintf(&runnerCase, " WHEN $%d THEN CAST($%d AS TEXT)", n+1, n+2)
+		fmt.Fprintf(&atCase, " WHEN $%d THEN CAST($%d AS BIGINT)", n+1, n+3)
+		if ids.Len() > 0 {
+			ids.WriteString(", ")
+		}
+		fmt.Fprintf(&ids, "$%d", n+1)
+		args = append(args, p.job.id, reqs[p.req].RunnerID, micros(reqs[p.req].Now))
+	}
+	got, err := collectJobs(q.Query(ctx, `UPDATE jobs SET status = 'downloading',
+		runner_id = CASE id`+runnerCase.String()+` END, claimed_at = CASE id`+atCase.String()+` END,
+		lease = lease + 1, status_reason = ''
+		WHERE id IN (`+ids.String()+`) AND status = 'pending'
+		RETURNING `+jobColumns, args...))
+	if err != nil {
+		return nil, fmt.Errorf("assign jobs: %w", err)
+	}
+	byID := make(map[string]*store.Job, len(got))
+	for _, j := range got {
+		byID[j.ID] = j
+	}
+	var (
+		lost     []int
+		seqCase  strings.Builder
+		seqArgs  []any
+		lastTurn = map[string]int64{}
+		turn     = seqBase
+	)
+	for _, p := range picks {
+		j, ok := byID[p.job.id]
+		if !ok {
+			lost = append(lost, p.req)
+			continue
+		}
+		outs[p.req] = outcome[*store.Job]{res: j}
+		turn++
+		lastTurn[j.UserID] = turn
+	}
+	users := make([]any, 0, len(lastTurn))
+	for u, t := range lastTurn {
+		n := len(seqArgs)
+		fmt.Fprintf(&seqCase, " WHEN $%d THEN CAST($%d AS BIGINT)", n+1, n+2)
+		seqArgs = append(seqArgs, u, t)
+		users = append(users, u)
+	}
+	if len(users) == 0 {
+		return lost, nil
+	}
+	in := make([]string, len(users))
+	for i := range users {
+		in[i] = fmt.Sprintf("$%d", 2*i+1)
+	}
+	if _, err := q.Exec(ctx, `UPDATE users SET claim_seq = CASE id`+seqCase.String()+` END
+		WHERE id IN (`+strings.Join(in, ", ")+`)`, seqArgs...); err != nil {
+		return nil, fmt.Errorf("turns: %w", err)
+	}
+	return lost, nil
+}

@@ -1,0 +1,145 @@
+package sqlcore
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+
+	"github.com/dstackai/dstack/store"
+)
+
+// group commits the calls of one kind that arrive together in one
+// transaction (group commit): while a transaction of the group runs, new
+// calls queue, and the next transaction takes them all, up to max. A call
+// that arrives when none runs starts one at once, so a lone call waits for
+// nobody.
+//
+// The caller whose call starts a transaction leads it; when it is done it
+// hands the lead to the first queued call, which takes the queue. No
+// goroutine outlives a call.
+//
+// run does the calls in q and returns one outcome each; an outcome's error
+// (store.ErrNotFound, store.ErrLeaseLost...) fails that call only. An error
+// returned by run, or by the commit, fails the transaction: then each call is
+// done again in a transaction of its own, so that one bad call fails alone,
+// unless the database is unavailable, which fails them all at once.
+type group[Req, Res any] struct {
+	db  DB
+	max int
+	run func(ctx context.Context, q Querier, reqs []Req) ([]outcome[Res], error)
+
+	mu      sync.Mutex
+	busy    bool
+	waiting []*groupCall[Req, Res]
+}
+
+type outcome[Res any] struct {
+	res Res
+	err error
+}
+
+type groupCall[Req, Res any] struct {
+	req Req
+	out outcome[Res]
+	// signal gets false when out is set, true when the call is to lead the
+	// next transaction.
+	signal chan bool
+}
+
+// do runs req in the group's next transaction. Once the call is taken into a
+// transaction it waits for its outcome even if ctx ends, so that a call
+// never reports a failure for a change that was committed.
+func (g *group[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
+	c := &groupCall[Req, Res]{req: req, signal: make(chan bool, 1)}
+	g.mu.Lock()
+	if !g.busy {
+		g.busy = true
+		g.mu.Unlock()
+	} else {
+		g.waiting = append(g.waiting, c)
+		g.mu.Unlock()
+		var lead bool
+		select {
+		case lead = <-c.signal:
+		case <-ctx.Done():
+			g.mu.Lock()
+			if i := slices.Index(g.waiting, c); i >= 0 {
+				g.waiting = slices.Delete(g.waiting, i, i+1)
+				g.mu.Unlock()
+				var zero Res
+				return zero, ctx.Err()
+			}
+			g.mu.Unlock()
+			lead = <-c.signal
+		}
+		if !lead {
+			return c.out.res, c.out.err
+		}
+	}
+	g.lead(ctx, c)
+	return c.out.res, c.out.err
+}
+
+// lead runs c and the calls queued behind it, then hands the lead on.
+func (g *group[Req, Res]) lead(ctx context.Context, c *groupCall[Req, Res]) {
+	g.mu.Lock()
+	n := min(len(g.waiting), g.max-1)
+	calls := append([]*groupCall[Req, Res]{c}, g.waiting[:n]...)
+	g.waiting = slices.Delete(g.waiting, 0, n)
+	g.mu.Unlock()
+
+	g.exec(context.WithoutCancel(ctx), calls)
+	for _, o := range calls[1:] {
+		o.signal <- false
+	}
+
+	g.mu.Lock()
+	if len(g.waiting) > 0 {
+		next := g.waiting[0]
+		g.waiting = slices.Delete(g.waiting, 0, 1)
+		next.signal <- true
+	} else {
+		g.busy = false
+	}
+	g.mu.Unlock()
+}
+
+// exec sets the outcome of each call.
+func (g *group[Req, Res]) exec(ctx context.Context, calls []*groupCall[Req, Res]) {
+	reqs := make([]Req, len(calls))
+	for i, c := range calls {
+		reqs[i] = c.req
+	}
+	outs, err := g.tx(ctx, reqs)
+	if err == nil {
+		for i, c := range calls {
+			c.out = outs[i]
+		}
+		return
+	}
+	if len(calls) == 1 || errors.Is(err, store.ErrUnavailable) {
+		for _, c := range calls {
+			c.out.err = err
+		}
+		return
+	}
+	for _, c := range calls {
+		outs, err := g.tx(ctx, []Req{c.req})
+		if err != nil {
+			c.out.err = err
+		} else {
+			c.out = outs[0]
+		}
+	}
+}
+
+func (g *group[Req, Res]) tx(ctx context.Context, reqs []Req) ([]outcome[Res], error) {
+	var outs []outcome[Res]
+	err := g.db.Tx(ctx, func(q Querier) error {
+		var err error
+		outs, err = g.run(ctx, q, reqs)
+		return err
+	})
+	return outs, err
+}
