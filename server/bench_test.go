@@ -12,6 +12,7 @@ import (
 	"github.com/dstackai/dstack/client"
 	"github.com/dstackai/dstack/server/servertest"
 	"github.com/dstackai/dstack/store/storetest"
+	"github.com/dstackai/dstack/version"
 )
 
 // BenchmarkClaimThroughput measures jobs assigned per second with 10,000
@@ -31,7 +32,7 @@ func BenchmarkClaimThroughput(b *testing.B) {
 			rcs := make([]*client.Client, runners)
 			for i := range rcs {
 				reg, err := admin.RunnerRegister(ctx, api.RunnerRegisterRequest{
-					Name: fmt.Sprintf("bench-%d", i), Resources: api.HostResources{CPUs: 8, MemoryMiB: 32 << 10},
+					Name: fmt.Sprintf("bench-%d", i), Resources: api.HostResources{CPUs: 8, MemoryMiB: 32 << 10}, Version: version.Version,
 				})
 				if err != nil {
 					b.Fatal(err)

@@ -224,12 +224,16 @@ func (s *Server) recordLogSize(ctx context.Context, jobID string) {
 	}
 }
 
-// finishLog ends a job's log: followers return, and its size is recorded.
+// finishLog ends a job's log: followers return, and its size is recorded
+// (a job without output has nothing to record: sizes start at 0).
 func (s *Server) finishLog(jobID string) {
 	_ = s.logs.Finish(jobID)
 	s.logSizes.mu.Lock()
 	delete(s.logSizes.m, jobID)
 	s.logSizes.mu.Unlock()
+	if s.logs.DiskSize(jobID) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s.recordLogSize(ctx, jobID)

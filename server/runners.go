@@ -248,17 +248,31 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 // runnerJob loads a job for the runner that holds it under the lease in the
 // request. A job of another runner is not found; a stale lease is lost.
 func (s *Server) runnerJob(r *http.Request, rn *store.Runner) (*store.Job, error) {
-	id := r.PathValue("id")
-	job, err := s.store.JobGet(r.Context(), id)
+	lease, err := requestLease(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.checkRunnerJob(r.Context(), rn, r.PathValue("id"), lease)
+}
+
+// requestLease reads the lease header of a runner's request about its job.
+func requestLease(r *http.Request) (int64, error) {
+	lease, err := strconv.ParseInt(r.Header.Get(api.LeaseHeader), 10, 64)
+	if err != nil {
+		return 0, invalid("missing or malformed %s header: send the lease of the job's assignment", api.LeaseHeader)
+	}
+	return lease, nil
+}
+
+// checkRunnerJob loads job id for the runner that holds it under lease, with
+// runnerJob's errors.
+func (s *Server) checkRunnerJob(ctx context.Context, rn *store.Runner, id string, lease int64) (*store.Job, error) {
+	job, err := s.store.JobGet(ctx, id)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && job.UserID != rn.UserID && !takesAnyones(rn)) {
 		return nil, notFound("no job %s", id)
 	}
 	if err != nil {
 		return nil, err
-	}
-	lease, perr := strconv.ParseInt(r.Header.Get(api.LeaseHeader), 10, 64)
-	if perr != nil {
-		return nil, invalid("missing or malformed %s header: send the lease of the job's assignment", api.LeaseHeader)
 	}
 	if job.RunnerID != rn.ID || job.Lease != lease || !job.Status.Active() {
 		return nil, store.ErrLeaseLost
@@ -298,17 +312,25 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 	if !runnerStatuses[req.Status] {
 		return invalid("a runner cannot set status %q", req.Status)
 	}
-	job, err := s.runnerJob(r, rn)
+	// The change itself checks the job is the runner's under the lease;
+	// only when it is not is the job read, to say why.
+	lease, err := requestLease(r)
 	if err != nil {
 		return err
 	}
+	id := r.PathValue("id")
 	p := store.JobSetStatusParams{
-		ID: job.ID, RunnerID: rn.ID, Lease: job.Lease, Status: req.Status, ExitCode: req.ExitCode, Reason: req.Reason, Now: s.cfg.Now(),
+		ID: id, RunnerID: rn.ID, Lease: lease, Status: req.Status, ExitCode: req.ExitCode, Reason: req.Reason, Now: s.cfg.Now(),
 	}
 	if req.Status.Finished() && req.LogUnsent > 0 {
-		p.LogEnd, p.LogMissing = s.logShortfall(job.ID, req)
+		p.LogEnd, p.LogMissing = s.logShortfall(id, req)
 	}
-	job, err = s.store.JobSetStatus(r.Context(), p)
+	job, err := s.store.JobSetStatus(r.Context(), p)
+	if errors.Is(err, store.ErrLeaseLost) || errors.Is(err, store.ErrNotFound) {
+		if _, cerr := s.checkRunnerJob(r.Context(), rn, id, lease); cerr != nil {
+			return cerr
+		}
+	}
 	if err != nil {
 		return err
 	}

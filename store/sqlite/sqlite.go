@@ -30,6 +30,7 @@ import (
 	"net/url"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -109,6 +110,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		// exclude every other writer, here and in other processes.
 		NextQueueSeq: `(SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs)`,
 		Strpos:       "instr",
+		Optimize:     "PRAGMA optimize=0x10002",
 	}
 	rq := queries{read, newStmtCache(read)}
 	w := writer{db: write, stmts: newStmtCache(write), turn: make(chan struct{}, 1), wait: o.busyTimeout}
@@ -210,8 +212,20 @@ func (q queries) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	return st, nil
 }
 
+// Exec runs a statement prepared once; a script of several statements (a
+// migration) runs unprepared, since a prepared statement is only its first.
 func (q queries) Exec(ctx context.Context, query string, args ...any) (int64, error) {
-	res, err := q.q.ExecContext(ctx, query, args...)
+	var (
+		res sql.Result
+		err error
+	)
+	if strings.Contains(query, ";") {
+		res, err = q.q.ExecContext(ctx, query, args...)
+	} else if st, perr := q.stmt(ctx, query); perr == nil {
+		res, err = st.ExecContext(ctx, args...)
+	} else {
+		res, err = q.q.ExecContext(ctx, query, args...) // as in Query
+	}
 	if err != nil {
 		return 0, mapErr(err)
 	}

@@ -37,6 +37,10 @@ func BenchmarkJobClaimNext(b *testing.B) {
 	storetest.BenchmarkJobClaimNext(b, open(b))
 }
 
+func BenchmarkClaimConcurrent(b *testing.B) {
+	storetest.BenchmarkClaimConcurrent(b, open(b))
+}
+
 func BenchmarkJobListPending(b *testing.B) {
 	storetest.BenchmarkJobListPending(b, open(b))
 }

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -451,4 +452,63 @@ func BenchmarkJobClaimNext(b *testing.B, s store.Store) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkClaimConcurrent measures the queue's throughput at the store:
+// 10,000 queued jobs of one run, 200 runners claiming and finishing them at
+// once, as the server's runners do.
+func BenchmarkClaimConcurrent(b *testing.B, s store.Store) {
+	ctx := b.Context()
+	if err := s.Migrate(ctx); err != nil {
+		b.Fatalf("Migrate: %v", err)
+	}
+	now := base
+	u, err := s.UserCreate(ctx, store.UserCreateParams{ID: "u", Name: "u", TokenHash: "h", Now: now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const runners, queued = 200, 10000
+	rs := make([]*store.Runner, runners)
+	for i := range rs {
+		id := "r" + strconv.Itoa(i)
+		if rs[i], err = s.RunnerCreate(ctx, store.RunnerCreateParams{ID: id, UserID: u.ID, Name: id, TokenHash: "h" + id,
+			Resources: cpuHost, TokenExpiresAt: now.Add(time.Hour), Now: now}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var total time.Duration
+	for it := range b.N {
+		b.StopTimer()
+		p := store.RunCreateParams{ID: "run-" + strconv.Itoa(it), Name: "run-" + strconv.Itoa(it), UserID: u.ID, Workflow: "a", CodeID: "c", Now: now}
+		for i := range queued {
+			p.Jobs = append(p.Jobs, store.JobCreate{ID: fmt.Sprintf("job-%d-%d", it, i), Spec: spec(fmt.Sprintf("w%d", i))})
+		}
+		if _, err := s.RunCreate(ctx, p); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		var wg sync.WaitGroup
+		for _, r := range rs {
+			wg.Go(func() {
+				for {
+					j, err := s.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: r.ID, UserID: u.ID, Free: cpuHost, Now: now})
+					if errors.Is(err, store.ErrNotFound) {
+						return
+					}
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					if _, err := s.JobSetStatus(ctx, store.JobSetStatusParams{ID: j.ID, RunnerID: r.ID, Lease: j.Lease, Status: api.StatusDone, Now: now}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		total += time.Since(start)
+	}
+	b.ReportMetric(float64(queued*b.N)/total.Seconds(), "jobs/s")
 }

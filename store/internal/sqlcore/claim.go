@@ -363,36 +363,29 @@ func (s *Store) claimWrite(ctx context.Context, q Querier, reqs []store.JobClaim
 	if len(picks) == 0 {
 		return nil, nil
 	}
-	var (
-		runnerCase, atCase, ids strings.Builder
-		args                    []any
-	)
-	for _, p := range picks {
-		n := len(args)
-		fmt.Fprintf(&runnerCase, " WHEN $%d THEN CAST($%d AS TEXT)", n+1, n+2)
-		fmt.Fprintf(&atCase, " WHEN $%d THEN CAST($%d AS BIGINT)", n+1, n+3)
-		if ids.Len() > 0 {
-			ids.WriteString(", ")
-		}
-		fmt.Fprintf(&ids, "$%d", n+1)
-		args = append(args, p.job.id, reqs[p.req].RunnerID, micros(reqs[p.req].Now))
+	argSets := make([][]any, len(picks))
+	for i, p := range picks {
+		argSets[i] = []any{p.job.id, reqs[p.req].RunnerID, micros(reqs[p.req].Now)}
 	}
-	got, err := collectJobs(q.Query(ctx, `UPDATE jobs SET status = 'downloading',
-		runner_id = CASE id`+runnerCase.String()+` END, claimed_at = CASE id`+atCase.String()+` END,
+	byID := make(map[string]*store.Job, len(picks))
+	err := queryEach(ctx, q, `UPDATE jobs SET status = 'downloading', runner_id = $2, claimed_at = $3,
 		lease = lease + 1, status_reason = ''
-		WHERE id IN (`+ids.String()+`) AND status = 'pending'
-		RETURNING `+jobColumns, args...))
+		WHERE id = $1 AND status = 'pending'
+		RETURNING `+jobColumns, argSets, func(_ int, rows Rows) error {
+		for rows.Next() {
+			j, err := scanJob(rows)
+			if err != nil {
+				return err
+			}
+			byID[j.ID] = j
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("assign jobs: %w", err)
 	}
-	byID := make(map[string]*store.Job, len(got))
-	for _, j := range got {
-		byID[j.ID] = j
-	}
 	var (
 		lost     []int
-		seqCase  strings.Builder
-		seqArgs  []any
 		lastTurn = map[string]int64{}
 		turn     = seqBase
 	)
@@ -406,22 +399,12 @@ func (s *Store) claimWrite(ctx context.Context, q Querier, reqs []store.JobClaim
 		turn++
 		lastTurn[j.UserID] = turn
 	}
-	users := make([]any, 0, len(lastTurn))
+	turns := make([][]any, 0, len(lastTurn))
 	for u, t := range lastTurn {
-		n := len(seqArgs)
-		fmt.Fprintf(&seqCase, " WHEN $%d THEN CAST($%d AS BIGINT)", n+1, n+2)
-		seqArgs = append(seqArgs, u, t)
-		users = append(users, u)
+		turns = append(turns, []any{u, t})
 	}
-	if len(users) == 0 {
-		return lost, nil
-	}
-	in := make([]string, len(users))
-	for i := range users {
-		in[i] = fmt.Sprintf("$%d", 2*i+1)
-	}
-	if _, err := q.Exec(ctx, `UPDATE users SET claim_seq = CASE id`+seqCase.String()+` END
-		WHERE id IN (`+strings.Join(in, ", ")+`)`, seqArgs...); err != nil {
+	slices.SortFunc(turns, func(a, b []any) int { return cmp.Compare(a[0].(string), b[0].(string)) })
+	if err := queryEach(ctx, q, `UPDATE users SET claim_seq = $2 WHERE id = $1`, turns, func(int, Rows) error { return nil }); err != nil {
 		return nil, fmt.Errorf("turns: %w", err)
 	}
 	return lost, nil

@@ -30,6 +30,45 @@ type Querier interface {
 	QueryRow(ctx context.Context, query string, args ...any) Row
 }
 
+// Pipeliner is a Querier that runs one statement with several sets of
+// arguments in one round trip to the database (PostgreSQL's pipeline).
+type Pipeliner interface {
+	// QueryEach runs query once per argument set, in order, and gives fn
+	// the rows of each.
+	QueryEach(ctx context.Context, query string, argSets [][]any, fn func(i int, rows Rows) error) error
+}
+
+// queryEach runs query once per argument set, in one round trip where q
+// pipelines (Pipeliner), one after the other otherwise, and gives fn the
+// rows of each.
+func queryEach(ctx context.Context, q Querier, query string, argSets [][]any, fn func(i int, rows Rows) error) error {
+	if p, ok := q.(Pipeliner); ok {
+		return p.QueryEach(ctx, query, argSets, fn)
+	}
+	return QueryEachInTurn(ctx, q, query, argSets, fn)
+}
+
+// QueryEachInTurn is Pipeliner.QueryEach one statement after the other.
+func QueryEachInTurn(ctx context.Context, q Querier, query string, argSets [][]any, fn func(i int, rows Rows) error) error {
+	for i, args := range argSets {
+		rows, err := q.Query(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		err = fn(i, rows)
+		for err == nil && rows.Next() { // run a statement fn did not read to its end
+		}
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Rows is the result of Query.
 type Rows interface {
 	Next() bool
@@ -91,6 +130,9 @@ type Dialect struct {
 	// (CROSS JOIN LATERAL); without it, a claim reads the pending jobs of
 	// each user with a query of its own.
 	Lateral bool
+	// Optimize, when set, runs after the migrations: it refreshes the
+	// statistics the planner chooses indexes by, where they are out of date.
+	Optimize string
 }
 
 // Store implements store.Store over a DB and a Dialect.

@@ -3,7 +3,6 @@ package sqlcore
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -159,57 +158,96 @@ func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobS
 			return nil, err
 		}
 	}
+	var unknown, round, later []int
 	for i, p := range reqs {
-		run, ok := runOf[p.ID]
-		if !ok {
-			outs[i].err = store.ErrNotFound
-			continue
+		if _, ok := runOf[p.ID]; !ok {
+			unknown = append(unknown, i)
+		} else {
+			round = append(round, i)
 		}
-		j, err := s.setStatus(ctx, q, p)
-		if err != nil {
-			if errors.Is(err, store.ErrLeaseLost) {
-				outs[i].err = err
+	}
+	for _, i := range unknown {
+		outs[i].err = store.ErrNotFound
+	}
+	// A job changed twice in the batch (a runner's resend) changes in a
+	// later round, after the first change is read.
+	for len(round) > 0 {
+		seen := map[string]bool{}
+		var now []int
+		for _, i := range round {
+			if seen[reqs[i].ID] {
+				later = append(later, i)
 				continue
 			}
+			seen[reqs[i].ID] = true
+			now = append(now, i)
+		}
+		changed, err := s.setStatuses(ctx, q, reqs, now)
+		if err != nil {
 			return nil, err
 		}
-		outs[i].res = j
-		if p.Status.Finished() && waits[run] {
-			if _, err := s.propagate(ctx, q, j, p.Now); err != nil {
-				return nil, err
+		for _, i := range now {
+			p := reqs[i]
+			j, ok := changed[p.ID]
+			if !ok {
+				outs[i].err = store.ErrLeaseLost
+				continue
+			}
+			outs[i].res = j
+			if p.Status.Finished() && waits[runOf[p.ID]] {
+				if _, err := s.propagate(ctx, q, j, p.Now); err != nil {
+					return nil, err
+				}
 			}
 		}
+		round, later = later, nil
 	}
 	return outs, nil
 }
 
-// setStatus is one status change; store.ErrLeaseLost when the job is not
-// p.RunnerID's under p.Lease, or not active.
-func (s *Store) setStatus(ctx context.Context, q Querier, p store.JobSetStatusParams) (*store.Job, error) {
-	var exitCode any
-	if p.ExitCode != nil {
-		exitCode = int64(*p.ExitCode)
+// setStatuses makes the status changes reqs[i] for i in idx, of distinct
+// jobs, in one round trip where the database pipelines, and returns the jobs it changed by ID: a job
+// that is not its runner's under the lease, or not active, is left alone.
+func (s *Store) setStatuses(ctx context.Context, q Querier, reqs []store.JobSetStatusParams, idx []int) (map[string]*store.Job, error) {
+	argSets := make([][]any, len(idx))
+	for k, i := range idx {
+		p := reqs[i]
+		var exitCode any
+		if p.ExitCode != nil {
+			exitCode = int64(*p.ExitCode)
+		}
+		// Only a final state may mark the log incomplete.
+		var logEnd, logMissing int64
+		if p.Status.Finished() && p.LogMissing > 0 {
+			logEnd, logMissing = max(p.LogEnd, p.LogMissing), p.LogMissing
+		}
+		argSets[k] = []any{p.ID, p.RunnerID, p.Lease, string(p.Status), p.Reason, exitCode, micros(p.Now), logEnd, logMissing}
 	}
-	// Only a final state may mark the log incomplete.
-	var logEnd, logMissing int64
-	if p.Status.Finished() && p.LogMissing > 0 {
-		logEnd, logMissing = max(p.LogEnd, p.LogMissing), p.LogMissing
-	}
-	got, err := collectJobs(q.Query(ctx, `UPDATE jobs SET status = $4, status_reason = $5,
+	var got []*store.Job
+	err := queryEach(ctx, q, `UPDATE jobs SET status = $4, status_reason = $5,
 		exit_code = COALESCE($6, exit_code),
 		started_at = CASE WHEN $4 = 'running' THEN COALESCE(started_at, $7) ELSE started_at END,
 		finished_at = CASE WHEN $4 IN ('done', 'failed', 'stopped', 'aborted') THEN $7 ELSE finished_at END,
 		log_end = $8, log_missing = $9
 		WHERE id = $1 AND runner_id = $2 AND lease = $3 AND status IN `+activeStatuses+`
-		RETURNING `+jobColumns,
-		p.ID, p.RunnerID, p.Lease, string(p.Status), p.Reason, exitCode, micros(p.Now), logEnd, logMissing))
+		RETURNING `+jobColumns, argSets, func(_ int, rows Rows) error {
+		for rows.Next() {
+			j, err := scanJob(rows)
+			if err != nil {
+				return err
+			}
+			got = append(got, j)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if len(got) == 0 {
-		return nil, store.ErrLeaseLost
+	out := make(map[string]*store.Job, len(got))
+	for _, j := range got {
+		out[j.ID] = j
 	}
-	return got[0], nil
+	return out, nil
 }
 
 // JobLogStored lowers the missing count of an incomplete log to what is

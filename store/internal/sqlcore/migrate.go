@@ -118,6 +118,11 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
+	if s.d.Optimize != "" {
+		if _, err := s.write.Exec(ctx, s.d.Optimize); err != nil {
+			return fmt.Errorf("migrate: gather the planner's statistics: %w", err)
+		}
+	}
 	return nil
 }
 
