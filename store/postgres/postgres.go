@@ -99,6 +99,10 @@ func WithMigrations(fsys fs.FS) Option {
 	return func(o *options) { o.migrations = fsys }
 }
 
+// DefaultMaxConns is the size of the connection pool when the URL does not
+// say (pool_max_conns=N).
+const DefaultMaxConns = 16
+
 // Open connects to the database dsn names. Call Migrate before using it.
 func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
@@ -107,6 +111,12 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = DefaultConnectTimeout
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		// Claims and status changes each hold one connection for their
+		// shared transactions; the rest serve reads (authentication above
+		// all) while they run.
+		cfg.MaxConns = DefaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
