@@ -3,6 +3,7 @@ package sqlcore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 
@@ -81,7 +82,9 @@ func (g *group[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	return c.out.res, c.out.err
 }
 
-// lead runs c and the calls queued behind it, then hands the lead on.
+// lead runs c and the calls queued behind it, then hands the lead on. A
+// panic fails the calls of the transaction and still hands the lead on, so
+// that the calls queued behind do not wait forever.
 func (g *group[Req, Res]) lead(ctx context.Context, c *groupCall[Req, Res]) {
 	g.mu.Lock()
 	n := min(len(g.waiting), g.max-1)
@@ -89,12 +92,27 @@ func (g *group[Req, Res]) lead(ctx context.Context, c *groupCall[Req, Res]) {
 	g.waiting = slices.Delete(g.waiting, 0, n)
 	g.mu.Unlock()
 
+	defer func() {
+		if p := recover(); p != nil {
+			for _, o := range calls {
+				o.out = outcome[Res]{err: fmt.Errorf("internal error in a shared transaction: %v", p)}
+			}
+			g.finish(calls)
+			panic(p)
+		}
+		g.finish(calls)
+	}()
 	g.exec(context.WithoutCancel(ctx), calls)
+}
+
+// finish gives the calls of a transaction, but its leader, their outcome,
+// and hands the lead to the first queued call.
+func (g *group[Req, Res]) finish(calls []*groupCall[Req, Res]) {
 	for _, o := range calls[1:] {
 		o.signal <- false
 	}
-
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if len(g.waiting) > 0 {
 		next := g.waiting[0]
 		g.waiting = slices.Delete(g.waiting, 0, 1)
@@ -102,7 +120,6 @@ func (g *group[Req, Res]) lead(ctx context.Context, c *groupCall[Req, Res]) {
 	} else {
 		g.busy = false
 	}
-	g.mu.Unlock()
 }
 
 // exec sets the outcome of each call.
