@@ -218,7 +218,7 @@ func (s *Server) logAppended(ctx context.Context, jobID string, size int64) {
 
 // recordLogSize records the bytes the job's log file holds.
 func (s *Server) recordLogSize(ctx context.Context, jobID string) {
-	err := s.store.JobSetLogSize(ctx, store.JobSetLogSizeParams{ID: jobID, Size: s.logs.DiskSize(jobID)})
+	err := s.store.JobSetLogSize(ctx, store.JobSetLogSizeParams{ID: jobID, Size: s.logs.DiskSize(ctx, jobID)})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.Warn("record a log's size", "job", jobID, "err", err)
 	}
@@ -309,7 +309,7 @@ func (s *Server) emptyTrash(ctx context.Context, items []*store.TrashItem) int64
 func (s *Server) removeBytes(ctx context.Context, it *store.TrashItem) (int64, error) {
 	switch it.Kind {
 	case store.TrashLog:
-		return s.logs.Delete(it.Key)
+		return s.logs.Delete(ctx, it.Key)
 	case store.TrashCode:
 		o, err := s.blobs.Stat(ctx, codeKey(it.Key))
 		if errors.Is(err, blob.ErrNotFound) {

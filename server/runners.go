@@ -306,7 +306,7 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 		ID: job.ID, RunnerID: rn.ID, Lease: job.Lease, Status: req.Status, ExitCode: req.ExitCode, Reason: req.Reason, Now: s.cfg.Now(),
 	}
 	if req.Status.Finished() && req.LogUnsent > 0 {
-		p.LogEnd, p.LogMissing = s.logShortfall(job.ID, req)
+		p.LogEnd, p.LogMissing = s.logShortfall(r.Context(), job.ID, req)
 	}
 	job, err = s.store.JobSetStatus(r.Context(), p)
 	if err != nil {

@@ -22,12 +22,12 @@ const MaxLogChunk = 1 << 20
 // logs go with its trash (TrashLog, then LogDelete).
 type LogStore interface {
 	// LogAppend adds output that starts at p.Offset of the job's log and
-	// returns the log's size after it. Bytes before the current size are
-	// skipped, so a chunk sent again (a retry, a failover to another
-	// replica) is kept once; an offset past the size returns the size and
-	// ErrLogGap. Appends of one job from several callers at once each land
+	// returns the log's size after it, and how many bytes it added. Bytes
+	// before the current size are skipped, so a chunk sent again (a retry,
+	// a failover to another replica) is kept once; an offset past the size
+	// returns the size and ErrLogGap. Appends of one job from several callers at once each land
 	// whole or not at all, one after the other.
-	LogAppend(ctx context.Context, p LogAppendParams) (int64, error)
+	LogAppend(ctx context.Context, p LogAppendParams) (LogAppended, error)
 	// LogRead returns the chunks of the job's log from the one that holds
 	// byte p.Offset on, in order, up to the first that ends at or past
 	// p.Offset+p.MaxBytes (all of them when MaxBytes is 0). None when the
@@ -47,6 +47,12 @@ type LogAppendParams struct {
 	Data   []byte
 	// At is when the output was written; readers filter by it.
 	At time.Time
+}
+
+// LogAppended is the result of LogAppend.
+type LogAppended struct {
+	Size  int64 // the log's size after the append
+	Added int64 // bytes of the chunk that were new
 }
 
 // LogReadParams select the chunks LogRead returns.

@@ -18,18 +18,22 @@ var logTests = []test{
 	{"append at an offset is kept once", func(t *testing.T, open Open) {
 		f := setup(t, open)
 		for _, step := range []struct {
-			offset, want int64
-			data         string
-			gap          bool
+			offset, want, added int64
+			data                string
+			gap                 bool
 		}{
-			{0, 5, "hello", false},
-			{0, 5, "hello", false},
-			{3, 11, "lo world", false},
-			{11, 11, "", false},
-			{20, 11, "x", true},
-			{0, 11, "", false},
+			{0, 5, 5, "hello", false},
+			{0, 5, 0, "hello", false},
+			{3, 11, 6, "lo world", false},
+			{11, 11, 0, "", false},
+			{20, 11, 0, "x", true},
+			{0, 11, 0, "", false},
 		} {
-			size, err := f.s.LogAppend(f.ctx, store.LogAppendParams{JobID: "j", Offset: step.offset, Data: []byte(step.data), At: f.tick()})
+			r, err := f.s.LogAppend(f.ctx, store.LogAppendParams{JobID: "j", Offset: step.offset, Data: []byte(step.data), At: f.tick()})
+			size := r.Size
+			if r.Added != step.added {
+				t.Errorf("LogAppend(%d, %q) added %d bytes, want %d", step.offset, step.data, r.Added, step.added)
+			}
 			if step.gap != errors.Is(err, store.ErrLogGap) || (!step.gap && err != nil) {
 				t.Fatalf("LogAppend(%d, %q) = %v; gap wanted: %v", step.offset, step.data, err, step.gap)
 			}
@@ -55,8 +59,8 @@ var logTests = []test{
 	{"a large append is split and read in windows", func(t *testing.T, open Open) {
 		f := setup(t, open)
 		data := bytes.Repeat([]byte("0123456789abcdef"), (2*store.MaxLogChunk+100)/16)
-		if size, err := f.s.LogAppend(f.ctx, store.LogAppendParams{JobID: "j", Data: data, At: f.tick()}); err != nil || size != int64(len(data)) {
-			t.Fatalf("LogAppend of %d bytes = %d, %v", len(data), size, err)
+		if r, err := f.s.LogAppend(f.ctx, store.LogAppendParams{JobID: "j", Data: data, At: f.tick()}); err != nil || r.Size != int64(len(data)) {
+			t.Fatalf("LogAppend of %d bytes = %+v, %v", len(data), r, err)
 		}
 		all, err := f.s.LogRead(f.ctx, store.LogReadParams{JobID: "j"})
 		if err != nil {
@@ -104,12 +108,12 @@ var logTests = []test{
 				step := 7 + 13*w
 				for off < int64(len(out)) {
 					end := min(off+int64(step), int64(len(out)))
-					size, err := f.s.LogAppend(f.ctx, store.LogAppendParams{JobID: "j", Offset: off, Data: out[off:end], At: base})
+					r, err := f.s.LogAppend(f.ctx, store.LogAppendParams{JobID: "j", Offset: off, Data: out[off:end], At: base})
 					if err != nil && !errors.Is(err, store.ErrLogGap) {
 						t.Errorf("writer %d: LogAppend: %v", w, err)
 						return
 					}
-					off = size
+					off = r.Size
 				}
 			}()
 		}

@@ -29,22 +29,23 @@ const maxLogAppendTries = 100
 // most store.MaxLogChunk bytes is one statement that lands only at the log's
 // end, so an append that fails half way leaves a shorter log, never a hole,
 // and its writer learns the size to resend from.
-func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, error) {
+func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (store.LogAppended, error) {
 	if p.JobID == "" || p.Offset < 0 {
-		return 0, fmt.Errorf("append to a job's log: a job and an offset of 0 or more are required")
+		return store.LogAppended{}, fmt.Errorf("append to a job's log: a job and an offset of 0 or more are required")
 	}
 	offset, data := p.Offset, p.Data
 	at := p.At.UnixMicro()
 	// The writer's offset is the log's size almost always: try it first,
 	// and read the size only when that fails.
 	size := offset
+	var added int64
 	for range maxLogAppendTries {
 		if offset > size {
-			return size, store.ErrLogGap
+			return store.LogAppended{Size: size, Added: added}, store.ErrLogGap
 		}
 		if skip := size - offset; skip > 0 {
 			if skip >= int64(len(data)) {
-				return size, nil
+				return store.LogAppended{Size: size, Added: added}, nil
 			}
 			offset, data = size, data[skip:]
 		}
@@ -52,7 +53,7 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, 
 			// Nothing to add: the answer is the size.
 			n, err := s.LogSize(ctx, p.JobID)
 			if err != nil || offset <= n {
-				return n, err
+				return store.LogAppended{Size: n, Added: added}, err
 			}
 			size = n
 			continue
@@ -60,24 +61,25 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (int64, 
 		n := min(len(data), store.MaxLogChunk)
 		added, err := s.write.Exec(ctx, logAppendSQL, p.JobID, offset, int64(n), at, data[:n])
 		if err != nil && !errors.Is(err, store.ErrConflict) {
-			return 0, fmt.Errorf("append to the log of job %s: %w", p.JobID, err)
+			return store.LogAppended{Size: offset, Added: added}, fmt.Errorf("append to the log of job %s: %w", p.JobID, err)
 		}
 		if err == nil && added == 1 {
 			offset += int64(n)
+			added += int64(n)
 			data = data[n:]
 			size = offset
 			if len(data) == 0 {
-				return size, nil
+				return store.LogAppended{Size: size, Added: added}, nil
 			}
 			continue
 		}
 		// The log does not end at offset: another writer got there first,
 		// or the writer is behind or ahead.
 		if size, err = s.LogSize(ctx, p.JobID); err != nil {
-			return 0, err
+			return store.LogAppended{Size: offset, Added: added}, err
 		}
 	}
-	return 0, fmt.Errorf("append to the log of job %s: other writers kept adding to it %d times in a row; try again", p.JobID, maxLogAppendTries)
+	return store.LogAppended{Size: offset, Added: added}, fmt.Errorf("append to the log of job %s: other writers kept adding to it %d times in a row; try again", p.JobID, maxLogAppendTries)
 }
 
 // LogSize returns the size of a job's log; see store.LogStore.
