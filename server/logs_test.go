@@ -2,11 +2,16 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
+	"github.com/dstackai/dstack/store/storetest"
 )
 
 // eachLogStore runs a test of logs on each store of them: files in the
@@ -60,5 +65,73 @@ func TestDatabaseLogsCountAndGoWithTheirRun(t *testing.T) {
 	}
 	if u := mustUsage(t, e.srv, aliceID); u != 0 {
 		t.Errorf("alice's usage after rm = %d, want 0", u)
+	}
+}
+
+// replica starts another server on the database of srv, with a data
+// directory of its own, and returns it with a client of srv's admin.
+func replica(t *testing.T, srv *servertest.Server, dsn string) (*servertest.Server, *client.Client) {
+	t.Helper()
+	b := servertest.Start(t, servertest.WithPostgres(dsn))
+	c, err := client.New(b.URL, srv.AdminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, c
+}
+
+// TestLogsFollowedThroughAnotherReplica: two replicas on one PostgreSQL;
+// the runner appends through one, a user follows through the other, and
+// sees every line once and the end of the job.
+func TestLogsFollowedThroughAnotherReplica(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := storetest.PostgresDSN(t)
+	e := setup(t, servertest.WithPostgres(dsn))
+	b, adminB := replica(t, e.srv, dsn)
+	run := e.submit(t, e.admin, bashJob("train"))
+	token := registerRunnerToken(t, e.admin, "r")
+	rc := e.admin.WithToken(token)
+	a := claim(t, rc)
+	setStatus(t, rc, a, api.StatusRunning)
+	f := follow(t, adminB, run.Jobs[0].ID, client.LogOptions{})
+	var off int64
+	var want strings.Builder
+	for i := range 3 {
+		line := fmt.Sprintf("epoch %d\n", i)
+		n, err := rc.JobLogAppend(ctx, a.Job.ID, a.Lease, off, []byte(line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		off = n
+		want.WriteString(line)
+		testutil.Eventually(t, "the other replica's follower to see "+strings.TrimSpace(line), func() bool { return f.String() == want.String() })
+	}
+	if f.ended() {
+		t.Fatal("the follower ended while the job runs")
+	}
+	// A chunk resent through the other replica (a runner that failed over)
+	// is kept once, and the next goes on from there.
+	clientB, err := client.New(b.URL, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := clientB.JobLogAppend(ctx, a.Job.ID, a.Lease, 0, []byte(want.String())); err != nil || n != off {
+		t.Fatalf("resend through the other replica = %d, %v; want size %d", n, err, off)
+	}
+	if _, err := clientB.JobLogAppend(ctx, a.Job.ID, a.Lease, off, []byte("saved\n")); err != nil {
+		t.Fatal(err)
+	}
+	want.WriteString("saved\n")
+	setStatus(t, rc, a, api.StatusDone)
+	testutil.Eventually(t, "the follower to end with the job", f.ended)
+	if err := <-f.done; err != nil {
+		t.Errorf("follower: %v", err)
+	}
+	if got := f.String(); got != want.String() {
+		t.Errorf("follower read %q, want %q", got, want.String())
+	}
+	if got := jobLog(t, e.admin, a.Job.ID); got != want.String() {
+		t.Errorf("the first replica reads %q, want %q", got, want.String())
 	}
 }
