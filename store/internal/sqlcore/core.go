@@ -87,6 +87,13 @@ type Dialect struct {
 	// a capped user runs ("" when a write transaction already excludes
 	// every other writer).
 	ClaimLock string
+	// LogAsyncCommit, when set, is a condition that is true and makes the
+	// transaction of the statement it appears in commit without waiting
+	// for the disk: a job's log append (LogAppend). It loses, on a crash
+	// of the database's machine, at most the appends of its last moments,
+	// as files in the page cache do, and a log's chunks stay contiguous:
+	// the runner resends from the size the database answers then.
+	LogAsyncCommit string
 }
 
 // Store implements store.Store over a DB and a Dialect.
@@ -96,7 +103,8 @@ type Store struct {
 	d     Dialect
 	close func() error
 
-	claimSQL string
+	claimSQL     string
+	logAppendSQL string
 }
 
 var _ store.Store = (*Store)(nil)
@@ -106,6 +114,7 @@ var _ store.Store = (*Store)(nil)
 func New(read Querier, write DB, d Dialect, closeFn func() error) *Store {
 	s := &Store{read: read, write: write, d: d, close: closeFn}
 	s.claimSQL = claimSQL(d)
+	s.logAppendSQL = logAppendSQL(d)
 	return s
 }
 

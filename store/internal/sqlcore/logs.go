@@ -15,9 +15,15 @@ import (
 // size again. A writer whose snapshot is older than another's commit
 // inserts at an offset a committed chunk already starts at (every end it
 // could see is where a chunk starts), so it conflicts too.
-const logAppendSQL = `INSERT INTO job_logs (job_id, off, size, at, data)
+func logAppendSQL(d Dialect) string {
+	q := `INSERT INTO job_logs (job_id, off, size, at, data)
 	SELECT $1, $2, $3, $4, $5
 	WHERE COALESCE((SELECT off + size FROM job_logs WHERE job_id = $1 ORDER BY off DESC LIMIT 1), 0) = $2`
+	if d.LogAsyncCommit != "" {
+		q += " AND " + d.LogAsyncCommit
+	}
+	return q
+}
 
 const logSizeSQL = `SELECT off + size FROM job_logs WHERE job_id = $1 ORDER BY off DESC LIMIT 1`
 
@@ -59,11 +65,11 @@ func (s *Store) LogAppend(ctx context.Context, p store.LogAppendParams) (store.L
 			continue
 		}
 		n := min(len(data), store.MaxLogChunk)
-		added, err := s.write.Exec(ctx, logAppendSQL, p.JobID, offset, int64(n), at, data[:n])
+		rows, err := s.write.Exec(ctx, s.logAppendSQL, p.JobID, offset, int64(n), at, data[:n])
 		if err != nil && !errors.Is(err, store.ErrConflict) {
 			return store.LogAppended{Size: offset, Added: added}, fmt.Errorf("append to the log of job %s: %w", p.JobID, err)
 		}
-		if err == nil && added == 1 {
+		if err == nil && rows == 1 {
 			offset += int64(n)
 			added += int64(n)
 			data = data[n:]
