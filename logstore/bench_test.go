@@ -41,7 +41,7 @@ func benchStores(b *testing.B) []struct {
 			if err := s.Migrate(b.Context()); err != nil {
 				b.Fatal(err)
 			}
-			return logstore.NewDB(s)
+			return logstore.NewDB(s, nil)
 		}},
 		{"db-postgres", func(b *testing.B) logstore.Store {
 			s, err := postgres.Open(b.Context(), storetest.PostgresDSN(b))
@@ -52,7 +52,7 @@ func benchStores(b *testing.B) []struct {
 			if err := s.Migrate(b.Context()); err != nil {
 				b.Fatal(err)
 			}
-			return logstore.NewDB(s)
+			return logstore.NewDB(s, nil)
 		}},
 	}
 }

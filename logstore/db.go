@@ -22,19 +22,32 @@ const readWindow = 1 << 20
 // replicas' through Wake (or their next poll).
 //
 // It keeps nothing in memory but the signals of the followers waiting.
+//
+// A server that kept its logs in files before keeps reading them: a job
+// whose log the database does not have is read from its file (legacy), and
+// a runner's next append to it first copies the file into the database.
 type DB struct {
-	db store.LogStore
+	db     store.LogStore
+	legacy *Files
 	followers
 }
 
 var _ Store = (*DB)(nil)
 
-// NewDB returns a store over the database's log table.
-func NewDB(db store.LogStore) *DB { return &DB{db: db} }
+// NewDB returns a store over the database's log table. legacy, when not
+// nil, holds the logs this replica kept in files before.
+func NewDB(db store.LogStore, legacy *Files) *DB { return &DB{db: db, legacy: legacy} }
 
 // Append adds output that starts at offset of the job's log; see Store.
 func (s *DB) Append(ctx context.Context, jobID string, offset int64, data []byte, now time.Time) (int64, error) {
 	r, err := s.db.LogAppend(ctx, store.LogAppendParams{JobID: jobID, Offset: offset, Data: data, At: now})
+	if errors.Is(err, store.ErrLogGap) && r.Size == 0 && s.legacy != nil {
+		// The log may be in a file, from before the database kept logs.
+		if ierr := s.importFile(ctx, jobID); ierr != nil {
+			return 0, ierr
+		}
+		r, err = s.db.LogAppend(ctx, store.LogAppendParams{JobID: jobID, Offset: offset, Data: data, At: now})
+	}
 	if r.Added > 0 {
 		s.signal(jobID, false, true)
 	}
@@ -47,9 +60,28 @@ func (s *DB) Append(ctx context.Context, jobID string, offset int64, data []byte
 	return r.Size, nil
 }
 
+// importFile copies the job's log file, records and times, into the
+// database; the file stays until the log is deleted.
+func (s *DB) importFile(ctx context.Context, jobID string) error {
+	var off int64
+	err := s.legacy.eachRecord(jobID, func(at time.Time, data []byte) error {
+		r, err := s.db.LogAppend(ctx, store.LogAppendParams{JobID: jobID, Offset: off, Data: data, At: at})
+		off = r.Size
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("copy the log file of job %s into the database: %w", jobID, err)
+	}
+	return nil
+}
+
 // Size returns the job's log size.
 func (s *DB) Size(ctx context.Context, jobID string) (int64, error) {
-	return s.db.LogSize(ctx, jobID)
+	n, err := s.db.LogSize(ctx, jobID)
+	if err == nil && n == 0 && s.legacy != nil {
+		return s.legacy.Size(ctx, jobID)
+	}
+	return n, err
 }
 
 // Finish wakes the job's followers of this replica for the last time, and
@@ -66,12 +98,19 @@ func (s *DB) DiskSize(ctx context.Context, jobID string) int64 {
 	if err != nil {
 		return 0
 	}
+	if s.legacy != nil {
+		n += s.legacy.DiskSize(ctx, jobID)
+	}
 	return n
 }
 
 // Delete removes a job's log and returns how many bytes of output it held.
 func (s *DB) Delete(ctx context.Context, jobID string) (int64, error) {
 	n, err := s.db.LogDelete(ctx, jobID)
+	if s.legacy != nil {
+		m, lerr := s.legacy.Delete(ctx, jobID)
+		n, err = n+m, errors.Join(err, lerr)
+	}
 	s.signal(jobID, true, true)
 	return n, err
 }
@@ -79,6 +118,24 @@ func (s *DB) Delete(ctx context.Context, jobID string) (int64, error) {
 // Copy writes the job's output to w, a window of the log per query.
 func (s *DB) Copy(ctx context.Context, jobID string, w io.Writer, o ReadOptions) error {
 	pos := o.Offset // the log's offset read up to
+	if s.legacy != nil {
+		// What a file holds comes first (a log from before the database
+		// kept logs); what the database has past it follows.
+		if n, err := s.db.LogSize(ctx, jobID); err == nil && n == 0 {
+			size, err := s.legacy.Size(ctx, jobID)
+			if err != nil {
+				return err
+			}
+			if size > 0 {
+				lo := o
+				lo.Follow = false
+				if err := s.legacy.Copy(ctx, jobID, w, lo); err != nil {
+					return err
+				}
+				pos = max(pos, size)
+			}
+		}
+	}
 	return s.follow(ctx, jobID, o, func() (int64, error) {
 		var written int64
 		for {

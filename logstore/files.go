@@ -344,3 +344,36 @@ func (r *reader) copy() (int64, error) {
 	}
 	return written, nil
 }
+
+// eachRecord calls fn with every whole record of the job's log, in order; a
+// missing log has none.
+func (s *Files) eachRecord(jobID string, fn func(at time.Time, data []byte) error) error {
+	fh, err := os.Open(s.path(jobID))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer fh.Close()
+	_, end, err := scan(fh)
+	if err != nil {
+		return err
+	}
+	var h [headerSize]byte
+	for pos := int64(0); pos < end; {
+		if _, err := fh.ReadAt(h[:], pos); err != nil {
+			return fmt.Errorf("read log: %w", err)
+		}
+		ts := int64(binary.BigEndian.Uint64(h[:8])) //nolint:gosec // written from an int64
+		data := make([]byte, binary.BigEndian.Uint32(h[8:]))
+		if _, err := fh.ReadAt(data, pos+headerSize); err != nil {
+			return fmt.Errorf("read log: %w", err)
+		}
+		if err := fn(time.Unix(0, ts), data); err != nil {
+			return err
+		}
+		pos += headerSize + int64(len(data))
+	}
+	return nil
+}

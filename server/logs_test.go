@@ -135,3 +135,43 @@ func TestLogsFollowedThroughAnotherReplica(t *testing.T) {
 		t.Errorf("the first replica reads %q, want %q", got, want.String())
 	}
 }
+
+// TestSwitchToDatabaseLogsKeepsTheFiles: a server that kept its logs in
+// files restarts keeping them in the database: the old logs read as before,
+// and a job that was running goes on appending where its log was.
+func TestSwitchToDatabaseLogsKeepsTheFiles(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setup(t, withLogStore(server.LogStoreFiles))
+	token := registerRunnerToken(t, e.admin, "r")
+	rc := e.admin.WithToken(token)
+	done := e.finishedRun(t, e.admin, rc, e.codeID)
+	e.submit(t, e.admin, bashJob("long"))
+	a := claim(t, rc)
+	setStatus(t, rc, a, api.StatusRunning)
+	if _, err := rc.JobLogAppend(ctx, a.Job.ID, a.Lease, 0, []byte("before\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Server.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	srv := servertest.Start(t, withLogStore(server.LogStoreDatabase), servertest.WithConfig(func(c *server.Config) { c.DataDir = e.srv.DataDir }))
+	admin, err := client.New(srv.URL, e.srv.AdminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err = client.New(srv.URL, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := jobLog(t, admin, done.Jobs[0].ID); got != strings.Repeat("log line\n", 100) {
+		t.Errorf("a finished job's log from the files reads %d bytes, want its 900", len(got))
+	}
+	if n, err := rc.JobLogAppend(ctx, a.Job.ID, a.Lease, 7, []byte("after\n")); err != nil || n != 13 {
+		t.Fatalf("append where the log was = %d, %v; want size 13", n, err)
+	}
+	if got := jobLog(t, admin, a.Job.ID); got != "before\nafter\n" {
+		t.Errorf("the running job's log reads %q", got)
+	}
+}

@@ -425,10 +425,18 @@ func (c *Config) logStore() string {
 // fastest for one server, or the database's table, which every replica of
 // a server on PostgreSQL reads and appends.
 func openLogs(cfg Config, st store.Store) (logstore.Store, error) {
-	if cfg.logStore() == LogStoreDatabase {
-		return logstore.NewDB(st), nil
+	dir := filepath.Join(cfg.DataDir, "logs")
+	if cfg.logStore() == LogStoreFiles {
+		return logstore.Open(dir)
 	}
-	return logstore.Open(filepath.Join(cfg.DataDir, "logs"))
+	// Logs this replica kept in files before stay readable.
+	var legacy *logstore.Files
+	if _, err := os.Stat(dir); err == nil {
+		if legacy, err = logstore.Open(dir); err != nil {
+			return nil, err
+		}
+	}
+	return logstore.NewDB(st, legacy), nil
 }
 
 func openStore(ctx context.Context, cfg Config) (store.Store, error) {
