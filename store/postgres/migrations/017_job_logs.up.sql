@@ -12,3 +12,13 @@ CREATE TABLE job_logs (
     data   BYTEA NOT NULL,
     PRIMARY KEY (job_id, off)
 );
+-- Chunks compress with lz4 where the server has it (PostgreSQL 14 and later
+-- built with it): several times faster to write and read than the default,
+-- pglz, which the chunks keep elsewhere.
+DO $$
+BEGIN
+    EXECUTE 'ALTER TABLE job_logs ALTER COLUMN data SET COMPRESSION lz4';
+EXCEPTION WHEN OTHERS THEN
+    NULL;
+END
+$$;
