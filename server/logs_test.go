@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
@@ -173,5 +174,67 @@ func TestSwitchToDatabaseLogsKeepsTheFiles(t *testing.T) {
 	}
 	if got := jobLog(t, admin, a.Job.ID); got != "before\nafter\n" {
 		t.Errorf("the running job's log reads %q", got)
+	}
+}
+
+// BenchmarkLogAppend measures a runner's log appends over HTTP, 200 bytes
+// each (a few lines, as a quiet job sends them), one job at a time and from
+// 20 jobs at once, with the logs in files and in the database (SQLite's,
+// and PostgreSQL's where DSTACK_TEST_POSTGRES_DSN is set).
+func BenchmarkLogAppend(b *testing.B) {
+	for _, store := range []string{"files", "db-sqlite", "db-postgres"} {
+		for _, jobs := range []int{1, 20} {
+			b.Run(fmt.Sprintf("%s/jobs=%d", store, jobs), func(b *testing.B) {
+				opts := []servertest.Option{servertest.WithHeartbeatTimeout(time.Hour)}
+				switch store {
+				case "db-sqlite":
+					opts = append(opts, withLogStore(server.LogStoreDatabase))
+				case "db-postgres":
+					opts = append(opts, servertest.WithPostgres(storetest.PostgresDSN(b)))
+				}
+				srv := servertest.Start(b, opts...)
+				admin := srv.Client()
+				ctx := context.Background()
+				code := uploadCode(b, admin)
+				type writer struct {
+					rc  *client.Client
+					a   *api.Assignment
+					off int64
+				}
+				ws := make(chan *writer, jobs)
+				for i := range jobs {
+					res := api.HostResources{CPUs: 8, MemoryMiB: 32 << 10}
+					reg, err := admin.RunnerRegister(ctx, api.RunnerRegisterRequest{Name: fmt.Sprintf("r%d", i), Resources: res})
+					if err != nil {
+						b.Fatal(err)
+					}
+					rc := admin.WithToken(reg.Token)
+					if _, err := admin.RunSubmit(ctx, api.RunSubmitRequest{CodeID: code, Workflow: "w", Jobs: []api.JobSpec{{Workflow: "w", Provider: "bash", Commands: []string{"true"}}}}); err != nil {
+						b.Fatal(err)
+					}
+					a, err := rc.RunnerClaim(ctx, api.ClaimRequest{Free: res, Wait: api.Duration(10 * time.Second)})
+					if err != nil || a == nil {
+						b.Fatalf("claim: %v", err)
+					}
+					ws <- &writer{rc: rc, a: a}
+				}
+				chunk := []byte(strings.Repeat("a log line of forty bytes, or about so\n", 6)[:200])
+				b.SetBytes(int64(len(chunk)))
+				b.SetParallelism((jobs + 1) / 2) // GOMAXPROCS is 2 here
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					w := <-ws
+					defer func() { ws <- w }()
+					for pb.Next() {
+						n, err := w.rc.JobLogAppend(ctx, w.a.Job.ID, w.a.Lease, w.off, chunk)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						w.off = n
+					}
+				})
+			})
+		}
 	}
 }
