@@ -1,6 +1,3 @@
-// Files keeps each job's log in a file of its own in a directory: a
-// sequence of records, each an 8-byte big-endian Unix time in nanoseconds, a
-// 4-byte big-endian length, then that many bytes of output.
 package logstore
 
 import (
@@ -20,9 +17,11 @@ const headerSize = 12
 // maxRecord bounds one record; larger appends are split.
 const maxRecord = 4 << 20
 
-// Files is a directory of job logs, one file per job. It keeps in memory the
-// open files of the logs being written, until they are finished, and the
-// signals of the followers of a log while there are any.
+// Files is a directory of job logs, one file per job. A file is a sequence
+// of records, each an 8-byte big-endian Unix time in nanoseconds, a 4-byte
+// big-endian length, then that many bytes of output. The store keeps in
+// memory the open files of the logs being written, until they are finished,
+// and the signals of the followers of a log while there are any.
 type Files struct {
 	dir string
 	followers
