@@ -381,6 +381,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		watched = append(watched, filepath.Join(cfg.DataDir, "logs"))
 	}
 	s.storage = newStorageMonitor(watched, cfg.MinFreeSpace, cfg.Logger.With("subsystem", "storage"), cfg.Now)
+	if cfg.DB != "" && cfg.logStore() == LogStoreFiles {
+		s.log.Warn("jobs' logs are files in --data-dir of this replica: other replicas on this database neither serve nor delete them; leave out --log-store files to keep them in the database")
+	}
 	if cfg.Artifacts != "" {
 		s.log.Info("artifacts and code archives in S3", "url", cfg.Artifacts, "endpoint", cfg.S3Endpoint, "region", cfg.S3Region)
 	}
