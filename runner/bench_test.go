@@ -13,6 +13,9 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/server"
+	"github.com/dstackai/dstack/server/servertest"
+	"github.com/dstackai/dstack/store/storetest"
 )
 
 // BenchmarkPickupLatency measures, on an idle runner, the time from the
@@ -61,10 +64,28 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // BenchmarkLogThroughput measures how fast a job's output reaches a reader
 // following the job's log: 200 MB of 64-byte lines, from the submission to
-// the last byte read.
+// the last byte read; with the server's logs in files, and in the database
+// (SQLite's, and PostgreSQL's when DSTACK_TEST_POSTGRES_DSN is set).
 func BenchmarkLogThroughput(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		opts func(b *testing.B) []servertest.Option
+	}{
+		{"files", func(*testing.B) []servertest.Option { return nil }},
+		{"db-sqlite", func(*testing.B) []servertest.Option {
+			return []servertest.Option{servertest.WithConfig(func(c *server.Config) { c.LogStore = server.LogStoreDatabase })}
+		}},
+		{"db-postgres", func(b *testing.B) []servertest.Option {
+			return []servertest.Option{servertest.WithPostgres(storetest.PostgresDSN(b))}
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) { benchLogThroughput(b, tc.opts(b)) })
+	}
+}
+
+func benchLogThroughput(b *testing.B, opts []servertest.Option) {
 	const size = 200_000_000
-	f := setup(b)
+	f := setupOn(b, opts)
 	code := f.uploadCode(b, nil)
 	b.SetBytes(size)
 	for b.Loop() {

@@ -34,7 +34,13 @@ type fixture struct {
 // setup starts a server and a runner registered with it.
 func setup(t testing.TB, change ...func(*Config)) *fixture {
 	t.Helper()
-	srv := servertest.Start(t)
+	return setupOn(t, nil, change...)
+}
+
+// setupOn is setup with a server started with opts.
+func setupOn(t testing.TB, opts []servertest.Option, change ...func(*Config)) *fixture {
+	t.Helper()
+	srv := servertest.Start(t, opts...)
 	f := &fixture{srv: srv, admin: srv.Client()}
 	f.cfg = Config{
 		Server:    srv.URL,

@@ -184,7 +184,11 @@ func TestCodeUploadIsContentAddressed(t *testing.T) {
 
 func TestLogAppendIsIdempotentAndGapsAreRefused(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
+	eachLogStore(t, testLogAppendIsIdempotentAndGapsAreRefused)
+}
+
+func testLogAppendIsIdempotentAndGapsAreRefused(t *testing.T, logs servertest.Option) {
+	e := setup(t, logs)
 	ctx := context.Background()
 	run := e.submit(t, e.admin, bashJob("train"))
 	token := registerRunnerToken(t, e.admin, "r")
@@ -281,7 +285,11 @@ func (f *follower) ended() bool {
 
 func TestFollowingLogsSeesNewOutputAndEndsWithTheJob(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
+	eachLogStore(t, testFollowingLogsSeesNewOutputAndEndsWithTheJob)
+}
+
+func testFollowingLogsSeesNewOutputAndEndsWithTheJob(t *testing.T, logs servertest.Option) {
+	e := setup(t, logs)
 	ctx := context.Background()
 	run := e.submit(t, e.admin, bashJob("train"))
 	// A follower that starts before the job does.
@@ -328,8 +336,12 @@ func TestFollowingLogsSeesNewOutputAndEndsWithTheJob(t *testing.T) {
 
 func TestLogsSince(t *testing.T) {
 	t.Parallel()
+	eachLogStore(t, testLogsSince)
+}
+
+func testLogsSince(t *testing.T, logs servertest.Option) {
 	clock := testutil.NewClock(time.Now())
-	e := setup(t, withClock(clock))
+	e := setup(t, withClock(clock), logs)
 	ctx := context.Background()
 	e.submit(t, e.admin, bashJob("train"))
 	rc := registerRunner(t, e.admin, "r")

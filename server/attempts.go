@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"fmt"
+	"time"
 
 	"github.com/dstackai/dstack/store"
 )
@@ -37,9 +39,13 @@ func (s *Server) markAttempt(job *store.Job, rn *store.Runner) {
 	line := attemptMarker(job, rn.Name, s.cfg.MaxAttempts)
 	// The job's earlier runners lost their lease with the requeue: no one
 	// else appends to the log now.
-	size, err := s.logs.Size(job.ID)
+	// The job is the runner's now, whether or not the runner still
+	// waits for the answer.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	size, err := s.logs.Size(ctx, job.ID)
 	if err == nil {
-		_, err = s.logs.Append(job.ID, size, []byte(line), s.cfg.Now())
+		_, err = s.logs.Append(ctx, job.ID, size, []byte(line), s.cfg.Now())
 	}
 	if err != nil {
 		s.log.Warn("write the attempt's first line into the job's log", "job", job.ID, "attempt", job.Attempt+1, "err", err)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -41,7 +42,7 @@ func (s *Server) handleJobLogAppend(w http.ResponseWriter, r *http.Request, rn *
 			return err
 		}
 	}
-	size, err := s.logs.Append(job.ID, offset, data, s.cfg.Now())
+	size, err := s.logs.Append(r.Context(), job.ID, offset, data, s.cfg.Now())
 	var gap *logstore.GapError
 	if errors.As(err, &gap) {
 		return api.Errorf(http.StatusConflict, api.CodeConflict, "%s", gap.Error())
@@ -150,8 +151,8 @@ func (s *Server) handleJobLogs(w http.ResponseWriter, r *http.Request, u *store.
 // missing, from a runner's final report that some is unsent: LogEnd when
 // the runner knows it, else the log's size now (none of the attempt's
 // output is stored then) plus the unsent bytes.
-func (s *Server) logShortfall(jobID string, u api.JobStatusUpdate) (end, missing int64) {
-	size, err := s.logs.Size(jobID)
+func (s *Server) logShortfall(ctx context.Context, jobID string, u api.JobStatusUpdate) (end, missing int64) {
+	size, err := s.logs.Size(ctx, jobID)
 	if err != nil {
 		// The log cannot even be opened: count what the runner has.
 		return max(u.LogEnd, u.LogUnsent), u.LogUnsent

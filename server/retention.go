@@ -218,7 +218,12 @@ func (s *Server) logAppended(ctx context.Context, jobID string, size int64) {
 
 // recordLogSize records the bytes the job's log file holds.
 func (s *Server) recordLogSize(ctx context.Context, jobID string) {
-	err := s.store.JobSetLogSize(ctx, store.JobSetLogSizeParams{ID: jobID, Size: s.logs.DiskSize(jobID)})
+	s.recordLogSizeOf(ctx, jobID, s.logs.DiskSize(ctx, jobID))
+}
+
+// recordLogSizeOf records size as the bytes the job's log holds.
+func (s *Server) recordLogSizeOf(ctx context.Context, jobID string, size int64) {
+	err := s.store.JobSetLogSize(ctx, store.JobSetLogSizeParams{ID: jobID, Size: size})
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.log.Warn("record a log's size", "job", jobID, "err", err)
 	}
@@ -231,12 +236,11 @@ func (s *Server) finishLog(jobID string) {
 	s.logSizes.mu.Lock()
 	delete(s.logSizes.m, jobID)
 	s.logSizes.mu.Unlock()
-	if s.logs.DiskSize(jobID) == 0 {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	s.recordLogSize(ctx, jobID)
+	if size := s.logs.DiskSize(ctx, jobID); size > 0 {
+		s.recordLogSizeOf(ctx, jobID, size)
+	}
 }
 
 // handleRunDelete deletes a finished run of the user's (anyone's for an
@@ -313,7 +317,7 @@ func (s *Server) emptyTrash(ctx context.Context, items []*store.TrashItem) int64
 func (s *Server) removeBytes(ctx context.Context, it *store.TrashItem) (int64, error) {
 	switch it.Kind {
 	case store.TrashLog:
-		return s.logs.Delete(it.Key)
+		return s.logs.Delete(ctx, it.Key)
 	case store.TrashCode:
 		o, err := s.blobs.Stat(ctx, codeKey(it.Key))
 		if errors.Is(err, blob.ErrNotFound) {

@@ -323,7 +323,7 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 		ID: id, RunnerID: rn.ID, Lease: lease, Status: req.Status, ExitCode: req.ExitCode, Reason: req.Reason, Now: s.cfg.Now(),
 	}
 	if req.Status.Finished() && req.LogUnsent > 0 {
-		p.LogEnd, p.LogMissing = s.logShortfall(id, req)
+		p.LogEnd, p.LogMissing = s.logShortfall(r.Context(), id, req)
 	}
 	job, err := s.store.JobSetStatus(r.Context(), p)
 	if errors.Is(err, store.ErrLeaseLost) || errors.Is(err, store.ErrNotFound) {

@@ -45,6 +45,10 @@ type Config struct {
 	DataDir string
 	// DB is "" for SQLite in DataDir, or a postgres:// URL.
 	DB string
+	// LogStore is where jobs' logs live: "files" (under DataDir, on the
+	// replica the runner talks to) or "database" (every replica reads
+	// them); "" is the database on PostgreSQL and files on SQLite.
+	LogStore string
 	// DBBusyTimeout bounds how long a write to the SQLite database waits for
 	// another writer before the request fails with 503; zero is
 	// sqlite.DefaultBusyTimeout.
@@ -198,6 +202,11 @@ func (c *Config) Validate() error {
 	if c.DB != "" && !strings.HasPrefix(c.DB, "postgres://") && !strings.HasPrefix(c.DB, "postgresql://") {
 		errs = append(errs, fmt.Errorf("--db %q: give a postgres://user:password@host:port/dbname URL, or leave it out for SQLite", redactDSN(c.DB)))
 	}
+	switch c.LogStore {
+	case "", LogStoreFiles, LogStoreDatabase:
+	default:
+		errs = append(errs, fmt.Errorf("--log-store %q: give %q or %q (default: the database on PostgreSQL, files on SQLite)", c.LogStore, LogStoreFiles, LogStoreDatabase))
+	}
 	if c.HeartbeatTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("--heartbeat-timeout %s is too short: use at least 1s", c.HeartbeatTimeout))
 	}
@@ -235,7 +244,7 @@ type Server struct {
 	cfg   Config
 	log   *slog.Logger
 	store store.Store
-	logs  *logstore.Store
+	logs  logstore.Store
 	blobs blob.Store
 	// storage watches the disk the server writes to (storage.go).
 	storage *storageMonitor
@@ -336,8 +345,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		st.Close()
 		return nil, fmt.Errorf("migrate database: %w", err)
 	}
-	logDir := filepath.Join(cfg.DataDir, "logs")
-	logs, err := logstore.Open(logDir)
+	logs, err := openLogs(cfg, st)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -368,7 +376,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	for _, b := range s.backends.All() {
 		s.backends.Put(backend.WithMetrics(b, s.backendMetrics))
 	}
-	s.storage = newStorageMonitor([]string{cfg.DataDir, logDir}, cfg.MinFreeSpace, cfg.Logger.With("subsystem", "storage"), cfg.Now)
+	watched := []string{cfg.DataDir}
+	if cfg.logStore() == LogStoreFiles {
+		watched = append(watched, filepath.Join(cfg.DataDir, "logs"))
+	}
+	s.storage = newStorageMonitor(watched, cfg.MinFreeSpace, cfg.Logger.With("subsystem", "storage"), cfg.Now)
+	if cfg.DB != "" && cfg.logStore() == LogStoreFiles {
+		s.log.Warn("jobs' logs are files in --data-dir of this replica: other replicas on this database neither serve nor delete them; leave out --log-store files to keep them in the database")
+	}
 	if cfg.Artifacts != "" {
 		s.log.Info("artifacts and code archives in S3", "url", cfg.Artifacts, "endpoint", cfg.S3Endpoint, "region", cfg.S3Region)
 	}
@@ -390,6 +405,41 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	return s, nil
+}
+
+// Where jobs' logs live (Config.LogStore).
+const (
+	LogStoreFiles    = "files"
+	LogStoreDatabase = "database"
+)
+
+// logStore is where the server keeps logs under cfg.
+func (c *Config) logStore() string {
+	if c.LogStore != "" {
+		return c.LogStore
+	}
+	if c.DB != "" {
+		return LogStoreDatabase
+	}
+	return LogStoreFiles
+}
+
+// openLogs opens the store of jobs' logs: files under the data directory,
+// fastest for one server, or the database's table, which every replica of
+// a server on PostgreSQL reads and appends.
+func openLogs(cfg Config, st store.Store) (logstore.Store, error) {
+	dir := filepath.Join(cfg.DataDir, "logs")
+	if cfg.logStore() == LogStoreFiles {
+		return logstore.Open(dir)
+	}
+	// Logs this replica kept in files before stay readable.
+	var legacy *logstore.Files
+	if _, err := os.Stat(dir); err == nil {
+		if legacy, err = logstore.Open(dir); err != nil {
+			return nil, err
+		}
+	}
+	return logstore.NewDB(st, legacy), nil
 }
 
 func openStore(ctx context.Context, cfg Config) (store.Store, error) {

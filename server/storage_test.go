@@ -164,7 +164,11 @@ func TestFreeSpaceWatermark(t *testing.T) {
 
 func TestIncompleteLogTakesTheRestAfterTheEnd(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
+	eachLogStore(t, testIncompleteLogTakesTheRestAfterTheEnd)
+}
+
+func testIncompleteLogTakesTheRestAfterTheEnd(t *testing.T, logs servertest.Option) {
+	e := setup(t, logs)
 	ctx := context.Background()
 	run := e.submit(t, e.admin, bashJob("train"))
 	token := registerRunnerToken(t, e.admin, "r")

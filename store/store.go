@@ -79,6 +79,9 @@ type Store interface {
 
 	// AuditStore keeps the audit log (audit.go).
 	AuditStore
+	// LogStore keeps jobs' output for servers whose logs live in the
+	// database (logs.go).
+	LogStore
 
 	// UserCreate records a user and, when p.TokenHash is set, its first
 	// token, in one transaction. ErrConflict when the name (even a removed

@@ -29,6 +29,7 @@ import (
 var envFlags = []struct{ name, flag string }{
 	{"DSTACK_SERVER_DB", "db"},
 	{"DSTACK_SERVER_DATA_DIR", "data-dir"},
+	{"DSTACK_SERVER_LOG_STORE", "log-store"},
 	{"DSTACK_SERVER_ARTIFACTS", "artifacts"},
 	{"DSTACK_SERVER_S3_ENDPOINT", "s3-endpoint"},
 	{"DSTACK_SERVER_S3_REGION", "s3-region"},
@@ -140,6 +141,7 @@ given.` + envHelp(),
 	f.IntVar(&cfg.Port, "port", cfg.Port, "port to listen on")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "where state, logs and artifacts live (default ~/.dstack/server)")
 	f.StringVar(&cfg.DB, "db", "", "PostgreSQL URL (default: SQLite in --data-dir)")
+	f.StringVar(&cfg.LogStore, "log-store", "", "where jobs' logs live: files (in --data-dir, on the replica the runner talks to) or database (every replica serves them) (default: database with --db, else files)")
 	f.StringVar(&cfg.Artifacts, "artifacts", "", "keep artifacts and code archives in an S3 bucket, s3://bucket/prefix, with credentials from the AWS default chain (default: in --data-dir)")
 	f.StringVar(&cfg.S3Endpoint, "s3-endpoint", "", "`URL` of an S3-compatible store for --artifacts and the artifact bucket of 'dstack aws config', such as http://localhost:9000; path-style (default: AWS S3)")
 	f.StringVar(&cfg.S3Region, "s3-region", "", "region of the --artifacts bucket (default: AWS_REGION or the shared config; else us-east-1 with --s3-endpoint, or the bucket's own)")

@@ -149,6 +149,9 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		ForShare:     " FOR SHARE",
 		Lateral:      true,
 		CodeLock:     fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, hashtext($1))`, codeLockKey),
+		// A log append's commit does not wait for the WAL's flush (about
+		// ten times faster on a busy disk); see Dialect.LogAsyncCommit.
+		LogAsyncCommit: `set_config('synchronous_commit', 'off', true) IS NOT NULL`,
 	}
 	db := poolDB{pool: pool, acquireTimeout: o.acquireTimeout}
 	closeFn := func() error { pool.Close(); return nil }

@@ -111,6 +111,8 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		NextQueueSeq: `(SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs)`,
 		Strpos:       "instr",
 		Optimize:     "PRAGMA optimize=0x10002",
+		// A commit in WAL mode with synchronous(NORMAL) does not wait for
+		// the disk already: LogAsyncCommit has nothing to add.
 	}
 	rq := queries{read, newStmtCache(read)}
 	w := writer{db: write, stmts: newStmtCache(write), turn: make(chan struct{}, 1), wait: o.busyTimeout}

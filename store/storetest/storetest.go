@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Storage":       storageTests,
 		"Share":         shareTests,
 		"Audit":         auditTests,
+		"Log":           logTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {

@@ -133,6 +133,13 @@ type Dialect struct {
 	// Optimize, when set, runs after the migrations: it refreshes the
 	// statistics the planner chooses indexes by, where they are out of date.
 	Optimize string
+	// LogAsyncCommit, when set, is a condition that is true and makes the
+	// transaction of the statement it appears in commit without waiting
+	// for the disk: a job's log append (LogAppend). It loses, on a crash
+	// of the database's machine, at most the appends of its last moments,
+	// as files in the page cache do, and a log's chunks stay contiguous:
+	// the runner resends from the size the database answers then.
+	LogAsyncCommit string
 }
 
 // Store implements store.Store over a DB and a Dialect.
@@ -142,7 +149,8 @@ type Store struct {
 	d     Dialect
 	close func() error
 
-	claimSQL string
+	claimSQL     string
+	logAppendSQL string
 	// claims and statuses commit the claims, and the status changes, made
 	// at the same time together (group.go).
 	claims   *group[store.JobClaimNextParams, *store.Job]
@@ -158,6 +166,7 @@ func New(read Querier, write DB, d Dialect, closeFn func() error) *Store {
 	s.claimSQL = claimSQL(d)
 	s.claims = &group[store.JobClaimNextParams, *store.Job]{db: write, max: maxClaimBatch, run: s.claimBatch}
 	s.statuses = &group[store.JobSetStatusParams, *store.Job]{db: write, max: maxStatusBatch, run: s.setStatusBatch}
+	s.logAppendSQL = logAppendSQL(d)
 	return s
 }
 
