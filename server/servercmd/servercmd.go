@@ -164,7 +164,7 @@ given.` + envHelp(),
 	// The environment fills the flags not given, for the server and
 	// `dstack server migrate` alike.
 	cmd.PersistentPreRunE = func(*cobra.Command, []string) error { return applyEnv(f, getenv) }
-	cmd.AddCommand(migrateCommand(), adminTokenCommand(getenv))
+	cmd.AddCommand(migrateCommand(), adminTokenCommand(getenv), backupCommand(getenv))
 	return cmd
 }
 
