@@ -952,3 +952,21 @@ func (f *simFleet) checkOnline(t *testing.T, admin *client.Client) {
 		t.Errorf("%d runners are not online after the failover: %v", len(off), off[:min(len(off), 20)])
 	}
 }
+
+// TestOperationsDocShowsNginxConf: docs/operations.md shows the load
+// balancer's configuration this test runs with, with the addresses of an
+// example.
+func TestOperationsDocShowsNginxConf(t *testing.T) {
+	t.Parallel()
+	doc := readFile(t, filepath.Join("..", "docs", "operations.md"))
+	var want bytes.Buffer
+	tmpl := template.Must(template.New("upstream").Parse(nginxUpstream))
+	if err := tmpl.Execute(&want, map[string]any{
+		"Listen": "80", "Replicas": []string{"10.0.0.11:3000", "10.0.0.12:3000", "10.0.0.13:3000"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(doc, "```nginx\n"+want.String()+"\n```") {
+		t.Errorf("docs/operations.md does not show the nginx configuration the test uses; it should hold:\n```nginx\n%s\n```", want.String())
+	}
+}
