@@ -39,20 +39,20 @@ type Client struct {
 // Client (WithToken) share them, so that all calls move together.
 type servers struct {
 	urls []*url.URL
-	cur  atomic.Int32
+	cur  atomic.Int64
 }
 
 // current is the address in use.
-func (s *servers) current() (int32, *url.URL) {
+func (s *servers) current() (int64, *url.URL) {
 	i := s.cur.Load()
 	return i, s.urls[int(i)%len(s.urls)]
 }
 
 // failed moves off the address at i after a call to it could not reach the
 // server, unless another call moved already.
-func (s *servers) failed(i int32) {
+func (s *servers) failed(i int64) {
 	if len(s.urls) > 1 {
-		s.cur.CompareAndSwap(i, (i+1)%int32(len(s.urls)))
+		s.cur.CompareAndSwap(i, (i+1)%int64(len(s.urls)))
 	}
 }
 
