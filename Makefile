@@ -23,6 +23,7 @@ runners: ## bin/dstack-runner-linux-amd64 and -arm64, which dstack server gives 
 test: ## every test, with the race detector, on SQLite and PostgreSQL
 	scripts/test-images.sh --install-only   # a static busybox for the images the Docker tests build
 	scripts/chromium.sh                     # Chromium for the web UI's browser tests
+	scripts/nginx.sh >/dev/null             # nginx, the load balancer of the high-availability test
 	DSTACK_TEST_POSTGRES_DSN="$$(scripts/postgres.sh | tail -n 1)" CGO_ENABLED=1 \
 		$(GO) test -race -count=1 -timeout 20m ./...
 

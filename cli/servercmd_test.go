@@ -61,6 +61,17 @@ func TestServerReadsEnvThroughEnv(t *testing.T) {
 			t.Errorf("server migrate with DSTACK_SERVER_DATA_DIR=%s did not migrate the database there: %v", dir, err)
 		}
 	})
+	t.Run("DataDirFlag", func(t *testing.T) {
+		t.Parallel()
+		dir := filepath.Join(t.TempDir(), "state")
+		code, out, errOut := runServerCmd(t, nil, "server", "migrate", "--data-dir", dir)
+		if code != 0 || !strings.Contains(out, "The database is up to date.") {
+			t.Fatalf("server migrate --data-dir %s: exit %d, stdout %q, stderr %q", dir, code, out, errOut)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "dstack.db")); err != nil {
+			t.Errorf("server migrate --data-dir %s did not migrate the database there: %v", dir, err)
+		}
+	})
 	t.Run("EncryptionKey", func(t *testing.T) {
 		t.Parallel()
 		vars := map[string]string{

@@ -19,16 +19,41 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dstackai/dstack/api"
 )
 
-// Client calls one dstack server with one bearer token.
+// Client calls a dstack server with one bearer token. It may know the
+// server by several addresses (replicas reached without a load balancer):
+// it calls one at a time, and moves to the next when that one cannot be
+// reached (see servers).
 type Client struct {
-	base  *url.URL
+	srv   *servers
 	token string
 	http  *http.Client
+}
+
+// servers are the addresses of one server, and the one in use. Copies of a
+// Client (WithToken) share them, so that all calls move together.
+type servers struct {
+	urls []*url.URL
+	cur  atomic.Int64
+}
+
+// current is the address in use.
+func (s *servers) current() (int64, *url.URL) {
+	i := s.cur.Load()
+	return i, s.urls[int(i)%len(s.urls)]
+}
+
+// failed moves off the address at i after a call to it could not reach the
+// server, unless another call moved already.
+func (s *servers) failed(i int64) {
+	if len(s.urls) > 1 {
+		s.cur.CompareAndSwap(i, (i+1)%int64(len(s.urls)))
+	}
 }
 
 // Option configures a Client.
@@ -37,27 +62,51 @@ type Option func(*Client)
 // WithHTTPClient replaces the HTTP client (for TLS settings or tests).
 func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
 
-// New returns a client of the server at baseURL (e.g. "http://127.0.0.1:3000").
+// New returns a client of the server at baseURL (e.g.
+// "http://127.0.0.1:3000"). baseURL may list several addresses of one
+// server, comma-separated ("http://10.0.0.1:3000,http://10.0.0.2:3000"):
+// the replicas of a server that share a database, reached without a load
+// balancer. The client then uses one at a time; when it cannot reach the
+// server there, it moves to the next, and tries the request there at once
+// when no byte of it can have reached the server (the connection was
+// refused), else on the caller's retry.
 func New(baseURL, token string, opts ...Option) (*Client, error) {
-	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return nil, fmt.Errorf("server URL %q is not an absolute http(s) URL such as http://127.0.0.1:3000", baseURL)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("server URL %q: scheme must be http or https", baseURL)
+	srv := &servers{}
+	for _, raw := range strings.Split(baseURL, ",") {
+		u, err := ParseServerURL(raw)
+		if err != nil {
+			return nil, err
+		}
+		srv.urls = append(srv.urls, u)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-	c := &Client{base: u, token: token, http: &http.Client{Transport: tr}}
+	c := &Client{srv: srv, token: token, http: &http.Client{Transport: tr}}
 	for _, o := range opts {
 		o(c)
 	}
 	return c, nil
 }
 
-// BaseURL is the server's URL.
-func (c *Client) BaseURL() string { return c.base.String() }
+// ParseServerURL reads one address of a server: an absolute http or https
+// URL such as http://127.0.0.1:3000.
+func ParseServerURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimRight(strings.TrimSpace(raw), "/"))
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, fmt.Errorf("server URL %q is not an absolute http(s) URL such as http://127.0.0.1:3000", raw)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("server URL %q: scheme must be http or https", raw)
+	}
+	return u, nil
+}
+
+// BaseURL is the server's URL: the address in use, when there are several.
+func (c *Client) BaseURL() string {
+	_, u := c.srv.current()
+	return u.String()
+}
 
 // WithToken returns a copy of c that authenticates with another token.
 func (c *Client) WithToken(token string) *Client {
@@ -77,7 +126,36 @@ type request struct {
 }
 
 func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
-	u := *c.base
+	// Where a body that can be sent again starts.
+	var start int64
+	if s, ok := r.body.(io.Seeker); ok && len(c.srv.urls) > 1 {
+		start, _ = s.Seek(0, io.SeekCurrent)
+	}
+	for tries := 1; ; tries++ {
+		i, base := c.srv.current()
+		resp, retry, err := c.doAt(ctx, base, r)
+		var ue *UnreachableError
+		if !errors.As(err, &ue) {
+			return resp, err
+		}
+		c.srv.failed(i)
+		if !retry || tries >= len(c.srv.urls) {
+			return nil, err
+		}
+		if s, ok := r.body.(io.Seeker); ok {
+			if _, serr := s.Seek(start, io.SeekStart); serr != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// doAt makes the request r to the server at base. When the server could not
+// be reached, retry says whether the request may go to another address at
+// once: the connection was refused, so nothing of it was sent, and its
+// body, if any, can be sent again.
+func (c *Client) doAt(ctx context.Context, base *url.URL, r request) (resp *http.Response, retry bool, err error) {
+	u := *base
 	p := api.PathPrefix + r.path
 	if strings.HasPrefix(r.path, "//") {
 		p = r.path[1:]
@@ -87,13 +165,13 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	raw := u.EscapedPath() + p
 	unescaped, err := url.PathUnescape(raw)
 	if err != nil {
-		return nil, fmt.Errorf("request path %q: %w", raw, err)
+		return nil, false, fmt.Errorf("request path %q: %w", raw, err)
 	}
 	u.Path, u.RawPath = unescaped, raw
 	u.RawQuery = r.query.Encode()
 	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), r.body)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -104,18 +182,26 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	for k, v := range r.headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := c.http.Do(req)
+	resp, err = c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		}
-		return nil, &UnreachableError{URL: c.base.String(), Err: err}
+		_, seekable := r.body.(io.Seeker)
+		return nil, refused(err) && (r.body == nil || seekable), &UnreachableError{URL: base.String(), Err: err}
 	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
-		return nil, decodeError(resp)
+		return nil, false, decodeError(resp)
 	}
-	return resp, nil
+	return resp, false, nil
+}
+
+// refused reports whether err is a connection the server's address refused
+// (or could not be made at all): no byte of the request was sent.
+func refused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // UnreachableError says the server could not be reached at all.

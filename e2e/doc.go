@@ -15,6 +15,12 @@
 // they fail saying so. They save a screenshot of each page they visit in
 // build/screenshots/ at the repository's root.
 //
+// The high-availability scenario (ha_test.go) runs three servers on one
+// PostgreSQL database and one S3 bucket behind Debian's nginx, which
+// scripts/nginx.sh installs (without it the scenario fails under CI and is
+// skipped elsewhere), and kills one; DSTACK_E2E_HA_FULL=1 runs it with
+// 1,000 simulated runners and 5,000 jobs instead of 50 and 300.
+//
 // The multi-host scenarios (multihost_test.go, with dockerhost_test.go for
 // their harness) run the server and each runner in a container of its own
 // on a Docker network, to cut a runner off the network or kill it; they

@@ -439,6 +439,12 @@ type proc struct {
 // stopAll at the latest.
 func (c *cluster) start(name, dir string, env []string, bin string, args ...string) *proc {
 	c.t.Helper()
+	return c.startAs(nil, name, dir, env, bin, args...)
+}
+
+// startAs is start as the user and group of cred (this process's when nil).
+func (c *cluster) startAs(cred *syscall.Credential, name, dir string, env []string, bin string, args ...string) *proc {
+	c.t.Helper()
 	files := make([]*os.File, 2)
 	for i, suffix := range []string{"out", "err"} {
 		f, err := os.CreateTemp(c.dir, strings.ReplaceAll(name, " ", "-")+"-*."+suffix)
@@ -458,6 +464,7 @@ func (c *cluster) start(name, dir string, env []string, bin string, args ...stri
 	// Its own group, to kill it with whatever it started; and killed with
 	// this test binary should that die first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr.Credential = cred
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start %s: %v", name, err)
 	}

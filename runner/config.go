@@ -34,7 +34,9 @@ const DefaultServer = "http://127.0.0.1:3000"
 // `dstack-runner config` writes to the config file; the others are set by
 // whoever embeds a runner (the CLI, the local backend, tests).
 type Config struct {
-	// Server is the URL of the dstack server.
+	// Server is the URL of the dstack server: its load balancer, or the
+	// addresses of its replicas, comma-separated, which the runner uses
+	// one at a time, moving to the next when one cannot be reached.
 	Server string `yaml:"server"`
 	// Token is the user's token; it is exchanged for a runner credential at
 	// registration.
@@ -323,14 +325,22 @@ func within(p, dir string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
-// ValidateServerURL checks that u is an absolute http(s) URL.
+// ValidateServerURL checks that u is an absolute http(s) URL, or several
+// comma-separated: the addresses of one server's replicas, which the
+// runner tries in turn when one cannot be reached.
 func ValidateServerURL(u string) error {
-	p, err := url.Parse(u)
-	if err != nil || p.Host == "" || (p.Scheme != "http" && p.Scheme != "https") {
-		return fmt.Errorf("server URL %q is not an http(s) URL such as %s: set it with --server", u, DefaultServer)
-	}
-	if p.RawQuery != "" || p.Fragment != "" {
-		return fmt.Errorf("server URL %q must not have a query or fragment", u)
+	for _, one := range strings.Split(u, ",") {
+		one = strings.TrimSpace(one)
+		p, err := url.Parse(one)
+		if err != nil || p.Host == "" || (p.Scheme != "http" && p.Scheme != "https") {
+			if strings.Contains(u, ",") {
+				return fmt.Errorf("server URL %q in %q is not an http(s) URL such as %s: give one URL, or several separated by commas, with --server", one, u, DefaultServer)
+			}
+			return fmt.Errorf("server URL %q is not an http(s) URL such as %s: set it with --server", u, DefaultServer)
+		}
+		if p.RawQuery != "" || p.Fragment != "" {
+			return fmt.Errorf("server URL %q must not have a query or fragment", one)
+		}
 	}
 	return nil
 }

@@ -210,6 +210,9 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 	}
 	wait := min(time.Duration(req.Wait), maxWait)
 	ctx := r.Context()
+	if done, err := s.redeliver(ctx, w, rn); done || err != nil {
+		return err
+	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	for {

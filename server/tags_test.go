@@ -92,7 +92,10 @@ func TestTagARunAndDependOnIt(t *testing.T) {
 		t.Errorf("dependency artifact = %q", got)
 	}
 
-	// Moving the tag needs force, and does not change submitted runs.
+	// Moving the tag needs force, and does not change submitted runs. The
+	// runner runs train while it takes the next prepare (a runner that
+	// claims while holding a job it has not started gets that job again).
+	setStatus(t, rc, b, api.StatusRunning)
 	other, otherJob := e.prepareDone(t, e.admin, rc, "4\n")
 	_, err = e.admin.TagPut(ctx, "data", other.Name, false)
 	wantAPIError(t, "moving a tag without force", err, http.StatusConflict, api.CodeConflict)

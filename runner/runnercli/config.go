@@ -88,7 +88,7 @@ func newConfigCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&token, "token", "", "your dstack token (from the web UI's Settings)")
-	cmd.Flags().StringVar(&server, "server", runner.DefaultServer, "URL of the dstack server")
+	cmd.Flags().StringVar(&server, "server", runner.DefaultServer, "URL of the dstack server; several, comma-separated, for replicas without a load balancer: the runner moves to the next when one cannot be reached")
 	cmd.Flags().StringVar(&name, "name", "", "runner name (default: the host name)")
 	cmd.Flags().StringVar(&executorName, "executor", "auto", "how jobs run: auto (docker when the Docker Engine answers at start, shell otherwise), shell or docker")
 	cmd.Flags().BoolVar(&shared, "shared", false, "take every user's jobs, not only the token's user's (an admin's token only; the server refuses a member's at start)")

@@ -85,7 +85,7 @@ func newStartCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&executorName, "executor", "", "how jobs run: auto (docker when the Docker Engine answers, shell otherwise), shell or docker (default: the config file's, else auto)")
 	cmd.Flags().StringVar(&bashImage, "bash-image", "", "image for bash jobs with the docker executor (default: the config file's, else none: bash jobs run on the host)")
 	cmd.Flags().StringVar(&name, "name", "", "runner name (default: the config file's, else the host name)")
-	cmd.Flags().StringVar(&server, "server", "", "URL of the dstack server (default: the config file's)")
+	cmd.Flags().StringVar(&server, "server", "", "URL of the dstack server; several, comma-separated, for replicas without a load balancer: the runner moves to the next when one cannot be reached (default: the config file's)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().BoolVar(&watchSpot, "watch-spot-interruption", false, "watch the EC2 spot instance's metadata for an interruption notice and give the job back on one (or $"+runner.EnvWatchSpot+"=1)")
 	cmd.Flags().StringVar(&imdsEndpoint, "imds-endpoint", "", "URL of the instance metadata service (default $"+runner.EnvIMDSEndpoint+", else "+runner.DefaultIMDSEndpoint+")")

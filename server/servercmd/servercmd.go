@@ -166,7 +166,7 @@ given.` + envHelp(),
 	// The environment fills the flags not given, for the server and
 	// `dstack server migrate` alike.
 	cmd.PersistentPreRunE = func(*cobra.Command, []string) error { return applyEnv(f, getenv) }
-	cmd.AddCommand(migrateCommand(), adminTokenCommand(getenv))
+	cmd.AddCommand(migrateCommand(), adminTokenCommand(getenv), backupCommand(getenv))
 	return cmd
 }
 
@@ -344,15 +344,21 @@ stored hashed: the old one cannot be shown.`,
 }
 
 func migrateCommand() *cobra.Command {
-	var cfg server.Config
-	return &cobra.Command{
-		Use:   "migrate",
+	var dataDir, db string
+	cmd := &cobra.Command{
+		Use:   "migrate [--data-dir D | --db URL]",
 		Short: "Apply database migrations and exit",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Its own flags, else the server's (given before "migrate",
+			// or set from the environment).
 			parent := cmd.Parent().Flags()
+			var cfg server.Config
 			cfg.DataDir, _ = parent.GetString("data-dir")
 			cfg.DB, _ = parent.GetString("db")
+			if dataDir != "" || db != "" {
+				cfg.DataDir, cfg.DB = dataDir, db
+			}
 			if err := server.Migrate(cmd.Context(), cfg); err != nil {
 				return err
 			}
@@ -360,4 +366,7 @@ func migrateCommand() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the server's data directory, with its SQLite state (default ~/.dstack/server)")
+	cmd.Flags().StringVar(&db, "db", "", "the server's PostgreSQL URL")
+	return cmd
 }

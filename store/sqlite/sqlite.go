@@ -28,6 +28,8 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -403,4 +405,43 @@ func mapErr(err error) error {
 		}
 	}
 	return err
+}
+
+// Backup writes a consistent copy of the database at path to out, while
+// servers may be using it: VACUUM INTO reads the database in one read
+// transaction, which writers do not block (WAL), and writes a compact copy.
+// The copy goes to a temporary file beside out, made private (0600: it
+// holds credentials), and is renamed to out once complete, so that out is
+// never a partial copy. An existing out is refused.
+func Backup(ctx context.Context, path, out string) error {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("backup: no database: %w", err)
+	}
+	if _, err := os.Stat(out); err == nil {
+		return fmt.Errorf("backup: %s exists: give a new file, or remove it first", out)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	tmpPath := tmp.Name()
+	tmp.Close()
+	// VACUUM INTO wants a file that does not exist, or is empty: it is
+	// empty, and private from the start.
+	defer os.Remove(tmpPath)
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(5000)")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return fmt.Errorf("backup: open %s: %w", path, err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", tmpPath); err != nil {
+		return fmt.Errorf("backup of %s: %w", path, err)
+	}
+	if err := os.Rename(tmpPath, out); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	return nil
 }
