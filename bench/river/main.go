@@ -62,6 +62,7 @@ func main() {
 		level = slog.LevelInfo
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Progress = os.Stderr
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -97,6 +98,9 @@ type config struct {
 	FetchPollInterval time.Duration
 	Timeout           time.Duration
 	Logger            *slog.Logger
+	// Progress receives a line as each side of each run ends, and why a
+	// side failed.
+	Progress io.Writer
 }
 
 func defaultConfig() config {
@@ -118,6 +122,7 @@ func defaultConfig() config {
 		FetchPollInterval: time.Second,
 		Timeout:           10 * time.Minute,
 		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Progress:          io.Discard,
 	}
 }
 

@@ -24,6 +24,7 @@ func databases(t testing.TB) []string {
 func testConfig(t testing.TB) config {
 	cfg := defaultConfig()
 	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg.Progress = testWriter{t}
 	cfg.Timeout = 2 * time.Minute
 	return cfg
 }
@@ -82,9 +83,9 @@ func TestRowRatios(t *testing.T) {
 			return 2000, 2 * time.Second, true
 		}
 		return 0, 0, false
-	})
+	}, map[string]bool{sideHTTP: true})
 	fields := strings.Fields(got)
-	want := []string{"1", "4000", "2000", "-", "0.500", "-", "1.00s", "2.00s", "-"}
+	want := []string{"1", "4000", "2000", "failed", "0.500", "-", "1.00s", "2.00s", "-"}
 	if strings.Join(fields, " ") != strings.Join(want, " ") {
 		t.Errorf("row = %q, want the fields %q", got, want)
 	}

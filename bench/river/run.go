@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 const (
@@ -85,8 +86,14 @@ func newPlace(ctx context.Context, cfg config, db, side string) (p place, drop f
 	}, nil
 }
 
+// pgExec runs one statement on a connection of its own; pool settings in
+// dsn (pool_max_conns) are left to the pools.
 func pgExec(ctx context.Context, dsn, stmt string) error {
-	conn, err := pgx.Connect(ctx, dsn)
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return fmt.Errorf("PostgreSQL URL: %w", err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, pc.ConnConfig)
 	if err != nil {
 		return fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
@@ -133,24 +140,36 @@ func run(ctx context.Context, cfg config, w io.Writer) error {
 	fmt.Fprintf(w, "dstack and River side by side: %d no-op jobs a side, %d runs\n", cfg.Jobs, cfg.Runs)
 	fmt.Fprintf(w, "River: MaxWorkers %d, FetchCooldown %s, FetchPollInterval %s; store: %d workers; HTTP: %d runners\n",
 		cfg.riverMaxWorkers(), cfg.FetchCooldown, cfg.FetchPollInterval, cfg.Workers, cfg.Runners)
+	var failures []string
 	for _, db := range cfg.Databases {
 		fmt.Fprintf(w, "\n%s (load average before: %s)\n", db, loadAverage())
 		fmt.Fprintf(w, rowFormat, "run", "River/s", "store/s", "HTTP/s", "store/River", "HTTP/River", "River ins", "store sub", "HTTP sub")
 		all := map[string][]result{}
 		for i := range cfg.Runs {
 			got := map[string]result{}
+			failed := map[string]bool{}
 			for _, side := range cfg.Sides {
 				r, err := measure(ctx, cfg, db, side)
 				if err != nil {
-					return err
+					if ctx.Err() != nil {
+						return err
+					}
+					// One side failing (a timeout, a busy database) is a
+					// finding: the others are still measured.
+					fmt.Fprintf(cfg.Progress, "%s run %d: %s failed: %v\n", db, i+1, side, err)
+					failed[side] = true
+					failures = append(failures, fmt.Sprintf("%s on %s in run %d", side, db, i+1))
+					continue
 				}
+				fmt.Fprintf(cfg.Progress, "%s run %d: %s drained %d jobs in %.2fs (%.0f/s) after %.2fs of submission\n",
+					db, i+1, side, r.Jobs, r.Drain.Seconds(), r.Rate(), r.Submit.Seconds())
 				got[side] = r
 				all[side] = append(all[side], r)
 			}
 			fmt.Fprint(w, row(fmt.Sprint(i+1), func(side string) (float64, time.Duration, bool) {
 				r, ok := got[side]
 				return r.Rate(), r.Submit, ok
-			}))
+			}, failed))
 		}
 		fmt.Fprint(w, row("median", func(side string) (float64, time.Duration, bool) {
 			rs, ok := all[side]
@@ -163,8 +182,11 @@ func run(ctx context.Context, cfg config, w io.Writer) error {
 				rates[i], submits[i] = r.Rate(), r.Submit
 			}
 			return median(rates), median(submits), true
-		}))
+		}, nil))
 		fmt.Fprintf(w, "load average after: %s\n", loadAverage())
+	}
+	if len(failures) > 0 {
+		return fmt.Errorf("%s failed: see above", strings.Join(failures, ", "))
 	}
 	return nil
 }
@@ -173,13 +195,17 @@ func run(ctx context.Context, cfg config, w io.Writer) error {
 // drained per second), the two ratios to River, the three submission times.
 const rowFormat = "%-7s %9s %9s %9s %12s %11s %10s %10s %10s\n"
 
-// row formats one line of the table; get says what a side measured.
-func row(label string, get func(side string) (rate float64, submit time.Duration, ok bool)) string {
+// row formats one line of the table; get says what a side measured, failed
+// which sides failed.
+func row(label string, get func(side string) (rate float64, submit time.Duration, ok bool), failed map[string]bool) string {
 	sides := []string{sideRiver, sideStore, sideHTTP}
 	rates := map[string]float64{}
 	rateCells, submitCells := make([]any, 3), make([]any, 3)
 	for i, s := range sides {
 		rateCells[i], submitCells[i] = "-", "-"
+		if failed[s] {
+			rateCells[i] = "failed"
+		}
 		if rate, submit, ok := get(s); ok {
 			rates[s] = rate
 			rateCells[i] = fmt.Sprintf("%.0f", rate)
