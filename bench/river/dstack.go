@@ -51,7 +51,10 @@ func openStore(ctx context.Context, p place) (store.Store, error) {
 }
 
 // measureStore submits cfg.Jobs jobs as one run and drains them with
-// cfg.Workers concurrent claimers calling the store directly.
+// cfg.Workers concurrent claimers calling the store directly. A call the
+// store answers with ErrUnavailable (busy: it waited too long for the write
+// lock or a connection) is counted and made again, as a runner retries the
+// server's 503.
 func measureStore(ctx context.Context, cfg config, p place) (result, error) {
 	s, err := openStore(ctx, p)
 	if err != nil {
@@ -85,7 +88,7 @@ func measureStore(ctx context.Context, cfg config, p place) (result, error) {
 	submit := time.Since(start)
 
 	start = time.Now()
-	var drained atomic.Int64
+	var drained, busy atomic.Int64
 	errs := make(chan error, len(runners))
 	var wg sync.WaitGroup
 	for _, r := range runners {
@@ -95,13 +98,26 @@ func measureStore(ctx context.Context, cfg config, p place) (result, error) {
 				if errors.Is(err, store.ErrNotFound) {
 					return
 				}
+				if errors.Is(err, store.ErrUnavailable) && ctx.Err() == nil {
+					// The server answers this 503 and runners retry.
+					busy.Add(1)
+					continue
+				}
 				if err != nil {
 					errs <- fmt.Errorf("claim: %w", err)
 					return
 				}
-				if _, err := s.JobSetStatus(ctx, store.JobSetStatusParams{ID: j.ID, RunnerID: r.ID, Lease: j.Lease, Status: api.StatusDone, Now: time.Now()}); err != nil {
-					errs <- fmt.Errorf("finish job %s: %w", j.ID, err)
-					return
+				for {
+					_, err := s.JobSetStatus(ctx, store.JobSetStatusParams{ID: j.ID, RunnerID: r.ID, Lease: j.Lease, Status: api.StatusDone, Now: time.Now()})
+					if errors.Is(err, store.ErrUnavailable) && ctx.Err() == nil {
+						busy.Add(1)
+						continue
+					}
+					if err != nil {
+						errs <- fmt.Errorf("finish job %s: %w", j.ID, err)
+						return
+					}
+					break
 				}
 				drained.Add(1)
 			}
@@ -113,7 +129,7 @@ func measureStore(ctx context.Context, cfg config, p place) (result, error) {
 	if err := <-errs; err != nil {
 		return result{}, err
 	}
-	return result{Jobs: int(drained.Load()), Submit: submit, Drain: drain}, nil
+	return result{Jobs: int(drained.Load()), Submit: submit, Drain: drain, Busy: int(busy.Load())}, nil
 }
 
 // measureHTTP starts a dstack server on p, submits cfg.Jobs jobs through its

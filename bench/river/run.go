@@ -28,6 +28,9 @@ type result struct {
 	Jobs   int           // jobs drained
 	Submit time.Duration // inserting or submitting them
 	Drain  time.Duration // claiming and completing them
+	// Busy counts the store's calls that failed as busy and were made
+	// again (the store side only).
+	Busy int
 }
 
 // Rate is the jobs drained per second.
@@ -161,8 +164,8 @@ func run(ctx context.Context, cfg config, w io.Writer) error {
 					failures = append(failures, fmt.Sprintf("%s on %s in run %d", side, db, i+1))
 					continue
 				}
-				fmt.Fprintf(cfg.Progress, "%s run %d: %s drained %d jobs in %.2fs (%.0f/s) after %.2fs of submission\n",
-					db, i+1, side, r.Jobs, r.Drain.Seconds(), r.Rate(), r.Submit.Seconds())
+				fmt.Fprintf(cfg.Progress, "%s run %d: %s drained %d jobs in %.2fs (%.0f/s) after %.2fs of submission; %d calls retried as busy\n",
+					db, i+1, side, r.Jobs, r.Drain.Seconds(), r.Rate(), r.Submit.Seconds(), r.Busy)
 				got[side] = r
 				all[side] = append(all[side], r)
 			}
