@@ -133,7 +133,8 @@ func measureStore(ctx context.Context, cfg config, p place) (result, error) {
 }
 
 // measureHTTP starts a dstack server on p, submits cfg.Jobs jobs through its
-// API and drains them with cfg.Runners runners over HTTP.
+// API and drains them with cfg.Runners runners over HTTP. A busy answer is
+// counted and the call made again, as on the store side.
 func measureHTTP(ctx context.Context, cfg config, p place) (result, error) {
 	sc := server.Config{
 		Host:    "127.0.0.1",
@@ -186,13 +187,17 @@ func measureHTTP(ctx context.Context, cfg config, p place) (result, error) {
 	submit := time.Since(start)
 
 	start = time.Now()
-	var drained atomic.Int64
+	var drained, busy atomic.Int64
 	errs := make(chan error, len(rcs))
 	var wg sync.WaitGroup
 	for _, rc := range rcs {
 		wg.Go(func() {
 			for {
 				a, err := rc.RunnerClaim(ctx, api.ClaimRequest{Free: host})
+				if busyAnswer(err) && ctx.Err() == nil {
+					busy.Add(1)
+					continue
+				}
 				if err != nil {
 					errs <- fmt.Errorf("claim: %w", err)
 					return
@@ -200,9 +205,17 @@ func measureHTTP(ctx context.Context, cfg config, p place) (result, error) {
 				if a == nil {
 					return
 				}
-				if _, err := rc.JobSetStatus(ctx, a.Job.ID, a.Lease, api.JobStatusUpdate{Status: api.StatusDone}); err != nil {
-					errs <- fmt.Errorf("finish job %s: %w", a.Job.ID, err)
-					return
+				for {
+					_, err := rc.JobSetStatus(ctx, a.Job.ID, a.Lease, api.JobStatusUpdate{Status: api.StatusDone})
+					if busyAnswer(err) && ctx.Err() == nil {
+						busy.Add(1)
+						continue
+					}
+					if err != nil {
+						errs <- fmt.Errorf("finish job %s: %w", a.Job.ID, err)
+						return
+					}
+					break
 				}
 				drained.Add(1)
 			}
@@ -214,7 +227,15 @@ func measureHTTP(ctx context.Context, cfg config, p place) (result, error) {
 	if err := <-errs; err != nil {
 		return result{}, err
 	}
-	return result{Jobs: int(drained.Load()), Submit: submit, Drain: drain}, nil
+	return result{Jobs: int(drained.Load()), Submit: submit, Drain: drain, Busy: int(busy.Load())}, nil
+}
+
+// busyAnswer reports whether the server answered that its database is busy
+// (503, unavailable), which the client gives up on after its own retries:
+// the runner asks again, as a real one does.
+func busyAnswer(err error) bool {
+	var ae *api.Error
+	return errors.As(err, &ae) && ae.Code == api.CodeUnavailable
 }
 
 // maxRunJobs is the most jobs the server takes in one run.

@@ -28,8 +28,8 @@ type result struct {
 	Jobs   int           // jobs drained
 	Submit time.Duration // inserting or submitting them
 	Drain  time.Duration // claiming and completing them
-	// Busy counts the store's calls that failed as busy and were made
-	// again (the store side only).
+	// Busy counts dstack's calls answered busy (the store's
+	// ErrUnavailable, the server's 503) and made again.
 	Busy int
 }
 
