@@ -54,6 +54,10 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 	// MaxAttempts bounds how often an interrupted job is run.
 	MaxAttempts int
+	// Recheck is how often a runner's long-poll reads the store although
+	// nothing woke it: it catches a change whose wake from another replica
+	// was lost; zero is 5s.
+	Recheck time.Duration
 	// Artifacts is where job artifacts and uploaded code archives are kept:
 	// "" for files under DataDir, or s3://bucket/prefix for an S3 bucket.
 	// One store holds both, so that server replicas sharing a PostgreSQL
@@ -161,6 +165,9 @@ func (c *Config) applyDefaults() error {
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = Defaults.MaxAttempts
 	}
+	if c.Recheck <= 0 {
+		c.Recheck = recheck
+	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = Defaults.IdleTimeout
 	}
@@ -247,6 +254,9 @@ type Server struct {
 	box *secretbox.Box
 	// events tells the streams of GET /events what changed (events.go).
 	events *broadcaster
+	// relay passes wakes and events to the other replicas on the same
+	// PostgreSQL database (bus.go).
+	relay *replicaBus
 
 	adminToken string
 	// routeTable is every route with its role (roles.go), as routes()
@@ -288,8 +298,15 @@ type Server struct {
 }
 
 // wakeAutoscaler asks the autoscaler for a pass now, without waiting for
-// its next tick.
+// its next tick: this replica's, and the others' (one of them may hold its
+// lease).
 func (s *Server) wakeAutoscaler() {
+	s.relayAutoscalerWake()
+	s.wakeAutoscalerHere()
+}
+
+// wakeAutoscalerHere is wakeAutoscaler on this replica only.
+func (s *Server) wakeAutoscalerHere() {
 	select {
 	case s.autoscale <- struct{}{}:
 	default:
@@ -363,6 +380,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		blobs:     blobs,
 		queue:     newQueue(),
 		events:    newBroadcaster(),
+	}
+	if err := s.newBus(); err != nil {
+		st.Close()
+		return nil, err
 	}
 	s.backendMetrics = backend.NewMetrics(nil)
 	for _, b := range s.backends.All() {
@@ -451,6 +472,10 @@ func (s *Server) start(ctx context.Context) error {
 		return err
 	}
 	services := []startstop.Service{c, startstop.NewLoop(s.reapLoop), startstop.NewLoop(s.retentionLoop)}
+	if s.relay.bus != nil {
+		// First, so that this replica hears the others once Start returns.
+		services = append([]startstop.Service{s.relay.bus}, services...)
+	}
 	if !s.cfg.AWS.Disabled {
 		services = append(services, startstop.NewLoop(s.awsSyncLoop))
 	}
