@@ -78,3 +78,6 @@ func StopBus(s *Server) {
 		s.relay.bus.Stop()
 	}
 }
+
+// ReplicaID is the server's replica identity.
+func ReplicaID(s *Server) string { return s.replicaID }

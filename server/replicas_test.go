@@ -25,10 +25,14 @@ import (
 // noRecheck makes a server's long-polls re-check the store only hourly.
 var noRecheck = servertest.WithConfig(func(c *server.Config) { c.Recheck = time.Hour })
 
+// behindBalancer gives a replica the service's address, as every replica
+// behind one load balancer has.
+var behindBalancer = servertest.WithConfig(func(c *server.Config) { c.ExternalURL = "http://dstack.example" })
+
 // setupReplicas starts two replicas, a and b, of one server on PostgreSQL.
 func setupReplicas(t testing.TB) (a *apiEnv, b *servertest.Server) {
 	t.Helper()
-	srv := servertest.Start(t, servertest.WithPostgres(storetest.PostgresDSN(t)), noRecheck)
+	srv := servertest.Start(t, servertest.WithPostgres(storetest.PostgresDSN(t)), noRecheck, behindBalancer)
 	admin := srv.Client()
 	a = &apiEnv{srv: srv, admin: admin, codeID: uploadCode(t, admin)}
 	return a, srv.StartReplica(t)
@@ -165,7 +169,7 @@ func TestEventOnOneReplicaReachesAStreamOnAnother(t *testing.T) {
 func BenchmarkPickupLatency(b *testing.B) {
 	for _, mode := range []string{"one-replica", "two-replicas", "two-replicas-no-bus"} {
 		b.Run(mode, func(b *testing.B) {
-			srv := servertest.Start(b, servertest.WithPostgres(storetest.PostgresDSN(b)), servertest.WithHeartbeatTimeout(time.Hour))
+			srv := servertest.Start(b, servertest.WithPostgres(storetest.PostgresDSN(b)), servertest.WithHeartbeatTimeout(time.Hour), behindBalancer)
 			admin := srv.Client()
 			code := uploadCode(b, admin)
 			on := srv

@@ -292,6 +292,13 @@ type Server struct {
 	// wakeAutoscaler.
 	autoscale chan struct{}
 
+	// replicaID is this replica's identity (replica.go), released by
+	// releaseReplicaID as the server stops; replica is its record in the
+	// database, renewed by replicaLoop.
+	replicaID        string
+	releaseReplicaID func()
+	replica          store.Replica
+
 	// quotas and logSizes serve storage accounting (retention.go).
 	quotas   quotaCache
 	logSizes logSizes
@@ -398,16 +405,22 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.auth.box = box
 	s.auth.origin = originOf(cfg.ExternalURL)
 	s.metrics = newMetrics(s)
-	token, err := s.ensureAdmin(ctx)
-	if err != nil {
+	fail := func(err error) (*Server, error) {
+		s.leaveReplicas()
 		st.Close()
 		return nil, err
+	}
+	if err := s.joinReplicas(ctx, keySource); err != nil {
+		return fail(err)
+	}
+	token, err := s.ensureAdmin(ctx)
+	if err != nil {
+		return fail(err)
 	}
 	s.adminToken = token
 	if !cfg.AWS.Disabled {
 		if err := s.awsLoad(ctx); err != nil {
-			st.Close()
-			return nil, err
+			return fail(err)
 		}
 	}
 	return s, nil
@@ -471,7 +484,7 @@ func (s *Server) start(ctx context.Context) error {
 		}
 		return err
 	}
-	services := []startstop.Service{c, startstop.NewLoop(s.reapLoop), startstop.NewLoop(s.retentionLoop)}
+	services := []startstop.Service{c, startstop.NewLoop(s.reapLoop), startstop.NewLoop(s.retentionLoop), startstop.NewLoop(s.replicaLoop)}
 	if s.relay.bus != nil {
 		// First, so that this replica hears the others once Start returns.
 		services = append([]startstop.Service{s.relay.bus}, services...)
@@ -526,6 +539,7 @@ func (s *Server) newAutoscaler(ctx context.Context) (*autoscale.Controller, erro
 	}
 	cfg := s.cfg.Autoscale
 	cfg.Store, cfg.Backends, cfg.ServerID, cfg.ServerURL = s.store, s.backends, id, url
+	cfg.ReplicaID = s.replicaID
 	cfg.IdleTimeout, cfg.MaxAttempts, cfg.Now, cfg.Logger = s.cfg.IdleTimeout, s.cfg.MaxAttempts, s.cfg.Now, s.cfg.Logger
 	cfg.Registerer, cfg.Wake, cfg.JobsChanged = s.metrics.reg, s.autoscale, s.jobsRequeued
 	c, err := autoscale.New(cfg)
@@ -547,6 +561,7 @@ func (s *Server) stopErr(err error) {
 // before Start.
 func (s *Server) closeStore() {
 	s.closeOnce.Do(func() {
+		s.leaveReplicas()
 		if err := s.store.Close(); err != nil {
 			s.stopErr(err)
 		}

@@ -53,6 +53,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Storage":       storageTests,
 		"Share":         shareTests,
 		"Audit":         auditTests,
+		"Replica":       replicaTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {
