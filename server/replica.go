@@ -167,14 +167,13 @@ func (s *Server) joinReplicas(ctx context.Context, keySource string) error {
 	}
 	s.replicaID, s.releaseReplicaID = id, release
 	host, _ := os.Hostname()
-	storage, err := storageOf(s.cfg, host)
-	if err != nil {
-		return err
-	}
 	now := s.cfg.Now()
-	s.replica = store.Replica{ID: id, Host: host, ExternalURL: s.cfg.ExternalURL, Storage: storage, KeyCheck: s.box.Check(), StartedAt: now, SeenAt: now}
+	s.replica = store.Replica{ID: id, Host: host, ExternalURL: s.cfg.ExternalURL, KeyCheck: s.box.Check(), StartedAt: now, SeenAt: now}
 	var others []*store.Replica
 	if s.cfg.DB != "" {
+		if s.replica.Storage, err = storageOf(s.cfg, host); err != nil {
+			return err
+		}
 		live, err := s.store.ReplicaList(ctx, store.ReplicaListParams{SeenSince: now.Add(-replicaLive)})
 		if err != nil {
 			return err

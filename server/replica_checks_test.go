@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,5 +122,19 @@ func TestAReplicaKeepsItsIdentityAcrossRestarts(t *testing.T) {
 	// A second server on the same data directory is another replica.
 	if other := server.ReplicaID(srv.StartReplica(t).Server); other == id {
 		t.Fatalf("two running servers share the replica identity %s", id)
+	}
+}
+
+// TestTheSettingsPageGivesRunnersTheServiceAddress: behind a load
+// balancer, the `dstack-runner config` line of the settings page names the
+// service's address (--external-url), not the replica that served the page
+// (a proxy may pass the replica's own address as the Host).
+func TestTheSettingsPageGivesRunnersTheServiceAddress(t *testing.T) {
+	t.Parallel()
+	e := setup(t, servertest.WithConfig(func(c *server.Config) { c.ExternalURL = "http://dstack.example/" }))
+	cookie, _ := signIn(t, e.srv.URL, e.srv.AdminToken)
+	rp := do(t, e.srv.URL, req{method: http.MethodGet, path: "/settings", header: map[string]string{"Cookie": cookie}})
+	if want := " --server http://dstack.example"; !strings.Contains(string(rp.body), want) || strings.Contains(string(rp.body), "--server "+e.srv.URL) {
+		t.Errorf("the settings page does not give runners the service address %q:\n%s", want, rp.body)
 	}
 }
