@@ -1,6 +1,7 @@
 package autoscale
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -36,6 +37,11 @@ type Config struct {
 	// ServerID is the server installation's identity (see ServerID); every
 	// instance is tagged with it.
 	ServerID string
+	// ReplicaID is this replica's identity, the same across its restarts,
+	// so that a replica that restarts finds the lease it held still its
+	// own instead of waiting for it to expire; two replicas running at once
+	// must never share one. Empty takes a random one.
+	ReplicaID string
 	// ServerURL is where runners on instances reach the server.
 	ServerURL string
 
@@ -56,7 +62,10 @@ type Config struct {
 	UnavailableFor time.Duration
 	// OfferTTL is how long the backends' offers are cached.
 	OfferTTL time.Duration
-	// LeaseTTL is how long the leader lease lasts without renewal.
+	// LeaseTTL is how long the leader lease lasts without renewal. The
+	// leader renews it every LeaseTTL/3, however long its passes take; a
+	// leader that dies (kill -9) leaves it to another replica within
+	// 7/6 LeaseTTL and one Interval.
 	LeaseTTL time.Duration
 	// ReconcileEvery is how often the backends are listed; zero reconciles
 	// every pass.
@@ -87,7 +96,7 @@ var Defaults = Config{
 	Grace:           2 * time.Minute,
 	UnavailableFor:  10 * time.Minute,
 	OfferTTL:        5 * time.Minute,
-	LeaseTTL:        30 * time.Second,
+	LeaseTTL:        6 * time.Second,
 	ReconcileEvery:  30 * time.Second,
 	MaxAttempts:     3,
 }
@@ -144,8 +153,15 @@ type Controller struct {
 	metrics  *metrics
 
 	// mu serialises passes: Step may be called by Run and by tests.
-	mu           sync.Mutex
-	leader       bool
+	mu sync.Mutex
+	// leaseMu guards the lease's state, which passes and the renewals
+	// between them share: whether this controller holds it, and when it
+	// was last taken or renewed.
+	leaseMu   sync.Mutex
+	leader    bool
+	renewedAt time.Time
+	checkedAt time.Time // when the store was last asked
+
 	offers       map[offerCacheKey]cachedOffers
 	offersOf     uint64 // the backends' Version the cached offers are of
 	lastRecon    time.Time
@@ -175,7 +191,7 @@ func New(cfg Config) (*Controller, error) {
 		log:          cfg.Logger.With("subsystem", "autoscaler"),
 		st:           cfg.Store,
 		backends:     cfg.Backends,
-		holder:       cfg.ServerID + "/" + randomHex(8),
+		holder:       cfg.ServerID + "/" + cmp.Or(cfg.ReplicaID, randomHex(8)),
 		offers:       map[offerCacheKey]cachedOffers{},
 		unknownSince: map[string]time.Time{},
 		cleaned:      map[string]bool{},
@@ -195,30 +211,96 @@ func New(cfg Config) (*Controller, error) {
 }
 
 // Start makes passes in the background until ctx ends or Stop: every
-// Interval and whenever Wake is signalled. A second call does nothing.
+// Interval and whenever Wake is signalled; and, while it holds the lease,
+// renews it every LeaseTTL/3. A second call does nothing.
 func (c *Controller) Start(ctx context.Context) error {
 	return c.life.Start(ctx, func(ctx context.Context) error {
 		c.life.Go(func() { c.run(ctx) })
+		c.life.Go(func() { c.keepLease(ctx) })
 		return nil
-	}, nil)
+	}, c.releaseLease)
+}
+
+// releaseLease gives the lease up, once passes and renewals have ended, so
+// that another replica takes it at once.
+func (c *Controller) releaseLease() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.st.LeaseRelease(ctx, store.LeaseReleaseParams{Name: LeaseName, Holder: c.holder})
+}
+
+// keepLease renews the lease every LeaseTTL/3 while this controller holds
+// it, so that a pass that takes long (a launch may take minutes) never lets
+// it lapse.
+func (c *Controller) keepLease(ctx context.Context) {
+	t := time.NewTicker(c.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !c.Leader() {
+			continue
+		}
+		if _, err := c.acquire(ctx, true); err != nil && ctx.Err() == nil {
+			c.log.Warn("renew the autoscaler lease", "err", err)
+		}
+	}
+}
+
+// acquire takes or renews the lease, and reports whether this controller
+// holds it. Passes come as often as every passGap, on every replica, so the
+// store is not asked again unless force: by a holder that renewed it less
+// than LeaseTTL/3 ago, or by a replica that found it another's less than
+// LeaseTTL/6 ago (a dead holder's lease moves at most that much later).
+func (c *Controller) acquire(ctx context.Context, force bool) (bool, error) {
+	c.leaseMu.Lock()
+	defer c.leaseMu.Unlock()
+	now := c.cfg.Now()
+	if !force && c.leader && now.Sub(c.renewedAt) < c.cfg.LeaseTTL/3 {
+		return true, nil
+	}
+	if !force && !c.leader && !c.checkedAt.IsZero() && now.Sub(c.checkedAt) < c.cfg.LeaseTTL/6 {
+		// Another replica held it a moment ago: it cannot have expired
+		// since unless it was given up, and the holder's wake reaches
+		// this replica's next pass anyway soon enough.
+		return false, nil
+	}
+	c.checkedAt = now
+	ok, err := c.st.LeaseAcquire(ctx, store.LeaseAcquireParams{Name: LeaseName, Holder: c.holder, TTL: c.cfg.LeaseTTL, Now: now})
+	if err != nil {
+		if c.leader && now.Sub(c.renewedAt) >= c.cfg.LeaseTTL {
+			c.leader = false
+			c.log.Info("autoscaler lease lost: it could not be renewed before it expired", "err", err)
+		}
+		return c.leader, fmt.Errorf("acquire lease: %w", err)
+	}
+	if ok != c.leader {
+		if ok {
+			c.log.Info("autoscaler lease taken: this server plans on-demand instances", "holder", c.holder)
+		} else {
+			c.log.Info("autoscaler lease lost: another server plans on-demand instances")
+		}
+	}
+	c.leader = ok
+	if ok {
+		c.renewedAt = now
+	}
+	return ok, nil
 }
 
 // Stop ends the passes and returns once the lease is released (when this
 // controller held it). It is safe to call twice, and before Start.
 func (c *Controller) Stop() { c.life.Stop() }
 
-// run makes the passes of Start until ctx ends, and releases the lease on
-// the way out.
+// run makes the passes of Start until ctx ends.
 func (c *Controller) run(ctx context.Context) {
 	c.log.Info("autoscaler started", "server_id", c.cfg.ServerID, "server_url", c.cfg.ServerURL,
 		"backends", strings.Join(c.backendNames(), ","), "idle_timeout", c.cfg.IdleTimeout)
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = c.st.LeaseRelease(ctx, store.LeaseReleaseParams{Name: LeaseName, Holder: c.holder})
-	}()
 	for {
 		start := time.Now()
 		if err := c.Step(ctx); err != nil && ctx.Err() == nil {
@@ -257,10 +339,11 @@ const noBackendGap = 500 * time.Millisecond
 
 func (c *Controller) backendNames() []string { return c.backends.Names() }
 
-// Leader reports whether the last pass held the lease.
+// Leader reports whether this controller held the lease when it last took
+// or renewed it.
 func (c *Controller) Leader() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.leaseMu.Lock()
+	defer c.leaseMu.Unlock()
 	return c.leader
 }
 
@@ -287,18 +370,10 @@ func (c *Controller) Step(ctx context.Context) error {
 	// returned.
 	defer c.backends.Use()()
 	now := c.cfg.Now()
-	ok, err := c.st.LeaseAcquire(ctx, store.LeaseAcquireParams{Name: LeaseName, Holder: c.holder, TTL: c.cfg.LeaseTTL, Now: now})
+	ok, err := c.acquire(ctx, false)
 	if err != nil {
-		return fmt.Errorf("acquire lease: %w", err)
+		return err
 	}
-	if ok != c.leader {
-		if ok {
-			c.log.Info("autoscaler lease taken: this server plans on-demand instances", "holder", c.holder)
-		} else {
-			c.log.Info("autoscaler lease lost: another server plans on-demand instances")
-		}
-	}
-	c.leader = ok
 	if !ok {
 		return nil
 	}

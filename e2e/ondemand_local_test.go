@@ -419,9 +419,9 @@ func TestOnDemandDisableEnable(t *testing.T) {
 //
 // It waits for a running container, not a created one: a kill between
 // Docker's create and start leaves a container that never starts, which
-// only the register timeout (10 minutes) ends. And it takes about 30s: the
-// restarted server cannot tell the killed one's autoscaler lease from a
-// live replica's, so it plans only once the lease has expired.
+// only the register timeout (10 minutes) ends. The restarted server is the
+// same replica (its identity is in the data directory): it finds the
+// killed one's autoscaler lease its own and plans at once.
 func TestOnDemandServerKilledMidLaunch(t *testing.T) {
 	c := newODCluster(t, "--idle-timeout", "3s")
 	c.ok("on-demand", "limit", "-i", "local.small", "-m", "1")

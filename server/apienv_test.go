@@ -52,7 +52,7 @@ func registerRunner(t *testing.T, c *client.Client, name string) *client.Client 
 }
 
 // registerRunnerToken registers a runner and returns its credential.
-func registerRunnerToken(t *testing.T, c *client.Client, name string) string {
+func registerRunnerToken(t testing.TB, c *client.Client, name string) string {
 	t.Helper()
 	reg, err := c.RunnerRegister(context.Background(), api.RunnerRegisterRequest{
 		Name: name, Hostname: name + ".example", Executor: "shell", Version: "test", Resources: bigRunner,

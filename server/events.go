@@ -18,9 +18,10 @@ import (
 // Changes made through this server (a run submitted, a job's status, a
 // runner registering or going offline, a limit set, the autoscaler
 // requeueing jobs) are published at once, to the streams of the user they
-// concern. Changes made by another replica sharing the database, and those
-// the loops make in the background, are caught up by the api.EventTick sent
-// every eventTick: a client refetches on it too.
+// concern, on this replica and, through relay (bus.go), on the others that
+// share the database. Those the loops make in the background without
+// publishing, and any a replica missed, are caught up by the api.EventTick
+// sent every eventTick: a client refetches on it too.
 
 // Stream timings: eventTick makes clients refetch anyway; eventPing keeps
 // proxies from closing an idle stream.
@@ -36,6 +37,8 @@ const (
 type broadcaster struct {
 	mu   sync.Mutex
 	subs map[*subscriber]struct{}
+	// relay, when set, passes every publish on to the other replicas.
+	relay func(userID string, kinds []api.EventKind)
 }
 
 // subscriber is one open stream of one user.
@@ -70,6 +73,15 @@ func (b *broadcaster) publish(userID string, kinds ...api.EventKind) {
 	if b == nil || len(kinds) == 0 {
 		return
 	}
+	if b.relay != nil {
+		b.relay(userID, kinds)
+	}
+	b.publishHere(userID, kinds...)
+}
+
+// publishHere is publish to the streams of this replica only: for what
+// another replica published.
+func (b *broadcaster) publishHere(userID string, kinds ...api.EventKind) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for sub := range b.subs {

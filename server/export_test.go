@@ -61,3 +61,23 @@ func RetentionPass(s *Server) { s.retentionPass(context.Background()) }
 func SetUserMaxRunning(s *Server, u *store.User, n int) (*store.User, error) {
 	return s.setUserMaxRunning(context.Background(), u, n)
 }
+
+// QueueWatchers is how many keys of the queue have waiters now: a test
+// waits for a runner's long-poll to be waiting before it queues work.
+func QueueWatchers(s *Server) int {
+	s.queue.mu.Lock()
+	defer s.queue.mu.Unlock()
+	return len(s.queue.subs)
+}
+
+// StopBus stops the server's bus: the replica neither hears the others nor
+// tells them anything any more, as before there was one (for a benchmark's
+// baseline).
+func StopBus(s *Server) {
+	if s.relay.bus != nil {
+		s.relay.bus.Stop()
+	}
+}
+
+// ReplicaID is the server's replica identity.
+func ReplicaID(s *Server) string { return s.replicaID }

@@ -14,11 +14,14 @@ import (
 // always wakes it.
 //
 // A wake-up is a hint, not a hand-off: woken claimers race for jobs in the
-// store, whose claim is atomic. Waiters also re-check on a timer, which covers
-// changes made by another server replica.
+// store, whose claim is atomic. Wakes reach the other server replicas
+// through relay (bus.go); waiters also re-check on a timer, which covers a
+// wake lost on the way.
 type queue struct {
 	mu   sync.Mutex
 	subs map[string]chan struct{}
+	// relay, when set, passes every wake on to the other replicas.
+	relay func(key string)
 }
 
 func newQueue() *queue { return &queue{subs: map[string]chan struct{}{}} }
@@ -35,12 +38,32 @@ func (q *queue) watch(key string) <-chan struct{} {
 	return ch
 }
 
-// wake wakes every waiter on key; a wake of a user's key wakes the waiters
-// on anyUserKey too.
+// wake wakes every waiter on key, here and on the other replicas; a wake of
+// a user's key wakes the waiters on anyUserKey too.
 func (q *queue) wake(key string) {
+	if q.relay != nil {
+		q.relay(key)
+	}
+	q.wakeHere(key)
+}
+
+// wakeHere is wake on this replica only: for a wake another replica sent.
+func (q *queue) wakeHere(key string) {
 	q.close(key)
 	if strings.HasPrefix(key, "user/") && key != anyUserKey {
 		q.close(anyUserKey)
+	}
+}
+
+// wakeAll wakes every waiter of this replica, for wakes that may have been
+// missed.
+func (q *queue) wakeAll() {
+	q.mu.Lock()
+	subs := q.subs
+	q.subs = map[string]chan struct{}{}
+	q.mu.Unlock()
+	for _, ch := range subs {
+		close(ch)
 	}
 }
 

@@ -15,7 +15,8 @@ import (
 )
 
 // Long-poll bounds: a runner may ask to wait up to maxWait; waiters re-check
-// the store every recheck, which picks up work queued by another replica.
+// the store every Config.Recheck (recheck by default), which picks up work
+// whose wake was lost on its way from another replica.
 const (
 	maxWait = 60 * time.Second
 	recheck = 5 * time.Second
@@ -232,7 +233,7 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 		if !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("claim: %w", err)
 		}
-		re := time.NewTimer(recheck)
+		re := time.NewTimer(s.cfg.Recheck)
 		select {
 		case <-woken:
 		case <-re.C:
@@ -373,7 +374,7 @@ func (s *Server) handleJobWaitStop(w http.ResponseWriter, r *http.Request, rn *s
 			writeJSON(w, http.StatusOK, api.StopSignal{Stop: true, Abort: job.StopRequested == "abort"})
 			return nil
 		}
-		if err := sleepUntil(r.Context(), woken, deadline.C); err != nil {
+		if err := sleepUntil(r.Context(), woken, deadline.C, s.cfg.Recheck); err != nil {
 			writeJSON(w, http.StatusOK, api.StopSignal{})
 			return nil
 		}
@@ -382,7 +383,7 @@ func (s *Server) handleJobWaitStop(w http.ResponseWriter, r *http.Request, rn *s
 
 // sleepUntil waits for woken or a recheck; it fails when the deadline passes
 // or the request ends.
-func sleepUntil(ctx context.Context, woken <-chan struct{}, deadline <-chan time.Time) error {
+func sleepUntil(ctx context.Context, woken <-chan struct{}, deadline <-chan time.Time, recheck time.Duration) error {
 	re := time.NewTimer(recheck)
 	defer re.Stop()
 	select {

@@ -58,6 +58,10 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 	// MaxAttempts bounds how often an interrupted job is run.
 	MaxAttempts int
+	// Recheck is how often a runner's long-poll reads the store although
+	// nothing woke it: it catches a change whose wake from another replica
+	// was lost; zero is 5s.
+	Recheck time.Duration
 	// Artifacts is where job artifacts and uploaded code archives are kept:
 	// "" for files under DataDir, or s3://bucket/prefix for an S3 bucket.
 	// One store holds both, so that server replicas sharing a PostgreSQL
@@ -165,6 +169,9 @@ func (c *Config) applyDefaults() error {
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = Defaults.MaxAttempts
 	}
+	if c.Recheck <= 0 {
+		c.Recheck = recheck
+	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = Defaults.IdleTimeout
 	}
@@ -256,6 +263,9 @@ type Server struct {
 	box *secretbox.Box
 	// events tells the streams of GET /events what changed (events.go).
 	events *broadcaster
+	// relay passes wakes and events to the other replicas on the same
+	// PostgreSQL database (bus.go).
+	relay *replicaBus
 
 	adminToken string
 	// routeTable is every route with its role (roles.go), as routes()
@@ -291,14 +301,28 @@ type Server struct {
 	// wakeAutoscaler.
 	autoscale chan struct{}
 
+	// replicaID is this replica's identity (replica.go), released by
+	// releaseReplicaID as the server stops; replica is its record in the
+	// database, renewed by replicaLoop.
+	replicaID        string
+	releaseReplicaID func()
+	replica          store.Replica
+
 	// quotas and logSizes serve storage accounting (retention.go).
 	quotas   quotaCache
 	logSizes logSizes
 }
 
 // wakeAutoscaler asks the autoscaler for a pass now, without waiting for
-// its next tick.
+// its next tick: this replica's, and the others' (one of them may hold its
+// lease).
 func (s *Server) wakeAutoscaler() {
+	s.relayAutoscalerWake()
+	s.wakeAutoscalerHere()
+}
+
+// wakeAutoscalerHere is wakeAutoscaler on this replica only.
+func (s *Server) wakeAutoscalerHere() {
 	select {
 	case s.autoscale <- struct{}{}:
 	default:
@@ -372,6 +396,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		queue:     newQueue(),
 		events:    newBroadcaster(),
 	}
+	if err := s.newBus(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	// Followers of a log on the other replicas read on as soon as it
+	// changes here, and the other way round.
+	logs.SetNotify(func(jobID string) { s.publishLogGrew(jobID, -1) })
+	s.onLogGrew(func(jobID string, _ int64) {
+		if jobID != "" {
+			logs.Wake(jobID)
+		}
+	})
 	s.backendMetrics = backend.NewMetrics(nil)
 	for _, b := range s.backends.All() {
 		s.backends.Put(backend.WithMetrics(b, s.backendMetrics))
@@ -392,16 +428,22 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.auth.box = box
 	s.auth.origin = originOf(cfg.ExternalURL)
 	s.metrics = newMetrics(s)
-	token, err := s.ensureAdmin(ctx)
-	if err != nil {
+	fail := func(err error) (*Server, error) {
+		s.leaveReplicas()
 		st.Close()
 		return nil, err
+	}
+	if err := s.joinReplicas(ctx, keySource); err != nil {
+		return fail(err)
+	}
+	token, err := s.ensureAdmin(ctx)
+	if err != nil {
+		return fail(err)
 	}
 	s.adminToken = token
 	if !cfg.AWS.Disabled {
 		if err := s.awsLoad(ctx); err != nil {
-			st.Close()
-			return nil, err
+			return fail(err)
 		}
 	}
 	return s, nil
@@ -500,7 +542,11 @@ func (s *Server) start(ctx context.Context) error {
 		}
 		return err
 	}
-	services := []startstop.Service{c, startstop.NewLoop(s.reapLoop), startstop.NewLoop(s.retentionLoop)}
+	services := []startstop.Service{c, startstop.NewLoop(s.reapLoop), startstop.NewLoop(s.retentionLoop), startstop.NewLoop(s.replicaLoop)}
+	if s.relay.bus != nil {
+		// First, so that this replica hears the others once Start returns.
+		services = append([]startstop.Service{s.relay.bus}, services...)
+	}
 	if !s.cfg.AWS.Disabled {
 		services = append(services, startstop.NewLoop(s.awsSyncLoop))
 	}
@@ -551,6 +597,7 @@ func (s *Server) newAutoscaler(ctx context.Context) (*autoscale.Controller, erro
 	}
 	cfg := s.cfg.Autoscale
 	cfg.Store, cfg.Backends, cfg.ServerID, cfg.ServerURL = s.store, s.backends, id, url
+	cfg.ReplicaID = s.replicaID
 	cfg.IdleTimeout, cfg.MaxAttempts, cfg.Now, cfg.Logger = s.cfg.IdleTimeout, s.cfg.MaxAttempts, s.cfg.Now, s.cfg.Logger
 	cfg.Registerer, cfg.Wake, cfg.JobsChanged = s.metrics.reg, s.autoscale, s.jobsRequeued
 	c, err := autoscale.New(cfg)
@@ -572,6 +619,7 @@ func (s *Server) stopErr(err error) {
 // before Start.
 func (s *Server) closeStore() {
 	s.closeOnce.Do(func() {
+		s.leaveReplicas()
 		if err := s.store.Close(); err != nil {
 			s.stopErr(err)
 		}

@@ -27,7 +27,7 @@ func (s *Server) uiRoutes(rt *router) {
 	rt.page("GET /runners", s.uiPage("runners", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Runners" }))
 	rt.page("GET /settings", s.uiPage("settings", func(r *http.Request, sess *session, p *ui.Page) {
 		p.Title = "Settings"
-		p.Token, p.ServerURL = sess.Token, requestURL(r)
+		p.Token, p.ServerURL = sess.Token, cmpOr(strings.TrimRight(s.cfg.ExternalURL, "/"), requestURL(r))
 	}))
 	rt.adminPage("GET /users", s.uiAdminPage("users", "manage users", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Users" }))
 	rt.adminPage("GET /audit", s.uiAdminPage("audit", "read the audit log", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Audit" }))

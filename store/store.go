@@ -356,12 +356,60 @@ type Store interface {
 	// set.
 	SettingDelete(ctx context.Context, name string) error
 
+	// ReplicaPut records a server replica as it is now, replacing its
+	// earlier record (a restart, or a renewal of SeenAt).
+	ReplicaPut(ctx context.Context, r *Replica) error
+	// ReplicaList lists the replicas seen at or after p.SeenSince, by ID.
+	ReplicaList(ctx context.Context, p ReplicaListParams) ([]*Replica, error)
+	// ReplicaDelete removes a replica's record (it stopped), and those of
+	// every replica not seen since p.SeenBefore when that is not zero. It
+	// returns how many it removed.
+	ReplicaDelete(ctx context.Context, p ReplicaDeleteParams) (int, error)
+
 	Storage
 }
 
 // SettingServerID names the server installation's identity: every
 // on-demand instance is tagged with it, and it outlives restarts.
 const SettingServerID = "server_id"
+
+// SettingKeyCheck names a check value of the server key the replicas
+// share, derived from it by a one-way function (never the key): a replica
+// started with another key is refused.
+const SettingKeyCheck = "server_key_check"
+
+// Replica is a server replica running on the database: what it said of
+// itself at its start, and when it was last seen (it renews SeenAt while it
+// runs).
+type Replica struct {
+	// ID is the replica's identity, the same across its restarts.
+	ID string
+	// Host is the replica's host name; URL where it listens ("" until it
+	// does); ExternalURL what it gives runners and on-demand instances to
+	// reach the server by ("" for its own URL).
+	Host, URL, ExternalURL string
+	// Storage says where its code archives and artifacts live: the same
+	// value on two replicas means they see the same files.
+	Storage string
+	// KeyCheck is the check value of its server key (SettingKeyCheck).
+	KeyCheck  string
+	StartedAt time.Time
+	SeenAt    time.Time
+}
+
+// ReplicaListParams are the arguments of ReplicaList.
+type ReplicaListParams struct {
+	SeenSince time.Time
+}
+
+// ReplicaDeleteParams are the arguments of ReplicaDelete.
+type ReplicaDeleteParams struct {
+	// ID is the replica to remove; "" removes none by ID.
+	ID string
+	// SeenBefore, when not zero, also removes every replica last seen
+	// before it.
+	SeenBefore time.Time
+}
 
 // SettingInitParams are the arguments of SettingInit.
 type SettingInitParams struct {

@@ -46,8 +46,9 @@ var ErrOpen = errors.New("the value cannot be decrypted with this server's key "
 
 // Box seals and opens values under one key. It is safe for concurrent use.
 type Box struct {
-	aead cipher.AEAD
-	id   string
+	aead  cipher.AEAD
+	id    string
+	check string
 }
 
 // New returns a Box for a KeySize-byte key.
@@ -64,8 +65,14 @@ func New(key []byte) (*Box, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256(append([]byte("dstack key id\x00"), key...))
-	return &Box{aead: aead, id: hex.EncodeToString(sum[:4])}, nil
+	chk := sha256.Sum256(append([]byte("dstack key check\x00"), key...))
+	return &Box{aead: aead, id: hex.EncodeToString(sum[:4]), check: hex.EncodeToString(chk[:16])}, nil
 }
+
+// Check is a value derived from the key by a one-way function, to tell
+// whether two servers have the same key without either showing it: server
+// replicas record it in their database and compare.
+func (b *Box) Check() string { return b.check }
 
 // ParseKey decodes a key as DSTACK_SERVER_ENCRYPTION_KEY holds it: base64
 // (standard or URL alphabet, padded or not) of KeySize bytes.

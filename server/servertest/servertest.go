@@ -99,6 +99,26 @@ func (s *Server) Restart(t testing.TB) {
 	s.start(t)
 }
 
+// StartReplica starts another replica of s, as a second `dstack server`
+// on the same database would be: s must run on PostgreSQL. The replica
+// shares s's data directory (and so its server key and local artifact
+// store), listens on a port of its own, stops with the test, and takes
+// opts on top of s's configuration.
+func (s *Server) StartReplica(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	if s.cfg.DB == "" {
+		t.Fatal("StartReplica: the server runs on SQLite; replicas share a PostgreSQL database (WithPostgres)")
+	}
+	cfg := s.cfg
+	cfg.Port = 0
+	for _, o := range opts {
+		o(&cfg)
+	}
+	r := &Server{cfg: cfg, DataDir: cfg.DataDir, AdminToken: s.AdminToken}
+	r.start(t)
+	return r
+}
+
 // Client returns a client authenticated as the admin.
 func (s *Server) Client() *client.Client {
 	c, err := client.New(s.URL, s.AdminToken)

@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Share":         shareTests,
 		"Audit":         auditTests,
 		"Log":           logTests,
+		"Replica":       replicaTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {
