@@ -72,8 +72,9 @@ func (s *Server) ensureAdmin(ctx context.Context) (string, error) {
 
 // authenticator checks bearer tokens, and users' session cookies (see
 // session.go). Runner credentials are checked on every call a runner makes,
-// so they are cached briefly; a revoked credential stops working within
-// runnerCacheTTL.
+// so they are cached briefly. A revocation or removal made through this
+// replica takes effect at once (forgetRunners, forgetRunner); another
+// replica may go on accepting the credential for up to runnerCacheTTL.
 type authenticator struct {
 	store store.Store
 	now   func() time.Time
@@ -196,6 +197,18 @@ func (a *authenticator) runner(r *http.Request) (*store.Runner, error) {
 			"runner credential expired at %s: the runner must register again", c.r.TokenExpiresAt.UTC().Format(time.RFC3339))
 	}
 	return c.r, nil
+}
+
+// forgetRunner drops the cached credential of runner id, whose state
+// changed: the next call reads it afresh.
+func (a *authenticator) forgetRunner(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for h, c := range a.runners {
+		if c.r.ID == id {
+			delete(a.runners, h)
+		}
+	}
 }
 
 func (a *authenticator) forget(hash string) {

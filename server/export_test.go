@@ -61,3 +61,14 @@ func RetentionPass(s *Server) { s.retentionPass(context.Background()) }
 func SetUserMaxRunning(s *Server, u *store.User, n int) (*store.User, error) {
 	return s.setUserMaxRunning(context.Background(), u, n)
 }
+
+// ClaimWaiters counts the runners' claims waiting for a job.
+func ClaimWaiters(s *Server) int {
+	s.queue.mu.Lock()
+	defer s.queue.mu.Unlock()
+	n := 0
+	for _, l := range s.queue.waiting {
+		n += l.Len()
+	}
+	return n
+}

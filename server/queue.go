@@ -1,27 +1,56 @@
 package server
 
 import (
+	"container/list"
+	"math/rand/v2"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dstackai/dstack/store"
 )
 
 // queue wakes the requests that wait on state: runners long-polling for a job
 // (per user, or for any user's job: anyUserKey) and for a stop of their job
-// (per job). A waiter takes the
-// channel before it looks at the store, so a change made after its look
-// always wakes it.
+// (per job).
 //
-// A wake-up is a hint, not a hand-off: woken claimers race for jobs in the
-// store, whose claim is atomic. Waiters also re-check on a timer, which covers
-// changes made by another server replica.
+// Stop waiters watch a key, and a wake of the key wakes them all: a
+// waiter takes the channel before it looks at the store, so a change made
+// after its look always wakes it.
+//
+// Claim waiters queue instead, oldest first, and a new pending job wakes one
+// of them, not all: a wake is a token handed to the oldest claim waiter of
+// the job's user or of anyone's jobs. The waiter tries a claim (the store's
+// claim is atomic, so a token is a hint, not a hand-off). A waiter that
+// claims nothing passes the token to the next waiter that queued before
+// the token was made and whose free resources differ from every waiter that
+// already failed with it: a job that fits only some runners reaches one of
+// them at once, and among runners alike one failed claim is enough. A
+// waiter that leaves holding a token passes it on too.
+//
+// Waiters also re-check the store after recheckAfter, which covers changes
+// made by another server replica.
 type queue struct {
 	mu   sync.Mutex
 	subs map[string]chan struct{}
+	// waiting holds the claim waiters per key, oldest first.
+	waiting map[string]*list.List
+	seq     uint64
 }
 
-func newQueue() *queue { return &queue{subs: map[string]chan struct{}{}} }
+func newQueue() *queue {
+	return &queue{subs: map[string]chan struct{}{}, waiting: map[string]*list.List{}}
+}
+
+// recheck is how long a waiter waits for a wake before it looks at the
+// store anyway; recheckAfter jitters it so that idle waiters do not look
+// together. Within one replica a wake comes at once; this bounds how late
+// a change made by another replica is seen.
+const recheck = 30 * time.Second
+
+func recheckAfter() time.Duration {
+	return recheck + rand.N(recheck/2)
+}
 
 // watch returns a channel closed at the next wake of key.
 func (q *queue) watch(key string) <-chan struct{} {
@@ -35,12 +64,14 @@ func (q *queue) watch(key string) <-chan struct{} {
 	return ch
 }
 
-// wake wakes every waiter on key; a wake of a user's key wakes the waiters
-// on anyUserKey too.
+// wake wakes every waiter watching key. A wake of a user's key says that
+// some of the user's jobs may have become pending, how many unknown: it
+// wakes one claim waiter, and each claim the wake leads to wakes one more,
+// until a claim finds nothing.
 func (q *queue) wake(key string) {
 	q.close(key)
-	if strings.HasPrefix(key, "user/") && key != anyUserKey {
-		q.close(anyUserKey)
+	if userID, ok := strings.CutPrefix(key, "user/"); ok && key != anyUserKey {
+		q.offer(userID, 1, true)
 	}
 }
 
@@ -51,6 +82,163 @@ func (q *queue) close(key string) {
 	q.mu.Unlock()
 	if ok {
 		close(ch)
+	}
+}
+
+// offer wakes up to n claim waiters for n jobs of userID that became
+// pending. chain: a claim that succeeds wakes another waiter, for when how
+// many jobs became pending is unknown.
+func (q *queue) offer(userID string, n int, chain bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	bound := q.seq + 1 // every waiter queued so far
+	for range n {
+		t := &wakeToken{key: userKey(userID), bound: bound, chain: chain}
+		if !q.deliverLocked(t) {
+			return
+		}
+	}
+}
+
+// wakeToken is one wake of claim waiters: a job of key's user may be pending.
+type wakeToken struct {
+	key string
+	// bound: only waiters queued before the token was made (seq < bound)
+	// get it, so that a token passed on ends once every waiter had it.
+	bound uint64
+	// failed holds the shapes of the waiters that claimed nothing with it.
+	failed map[string]bool
+	chain  bool
+}
+
+// deliverLocked hands t to the oldest waiter that may take it and reports
+// whether there was one.
+func (q *queue) deliverLocked(t *wakeToken) bool {
+	var best *waiter
+	for _, key := range [2]string{t.key, anyUserKey} {
+		l := q.waiting[key]
+		if l == nil {
+			continue
+		}
+		for e := l.Front(); e != nil; e = e.Next() {
+			w := e.Value.(*waiter)
+			if w.seq >= t.bound || (best != nil && w.seq > best.seq) {
+				break
+			}
+			if !t.failed[w.shape] {
+				best = w
+				break
+			}
+		}
+	}
+	if best == nil {
+		return false
+	}
+	q.unqueueLocked(best)
+	best.tok = t
+	select {
+	case best.ch <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (q *queue) unqueueLocked(w *waiter) {
+	if w.el == nil {
+		return
+	}
+	l := q.waiting[w.key]
+	l.Remove(w.el)
+	w.el = nil
+	if l.Len() == 0 {
+		delete(q.waiting, w.key)
+	}
+}
+
+// waiter is one runner's claim request waiting for a job.
+type waiter struct {
+	q     *queue
+	key   string
+	shape string
+	ch    chan struct{}
+	seq   uint64
+	el    *list.Element
+	tok   *wakeToken // handed over and not yet used
+}
+
+// claimWaiter returns a waiter for the runner's jobs that claims with free.
+// Its shape says which waiters a failed claim speaks for: those that ask
+// for the same users' jobs with the same free resources.
+func (q *queue) claimWaiter(rn *store.Runner, free string) *waiter {
+	shape := claimKey(rn) + "|" + free
+	if rn.InstanceID != "" {
+		shape += "|instance:" + rn.InstanceID
+	}
+	if rn.InterruptedAt != nil {
+		shape += "|interrupted:" + rn.ID
+	}
+	return &waiter{q: q, key: claimKey(rn), shape: shape, ch: make(chan struct{}, 1)}
+}
+
+// arm queues w, if it is not queued, and returns the token that woke it
+// (nil when none did): the caller claims next, and then calls done with
+// that token. Call arm before looking at the store, so that a job queued
+// after the look wakes it.
+func (w *waiter) arm() *wakeToken {
+	q := w.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t := w.tok
+	w.tok = nil
+	select {
+	case <-w.ch:
+	default:
+	}
+	if w.el == nil {
+		q.seq++
+		w.seq = q.seq
+		l := q.waiting[w.key]
+		if l == nil {
+			l = list.New()
+			q.waiting[w.key] = l
+		}
+		w.el = l.PushBack(w)
+	}
+	return t
+}
+
+// done reports the claim that followed arm: claimed says whether it got a
+// job. A token that led to nothing goes to the next waiter; one that led to
+// a claim wakes another waiter when it chains.
+func (w *waiter) done(t *wakeToken, claimed bool) {
+	if t == nil {
+		return
+	}
+	q := w.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if claimed {
+		if t.chain {
+			q.deliverLocked(&wakeToken{key: t.key, bound: q.seq + 1, chain: true})
+		}
+		return
+	}
+	if t.failed == nil {
+		t.failed = map[string]bool{}
+	}
+	t.failed[w.shape] = true
+	q.deliverLocked(t)
+}
+
+// leave takes w off the queue; a token it holds goes to the next waiter.
+func (w *waiter) leave() {
+	q := w.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.unqueueLocked(w)
+	if t := w.tok; t != nil {
+		w.tok = nil
+		q.deliverLocked(t)
 	}
 }
 

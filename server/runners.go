@@ -14,12 +14,10 @@ import (
 	"github.com/dstackai/dstack/version"
 )
 
-// Long-poll bounds: a runner may ask to wait up to maxWait; waiters re-check
-// the store every recheck, which picks up work queued by another replica.
-const (
-	maxWait = 60 * time.Second
-	recheck = 5 * time.Second
-)
+// maxWait bounds a long-poll: a runner may ask to wait up to it. Waiters
+// also re-check the store now and then (queue.go's recheck), which picks up
+// work queued by another replica.
+const maxWait = 60 * time.Second
 
 // checkRegistration trims and checks what a registering or joining runner
 // says of itself.
@@ -172,18 +170,49 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request, rn *sto
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
-	if err := s.store.RunnerHeartbeat(r.Context(), store.RunnerHeartbeatParams{ID: rn.ID, Now: s.cfg.Now(), Resources: req.Resources}); err != nil {
+	now := s.cfg.Now()
+	if rn.Online && req.Resources == nil {
+		// The usual beat: written with the others (heartbeats.go).
+		s.beats.note(rn.ID, now)
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	// A runner coming back online, or reporting its resources: at once.
+	if err := s.store.RunnerHeartbeat(r.Context(), store.RunnerHeartbeatParams{ID: rn.ID, Now: now, Resources: req.Resources}); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
 	if !rn.Online {
-		s.events.publish(rn.UserID, api.EventRunners) // back online
+		s.auth.forgetRunner(rn.ID) // its cached copy says offline
+		s.events.publish(rn.UserID, api.EventRunners)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
+// runnersRevived tells the users of runners that a written heartbeat
+// brought back online.
+func (s *Server) runnersRevived(ids []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	users := map[string]bool{}
+	for _, id := range ids {
+		s.auth.forgetRunner(id)
+		rn, err := s.store.RunnerGet(ctx, id)
+		if err != nil {
+			continue
+		}
+		s.log.Info("runner back online", "runner", rn.Name, "id", rn.ID)
+		if !users[rn.UserID] {
+			users[rn.UserID] = true
+			s.events.publish(rn.UserID, api.EventRunners)
+		}
+	}
+}
+
 // handleRunnerOffline marks a runner that shuts down offline at once.
 func (s *Server) handleRunnerOffline(w http.ResponseWriter, r *http.Request, rn *store.Runner) error {
+	s.beats.forget(rn.ID) // an unwritten beat must not bring it back
+	defer s.auth.forgetRunner(rn.ID)
 	jobs, err := s.store.RunnerMarkOffline(r.Context(), store.RunnerMarkOfflineParams{
 		RunnerID: rn.ID, MaxAttempts: s.cfg.MaxAttempts, Now: s.cfg.Now(),
 	})
@@ -203,6 +232,7 @@ func (s *Server) handleRunnerOffline(w http.ResponseWriter, r *http.Request, rn 
 }
 
 // handleClaim assigns the runner a job, waiting for one up to the asked time.
+// A runner that goes away while it waits ends its request normally.
 func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.Runner) error {
 	var req api.ClaimRequest
 	if err := readJSON(r, &req); err != nil {
@@ -212,10 +242,20 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 	ctx := r.Context()
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
+	var re *time.Timer
+	defer func() {
+		if re != nil {
+			re.Stop()
+		}
+	}()
+	wt := s.queue.claimWaiter(rn, freeShape(req.Free))
+	defer wt.leave()
 	for {
-		woken := s.queue.watch(claimKey(rn))
+		tok := wt.arm()
 		job, err := s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: req.Free, Now: s.cfg.Now()})
 		if err == nil {
+			wt.leave()
+			wt.done(tok, true)
 			s.markAttempt(job, rn)
 			s.metrics.observeClaim(job, s.cfg.Now())
 			s.events.publish(job.UserID, api.EventRuns, api.EventRunners)
@@ -226,23 +266,43 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 			writeJSON(w, http.StatusOK, api.Assignment{Job: toAPIJob(job), Lease: job.Lease})
 			return nil
 		}
+		if ctx.Err() != nil {
+			// The runner went away (it restarts, or its wait ended on its
+			// side): nothing failed, and writeError says so (499, debug).
+			wt.done(tok, false)
+			return fmt.Errorf("claim: %w", ctx.Err())
+		}
 		if !errors.Is(err, store.ErrNotFound) {
+			wt.done(tok, false)
 			return fmt.Errorf("claim: %w", err)
 		}
-		re := time.NewTimer(recheck)
+		wt.done(tok, false)
+		if re == nil {
+			re = time.NewTimer(recheckAfter())
+		} else {
+			re.Reset(recheckAfter())
+		}
 		select {
-		case <-woken:
+		case <-wt.ch:
 		case <-re.C:
 		case <-deadline.C:
-			re.Stop()
 			w.WriteHeader(http.StatusNoContent)
 			return nil
 		case <-ctx.Done():
-			re.Stop()
-			return nil
+			return fmt.Errorf("wait for a job: %w", ctx.Err())
 		}
-		re.Stop()
 	}
+}
+
+// freeShape is the part of a claim's free resources that decides which
+// jobs fit.
+func freeShape(f api.HostResources) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d/%d/%d", f.CPUs, f.MemoryMiB, len(f.GPUs))
+	if len(f.GPUs) > 0 {
+		fmt.Fprintf(&b, "/%s/%d", strings.ToLower(f.GPUs[0].Name), f.GPUs[0].MemoryMiB)
+	}
+	return b.String()
 }
 
 // runnerJob loads a job for the runner that holds it under the lease in the
@@ -358,7 +418,7 @@ func (s *Server) handleJobWaitStop(w http.ResponseWriter, r *http.Request, rn *s
 // sleepUntil waits for woken or a recheck; it fails when the deadline passes
 // or the request ends.
 func sleepUntil(ctx context.Context, woken <-chan struct{}, deadline <-chan time.Time) error {
-	re := time.NewTimer(recheck)
+	re := time.NewTimer(recheckAfter())
 	defer re.Stop()
 	select {
 	case <-woken:
@@ -390,13 +450,22 @@ func (s *Server) reapLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		// The heartbeats this replica heard are written first, so that no
+		// runner it heard is marked offline; another replica's may be
+		// unwritten for up to flushEvery, which the cut allows for.
+		if err := s.beats.flush(ctx); err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("write runner heartbeats before marking silent runners offline", "err", err)
+			}
+			continue
+		}
 		now := s.cfg.Now()
 		if s.cfg.RunnerRetention > 0 && now.Sub(pruned) >= pruneEvery {
 			pruned = now
 			s.pruneRunners(ctx, now)
 		}
 		jobs, err := s.store.RunnerMarkOffline(ctx, store.RunnerMarkOfflineParams{
-			HeartbeatBefore: now.Add(-s.cfg.HeartbeatTimeout), MaxAttempts: s.cfg.MaxAttempts, Now: now,
+			HeartbeatBefore: now.Add(-s.cfg.HeartbeatTimeout - flushEvery(s.cfg.HeartbeatTimeout)), MaxAttempts: s.cfg.MaxAttempts, Now: now,
 		})
 		if err != nil {
 			if ctx.Err() == nil {
@@ -493,6 +562,7 @@ func (s *Server) handleRunnerRemove(w http.ResponseWriter, r *http.Request, u *s
 			out.Kept = append(out.Kept, ref)
 			continue
 		}
+		s.auth.forgetRunner(rn.ID)
 		s.log.Info("runner removed", "runner", rn.Name, "id", rn.ID, "by", u.Name)
 		out.Removed = append(out.Removed, ref)
 		users[rn.UserID] = true

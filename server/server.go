@@ -241,6 +241,8 @@ type Server struct {
 	storage *storageMonitor
 	auth    *authenticator
 	queue   *queue
+	// beats holds the heartbeats not yet written (heartbeats.go).
+	beats *heartbeats
 	metrics *metrics
 	// box seals the secrets the server keeps (cloud credentials, UI
 	// sessions) under the server key (see package secretbox).
@@ -374,6 +376,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.log.Debug("encryption key", "source", keySource, "key_id", box.ID())
 	s.auth = newAuthenticator(st, cfg.Now)
+	s.beats = newHeartbeats(st, s.log, s.runnersRevived)
 	s.auth.box = box
 	s.auth.origin = originOf(cfg.ExternalURL)
 	s.metrics = newMetrics(s)
@@ -450,7 +453,8 @@ func (s *Server) start(ctx context.Context) error {
 		}
 		return err
 	}
-	services := []startstop.Service{c, startstop.NewLoop(s.reapLoop), startstop.NewLoop(s.retentionLoop)}
+	services := []startstop.Service{c, startstop.NewLoop(s.reapLoop), startstop.NewLoop(s.retentionLoop),
+		startstop.NewLoop(func(ctx context.Context) { s.beats.loop(ctx, flushEvery(s.cfg.HeartbeatTimeout)) })}
 	if !s.cfg.AWS.Disabled {
 		services = append(services, startstop.NewLoop(s.awsSyncLoop))
 	}

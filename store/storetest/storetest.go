@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Depends":   dependsTests,
 		"Stop":      stopTests,
 		"Offline":   offlineTests,
+		"Heartbeat": heartbeatBatchTests,
 		"Interrupt": interruptTests,
 		"Pending":   pendingTests,
 		"Reasons":   pendingReasonTests,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dstackai/dstack/api"
@@ -168,6 +169,67 @@ func (s *Store) RunnerHeartbeat(ctx context.Context, p store.RunnerHeartbeatPara
 		return fmt.Errorf("heartbeat of runner %s: %w", p.ID, store.ErrNotFound)
 	}
 	return nil
+}
+
+// heartbeatChunk is how many beats one statement of RunnerHeartbeatBatch
+// writes: two parameters each, well under both databases' limits.
+const heartbeatChunk = 2000
+
+// RunnerHeartbeatBatch writes beats in a statement per heartbeatChunk, in
+// one transaction: a statement for the runners online (the usual case), and
+// one that brings back the runners found offline.
+func (s *Store) RunnerHeartbeatBatch(ctx context.Context, p store.RunnerHeartbeatBatchParams) ([]string, error) {
+	var revived []string
+	err := s.write.Tx(ctx, func(q Querier) error {
+		revived = nil
+		for from := 0; from < len(p.Beats); from += heartbeatChunk {
+			chunk := p.Beats[from:min(from+heartbeatChunk, len(p.Beats))]
+			var values strings.Builder
+			args := make([]any, 0, 2*len(chunk))
+			for i, b := range chunk {
+				if i > 0 {
+					values.WriteString(", ")
+				}
+				fmt.Fprintf(&values, "(CAST($%d AS TEXT), CAST($%d AS BIGINT))", 2*i+1, 2*i+2)
+				args = append(args, b.ID, micros(b.At))
+			}
+			with := `WITH beats(id, at) AS (VALUES ` + values.String() + `) `
+			latest := `(SELECT beats.at FROM beats WHERE beats.id = runners.id)`
+			ids, err := collectIDs(q.Query(ctx, with+`UPDATE runners SET online = TRUE,
+				last_heartbeat = CASE WHEN `+latest+` > last_heartbeat THEN `+latest+` ELSE last_heartbeat END
+				WHERE online = FALSE AND id IN (SELECT id FROM beats) RETURNING id`, args...))
+			if err != nil {
+				return err
+			}
+			revived = append(revived, ids...)
+			if _, err := q.Exec(ctx, with+`UPDATE runners SET last_heartbeat = `+latest+`
+				WHERE online = TRUE AND id IN (SELECT id FROM beats) AND last_heartbeat < `+latest, args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record %d runner heartbeats: %w", len(p.Beats), err)
+	}
+	return revived, nil
+}
+
+// collectIDs reads a column of strings.
+func collectIDs(rows Rows, err error) ([]string, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
 }
 
 // RunnerMarkOffline marks stale runners offline and interrupts their jobs.
