@@ -87,9 +87,18 @@ type authenticator struct {
 
 	mu      sync.Mutex
 	runners map[string]cachedRunner
+	// ttl is how long a cached credential is used: runnerCacheTTL, or the
+	// heartbeat timeout when shorter, so that a runner marked offline for
+	// its silence is read afresh when it calls again.
+	ttl time.Duration
 }
 
-const runnerCacheTTL = 5 * time.Second
+// runnerCacheTTL is how long a runner's credential is taken as read. Each
+// runner calls every few seconds (heartbeats, claims), so a shorter one
+// would read the database for most calls; it is also how long another
+// replica may accept a credential revoked or a runner removed through this
+// one.
+const runnerCacheTTL = 30 * time.Second
 
 type cachedRunner struct {
 	r       *store.Runner
@@ -97,7 +106,7 @@ type cachedRunner struct {
 }
 
 func newAuthenticator(st store.Store, now func() time.Time) *authenticator {
-	return &authenticator{store: st, now: now, runners: map[string]cachedRunner{}}
+	return &authenticator{store: st, now: now, runners: map[string]cachedRunner{}, ttl: runnerCacheTTL}
 }
 
 // bearer returns the request's bearer token; the scheme's name is
@@ -174,8 +183,11 @@ func (a *authenticator) runner(r *http.Request) (*store.Runner, error) {
 	a.mu.Lock()
 	c, ok := a.runners[h]
 	a.mu.Unlock()
-	if !ok || now.Sub(c.fetched) > runnerCacheTTL {
-		rn, err := a.store.RunnerGetByTokenHash(r.Context(), h)
+	if !ok || now.Sub(c.fetched) > a.ttl {
+		var rn *store.Runner
+		var err error
+		onFreshStack(func() { rn, err = a.store.RunnerGetByTokenHash(r.Context(), h) }) // runners' connections wait long
+
 		if errors.Is(err, store.ErrNotFound) {
 			a.forget(h)
 			return nil, api.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated,

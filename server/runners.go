@@ -240,6 +240,7 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 	}
 	wait := min(time.Duration(req.Wait), maxWait)
 	ctx := r.Context()
+	var err error
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	var re *time.Timer
@@ -252,7 +253,10 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 	defer wt.leave()
 	for {
 		tok := wt.arm()
-		job, err := s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: req.Free, Now: s.cfg.Now()})
+		var job *store.Job
+		onFreshStack(func() { // this goroutine waits long: keep its stack small
+			job, err = s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: req.Free, Now: s.cfg.Now()})
+		})
 		if err == nil {
 			wt.leave()
 			wt.done(tok, true)
@@ -400,7 +404,8 @@ func (s *Server) handleJobWaitStop(w http.ResponseWriter, r *http.Request, rn *s
 	defer deadline.Stop()
 	for {
 		woken := s.queue.watch(jobKey(r.PathValue("id")))
-		job, err := s.runnerJob(r, rn)
+		var job *store.Job
+		onFreshStack(func() { job, err = s.runnerJob(r, rn) }) // this goroutine waits long
 		if err != nil {
 			return err
 		}
@@ -450,40 +455,45 @@ func (s *Server) reapLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		// The heartbeats this replica heard are written first, so that no
-		// runner it heard is marked offline; another replica's may be
-		// unwritten for up to flushEvery, which the cut allows for.
-		if err := s.beats.flush(ctx); err != nil {
-			if ctx.Err() == nil {
-				s.log.Error("write runner heartbeats before marking silent runners offline", "err", err)
-			}
-			continue
-		}
-		now := s.cfg.Now()
-		if s.cfg.RunnerRetention > 0 && now.Sub(pruned) >= pruneEvery {
-			pruned = now
-			s.pruneRunners(ctx, now)
-		}
-		jobs, err := s.store.RunnerMarkOffline(ctx, store.RunnerMarkOfflineParams{
-			HeartbeatBefore: now.Add(-s.cfg.HeartbeatTimeout - flushEvery(s.cfg.HeartbeatTimeout)), MaxAttempts: s.cfg.MaxAttempts, Now: now,
-		})
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Error("mark offline runners", "err", err)
-			}
-			continue
-		}
-		for _, j := range jobs {
-			s.log.Warn("job interrupted: its runner stopped responding", "job", j.ID, "run", j.RunName, "status", j.Status, "attempt", j.Attempt)
-			s.metrics.interrupted.Inc()
-			s.queue.wake(userKey(j.UserID))
-			s.queue.wake(jobKey(j.ID))
-			if j.Status.Finished() {
-				s.finishLog(j.ID)
-			}
-		}
-		s.publishJobs(jobs, api.EventRuns, api.EventRunners)
+		s.reap(ctx, &pruned)
 	}
+}
+
+// reap is one pass of reapLoop; pruned is when runners were last pruned.
+func (s *Server) reap(ctx context.Context, pruned *time.Time) {
+	// The heartbeats this replica heard are written first, so that no
+	// runner it heard is marked offline; another replica's may be
+	// unwritten for up to flushEvery, which the cut allows for.
+	if err := s.beats.flush(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("write runner heartbeats before marking silent runners offline", "err", err)
+		}
+		return
+	}
+	now := s.cfg.Now()
+	if s.cfg.RunnerRetention > 0 && now.Sub(*pruned) >= pruneEvery {
+		*pruned = now
+		s.pruneRunners(ctx, now)
+	}
+	jobs, err := s.store.RunnerMarkOffline(ctx, store.RunnerMarkOfflineParams{
+		HeartbeatBefore: now.Add(-s.cfg.HeartbeatTimeout - flushEvery(s.cfg.HeartbeatTimeout)), MaxAttempts: s.cfg.MaxAttempts, Now: now,
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("mark offline runners", "err", err)
+		}
+		return
+	}
+	for _, j := range jobs {
+		s.log.Warn("job interrupted: its runner stopped responding", "job", j.ID, "run", j.RunName, "status", j.Status, "attempt", j.Attempt)
+		s.metrics.interrupted.Inc()
+		s.queue.wake(userKey(j.UserID))
+		s.queue.wake(jobKey(j.ID))
+		if j.Status.Finished() {
+			s.finishLog(j.ID)
+		}
+	}
+	s.publishJobs(jobs, api.EventRuns, api.EventRunners)
 }
 
 // pruneRunners removes the self-hosted runners offline since before

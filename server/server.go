@@ -242,7 +242,7 @@ type Server struct {
 	auth    *authenticator
 	queue   *queue
 	// beats holds the heartbeats not yet written (heartbeats.go).
-	beats *heartbeats
+	beats   *heartbeats
 	metrics *metrics
 	// box seals the secrets the server keeps (cloud credentials, UI
 	// sessions) under the server key (see package secretbox).
@@ -376,6 +376,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.log.Debug("encryption key", "source", keySource, "key_id", box.ID())
 	s.auth = newAuthenticator(st, cfg.Now)
+	s.auth.ttl = min(runnerCacheTTL, cfg.HeartbeatTimeout)
 	s.beats = newHeartbeats(st, s.log, s.runnersRevived)
 	s.auth.box = box
 	s.auth.origin = originOf(cfg.ExternalURL)

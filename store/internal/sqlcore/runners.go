@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -173,20 +174,27 @@ func (s *Store) RunnerHeartbeat(ctx context.Context, p store.RunnerHeartbeatPara
 
 // heartbeatChunk is how many beats one statement of RunnerHeartbeatBatch
 // writes: two parameters each, well under both databases' limits.
-const heartbeatChunk = 2000
+const heartbeatChunk = 2048
 
 // RunnerHeartbeatBatch writes beats in a statement per heartbeatChunk, in
-// one transaction: a statement for the runners online (the usual case), and
-// one that brings back the runners found offline.
+// one transaction: a statement that brings back the runners found offline
+// (usually none), and one for the runners online. A chunk is padded to a
+// power of two beats (repeating its last), so that a few statements, kept
+// prepared, serve every size.
 func (s *Store) RunnerHeartbeatBatch(ctx context.Context, p store.RunnerHeartbeatBatchParams) ([]string, error) {
 	var revived []string
 	err := s.write.Tx(ctx, func(q Querier) error {
 		revived = nil
 		for from := 0; from < len(p.Beats); from += heartbeatChunk {
 			chunk := p.Beats[from:min(from+heartbeatChunk, len(p.Beats))]
+			n := 16
+			for n < len(chunk) {
+				n *= 2
+			}
 			var values strings.Builder
-			args := make([]any, 0, 2*len(chunk))
-			for i, b := range chunk {
+			args := make([]any, 0, 2*n)
+			for i := range n {
+				b := chunk[min(i, len(chunk)-1)]
 				if i > 0 {
 					values.WriteString(", ")
 				}
@@ -194,16 +202,15 @@ func (s *Store) RunnerHeartbeatBatch(ctx context.Context, p store.RunnerHeartbea
 				args = append(args, b.ID, micros(b.At))
 			}
 			with := `WITH beats(id, at) AS (VALUES ` + values.String() + `) `
-			latest := `(SELECT beats.at FROM beats WHERE beats.id = runners.id)`
 			ids, err := collectIDs(q.Query(ctx, with+`UPDATE runners SET online = TRUE,
-				last_heartbeat = CASE WHEN `+latest+` > last_heartbeat THEN `+latest+` ELSE last_heartbeat END
-				WHERE online = FALSE AND id IN (SELECT id FROM beats) RETURNING id`, args...))
+				last_heartbeat = CASE WHEN beats.at > runners.last_heartbeat THEN beats.at ELSE runners.last_heartbeat END
+				FROM beats WHERE runners.id = beats.id AND runners.online = FALSE RETURNING runners.id`, args...))
 			if err != nil {
 				return err
 			}
 			revived = append(revived, ids...)
-			if _, err := q.Exec(ctx, with+`UPDATE runners SET last_heartbeat = `+latest+`
-				WHERE online = TRUE AND id IN (SELECT id FROM beats) AND last_heartbeat < `+latest, args...); err != nil {
+			if _, err := q.Exec(ctx, with+`UPDATE runners SET last_heartbeat = beats.at
+				FROM beats WHERE runners.id = beats.id AND runners.online = TRUE AND runners.last_heartbeat < beats.at`, args...); err != nil {
 				return err
 			}
 		}
@@ -212,7 +219,8 @@ func (s *Store) RunnerHeartbeatBatch(ctx context.Context, p store.RunnerHeartbea
 	if err != nil {
 		return nil, fmt.Errorf("record %d runner heartbeats: %w", len(p.Beats), err)
 	}
-	return revived, nil
+	slices.Sort(revived)
+	return slices.Compact(revived), nil
 }
 
 // collectIDs reads a column of strings.
