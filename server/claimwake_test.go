@@ -160,3 +160,26 @@ func TestHeartbeatsBatchedSilentRunnerGoesOffline(t *testing.T) {
 		t.Fatalf("a runner back is %s right after its heartbeat, want online", got)
 	}
 }
+
+// TestIdleRunnerGetsAJobQueuedBetweenItsWaits: a runner whose wait ended
+// with no job, and which skips its next look at the store, still gets a job
+// queued between its two waits.
+func TestIdleRunnerGetsAJobQueuedBetweenItsWaits(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	rc := registerRunner(t, e.admin, "r")
+	ctx := context.Background()
+	a, err := rc.RunnerClaim(ctx, api.ClaimRequest{Free: bigRunner, Wait: api.Duration(5 * time.Second)})
+	if err != nil || a != nil {
+		t.Fatalf("claim with nothing queued: %+v, %v", a, err)
+	}
+	run := e.submit(t, e.admin, bashJob("train"))
+	select {
+	case r := <-longClaim(ctx, rc, bigRunner):
+		if r.err != nil || r.a == nil || r.a.Job.ID != run.Jobs[0].ID {
+			t.Fatalf("claim: %+v, %v; want job %s", r.a, r.err, run.Jobs[0].ID)
+		}
+	case <-time.After(testutil.Wait):
+		t.Fatalf("waited %s for the idle runner to claim the job", testutil.Wait)
+	}
+}

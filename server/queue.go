@@ -36,10 +36,25 @@ type queue struct {
 	// waiting holds the claim waiters per key, oldest first.
 	waiting map[string]*list.List
 	seq     uint64
+	// gens counts the wakes of each claim key (a user's; anyUserKey counts
+	// them all), and idle holds the runners whose last wait ended with no
+	// job: a runner that comes back for another wait before anything woke
+	// its key, and within recheck, waits at once instead of looking at the
+	// store again (see idleSince).
+	gens map[string]uint64
+	idle map[string]idleLook
+}
+
+// idleLook is a runner's last wait that ended with no job.
+type idleLook struct {
+	shape string
+	gen   uint64
+	at    time.Time
 }
 
 func newQueue() *queue {
-	return &queue{subs: map[string]chan struct{}{}, waiting: map[string]*list.List{}}
+	return &queue{subs: map[string]chan struct{}{}, waiting: map[string]*list.List{},
+		gens: map[string]uint64{}, idle: map[string]idleLook{}}
 }
 
 // recheck is how long a waiter waits for a wake before it looks at the
@@ -91,6 +106,8 @@ func (q *queue) close(key string) {
 func (q *queue) offer(userID string, n int, chain bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.gens[userKey(userID)]++
+	q.gens[anyUserKey]++
 	bound := q.seq + 1 // every waiter queued so far
 	for range n {
 		t := &wakeToken{key: userKey(userID), bound: bound, chain: chain}
@@ -157,13 +174,15 @@ func (q *queue) unqueueLocked(w *waiter) {
 
 // waiter is one runner's claim request waiting for a job.
 type waiter struct {
-	q     *queue
-	key   string
-	shape string
-	ch    chan struct{}
-	seq   uint64
-	el    *list.Element
-	tok   *wakeToken // handed over and not yet used
+	q      *queue
+	runner string
+	key    string
+	shape  string
+	gen    uint64 // the key's wakes when the waiter last armed
+	ch     chan struct{}
+	seq    uint64
+	el     *list.Element
+	tok    *wakeToken // handed over and not yet used
 }
 
 // claimWaiter returns a waiter for the runner's jobs that claims with free.
@@ -177,7 +196,7 @@ func (q *queue) claimWaiter(rn *store.Runner, free string) *waiter {
 	if rn.InterruptedAt != nil {
 		shape += "|interrupted:" + rn.ID
 	}
-	return &waiter{q: q, key: claimKey(rn), shape: shape, ch: make(chan struct{}, 1)}
+	return &waiter{q: q, runner: rn.ID, key: claimKey(rn), shape: shape, ch: make(chan struct{}, 1)}
 }
 
 // arm queues w, if it is not queued, and returns the token that woke it
@@ -190,6 +209,7 @@ func (w *waiter) arm() *wakeToken {
 	defer q.mu.Unlock()
 	t := w.tok
 	w.tok = nil
+	w.gen = q.gens[w.key]
 	select {
 	case <-w.ch:
 	default:
@@ -228,6 +248,60 @@ func (w *waiter) done(t *wakeToken, claimed bool) {
 	}
 	t.failed[w.shape] = true
 	q.deliverLocked(t)
+}
+
+// pass hands t, which w could not use (its claim failed, not for want of
+// a job), to the next waiter.
+func (w *waiter) pass(t *wakeToken) {
+	if t == nil {
+		return
+	}
+	q := w.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.deliverLocked(t)
+}
+
+// idleSince reports, for a runner that asks for a job again, when its last
+// wait ended with no job, if nothing woke its key since, its free
+// resources are the same and that was less than recheck ago: the store
+// would answer as it did, and the runner may wait without looking. With
+// every runner idle, a claim looks at the store about once per recheck
+// rather than once per wait. The runners of on-demand instances always
+// look: their instance's state changes without a wake.
+func (w *waiter) idleSince(now time.Time) (time.Time, bool) {
+	q := w.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	l, ok := q.idle[w.runner]
+	if !ok || l.shape != w.shape || l.gen != q.gens[w.key] || now.Sub(l.at) >= recheck || now.Before(l.at) {
+		return time.Time{}, false
+	}
+	return l.at, true
+}
+
+// idleEnd records that w's wait ended with no job, its last look at the
+// store being at at.
+func (w *waiter) idleEnd(at time.Time) {
+	q := w.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.idle) >= 1024 && len(q.idle)%1024 == 0 {
+		for id, l := range q.idle { // drop the stale, now and then
+			if at.Sub(l.at) >= recheck {
+				delete(q.idle, id)
+			}
+		}
+	}
+	q.idle[w.runner] = idleLook{shape: w.shape, gen: w.gen, at: at}
+}
+
+// busy forgets w's runner's idle wait: it got a job.
+func (w *waiter) busy() {
+	q := w.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.idle, w.runner)
 }
 
 // leave takes w off the queue; a token it holds goes to the next waiter.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"testing"
+	"time"
 
 	"github.com/dstackai/dstack/store"
 )
@@ -72,5 +73,47 @@ func TestQueueWakesOneWaiterAndPassesItOn(t *testing.T) {
 	small1.leave()
 	if !woken(shared) {
 		t.Fatal("a waiter that left should pass its wake on")
+	}
+}
+
+// TestQueueIdleRunnerWaitsWithoutLooking: a runner whose last wait ended
+// empty need not look at the store again until a wake of its key, a change
+// of its free resources, or recheck.
+func TestQueueIdleRunnerWaitsWithoutLooking(t *testing.T) {
+	t.Parallel()
+	q := newQueue()
+	rn := &store.Runner{ID: "r", UserID: "u"}
+	w := q.claimWaiter(rn, "8/16384/0")
+	now := time.Now()
+	if _, ok := w.idleSince(now); ok {
+		t.Fatal("a runner never seen idle should look")
+	}
+	w.arm()
+	w.idleEnd(now)
+	w.leave()
+	again := q.claimWaiter(rn, "8/16384/0")
+	if at, ok := again.idleSince(now.Add(time.Second)); !ok || !at.Equal(now) {
+		t.Fatalf("idleSince = %s, %v; want the last look, true", at, ok)
+	}
+	if _, ok := q.claimWaiter(rn, "4/16384/0").idleSince(now.Add(time.Second)); ok {
+		t.Fatal("a runner with other free resources should look")
+	}
+	if _, ok := again.idleSince(now.Add(recheck)); ok {
+		t.Fatal("a runner idle for recheck should look")
+	}
+	q.offer("v", 1, false) // another user's job: a user's runner need not look...
+	if _, ok := again.idleSince(now.Add(time.Second)); !ok {
+		t.Fatal("another user's job should not make u's runner look")
+	}
+	shared := q.claimWaiter(&store.Runner{ID: "s", UserID: "admin", Shared: true}, "8/16384/0")
+	shared.arm()
+	shared.idleEnd(now)
+	shared.leave()
+	q.offer("u", 1, false)
+	if _, ok := again.idleSince(now.Add(time.Second)); ok {
+		t.Fatal("a job of u should make u's runner look")
+	}
+	if _, ok := shared.idleSince(now.Add(time.Second)); ok {
+		t.Fatal("any user's job should make a shared runner look")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -238,7 +239,13 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
+	// Up to a quarter less than asked, at random: runners that started
+	// together (after a restart of the server, say) do not come back
+	// together wait after wait.
 	wait := min(time.Duration(req.Wait), maxWait)
+	if wait >= 4 {
+		wait -= rand.N(wait / 4)
+	}
 	ctx := r.Context()
 	var err error
 	deadline := time.NewTimer(wait)
@@ -251,45 +258,64 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 	}()
 	wt := s.queue.claimWaiter(rn, freeShape(req.Free))
 	defer wt.leave()
+	// A runner back for another wait, with nothing changed since its last
+	// one ended empty, waits without looking (queue.idleSince); its re-check
+	// comes when it would have come.
+	look, lookedAt, reIn := true, time.Time{}, time.Duration(0)
+	steady := time.Duration(req.Wait) >= idleWait && rn.InstanceID == "" && rn.InterruptedAt == nil
+	if steady {
+		if at, ok := wt.idleSince(time.Now()); ok {
+			look, lookedAt, reIn = false, at, max(0, recheck-time.Since(at))
+		}
+	}
 	for {
 		tok := wt.arm()
-		var job *store.Job
-		onFreshStack(func() { // this goroutine waits long: keep its stack small
-			job, err = s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: req.Free, Now: s.cfg.Now()})
-		})
-		if err == nil {
-			wt.leave()
-			wt.done(tok, true)
-			s.markAttempt(job, rn)
-			s.metrics.observeClaim(job, s.cfg.Now())
-			s.events.publish(job.UserID, api.EventRuns, api.EventRunners)
-			if job.UserID != rn.UserID {
-				s.events.publish(rn.UserID, api.EventRunners)
+		if look {
+			lookedAt = time.Now()
+			var job *store.Job
+			onFreshStack(func() { // this goroutine waits long: keep its stack small
+				job, err = s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: req.Free, Now: s.cfg.Now()})
+			})
+			if err == nil {
+				wt.leave()
+				wt.done(tok, true)
+				wt.busy()
+				s.markAttempt(job, rn)
+				s.metrics.observeClaim(job, s.cfg.Now())
+				s.events.publish(job.UserID, api.EventRuns, api.EventRunners)
+				if job.UserID != rn.UserID {
+					s.events.publish(rn.UserID, api.EventRunners)
+				}
+				s.log.Info("job assigned", "job", job.ID, "run", job.RunName, "workflow", job.Workflow, "runner", rn.Name, "lease", job.Lease)
+				writeJSON(w, http.StatusOK, api.Assignment{Job: toAPIJob(job), Lease: job.Lease})
+				return nil
 			}
-			s.log.Info("job assigned", "job", job.ID, "run", job.RunName, "workflow", job.Workflow, "runner", rn.Name, "lease", job.Lease)
-			writeJSON(w, http.StatusOK, api.Assignment{Job: toAPIJob(job), Lease: job.Lease})
-			return nil
-		}
-		if ctx.Err() != nil {
-			// The runner went away (it restarts, or its wait ended on its
-			// side): nothing failed, and writeError says so (499, debug).
+			if ctx.Err() != nil {
+				// The runner went away (it restarts, or its wait ended on its
+				// side): nothing failed, and writeError says so (499, debug).
+				wt.pass(tok)
+				return fmt.Errorf("claim: %w", ctx.Err())
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				wt.pass(tok) // the job may fit this runner: another may take it
+				return fmt.Errorf("claim: %w", err)
+			}
 			wt.done(tok, false)
-			return fmt.Errorf("claim: %w", ctx.Err())
+			reIn = recheckAfter()
 		}
-		if !errors.Is(err, store.ErrNotFound) {
-			wt.done(tok, false)
-			return fmt.Errorf("claim: %w", err)
-		}
-		wt.done(tok, false)
+		look = true
 		if re == nil {
-			re = time.NewTimer(recheckAfter())
+			re = time.NewTimer(reIn)
 		} else {
-			re.Reset(recheckAfter())
+			re.Reset(reIn)
 		}
 		select {
 		case <-wt.ch:
 		case <-re.C:
 		case <-deadline.C:
+			if steady {
+				wt.idleEnd(lookedAt)
+			}
 			w.WriteHeader(http.StatusNoContent)
 			return nil
 		case <-ctx.Done():
@@ -297,6 +323,10 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 		}
 	}
 }
+
+// idleWait is the shortest claim wait after which a runner counts as idle
+// (queue.idleSince): runners wait 30s by default.
+const idleWait = 5 * time.Second
 
 // freeShape is the part of a claim's free resources that decides which
 // jobs fit.

@@ -53,6 +53,7 @@ type options struct {
 	jobs     int
 	idle     time.Duration
 	settle   time.Duration
+	rate     int
 	drainMax time.Duration
 	keep     bool
 	pprof    string
@@ -69,7 +70,8 @@ func main() {
 	flag.StringVar(&o.db, "db", "", "PostgreSQL URL of an existing database; a fresh database is created beside it for each count (default: SQLite in a fresh data dir)")
 	flag.IntVar(&o.jobs, "jobs", 10_000, "jobs to drain per count")
 	flag.DurationVar(&o.idle, "idle", 12*time.Second, "idle window for CPU and heartbeat latency (at least one heartbeat interval: every runner beats in it)")
-	flag.DurationVar(&o.settle, "settle", 3*time.Second, "wait after the last runner connected, before measuring")
+	flag.DurationVar(&o.settle, "settle", 5*time.Second, "wait after the last runner connected, before measuring")
+	flag.IntVar(&o.rate, "start-rate", 1000, "runners started per second, as a fleet that comes up over time (0: all at once, as after a restart of the server)")
 	flag.DurationVar(&o.drainMax, "drain-timeout", 3*time.Minute, "give up a drain after this long")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data dirs (server logs) after the run")
 	flag.StringVar(&o.pprof, "pprof", "", "serve the server's net/http/pprof at this address (e.g. 127.0.0.1:6060), for profiling")
@@ -292,7 +294,12 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	var claiming atomic.Int64
 	var done atomic.Int64
 	var wg sync.WaitGroup
-	for _, r := range rs {
+	for i, r := range rs {
+		if o.rate > 0 && i > 0 && i%max(1, o.rate/20) == 0 {
+			if err := sleep(ctx, 50*time.Millisecond); err != nil {
+				return res, err
+			}
+		}
 		wg.Add(2)
 		go func() { defer wg.Done(); r.heartbeats(runCtx, lat, &fails) }()
 		go func() { defer wg.Done(); r.claims(runCtx, &claiming, &done, &fails) }()
