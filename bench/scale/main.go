@@ -253,7 +253,6 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	defer cancelRunners()
 
 	say("registering")
-	res.clientErrs = 0
 	rs := make([]*simRunner, n)
 	{
 		var wg sync.WaitGroup
@@ -357,7 +356,6 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	res.drained = int(done.Load())
 	res.drainRate = float64(res.drained) / elapsed.Seconds()
 	res.drainP50, res.drainP99 = lat.quantiles("drain")
-	res.rssMiB = max(res.rssMiB, 0) // RSS is the idle figure: N runners connected, no jobs
 
 	say("stopping")
 	cancelRunners()
