@@ -72,8 +72,9 @@ func (s *Server) ensureAdmin(ctx context.Context) (string, error) {
 
 // authenticator checks bearer tokens, and users' session cookies (see
 // session.go). Runner credentials are checked on every call a runner makes,
-// so they are cached briefly; a revoked credential stops working within
-// runnerCacheTTL.
+// so they are cached briefly. A revocation or removal made through this
+// replica takes effect at once (forgetRunners, forgetRunner); another
+// replica may go on accepting the credential for up to runnerCacheTTL.
 type authenticator struct {
 	store store.Store
 	now   func() time.Time
@@ -86,9 +87,22 @@ type authenticator struct {
 
 	mu      sync.Mutex
 	runners map[string]cachedRunner
+	// ttl is how long a cached credential is used: runnerCacheTTL, or the
+	// heartbeat timeout when shorter, so that a runner marked offline for
+	// its silence is read afresh when it calls again.
+	ttl time.Duration
+	// gen counts what was forgotten; refreshing holds the credentials
+	// being read again in the background.
+	gen        uint64
+	refreshing map[string]bool
 }
 
-const runnerCacheTTL = 5 * time.Second
+// runnerCacheTTL is how long a runner's credential is taken as read. Each
+// runner calls every few seconds (heartbeats, claims), so a shorter one
+// would read the database for most calls; it is also how long another
+// replica may accept a credential revoked or a runner removed through this
+// one.
+const runnerCacheTTL = 30 * time.Second
 
 type cachedRunner struct {
 	r       *store.Runner
@@ -96,7 +110,7 @@ type cachedRunner struct {
 }
 
 func newAuthenticator(st store.Store, now func() time.Time) *authenticator {
-	return &authenticator{store: st, now: now, runners: map[string]cachedRunner{}}
+	return &authenticator{store: st, now: now, runners: map[string]cachedRunner{}, ttl: runnerCacheTTL, refreshing: map[string]bool{}}
 }
 
 // bearer returns the request's bearer token; the scheme's name is
@@ -155,10 +169,14 @@ func (a *authenticator) userByToken(r *http.Request, tok string) (*store.User, *
 func (a *authenticator) forgetRunners() {
 	a.mu.Lock()
 	clear(a.runners)
+	a.gen++
 	a.mu.Unlock()
 }
 
-// runner authenticates a runner's request.
+// runner authenticates a runner's request. A cached credential past 2/3 of
+// its ttl is read again in the background while it is still used, so that
+// runners' calls seldom wait on the database; one past its ttl is never
+// used.
 func (a *authenticator) runner(r *http.Request) (*store.Runner, error) {
 	tok := bearer(r)
 	if tok == "" {
@@ -172,9 +190,16 @@ func (a *authenticator) runner(r *http.Request) (*store.Runner, error) {
 	now := a.now()
 	a.mu.Lock()
 	c, ok := a.runners[h]
+	gen := a.gen
+	if ok && now.Sub(c.fetched) > a.ttl*2/3 && now.Sub(c.fetched) <= a.ttl && !a.refreshing[h] {
+		a.refreshing[h] = true
+		go a.refresh(h, gen)
+	}
 	a.mu.Unlock()
-	if !ok || now.Sub(c.fetched) > runnerCacheTTL {
-		rn, err := a.store.RunnerGetByTokenHash(r.Context(), h)
+	if !ok || now.Sub(c.fetched) > a.ttl {
+		var rn *store.Runner
+		var err error
+		onFreshStack(func() { rn, err = a.store.RunnerGetByTokenHash(r.Context(), h) }) // runners' connections wait long
 		if errors.Is(err, store.ErrNotFound) {
 			a.forget(h)
 			return nil, api.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated,
@@ -184,12 +209,7 @@ func (a *authenticator) runner(r *http.Request) (*store.Runner, error) {
 			return nil, fmt.Errorf("authenticate runner: %w", err)
 		}
 		c = cachedRunner{r: rn, fetched: now}
-		a.mu.Lock()
-		if len(a.runners) > 100_000 {
-			clear(a.runners)
-		}
-		a.runners[h] = c
-		a.mu.Unlock()
+		a.keep(h, c, gen)
 	}
 	if !now.Before(c.r.TokenExpiresAt) {
 		return nil, api.Errorf(http.StatusUnauthorized, api.CodeUnauthenticated,
@@ -198,8 +218,55 @@ func (a *authenticator) runner(r *http.Request) (*store.Runner, error) {
 	return c.r, nil
 }
 
+// keep caches c unless credentials were forgotten since gen: a read that
+// began before a revocation must not bring the credential back.
+func (a *authenticator) keep(h string, c cachedRunner, gen uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.gen != gen {
+		return
+	}
+	if len(a.runners) > 100_000 {
+		clear(a.runners)
+	}
+	a.runners[h] = c
+}
+
+// refresh reads a cached credential again.
+func (a *authenticator) refresh(h string, gen uint64) {
+	defer func() {
+		a.mu.Lock()
+		delete(a.refreshing, h)
+		a.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	now := a.now()
+	rn, err := a.store.RunnerGetByTokenHash(ctx, h)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		a.forget(h)
+	case err == nil:
+		a.keep(h, cachedRunner{r: rn, fetched: now}, gen)
+	}
+}
+
+// forgetRunner drops the cached credential of runner id, whose state
+// changed: the next call reads it afresh.
+func (a *authenticator) forgetRunner(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.gen++
+	for h, c := range a.runners {
+		if c.r.ID == id {
+			delete(a.runners, h)
+		}
+	}
+}
+
 func (a *authenticator) forget(hash string) {
 	a.mu.Lock()
 	delete(a.runners, hash)
+	a.gen++
 	a.mu.Unlock()
 }

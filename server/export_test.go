@@ -81,3 +81,14 @@ func StopBus(s *Server) {
 
 // ReplicaID is the server's replica identity.
 func ReplicaID(s *Server) string { return s.replicaID }
+
+// ClaimWaiters counts the runners' claims waiting for a job.
+func ClaimWaiters(s *Server) int {
+	s.queue.mu.Lock()
+	defer s.queue.mu.Unlock()
+	n := 0
+	for _, l := range s.queue.waiting {
+		n += l.Len()
+	}
+	return n
+}

@@ -50,6 +50,26 @@ func (s *Server) asRunner(h runnerHandler) http.HandlerFunc {
 	}
 }
 
+// onFreshStack runs f on a new goroutine and waits for it; a panic of f
+// goes on in the caller. A goroutine's stack grows to what its deepest
+// call needed (the SQLite engine's calls need tens of KiB) and shrinks
+// back only slowly, at garbage collections; a goroutine that lives long and
+// mostly waits (a connection between requests, a long-poll) keeps a small
+// stack when its deep calls run on a goroutine that ends with them. A
+// runner's connections live long and mostly wait (one for a job, one for
+// its next heartbeat): with 10,000 runners their stacks are a large part of
+// the server's memory.
+func onFreshStack(f func()) {
+	done := make(chan any, 1)
+	go func() {
+		defer func() { done <- recover() }()
+		f()
+	}()
+	if p := <-done; p != nil {
+		panic(p)
+	}
+}
+
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	rt := &router{s: s, mux: mux}

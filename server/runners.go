@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,13 +15,10 @@ import (
 	"github.com/dstackai/dstack/version"
 )
 
-// Long-poll bounds: a runner may ask to wait up to maxWait; waiters re-check
-// the store every Config.Recheck (recheck by default), which picks up work
-// whose wake was lost on its way from another replica.
-const (
-	maxWait = 60 * time.Second
-	recheck = 5 * time.Second
-)
+// maxWait bounds a long-poll: a runner may ask to wait up to it. Waiters
+// also re-check the store now and then (Config.Recheck), which picks up
+// work queued by another replica.
+const maxWait = 60 * time.Second
 
 // checkRegistration trims and checks what a registering or joining runner
 // says of itself.
@@ -173,18 +171,49 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request, rn *sto
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
-	if err := s.store.RunnerHeartbeat(r.Context(), store.RunnerHeartbeatParams{ID: rn.ID, Now: s.cfg.Now(), Resources: req.Resources}); err != nil {
+	now := s.cfg.Now()
+	if rn.Online && req.Resources == nil {
+		// The usual beat: written with the others (heartbeats.go).
+		s.beats.note(rn.ID, now)
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	// A runner coming back online, or reporting its resources: at once.
+	if err := s.store.RunnerHeartbeat(r.Context(), store.RunnerHeartbeatParams{ID: rn.ID, Now: now, Resources: req.Resources}); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
 	if !rn.Online {
-		s.events.publish(rn.UserID, api.EventRunners) // back online
+		s.auth.forgetRunner(rn.ID) // its cached copy says offline
+		s.events.publish(rn.UserID, api.EventRunners)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
+// runnersRevived tells the users of runners that a written heartbeat
+// brought back online.
+func (s *Server) runnersRevived(ids []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	users := map[string]bool{}
+	for _, id := range ids {
+		s.auth.forgetRunner(id)
+		rn, err := s.store.RunnerGet(ctx, id)
+		if err != nil {
+			continue
+		}
+		s.log.Info("runner back online", "runner", rn.Name, "id", rn.ID)
+		if !users[rn.UserID] {
+			users[rn.UserID] = true
+			s.events.publish(rn.UserID, api.EventRunners)
+		}
+	}
+}
+
 // handleRunnerOffline marks a runner that shuts down offline at once.
 func (s *Server) handleRunnerOffline(w http.ResponseWriter, r *http.Request, rn *store.Runner) error {
+	s.beats.forget(rn.ID) // an unwritten beat must not bring it back
+	defer s.auth.forgetRunner(rn.ID)
 	jobs, err := s.store.RunnerMarkOffline(r.Context(), store.RunnerMarkOfflineParams{
 		RunnerID: rn.ID, MaxAttempts: s.cfg.MaxAttempts, Now: s.cfg.Now(),
 	})
@@ -204,49 +233,113 @@ func (s *Server) handleRunnerOffline(w http.ResponseWriter, r *http.Request, rn 
 }
 
 // handleClaim assigns the runner a job, waiting for one up to the asked time.
+// A runner that goes away while it waits ends its request normally.
 func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.Runner) error {
 	var req api.ClaimRequest
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
+	// Up to a quarter less than asked, at random: runners that started
+	// together (after a restart of the server, say) do not come back
+	// together wait after wait.
 	wait := min(time.Duration(req.Wait), maxWait)
+	if wait >= 4 {
+		wait -= rand.N(wait / 4)
+	}
 	ctx := r.Context()
 	if done, err := s.redeliver(ctx, w, rn); done || err != nil {
 		return err
 	}
+	var err error
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
+	var re *time.Timer
+	defer func() {
+		if re != nil {
+			re.Stop()
+		}
+	}()
+	wt := s.queue.claimWaiter(rn, freeShape(req.Free))
+	defer wt.leave()
+	// A runner back for another wait, with nothing changed since its last
+	// one ended empty, waits without looking (queue.idleSince); its re-check
+	// comes when it would have come.
+	look, lookedAt, reIn := true, time.Time{}, time.Duration(0)
+	steady := time.Duration(req.Wait) >= idleWait && rn.InstanceID == "" && rn.InterruptedAt == nil
+	if steady {
+		if at, ok := wt.idleSince(time.Now()); ok {
+			look, lookedAt, reIn = false, at, max(0, s.queue.recheck-time.Since(at))
+		}
+	}
 	for {
-		woken := s.queue.watch(claimKey(rn))
-		job, err := s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: req.Free, Now: s.cfg.Now()})
-		if err == nil {
-			s.markAttempt(job, rn)
-			s.metrics.observeClaim(job, s.cfg.Now())
-			s.events.publish(job.UserID, api.EventRuns, api.EventRunners)
-			if job.UserID != rn.UserID {
-				s.events.publish(rn.UserID, api.EventRunners)
+		tok := wt.arm()
+		if look {
+			lookedAt = time.Now()
+			var job *store.Job
+			onFreshStack(func() { // this goroutine waits long: keep its stack small
+				job, err = s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: req.Free, Now: s.cfg.Now()})
+			})
+			if err == nil {
+				wt.leave()
+				wt.done(tok, true)
+				wt.busy()
+				s.markAttempt(job, rn)
+				s.metrics.observeClaim(job, s.cfg.Now())
+				s.events.publish(job.UserID, api.EventRuns, api.EventRunners)
+				if job.UserID != rn.UserID {
+					s.events.publish(rn.UserID, api.EventRunners)
+				}
+				s.log.Info("job assigned", "job", job.ID, "run", job.RunName, "workflow", job.Workflow, "runner", rn.Name, "lease", job.Lease)
+				writeJSON(w, http.StatusOK, api.Assignment{Job: toAPIJob(job), Lease: job.Lease})
+				return nil
 			}
-			s.log.Info("job assigned", "job", job.ID, "run", job.RunName, "workflow", job.Workflow, "runner", rn.Name, "lease", job.Lease)
-			writeJSON(w, http.StatusOK, api.Assignment{Job: toAPIJob(job), Lease: job.Lease})
-			return nil
+			if ctx.Err() != nil {
+				// The runner went away (it restarts, or its wait ended on its
+				// side): nothing failed, and writeError says so (499, debug).
+				wt.pass(tok)
+				return fmt.Errorf("claim: %w", ctx.Err())
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				wt.pass(tok) // the job may fit this runner: another may take it
+				return fmt.Errorf("claim: %w", err)
+			}
+			wt.done(tok, false)
+			reIn = s.queue.recheckAfter()
 		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("claim: %w", err)
+		look = true
+		if re == nil {
+			re = time.NewTimer(reIn)
+		} else {
+			re.Reset(reIn)
 		}
-		re := time.NewTimer(s.cfg.Recheck)
 		select {
-		case <-woken:
+		case <-wt.ch:
 		case <-re.C:
 		case <-deadline.C:
-			re.Stop()
+			if steady {
+				wt.idleEnd(lookedAt)
+			}
 			w.WriteHeader(http.StatusNoContent)
 			return nil
 		case <-ctx.Done():
-			re.Stop()
-			return nil
+			return fmt.Errorf("wait for a job: %w", ctx.Err())
 		}
-		re.Stop()
 	}
+}
+
+// idleWait is the shortest claim wait after which a runner counts as idle
+// (queue.idleSince): runners wait 30s by default.
+const idleWait = 5 * time.Second
+
+// freeShape is the part of a claim's free resources that decides which
+// jobs fit.
+func freeShape(f api.HostResources) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d/%d/%d", f.CPUs, f.MemoryMiB, len(f.GPUs))
+	if len(f.GPUs) > 0 {
+		fmt.Fprintf(&b, "/%s/%d", strings.ToLower(f.GPUs[0].Name), f.GPUs[0].MemoryMiB)
+	}
+	return b.String()
 }
 
 // runnerJob loads a job for the runner that holds it under the lease in the
@@ -366,7 +459,8 @@ func (s *Server) handleJobWaitStop(w http.ResponseWriter, r *http.Request, rn *s
 	defer deadline.Stop()
 	for {
 		woken := s.queue.watch(jobKey(r.PathValue("id")))
-		job, err := s.runnerJob(r, rn)
+		var job *store.Job
+		onFreshStack(func() { job, err = s.runnerJob(r, rn) }) // this goroutine waits long
 		if err != nil {
 			return err
 		}
@@ -374,7 +468,7 @@ func (s *Server) handleJobWaitStop(w http.ResponseWriter, r *http.Request, rn *s
 			writeJSON(w, http.StatusOK, api.StopSignal{Stop: true, Abort: job.StopRequested == "abort"})
 			return nil
 		}
-		if err := sleepUntil(r.Context(), woken, deadline.C, s.cfg.Recheck); err != nil {
+		if err := sleepUntil(r.Context(), woken, deadline.C, s.queue.recheckAfter()); err != nil {
 			writeJSON(w, http.StatusOK, api.StopSignal{})
 			return nil
 		}
@@ -416,31 +510,45 @@ func (s *Server) reapLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		now := s.cfg.Now()
-		if s.cfg.RunnerRetention > 0 && now.Sub(pruned) >= pruneEvery {
-			pruned = now
-			s.pruneRunners(ctx, now)
-		}
-		jobs, err := s.store.RunnerMarkOffline(ctx, store.RunnerMarkOfflineParams{
-			HeartbeatBefore: now.Add(-s.cfg.HeartbeatTimeout), MaxAttempts: s.cfg.MaxAttempts, Now: now,
-		})
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Error("mark offline runners", "err", err)
-			}
-			continue
-		}
-		for _, j := range jobs {
-			s.log.Warn("job interrupted: its runner stopped responding", "job", j.ID, "run", j.RunName, "status", j.Status, "attempt", j.Attempt)
-			s.metrics.interrupted.Inc()
-			s.queue.wake(userKey(j.UserID))
-			s.queue.wake(jobKey(j.ID))
-			if j.Status.Finished() {
-				s.finishLog(j.ID)
-			}
-		}
-		s.publishJobs(jobs, api.EventRuns, api.EventRunners)
+		s.reap(ctx, &pruned)
 	}
+}
+
+// reap is one pass of reapLoop; pruned is when runners were last pruned.
+func (s *Server) reap(ctx context.Context, pruned *time.Time) {
+	// The heartbeats this replica heard are written first, so that no
+	// runner it heard is marked offline; another replica's may be
+	// unwritten for up to flushEvery, which the cut allows for.
+	if err := s.beats.flush(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("write runner heartbeats before marking silent runners offline", "err", err)
+		}
+		return
+	}
+	now := s.cfg.Now()
+	if s.cfg.RunnerRetention > 0 && now.Sub(*pruned) >= pruneEvery {
+		*pruned = now
+		s.pruneRunners(ctx, now)
+	}
+	jobs, err := s.store.RunnerMarkOffline(ctx, store.RunnerMarkOfflineParams{
+		HeartbeatBefore: now.Add(-s.cfg.HeartbeatTimeout - flushEvery(s.cfg.HeartbeatTimeout)), MaxAttempts: s.cfg.MaxAttempts, Now: now,
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("mark offline runners", "err", err)
+		}
+		return
+	}
+	for _, j := range jobs {
+		s.log.Warn("job interrupted: its runner stopped responding", "job", j.ID, "run", j.RunName, "status", j.Status, "attempt", j.Attempt)
+		s.metrics.interrupted.Inc()
+		s.queue.wake(userKey(j.UserID))
+		s.queue.wake(jobKey(j.ID))
+		if j.Status.Finished() {
+			s.finishLog(j.ID)
+		}
+	}
+	s.publishJobs(jobs, api.EventRuns, api.EventRunners)
 }
 
 // pruneRunners removes the self-hosted runners offline since before
@@ -519,6 +627,7 @@ func (s *Server) handleRunnerRemove(w http.ResponseWriter, r *http.Request, u *s
 			out.Kept = append(out.Kept, ref)
 			continue
 		}
+		s.auth.forgetRunner(rn.ID)
 		s.log.Info("runner removed", "runner", rn.Name, "id", rn.ID, "by", u.Name)
 		out.Removed = append(out.Removed, ref)
 		users[rn.UserID] = true

@@ -263,7 +263,7 @@ func (s *Server) handleRunSubmit(w http.ResponseWriter, r *http.Request, u *stor
 		}
 		break
 	}
-	s.queue.wake(userKey(u.ID))
+	s.queue.offer(u.ID, pendingJobs(run.Jobs), false)
 	s.wakeAutoscaler()
 	s.events.publish(u.ID, api.EventRuns)
 	s.log.Info("run submitted", "run", run.Name, "workflow", run.Workflow, "jobs", len(run.Jobs), "user", u.Name)
@@ -456,4 +456,16 @@ func toAPIJob(j *store.Job) api.Job {
 		SubmittedAt: j.SubmittedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt, Spec: j.Spec,
 		LogMissing: j.LogMissing,
 	}
+}
+
+// pendingJobs counts the jobs that wait for a runner: as many runners are
+// woken for them.
+func pendingJobs(jobs []*store.Job) int {
+	n := 0
+	for _, j := range jobs {
+		if j.Status == api.StatusPending {
+			n++
+		}
+	}
+	return n
 }

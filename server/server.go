@@ -60,7 +60,8 @@ type Config struct {
 	MaxAttempts int
 	// Recheck is how often a runner's long-poll reads the store although
 	// nothing woke it: it catches a change whose wake from another replica
-	// was lost; zero is 5s.
+	// was lost (plus up to half as much again, at random, so that idle
+	// runners do not look together); zero is 2 minutes.
 	Recheck time.Duration
 	// Artifacts is where job artifacts and uploaded code archives are kept:
 	// "" for files under DataDir, or s3://bucket/prefix for an S3 bucket.
@@ -257,6 +258,8 @@ type Server struct {
 	storage *storageMonitor
 	auth    *authenticator
 	queue   *queue
+	// beats holds the heartbeats not yet written (heartbeats.go).
+	beats   *heartbeats
 	metrics *metrics
 	// box seals the secrets the server keeps (cloud credentials, UI
 	// sessions) under the server key (see package secretbox).
@@ -396,6 +399,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		queue:     newQueue(),
 		events:    newBroadcaster(),
 	}
+	s.queue.recheck = cfg.Recheck
 	if err := s.newBus(); err != nil {
 		st.Close()
 		return nil, err
@@ -425,6 +429,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.log.Debug("encryption key", "source", keySource, "key_id", box.ID())
 	s.auth = newAuthenticator(st, cfg.Now)
+	s.auth.ttl = min(runnerCacheTTL, cfg.HeartbeatTimeout)
+	s.beats = newHeartbeats(st, s.log, s.runnersRevived)
 	s.auth.box = box
 	s.auth.origin = originOf(cfg.ExternalURL)
 	s.metrics = newMetrics(s)
@@ -542,7 +548,8 @@ func (s *Server) start(ctx context.Context) error {
 		}
 		return err
 	}
-	services := []startstop.Service{c, startstop.NewLoop(s.reapLoop), startstop.NewLoop(s.retentionLoop), startstop.NewLoop(s.replicaLoop)}
+	services := []startstop.Service{c, startstop.NewLoop(s.reapLoop), startstop.NewLoop(s.retentionLoop), startstop.NewLoop(s.replicaLoop),
+		startstop.NewLoop(func(ctx context.Context) { s.beats.loop(ctx, flushEvery(s.cfg.HeartbeatTimeout)) })}
 	if s.relay.bus != nil {
 		// First, so that this replica hears the others once Start returns.
 		services = append([]startstop.Service{s.relay.bus}, services...)

@@ -154,6 +154,12 @@ type Store interface {
 	// RunnerHeartbeat records that a runner was heard from; an offline runner
 	// comes back online.
 	RunnerHeartbeat(ctx context.Context, p RunnerHeartbeatParams) error
+	// RunnerHeartbeatBatch records many heartbeats at once, as a server
+	// heard them since its last flush: each runner's last heartbeat becomes
+	// the later of its own and its beat's, and a runner found offline comes
+	// back online. It returns the IDs of the runners that came back online;
+	// beats of runners that no longer exist are skipped.
+	RunnerHeartbeatBatch(ctx context.Context, p RunnerHeartbeatBatchParams) ([]string, error)
 	// RunnerMarkOffline marks offline every online runner not heard from since
 	// HeartbeatBefore and interrupts the jobs they hold: each such job becomes
 	// pending again with a new lease (Attempt+1) while Attempt < MaxAttempts,
@@ -603,6 +609,17 @@ type RunnerHeartbeatParams struct {
 	ID        string
 	Now       time.Time
 	Resources *api.HostResources // nil: unchanged
+}
+
+// RunnerHeartbeatBatchParams are the arguments of RunnerHeartbeatBatch.
+type RunnerHeartbeatBatchParams struct {
+	Beats []RunnerBeat
+}
+
+// RunnerBeat is one runner's latest heartbeat.
+type RunnerBeat struct {
+	ID string
+	At time.Time
 }
 
 // RunnerMarkOfflineParams are the arguments of RunnerMarkOffline.

@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Depends":   dependsTests,
 		"Stop":      stopTests,
 		"Offline":   offlineTests,
+		"Heartbeat": heartbeatBatchTests,
 		"Interrupt": interruptTests,
 		"Pending":   pendingTests,
 		"Reasons":   pendingReasonTests,

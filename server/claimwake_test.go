@@ -1,0 +1,185 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/internal/testutil"
+	"github.com/dstackai/dstack/server"
+	"github.com/dstackai/dstack/server/servertest"
+)
+
+// longClaim starts a claim that waits up to a minute, longer than any
+// re-check, and returns what it got.
+func longClaim(ctx context.Context, rc *client.Client, free api.HostResources) <-chan claimResult {
+	out := make(chan claimResult, 1)
+	go func() {
+		a, err := rc.RunnerClaim(ctx, api.ClaimRequest{Free: free, Wait: api.Duration(time.Minute)})
+		out <- claimResult{a, err}
+	}()
+	return out
+}
+
+type claimResult struct {
+	a   *api.Assignment
+	err error
+}
+
+func waitClaimers(t *testing.T, srv *servertest.Server, n int) {
+	t.Helper()
+	testutil.Eventually(t, "claims to wait on the server", func() bool { return server.ClaimWaiters(srv.Server) == n })
+}
+
+// TestClaimWakePassesToARunnerThatFits: a new job wakes one waiting runner,
+// the one that waited longest; when the job does not fit it, the wake goes
+// on to the next, which claims the job at once, not at a re-check (a
+// re-check comes later than the test waits).
+func TestClaimWakePassesToARunnerThatFits(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	smallRes := api.HostResources{CPUs: 2, MemoryMiB: 4 << 10, DiskMiB: 10 << 10}
+	small := registerRunnerWith(t, e.admin, "small", smallRes)
+	big := registerRunnerWith(t, e.admin, "big", bigRunner)
+	smallGot := longClaim(ctx, small, smallRes)
+	waitClaimers(t, e.srv, 1)
+	bigGot := longClaim(ctx, big, bigRunner)
+	waitClaimers(t, e.srv, 2)
+
+	run := e.submit(t, e.admin, withResources(bashJob("train"), api.Resources{CPU: 4}))
+	select {
+	case r := <-bigGot:
+		if r.err != nil || r.a == nil || r.a.Job.ID != run.Jobs[0].ID {
+			t.Fatalf("the big runner's claim: %+v, %v; want job %s", r.a, r.err, run.Jobs[0].ID)
+		}
+	case r := <-smallGot:
+		t.Fatalf("the small runner's claim ended: %+v, %v", r.a, r.err)
+	case <-time.After(testutil.Wait):
+		t.Fatalf("waited %s for the runner the job fits to claim it", testutil.Wait)
+	}
+	waitClaimers(t, e.srv, 1) // the small runner waits on
+}
+
+// TestClaimWakeWakesOneRunnerPerJob: a job wakes one of several runners
+// alike; the others wait on, and each further job wakes one more.
+func TestClaimWakeWakesOneRunnerPerJob(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan claimResult, 3)
+	for _, name := range []string{"r1", "r2", "r3"} {
+		rc := registerRunner(t, e.admin, name)
+		go func() { got <- <-longClaim(ctx, rc, bigRunner) }()
+	}
+	waitClaimers(t, e.srv, 3)
+	for i, want := range []int{2, 1} {
+		e.submit(t, e.admin, bashJob("train"))
+		r := <-got
+		if r.err != nil || r.a == nil {
+			t.Fatalf("job %d: claim %+v, %v", i, r.a, r.err)
+		}
+		waitClaimers(t, e.srv, want)
+	}
+}
+
+// TestClaimOfAGoneRunnerIsNotAServerError: a runner that goes away while
+// its claim waits (it restarts) ends the request normally: no 500, nothing
+// logged above debug.
+func TestClaimOfAGoneRunnerIsNotAServerError(t *testing.T) {
+	t.Parallel()
+	logs := &logBuffer{}
+	e := setup(t, servertest.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	rc := registerRunner(t, e.admin, "r")
+	ctx, cancel := context.WithCancel(context.Background())
+	res := longClaim(ctx, rc, bigRunner)
+	waitClaimers(t, e.srv, 1)
+	cancel()
+	if r := <-res; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("claim after its context ended: %+v, %v", r.a, r.err)
+	}
+	waitClaimers(t, e.srv, 0)
+	testutil.Eventually(t, "the gone claim to be counted", func() bool {
+		return scrape(t, e.srv.URL)[`dstack_http_requests_total{code="499",method="post"}`] == 1
+	})
+	if got := scrape(t, e.srv.URL)[`dstack_http_requests_total{code="500",method="post"}`]; got != 0 {
+		t.Errorf(`dstack_http_requests_total{code="500"} = %v, want 0`, got)
+	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "level=ERROR") || (strings.Contains(line, "level=WARN") && strings.Contains(line, "path=")) {
+			t.Errorf("a gone runner's claim was logged above debug: %s", line)
+		}
+	}
+}
+
+// TestHeartbeatsBatchedSilentRunnerGoesOffline: heartbeats are written in
+// batches, yet a runner that heartbeats stays online and a silent one goes
+// offline; a runner that comes back is online at once.
+func TestHeartbeatsBatchedSilentRunnerGoesOffline(t *testing.T) {
+	t.Parallel()
+	clock := testutil.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	e := setup(t, withClock(clock), servertest.WithHeartbeatTimeout(4*time.Second))
+	ctx := context.Background()
+	alive := registerRunner(t, e.admin, "alive")
+	silent := registerRunner(t, e.admin, "silent")
+
+	clock.Advance(3 * time.Second)
+	if err := alive.RunnerHeartbeat(ctx, api.HeartbeatRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(3 * time.Second) // silent 6s, alive 3s
+	status := func(name string) api.RunnerStatus {
+		rs, err := e.admin.RunnerList(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if r.Name == name {
+				return r.Status
+			}
+		}
+		t.Fatalf("no runner %s", name)
+		return ""
+	}
+	testutil.Eventually(t, "the silent runner to go offline", func() bool { return status("silent") == api.RunnerOffline })
+	if got := status("alive"); got != api.RunnerOnline {
+		t.Fatalf("the runner that heartbeats is %s, want online", got)
+	}
+
+	if err := silent.RunnerHeartbeat(ctx, api.HeartbeatRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := status("silent"); got != api.RunnerOnline {
+		t.Fatalf("a runner back is %s right after its heartbeat, want online", got)
+	}
+}
+
+// TestIdleRunnerGetsAJobQueuedBetweenItsWaits: a runner whose wait ended
+// with no job, and which skips its next look at the store, still gets a job
+// queued between its two waits.
+func TestIdleRunnerGetsAJobQueuedBetweenItsWaits(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	rc := registerRunner(t, e.admin, "r")
+	ctx := context.Background()
+	a, err := rc.RunnerClaim(ctx, api.ClaimRequest{Free: bigRunner, Wait: api.Duration(5 * time.Second)})
+	if err != nil || a != nil {
+		t.Fatalf("claim with nothing queued: %+v, %v", a, err)
+	}
+	run := e.submit(t, e.admin, bashJob("train"))
+	select {
+	case r := <-longClaim(ctx, rc, bigRunner):
+		if r.err != nil || r.a == nil || r.a.Job.ID != run.Jobs[0].ID {
+			t.Fatalf("claim: %+v, %v; want job %s", r.a, r.err, run.Jobs[0].ID)
+		}
+	case <-time.After(testutil.Wait):
+		t.Fatalf("waited %s for the idle runner to claim the job", testutil.Wait)
+	}
+}
