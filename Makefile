@@ -7,7 +7,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/dstackai/dstack/version.Version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: help build runners test test-short lint bench bench-scale demo fuzz local-image aws-prices clean
+.PHONY: help build runners test test-short lint bench bench-scale bench-river demo fuzz local-image aws-prices clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,9 +39,12 @@ bench: ## benchmarks: pickup latency, claim throughput, log throughput
 	DSTACK_TEST_POSTGRES_DSN="$$(scripts/postgres.sh | tail -n 1)" \
 		$(GO) test -run '^$$' -bench . -benchtime 3s ./...
 
+bench-river: ## dstack's queue side by side with River: 10,000 no-op jobs, 3 runs, on PostgreSQL and SQLite
+	cd bench && DSTACK_TEST_POSTGRES_DSN="$$(../scripts/postgres.sh | tail -n 1)" $(GO) run ./river -runs 3
+
 bench-scale: ## bench/scale: 1,000, 5,000 and 10,000 simulated runners on one server, on SQLite and PostgreSQL
 	cd bench && $(GO) run ./scale
-	cd bench && $(GO) run ./scale -db "$$(scripts/postgres.sh | tail -n 1)"
+	cd bench && $(GO) run ./scale -db "$$(../scripts/postgres.sh | tail -n 1)"
 
 fuzz: ## run every fuzz target for 30s each
 	scripts/fuzz.sh 30s

@@ -21,17 +21,17 @@ import (
 // TestLogsFollowAcrossAReplicaFailover: `dstack logs -f` follows through
 // replica A while the runner writes through replica B, both on one
 // PostgreSQL. A goes away and another server takes its address (a load
-// balancer's failover, or a restart) with a data directory of its own: the
-// follower resumes at the byte it stopped at and prints every line once.
+// balancer's failover, or a restart), with the replicas' key and storage:
+// the follower resumes at the byte it stopped at and prints every line once.
 func TestLogsFollowAcrossAReplicaFailover(t *testing.T) {
 	t.Parallel()
 	dsn := storetest.PostgresDSN(t)
 	h := setup(t)
-	a := servertest.Start(t, servertest.WithPostgres(dsn))
+	a := servertest.Start(t, servertest.WithPostgres(dsn), servertest.WithConfig(func(c *server.Config) { c.ExternalURL = "http://dstack.example" }))
 	if err := userconfig.Save(h.configPath, &userconfig.Config{Server: a.URL, Token: a.AdminToken}); err != nil {
 		t.Fatal(err)
 	}
-	b := servertest.Start(t, servertest.WithPostgres(dsn))
+	b := a.StartReplica(t)
 	adminB, err := client.New(b.URL, a.AdminToken)
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +90,7 @@ func TestLogsFollowAcrossAReplicaFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	port, _ := strconv.Atoi(u.Port())
-	servertest.Start(t, servertest.WithPostgres(dsn), servertest.WithConfig(func(c *server.Config) { c.Port = port }))
+	a.StartReplica(t, servertest.WithConfig(func(c *server.Config) { c.Port = port }))
 	write("line 5")
 	testutil.Eventually(t, "logs -f to print the lines written during and after the failover", func() bool { return stdout.String() == want.String() })
 	write("line 6")

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/dstackai/dstack/internal/startstop"
 )
@@ -182,7 +183,13 @@ func channelOf(schema string) string {
 
 // connect opens a connection and learns the channel from its schema.
 func (b *Bus) connect(ctx context.Context) (*pgx.Conn, string, error) {
-	conn, err := pgx.Connect(ctx, b.cfg.DSN)
+	// The URL is the store's, which may carry its pool's settings
+	// (pool_max_conns): the pool's parser takes them out.
+	pc, err := pgxpool.ParseConfig(b.cfg.DSN)
+	if err != nil {
+		return nil, "", err
+	}
+	conn, err := pgx.ConnectConfig(ctx, pc.ConnConfig)
 	if err != nil {
 		return nil, "", err
 	}

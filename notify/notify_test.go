@@ -147,3 +147,14 @@ func TestPublishRefusesWhatDoesNotFitALine(t *testing.T) {
 		t.Fatalf("received %q, want only the good line", l)
 	}
 }
+
+// TestTheStoresURLWithPoolSettings: the bus takes the store's URL, pool
+// settings (pool_max_conns) and all, which a plain connection refuses.
+func TestTheStoresURLWithPoolSettings(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t) + "&pool_max_conns=16"
+	a, _ := start(t, dsn)
+	_, fromB := start(t, dsn)
+	a.Publish("w user/1")
+	testutil.Eventually(t, "the line at b", func() bool { l, _ := fromB.got(); return len(l) == 1 })
+}

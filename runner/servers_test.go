@@ -8,6 +8,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 	"github.com/dstackai/dstack/store/storetest"
 )
@@ -19,8 +20,8 @@ import (
 func TestRunnerMovesToTheNextServer(t *testing.T) {
 	t.Parallel()
 	dsn := storetest.PostgresDSN(t)
-	a := servertest.Start(t, servertest.WithPostgres(dsn))
-	b := servertest.Start(t, servertest.WithPostgres(dsn))
+	a := servertest.Start(t, servertest.WithPostgres(dsn), servertest.WithConfig(func(c *server.Config) { c.ExternalURL = "http://dstack.example" }))
+	b := a.StartReplica(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -69,11 +69,10 @@ func TestDatabaseLogsCountAndGoWithTheirRun(t *testing.T) {
 	}
 }
 
-// replica starts another server on the database of srv, with a data
-// directory of its own, and returns it with a client of srv's admin.
+// replica starts another replica of srv, on its database, and returns it with a client of srv's admin.
 func replica(t *testing.T, srv *servertest.Server, dsn string) (*servertest.Server, *client.Client) {
 	t.Helper()
-	b := servertest.Start(t, servertest.WithPostgres(dsn))
+	b := srv.StartReplica(t)
 	c, err := client.New(b.URL, srv.AdminToken)
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +87,7 @@ func TestLogsFollowedThroughAnotherReplica(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dsn := storetest.PostgresDSN(t)
-	e := setup(t, servertest.WithPostgres(dsn))
+	e := setup(t, servertest.WithPostgres(dsn), behindBalancer)
 	b, adminB := replica(t, e.srv, dsn)
 	run := e.submit(t, e.admin, bashJob("train"))
 	token := registerRunnerToken(t, e.admin, "r")

@@ -48,10 +48,11 @@ func clientOf(t testing.TB, token string, srv *servertest.Server) *client.Client
 	return out
 }
 
-// waitForWaiter waits until a long-poll waits on srv.
+// waitForWaiter waits until a long-poll (a claim, or a wait for a stop)
+// waits on srv.
 func waitForWaiter(t *testing.T, srv *servertest.Server) {
 	t.Helper()
-	testutil.Eventually(t, "a long-poll waiting on the replica", func() bool { return server.QueueWatchers(srv.Server) > 0 })
+	testutil.Eventually(t, "a long-poll waiting on the replica", func() bool { return server.ClaimWaiters(srv.Server)+server.QueueWatchers(srv.Server) > 0 })
 }
 
 func TestJobSubmittedOnOneReplicaIsClaimedOnAnotherAtOnce(t *testing.T) {
@@ -193,7 +194,7 @@ func BenchmarkPickupLatency(b *testing.B) {
 					}
 					claimed <- as
 				}()
-				for server.QueueWatchers(on.Server) == 0 {
+				for server.ClaimWaiters(on.Server) == 0 {
 					time.Sleep(time.Millisecond)
 				}
 				start := time.Now()
