@@ -93,7 +93,7 @@ func TestTheLeaderRenewsItsLeaseBetweenPasses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(e.ctx)
+	defer func() { _ = conn.Close(e.ctx) }()
 	testutil.Eventually(t, "the lease renewed without a pass", func() bool {
 		var exp int64
 		err := conn.QueryRow(e.ctx, `SELECT expires_at FROM leases WHERE name = $1`, autoscale.LeaseName).Scan(&exp)

@@ -204,7 +204,9 @@ func TestFinishedLogsAreForgotten(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Copy(ctx, "job-0", io.Discard, ReadOptions{Follow: true, Poll: time.Hour}) }()
 	cancel()
-	<-done
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("follower: %v", err)
+	}
 	if n := s.memory(); n != 0 {
 		t.Errorf("after every log was finished or deleted, the store keeps %d jobs in memory, want none", n)
 	}

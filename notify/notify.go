@@ -195,7 +195,7 @@ func (b *Bus) connect(ctx context.Context) (*pgx.Conn, string, error) {
 	}
 	var schema string
 	if err := conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
+		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, "", err
 	}
 	ch := channelOf(schema)
@@ -210,7 +210,7 @@ func (b *Bus) listen(ctx context.Context) (*pgx.Conn, error) {
 		return nil, err
 	}
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
+		_ = conn.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
 	b.conn.Store(conn)
@@ -222,7 +222,7 @@ func (b *Bus) listen(ctx context.Context) (*pgx.Conn, error) {
 func (b *Bus) receiveLoop(ctx context.Context, conn *pgx.Conn) {
 	defer func() {
 		if conn != nil {
-			conn.Close(context.WithoutCancel(ctx))
+			_ = conn.Close(context.WithoutCancel(ctx))
 		}
 	}()
 	for {
@@ -236,7 +236,7 @@ func (b *Bus) receiveLoop(ctx context.Context, conn *pgx.Conn) {
 		}
 		b.log.Warn("lost the connection that listens for other replicas' notifications: reconnecting "+
 			"(until then, waiters on this replica see other replicas' changes at their next recheck)", "err", err)
-		conn.Close(context.WithoutCancel(ctx))
+		_ = conn.Close(context.WithoutCancel(ctx))
 		conn = nil
 		for wait := b.cfg.MinBackoff; conn == nil; wait = min(2*wait, b.cfg.MaxBackoff) {
 			t := time.NewTimer(wait)
@@ -291,7 +291,7 @@ func (b *Bus) publishLoop(ctx context.Context) {
 	var conn *pgx.Conn
 	defer func() {
 		if conn != nil {
-			conn.Close(context.WithoutCancel(ctx))
+			_ = conn.Close(context.WithoutCancel(ctx))
 		}
 	}()
 	var failing bool
@@ -330,7 +330,7 @@ func (b *Bus) publishLoop(ctx context.Context) {
 		}
 		failing = true
 		if conn != nil {
-			conn.Close(context.WithoutCancel(ctx))
+			_ = conn.Close(context.WithoutCancel(ctx))
 			conn = nil
 		}
 		t := time.NewTimer(wait)

@@ -73,7 +73,7 @@ func newQueue() *queue {
 const recheck = 2 * time.Minute
 
 func (q *queue) recheckAfter() time.Duration {
-	return q.recheck + rand.N(q.recheck/2)
+	return q.recheck + rand.N(q.recheck/2) //nolint:gosec // jitter, not a secret
 }
 
 // watch returns a channel closed at the next wake of key.

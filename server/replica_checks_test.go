@@ -52,7 +52,7 @@ func startRefused(t *testing.T, cfg server.Config, want ...string) {
 	t.Helper()
 	srv, err := server.New(context.Background(), cfg)
 	if err == nil {
-		srv.Stop()
+		_ = srv.Stop()
 		t.Fatalf("the replica started; want it refused with %q", want)
 	}
 	for _, w := range want {
@@ -76,7 +76,7 @@ func TestAReplicaWithAnotherServerKeyIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a replica with the same key was refused: %v", err)
 	}
-	srv.Stop()
+	_ = srv.Stop()
 }
 
 func TestAReplicaWithOtherLocalStorageIsRefused(t *testing.T) {
@@ -108,7 +108,7 @@ func TestAStoppedReplicaLeavesTheWayOpen(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a replica alone on the database was refused: %v", err)
 	}
-	srv.Stop()
+	_ = srv.Stop()
 }
 
 func TestAReplicaKeepsItsIdentityAcrossRestarts(t *testing.T) {

@@ -116,7 +116,7 @@ func TestEventOnOneReplicaReachesAStreamOnAnother(t *testing.T) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+a.srv.AdminToken)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(req) //nolint:bodyclose // closed below, once checked
 	if err != nil {
 		t.Fatalf("open the event stream on replica b: %v", err)
 	}

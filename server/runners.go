@@ -244,7 +244,7 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 	// together wait after wait.
 	wait := min(time.Duration(req.Wait), maxWait)
 	if wait >= 4 {
-		wait -= rand.N(wait / 4)
+		wait -= rand.N(wait / 4) //nolint:gosec // jitter, not a secret
 	}
 	ctx := r.Context()
 	if done, err := s.redeliver(ctx, w, rn); done || err != nil {

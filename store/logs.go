@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// ErrLogGap: a log chunk starts past the end of the job's log (LogAppend);
+// ErrLogGap is a log chunk that starts past the end of the job's log (LogAppend);
 // the writer resends from the log's size, which LogAppend returns with it.
 var ErrLogGap = errors.New("log chunk starts past the end of the log")
 
