@@ -247,9 +247,6 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 		wait -= rand.N(wait / 4) //nolint:gosec // jitter, not a secret
 	}
 	ctx := r.Context()
-	if done, err := s.redeliver(ctx, w, rn); done || err != nil {
-		return err
-	}
 	var err error
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
@@ -276,20 +273,28 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 		if look {
 			lookedAt = time.Now()
 			var job *store.Job
+			now := s.cfg.Now()
 			onFreshStack(func() { // this goroutine waits long: keep its stack small
-				job, err = s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: req.Free, Now: s.cfg.Now()})
+				// A runner claims only when it runs nothing: a job it holds
+				// that has not started never reached it (Redeliver).
+				job, err = s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: req.Free, Now: now, Redeliver: true})
 			})
 			if err == nil {
 				wt.leave()
 				wt.done(tok, true)
 				wt.busy()
-				s.markAttempt(job, rn)
-				s.metrics.observeClaim(job, s.cfg.Now())
-				s.events.publish(job.UserID, api.EventRuns, api.EventRunners)
-				if job.UserID != rn.UserID {
-					s.events.publish(rn.UserID, api.EventRunners)
+				if job.ClaimedAt != nil && job.ClaimedAt.Before(now) {
+					s.log.Warn("job assigned again: the runner claims while holding it, so it never received its assignment",
+						"job", job.ID, "run", job.RunName, "runner", rn.Name, "lease", job.Lease)
+				} else {
+					s.markAttempt(job, rn)
+					s.metrics.observeClaim(job, now)
+					s.events.publish(job.UserID, api.EventRuns, api.EventRunners)
+					if job.UserID != rn.UserID {
+						s.events.publish(rn.UserID, api.EventRunners)
+					}
+					s.log.Info("job assigned", "job", job.ID, "run", job.RunName, "workflow", job.Workflow, "runner", rn.Name, "lease", job.Lease)
 				}
-				s.log.Info("job assigned", "job", job.ID, "run", job.RunName, "workflow", job.Workflow, "runner", rn.Name, "lease", job.Lease)
 				writeJSON(w, http.StatusOK, api.Assignment{Job: toAPIJob(job), Lease: job.Lease})
 				return nil
 			}

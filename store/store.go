@@ -762,6 +762,11 @@ type JobClaimNextParams struct {
 	UserID   string
 	Free     api.HostResources
 	Now      time.Time
+	// Redeliver: the runner says it holds no job, so a job it holds that
+	// has not started (downloading) never reached it (the answer to its
+	// claim was lost with a replica or a connection): that job is
+	// returned again, under the same lease, instead of a new one.
+	Redeliver bool
 }
 
 // JobSetStatusParams are the arguments of JobSetStatus.

@@ -134,4 +134,26 @@ var batchTests = []test{
 			t.Errorf("status change of an unknown job: %v, want ErrNotFound", err)
 		}
 	}},
+	{"a runner that holds nothing is given again the job it never started", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		u := f.user()
+		f.jobsOf(u, 2)
+		r := f.runner(u, cpuHost)
+		lost := f.claim(r)
+		claim := func() *store.Job {
+			t.Helper()
+			j, err := f.s.JobClaimNext(f.ctx, store.JobClaimNextParams{RunnerID: r.ID, UserID: u.ID, Free: cpuHost, Now: f.tick(), Redeliver: true})
+			if err != nil {
+				t.Fatalf("JobClaimNext(Redeliver): %v", err)
+			}
+			return j
+		}
+		if again := claim(); again.ID != lost.ID || again.Lease != lost.Lease {
+			t.Fatalf("claim with Redeliver = %s lease %d; want %s again under lease %d", again.ID, again.Lease, lost.ID, lost.Lease)
+		}
+		f.set(lost, api.StatusRunning)
+		if next := claim(); next.ID == lost.ID {
+			t.Fatal("a started job was given again; want the other job")
+		}
+	}},
 }

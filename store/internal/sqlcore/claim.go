@@ -43,8 +43,16 @@ func (s *Store) claimBatch(ctx context.Context, q Querier, reqs []store.JobClaim
 	if err != nil {
 		return nil, err
 	}
+	held, err := s.claimHeld(ctx, q, reqs)
+	if err != nil {
+		return nil, err
+	}
 	var todo []int
 	for i, p := range reqs {
+		if j, ok := held[p.RunnerID]; ok && p.Redeliver {
+			outs[i] = outcome[*store.Job]{res: j}
+			continue
+		}
 		if r, ok := runners[p.RunnerID]; ok && r.canClaim {
 			todo = append(todo, i)
 		}
@@ -91,6 +99,32 @@ func (s *Store) claimBatch(ctx context.Context, q Querier, reqs []store.JobClaim
 		}
 	}
 	return outs, nil
+}
+
+// claimHeld reads the jobs not yet started (downloading) of the runners of
+// the claims that ask to be given theirs again (Redeliver), by runner.
+func (s *Store) claimHeld(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) (map[string]*store.Job, error) {
+	var ids []any
+	for _, p := range reqs {
+		if p.Redeliver && !slices.Contains(ids, any(p.RunnerID)) {
+			ids = append(ids, p.RunnerID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	got, err := collectJobs(q.Query(ctx, `SELECT `+jobColumns+` FROM jobs
+		WHERE runner_id IN (`+placeholders(1, len(ids))+`) AND status = 'downloading' ORDER BY claimed_at`, ids...))
+	if err != nil {
+		return nil, fmt.Errorf("jobs held: %w", err)
+	}
+	out := make(map[string]*store.Job, len(got))
+	for _, j := range got {
+		if _, ok := out[j.RunnerID]; !ok {
+			out[j.RunnerID] = j
+		}
+	}
+	return out, nil
 }
 
 // claimRunner is what a claim needs of its runner.
