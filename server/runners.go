@@ -283,7 +283,7 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 				wt.leave()
 				wt.done(tok, true)
 				wt.busy()
-				if job.ClaimedAt != nil && job.ClaimedAt.Before(now) {
+				if job.Redelivered {
 					s.log.Warn("job assigned again: the runner claims while holding it, so it never received its assignment",
 						"job", job.ID, "run", job.RunName, "runner", rn.Name, "lease", job.Lease)
 				} else {

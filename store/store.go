@@ -738,8 +738,11 @@ type Job struct {
 	StopRequested string // "", "stop" or "abort"
 	SubmittedAt   time.Time
 	ClaimedAt     *time.Time
-	StartedAt     *time.Time
-	FinishedAt    *time.Time
+	// Redelivered: JobClaimNext gave the job again, under its lease, to
+	// the runner it was assigned to (JobClaimNextParams.Redeliver).
+	Redelivered bool
+	StartedAt   *time.Time
+	FinishedAt  *time.Time
 	// ArtifactStore names the store that holds the job's artifacts, fixed
 	// when the run is submitted: empty for the server's own (its data
 	// directory or --artifacts bucket), or the URL of another, such as the

@@ -148,11 +148,14 @@ var batchTests = []test{
 			}
 			return j
 		}
-		if again := claim(); again.ID != lost.ID || again.Lease != lost.Lease {
-			t.Fatalf("claim with Redeliver = %s lease %d; want %s again under lease %d", again.ID, again.Lease, lost.ID, lost.Lease)
+		if lost.Redelivered {
+			t.Fatal("a first claim reads as given again")
+		}
+		if again := claim(); again.ID != lost.ID || again.Lease != lost.Lease || !again.Redelivered {
+			t.Fatalf("claim with Redeliver = %s lease %d given again %v; want %s again under lease %d", again.ID, again.Lease, again.Redelivered, lost.ID, lost.Lease)
 		}
 		f.set(lost, api.StatusRunning)
-		if next := claim(); next.ID == lost.ID {
+		if next := claim(); next.ID == lost.ID || next.Redelivered {
 			t.Fatal("a started job was given again; want the other job")
 		}
 	}},

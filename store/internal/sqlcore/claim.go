@@ -50,6 +50,7 @@ func (s *Store) claimBatch(ctx context.Context, q Querier, reqs []store.JobClaim
 	var todo []int
 	for i, p := range reqs {
 		if j, ok := held[p.RunnerID]; ok && p.Redeliver {
+			j.Redelivered = true
 			outs[i] = outcome[*store.Job]{res: j}
 			continue
 		}
