@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -27,6 +25,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/codearchive/pack"
 	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/store/storetest"
 )
@@ -527,20 +526,12 @@ func (h *haCluster) submit(t *testing.T, c *client.Client, code string, n int) [
 // haUploadCode uploads a small code archive and returns its ID.
 func haUploadCode(t *testing.T, c *client.Client) string {
 	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "README"), []byte("hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	content := "hello\n"
-	if err := tw.WriteHeader(&tar.Header{Name: "README", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tw.Write([]byte(content)); err != nil {
-		t.Fatal(err)
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := gz.Close(); err != nil {
+	if _, err := pack.Dir(context.Background(), dir, &buf, pack.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	up, err := c.CodeUpload(context.Background(), &buf)

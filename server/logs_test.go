@@ -70,7 +70,7 @@ func TestDatabaseLogsCountAndGoWithTheirRun(t *testing.T) {
 }
 
 // replica starts another replica of srv, on its database, and returns it with a client of srv's admin.
-func replica(t *testing.T, srv *servertest.Server, dsn string) (*servertest.Server, *client.Client) {
+func replica(t *testing.T, srv *servertest.Server) (*servertest.Server, *client.Client) {
 	t.Helper()
 	b := srv.StartReplica(t)
 	c, err := client.New(b.URL, srv.AdminToken)
@@ -88,7 +88,7 @@ func TestLogsFollowedThroughAnotherReplica(t *testing.T) {
 	ctx := context.Background()
 	dsn := storetest.PostgresDSN(t)
 	e := setup(t, servertest.WithPostgres(dsn), behindBalancer)
-	b, adminB := replica(t, e.srv, dsn)
+	b, adminB := replica(t, e.srv)
 	run := e.submit(t, e.admin, bashJob("train"))
 	token := registerRunnerToken(t, e.admin, "r")
 	rc := e.admin.WithToken(token)

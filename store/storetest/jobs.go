@@ -417,23 +417,34 @@ var offlineTests = []test{
 	}},
 }
 
-// BenchmarkJobClaimNext measures claiming from a deep queue: each iteration
-// claims one job and finishes it.
-func BenchmarkJobClaimNext(b *testing.B, s store.Store) {
+// benchSetup migrates s and makes a user with n runners of its own.
+func benchSetup(b *testing.B, s store.Store, n int) (*store.User, []*store.Runner) {
 	ctx := b.Context()
 	if err := s.Migrate(ctx); err != nil {
 		b.Fatalf("Migrate: %v", err)
 	}
+	u, err := s.UserCreate(ctx, store.UserCreateParams{ID: "u", Name: "u", TokenHash: "h", Now: base})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rs := make([]*store.Runner, n)
+	for i := range rs {
+		id := "r" + strconv.Itoa(i)
+		if rs[i], err = s.RunnerCreate(ctx, store.RunnerCreateParams{ID: id, UserID: u.ID, Name: id, TokenHash: "h" + id,
+			Resources: cpuHost, TokenExpiresAt: base.Add(time.Hour), Now: base}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return u, rs
+}
+
+// BenchmarkJobClaimNext measures claiming from a deep queue: each iteration
+// claims one job and finishes it.
+func BenchmarkJobClaimNext(b *testing.B, s store.Store) {
+	ctx := b.Context()
 	now := base
-	u, err := s.UserCreate(ctx, store.UserCreateParams{ID: "u", Name: "u", TokenHash: "h", Now: now})
-	if err != nil {
-		b.Fatal(err)
-	}
-	r, err := s.RunnerCreate(ctx, store.RunnerCreateParams{ID: "r", UserID: u.ID, Name: "r", TokenHash: "rh",
-		Resources: cpuHost, TokenExpiresAt: now.Add(time.Hour), Now: now})
-	if err != nil {
-		b.Fatal(err)
-	}
+	u, rs := benchSetup(b, s, 1)
+	r := rs[0]
 	const queued = 10000
 	for i := range queued + b.N {
 		p := store.RunCreateParams{ID: "run-" + strconv.Itoa(i), Name: "run-" + strconv.Itoa(i), UserID: u.ID, Workflow: "a", CodeID: "c", Now: now,
@@ -459,23 +470,9 @@ func BenchmarkJobClaimNext(b *testing.B, s store.Store) {
 // once, as the server's runners do.
 func BenchmarkClaimConcurrent(b *testing.B, s store.Store) {
 	ctx := b.Context()
-	if err := s.Migrate(ctx); err != nil {
-		b.Fatalf("Migrate: %v", err)
-	}
 	now := base
-	u, err := s.UserCreate(ctx, store.UserCreateParams{ID: "u", Name: "u", TokenHash: "h", Now: now})
-	if err != nil {
-		b.Fatal(err)
-	}
-	const runners, queued = 200, 10000
-	rs := make([]*store.Runner, runners)
-	for i := range rs {
-		id := "r" + strconv.Itoa(i)
-		if rs[i], err = s.RunnerCreate(ctx, store.RunnerCreateParams{ID: id, UserID: u.ID, Name: id, TokenHash: "h" + id,
-			Resources: cpuHost, TokenExpiresAt: now.Add(time.Hour), Now: now}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	const queued = 10000
+	u, rs := benchSetup(b, s, 200)
 	var total time.Duration
 	for it := range b.N {
 		b.StopTimer()

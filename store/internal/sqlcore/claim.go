@@ -107,8 +107,8 @@ func (s *Store) claimBatch(ctx context.Context, q Querier, reqs []store.JobClaim
 func (s *Store) claimHeld(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) (map[string]*store.Job, error) {
 	var ids []any
 	for _, p := range reqs {
-		if p.Redeliver && !slices.Contains(ids, any(p.RunnerID)) {
-			ids = append(ids, p.RunnerID)
+		if p.Redeliver {
+			ids = appendNew(ids, p.RunnerID)
 		}
 	}
 	if len(ids) == 0 {
@@ -128,6 +128,14 @@ func (s *Store) claimHeld(ctx context.Context, q Querier, reqs []store.JobClaimN
 	return out, nil
 }
 
+// appendNew appends id to the statement arguments args unless they hold it.
+func appendNew(args []any, id string) []any {
+	if slices.Contains(args, any(id)) {
+		return args
+	}
+	return append(args, id)
+}
+
 // claimRunner is what a claim needs of its runner.
 type claimRunner struct {
 	// anyone: the runner takes any user's jobs (shared, or on-demand).
@@ -142,9 +150,7 @@ type claimRunner struct {
 func (s *Store) claimRunners(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) (map[string]claimRunner, error) {
 	ids := make([]any, 0, len(reqs))
 	for _, p := range reqs {
-		if !slices.Contains(ids, any(p.RunnerID)) {
-			ids = append(ids, p.RunnerID)
-		}
+		ids = appendNew(ids, p.RunnerID)
 	}
 	rows, err := q.Query(ctx, `SELECT r.id, r.shared OR r.instance_id IS NOT NULL, r.interrupted_at IS NULL,
 		COALESCE(r.instance_id, '') FROM runners r WHERE r.id IN (`+placeholders(1, len(ids))+`)`+s.d.ForShare, ids...)
@@ -255,9 +261,7 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 	}
 	if !anyone {
 		for _, i := range todo {
-			if !slices.Contains(args, any(reqs[i].UserID)) {
-				args = append(args, reqs[i].UserID)
-			}
+			args = appendNew(args, reqs[i].UserID)
 		}
 		filter = ` AND u.id IN (` + placeholders(1, len(args)) + `)`
 	}
