@@ -237,3 +237,30 @@ func BenchmarkLogAppend(b *testing.B) {
 		}
 	}
 }
+
+// A finished job's log counts in its user's storage, on either store: the
+// quota sees the bytes a runner sent (a log in the database is sized by the
+// job's end itself).
+func TestFinishedJobsLogCountsInUsage(t *testing.T) {
+	eachLogStore(t, func(t *testing.T, logs servertest.Option) {
+		ctx := context.Background()
+		e := setup(t, logs)
+		alice, _, aliceID := member(t, e.srv, "alice")
+		codeID := uploadCode(t, alice)
+		rc := registerRunner(t, alice, "r1")
+		before := mustUsage(t, e.srv, aliceID)
+		if _, err := alice.RunSubmit(ctx, api.RunSubmitRequest{Workflow: "a", CodeID: codeID, Jobs: []api.JobSpec{bashJob("a")}}); err != nil {
+			t.Fatal(err)
+		}
+		a := claim(t, rc)
+		out := []byte(strings.Repeat("log line\n", 100))
+		if _, err := rc.JobLogAppend(ctx, a.Job.ID, a.Lease, 0, out); err != nil {
+			t.Fatalf("log: %v", err)
+		}
+		setStatus(t, rc, a, api.StatusDone)
+		// A log file holds its records' headers too.
+		if got := mustUsage(t, e.srv, aliceID) - before; got < int64(len(out)) || got > int64(len(out))*11/10 {
+			t.Errorf("usage grew by %d bytes with the job's end, want its log's %d", got, len(out))
+		}
+	})
+}

@@ -232,15 +232,21 @@ func (s *Server) recordLogSizeOf(ctx context.Context, jobID string, size int64) 
 // finishLog ends a job's log: followers return, and its size is recorded
 // (a job without output has nothing to record: sizes start at 0).
 func (s *Server) finishLog(jobID string) {
-	_ = s.logs.Finish(jobID)
-	s.logSizes.mu.Lock()
-	delete(s.logSizes.m, jobID)
-	s.logSizes.mu.Unlock()
+	s.endLog(jobID)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if size := s.logs.DiskSize(ctx, jobID); size > 0 {
 		s.recordLogSizeOf(ctx, jobID, size)
 	}
+}
+
+// endLog ends a job's log whose size the job's end recorded already (a log
+// in the database: store.Store.JobSetStatus records it): followers return.
+func (s *Server) endLog(jobID string) {
+	_ = s.logs.Finish(jobID)
+	s.logSizes.mu.Lock()
+	delete(s.logSizes.m, jobID)
+	s.logSizes.mu.Unlock()
 }
 
 // handleRunDelete deletes a finished run of the user's (anyone's for an

@@ -441,7 +441,11 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 			"status", job.Status, "missing", job.LogMissing)
 	}
 	if job.Status.Finished() {
-		s.finishLog(job.ID)
+		if s.cfg.logStore() == LogStoreDatabase {
+			s.endLog(job.ID)
+		} else {
+			s.finishLog(job.ID)
+		}
 		s.queue.wake(userKey(job.UserID)) // dependents may be queued now
 		s.queue.wake(jobKey(job.ID))
 		s.metrics.jobFinished(job)

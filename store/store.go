@@ -213,7 +213,9 @@ type Store interface {
 	// JobSetStatus moves an active job to a new state under its lease
 	// (ErrLeaseLost otherwise). A final state releases the runner and, in the
 	// same transaction, queues the dependents whose dependencies are all done
-	// (done) or fails them (any other final state).
+	// (done) or fails them (any other final state), and records the size
+	// of the job's log where the store holds it (LogAppend), as
+	// JobSetLogSize would.
 	JobSetStatus(ctx context.Context, p JobSetStatusParams) (*Job, error)
 	// JobLogStored records that the log of a finished job marked
 	// incomplete (LogMissing > 0) has reached p.Size under the job's last

@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -53,6 +54,7 @@ func main() {
 	fs.DurationVar(&cfg.FetchCooldown, "river-fetch-cooldown", cfg.FetchCooldown, "River's FetchCooldown: the least time between two fetches of jobs")
 	fs.DurationVar(&cfg.FetchPollInterval, "river-fetch-poll-interval", cfg.FetchPollInterval, "River's FetchPollInterval: the most time between two fetches")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "give up on a side whose drain takes longer")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (every side) to this file")
 	verbose := fs.Bool("v", false, "log River's and the server's INFO records to stderr (WARN and above otherwise)")
 	_ = fs.Parse(os.Args[1:])
 	cfg.Databases = splitList(*dbs)
@@ -64,9 +66,21 @@ func main() {
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Progress = os.Stderr
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "river: cpu profile:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, cfg, os.Stdout); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "river:", err)
 		os.Exit(1)
 	}

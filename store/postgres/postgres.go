@@ -148,6 +148,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		SkipLocked:   " FOR UPDATE SKIP LOCKED",
 		ForShare:     " FOR SHARE",
 		Lateral:      true,
+		Unnest:       true,
 		CodeLock:     fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, hashtext($1))`, codeLockKey),
 		// A log append's commit does not wait for the WAL's flush (about
 		// ten times faster on a busy disk); see Dialect.LogAsyncCommit.

@@ -111,6 +111,28 @@ var storageTests = []test{
 		f.code(bob, "c1", 120)
 		f.runWithCode(bob, "c1", spec("train"))
 	}},
+	{"a job's end records the size of its log in the database", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		u := f.user()
+		r := f.runner(u, cpuHost)
+		f.run(u, spec("a"), spec("b"))
+		a, b := f.claim(r), f.claim(r)
+		if _, err := f.s.LogAppend(f.ctx, store.LogAppendParams{JobID: a.ID, Data: []byte("eleven byte"), At: f.tick()}); err != nil {
+			t.Fatalf("LogAppend: %v", err)
+		}
+		// b's log lives elsewhere (files): its recorded size stays.
+		if err := f.s.JobSetLogSize(f.ctx, store.JobSetLogSizeParams{ID: b.ID, Size: 500}); err != nil {
+			t.Fatalf("JobSetLogSize: %v", err)
+		}
+		for _, j := range []*store.Job{a, b} {
+			if _, err := f.s.JobSetStatus(f.ctx, store.JobSetStatusParams{ID: j.ID, RunnerID: r.ID, Lease: j.Lease, Status: api.StatusDone, Now: f.tick()}); err != nil {
+				t.Fatalf("JobSetStatus done: %v", err)
+			}
+		}
+		if got := f.usage(u).Logs; got != 511 {
+			t.Errorf("logs used = %d bytes, want 511: the 11 in the database and the 500 recorded", got)
+		}
+	}},
 	{"storage used and quota", func(t *testing.T, open Open) {
 		f := setup(t, open)
 		alice, bob := f.user(), f.user()

@@ -394,6 +394,18 @@ type claimPick struct {
 	job *claimJob
 }
 
+// assignJobs gives each job v.id to the runner v.runner at v.claimed,
+// unless it is no longer pending.
+var assignJobs = newBulk(`UPDATE jobs SET status = 'downloading', runner_id = v.runner, claimed_at = v.claimed,
+	lease = jobs.lease + 1, status_reason = ''
+	FROM v WHERE jobs.id = v.id AND jobs.status = 'pending'
+	RETURNING `+jobColumns,
+	bulkCol{"id", "text"}, bulkCol{"runner", "text"}, bulkCol{"claimed", "bigint"})
+
+// moveTurns sets the turn of each user v.id to v.seq.
+var moveTurns = newBulk(`UPDATE users SET claim_seq = v.seq FROM v WHERE users.id = v.id`,
+	bulkCol{"id", "text"}, bulkCol{"seq", "bigint"})
+
 // claimWrite writes picks: the jobs to their runners, and each claiming
 // user's turn past every other's, in the order of their last claim. It sets
 // the outcome of each claim whose job it took, and returns the claims whose
@@ -407,10 +419,7 @@ func (s *Store) claimWrite(ctx context.Context, q Querier, reqs []store.JobClaim
 		argSets[i] = []any{p.job.id, reqs[p.req].RunnerID, micros(reqs[p.req].Now)}
 	}
 	byID := make(map[string]*store.Job, len(picks))
-	err := queryEach(ctx, q, `UPDATE jobs SET status = 'downloading', runner_id = $2, claimed_at = $3,
-		lease = lease + 1, status_reason = ''
-		WHERE id = $1 AND status = 'pending'
-		RETURNING `+jobColumns, argSets, func(_ int, rows Rows) error {
+	err := s.bulk(ctx, q, assignJobs, argSets, func(rows Rows) error {
 		for rows.Next() {
 			j, err := scanJob(rows)
 			if err != nil {
@@ -443,7 +452,7 @@ func (s *Store) claimWrite(ctx context.Context, q Querier, reqs []store.JobClaim
 		turns = append(turns, []any{u, t})
 	}
 	slices.SortFunc(turns, func(a, b []any) int { return cmp.Compare(a[0].(string), b[0].(string)) })
-	if err := queryEach(ctx, q, `UPDATE users SET claim_seq = $2 WHERE id = $1`, turns, func(int, Rows) error { return nil }); err != nil {
+	if err := s.bulk(ctx, q, moveTurns, turns, func(Rows) error { return nil }); err != nil {
 		return nil, fmt.Errorf("turns: %w", err)
 	}
 	return lost, nil

@@ -130,6 +130,10 @@ type Dialect struct {
 	// (CROSS JOIN LATERAL); without it, a claim reads the pending jobs of
 	// each user with a query of its own.
 	Lateral bool
+	// Unnest: the database takes arrays as statement arguments and reads
+	// them as a table (unnest), so that a statement over many rows runs once
+	// (bulk.go).
+	Unnest bool
 	// Optimize, when set, runs after the migrations: it refreshes the
 	// statistics the planner chooses indexes by, where they are out of date.
 	Optimize string
@@ -151,6 +155,7 @@ type Store struct {
 
 	claimSQL     string
 	logAppendSQL string
+	insertJobs   bulk
 	// claims and statuses commit the claims, and the status changes, made
 	// at the same time together (group.go).
 	claims   *group[store.JobClaimNextParams, *store.Job]
@@ -167,6 +172,7 @@ func New(read Querier, write DB, d Dialect, closeFn func() error) *Store {
 	s.claims = &group[store.JobClaimNextParams, *store.Job]{db: write, max: maxClaimBatch, run: s.claimBatch}
 	s.statuses = &group[store.JobSetStatusParams, *store.Job]{db: write, max: maxStatusBatch, run: s.setStatusBatch}
 	s.logAppendSQL = logAppendSQL(d)
+	s.insertJobs = insertJobsSQL(d)
 	return s
 }
 

@@ -205,6 +205,23 @@ func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobS
 	return outs, nil
 }
 
+// changeStatuses moves each job v.id that its runner v.runner holds under
+// the lease v.lease to v.status at v.at. A job that ends has the size of
+// its log in the database recorded (JobSetLogSize), when there is one.
+var changeStatuses = newBulk(`UPDATE jobs SET status = v.status, status_reason = v.reason,
+	exit_code = COALESCE(v.exit_code, jobs.exit_code),
+	started_at = CASE WHEN v.status = 'running' THEN COALESCE(jobs.started_at, v.at) ELSE jobs.started_at END,
+	finished_at = CASE WHEN v.status IN ('done', 'failed', 'stopped', 'aborted') THEN v.at ELSE jobs.finished_at END,
+	log_end = v.log_end, log_missing = v.log_missing,
+	log_size = CASE WHEN v.status IN ('done', 'failed', 'stopped', 'aborted')
+		THEN COALESCE((SELECT l.off + l.size FROM job_logs l WHERE l.job_id = jobs.id ORDER BY l.off DESC LIMIT 1), jobs.log_size)
+		ELSE jobs.log_size END
+	FROM v WHERE jobs.id = v.id AND jobs.runner_id = v.runner AND jobs.lease = v.lease AND jobs.status IN `+activeStatuses+`
+	RETURNING `+jobColumns,
+	bulkCol{"id", "text"}, bulkCol{"runner", "text"}, bulkCol{"lease", "bigint"}, bulkCol{"status", "text"},
+	bulkCol{"reason", "text"}, bulkCol{"exit_code", "bigint"}, bulkCol{"at", "bigint"},
+	bulkCol{"log_end", "bigint"}, bulkCol{"log_missing", "bigint"})
+
 // setStatuses makes the status changes reqs[i] for i in idx, of distinct
 // jobs, in one round trip where the database pipelines, and returns the jobs it changed by ID: a job
 // that is not its runner's under the lease, or not active, is left alone.
@@ -224,13 +241,7 @@ func (s *Store) setStatuses(ctx context.Context, q Querier, reqs []store.JobSetS
 		argSets[k] = []any{p.ID, p.RunnerID, p.Lease, string(p.Status), p.Reason, exitCode, micros(p.Now), logEnd, logMissing}
 	}
 	var got []*store.Job
-	err := queryEach(ctx, q, `UPDATE jobs SET status = $4, status_reason = $5,
-		exit_code = COALESCE($6, exit_code),
-		started_at = CASE WHEN $4 = 'running' THEN COALESCE(started_at, $7) ELSE started_at END,
-		finished_at = CASE WHEN $4 IN ('done', 'failed', 'stopped', 'aborted') THEN $7 ELSE finished_at END,
-		log_end = $8, log_missing = $9
-		WHERE id = $1 AND runner_id = $2 AND lease = $3 AND status IN `+activeStatuses+`
-		RETURNING `+jobColumns, argSets, func(_ int, rows Rows) error {
+	err := s.bulk(ctx, q, changeStatuses, argSets, func(rows Rows) error {
 		for rows.Next() {
 			j, err := scanJob(rows)
 			if err != nil {

@@ -56,9 +56,6 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 		return nil, fmt.Errorf("create run %q: %w", p.Name, err)
 	}
 	now := micros(p.Now)
-	insertJob := `INSERT INTO jobs (id, run_id, position, run_name, user_id, code_id, workflow, spec,
-		cpu, memory_mib, gpu_count, gpu_name, gpu_memory_mib, status, queue_seq, submitted_at, queued_at, resources, artifact_store)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, ` + s.d.NextQueueSeq + `, $15, $15, $16, $17)`
 	var run *store.Run
 	err := s.write.Tx(ctx, func(q Querier) error {
 		var userName string
@@ -79,6 +76,7 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 		if err != nil {
 			return err
 		}
+		rows := make([][]any, len(p.Jobs))
 		for i, jc := range p.Jobs {
 			spec, err := json.Marshal(jc.Spec)
 			if err != nil {
@@ -93,11 +91,11 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 				return fmt.Errorf("job %s: encode resources: %w", jc.ID, err)
 			}
 			n := needsOf(jc.Spec.Resources)
-			_, err = q.Exec(ctx, insertJob, jc.ID, p.ID, i, p.Name, p.UserID, p.CodeID, jc.Spec.Workflow, string(spec),
-				n.cpu, n.memoryMiB, n.gpuCount, n.gpuName, n.gpuMemMiB, string(status), now, string(res), p.ArtifactStore)
-			if err != nil {
-				return fmt.Errorf("job %s: %w", jc.ID, err)
-			}
+			rows[i] = []any{jc.ID, p.ID, int64(i), p.Name, p.UserID, p.CodeID, jc.Spec.Workflow, string(spec),
+				int64(n.cpu), n.memoryMiB, int64(n.gpuCount), n.gpuName, n.gpuMemMiB, string(status), now, string(res), p.ArtifactStore}
+		}
+		if err := s.bulk(ctx, q, s.insertJobs, rows, func(Rows) error { return nil }); err != nil {
+			return fmt.Errorf("jobs: %w", err)
 		}
 		jobs, err := s.runJobs(ctx, q, p.ID)
 		if err != nil {
@@ -111,6 +109,21 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 		return nil, fmt.Errorf("create run %q: %w", p.Name, err)
 	}
 	return run, nil
+}
+
+// insertJobsSQL adds a run's jobs, in their order in the queue.
+func insertJobsSQL(d Dialect) bulk {
+	return newBulk(`INSERT INTO jobs (id, run_id, position, run_name, user_id, code_id, workflow, spec,
+		cpu, memory_mib, gpu_count, gpu_name, gpu_memory_mib, status, queue_seq, submitted_at, queued_at, resources, artifact_store)
+		SELECT v.id, v.run_id, v.position, v.run_name, v.user_id, v.code_id, v.workflow, v.spec,
+		v.cpu, v.memory_mib, v.gpu_count, v.gpu_name, v.gpu_memory_mib, v.status, `+d.NextQueueSeq+`, v.submitted, v.submitted,
+		v.resources, v.artifact_store
+		FROM v ORDER BY v.position`,
+		bulkCol{"id", "text"}, bulkCol{"run_id", "text"}, bulkCol{"position", "bigint"}, bulkCol{"run_name", "text"},
+		bulkCol{"user_id", "text"}, bulkCol{"code_id", "text"}, bulkCol{"workflow", "text"}, bulkCol{"spec", "text"},
+		bulkCol{"cpu", "bigint"}, bulkCol{"memory_mib", "bigint"}, bulkCol{"gpu_count", "bigint"}, bulkCol{"gpu_name", "text"},
+		bulkCol{"gpu_memory_mib", "bigint"}, bulkCol{"status", "text"}, bulkCol{"submitted", "bigint"},
+		bulkCol{"resources", "text"}, bulkCol{"artifact_store", "text"})
 }
 
 // runJobs reads a run's jobs in their RunCreate order.
