@@ -72,9 +72,10 @@ func (s *Server) ensureAdmin(ctx context.Context) (string, error) {
 
 // authenticator checks bearer tokens, and users' session cookies (see
 // session.go). Runner credentials are checked on every call a runner makes,
-// so they are cached briefly. A revocation or removal made through this
-// replica takes effect at once (forgetRunners, forgetRunner); another
-// replica may go on accepting the credential for up to runnerCacheTTL.
+// so they are cached briefly. A revocation or removal takes effect at once:
+// the replica that makes it forgets the credential (forgetRunners,
+// forgetRunner) and tells the others to (Server.forgetRunner); a replica
+// cut off from the others reads every credential afresh when it is back.
 type authenticator struct {
 	store store.Store
 	now   func() time.Time

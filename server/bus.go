@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,8 +13,9 @@ import (
 // Replicas that share a PostgreSQL database tell each other what changed
 // through a notify.Bus: each wake of the queue (a user's jobs queued, a
 // job's stop asked), each change published to the event streams, each wake
-// of the autoscaler, and each growth of a job's log is relayed, and the
-// other replicas do the same on their side. On SQLite there is one replica
+// of the autoscaler, each growth of a job's log and each runner credential
+// to read afresh (revoked, removed, its runner's state changed) is relayed,
+// and the other replicas do the same on their side. On SQLite there is one replica
 // and nothing to relay.
 //
 // A message is one line: a kind and its arguments, separated by spaces.
@@ -22,11 +24,13 @@ import (
 //	e USER KINDS     publish KINDS (comma-separated) to USER's streams; USER * is every stream
 //	a                wake the autoscaler
 //	l JOB SIZE       the log of job JOB is SIZE bytes long now
+//	c RUNNER         forget the cached credential of runner RUNNER; * every one
 const (
 	msgWake      = "w"
 	msgEvent     = "e"
 	msgAutoscale = "a"
 	msgLogGrew   = "l"
+	msgForget    = "c"
 )
 
 // replicaBus is the server's side of the bus: what it relays, and what it
@@ -65,6 +69,21 @@ func (s *Server) newBus() error {
 		b.Publish(msgEvent + " " + userID + " " + strings.Join(ks, ","))
 	}
 	return nil
+}
+
+// forgetRunner drops the cached credential of runner id here and on the
+// other replicas ("" drops every one), so that the next call of the runner
+// is checked against the store wherever it lands: a revocation or a
+// removal holds on every replica at once.
+func (s *Server) forgetRunner(id string) {
+	if id == "" {
+		s.auth.forgetRunners()
+	} else {
+		s.auth.forgetRunner(id)
+	}
+	if s.relay.bus != nil {
+		s.relay.bus.Publish(msgForget + " " + cmp.Or(id, "*"))
+	}
 }
 
 // relayAutoscalerWake asks the autoscaler of the other replicas for a pass:
@@ -129,6 +148,14 @@ func (s *Server) receive(line string) {
 		s.events.publishHere(user, kinds...)
 	case msgAutoscale:
 		s.wakeAutoscalerHere()
+	case msgForget:
+		switch rest {
+		case "*":
+			s.auth.forgetRunners()
+		case "":
+		default:
+			s.auth.forgetRunner(rest)
+		}
 	case msgLogGrew:
 		job, size, ok := strings.Cut(rest, " ")
 		n, err := strconv.ParseInt(size, 10, 64)
@@ -141,9 +168,11 @@ func (s *Server) receive(line string) {
 	}
 }
 
-// resync wakes everything that waits here: the bus was cut off, and what
-// other replicas sent meanwhile is lost.
+// resync wakes everything that waits here, and reads every runner
+// credential afresh: the bus was cut off, and what other replicas sent
+// meanwhile is lost.
 func (s *Server) resync() {
+	s.auth.forgetRunners()
 	s.queue.wakeAll()
 	s.events.publishHere("", api.EventRuns, api.EventRunners, api.EventLimits, api.EventInstances)
 	s.wakeAutoscalerHere()

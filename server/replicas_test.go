@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -216,5 +217,50 @@ func BenchmarkPickupLatency(b *testing.B) {
 			b.ReportMetric(q(0.5), "p50-ms")
 			b.ReportMetric(q(0.99), "p99-ms")
 		})
+	}
+}
+
+// A runner revoked with its token, or its user removed, on one replica is
+// refused on another at once, not when that replica's cached copy of its
+// credential expires (runnerCacheTTL, 30 s).
+func TestRunnerRevokedOnOneReplicaIsRefusedOnAnother(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, b := setupReplicas(t)
+	dana, err := a.admin.UserCreate(ctx, api.UserCreateRequest{Name: "dana"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed := clientOf(t, registerRunnerToken(t, a.admin.WithToken(dana.Token), "removed"), b)
+	ci, err := a.admin.TokenCreate(ctx, api.TokenCreateRequest{Name: "ci"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked := clientOf(t, registerRunnerToken(t, a.admin.WithToken(ci.Token), "revoked"), b)
+	for _, rc := range []*client.Client{removed, revoked} {
+		// Replica b caches the credential.
+		if err := rc.RunnerHeartbeat(ctx, api.HeartbeatRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.admin.UserDelete(ctx, "dana"); err != nil {
+		t.Fatalf("remove the user on replica a: %v", err)
+	}
+	if _, err := a.admin.TokenRevoke(ctx, "ci", true); err != nil {
+		t.Fatalf("revoke on replica a: %v", err)
+	}
+	for name, rc := range map[string]*client.Client{"of the removed user": removed, "revoked with its token": revoked} {
+		// The relay takes milliseconds; well under the cache's 30 s.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			err := rc.RunnerHeartbeat(ctx, api.HeartbeatRequest{})
+			if ae := (*api.Error)(nil); errors.As(err, &ae) && ae.Code == api.CodeUnauthenticated {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the runner %s: replica b still accepts its credential 5 s after replica a dropped it (heartbeat: %v)", name, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }

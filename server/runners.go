@@ -183,7 +183,7 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request, rn *sto
 		return fmt.Errorf("heartbeat: %w", err)
 	}
 	if !rn.Online {
-		s.auth.forgetRunner(rn.ID) // its cached copy says offline
+		s.forgetRunner(rn.ID) // its cached copy says offline
 		s.events.publish(rn.UserID, api.EventRunners)
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -197,7 +197,7 @@ func (s *Server) runnersRevived(ids []string) {
 	defer cancel()
 	users := map[string]bool{}
 	for _, id := range ids {
-		s.auth.forgetRunner(id)
+		s.forgetRunner(id)
 		rn, err := s.store.RunnerGet(ctx, id)
 		if err != nil {
 			continue
@@ -213,7 +213,7 @@ func (s *Server) runnersRevived(ids []string) {
 // handleRunnerOffline marks a runner that shuts down offline at once.
 func (s *Server) handleRunnerOffline(w http.ResponseWriter, r *http.Request, rn *store.Runner) error {
 	s.beats.forget(rn.ID) // an unwritten beat must not bring it back
-	defer s.auth.forgetRunner(rn.ID)
+	defer s.forgetRunner(rn.ID)
 	jobs, err := s.store.RunnerMarkOffline(r.Context(), store.RunnerMarkOfflineParams{
 		RunnerID: rn.ID, MaxAttempts: s.cfg.MaxAttempts, Now: s.cfg.Now(),
 	})
@@ -636,7 +636,7 @@ func (s *Server) handleRunnerRemove(w http.ResponseWriter, r *http.Request, u *s
 			out.Kept = append(out.Kept, ref)
 			continue
 		}
-		s.auth.forgetRunner(rn.ID)
+		s.forgetRunner(rn.ID)
 		s.log.Info("runner removed", "runner", rn.Name, "id", rn.ID, "by", u.Name)
 		out.Removed = append(out.Removed, ref)
 		users[rn.UserID] = true

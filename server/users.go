@@ -210,7 +210,7 @@ func (s *Server) handleUserDelete(w http.ResponseWriter, r *http.Request, by *st
 	case err != nil:
 		return fmt.Errorf("remove user: %w", err)
 	}
-	s.auth.forgetRunners()
+	s.forgetRunner("")
 	s.log.Info("user removed", "user", u.Name, "by", by.Name)
 	s.events.publish(u.ID, api.EventRunners)
 	if err := s.audit(r, by, auditUserRm, u.Name, nil); err != nil {
@@ -299,7 +299,7 @@ func (s *Server) handleTokenRevoke(w http.ResponseWriter, r *http.Request, u *st
 		out.Runners = append(out.Runners, rn.Name)
 	}
 	if len(res.Runners) > 0 {
-		s.auth.forgetRunners()
+		s.forgetRunner("")
 		s.events.publish(u.ID, api.EventRunners)
 	}
 	s.log.Info("token revoked", "user", u.Name, "token", res.Token.Name, "id", res.Token.ID, "runners", len(res.Runners))
