@@ -125,7 +125,7 @@ func (b *Backend) poolAllows(p *corev1.Pod) bool {
 // failedScheduling is the scheduler's summary: "0/3 nodes are available:
 // 1 Insufficient cpu, 2 node(s) didn't match Pod's node affinity/selector.
 // preemption: …".
-var failedScheduling = regexp.MustCompile(`^0/(\d+) nodes are available: (.*?)\.?(?: preemption:.*)?$`)
+var failedScheduling = regexp.MustCompile(`^0/(\d+) nodes are available(?:: (.*?))?\.?(?: preemption:.*)?$`)
 
 // neverFits reports whether a scheduler message rules every node out for
 // good: by the Pod's node selector or affinity, or an untolerated taint,
