@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -177,6 +176,3 @@ func (b *Backend) deletePod(ctx context.Context, name string) error {
 	}
 	return err
 }
-
-// since is how long ago t was.
-func (b *Backend) since(t time.Time) time.Duration { return b.cfg.Now().Sub(t) }

@@ -52,7 +52,7 @@ type Proxy struct {
 
 	mu         sync.Mutex
 	hook       func(r *http.Request) Action
-	retryAfter int
+	retryAfter int32
 	watches    map[*watchConn]bool
 	counts     map[Action]int
 }
@@ -99,7 +99,7 @@ func (p *Proxy) SetHook(h func(r *http.Request) Action) {
 }
 
 // SetRetryAfter sets the seconds a Throttle answer asks the client to wait.
-func (p *Proxy) SetRetryAfter(secs int) {
+func (p *Proxy) SetRetryAfter(secs int32) {
 	p.mu.Lock()
 	p.retryAfter = secs
 	p.mu.Unlock()
@@ -143,9 +143,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	p.mu.Unlock()
 	switch act {
 	case Throttle:
-		w.Header().Set("Retry-After", strconv.Itoa(retry))
+		w.Header().Set("Retry-After", strconv.Itoa(int(retry)))
 		writeStatus(w, http.StatusTooManyRequests, metav1.StatusReasonTooManyRequests,
-			"Too many requests, please try again later.", &metav1.StatusDetails{RetryAfterSeconds: int32(retry)})
+			"Too many requests, please try again later.", &metav1.StatusDetails{RetryAfterSeconds: retry})
 		return
 	case Fail:
 		writeStatus(w, http.StatusInternalServerError, metav1.StatusReasonInternalError, "injected internal error", nil)
@@ -176,12 +176,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	p.proxy.ServeHTTP(w, r)
 }
 
-func writeStatus(w http.ResponseWriter, code int, reason metav1.StatusReason, msg string, details *metav1.StatusDetails) {
+func writeStatus(w http.ResponseWriter, code int32, reason metav1.StatusReason, msg string, details *metav1.StatusDetails) {
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
+	w.WriteHeader(int(code))
 	_ = json.NewEncoder(w).Encode(metav1.Status{
 		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
-		Status:   metav1.StatusFailure, Code: int32(code), Reason: reason, Message: msg, Details: details,
+		Status:   metav1.StatusFailure, Code: code, Reason: reason, Message: msg, Details: details,
 	})
 }
 
