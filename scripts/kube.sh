@@ -112,7 +112,17 @@ if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-scheduler" ] || [ ! -x "$
 		)
 	EOF
 	(cd "$mod" && "$GO" mod tidy) >&2
+	# The version the API server reports at /version, as Kubernetes' own
+	# build sets it.
+	minor=${KUBE_VERSION#v1.}
+	minor=${minor%%.*}
+	kv=
+	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		kv="$kv -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+	done
+	build_flags=(-ldflags "-s -w$kv")
 	build "$mod" "$work/out-kube" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-controller-manager
+	build_flags=(-ldflags '-s -w')
 	log "built them in $((SECONDS - start))s"
 fi
 

@@ -350,6 +350,9 @@ func startAPIServer(bin, dir, etcdURL string, pki *pki) (*proc, int, error) {
 			"--etcd-servers="+etcdURL,
 			"--bind-address=127.0.0.1",
 			"--advertise-address=127.0.0.1",
+			// The default, lease, endpoint reconciler refuses a loopback
+			// address; nothing here reaches the API server from a Pod.
+			"--endpoint-reconciler-type=none",
 			"--secure-port="+strconv.Itoa(port),
 			"--cert-dir="+filepath.Join(dir, "apiserver-certs"),
 			"--tls-cert-file="+pki.servingCertFile,
