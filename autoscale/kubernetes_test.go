@@ -201,32 +201,42 @@ func TestKubernetesFaults(t *testing.T) {
 		inject    func(k *kubeEnv, crash func())
 		crashes   bool
 		allowance time.Duration
+		// fired, when set, says the fault happened (so that no case
+		// passes without its fault).
+		fired func(k *kubeEnv) bool
 	}{
 		{name: "throttled", inject: func(k *kubeEnv, _ func()) {
 			k.proxy.SetHook(nth(3, podCreates, kubefault.Throttle, nil))
-		}},
+		}, fired: answered(kubefault.Throttle, 3)},
 		{name: "internal error", inject: func(k *kubeEnv, _ func()) {
 			k.proxy.SetHook(nth(1, podCreates, kubefault.Fail, nil))
-		}},
+		}, fired: answered(kubefault.Fail, 1)},
 		{name: "answer lost after the Pod was made", inject: func(k *kubeEnv, _ func()) {
 			k.proxy.SetHook(nth(2, podCreates, kubefault.LoseAnswer, nil))
-		}},
+		}, fired: answered(kubefault.LoseAnswer, 2)},
 		{name: "lists fail", inject: func(k *kubeEnv, _ func()) {
 			k.proxy.SetHook(nth(2, func(r *http.Request) bool {
 				return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/pods") && r.URL.Query().Get("watch") == ""
 			}, kubefault.Fail, nil))
-		}},
+		}, fired: answered(kubefault.Fail, 2)},
 		{name: "watches cut", inject: func(k *kubeEnv, _ func()) {
 			k.proxy.CutWatches()
 		}},
 		{name: "crash between intent and Pod create", crashes: true, inject: func(k *kubeEnv, crash func()) {
 			k.proxy.SetHook(nth(1, podCreates, kubefault.Drop, crash))
-		}},
+		}, fired: answered(kubefault.Drop, 1)},
 		{name: "crash between Pod create and record", crashes: true, inject: func(k *kubeEnv, crash func()) {
 			k.proxy.SetHook(nth(1, podCreates, kubefault.LoseAnswer, crash))
-		}},
+		}, fired: answered(kubefault.LoseAnswer, 1)},
 		{name: "Pods no node takes: the next allowed offer", inject: func(k *kubeEnv, _ func()) {
 			k.limit(kubeTaint, 2)
+		}, fired: func(k *kubeEnv) bool {
+			for _, in := range k.instances(store.InstanceGone) {
+				if in.InstanceType == kubeTaint && strings.Contains(in.Reason, "launch refused") {
+					return true
+				}
+			}
+			return false
 		}},
 		{name: "a labelled Pod the server does not know", allowance: stray, inject: func(k *kubeEnv, _ func()) {
 			req := backend.LaunchRequest{
@@ -301,11 +311,19 @@ func TestKubernetesFaults(t *testing.T) {
 			if live := k.live(); len(live) != 0 {
 				t.Errorf("the cluster still runs runner Pods after the idle timeout and the grace period: %v", live)
 			}
+			if fl.fired != nil && !fl.fired(k) {
+				t.Errorf("the fault never happened")
+			}
 			if n := len(k.instances(store.InstanceLaunching, store.InstanceRunning, store.InstanceTerminating)); n != 0 {
 				t.Errorf("%d instance records still counted", n)
 			}
 		})
 	}
+}
+
+// answered says the proxy gave act to at least n requests.
+func answered(act kubefault.Action, n int) func(k *kubeEnv) bool {
+	return func(k *kubeEnv) bool { return k.proxy.Count(act) >= n }
 }
 
 // checkStray is checkKube where a Pod nobody recorded may run over its
