@@ -682,6 +682,9 @@ func (s *Server) urlLocked() string {
 // wrong while serving and stopping.
 func (s *Server) Stop() error {
 	s.life.Stop()
+	if _, b := s.kube.current(); b != nil {
+		b.Close() // its Pod watch
+	}
 	s.closeStore()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -14,6 +14,7 @@ import (
 // compacted past (410 Gone) makes it list again.
 type watch struct {
 	stop chan struct{}
+	done chan struct{} // closed once the informer's Run has returned
 }
 
 // watch starts, once per server ID, the informer that calls OnGone when one
@@ -29,7 +30,7 @@ func (b *Backend) watch(serverID string) {
 	if b.watching[serverID] != nil || b.closed {
 		return
 	}
-	w := &watch{stop: make(chan struct{})}
+	w := &watch{stop: make(chan struct{}), done: make(chan struct{})}
 	b.watching[serverID] = w
 	lw := cache.NewFilteredListWatchFromClient(b.client.CoreV1().RESTClient(), "pods", b.cfg.Namespace,
 		func(o *metav1.ListOptions) { o.LabelSelector = selector(serverID) })
@@ -61,17 +62,25 @@ func (b *Backend) watch(serverID string) {
 			b.cfg.OnGone()
 		},
 	})
-	go inf.Run(w.stop)
+	go func() {
+		defer close(w.done)
+		inf.Run(w.stop)
+	}()
 }
 
-// Close stops the backend's watches. The backend's other methods still
-// work; List starts no watch again.
+// Close stops the backend's watches and waits for them to end. The
+// backend's other methods still work; List starts no watch again.
 func (b *Backend) Close() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.closed = true
+	var ws []*watch
 	for id, w := range b.watching {
 		close(w.stop)
+		ws = append(ws, w)
 		delete(b.watching, id)
+	}
+	b.mu.Unlock()
+	for _, w := range ws {
+		<-w.done
 	}
 }
