@@ -225,7 +225,7 @@ func (b *Backend) pod(req backend.LaunchRequest, spec backend.InstanceSpec, t *n
 		res[ResourceGPU] = *resource.NewQuantity(t.gpus, resource.DecimalSI)
 	}
 	image, command := b.cfg.Image, []string{"/bin/sh", "-c", bootstrap}
-	runnerArgs := []string{"start", "--executor", "shell", "--server", req.ServerURL,
+	runnerArgs := []string{"start", "--executor", "shell", "--server", req.ServerURL, "--name", name,
 		"--data-dir", podMount + "/data", "--work-dir", podMount + "/work"}
 	if b.cfg.RunnerImage != "" {
 		image, command = b.cfg.RunnerImage, append([]string{"dstack-runner"}, runnerArgs...)
