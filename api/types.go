@@ -608,6 +608,10 @@ type KubernetesConfig struct {
 	// ScheduleTimeoutSeconds is how long a runner Pod may wait for a node
 	// before its launch counts as refused for capacity.
 	ScheduleTimeoutSeconds int `json:"schedule_timeout_seconds,omitempty"`
+	// ReserveMilliCPU and ReserveMemoryMiB are kept back of each node's
+	// allocatable resources; a runner Pod requests the rest.
+	ReserveMilliCPU  int64 `json:"reserve_millicpu,omitempty"`
+	ReserveMemoryMiB int64 `json:"reserve_memory_mib,omitempty"`
 	// InstanceTypes are the cluster's types, as the last check saw them.
 	InstanceTypes string     `json:"instance_types,omitempty"`
 	UpdatedAt     *time.Time `json:"updated_at,omitempty"`
@@ -624,6 +628,10 @@ type KubernetesConfigRequest struct {
 	InCluster              bool   `json:"in_cluster,omitempty"`
 	RunnerImage            string `json:"runner_image,omitempty"`
 	ScheduleTimeoutSeconds int    `json:"schedule_timeout_seconds,omitempty"`
+	// ReserveMilliCPU and ReserveMemoryMiB: kept back of each node's
+	// allocatable resources; 0 takes the defaults (100m, 256 MiB), -1 none.
+	ReserveMilliCPU  int64 `json:"reserve_millicpu,omitempty"`
+	ReserveMemoryMiB int64 `json:"reserve_memory_mib,omitempty"`
 }
 
 // AWSConfig answers GET and PUT /aws: the AWS account the server launches

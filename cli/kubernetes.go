@@ -43,7 +43,7 @@ func (e *Env) kubernetesConfigCmd() *cobra.Command {
 		timeout time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:     "config (--kubeconfig FILE [--context C] | --in-cluster) [--namespace dstack] [--runner-image IMAGE] [--schedule-timeout 5m]",
+		Use:     "config (--kubeconfig FILE [--context C] | --in-cluster) [--namespace dstack] [--runner-image IMAGE] [--schedule-timeout 5m] [--reserve-cpu M] [--reserve-memory MiB]",
 		Aliases: []string{"configure"},
 		Short:   "Set the cluster, context and namespace of runner Pods",
 		Long: `Set the Kubernetes cluster the server launches on-demand runners in. The server
@@ -77,6 +77,8 @@ without one, runner Pods download dstack-runner from the server at start.`,
 	f.StringVar(&req.Namespace, "namespace", "dstack", "namespace of the runner Pods")
 	f.BoolVar(&req.InCluster, "in-cluster", false, "use the server Pod's service account")
 	f.StringVar(&req.RunnerImage, "runner-image", "", "image with dstack-runner on its PATH (default: download it from the server)")
+	f.Int64Var(&req.ReserveMilliCPU, "reserve-cpu", 0, "millicores of each node kept back from runner Pods, for the node's daemons (default 100; -1 none)")
+	f.Int64Var(&req.ReserveMemoryMiB, "reserve-memory", 0, "MiB of each node's memory kept back from runner Pods (default 256; -1 none)")
 	f.DurationVar(&timeout, "schedule-timeout", 0, "a runner Pod no node takes this long is a launch refused for capacity (default: the server's --k8s-schedule-timeout)")
 	return cmd
 }
@@ -132,6 +134,7 @@ func (e *Env) kubernetesInfoCmd() *cobra.Command {
 				image = cur.RunnerImage
 			}
 			row("Runner image:", image)
+			row("Reserved per node:", fmt.Sprintf("%dm CPU, %d MiB", cur.ReserveMilliCPU, cur.ReserveMemoryMiB))
 			row("Schedule timeout:", (time.Duration(cur.ScheduleTimeoutSeconds) * time.Second).String())
 			if cur.InstanceTypes != "" {
 				row("Instance types:", cur.InstanceTypes)

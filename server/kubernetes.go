@@ -60,6 +60,8 @@ type kubeStored struct {
 	InCluster              bool      `json:"in_cluster,omitempty"`
 	RunnerImage            string    `json:"runner_image,omitempty"`
 	ScheduleTimeoutSeconds int       `json:"schedule_timeout_seconds,omitempty"`
+	ReserveMilliCPU        int64     `json:"reserve_millicpu,omitempty"`
+	ReserveMemoryMiB       int64     `json:"reserve_memory_mib,omitempty"`
 	UpdatedAt              time.Time `json:"updated_at"`
 	UpdatedBy              string    `json:"updated_by"`
 }
@@ -77,6 +79,7 @@ func (c *kubeStored) config(o KubernetesOptions) kubebackend.Config {
 	return kubebackend.Config{
 		Kubeconfig: c.Kubeconfig, Context: c.Context, Namespace: c.Namespace, InCluster: c.InCluster,
 		RunnerImage: c.RunnerImage, ScheduleTimeout: timeout,
+		ReserveMilliCPU: c.ReserveMilliCPU, ReserveMemoryMiB: c.ReserveMemoryMiB,
 	}
 }
 
@@ -91,6 +94,8 @@ func (c *kubeStored) view(o KubernetesOptions, types string) *api.KubernetesConf
 		Configured: true, Context: cfg.Region(), Namespace: c.Namespace, InCluster: c.InCluster, RunnerImage: c.RunnerImage,
 		ScheduleTimeoutSeconds: int(cmpDuration(cfg.ScheduleTimeout, kubebackend.DefaultScheduleTimeout) / time.Second),
 		InstanceTypes:          types, UpdatedAt: &t, UpdatedBy: c.UpdatedBy,
+		ReserveMilliCPU:  reserve(c.ReserveMilliCPU, kubebackend.DefaultReserveMilliCPU),
+		ReserveMemoryMiB: reserve(c.ReserveMemoryMiB, kubebackend.DefaultReserveMemoryMiB),
 	}
 	if kc, err := clientcmd.Load(c.Kubeconfig); err == nil && !c.InCluster {
 		if ctx, ok := kc.Contexts[v.Context]; ok {
@@ -98,6 +103,18 @@ func (c *kubeStored) view(o KubernetesOptions, types string) *api.KubernetesConf
 				v.Server = cl.Server
 			}
 		}
+	}
+	return v
+}
+
+// reserve is a configured reserve as it applies: 0 the default, negative
+// none.
+func reserve(v, def int64) int64 {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
 	}
 	return v
 }
@@ -283,6 +300,7 @@ func (s *Server) handleKubePut(w http.ResponseWriter, r *http.Request, u *store.
 	cfg := &kubeStored{
 		Kubeconfig: []byte(req.Kubeconfig), Context: req.Context, Namespace: req.Namespace, InCluster: req.InCluster,
 		RunnerImage: req.RunnerImage, ScheduleTimeoutSeconds: req.ScheduleTimeoutSeconds,
+		ReserveMilliCPU: req.ReserveMilliCPU, ReserveMemoryMiB: req.ReserveMemoryMiB,
 		UpdatedAt: s.cfg.Now().UTC(), UpdatedBy: u.Name,
 	}
 	b, err := s.newKubeBackend(cfg)

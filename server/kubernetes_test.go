@@ -75,11 +75,12 @@ func TestKubernetesEndToEnd(t *testing.T) {
 		t.Fatalf("a refused configuration was stored: %v", err)
 	}
 
-	got, err := e.admin.KubernetesPut(ctx, api.KubernetesConfigRequest{Kubeconfig: string(kc)})
+	got, err := e.admin.KubernetesPut(ctx, api.KubernetesConfigRequest{Kubeconfig: string(kc), ReserveMilliCPU: 500})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Context != kubetest.ContextName || got.Namespace != "dstack" || !strings.Contains(got.InstanceTypes, "g5.xlarge") {
+	if got.Context != kubetest.ContextName || got.Namespace != "dstack" || !strings.Contains(got.InstanceTypes, "g5.xlarge") ||
+		got.ReserveMilliCPU != 500 || got.ReserveMemoryMiB != 256 {
 		t.Errorf("PUT = %+v", got)
 	}
 	sealed, err := e.srv.Store().SettingGet(ctx, "kubernetes")
@@ -116,6 +117,9 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	t.Logf("pending job → runner Pod created: %s (second resolution)", created.Sub(submitted.Truncate(time.Second)))
 	if pod.Spec.NodeName != "node-std-1" {
 		t.Errorf("the Pod runs on %s, want the m5.large node", pod.Spec.NodeName)
+	}
+	if q := pod.Spec.Containers[0].Resources.Requests[corev1.ResourceCPU]; q.MilliValue() != 1500 {
+		t.Errorf("the Pod requests %s CPU, want the node's 2 less the configured reserve of 500m", q.String())
 	}
 
 	// Kwok runs no containers: start dstack-runner as the Pod's command
