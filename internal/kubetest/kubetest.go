@@ -3,8 +3,11 @@
 // authorization, the default admission plugins, service-account tokens),
 // kube-scheduler, kube-controller-manager (namespaces, service accounts,
 // garbage collection, node lifecycle, pod GC) and kwok, which plays the
-// kubelet of fake nodes: a Pod bound to a kwok node goes Running, and a
-// deleted one goes away.
+// kubelet of fake nodes (AddNode): a Pod bound to a kwok node goes Running,
+// and a deleted one goes away. AddKubeletNode adds a node run by a real
+// kubelet and containerd instead, where the host allows (root), whose Pods
+// run real containers from images imported without a registry (WriteImage,
+// ImportImage).
 //
 // The binaries come from scripts/kube.sh, which builds them from the Go module
 // proxy and caches them outside the repository; DSTACK_KUBE_BIN names another
