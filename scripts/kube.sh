@@ -10,7 +10,7 @@
 # only, whichever of these is missing under
 # ${XDG_CACHE_HOME:-$HOME/.cache}/dstack/kube/<versions>/bin:
 #
-#   kube-apiserver, kube-scheduler, kube-controller-manager
+#   kube-apiserver, kube-scheduler, kube-controller-manager, kubelet
 #       k8s.io/kubernetes $KUBE_VERSION. Its go.mod points the k8s.io/*
 #       staging modules at ./staging, which a module download lacks, so they
 #       are built from a throwaway module that requires k8s.io/kubernetes and
@@ -22,6 +22,14 @@
 #   kwok
 #       sigs.k8s.io/kwok/cmd/kwok $KWOK_VERSION, which plays the kubelet of
 #       fake nodes.
+#   pause
+#       the process that holds a Pod sandbox's namespaces on a real kubelet
+#       node (internal/kubetest makes its image FROM scratch: no registry).
+#
+# A real kubelet node also needs containerd, runc and the CNI plugins, which
+# Debian packages: as root, it installs containerd and
+# containernetworking-plugins with apt-get when they are missing (their
+# services are not started).
 #
 # The first run takes a while (about 15 minutes on two cores, most of it
 # kube-apiserver); later runs only check the files. Nothing is written into
@@ -41,12 +49,39 @@ log() { echo "kube.sh: $*" >&2; }
 
 have_all() {
 	local f
-	for f in kube-apiserver kube-scheduler kube-controller-manager etcd kwok; do
+	for f in kube-apiserver kube-scheduler kube-controller-manager kubelet etcd kwok pause; do
 		[ -x "$bin/$f" ] || return 1
 	done
 }
 
+have_debs() {
+	command -v containerd >/dev/null && command -v runc >/dev/null &&
+		{ [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ]; }
+}
+
+install_debs() {
+	have_debs && return 0
+	if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+		log "containerd, runc or the CNI plugins are missing: the real-kubelet tests will be skipped (install containerd and containernetworking-plugins to run them)"
+		return 0
+	fi
+	log "installing containerd and containernetworking-plugins"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update >&2
+	local policy=/usr/sbin/policy-rc.d made=
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+		made=1
+	fi
+	local status=0
+	apt-get install -y --no-install-recommends containerd containernetworking-plugins >&2 || status=$?
+	if [ -n "$made" ]; then rm -f "$policy"; fi
+	if [ "$status" != 0 ]; then log "apt-get could not install containerd and containernetworking-plugins"; fi
+}
+
 if have_all; then
+	install_debs
 	echo "$bin"
 	exit 0
 fi
@@ -77,8 +112,8 @@ build() {
 	done
 }
 
-if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-scheduler" ] || [ ! -x "$bin/kube-controller-manager" ]; then
-	log "building kube-apiserver, kube-scheduler and kube-controller-manager $KUBE_VERSION (slow the first time)"
+if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-scheduler" ] || [ ! -x "$bin/kube-controller-manager" ] || [ ! -x "$bin/kubelet" ]; then
+	log "building kube-apiserver, kube-scheduler, kube-controller-manager and kubelet $KUBE_VERSION (slow the first time)"
 	start=$SECONDS
 	mod=$work/kubernetes
 	mkdir -p "$mod"
@@ -109,6 +144,7 @@ if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-scheduler" ] || [ ! -x "$
 			_ "k8s.io/kubernetes/cmd/kube-apiserver/app"
 			_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 			_ "k8s.io/kubernetes/cmd/kube-scheduler/app"
+			_ "k8s.io/kubernetes/cmd/kubelet/app"
 		)
 	EOF
 	(cd "$mod" && "$GO" mod tidy) >&2
@@ -121,7 +157,7 @@ if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-scheduler" ] || [ ! -x "$
 		kv="$kv -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
 	done
 	build_flags=(-ldflags "-s -w$kv")
-	build "$mod" "$work/out-kube" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-controller-manager
+	build "$mod" "$work/out-kube" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubelet
 	build_flags=(-ldflags '-s -w')
 	log "built them in $((SECONDS - start))s"
 fi
@@ -147,6 +183,33 @@ if [ ! -x "$bin/kwok" ]; then
 	mv -f "$work/out-kwok/kwok" "$bin/kwok"
 	log "built it in $((SECONDS - start))s"
 fi
+
+if [ ! -x "$bin/pause" ]; then
+	log "building pause"
+	mod=$work/pause
+	mkdir -p "$mod"
+	printf 'module dstack.local/pause\n\ngo 1.26.0\n' >"$mod/go.mod"
+	cat >"$mod/main.go" <<-'EOF'
+		// pause holds a Pod sandbox's namespaces until it is told to stop.
+		package main
+
+		import (
+			"os"
+			"os/signal"
+			"syscall"
+		)
+
+		func main() {
+			c := make(chan os.Signal, 1)
+			signal.Notify(c, syscall.SIGTERM, syscall.SIGINT)
+			<-c
+		}
+	EOF
+	(cd "$mod" && "$GO" build "${build_flags[@]}" -o "$work/pause.bin" .) >&2
+	mv -f "$work/pause.bin" "$bin/pause"
+fi
+
+install_debs
 
 have_all || { log "some binaries are still missing from $bin"; exit 1; }
 log "binaries in $bin ($(du -sh "$bin" | cut -f1))"

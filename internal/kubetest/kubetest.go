@@ -3,8 +3,11 @@
 // authorization, the default admission plugins, service-account tokens),
 // kube-scheduler, kube-controller-manager (namespaces, service accounts,
 // garbage collection, node lifecycle, pod GC) and kwok, which plays the
-// kubelet of fake nodes: a Pod bound to a kwok node goes Running, and a
-// deleted one goes away.
+// kubelet of fake nodes (AddNode): a Pod bound to a kwok node goes Running,
+// and a deleted one goes away. AddKubeletNode adds a node run by a real
+// kubelet and containerd instead, where the host allows (root), whose Pods
+// run real containers from images imported without a registry (WriteImage,
+// ImportImage).
 //
 // The binaries come from scripts/kube.sh, which builds them from the Go module
 // proxy and caches them outside the repository; DSTACK_KUBE_BIN names another
@@ -22,6 +25,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -279,7 +283,7 @@ func waitReady(cfg *rest.Config, p *proc) error {
 		if err := p.exited(); err != nil {
 			return err
 		}
-		resp, err := hc.Get(cfg.Host + "/readyz")
+		resp, err := get(hc, cfg.Host+"/readyz")
 		if err == nil {
 			body := make([]byte, 4096)
 			n, _ := resp.Body.Read(body)
@@ -364,6 +368,9 @@ func startAPIServer(bin, dir, etcdURL string, pki *pki) (*proc, int, error) {
 			"--service-account-signing-key-file="+pki.saKeyFile,
 			"--service-cluster-ip-range=10.96.0.0/16",
 			"--allow-privileged=true",
+			// pods/log and exec reach a kubelet by its node's InternalIP:
+			// there is no DNS for node names here.
+			"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
 			"--profiling=false",
 		)
 		if err != nil {
@@ -375,7 +382,8 @@ func startAPIServer(bin, dir, etcdURL string, pki *pki) (*proc, int, error) {
 			if err = p.exited(); err != nil {
 				break
 			}
-			conn, derr := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
+			d := net.Dialer{Timeout: time.Second}
+			conn, derr := d.DialContext(context.Background(), "tcp", "127.0.0.1:"+strconv.Itoa(port))
 			if derr == nil {
 				_ = conn.Close()
 				return p, port, nil
@@ -401,7 +409,7 @@ func waitHTTP(url string, p *proc, timeout time.Duration) error {
 		if err := p.exited(); err != nil {
 			return err
 		}
-		resp, err := hc.Get(url)
+		resp, err := get(hc, url)
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -413,9 +421,29 @@ func waitHTTP(url string, p *proc, timeout time.Duration) error {
 	return fmt.Errorf("kubetest: %s did not answer %s within %s:\n%s", p.name, url, timeout, p.tail(30))
 }
 
+// get GETs url within 5s.
+func get(hc *http.Client, url string) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	// Read the body before the context ends.
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return resp, err
+}
+
 // freePort returns a loopback TCP port that was free a moment ago, or 0.
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0
 	}
@@ -438,7 +466,8 @@ func startProc(dir, path, name string, args ...string) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(path, args...)
+	// Not tied to a context: stop ends it, gently first.
+	cmd := exec.CommandContext(context.Background(), path, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Dir = dir
 	// A test binary killed before its cleanups run must not leave the

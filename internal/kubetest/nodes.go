@@ -129,9 +129,9 @@ func nodeSchedulable(n *corev1.Node) bool {
 }
 
 // RemoveNode deletes a node, as a cloud autoscaler does when it takes the
-// machine away. The controller manager's pod GC then deletes the Pods bound
-// to it (after its 40s quarantine of orphaned Pods); DrainNode is the quick,
-// polite way.
+// machine away (a spot reclaim): its Pods stay as they were until the
+// controller manager's pod GC deletes them, 40 to 60s later (its quarantine
+// of orphaned Pods), as in a real cluster. DrainNode is the polite way.
 func (c *Cluster) RemoveNode(t testing.TB, name string) {
 	t.Helper()
 	err := c.Client.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{})
@@ -141,8 +141,8 @@ func (c *Cluster) RemoveNode(t testing.TB, name string) {
 }
 
 // DrainNode does what `kubectl drain` and Karpenter's termination do: cordon
-// the node, evict each of its Pods through the eviction API, then delete the
-// node. It does not wait for the Pods to go.
+// the node, evict each of its Pods through the eviction API, wait for them to
+// be gone, then delete the node.
 func (c *Cluster) DrainNode(t testing.TB, name string) {
 	t.Helper()
 	ctx := context.Background()
@@ -160,6 +160,15 @@ func (c *Cluster) DrainNode(t testing.TB, name string) {
 	}
 	for _, p := range pods.Items {
 		c.EvictPod(t, p.Namespace, p.Name)
+	}
+	// The node must stay until kwok has played its Pods' deletion: Pods of a
+	// node already gone are left to the pod GC, which takes a minute.
+	err = c.poll(ctx, 60*time.Second, func(ctx context.Context) (bool, error) {
+		left, err := c.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + name})
+		return err == nil && len(left.Items) == 0, err
+	})
+	if err != nil {
+		t.Fatalf("kubetest: the pods of node %s were evicted but are not gone: %v", name, err)
 	}
 	c.RemoveNode(t, name)
 }
