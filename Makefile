@@ -24,6 +24,7 @@ test: ## every test, with the race detector, on SQLite and PostgreSQL
 	scripts/test-images.sh --install-only   # a static busybox for the images the Docker tests build
 	scripts/chromium.sh                     # Chromium for the web UI's browser tests
 	scripts/nginx.sh >/dev/null             # nginx, the load balancer of the high-availability test
+	scripts/kube.sh >/dev/null              # etcd, kube-apiserver, scheduler, controller manager, kwok: the Kubernetes backend's test cluster
 	DSTACK_TEST_POSTGRES_DSN="$$(scripts/postgres.sh | tail -n 1)" CGO_ENABLED=1 \
 		$(GO) test -race -count=1 -timeout 20m ./...
 

@@ -592,6 +592,48 @@ const (
 	EventTick      EventKind = "tick"      // sent every 10 seconds: refetch anyway
 )
 
+// KubernetesConfig answers GET and PUT /kubernetes: the cluster the server
+// launches on-demand runners in as Pods, as `dstack kubernetes config` set
+// it. The kubeconfig never leaves the server.
+type KubernetesConfig struct {
+	Configured bool `json:"configured"`
+	// Context is the kubeconfig context used; it is the backend's region
+	// ("in-cluster" with InCluster).
+	Context     string `json:"context,omitempty"`
+	Namespace   string `json:"namespace,omitempty"`
+	InCluster   bool   `json:"in_cluster,omitempty"`
+	RunnerImage string `json:"runner_image,omitempty"`
+	// Server is the API server's URL, from the kubeconfig.
+	Server string `json:"server,omitempty"`
+	// ScheduleTimeoutSeconds is how long a runner Pod may wait for a node
+	// before its launch counts as refused for capacity.
+	ScheduleTimeoutSeconds int `json:"schedule_timeout_seconds,omitempty"`
+	// ReserveMilliCPU and ReserveMemoryMiB are kept back of each node's
+	// allocatable resources; a runner Pod requests the rest.
+	ReserveMilliCPU  int64 `json:"reserve_millicpu,omitempty"`
+	ReserveMemoryMiB int64 `json:"reserve_memory_mib,omitempty"`
+	// InstanceTypes are the cluster's types, as the last check saw them.
+	InstanceTypes string     `json:"instance_types,omitempty"`
+	UpdatedAt     *time.Time `json:"updated_at,omitempty"`
+	UpdatedBy     string     `json:"updated_by,omitempty"`
+}
+
+// KubernetesConfigRequest is the body of PUT /kubernetes: a kubeconfig's
+// content (or InCluster), checked against the API server before it is
+// saved, sealed.
+type KubernetesConfigRequest struct {
+	Kubeconfig             string `json:"kubeconfig,omitempty"`
+	Context                string `json:"context,omitempty"`
+	Namespace              string `json:"namespace,omitempty"`
+	InCluster              bool   `json:"in_cluster,omitempty"`
+	RunnerImage            string `json:"runner_image,omitempty"`
+	ScheduleTimeoutSeconds int    `json:"schedule_timeout_seconds,omitempty"`
+	// ReserveMilliCPU and ReserveMemoryMiB: kept back of each node's
+	// allocatable resources; 0 takes the defaults (100m, 256 MiB), -1 none.
+	ReserveMilliCPU  int64 `json:"reserve_millicpu,omitempty"`
+	ReserveMemoryMiB int64 `json:"reserve_memory_mib,omitempty"`
+}
+
 // AWSConfig answers GET and PUT /aws: the AWS account the server launches
 // on-demand runners in, as `dstack aws config` set it. The secret access
 // key never leaves the server: SecretAccessKey is masked as `aws configure`

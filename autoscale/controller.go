@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -162,11 +163,14 @@ type Controller struct {
 	renewedAt time.Time
 	checkedAt time.Time // when the store was last asked
 
-	offers       map[offerCacheKey]cachedOffers
-	offersOf     uint64 // the backends' Version the cached offers are of
-	lastRecon    time.Time
-	unknownSince map[string]time.Time // cloud ID → first seen with no record
-	cleaned      map[string]bool      // gone cloud IDs already removed
+	offers    map[offerCacheKey]cachedOffers
+	offersOf  uint64 // the backends' Version the cached offers are of
+	lastRecon time.Time
+	// reconcileSoon asks the next pass to reconcile, however recent the
+	// last (ReconcileSoon).
+	reconcileSoon atomic.Bool
+	unknownSince  map[string]time.Time // cloud ID → first seen with no record
+	cleaned       map[string]bool      // gone cloud IDs already removed
 
 	statMu      sync.Mutex           // launches run in parallel within a pass
 	launchedFor map[string]time.Time // job ID → when it was pending, for the start metric
@@ -360,6 +364,13 @@ func (c *Controller) Waiting() map[string]plan.Waiting {
 	return out
 }
 
+// ReconcileSoon has the next pass reconcile the records with the backends
+// whatever ReconcileEvery says: a backend that watches its instances (the
+// Kubernetes backend's Pod watch) calls it when one leaves, so that the job
+// of an evicted instance is requeued at once. It does not wake the
+// controller: send on Config.Wake too.
+func (c *Controller) ReconcileSoon() { c.reconcileSoon.Store(true) }
+
 // Step is one pass: lease, snapshot, plan, execute, and reconcile when due;
 // with no backend, lease and say why jobs wait. It returns the first error
 // that stopped it; what it did before stays done.
@@ -386,7 +397,7 @@ func (c *Controller) Step(ctx context.Context) error {
 	if err := c.settle(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("settle: %w", err))
 	}
-	if c.cfg.ReconcileEvery <= 0 || now.Sub(c.lastRecon) >= c.cfg.ReconcileEvery {
+	if c.cfg.ReconcileEvery <= 0 || now.Sub(c.lastRecon) >= c.cfg.ReconcileEvery || c.reconcileSoon.Swap(false) {
 		if err := c.reconcile(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("reconcile: %w", err))
 		} else {

@@ -119,17 +119,25 @@ func (c *Controller) launchFailed(ctx context.Context, l plan.Launch, creates []
 		c.end(ctx, cr.ID, store.InstanceGone, "launch refused: "+backend.Reason(err))
 	}
 	if backend.Unavailable(err) {
-		now := c.cfg.Now()
-		k := l.Offer.Key()
-		if merr := c.st.OfferMarkUnavailable(ctx, store.OfferMarkUnavailableParams{
-			Backend: k.Backend, Region: k.Region, InstanceType: k.InstanceType, Spot: k.Spot,
-			Until: now.Add(c.cfg.UnavailableFor), Reason: backend.Reason(err), Now: now,
-		}); merr != nil {
-			return false, fmt.Errorf("mark offer unavailable: %w", merr)
+		if merr := c.markUnavailable(ctx, l.Offer.Key(), err); merr != nil {
+			return false, merr
 		}
 		return true, nil
 	}
 	return false, nil
+}
+
+// markUnavailable marks offer k unavailable for UnavailableFor, with the
+// cloud's words of err as the limit's capacity note.
+func (c *Controller) markUnavailable(ctx context.Context, k backend.OfferKey, err error) error {
+	now := c.cfg.Now()
+	if merr := c.st.OfferMarkUnavailable(ctx, store.OfferMarkUnavailableParams{
+		Backend: k.Backend, Region: k.Region, InstanceType: k.InstanceType, Spot: k.Spot,
+		Until: now.Add(c.cfg.UnavailableFor), Reason: backend.Reason(err), Now: now,
+	}); merr != nil {
+		return fmt.Errorf("mark offer unavailable: %w", merr)
+	}
+	return nil
 }
 
 // failureKind names a launch error for the log and for what to do next:

@@ -117,9 +117,19 @@ func (c *Controller) reconcileRecord(ctx context.Context, rec *store.Instance, b
 	ci, listed := byCloud[rec.CloudID]
 	recent := rec.LaunchedAt != nil && rec.LaunchedAt.After(listStart)
 	if (!listed && !recent) || (listed && ci.State == backend.StateGone) {
-		if rec.State == store.InstanceTerminating {
+		switch {
+		case rec.State == store.InstanceTerminating:
 			c.end(ctx, rec.ID, store.InstanceTerminated, rec.Reason)
-		} else {
+		case listed && backend.Unavailable(ci.Failure):
+			// Accepted, then given up for capacity (a Pod no node takes):
+			// a launch refused late, as launchFailed treats one refused at
+			// once.
+			c.log.Warn("the cloud gave up a launched instance for capacity", "instance", rec.ID, "cloud_id", rec.CloudID, "err", ci.Failure)
+			c.end(ctx, rec.ID, store.InstanceGone, "launch refused: "+backend.Reason(ci.Failure))
+			if err := c.markUnavailable(ctx, ci.Offer, ci.Failure); err != nil {
+				return err
+			}
+		default:
 			c.log.Warn("instance gone from the cloud", "instance", rec.ID, "cloud_id", rec.CloudID, "job", rec.JobID)
 			c.end(ctx, rec.ID, store.InstanceGone, ReasonGone)
 		}

@@ -202,6 +202,14 @@ type Instance struct {
 	Tags       Tags
 	State      InstanceState
 	LaunchedAt time.Time
+	// Failure, set only with StateGone, is why the cloud gave the instance
+	// up after accepting its launch: a Kubernetes Pod no node can take is
+	// ErrNoCapacity. The controller treats an Unavailable failure as a
+	// launch refused for the offer (marked unavailable, the next tried).
+	Failure error
+	// Host is the machine the instance runs on, where it differs from the
+	// instance itself (a Pod's node); empty otherwise.
+	Host string
 }
 
 // Backend is one cloud the server launches on-demand runners in.
@@ -296,6 +304,9 @@ type Error struct {
 	Reason string
 	// Err is the underlying error (the SDK's), if any.
 	Err error
+	// RetryAfter, for ErrThrottled, is how long the cloud asked the caller
+	// to wait (Kubernetes' Retry-After); zero when it did not say.
+	RetryAfter time.Duration
 }
 
 // Errorf builds an *Error of kind for op, with the cloud's code and a reason

@@ -47,6 +47,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -426,14 +427,17 @@ func (r *Runner) identify(ctx context.Context) error {
 // while the server cannot be reached. stale is the credential found
 // refused: when another goroutine already replaced it, register returns at
 // once.
+//
+// The host it reports is the machine's name, or, in a Kubernetes runner
+// Pod, the node's (EnvNodeName, which the Pod's spec sets from
+// spec.nodeName): the Pod's own name is the runner's name already.
 func (r *Runner) register(ctx context.Context, stale string) error {
 	r.regMu.Lock()
 	defer r.regMu.Unlock()
 	if stale != "" && r.token() != stale {
 		return nil
 	}
-	host, _ := os.Hostname()
-	req := api.RunnerRegisterRequest{Name: r.cfg.Name, Hostname: host, Executor: r.exec.Name(), Version: r.cfg.Version, Resources: r.resources, Shared: r.cfg.Shared}
+	req := api.RunnerRegisterRequest{Name: r.cfg.Name, Hostname: reportedHost(), Executor: r.exec.Name(), Version: r.cfg.Version, Resources: r.resources, Shared: r.cfg.Shared}
 	bo := client.NewBackoff(200*time.Millisecond, 5*time.Second)
 	for {
 		resp, err := r.exchange(ctx, req, stale)
@@ -608,4 +612,17 @@ func (r *Runner) renewIfDue(ctx context.Context) {
 			r.log.Error("renew the runner credential", "err", err)
 		}
 	}
+}
+
+// EnvNodeName is the Kubernetes node a runner Pod runs on, set by the
+// Kubernetes backend's Pod spec; the runner reports it as its host.
+const EnvNodeName = "DSTACK_NODE_NAME"
+
+// reportedHost is the host name a runner registers with.
+func reportedHost() string {
+	if n := strings.TrimSpace(os.Getenv(EnvNodeName)); n != "" {
+		return n
+	}
+	host, _ := os.Hostname()
+	return host
 }

@@ -67,6 +67,10 @@ const (
 	// secret).
 	auditAWSPut    = "aws.put"
 	auditAWSDelete = "aws.delete"
+	// auditKubernetesPut, auditKubernetesDelete: the server's Kubernetes
+	// cluster was configured or cleared; the target is the context.
+	auditKubernetesPut    = "kubernetes.put"
+	auditKubernetesDelete = "kubernetes.delete"
 	// auditLimitPut, auditLimitDelete: a limit was set or deleted. Target:
 	// the limit (backend/region/instance type, purchase type); detail: its
 	// maximum and the previous one.
@@ -88,7 +92,7 @@ var auditActions = []string{
 	auditSessionCreate, auditSessionFail, auditSessionDelete,
 	auditTokenCreate, auditTokenRevoke,
 	auditUserAdd, auditUserSet, auditUserRm, auditAdminTokenReset,
-	auditAWSPut, auditAWSDelete,
+	auditAWSPut, auditAWSDelete, auditKubernetesPut, auditKubernetesDelete,
 	auditLimitPut, auditLimitDelete,
 	auditOnDemandEnable, auditOnDemandDisable,
 	auditRunnerRm,

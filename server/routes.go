@@ -103,6 +103,7 @@ func (s *Server) routes() http.Handler {
 	s.userRoutes(rt)
 	s.onDemandRoutes(rt)
 	s.awsRoutes(rt)
+	s.kubeRoutes(rt)
 	s.tagRoutes(rt)
 	s.uiRoutes(rt)
 

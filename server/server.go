@@ -123,6 +123,9 @@ type Config struct {
 	// AWS is how the server reaches the AWS account configured at run
 	// time (aws.go).
 	AWS AWSOptions
+	// Kubernetes is how the server runs the Kubernetes backend configured
+	// at run time (kubernetes.go).
+	Kubernetes KubernetesOptions
 	// IdleTimeout: an on-demand instance idle this long is terminated.
 	IdleTimeout time.Duration
 	// ExternalURL is where runners on on-demand instances reach the server;
@@ -230,7 +233,7 @@ func (c *Config) Validate() error {
 	if c.MaxAttempts < 1 {
 		errs = append(errs, fmt.Errorf("--max-attempts %d: must be at least 1", c.MaxAttempts))
 	}
-	errs = append(errs, c.validateArtifacts(), c.AWS.validate())
+	errs = append(errs, c.validateArtifacts(), c.AWS.validate(), c.Kubernetes.validate())
 	return errors.Join(errs...)
 }
 
@@ -293,6 +296,8 @@ type Server struct {
 	backendMetrics *backend.Metrics
 	// aws is the AWS configuration in use (aws.go).
 	aws awsState
+	// kube is the Kubernetes configuration in use (kubernetes.go).
+	kube kubeState
 
 	// autoscaler launches and terminates on-demand instances and, with or
 	// without backends, says why pending jobs wait. Set by Start while
@@ -452,6 +457,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return fail(err)
 		}
 	}
+	if !cfg.Kubernetes.Disabled {
+		if err := s.kubeLoad(ctx); err != nil {
+			return fail(err)
+		}
+	}
 	return s, nil
 }
 
@@ -556,6 +566,9 @@ func (s *Server) start(ctx context.Context) error {
 	}
 	if !s.cfg.AWS.Disabled {
 		services = append(services, startstop.NewLoop(s.awsSyncLoop))
+	}
+	if !s.cfg.Kubernetes.Disabled {
+		services = append(services, startstop.NewLoop(s.kubeSyncLoop))
 	}
 	srv := &http.Server{
 		Handler:           s.routes(),
@@ -669,6 +682,9 @@ func (s *Server) urlLocked() string {
 // wrong while serving and stopping.
 func (s *Server) Stop() error {
 	s.life.Stop()
+	if _, b := s.kube.current(); b != nil {
+		b.Close() // its Pod watch
+	}
 	s.closeStore()
 	s.mu.Lock()
 	defer s.mu.Unlock()

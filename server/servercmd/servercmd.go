@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -35,6 +36,7 @@ var envFlags = []struct{ name, flag string }{
 	{"DSTACK_SERVER_S3_ENDPOINT", "s3-endpoint"},
 	{"DSTACK_SERVER_S3_REGION", "s3-region"},
 	{"DSTACK_AWS_ENDPOINT_URL", "aws-endpoint-url"},
+	{"DSTACK_K8S_SCHEDULE_TIMEOUT", "k8s-schedule-timeout"},
 	{"DSTACK_SERVER_STORAGE_QUOTA", "storage-quota"},
 	{"DSTACK_SERVER_RETENTION", "retention"},
 }
@@ -159,6 +161,7 @@ given.` + envHelp(),
 	f.StringVar(&lo.runnerBinary, "runner-binary", "", "static dstack-runner binary for the local backend's image and the installer at /runner, which also gives out dstack-runner-linux-ARCH beside it (default: next to dstack)")
 	f.StringVar(&lo.network, "docker-network", lo.network, "Docker network of the local backend's containers")
 	f.StringVar(&cfg.AWS.Endpoint, "aws-endpoint-url", "", "URL of an EC2-compatible endpoint for the AWS backend, such as http://localhost:4566 (default: AWS's own)")
+	f.DurationVar(&cfg.Kubernetes.ScheduleTimeout, "k8s-schedule-timeout", 5*time.Minute, "a Kubernetes runner Pod no node has taken this long is a launch refused for capacity: the next allowed offer is tried (sooner when the scheduler says no node can ever take it)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.BoolVar(&noConfig, "no-cli-config", false, "do not write ~/.dstack/config.yaml on first start")

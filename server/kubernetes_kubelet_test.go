@@ -1,0 +1,145 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/backend/kubernetes"
+	"github.com/dstackai/dstack/internal/kubetest"
+	"github.com/dstackai/dstack/server"
+	"github.com/dstackai/dstack/server/servertest"
+)
+
+// TestKubernetesRealKubelet runs a real runner Pod end to end on a real
+// kubelet with containerd (where this host can run one; skipped, saying
+// why, where it cannot): the server configured with a runner image (FROM
+// scratch: dstack-runner and busybox's sh, imported into the node's
+// containerd) launches a Pod for a pending job; the kubelet starts it with
+// its Secret's token; the runner joins over the Pod network, runs the job;
+// after the idle timeout the server deletes the Pod.
+func TestKubernetesRealKubelet(t *testing.T) {
+	c := kubetest.Start(t)
+	node := c.AddKubeletNode(t, "real-1", map[string]string{kubetest.LabelInstanceType: "local.real"})
+	c.Namespace(t, "dstack")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "dstack-runner")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/dstackai/dstack/cmd/dstack-runner")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build dstack-runner: %v\n%s", err, out)
+	}
+	busybox := "/bin/busybox"
+	if _, err := os.Stat(busybox); err != nil {
+		busybox = "/usr/bin/busybox"
+	}
+	const image = "docker.io/dstack/runner:kubelet-test"
+	tarball := filepath.Join(dir, "runner.tar")
+	if err := kubetest.WriteImage(tarball, image, map[string]string{"/dstack-runner": bin, "/bin/sh": busybox}, []string{"/dstack-runner"}); err != nil {
+		t.Fatal(err)
+	}
+	node.ImportImage(t, tarball)
+
+	// The Pods reach the server at this host's address through the node's
+	// bridge, so it listens on every interface.
+	hostIP := hostAddress(t)
+	port := freePort(t)
+	e := setup(t, servertest.WithConfig(func(cfg *server.Config) {
+		cfg.Host, cfg.Port = "0.0.0.0", port
+		cfg.ExternalURL = fmt.Sprintf("http://%s:%d", hostIP, port)
+		cfg.IdleTimeout = 5 * time.Second
+	}))
+	ctx := context.Background()
+	kc, err := os.ReadFile(c.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.KubernetesPut(ctx, api.KubernetesConfigRequest{Kubeconfig: string(kc), RunnerImage: image,
+		ReserveMilliCPU: 1000, ReserveMemoryMiB: 1024}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.LimitPut(ctx, api.LimitPutRequest{Region: kubetest.ContextName, InstanceType: "local.real", Max: 1}, false); err != nil {
+		t.Fatal(err)
+	}
+	submitted := time.Now()
+	submitIndependentJobs(t, e.admin, e.codeID, 1)
+	var pod *corev1.Pod
+	waitFor(t, time.Minute, "the runner Pod", func() bool {
+		list, err := c.Client.CoreV1().Pods("dstack").List(ctx, metav1.ListOptions{})
+		if err != nil || len(list.Items) == 0 {
+			return false
+		}
+		pod = &list.Items[0]
+		return true
+	})
+	podAt := time.Now()
+	t.Logf("pending job → runner Pod created: %s", podAt.Sub(submitted))
+	defer func() {
+		if t.Failed() {
+			logs, err := c.Client.CoreV1().Pods("dstack").GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(context.Background())
+			t.Logf("the runner Pod's log (%v):\n%s", err, logs)
+		}
+	}()
+	var row api.Runner
+	waitFor(t, 2*time.Minute, "the runner in the Pod registered", func() bool {
+		rs, err := e.admin.RunnerList(ctx)
+		if err != nil {
+			return false
+		}
+		i := slices.IndexFunc(rs, func(r api.Runner) bool { return r.Name == pod.Name })
+		if i < 0 {
+			return false
+		}
+		row = rs[i]
+		return true
+	})
+	t.Logf("runner Pod created → runner registered on a real kubelet: %s", time.Since(podAt))
+	if row.Backend != kubernetes.Name || row.InstanceType != "local.real" || row.Hostname != "real-1" {
+		t.Errorf("runners shows %+v, want backend kubernetes, local.real on real-1", row)
+	}
+	waitFor(t, 2*time.Minute, "the job done", func() bool {
+		runs, err := e.admin.RunList(ctx, true)
+		return err == nil && len(runs) == 1 && runs[0].Status == api.StatusDone
+	})
+	t.Logf("runner Pod created → job done: %s", time.Since(podAt))
+	waitFor(t, 2*time.Minute, "the idle runner Pod deleted", func() bool {
+		_, err := c.Client.CoreV1().Pods("dstack").Get(ctx, pod.Name, metav1.GetOptions{})
+		return err != nil
+	})
+}
+
+// hostAddress is an IPv4 address of this host other than loopback.
+func hostAddress(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			return n.IP.String()
+		}
+	}
+	t.Skip("no IPv4 address but loopback: the Pods cannot reach the server")
+	return ""
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
