@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,8 +37,9 @@ import (
 // as podToDocker translates its spec. A real kubelet cannot run here: it
 // needs privileged containers (cgroups, mounts), which these tests lack.
 
-// kubePodProject has a workflow that prints, writes an artifact and leaves
-// an orphan process behind (as a job's background helper would).
+// kubePodProject has a workflow that prints, writes an artifact, leaves an
+// orphan process behind (as a job's background helper would) and lasts long
+// enough for the runners of the other Pods to join and take the other jobs.
 var kubePodProject = map[string]string{".dstack/workflows.yaml": `workflows:
   - name: hello
     provider: bash
@@ -44,6 +47,7 @@ var kubePodProject = map[string]string{".dstack/workflows.yaml": `workflows:
       - echo "hello from $(hostname)"
       - mkdir -p out && echo "made on $(hostname)" > out/result.txt
       - (sleep 1 &)
+      - sleep 2
     artifacts: [out]
     resources:
       cpu: 1
@@ -125,16 +129,18 @@ func TestKubernetesRunnerPodRunsAJob(t *testing.T) {
 		t.Fatalf("%d runner Pods for %d jobs and a limit of %d", len(pods), nodes, nodes)
 	}
 
-	// What the user sees: the runners, the logs, the artifacts.
+	// What the user sees: the runners, the logs, the artifacts. Each Pod's
+	// runner joins, whether or not a job was left for it.
 	var runners []api.Runner
-	for _, r := range c.runners() {
-		if r.Backend != "" {
-			runners = append(runners, r)
+	testutil.EventuallyWithin(t, odTimeout, "dstack runners to list the runner of every Pod", func() bool {
+		runners = runners[:0]
+		for _, r := range c.runners() {
+			if r.Backend != "" {
+				runners = append(runners, r)
+			}
 		}
-	}
-	if len(runners) != nodes {
-		t.Fatalf("dstack runners lists %d instances, want %d: %+v", len(runners), nodes, runners)
-	}
+		return len(runners) == len(pods)
+	})
 	for _, r := range runners {
 		p, ok := pods[r.Name]
 		switch {
@@ -443,13 +449,9 @@ func (k *dockerKubelet) stop(p *kubeletPod, grace int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(grace+30)*time.Second)
 	defer cancel()
-	zombies := 0
-	if top, err := k.docker.ContainerTop(ctx, id, client.ContainerTopOptions{Arguments: []string{"-o", "pid,stat,comm"}}); err == nil {
-		for _, proc := range top.Processes {
-			if len(proc) > 1 && strings.HasPrefix(proc[1], "Z") {
-				zombies++
-			}
-		}
+	zombies, err := k.zombies(ctx, id)
+	if err != nil {
+		k.t.Errorf("Pod %s: %v", p.name, err)
 	}
 	if _, err := k.docker.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &grace}); err != nil {
 		k.t.Errorf("Pod %s: stop its container: %v", p.name, err)
@@ -466,6 +468,32 @@ func (k *dockerKubelet) stop(p *kubeletPod, grace int) {
 	k.mu.Lock()
 	p.exitCode, p.zombies = res.Container.State.ExitCode, zombies
 	k.mu.Unlock()
+}
+
+// zombies counts the zombie processes in a container, with the image's ps
+// (the engine's `top` lists the container's cgroup, which a process leaves
+// when it exits: a zombie is not there).
+func (k *dockerKubelet) zombies(ctx context.Context, id string) (int, error) {
+	ex, err := k.docker.ExecCreate(ctx, id, client.ExecCreateOptions{Cmd: []string{"ps", "-o", "stat"}, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return 0, fmt.Errorf("count zombies: %w", err)
+	}
+	att, err := k.docker.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("count zombies: %w", err)
+	}
+	defer att.Close()
+	var out, errOut bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &errOut, att.Reader); err != nil || errOut.Len() > 0 {
+		return 0, fmt.Errorf("count zombies: ps -o stat: %v %s", err, errOut.String())
+	}
+	n := 0
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "Z") {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // podsSeen is a copy of what the kubelet knows of each Pod, by name.
