@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/dstackai/dstack/api"
+	kubebackend "github.com/dstackai/dstack/backend/kubernetes"
 	"github.com/dstackai/dstack/backend/local"
 	"github.com/dstackai/dstack/internal/kubetest"
 	"github.com/dstackai/dstack/internal/testutil"
@@ -62,16 +63,33 @@ var kubePodProject = map[string]string{".dstack/workflows.yaml": `workflows:
 // deletes the Pods, the kubelet stops their containers, the instances are
 // terminated and nothing is left (Pods, Secrets, containers).
 func TestKubernetesRunnerPodRunsAJob(t *testing.T) {
+	kubePodScenario(t, 3, true)
+}
+
+// TestKubernetesRunnerPodDownloadsTheRunner: without --runner-image, the
+// runner Pod's boot script downloads dstack-runner from the server, checks
+// its SHA-256 and starts it, and it runs a job. The Pod's image
+// (kubernetes.DefaultImage) cannot be pulled here: the kubelet runs the
+// local runner image in its stead, whose busybox has wget and sha256sum
+// (the default image has python3 and sha256sum: the script's python3
+// branch is not run here).
+func TestKubernetesRunnerPodDownloadsTheRunner(t *testing.T) {
+	kubePodScenario(t, 1, false)
+}
+
+// kubePodScenario runs jobs jobs on as many m5.large runner Pods, with
+// the runner image (withImage) or the default image's boot script.
+func kubePodScenario(t *testing.T, jobs int, withImage bool) {
 	if testing.Short() {
 		t.Skip("end-to-end test: skipped with -short")
 	}
 	t.Parallel()
 	docker := dockerEngine(t)
 	const (
-		nodes = 3
 		ns    = "dstack"
 		itype = "m5.large"
 	)
+	nodes := jobs
 	kc := kubetest.Start(t)
 	var nodeNames []string
 	for i := range nodes {
@@ -90,6 +108,12 @@ func TestKubernetesRunnerPodRunsAJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	kl := startDockerKubelet(t, docker, kc.Client, ns)
+	config := []string{"kubernetes", "config", "--kubeconfig", kc.Kubeconfig, "--context", kubetest.ContextName, "--namespace", ns}
+	if withImage {
+		config = append(config, "--runner-image", image)
+	} else {
+		kl.standIn = map[string]string{kubebackend.DefaultImage: image}
+	}
 
 	// The Pods reach the server through the Docker bridge's gateway.
 	gw := dockerGateway(t, docker)
@@ -105,14 +129,13 @@ func TestKubernetesRunnerPodRunsAJob(t *testing.T) {
 		}
 		return r
 	}
-	if r := ok("kubernetes", "config", "--kubeconfig", kc.Kubeconfig, "--context", kubetest.ContextName,
-		"--namespace", ns, "--runner-image", image); !strings.Contains(r.stdout, itype) {
+	if r := ok(config...); !strings.Contains(r.stdout, itype) {
 		t.Errorf("dstack kubernetes config does not list %s:\n%s", itype, r)
 	}
 	ok("on-demand", "limit", "-r", kubetest.ContextName, "-i", itype, "--max", strconv.Itoa(nodes))
 
 	var names []string
-	for range nodes {
+	for range jobs {
 		names = append(names, runName(t, ok("run", "-d", "hello").stdout))
 	}
 	for _, name := range names {
@@ -125,8 +148,8 @@ func TestKubernetesRunnerPodRunsAJob(t *testing.T) {
 		})
 	}
 	pods := kl.podsSeen()
-	if len(pods) != nodes {
-		t.Fatalf("%d runner Pods for %d jobs and a limit of %d", len(pods), nodes, nodes)
+	if len(pods) != jobs {
+		t.Fatalf("%d runner Pods for %d jobs and a limit of %d", len(pods), jobs, nodes)
 	}
 
 	// What the user sees: the runners, the logs, the artifacts. Each Pod's
@@ -205,11 +228,13 @@ func TestKubernetesRunnerPodRunsAJob(t *testing.T) {
 		submitted = append(submitted, c.run(name).Jobs[0].SubmittedAt)
 	}
 	var seen []time.Time
-	var toPod, toJoin, startToJoin []time.Duration
+	var toPod, toJoin, toBind, bindToStart, startToJoin []time.Duration
 	for _, r := range runners {
 		p := pods[r.Name]
 		seen = append(seen, p.seen)
 		toJoin = append(toJoin, r.RegisteredAt.Sub(p.seen))
+		toBind = append(toBind, p.bound.Sub(p.seen))
+		bindToStart = append(bindToStart, p.started.Sub(p.bound))
 		startToJoin = append(startToJoin, r.RegisteredAt.Sub(p.started))
 	}
 	slices.SortFunc(submitted, time.Time.Compare)
@@ -220,7 +245,9 @@ func TestKubernetesRunnerPodRunsAJob(t *testing.T) {
 	t.Logf("%d jobs, %d runner Pods, Docker as their kubelet:", len(names), len(pods))
 	t.Logf("  pending job → runner Pod created: %s", percentiles(toPod))
 	t.Logf("  runner Pod created → runner registered: %s", percentiles(toJoin))
-	t.Logf("  of which container started → runner registered: %s", percentiles(startToJoin))
+	t.Logf("    of which created → bound to a node (scheduler): %s", percentiles(toBind))
+	t.Logf("    bound → container started (Secret, docker create and start): %s", percentiles(bindToStart))
+	t.Logf("    container started → runner registered: %s", percentiles(startToJoin))
 }
 
 // percentiles is "p50 X, p99 Y (n)" of ds, nearest rank.
@@ -294,6 +321,9 @@ type dockerKubelet struct {
 	docker *client.Client
 	kube   kubernetes.Interface
 	ns     string
+	// standIn maps an image the Pods name to the local one run instead,
+	// where the Pod's cannot be pulled here.
+	standIn map[string]string
 
 	mu   sync.Mutex
 	pods map[types.UID]*kubeletPod
@@ -304,6 +334,7 @@ type dockerKubelet struct {
 type kubeletPod struct {
 	name, node string
 	seen       time.Time // the watch's first sight of the Pod: its creation
+	bound      time.Time // the first sight of it bound to a node
 	started    time.Time // its container started
 	id         string    // its container
 	exitCode   int       // the container's, once stopped
@@ -382,7 +413,7 @@ func (k *dockerKubelet) sync(ctx context.Context, pod *corev1.Pod, deleted bool)
 		k.wg.Go(func() { k.stop(p, int(grace)) })
 	case pod.Spec.NodeName != "" && !p.starting && !p.stopping:
 		p.starting = true
-		p.node = pod.Spec.NodeName
+		p.node, p.bound = pod.Spec.NodeName, time.Now()
 		pod := pod.DeepCopy()
 		k.wg.Go(func() {
 			defer close(p.startDone)
@@ -418,6 +449,9 @@ func (k *dockerKubelet) start(ctx context.Context, p *kubeletPod, pod *corev1.Po
 	if err != nil {
 		k.t.Errorf("the Docker kubelet cannot run %v", err)
 		return
+	}
+	if img, ok := k.standIn[dp.Config.Image]; ok {
+		dp.Config.Image = img
 	}
 	created, err := k.docker.ContainerCreate(ctx, client.ContainerCreateOptions{Config: dp.Config, HostConfig: dp.Host, Name: dp.Name})
 	if err != nil {
