@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -168,7 +169,7 @@ func kubePodScenario(t *testing.T, jobs int, withImage bool) {
 		p, ok := pods[r.Name]
 		switch {
 		case !ok:
-			t.Errorf("runner %s is named after no runner Pod (%v)", r.Name, slices.Collect(mapsKeys(pods)))
+			t.Errorf("runner %s is named after no runner Pod (%v)", r.Name, slices.Collect(maps.Keys(pods)))
 		case r.Backend != "kubernetes" || r.Region != kubetest.ContextName || r.InstanceType != itype ||
 			r.PurchaseType != api.PurchaseOnDemand || r.Hostname != p.node:
 			t.Errorf("runner %s = backend %q, region %q, type %q, %s, host %q; want kubernetes, %s, %s, on-demand, host %s",
@@ -261,16 +262,6 @@ func percentiles(ds []time.Duration) string {
 		return s[max(0, min(i, len(s)-1))].Round(time.Millisecond)
 	}
 	return fmt.Sprintf("p50 %s, p99 %s (n=%d)", at(0.5), at(0.99), len(s))
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // dockerEngine is a client of the Docker engine; without one the test is
@@ -524,8 +515,11 @@ func (k *dockerKubelet) zombies(ctx context.Context, id string) (int, error) {
 	}
 	defer att.Close()
 	var out, errOut bytes.Buffer
-	if _, err := stdcopy.StdCopy(&out, &errOut, att.Reader); err != nil || errOut.Len() > 0 {
-		return 0, fmt.Errorf("count zombies: ps -o stat: %v %s", err, errOut.String())
+	if _, err := stdcopy.StdCopy(&out, &errOut, att.Reader); err != nil {
+		return 0, fmt.Errorf("count zombies: ps -o stat: %w", err)
+	}
+	if errOut.Len() > 0 {
+		return 0, fmt.Errorf("count zombies: ps -o stat: %s", errOut.String())
 	}
 	n := 0
 	for _, line := range strings.Split(out.String(), "\n") {
