@@ -25,4 +25,12 @@
 // their harness) run the server and each runner in a container of its own
 // on a Docker network, to cut a runner off the network or kill it; they
 // skip without a Docker engine, and fail then under CI.
+//
+// The Kubernetes runner Pod scenarios (kubernetes_pod_test.go) run a real
+// API server, scheduler and controller manager with kwok nodes
+// (internal/kubetest, binaries from scripts/kube.sh) and play the nodes'
+// kubelet with the Docker engine: each runner Pod's container is run as
+// podToDocker (kubelet_test.go) translates its spec, since a real kubelet
+// needs privileged containers these tests cannot have. They skip without a
+// Docker engine (failing under CI) and fail without the binaries.
 package e2e
