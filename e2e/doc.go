@@ -30,7 +30,7 @@
 // API server, scheduler and controller manager with kwok nodes
 // (internal/kubetest, binaries from scripts/kube.sh) and play the nodes'
 // kubelet with the Docker engine: each runner Pod's container is run as
-// podToDocker (kubelet_test.go) translates its spec, since a real kubelet
-// needs privileged containers these tests cannot have. They skip without a
-// Docker engine (failing under CI) and fail without the binaries.
+// podToDocker (kubelet_test.go) translates its spec, refusing any field it
+// does not know. They skip without a Docker engine (failing under CI) and
+// fail without the binaries.
 package e2e

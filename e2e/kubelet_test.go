@@ -16,10 +16,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// The Docker "kubelet": where no real kubelet can run (it needs privileged
-// containers, which this machine's tests cannot have), a Pod's spec is
-// proved by running its container with the Docker engine as a kubelet would
-// run it with containerd. podToDocker is the translation. It follows the
+// The Docker "kubelet": a Pod's spec is proved by running its container
+// with the Docker engine as a kubelet would run it with containerd, with
+// the whole CLI around it, besides the real kubelet's run where the host
+// has one (server/kubernetes_kubelet_test.go). podToDocker is the
+// translation. It follows the
 // spec and nothing else: every field of the Pod that reaches the container
 // (image, command, args, env, mounts, resources, security context, working
 // directory, host name, grace period) is translated, the scheduling fields
