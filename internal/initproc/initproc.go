@@ -15,6 +15,7 @@
 package initproc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -41,7 +42,8 @@ func Run(args []string) int {
 		fmt.Fprintf(os.Stderr, "init: find this program to run it as PID 1's child: %v\n", err)
 		return 1
 	}
-	cmd := exec.Command(exe, args...)
+	// The child lives as long as this process: no context ends it.
+	cmd := exec.CommandContext(context.Background(), exe, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), envChild+"=1")
 	sigs := make(chan os.Signal, 16)
