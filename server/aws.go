@@ -69,7 +69,7 @@ const (
 	settingAWS = "aws"
 	// awsPurpose binds the sealed value to its use (see secretbox).
 	awsPurpose = "aws-credentials"
-	// awsSyncEvery is how often a server rereads the stored configuration,
+	// awsSyncEvery is how often a server rereads a backend's stored configuration,
 	// to follow a change made through another replica.
 	awsSyncEvery = 30 * time.Second
 	// awsCheckTimeout bounds the checks of PUT /aws against EC2 and S3.
@@ -165,17 +165,18 @@ func (s *Server) newAWSBackend(c *awsStored) (*awsbackend.Backend, error) {
 	})
 }
 
-// awsLoad applies the stored configuration at start. A value that cannot
-// be used is logged and AWS stays off: the server starts anyway.
-func (s *Server) awsLoad(ctx context.Context) error {
-	s.aws.change.Lock()
-	defer s.aws.change.Unlock()
-	return s.awsApplyStored(ctx)
+// applyStored applies a configuration stored in the settings (apply, under
+// change): at start, where a value that cannot be used is logged and the
+// backend stays off (the server starts anyway), and by followStored.
+func applyStored(ctx context.Context, change *sync.Mutex, apply func(context.Context) error) error {
+	change.Lock()
+	defer change.Unlock()
+	return apply(ctx)
 }
 
-// awsSyncLoop follows changes another replica makes to the stored
-// configuration until ctx ends.
-func (s *Server) awsSyncLoop(ctx context.Context) {
+// followStored applies, every awsSyncEvery until ctx ends, the stored
+// configuration of what (a backend's), which another replica may change.
+func (s *Server) followStored(ctx context.Context, what string, change *sync.Mutex, apply func(context.Context) error) {
 	t := time.NewTicker(awsSyncEvery)
 	defer t.Stop()
 	for {
@@ -184,11 +185,8 @@ func (s *Server) awsSyncLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.aws.change.Lock()
-		err := s.awsApplyStored(ctx)
-		s.aws.change.Unlock()
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("read the stored AWS configuration", "err", err)
+		if err := applyStored(ctx, change, apply); err != nil && ctx.Err() == nil {
+			s.log.Warn("read the stored "+what+" configuration", "err", err)
 		}
 	}
 }

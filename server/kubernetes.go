@@ -177,32 +177,6 @@ func (s *Server) newKubeBackend(c *kubeStored) (*kubebackend.Backend, error) {
 	return kubebackend.New(cfg)
 }
 
-func (s *Server) kubeLoad(ctx context.Context) error {
-	s.kube.change.Lock()
-	defer s.kube.change.Unlock()
-	return s.kubeApplyStored(ctx)
-}
-
-// kubeSyncLoop follows changes another replica makes to the stored
-// configuration.
-func (s *Server) kubeSyncLoop(ctx context.Context) {
-	t := time.NewTicker(awsSyncEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		s.kube.change.Lock()
-		err := s.kubeApplyStored(ctx)
-		s.kube.change.Unlock()
-		if err != nil && ctx.Err() == nil {
-			s.log.Warn("follow the Kubernetes configuration", "err", err)
-		}
-	}
-}
-
 // kubeApplyStored makes the stored configuration the one in use when it
 // changed; s.kube.change is held.
 func (s *Server) kubeApplyStored(ctx context.Context) error {

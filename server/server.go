@@ -453,12 +453,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.adminToken = token
 	if !cfg.AWS.Disabled {
-		if err := s.awsLoad(ctx); err != nil {
+		if err := applyStored(ctx, &s.aws.change, s.awsApplyStored); err != nil {
 			return fail(err)
 		}
 	}
 	if !cfg.Kubernetes.Disabled {
-		if err := s.kubeLoad(ctx); err != nil {
+		if err := applyStored(ctx, &s.kube.change, s.kubeApplyStored); err != nil {
 			return fail(err)
 		}
 	}
@@ -565,10 +565,10 @@ func (s *Server) start(ctx context.Context) error {
 		services = append([]startstop.Service{s.relay.bus}, services...)
 	}
 	if !s.cfg.AWS.Disabled {
-		services = append(services, startstop.NewLoop(s.awsSyncLoop))
+		services = append(services, startstop.NewLoop(func(ctx context.Context) { s.followStored(ctx, "AWS", &s.aws.change, s.awsApplyStored) }))
 	}
 	if !s.cfg.Kubernetes.Disabled {
-		services = append(services, startstop.NewLoop(s.kubeSyncLoop))
+		services = append(services, startstop.NewLoop(func(ctx context.Context) { s.followStored(ctx, "Kubernetes", &s.kube.change, s.kubeApplyStored) }))
 	}
 	srv := &http.Server{
 		Handler:           s.routes(),
