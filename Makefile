@@ -33,6 +33,7 @@ test-short: ## unit tests only, no PostgreSQL
 
 lint: ## go vet, gofmt and golangci-lint (the version pinned in tools/go.mod)
 	$(GO) vet ./...
+	cd bench && $(GO) vet ./...             # the benchmarks' own module builds against the product's
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'run gofmt -w'; exit 1; }
 	$(GO) tool -modfile=tools/go.mod golangci-lint run ./...
 
