@@ -52,7 +52,7 @@ func newBulk(query string, cols ...bulkCol) bulk {
 	}
 }
 
-// run runs b over the rows argSets (each the values of b's columns, in
+// bulk runs b over the rows argSets (each the values of b's columns, in
 // order) and gives fn the rows of each statement it ran.
 func (s *Store) bulk(ctx context.Context, q Querier, b bulk, argSets [][]any, fn func(rows Rows) error) error {
 	if len(argSets) == 0 {

@@ -19,7 +19,8 @@ import (
 )
 
 // Querier runs statements, on a pool or inside a transaction. Args are int,
-// int64, float64, string, bool, nil or *int64; timestamps travel as unix
+// int64, float64, string, bool, nil or *int64, and []string or []*int64
+// where the dialect unnests arrays (bulk.go); timestamps travel as unix
 // microseconds.
 type Querier interface {
 	// Exec runs a statement and returns the number of rows it changed.
