@@ -309,6 +309,14 @@ type Error struct {
 	RetryAfter time.Duration
 }
 
+// AsIs reports whether a backend returns err as it is rather than
+// classifying it into an *Error: nil, a context's end (the outcome of the
+// call is unknown), or an *Error already.
+func AsIs(err error) bool {
+	var be *Error
+	return err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.As(err, &be)
+}
+
 // Errorf builds an *Error of kind for op, with the cloud's code and a reason
 // formatted from format and args.
 func Errorf(kind error, op, code, format string, args ...any) *Error {

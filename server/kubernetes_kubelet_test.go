@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/backend/kubernetes"
 	"github.com/dstackai/dstack/internal/kubetest"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server"
 	"github.com/dstackai/dstack/server/servertest"
 )
@@ -74,7 +74,7 @@ func TestKubernetesRealKubelet(t *testing.T) {
 	submitted := time.Now()
 	submitIndependentJobs(t, e.admin, e.codeID, 1)
 	var pod *corev1.Pod
-	waitFor(t, time.Minute, "the runner Pod", func() bool {
+	testutil.EventuallyWithin(t, time.Minute, "the runner Pod", func() bool {
 		list, err := c.Client.CoreV1().Pods("dstack").List(ctx, metav1.ListOptions{})
 		if err != nil || len(list.Items) == 0 {
 			return false
@@ -90,29 +90,17 @@ func TestKubernetesRealKubelet(t *testing.T) {
 			t.Logf("the runner Pod's log (%v):\n%s", err, logs)
 		}
 	}()
-	var row api.Runner
-	waitFor(t, 2*time.Minute, "the runner in the Pod registered", func() bool {
-		rs, err := e.admin.RunnerList(ctx)
-		if err != nil {
-			return false
-		}
-		i := slices.IndexFunc(rs, func(r api.Runner) bool { return r.Name == pod.Name })
-		if i < 0 {
-			return false
-		}
-		row = rs[i]
-		return true
-	})
+	row := waitRunnerListed(t, e, pod.Name, 2*time.Minute)
 	t.Logf("runner Pod created → runner registered on a real kubelet: %s", time.Since(podAt))
 	if row.Backend != kubernetes.Name || row.InstanceType != "local.real" || row.Hostname != "real-1" {
 		t.Errorf("runners shows %+v, want backend kubernetes, local.real on real-1", row)
 	}
-	waitFor(t, 2*time.Minute, "the job done", func() bool {
+	testutil.EventuallyWithin(t, 2*time.Minute, "the job done", func() bool {
 		runs, err := e.admin.RunList(ctx, true)
 		return err == nil && len(runs) == 1 && runs[0].Status == api.StatusDone
 	})
 	t.Logf("runner Pod created → job done: %s", time.Since(podAt))
-	waitFor(t, 2*time.Minute, "the idle runner Pod deleted", func() bool {
+	testutil.EventuallyWithin(t, 2*time.Minute, "the idle runner Pod deleted", func() bool {
 		_, err := c.Client.CoreV1().Pods("dstack").Get(ctx, pod.Name, metav1.GetOptions{})
 		return err != nil
 	})

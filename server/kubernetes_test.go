@@ -20,6 +20,7 @@ import (
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/backend/kubernetes"
 	"github.com/dstackai/dstack/internal/kubetest"
+	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/runner"
 	"github.com/dstackai/dstack/store"
 )
@@ -105,7 +106,7 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	submitted := time.Now()
 	submitIndependentJobs(t, e.admin, e.codeID, 1)
 	var pod *corev1.Pod
-	waitFor(t, time.Minute, "the runner Pod scheduled", func() bool {
+	testutil.EventuallyWithin(t, time.Minute, "the runner Pod scheduled", func() bool {
 		list, err := c.Client.CoreV1().Pods("dstack").List(ctx, metav1.ListOptions{})
 		if err != nil || len(list.Items) == 0 || list.Items[0].Spec.NodeName == "" {
 			return false
@@ -151,41 +152,18 @@ func TestKubernetesEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Stop()
-	var row api.Runner
-	waitFor(t, time.Minute, "the runner registered", func() bool {
-		rs, err := e.admin.RunnerList(ctx)
-		if err != nil {
-			return false
-		}
-		i := slices.IndexFunc(rs, func(r api.Runner) bool { return r.Name == pod.Name })
-		if i < 0 {
-			return false
-		}
-		row = rs[i]
-		return true
-	})
+	row := waitRunnerListed(t, e, pod.Name, time.Minute)
 	t.Logf("runner started → registered: %s", time.Since(started))
 	if row.Backend != kubernetes.Name || row.Region != kubetest.ContextName || row.InstanceType != "m5.large" || row.Hostname != "node-std-1" {
 		t.Errorf("runners shows %+v, want backend kubernetes, region kubetest, m5.large on node-std-1", row)
 	}
-	waitFor(t, time.Minute, "the job done", func() bool {
+	testutil.EventuallyWithin(t, time.Minute, "the job done", func() bool {
 		runs, err := e.admin.RunList(ctx, true)
 		return err == nil && len(runs) == 1 && runs[0].Status == api.StatusDone
 	})
 	err = e.admin.KubernetesDelete(ctx, true)
 	if !errors.As(err, &ae) || ae.Status != http.StatusConflict {
 		t.Errorf("clear while the Pod runs = %v, want 409", err)
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: timed out after %s", what, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -203,4 +181,24 @@ func rawGet(t *testing.T, e *apiEnv, path string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// waitRunnerListed waits up to timeout for the runner named name in
+// `dstack runners` and returns its row.
+func waitRunnerListed(t *testing.T, e *apiEnv, name string, timeout time.Duration) api.Runner {
+	t.Helper()
+	var row api.Runner
+	testutil.EventuallyWithin(t, timeout, "runner "+name+" registered", func() bool {
+		rs, err := e.admin.RunnerList(context.Background())
+		if err != nil {
+			return false
+		}
+		i := slices.IndexFunc(rs, func(r api.Runner) bool { return r.Name == name })
+		if i < 0 {
+			return false
+		}
+		row = rs[i]
+		return true
+	})
+	return row
 }

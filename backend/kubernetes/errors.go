@@ -1,7 +1,6 @@
 package kubernetes
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -26,14 +25,7 @@ import (
 //
 // A context's end is returned as it is.
 func classify(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	var be *backend.Error
-	if errors.As(err, &be) {
+	if backend.AsIs(err) {
 		return err
 	}
 	out := &backend.Error{Op: op, Err: err}

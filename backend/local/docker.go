@@ -2,7 +2,6 @@ package local
 
 import (
 	"context"
-	"errors"
 	"io"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -35,14 +34,7 @@ var _ Docker = (*client.Client)(nil)
 // and anything else have no kind the server acts on. Context errors pass
 // through as they are.
 func dockerError(op string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	var be *backend.Error
-	if errors.As(err, &be) {
+	if backend.AsIs(err) {
 		return err
 	}
 	e := &backend.Error{Op: op, Reason: err.Error(), Err: err}
