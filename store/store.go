@@ -739,7 +739,10 @@ type Job struct {
 	ExitCode      *int
 	StopRequested string // "", "stop" or "abort"
 	SubmittedAt   time.Time
-	ClaimedAt     *time.Time
+	// QueuedAt is when the job last joined the back of the queue: when it
+	// was submitted, or when the jobs it depends on were done.
+	QueuedAt  time.Time
+	ClaimedAt *time.Time
 	// Redelivered: JobClaimNext gave the job again, under its lease, to
 	// the runner it was assigned to (JobClaimNextParams.Redeliver).
 	Redelivered bool
