@@ -196,6 +196,9 @@ type Run struct {
 	SubmittedAt time.Time  `json:"submitted_at"`
 	FinishedAt  *time.Time `json:"finished_at,omitempty"`
 	Jobs        []Job      `json:"jobs"` // dependencies before dependents
+	// Cost is what its jobs cost on on-demand instances; absent when
+	// none of them ran on one.
+	Cost *Cost `json:"cost,omitempty"`
 }
 
 // Job is one workflow of a run as scheduled.
@@ -218,6 +221,9 @@ type Job struct {
 	// time it reported the job's end. It keeps sending them; the count
 	// falls to 0 (and is left out) once they are all stored.
 	LogMissing int64 `json:"log_missing,omitempty"`
+	// Cost is what the job cost on on-demand instances; absent when it
+	// never ran on one.
+	Cost *Cost `json:"cost,omitempty"`
 }
 
 // StopRequest is the body of POST /runs/{name}/stop.
@@ -547,6 +553,8 @@ type OnDemandStatus struct {
 	// Terminating is how many instances the change terminates (disabling).
 	Terminating int  `json:"terminating"`
 	DryRun      bool `json:"dry_run"`
+	// Budget is the monthly budget, when one is set.
+	Budget *Budget `json:"budget,omitempty"`
 }
 
 // Offer is one instance type a backend's region sells at one purchase type.

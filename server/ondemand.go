@@ -231,7 +231,7 @@ func (s *Server) handleLimitDelete(w http.ResponseWriter, r *http.Request, u *st
 		if !all {
 			id = targets[0].ID
 		}
-		deleted, err = s.store.LimitDelete(ctx, store.LimitDeleteParams{ID: id})
+		deleted, err = s.store.LimitDelete(ctx, store.LimitDeleteParams{ID: id, Now: s.cfg.Now()})
 		if err != nil {
 			return fmt.Errorf("delete limits: %w", err)
 		}

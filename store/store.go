@@ -82,6 +82,8 @@ type Store interface {
 	// LogStore keeps jobs' output for servers whose logs live in the
 	// database (logs.go).
 	LogStore
+	// UsageStore reads what cost and usage are computed from (usage.go).
+	UsageStore
 
 	// UserCreate records a user and, when p.TokenHash is set, its first
 	// token, in one transaction. ErrConflict when the name (even a removed
