@@ -161,7 +161,7 @@ func (s *Server) dailyChart(r *http.Request, u *store.User) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	from, to, err := s.chartWindow(r, 30*24*time.Hour)
+	from, to, err := s.chartWindow(r, 7*24*time.Hour)
 	if err != nil {
 		return nil, err
 	}
