@@ -248,8 +248,9 @@ func (s timeScale) x(t time.Time) float64 {
 }
 
 // timeAxis draws the ticks and labels of a time axis under a plot whose
-// bottom is at y.
-func (s *svg) timeAxis(sc timeScale, y float64) {
+// bottom is at y, in a chart width wide: a label that would cross the
+// chart's right edge ends at it.
+func (s *svg) timeAxis(sc timeScale, y, width float64) {
 	n := int((sc.x1 - sc.x0) / 90)
 	ticks, layout := timeTicks(sc.from, sc.to, n)
 	s.b.WriteString(`<g class="axis x-axis">`)
@@ -257,7 +258,12 @@ func (s *svg) timeAxis(sc timeScale, y float64) {
 	for _, t := range ticks {
 		x := sc.x(t)
 		s.line(x, y, x, y+4, "tick", "currentColor")
-		s.text(x, y+17, "middle", "tick-label", t.Format(layout))
+		label := t.Format(layout)
+		if half := float64(len(label)) * charWidth / 2; x+half > width-2 {
+			s.text(width-2, y+17, "end", "tick-label", label)
+		} else {
+			s.text(x, y+17, "middle", "tick-label", label)
+		}
 	}
 	s.b.WriteString(`</g>`)
 }
@@ -278,14 +284,14 @@ func (s *svg) valueAxis(a yAxis, x, right, top, bottom float64, format func(floa
 func Count(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
 // Money formats an amount in currency (an ISO code such as USD): two
-// decimals, or none for amounts of 100 and more.
+// decimals, or none for whole amounts and amounts of 100 and more.
 func Money(currency string) func(float64) string {
 	sym := currency + " "
 	if currency == "USD" {
 		sym = "$"
 	}
 	return func(v float64) string {
-		if math.Abs(v) >= 100 {
+		if math.Abs(v) >= 100 || v == math.Trunc(v) {
 			return sym + strconv.FormatFloat(v, 'f', 0, 64)
 		}
 		return sym + strconv.FormatFloat(v, 'f', 2, 64)

@@ -130,7 +130,9 @@ func (c StepChart) SVG() []byte {
 				maxV = max(maxV, pt.V)
 			}
 		}
-		ax := newYAxis(maxV, 4, 1)
+		// Headroom above the highest line, so that it does not run along
+		// the panel's title.
+		ax := newYAxis(maxV+0.5, 4, 1)
 		s.valueAxis(ax, stepLeft, stepLeft+plotW, plotTop, plotBottom, Count)
 		yOf := func(v float64) float64 { return plotBottom - (plotBottom-plotTop)*v/ax.Top }
 		for _, ser := range p.Series {
@@ -140,7 +142,7 @@ func (c StepChart) SVG() []byte {
 		s.b.WriteString(`</g>`)
 		y = plotBottom + stepPanelGap
 	}
-	s.timeAxis(sc, y-stepPanelGap)
+	s.timeAxis(sc, y-stepPanelGap, w)
 	s.text(stepLeft+plotW/2, h-4, "middle", "axis-label", "time (UTC)")
 	// The value axis' name, upright along it.
 	fmt.Fprintf(&s.b, `<text transform="translate(12 %s) rotate(-90)" text-anchor="middle" class="axis-label" fill="currentColor">%s</text>`,

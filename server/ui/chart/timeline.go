@@ -99,7 +99,7 @@ func (c Timeline) SVG() []byte {
 		s.b.WriteString(`</g>`)
 	}
 	bottom := top + float64(len(c.Rows))*tlRow
-	s.timeAxis(sc, bottom)
+	s.timeAxis(sc, bottom, w)
 	s.text(sc.x0+(sc.x1-sc.x0)/2, h-4, "middle", "axis-label", "time (UTC)")
 	return s.close()
 }
