@@ -171,8 +171,7 @@ func TestUIUsage(t *testing.T) {
 	}
 	b.do("stack by instance type", chromedp.Click(chromedp.CSS(`input[name="stack"][value="instance-type"]`)))
 	b.wait("bars by instance type", `document.querySelector('#daily-chart svg .bar rect[data-series="local.small"]') !== null`)
-	b.do("group by instance type", chromedp.SetValue(chromedp.CSS("#usage-by"), "instance-type"),
-		chromedp.Evaluate[bool](`document.querySelector("#usage-by").dispatchEvent(new Event("change"))`))
+	eval[bool](b, `(() => { const s = document.querySelector("#usage-by"); s.value = "instance-type"; return s.dispatchEvent(new Event("change")); })()`)
 	b.wait("the table by instance type", `document.querySelector('#usage tr[data-key="local.small"]') !== null`)
 	b.noOverflow("/usage")
 	b.screenshot("usage-laptop")
