@@ -1,0 +1,69 @@
+package cost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/store"
+)
+
+// SettingBudget names the setting that holds the monthly budget of
+// on-demand runners, in api.Currency (a decimal number; unset: none).
+const SettingBudget = "cost_budget_monthly"
+
+// BudgetStore is what ReadBudget reads.
+type BudgetStore interface {
+	SettingGet(ctx context.Context, name string) (string, error)
+	UsageList(ctx context.Context, p store.UsageListParams) (*store.Usage, error)
+}
+
+// ReadBudget reads the monthly budget and, when one is set, what
+// on-demand instances cost since the start of now's month (UTC): the one
+// function of this package that reads the store.
+func ReadBudget(ctx context.Context, st BudgetStore, now time.Time) (*api.Budget, error) {
+	b := &api.Budget{Currency: api.Currency, MonthStart: MonthStart(now)}
+	v, err := st.SettingGet(ctx, SettingBudget)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return b, nil
+	case err != nil:
+		return nil, fmt.Errorf("read the budget: %w", err)
+	}
+	if b.Monthly, err = strconv.ParseFloat(v, 64); err != nil {
+		return nil, fmt.Errorf("read the budget: setting %s = %q is not a number", SettingBudget, v)
+	}
+	if b.Monthly <= 0 {
+		return b, nil
+	}
+	u, err := st.UsageList(ctx, store.UsageListParams{From: b.MonthStart, To: now})
+	if err != nil {
+		return nil, fmt.Errorf("read the month's cost: %w", err)
+	}
+	b.MonthCost = Total(Attribute(u, b.MonthStart, now, now))
+	b.Reached = b.MonthCost >= b.Monthly
+	return b, nil
+}
+
+// BudgetReason says why nothing is launched while the budget is reached,
+// for pending jobs and `dstack on-demand status`; "" when it is not.
+func BudgetReason(b *api.Budget) string {
+	if b == nil || !b.Reached {
+		return ""
+	}
+	return fmt.Sprintf("the monthly on-demand budget of %.2f %s is spent (%.2f %s since %s): no instance is launched until next month; an admin can raise it with `dstack on-demand budget --monthly N`",
+		b.Monthly, b.Currency, b.MonthCost, b.Currency, b.MonthStart.Format("Jan 2"))
+}
+
+// ParseMonthly reads a monthly budget given by a person: a non-negative
+// decimal number of api.Currency ("500", "99.50"); 0 is none.
+func ParseMonthly(s string) (float64, error) {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 || v != v || v > 1e12 {
+		return 0, fmt.Errorf("budget %q: give an amount of %s such as 500 or 99.50 (0 removes the budget)", s, api.Currency)
+	}
+	return v, nil
+}
