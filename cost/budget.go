@@ -45,6 +45,7 @@ func ReadBudget(ctx context.Context, st BudgetStore, now time.Time) (*api.Budget
 	}
 	b.MonthCost = Total(Attribute(u, b.MonthStart, now, now))
 	b.Reached = b.MonthCost >= b.Monthly
+	b.Reason = BudgetReason(b)
 	return b, nil
 }
 
@@ -56,14 +57,4 @@ func BudgetReason(b *api.Budget) string {
 	}
 	return fmt.Sprintf("the monthly on-demand budget of %.2f %s is spent (%.2f %s since %s): no instance is launched until next month; an admin can raise it with `dstack on-demand budget --monthly N`",
 		b.Monthly, b.Currency, b.MonthCost, b.Currency, b.MonthStart.Format("Jan 2"))
-}
-
-// ParseMonthly reads a monthly budget given by a person: a non-negative
-// decimal number of api.Currency ("500", "99.50"); 0 is none.
-func ParseMonthly(s string) (float64, error) {
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v < 0 || v != v || v > 1e12 {
-		return 0, fmt.Errorf("budget %q: give an amount of %s such as 500 or 99.50 (0 removes the budget)", s, api.Currency)
-	}
-	return v, nil
 }
