@@ -55,6 +55,15 @@ func BudgetReason(b *api.Budget) string {
 	if b == nil || !b.Reached {
 		return ""
 	}
-	return fmt.Sprintf("the monthly on-demand budget of %.2f %s is spent (%.2f %s since %s): no instance is launched until next month; an admin can raise it with `dstack on-demand budget --monthly N`",
-		b.Monthly, b.Currency, b.MonthCost, b.Currency, b.MonthStart.Format("Jan 2"))
+	return fmt.Sprintf("the monthly on-demand budget of %s %s is spent (%s %s since %s): no instance is launched until next month; an admin can raise it with `dstack on-demand budget --monthly N`",
+		amount(b.Monthly), b.Currency, amount(b.MonthCost), b.Currency, b.MonthStart.Format("Jan 2"))
+}
+
+// amount writes an amount of money with cents, or with the digits that
+// show it when it is less than a cent.
+func amount(v float64) string {
+	if v == 0 || v >= 0.01 {
+		return fmt.Sprintf("%.2f", v)
+	}
+	return fmt.Sprintf("%.6f", v)
 }
