@@ -1,6 +1,11 @@
 package api
 
-import "time"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
 
 // Cost and usage of on-demand instances (docs/cost.md). Figures are list
 // prices times time: an estimate, the cloud's bill is the truth.
@@ -154,9 +159,57 @@ type Budget struct {
 	// Reached is true when MonthCost reached Monthly: no new instance is
 	// launched until the month ends or the budget is raised.
 	Reached bool `json:"reached"`
+	// Reason says why nothing is launched, while Reached.
+	Reason string `json:"reason,omitempty"`
 }
 
 // BudgetRequest is the body of PUT /on-demand/budget.
 type BudgetRequest struct {
 	Monthly float64 `json:"monthly"` // 0 removes the budget
+}
+
+// MaxUsagePeriod is the longest period a usage report covers.
+const MaxUsagePeriod = 400 * 24 * time.Hour
+
+// ParsePeriod reads how far back a usage report goes: whole days ("30d")
+// or a Go duration ("12h", "90m"), more than zero and at most
+// MaxUsagePeriod.
+func ParsePeriod(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	bad := func(why string) error {
+		return fmt.Errorf("period %q %s: give days (30d) or hours and minutes (12h, 90m)", s, why)
+	}
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseInt(days, 10, 64)
+		if err != nil || days == "" || days[0] == '+' || days[0] == '-' {
+			return 0, bad("is not a number of days")
+		}
+		if n > int64(MaxUsagePeriod/(24*time.Hour)) {
+			return 0, bad(fmt.Sprintf("is too long: the most is %dd", MaxUsagePeriod/(24*time.Hour)))
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, bad("is not a duration")
+		}
+	}
+	switch {
+	case d <= 0:
+		return 0, bad("is not more than zero")
+	case d > MaxUsagePeriod:
+		return 0, bad(fmt.Sprintf("is too long: the most is %dd", MaxUsagePeriod/(24*time.Hour)))
+	}
+	return d, nil
+}
+
+// ParseMonthly reads a monthly budget given by a person: a non-negative
+// decimal number of Currency ("500", "99.50"); 0 removes the budget.
+func ParseMonthly(s string) (float64, error) {
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || v < 0 || v != v || v > 1e12 {
+		return 0, fmt.Errorf("budget %q: give an amount of %s such as 500 or 99.50 (0 removes the budget)", s, Currency)
+	}
+	return v, nil
 }

@@ -256,6 +256,13 @@ func (s *Server) handleOnDemandGet(w http.ResponseWriter, r *http.Request, u *st
 	if err != nil {
 		return err
 	}
+	b, err := s.budget(r.Context(), s.cfg.Now())
+	if err != nil {
+		return err
+	}
+	if b.Monthly > 0 {
+		st.Budget = b
+	}
 	writeJSON(w, http.StatusOK, st)
 	return nil
 }

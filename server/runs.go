@@ -327,6 +327,11 @@ func (s *Server) handleRunList(w http.ResponseWriter, r *http.Request, u *store.
 	for _, run := range runs {
 		out = append(out, toAPIRun(run))
 	}
+	costs, _, err := s.runCosts(r.Context(), runs)
+	if err != nil {
+		return err
+	}
+	withCosts(out, runs, costs)
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -368,7 +373,13 @@ func (s *Server) handleRunGet(w http.ResponseWriter, r *http.Request, u *store.U
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, toAPIRun(run))
+	out := []api.Run{toAPIRun(run)}
+	costs, _, err := s.runCosts(r.Context(), []*store.Run{run})
+	if err != nil {
+		return err
+	}
+	withCosts(out, []*store.Run{run}, costs)
+	writeJSON(w, http.StatusOK, out[0])
 	return nil
 }
 
