@@ -14,7 +14,8 @@ import (
 )
 
 // The Usage page's charts, drawn here as SVG (package chart) from what
-// GET /api/v1/usage/instances and /usage/daily answer, for a signed-in
+// GET /api/v1/usage/instances and /usage/daily answer (usage.go; since=,
+// or from= and to=, as there), for a signed-in
 // browser: a member's charts hold their own usage, an admin's everyone's,
 // as the API decides. The page fetches them with the width it shows them
 // at and again when instances, limits or runs change.
@@ -64,36 +65,6 @@ func chartWidth(r *http.Request) (int, error) {
 	return chart.ClampWidth(n), nil
 }
 
-// chartWindow is the time a chart covers: since= (as in GET /usage) back
-// from now, by default def.
-func (s *Server) chartWindow(r *http.Request, def time.Duration) (from, to time.Time, err error) {
-	to = s.cfg.Now()
-	d := def
-	if v := r.URL.Query().Get("since"); v != "" {
-		if d, err = parseSince(v); err != nil {
-			return time.Time{}, time.Time{}, err
-		}
-	}
-	return to.Add(-d), to, nil
-}
-
-// parseSince reads a time back from now: 30d, 12h, 90m.
-func parseSince(v string) (time.Duration, error) {
-	bad := invalid("since=%q: give a time back from now, such as 7d, 30d or 12h", v)
-	if n, ok := strings.CutSuffix(v, "d"); ok {
-		days, err := strconv.Atoi(n)
-		if err != nil || days <= 0 || days > 3660 {
-			return 0, bad
-		}
-		return time.Duration(days) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return 0, bad
-	}
-	return d, nil
-}
-
 // instancesChart: running instances per limit over time against the
 // limit's maximum, a panel per limit.
 func (s *Server) instancesChart(r *http.Request, u *store.User) ([]byte, error) {
@@ -101,7 +72,7 @@ func (s *Server) instancesChart(r *http.Request, u *store.User) ([]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	from, to, err := s.chartWindow(r, 7*24*time.Hour)
+	from, to, err := s.usageWindow(r, 7*24*time.Hour)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +132,7 @@ func (s *Server) dailyChart(r *http.Request, u *store.User) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	from, to, err := s.chartWindow(r, 7*24*time.Hour)
+	from, to, err := s.usageWindow(r, 7*24*time.Hour)
 	if err != nil {
 		return nil, err
 	}

@@ -55,15 +55,3 @@ func TestInstancesStepChartKeepsTheSteps(t *testing.T) {
 		}
 	}
 }
-
-func FuzzParseSince(f *testing.F) {
-	for _, s := range []string{"7d", "30d", "12h", "90m", "0d", "-1h", "d", "1e9d"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		d, err := parseSince(s)
-		if err == nil && d <= 0 {
-			t.Errorf("parseSince(%q) = %v, no error", s, d)
-		}
-	})
-}
