@@ -136,8 +136,13 @@ func TestUIUsage(t *testing.T) {
 	panel := fmt.Sprintf(`#instances-chart svg .panel[data-key="%s"]`, key)
 	b.wait("the limit's panel", fmt.Sprintf(`document.querySelector(%s) !== null`, js(panel)))
 
-	// The chart covers the last 7 days: every record is in it.
-	window := time.Now().Add(-7 * 24 * time.Hour)
+	// The last 24 hours: every record is in them.
+	eval[bool](b, `(() => { const s = document.querySelector("#usage-since"); s.value = "1d"; return s.dispatchEvent(new Event("change")); })()`)
+	b.wait("the charts of the last 24 hours", `["instances-chart", "daily-chart"].every((id) => {
+		const svg = document.querySelector("#" + id + " svg");
+		return svg && (id === "daily-chart" ? svg.querySelectorAll(".bar").length <= 2 : Date.now() - Date.parse(svg.dataset.from) < 25 * 3600e3); })`)
+	b.wait("the limit's panel", fmt.Sprintf(`document.querySelector(%s) !== null`, js(panel)))
+	window := time.Now().Add(-24 * time.Hour)
 	wantStart, want := stepMarks(chart.Steps(ivs), window)
 	gotStart, got := chartMarks(b, "#instances-chart", key, "running")
 	if gotStart != wantStart || fmt.Sprint(got) != fmt.Sprint(want) {
@@ -156,7 +161,7 @@ func TestUIUsage(t *testing.T) {
 	// Cost per day: the bars add up to the usage table's total, which is
 	// the API's.
 	var rep api.UsageReport
-	getJSON(t, c, "/usage?since=7d&by=user", &rep)
+	getJSON(t, c, "/usage?since=1d&by=user", &rep)
 	if rep.Total.Cost <= 0 {
 		t.Fatalf("GET /usage total %+v: the instances recorded cost nothing", rep.Total)
 	}

@@ -88,6 +88,14 @@ func runTimeline(in timelineInput, width int) chart.Timeline {
 	if allDone {
 		c.To = end
 	}
+	// The legend names the phases drawn.
+	used := map[string]bool{}
+	for _, r := range c.Rows {
+		for _, sp := range r.Spans {
+			used[sp.Phase] = true
+		}
+	}
+	c.Phases = slices.DeleteFunc(slices.Clone(timelinePhases), func(p chart.Phase) bool { return !used[p.Name] })
 	if !c.To.After(c.From) {
 		c.To = c.From.Add(time.Second)
 	}

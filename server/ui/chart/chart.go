@@ -76,9 +76,14 @@ func num(f float64) string {
 
 // open starts the document: id makes the title's and description's IDs
 // unique on a page that shows several charts.
-func (s *svg) open(id, class string, w, h float64, title, desc string) {
-	fmt.Fprintf(&s.b, `<svg xmlns="http://www.w3.org/2000/svg" class="chart %s" id="%s" viewBox="0 0 %s %s" width="%s" height="%s" role="img" aria-labelledby="%s-title %s-desc" font-size="%d" font-family="system-ui, sans-serif">`,
-		esc(class), esc(id), num(w), num(h), num(w), num(h), esc(id), esc(id), fontSize)
+// attrs are more attributes of the root, already escaped.
+func (s *svg) open(id, class string, w, h float64, title, desc string, attrs ...string) {
+	extra := ""
+	for _, a := range attrs {
+		extra += " " + a
+	}
+	fmt.Fprintf(&s.b, `<svg xmlns="http://www.w3.org/2000/svg" class="chart %s" id="%s" viewBox="0 0 %s %s" width="%s" height="%s" role="img" aria-labelledby="%s-title %s-desc" font-size="%d" font-family="system-ui, sans-serif"%s>`,
+		esc(class), esc(id), num(w), num(h), num(w), num(h), esc(id), esc(id), fontSize, extra)
 	fmt.Fprintf(&s.b, `<title id="%s-title">%s</title><desc id="%s-desc">%s</desc>`, esc(id), esc(title), esc(id), esc(desc))
 }
 
@@ -225,6 +230,14 @@ func timeTicks(from, to time.Time, n int) ([]time.Time, string) {
 		}
 	}
 	return out, layout
+}
+
+// timeAttrs are the data-from and data-to attributes of a chart over time.
+func timeAttrs(from, to time.Time) []string {
+	return []string{
+		`data-from="` + from.UTC().Format(time.RFC3339Nano) + `"`,
+		`data-to="` + to.UTC().Format(time.RFC3339Nano) + `"`,
+	}
 }
 
 // timeScale maps times in [from, to] onto [x0, x1].

@@ -146,6 +146,9 @@ func TestStepChartMarksTheRecords(t *testing.T) {
 			}}}}
 		root := parse(t, c.SVG())
 		accessible(t, root, "Instances")
+		if root.attrs["data-from"] != from.Format(time.RFC3339Nano) || root.attrs["data-to"] != to.Format(time.RFC3339Nano) {
+			t.Fatalf("trial %d: the chart says it covers %s to %s, want %v to %v", trial, root.attrs["data-from"], root.attrs["data-to"], from, to)
+		}
 		for _, ser := range []struct {
 			key string
 			pts []StepPoint

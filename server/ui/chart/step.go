@@ -83,7 +83,8 @@ const (
 	stepLegendSpace = 8.0
 )
 
-// SVG draws the chart.
+// SVG draws the chart. The root has the time axis in data-from and
+// data-to (RFC 3339).
 func (c StepChart) SVG() []byte {
 	w := float64(ClampWidth(c.Width))
 	var items []legendItem
@@ -111,7 +112,7 @@ func (c StepChart) SVG() []byte {
 		h = 60
 	}
 	var s svg
-	s.open(c.ID, "step-chart", w, h, c.Title, c.Desc)
+	s.open(c.ID, "step-chart", w, h, c.Title, c.Desc, timeAttrs(c.From, c.To)...)
 	if len(c.Panels) == 0 {
 		s.text(w/2, 34, "middle", "empty", c.Empty)
 		return s.close()

@@ -78,7 +78,7 @@ func (c Timeline) SVG() []byte {
 	legendH := legendHeight(items, w-labelW)
 	top := legendH + 10
 	h := top + float64(len(c.Rows))*tlRow + tlBottom
-	s.open(c.ID, "timeline", w, h, c.Title, c.Desc)
+	s.open(c.ID, "timeline", w, h, c.Title, c.Desc, timeAttrs(c.From, c.To)...)
 	s.legend(items, labelW, 0, w-labelW)
 	sc := timeScale{from: c.From, to: c.To, x0: labelW, x1: w - tlRight}
 	for i, r := range c.Rows {
