@@ -95,7 +95,7 @@ func (c BarChart) SVG() []byte {
 	s.valueAxis(ax, barLeft, barLeft+plotW, top, bottom, format)
 	yOf := func(v float64) float64 { return barPlot * v / ax.Top }
 	band := plotW / float64(len(c.Categories))
-	barW := max(1, band*0.7)
+	barW := min(max(1, band*0.7), 56)
 	// Label every k-th bar so that labels do not overlap.
 	labelW := 0.0
 	for _, cat := range c.Categories {

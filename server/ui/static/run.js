@@ -63,7 +63,7 @@
       td('Started', fmtTime(j.started_at)),
       td('Duration', span(j.started_at, j.finished_at)),
       td('Exit code', j.exit_code === undefined || j.exit_code === null ? '' : String(j.exit_code)),
-      td('Cost', cost(j.cost)))));
+      td('Cost', cost(j.cost) || '—'))));
   }
 
   // chosen is the job whose output to show: the user's pick, else the job
