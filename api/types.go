@@ -408,6 +408,20 @@ type JobStatusUpdate struct {
 	// the log (0 when it does not: the server has none of it then).
 	LogUnsent int64 `json:"log_unsent,omitempty"`
 	LogEnd    int64 `json:"log_end,omitempty"`
+	// Next, with a final status, asks for the runner's next job in the
+	// same request: the server claims a pending job that fits Next.Free at
+	// once (Next.Wait is not used: with none pending, the runner claims as
+	// usual) and returns it in JobStatusResult.Next. A runner that claims
+	// right after each job saves a round trip a job.
+	Next *ClaimRequest `json:"next,omitempty"`
+}
+
+// JobStatusResult answers POST /runner/jobs/{id}/status: the job after the
+// change and, when the update asked for it (JobStatusUpdate.Next) and a job
+// was pending, the runner's next assignment.
+type JobStatusResult struct {
+	Job
+	Next *Assignment `json:"next,omitempty"`
 }
 
 // StopSignal answers GET /runner/jobs/{id}/stop: what the user asked for.

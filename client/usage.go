@@ -56,3 +56,24 @@ func (c *Client) BudgetSet(ctx context.Context, monthly float64) (*api.Budget, e
 	var out api.Budget
 	return &out, c.doJSON(ctx, http.MethodPut, "/on-demand/budget", nil, api.BudgetRequest{Monthly: monthly}, &out)
 }
+
+// UsageDaily reads the cost per day, stacked by api.UsageByUser or
+// api.UsageByInstanceType (q.By).
+func (c *Client) UsageDaily(ctx context.Context, q UsageQuery) (*api.UsageDaily, error) {
+	v := q.values()
+	if q.By != "" {
+		v.Del("by")
+		v.Set("stack", q.By)
+	}
+	var out api.UsageDaily
+	return &out, c.doJSON(ctx, http.MethodGet, "/usage/daily", v, nil, &out)
+}
+
+// UsageInstances reads each limit's instances over time against its
+// maximum (q.By is unused).
+func (c *Client) UsageInstances(ctx context.Context, q UsageQuery) (*api.InstanceSeries, error) {
+	v := q.values()
+	v.Del("by")
+	var out api.InstanceSeries
+	return &out, c.doJSON(ctx, http.MethodGet, "/usage/instances", v, nil, &out)
+}

@@ -153,18 +153,19 @@ func instanceSegments(in *store.Instance, hs []*store.Hold, from, to, now time.T
 			hTo = *h.To
 		}
 		hTo = minTime(hTo, end)
+		if !hTo.After(hFrom) {
+			continue // within an earlier hold, or outside the charged time
+		}
 		if hFrom.After(cur) {
 			idle := base
 			idle.Idle, idle.UserID = true, idleUser
 			emit(idle, cur, hFrom)
 		}
-		if hTo.After(hFrom) {
-			s := base
-			s.UserID, s.JobID, s.RunID, s.RunName, s.Workflow, s.Attempt =
-				h.UserID, h.JobID, h.RunID, h.RunName, h.Workflow, h.Attempt
-			emit(s, hFrom, hTo)
-			cur = hTo
-		}
+		s := base
+		s.UserID, s.JobID, s.RunID, s.RunName, s.Workflow, s.Attempt =
+			h.UserID, h.JobID, h.RunID, h.RunName, h.Workflow, h.Attempt
+		emit(s, hFrom, hTo)
+		cur = hTo
 		idleUser = h.UserID
 	}
 	if end.After(cur) {

@@ -124,6 +124,29 @@ func TestUsageMembersSeeTheirOwn(t *testing.T) {
 	if err != nil || len(byType.Rows) != 1 || byType.Rows[0].Key != "local.small" || !near(byType.Total.Cost, 0.75) {
 		t.Fatalf("bob's usage by type: %+v, %v; want his 0.75 on local.small", byType, err)
 	}
+	daily, err := e.admin.UsageDaily(ctx, client.UsageQuery{Since: "2d", By: api.UsageByUser})
+	if err != nil || len(daily.Days) < 2 || len(daily.Keys) != 2 {
+		t.Fatalf("daily: %+v, %v; want every day and two users", daily, err)
+	}
+	var sum float64
+	for _, d := range daily.Days {
+		sum += d.Parts["alice"] + d.Parts["bob"]
+	}
+	if !near(sum, 2.75) {
+		t.Errorf("daily parts add up to %v, want 2.75", sum)
+	}
+	series, err := e.bob.UsageInstances(ctx, client.UsageQuery{Since: "1d"})
+	if err != nil || len(series.Limits) != 1 || len(series.Limits[0].Max) != 2 || series.Limits[0].Max[0].Value != 0 ||
+		series.Limits[0].Max[1].Value != 2 {
+		t.Fatalf("instances over time: %+v, %v; want the limit from 0 to 2 when it was set", series, err)
+	}
+	peak := 0
+	for _, st := range series.Limits[0].Running {
+		peak = max(peak, st.Value)
+	}
+	if peak != 2 || series.Limits[0].Running[len(series.Limits[0].Running)-1].Value != 0 {
+		t.Errorf("running steps %+v; want up to 2 (both instances from 2 h to 1 h ago), then 0", series.Limits[0].Running)
+	}
 	_, err = e.alice.Usage(ctx, client.UsageQuery{Since: "1d", By: "colour"})
 	apiErr(t, "usage by colour", err, api.CodeInvalid, "by=")
 	_, err = e.alice.Usage(ctx, client.UsageQuery{Since: "1y"})
