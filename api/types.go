@@ -214,8 +214,10 @@ type Job struct {
 	ExitCode     *int       `json:"exit_code,omitempty"`
 	SubmittedAt  time.Time  `json:"submitted_at"`
 	StartedAt    *time.Time `json:"started_at,omitempty"`
-	FinishedAt   *time.Time `json:"finished_at,omitempty"`
-	Spec         JobSpec    `json:"spec"`
+	// UploadingAt is when the job began uploading its artifacts.
+	UploadingAt *time.Time `json:"uploading_at,omitempty"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	Spec        JobSpec    `json:"spec"`
 	// LogMissing is how many bytes of the job's output its log lacks:
 	// the runner could not store them (the server's disk was full) by the
 	// time it reported the job's end. It keeps sending them; the count

@@ -464,7 +464,7 @@ func toAPIJob(j *store.Job) api.Job {
 	return api.Job{
 		ID: j.ID, RunName: j.RunName, Workflow: j.Workflow, Status: j.Status, StatusReason: j.StatusReason,
 		RunnerID: j.RunnerID, RunnerName: j.RunnerName, Attempt: j.Attempt, ExitCode: j.ExitCode,
-		SubmittedAt: j.SubmittedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt, Spec: j.Spec,
+		SubmittedAt: j.SubmittedAt, StartedAt: j.StartedAt, UploadingAt: j.UploadingAt, FinishedAt: j.FinishedAt, Spec: j.Spec,
 		LogMissing: j.LogMissing,
 	}
 }

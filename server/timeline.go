@@ -25,14 +25,13 @@ import (
 //     created_at), when that instance was launched while the job was queued,
 //     until the claim;
 //   - downloading: from the claim until the job started (jobs.started_at);
-//   - running: from the start until the job ended (jobs.finished_at);
+//   - running: from the start until it began uploading its artifacts
+//     (jobs.uploading_at), or ended (jobs.finished_at);
+//   - uploading: from then until the job ended;
 //   - earlier attempt: each attempt before the current one that held an
 //     on-demand instance (instance_holds).
 //
-// The switch from running to uploading is not recorded (the job's row keeps
-// only its start and its end): the running span of a job that uploads
-// artifacts includes the upload, and a job uploading now shows so in its
-// label. Spans whose times are inferred are drawn lighter and say so.
+// Spans whose times are inferred are drawn lighter and say so.
 
 // Timeline phases, in the legend's order.
 const (
@@ -41,6 +40,7 @@ const (
 	phaseProvisioning = "provisioning"
 	phaseDownloading  = "downloading"
 	phaseRunning      = "running"
+	phaseUploading    = "uploading"
 	phaseEarlier      = "earlier attempt"
 )
 
@@ -50,6 +50,7 @@ var timelinePhases = []chart.Phase{
 	{Name: phaseProvisioning, Color: "#7b52c9"},
 	{Name: phaseDownloading, Color: "#1b9aa8"},
 	{Name: phaseRunning, Color: "#2a9d54"},
+	{Name: phaseUploading, Color: "#3a6fd8"},
 	{Name: phaseEarlier, Color: "#c43c5c"},
 }
 
@@ -121,9 +122,6 @@ func jobTimeline(j *store.Job, in timelineInput) chart.TimelineRow {
 	row := chart.TimelineRow{Label: j.Workflow, Key: j.ID}
 	if j.Attempt > 0 {
 		row.Label = fmt.Sprintf("%s (attempt %d)", j.Workflow, j.Attempt+1)
-	}
-	if j.Status == api.StatusUploading {
-		row.Label += " (uploading)"
 	}
 	add := func(phase string, from, to time.Time, derived bool) {
 		if to.After(from) {
@@ -207,9 +205,15 @@ func jobTimeline(j *store.Job, in timelineInput) chart.TimelineRow {
 		started = *j.StartedAt
 	}
 	add(phaseDownloading, *j.ClaimedAt, started, false)
-	if j.StartedAt != nil {
-		add(phaseRunning, *j.StartedAt, endOr(), false)
+	if j.StartedAt == nil {
+		return row
 	}
+	if j.UploadingAt == nil {
+		add(phaseRunning, *j.StartedAt, endOr(), false)
+		return row
+	}
+	add(phaseRunning, *j.StartedAt, *j.UploadingAt, false)
+	add(phaseUploading, *j.UploadingAt, endOr(), false)
 	return row
 }
 

@@ -17,9 +17,10 @@ func TestRunTimelinePhases(t *testing.T) {
 	at := func(min int) time.Time { return t0.Add(time.Duration(min) * time.Minute) }
 	ptr := func(t time.Time) *time.Time { return &t }
 	run := &store.Run{Name: "r1", SubmittedAt: at(0), Jobs: []*store.Job{
-		// On an instance launched for it at 2, claimed at 5.
+		// On an instance launched for it at 2, claimed at 5, uploading
+		// its artifacts from 9.
 		{ID: "a", Workflow: "prepare", Status: api.StatusDone, SubmittedAt: at(0), QueuedAt: at(0),
-			ClaimedAt: ptr(at(5)), StartedAt: ptr(at(6)), FinishedAt: ptr(at(10))},
+			ClaimedAt: ptr(at(5)), StartedAt: ptr(at(6)), UploadingAt: ptr(at(9)), FinishedAt: ptr(at(10))},
 		// Waits for a, then runs on a self-hosted runner; second attempt
 		// after its first held an instance from 11 to 12.
 		{ID: "b", Workflow: "train", Status: api.StatusRunning, Attempt: 1, SubmittedAt: at(0), QueuedAt: at(10),
@@ -41,7 +42,7 @@ func TestRunTimelinePhases(t *testing.T) {
 		derived  bool
 	}
 	want := map[string][]span{
-		"a": {{phaseQueued, 0, 2, false}, {phaseProvisioning, 2, 5, true}, {phaseDownloading, 5, 6, false}, {phaseRunning, 6, 10, false}},
+		"a": {{phaseQueued, 0, 2, false}, {phaseProvisioning, 2, 5, true}, {phaseDownloading, 5, 6, false}, {phaseRunning, 6, 9, false}, {phaseUploading, 9, 10, false}},
 		"b": {{phaseEarlier, 11, 12, false}, {phaseWaiting, 0, 10, false}, {phaseQueued, 12, 14, true}, {phaseDownloading, 14, 15, false}, {phaseRunning, 15, 20, false}},
 		"c": {{phaseQueued, 0, 20, false}},
 	}

@@ -749,6 +749,9 @@ type Job struct {
 	// the runner it was assigned to (JobClaimNextParams.Redeliver).
 	Redelivered bool
 	StartedAt   *time.Time
+	// UploadingAt is when the current attempt began uploading its
+	// artifacts (nil before).
+	UploadingAt *time.Time
 	FinishedAt  *time.Time
 	// ArtifactStore names the store that holds the job's artifacts, fixed
 	// when the run is submitted: empty for the server's own (its data

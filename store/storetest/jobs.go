@@ -178,6 +178,36 @@ var statusTests = []test{
 		_, err = f.trySet(j, api.StatusRunning)
 		wantErr(t, "JobSetStatus after the end", err, store.ErrLeaseLost)
 	}},
+	{"the start of the upload is recorded, and a requeue forgets it", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		u := f.user()
+		r := f.runner(u, cpuHost)
+		f.run(u, spec("a"))
+		j := f.claim(r)
+		if running := f.set(j, api.StatusRunning); running.UploadingAt != nil {
+			t.Fatalf("a running job has UploadingAt %v", running.UploadingAt)
+		}
+		uploading := f.set(j, api.StatusUploading)
+		if uploading.UploadingAt == nil || uploading.UploadingAt.Before(*uploading.StartedAt) {
+			t.Fatalf("uploading job: UploadingAt %v, StartedAt %v", uploading.UploadingAt, uploading.StartedAt)
+		}
+		done := f.set(j, api.StatusDone)
+		sameTime(t, "UploadingAt kept at the end", *done.UploadingAt, *uploading.UploadingAt)
+
+		f.run(u, spec("b"))
+		k := f.claim(r)
+		f.set(k, api.StatusRunning)
+		f.set(k, api.StatusUploading)
+		got, err := f.s.JobInterrupt(f.ctx, store.JobInterruptParams{ID: k.ID, RunnerID: r.ID, Lease: k.Lease, Cause: "spot reclaim", MaxAttempts: 3, Now: f.tick()})
+		if err != nil {
+			t.Fatalf("JobInterrupt: %v", err)
+		}
+		for _, g := range got {
+			if g.ID == k.ID && (g.Status != api.StatusPending || g.UploadingAt != nil || g.StartedAt != nil) {
+				t.Fatalf("requeued job: status %s, StartedAt %v, UploadingAt %v; want pending with neither", g.Status, g.StartedAt, g.UploadingAt)
+			}
+		}
+	}},
 	{"lease fencing", func(t *testing.T, open Open) {
 		f := setup(t, open)
 		u := f.user()

@@ -211,6 +211,7 @@ func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobS
 var changeStatuses = newBulk(`UPDATE jobs SET status = v.status, status_reason = v.reason,
 	exit_code = COALESCE(v.exit_code, jobs.exit_code),
 	started_at = CASE WHEN v.status = 'running' THEN COALESCE(jobs.started_at, v.at) ELSE jobs.started_at END,
+	uploading_at = CASE WHEN v.status = 'uploading' THEN COALESCE(jobs.uploading_at, v.at) ELSE jobs.uploading_at END,
 	finished_at = CASE WHEN v.status IN ('done', 'failed', 'stopped', 'aborted') THEN v.at ELSE jobs.finished_at END,
 	log_end = v.log_end, log_missing = v.log_missing,
 	log_size = CASE WHEN v.status IN ('done', 'failed', 'stopped', 'aborted')

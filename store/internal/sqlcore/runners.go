@@ -311,7 +311,7 @@ func (s *Store) interrupt(ctx context.Context, q Querier, j *store.Job, cause st
 			return nil, err
 		}
 		return collectJobs(q.Query(ctx, `UPDATE jobs SET status = 'pending', attempt = attempt + 1,
-			lease = lease + 1, runner_id = NULL, claimed_at = NULL, started_at = NULL, exit_code = NULL,
+			lease = lease + 1, runner_id = NULL, claimed_at = NULL, started_at = NULL, uploading_at = NULL, exit_code = NULL,
 			status_reason = $3, last_interruption = $4`+guard, j.ID, j.Lease, reason, cause))
 	}
 	status := api.StatusFailed

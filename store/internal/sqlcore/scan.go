@@ -30,7 +30,7 @@ const jobColumns = `jobs.id, jobs.run_id, jobs.run_name, jobs.user_id, jobs.code
 	COALESCE((SELECT runners.name FROM runners WHERE runners.id = jobs.runner_id), jobs.runner_name),
 	jobs.lease, jobs.attempt, jobs.exit_code, jobs.stop_requested,
 	jobs.submitted_at, jobs.claimed_at, jobs.started_at, jobs.finished_at, jobs.artifact_store,
-	jobs.log_end, jobs.log_missing, jobs.last_interruption, jobs.queued_at`
+	jobs.log_end, jobs.log_missing, jobs.last_interruption, jobs.queued_at, jobs.uploading_at`
 
 // activeStatuses is the SQL list of the states in which a runner holds a job.
 const activeStatuses = `('downloading', 'running', 'uploading')`
@@ -44,13 +44,14 @@ func scanJob(row Row) (*store.Job, error) {
 		exitCode                   *int64
 		submitted, queued          int64
 		claimed, started, finished *int64
+		uploading                  *int64
 	)
 	err := row.Scan(&j.ID, &j.RunID, &j.RunName, &j.UserID, &j.CodeID, &j.Workflow,
 		&spec, &status, &j.StatusReason, &j.RunnerID,
 		&j.RunnerName,
 		&j.Lease, &j.Attempt, &exitCode, &j.StopRequested,
 		&submitted, &claimed, &started, &finished, &j.ArtifactStore,
-		&j.LogEnd, &j.LogMissing, &j.LastInterruption, &queued)
+		&j.LogEnd, &j.LogMissing, &j.LastInterruption, &queued, &uploading)
 	if err != nil {
 		return nil, err
 	}
@@ -66,6 +67,7 @@ func scanJob(row Row) (*store.Job, error) {
 	j.QueuedAt = fromMicros(queued)
 	j.ClaimedAt = fromMicrosPtr(claimed)
 	j.StartedAt = fromMicrosPtr(started)
+	j.UploadingAt = fromMicrosPtr(uploading)
 	j.FinishedAt = fromMicrosPtr(finished)
 	return &j, nil
 }
