@@ -226,6 +226,9 @@ type Job struct {
 	// time it reported the job's end. It keeps sending them; the count
 	// falls to 0 (and is left out) once they are all stored.
 	LogMissing int64 `json:"log_missing,omitempty"`
+	// Checkpoint is the job's latest complete checkpoint, without its
+	// manifest, when it has one.
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 }
 
 // StopRequest is the body of POST /runs/{name}/stop.
