@@ -67,6 +67,8 @@ type checkpointer struct {
 	last   *api.Checkpoint
 
 	now chan struct{} // asks the loop for a sync at once
+	// betweenLooks, when set, runs between a sync's two looks (tests).
+	betweenLooks func()
 }
 
 func newCheckpointer(j *job) *checkpointer {
@@ -187,6 +189,9 @@ func (c *checkpointer) sync(ctx context.Context, final bool) (*syncResult, error
 			return nil, ctx.Err()
 		case <-t.C:
 		}
+	}
+	if c.betweenLooks != nil {
+		c.betweenLooks()
 	}
 	manifest := map[string]api.CheckpointFile{}
 	keepOld := func(n string) {

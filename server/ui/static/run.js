@@ -47,7 +47,8 @@
       td('Status', badge(j.status), j.status_reason ? el('span', { class: 'sub', text: j.status_reason }) : null,
         j.log_missing ? el('span', { class: 'sub', text: `log incomplete: ${j.log_missing} bytes not stored` }) : null),
       td('Runner', j.runner_name || ''),
-      td('Attempt', String(j.attempt + 1)),
+      td('Attempt', String(j.attempt + 1),
+        j.checkpoint ? el('span', { class: 'sub', text: `checkpoint ${fmtTime(j.checkpoint.created_at)} by attempt ${j.checkpoint.attempt + 1}: ${j.checkpoint.files} files, ${fmtBytes(j.checkpoint.size)}` }) : null),
       td('Started', fmtTime(j.started_at)),
       td('Duration', span(j.started_at, j.finished_at)),
       td('Exit code', j.exit_code === undefined || j.exit_code === null ? '' : String(j.exit_code)))));
