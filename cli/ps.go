@@ -150,7 +150,7 @@ func (e *Env) ps(ctx context.Context, all bool, limit int, asJSON bool) error {
 			fmt.Fprintf(e.Stdout, "%s %s: %s\n", r.Name, j.Workflow, checkpointLine(j.Checkpoint, now))
 		}
 	}
-		// Logs the server could not store in full (its disk was full).
+	// Logs the server could not store in full (its disk was full).
 	for _, r := range runs {
 		for _, j := range r.Jobs {
 			if j.LogMissing <= 0 {

@@ -276,12 +276,18 @@ func (c *checkpointer) sync(ctx context.Context, final bool) (*syncResult, error
 		err := c.upload(ctx, f)
 		var ae *api.Error
 		if errors.As(err, &ae) && ae.Code == api.CodeInvalid {
-			// Changed since it was hashed: the server refused it.
-			delete(c.hashed, f.Path)
-			delete(manifest, f.Path)
-			keepOld(f.Path)
-			if old, ok := manifest[f.Path]; ok && !c.stored[old.SHA256] {
-				delete(manifest, f.Path)
+			// Changed since it was hashed: the server refused it. Every
+			// file listed with that content waits for a later sync.
+			for _, g := range sortedFiles(manifest) {
+				if g.SHA256 != f.SHA256 {
+					continue
+				}
+				delete(c.hashed, g.Path)
+				delete(manifest, g.Path)
+				keepOld(g.Path)
+				if old, ok := manifest[g.Path]; ok && !c.stored[old.SHA256] {
+					delete(manifest, g.Path)
+				}
 			}
 			continue
 		}

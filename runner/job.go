@@ -27,7 +27,7 @@ type job struct {
 	// attempt is the job's attempt, from 0 (api.Job.Attempt).
 	attempt int
 	log     *slog.Logger
-	dir   *jobdir.Dir // the working directory, once prepare made it
+	dir     *jobdir.Dir // the working directory, once prepare made it
 
 	// ctx ends when the job is dropped: its lease was lost, or the runner's
 	// shutdown ran out of time.

@@ -122,10 +122,17 @@ func (h *hashReader) Read(p []byte) (int, error) {
 	_, _ = h.h.Write(p[:n])
 	if errors.Is(err, io.EOF) {
 		if got := hex.EncodeToString(h.h.Sum(nil)); got != h.want {
-			return n, fmt.Errorf("the content's SHA-256 is %s, not %s", got, h.want)
+			return n, &hashError{got: got, want: h.want}
 		}
 	}
 	return n, err
+}
+
+// hashError is content whose SHA-256 is not the one it was sent as.
+type hashError struct{ got, want string }
+
+func (e *hashError) Error() string {
+	return fmt.Sprintf("the content's SHA-256 is %s, not %s", e.got, e.want)
 }
 
 func (s *Server) handleCheckpointBlobUpload(w http.ResponseWriter, r *http.Request, rn *store.Runner) error {
@@ -151,8 +158,11 @@ func (s *Server) handleCheckpointBlobUpload(w http.ResponseWriter, r *http.Reque
 	}
 	body := &hashReader{r: &sizedReader{r: r.Body, want: size}, want: sum, h: sha256.New()}
 	if _, err := st.Put(r.Context(), checkpointBlobKey(job.ID, sum), body); err != nil {
-		var se *sizeError
-		if errors.As(err, &se) || strings.Contains(err.Error(), "SHA-256") {
+		var (
+			se *sizeError
+			he *hashError
+		)
+		if errors.As(err, &se) || errors.As(err, &he) {
 			return invalid("checkpoint content %s: %v; nothing was stored", sum, err)
 		}
 		return fmt.Errorf("store checkpoint content: %w", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/dstackai/dstack/store"
 )
 
 func sumOf(b []byte) string {
@@ -244,4 +245,37 @@ func TestCheckpointSettingsValidated(t *testing.T) {
 			t.Errorf("submit %+v = %v, want invalid", j, err)
 		}
 	}
+}
+
+// keep-checkpoints keeps a done job's checkpoint, counted in its user's
+// storage.
+func TestCheckpointKept(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	j := checkpointJob()
+	j.KeepCheckpoints = true
+	run := e.submit(t, e.admin, j)
+	rc := registerRunner(t, e.admin, "r")
+	a := claim(t, rc)
+	setStatus(t, rc, a, api.StatusRunning)
+	syncCheckpoint(t, rc, a, map[string]string{"ckpt/model": strings.Repeat("m", 4096)})
+	setStatus(t, rc, a, api.StatusDone)
+	r, err := e.admin.RunGet(ctx, run.Name)
+	if err != nil || r.Jobs[0].Checkpoint == nil || r.Jobs[0].Checkpoint.Size != 4096 {
+		t.Fatalf("kept checkpoint: %+v, %v", r.Jobs[0].Checkpoint, err)
+	}
+	used, err := e.srv.Store().UserStorageUsed(ctx, userIDOf(t, e, run.Name))
+	if err != nil || used.Checkpoints != 4096 {
+		t.Fatalf("storage used by checkpoints: %+v, %v", used, err)
+	}
+}
+
+func userIDOf(t *testing.T, e *apiEnv, run string) string {
+	t.Helper()
+	r, err := e.srv.Store().RunGet(context.Background(), store.RunGetParams{Name: run})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.UserID
 }
