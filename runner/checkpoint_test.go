@@ -37,16 +37,23 @@ func TestCheckpointSync(t *testing.T) {
 	// A new file is sent alone; one being written between the two looks
 	// is left for later, its earlier version listed.
 	write("epoch-02", "two")
+	j.ckpt.mu.Lock()
 	j.ckpt.betweenLooks = func() { write("state", "state 2 half-") }
+	j.ckpt.mu.Unlock()
 	res, err = j.ckpt.sync(ctx, false)
+	j.ckpt.mu.Lock()
 	j.ckpt.betweenLooks = nil
+	j.ckpt.mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.checkpoint == nil || res.checkpoint.Seq != 2 || res.sent != 3 || res.deferred != 1 || res.files != 3 {
 		t.Fatalf("sync with a file being written %+v", res)
 	}
-	if got := j.ckpt.listed["ckpt/state"].Size; got != 7 {
+	j.ckpt.mu.Lock()
+	got := j.ckpt.listed["ckpt/state"].Size
+	j.ckpt.mu.Unlock()
+	if got != 7 {
 		t.Fatalf("the file being written is listed with %d bytes, want its earlier 7", got)
 	}
 	// Once stable, it is taken.
@@ -59,7 +66,7 @@ func TestCheckpointSync(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	j.ckpt = newCheckpointer(j)
+	j.ckpt.forget()
 	cp, err := j.ckpt.restore(ctx)
 	if err != nil || cp == nil || cp.Seq != 3 {
 		t.Fatalf("restore = %+v, %v", cp, err)

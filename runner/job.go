@@ -288,7 +288,8 @@ func (j *job) runProcess(sp *spool) outcome {
 	j.log.Info("job started")
 	if j.ckpt != nil {
 		ckptCtx, stopSyncs := context.WithCancel(j.ctx)
-		j.wg.Go(func() { j.ckpt.loop(ckptCtx) })
+		ck := j.ckpt
+		j.wg.Go(func() { ck.loop(ckptCtx) })
 		defer stopSyncs()
 	}
 	return j.supervise(proc)
