@@ -24,6 +24,11 @@ var checkpointProject = map[string]string{
     checkpoints: [ckpt]
     checkpoint-interval: 2s
     resources: {interruptible: true}
+  - name: flaky
+    provider: bash
+    commands: [FAIL_AT=8 sh train.sh]
+    checkpoints: [ckpt]
+    checkpoint-interval: 1h
 `,
 	"train.sh": `set -e
 mkdir -p ckpt
@@ -36,6 +41,7 @@ while [ $i -le 30 ]; do
   sleep 1
   printf 'epoch %d\n' $i > "ckpt/epoch-$(printf %02d $i)"
   echo "epoch $i"
+  if [ "$i" = "${FAIL_AT:-}" ] && [ -z "${DSTACK_RESUMED:-}" ]; then echo "failing at epoch $i"; exit 3; fi
   i=$((i + 1))
 done
 echo "all 30 epochs done"
@@ -105,6 +111,13 @@ func TestCheckpointSpotNotice(t *testing.T) {
 	fake.Interrupt(id, 2*time.Minute)
 	run := c.waitRun(name, "to be given back", func(r api.Run) bool { return r.Jobs[0].Attempt == 1 })
 	synced := checkpointEpochs(run)
+	// The user sees it, before the next attempt starts.
+	if r := c.dstack("", "ps"); r.code != 0 || !strings.Contains(r.stdout, name+" train: checkpoint saved ") {
+		t.Errorf("dstack ps does not show the checkpoint:\n%s", r)
+	}
+	if r := c.dstack("", "artifacts", "list", name, "--checkpoints"); r.code != 0 || !strings.Contains(r.stdout, "ckpt/epoch-01") {
+		t.Errorf("dstack artifacts list --checkpoints does not list the files:\n%s", r)
+	}
 	c.startRunner("ondemand")
 	c.waitStatus(name, api.StatusDone)
 	r := c.dstack("", "logs", name)
@@ -144,4 +157,30 @@ func TestCheckpointRunnerKilled(t *testing.T) {
 		t.Fatalf("%s", r)
 	}
 	checkResumed(t, r.stdout, synced)
+}
+
+// `dstack run --resume` runs a failed run's job again from the checkpoint
+// its failure saved.
+func TestCheckpointResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test: skipped with -short")
+	}
+	t.Parallel()
+	c := newCluster(t, "")
+	proj := project(t, checkpointProject)
+	c.startRunner("r")
+	name := runName(t, c.dstack(proj, "run", "-d", "flaky").stdout)
+	c.waitStatus(name, api.StatusFailed)
+	r := c.dstack("", "run", "--resume", name)
+	if r.code != 0 || !strings.Contains(r.stderr, "RUN "+name+" resumed: flaky (attempt 2, checkpoint saved") {
+		t.Fatalf("%s", r)
+	}
+	r = c.dstack("", "logs", name)
+	if !strings.Contains(r.stdout, "failing at epoch 8") {
+		t.Fatalf("the first attempt did not fail at epoch 8:\n%s", r.stdout)
+	}
+	checkResumed(t, r.stdout, 8)
+	if r := c.dstack("", "run", "--resume", name); r.code == 0 || !strings.Contains(r.stderr, "nothing to resume") {
+		t.Errorf("resume of a done run: %s", r)
+	}
 }
