@@ -204,6 +204,9 @@ type Run struct {
 	SubmittedAt time.Time  `json:"submitted_at"`
 	FinishedAt  *time.Time `json:"finished_at,omitempty"`
 	Jobs        []Job      `json:"jobs"` // dependencies before dependents
+	// Cost is what its jobs cost on on-demand instances; absent when
+	// none of them ran on one.
+	Cost *Cost `json:"cost,omitempty"`
 }
 
 // Job is one workflow of a run as scheduled.
@@ -229,6 +232,9 @@ type Job struct {
 	// Checkpoint is the job's latest complete checkpoint, without its
 	// manifest, when it has one.
 	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
+	// Cost is what the job cost on on-demand instances; absent when it
+	// never ran on one.
+	Cost *Cost `json:"cost,omitempty"`
 }
 
 // StopRequest is the body of POST /runs/{name}/stop.
@@ -413,6 +419,20 @@ type JobStatusUpdate struct {
 	// the log (0 when it does not: the server has none of it then).
 	LogUnsent int64 `json:"log_unsent,omitempty"`
 	LogEnd    int64 `json:"log_end,omitempty"`
+	// Next, with a final status, asks for the runner's next job in the
+	// same request: the server claims a pending job that fits Next.Free at
+	// once (Next.Wait is not used: with none pending, the runner claims as
+	// usual) and returns it in JobStatusResult.Next. A runner that claims
+	// right after each job saves a round trip a job.
+	Next *ClaimRequest `json:"next,omitempty"`
+}
+
+// JobStatusResult answers POST /runner/jobs/{id}/status: the job after the
+// change and, when the update asked for it (JobStatusUpdate.Next) and a job
+// was pending, the runner's next assignment.
+type JobStatusResult struct {
+	Job
+	Next *Assignment `json:"next,omitempty"`
 }
 
 // StopSignal answers GET /runner/jobs/{id}/stop: what the user asked for.
@@ -558,6 +578,8 @@ type OnDemandStatus struct {
 	// Terminating is how many instances the change terminates (disabling).
 	Terminating int  `json:"terminating"`
 	DryRun      bool `json:"dry_run"`
+	// Budget is the monthly budget, when one is set.
+	Budget *Budget `json:"budget,omitempty"`
 }
 
 // Offer is one instance type a backend's region sells at one purchase type.

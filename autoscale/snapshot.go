@@ -8,6 +8,7 @@ import (
 
 	"github.com/dstackai/dstack/autoscale/plan"
 	"github.com/dstackai/dstack/backend"
+	"github.com/dstackai/dstack/cost"
 	"github.com/dstackai/dstack/store"
 )
 
@@ -86,6 +87,11 @@ func (c *Controller) snapshot(ctx context.Context) (*snapshot, map[string]*store
 		k := backend.OfferKey{Backend: u.Backend, Region: u.Region, InstanceType: u.InstanceType, Spot: u.Spot}
 		s.Unavailable[k] = u.Until
 	}
+	budget, err := cost.ReadBudget(ctx, c.st, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.Budget = cost.BudgetReason(budget)
 	s.Offers = c.offersFor(ctx, limits, insts)
 	offerByKey := map[backend.OfferKey]backend.Offer{}
 	for _, o := range s.Offers {

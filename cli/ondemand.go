@@ -31,7 +31,7 @@ limits you set per region, instance type and purchase type (spot or
 on-demand), and terminates when they are idle.`,
 		Args: noArgs,
 	}
-	cmd.AddCommand(e.limitCmd(), e.limitsCmd(), e.onDemandSwitchCmd(true), e.onDemandSwitchCmd(false), e.onDemandStatusCmd())
+	cmd.AddCommand(e.limitCmd(), e.limitsCmd(), e.onDemandSwitchCmd(true), e.onDemandSwitchCmd(false), e.onDemandStatusCmd(), e.budgetCmd())
 	return cmd
 }
 
@@ -352,6 +352,12 @@ func (e *Env) onDemandStatus(ctx context.Context, asJSON bool) error {
 		state = "enabled"
 	}
 	fmt.Fprintf(e.Stdout, "On-demand runners are %s: %s, %s running.\n", state, plural(st.Limits, "limit"), plural(st.Running, "instance"))
+	if b := st.Budget; b != nil {
+		fmt.Fprintf(e.Stdout, "Monthly budget: %s, %s spent since %s.\n", money(b.Monthly, b.Currency), money(b.MonthCost, b.Currency), b.MonthStart.Format("Jan 2"))
+		if b.Reached {
+			fmt.Fprintf(e.Stdout, "New launches are stopped: %s\n", b.Reason)
+		}
+	}
 	e.noBackendNote(st)
 	return nil
 }

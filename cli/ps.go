@@ -29,6 +29,10 @@ func (e *Env) psCmd() *cobra.Command {
 		Long: `List runs, newest first: unfinished and recently finished ones, or all of
 them with -a. RUNNER is the runner of the run's current (or last) job;
 DURATION runs from the first job's start to the run's end, or to now.
+COST is what the run's jobs cost on on-demand instances: the instance's
+list price (spot: the spot price at launch) times the time each job held
+it; "-" when it ran on self-hosted runners only (docs/cost.md). --json
+carries it in each run's and job's "cost" with its currency.
 Below the table, each pending job that waits says why (no runner or
 on-demand limit fits it, its limit is at its maximum...), and a job whose
 log the server could not store in full says "log incomplete: N bytes not
@@ -111,13 +115,13 @@ func (e *Env) ps(ctx context.Context, all bool, limit int, asJSON bool) error {
 		return nil
 	}
 	now := e.Now()
-	t := newTable(e.Stdout, "run", "workflow", "status", "runner", "submitted", "duration")
+	t := newTable(e.Stdout, "run", "workflow", "status", "runner", "submitted", "duration", "cost")
 	for _, r := range runs {
 		status := string(r.Status)
 		if runLogMissing(&r) > 0 {
 			status += " (log incomplete)"
 		}
-		t.row(r.Name, r.Workflow, status, runRunner(&r), formatAgo(now, r.SubmittedAt), runDuration(&r, now))
+		t.row(r.Name, r.Workflow, status, runRunner(&r), formatAgo(now, r.SubmittedAt), runDuration(&r, now), formatCost(r.Cost))
 	}
 	if err := t.flush(); err != nil {
 		return err

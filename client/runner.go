@@ -84,8 +84,9 @@ func (c *Client) JobCode(ctx context.Context, jobID string, lease int64) (io.Rea
 	return resp.Body, nil
 }
 
-// JobSetStatus reports a job's new state.
-func (c *Client) JobSetStatus(ctx context.Context, jobID string, lease int64, u api.JobStatusUpdate) (*api.Job, error) {
+// JobSetStatus reports a job's new state. With u.Next and a final state,
+// the result's Next is the runner's next assignment, when a job was pending.
+func (c *Client) JobSetStatus(ctx context.Context, jobID string, lease int64, u api.JobStatusUpdate) (*api.JobStatusResult, error) {
 	b, err := json.Marshal(u)
 	if err != nil {
 		return nil, err
@@ -95,8 +96,8 @@ func (c *Client) JobSetStatus(ctx context.Context, jobID string, lease int64, u 
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var j api.Job
-	return &j, json.NewDecoder(resp.Body).Decode(&j)
+	var res api.JobStatusResult
+	return &res, json.NewDecoder(resp.Body).Decode(&res)
 }
 
 // JobLogAppend sends output that starts at byte offset of the job's log. The

@@ -6,11 +6,16 @@ import (
 	"compress/gzip"
 	"context"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -551,5 +556,51 @@ func TestStopGoesOffline(t *testing.T) {
 	f.r = f.startRunner(t)
 	if st := status(); st != api.RunnerOnline {
 		t.Fatalf("restarted runner is %s, want online", st)
+	}
+}
+
+// TestRunnerAsksForItsNextJobWithTheEnd: a runner reports each job's end
+// and gets its next job in the same request, so that a queue of jobs costs
+// one claim, not one a job.
+func TestRunnerAsksForItsNextJobWithTheEnd(t *testing.T) {
+	srv := servertest.Start(t)
+	f := &fixture{srv: srv, admin: srv.Client()}
+	code := f.uploadCode(t, nil)
+	const n = 3
+	var jobs []api.JobSpec
+	for i := range n {
+		jobs = append(jobs, api.JobSpec{Workflow: "w" + strconv.Itoa(i), Commands: []string{"echo " + strconv.Itoa(i)}})
+	}
+	run := f.submit(t, code, jobs...)
+
+	// The runner talks to the server through a proxy that counts its claims.
+	var claims atomic.Int64
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/runner/claim") {
+			claims.Add(1)
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	f.cfg = Config{
+		Server: front.URL, Token: srv.AdminToken, Name: "test-runner", DataDir: t.TempDir(),
+		Resources: &api.HostResources{CPUs: 4, MemoryMiB: 8192, DiskMiB: 100 << 10}, StopGrace: time.Second,
+	}
+	f.r = f.startRunner(t)
+
+	for i := range n {
+		if j := f.waitStatus(t, run.Name, "w"+strconv.Itoa(i), finished); j.Status != api.StatusDone {
+			t.Fatalf("job w%d ended %s (%s), want done", i, j.Status, j.StatusReason)
+		}
+	}
+	// The first claim took the first job; each end brought the next; the
+	// runner may have claimed once more since, to wait.
+	if got := claims.Load(); got > 2 {
+		t.Errorf("the runner sent %d claims for %d queued jobs, want at most 2: each end should bring the next job", got, n)
 	}
 }

@@ -52,6 +52,9 @@ type job struct {
 	ckpt *checkpointer
 	// restored is the checkpoint the attempt started from, if any.
 	restored *api.Checkpoint
+	// next is the runner's next assignment, when the server gave one with
+	// the final status (api.JobStatusUpdate.Next).
+	next *api.Assignment
 }
 
 // permanentError marks a failure a retry will not fix.
@@ -105,10 +108,14 @@ func (j *job) loseLease() {
 }
 
 // setStatus reports a state. Only lease loss and the end of ctx stop the
-// retries of a transient failure.
+// retries of a transient failure. A next assignment the server gives with
+// a final state (u.Next) is kept in j.next.
 func (j *job) setStatus(ctx context.Context, u api.JobStatusUpdate) error {
 	err := j.do(ctx, "report "+string(u.Status), func(ctx context.Context, c *client.Client) error {
-		_, err := c.JobSetStatus(ctx, j.id, j.lease, u)
+		res, err := c.JobSetStatus(ctx, j.id, j.lease, u)
+		if err == nil && res.Next != nil {
+			j.next = res.Next
+		}
 		return err
 	})
 	if err != nil && !isLeaseLost(err) {
@@ -118,8 +125,9 @@ func (j *job) setStatus(ctx context.Context, u api.JobStatusUpdate) error {
 }
 
 // runJob runs an assignment to its end. It returns once the job's final
-// status is reported, or the job is dropped.
-func (r *Runner) runJob(a *api.Assignment) {
+// status is reported, or the job is dropped, with the runner's next
+// assignment when the server gave one with the report.
+func (r *Runner) runJob(a *api.Assignment) *api.Assignment {
 	j := &job{
 		r: r, id: a.Job.ID, lease: a.Lease, spec: a.Job.Spec, run: a.Job.RunName, attempt: a.Job.Attempt,
 		log:    r.log.With("job", a.Job.ID, "run", a.Job.RunName, "workflow", a.Job.Workflow),
@@ -150,6 +158,7 @@ func (r *Runner) runJob(a *api.Assignment) {
 	if err := r.work.Remove(j.id); err != nil {
 		j.log.Warn("remove the working directory", "err", err)
 	}
+	return j.next
 }
 
 // outcome is how a job ended, before artifacts.
@@ -217,6 +226,9 @@ func (j *job) execute() {
 		j.log.Warn("the log spool's state is not saved: a restart will not finish sending it", "err", err)
 	}
 	j.final.Store(true)
+	if j.r.claimsNext() {
+		u.Next = &api.ClaimRequest{Free: j.r.resources}
+	}
 	if err := j.setStatus(j.ctx, u); err == nil {
 		j.reported.Store(true)
 		j.log.Info("job finished", "status", out.status, "reason", out.reason, "log_unsent", u.LogUnsent)

@@ -590,11 +590,26 @@ func (r *Runner) claimLoop() {
 			_ = bo.Wait(ctx, err)
 			continue
 		}
-		if a == nil {
-			continue
+		for a != nil && ctx.Err() == nil {
+			a = r.runJob(a)
 		}
-		r.runJob(a)
 	}
+}
+
+// claimsNext reports whether the runner would claim again after the job it
+// runs: it asks for its next job with the job's final status then
+// (api.JobStatusUpdate.Next). Not when it stops or drains, and not when
+// its credential is due for renewal, which happens between claims.
+func (r *Runner) claimsNext() bool {
+	if r.claimCtx.Err() != nil || r.spot.current() != nil {
+		return false
+	}
+	if r.joins() {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !time.Now().After(r.cred.renewAt())
 }
 
 // renewIfDue replaces the credential ahead of its expiry, between jobs.

@@ -80,6 +80,9 @@ const (
 	// Detail: the instances the change terminates.
 	auditOnDemandEnable  = "ondemand.enable"
 	auditOnDemandDisable = "ondemand.disable"
+	// auditBudgetSet: the monthly on-demand budget was set or removed
+	// (0). Detail: the budget and its currency.
+	auditBudgetSet = "ondemand.budget"
 	// auditRunnerRm: a runner was removed, by a user (`dstack runners rm`)
 	// or by the server (offline past --runner-retention). Target: the
 	// runner's name; detail: its ID and owner.
@@ -94,7 +97,7 @@ var auditActions = []string{
 	auditUserAdd, auditUserSet, auditUserRm, auditAdminTokenReset,
 	auditAWSPut, auditAWSDelete, auditKubernetesPut, auditKubernetesDelete,
 	auditLimitPut, auditLimitDelete,
-	auditOnDemandEnable, auditOnDemandDisable,
+	auditOnDemandEnable, auditOnDemandDisable, auditBudgetSet,
 	auditRunnerRm,
 }
 

@@ -53,8 +53,9 @@ func BenchmarkClaimThroughput(b *testing.B) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
+						free := api.HostResources{CPUs: 8, MemoryMiB: 32 << 10}
 						for {
-							a, err := rc.RunnerClaim(ctx, api.ClaimRequest{Free: api.HostResources{CPUs: 8, MemoryMiB: 32 << 10}})
+							a, err := rc.RunnerClaim(ctx, api.ClaimRequest{Free: free})
 							if err != nil {
 								b.Error(err)
 								return
@@ -62,11 +63,16 @@ func BenchmarkClaimThroughput(b *testing.B) {
 							if a == nil {
 								return
 							}
-							claimed.Add(1)
-							// Finish the job so the runner is free again.
-							if _, err := rc.JobSetStatus(ctx, a.Job.ID, a.Lease, api.JobStatusUpdate{Status: api.StatusDone}); err != nil {
-								b.Error(err)
-								return
+							// Finish each job, asking for the next with its
+							// end, as dstack-runner does.
+							for a != nil {
+								claimed.Add(1)
+								res, err := rc.JobSetStatus(ctx, a.Job.ID, a.Lease, api.JobStatusUpdate{Status: api.StatusDone, Next: &api.ClaimRequest{Free: free}})
+								if err != nil {
+									b.Error(err)
+									return
+								}
+								a = res.Next
 							}
 						}
 					}()

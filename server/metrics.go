@@ -50,7 +50,7 @@ func newMetrics(s *Server) *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.pickup, m.finished, m.interrupted, m.logBytes, m.requests, m.auditFailures, s.backendMetrics,
-		&stateCollector{s: s}, &storageCollector{m: s.storage}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		&stateCollector{s: s}, &costCollector{s: s}, &storageCollector{m: s.storage}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -231,7 +231,7 @@ func (s *Server) handleLimitDelete(w http.ResponseWriter, r *http.Request, u *st
 		if !all {
 			id = targets[0].ID
 		}
-		deleted, err = s.store.LimitDelete(ctx, store.LimitDeleteParams{ID: id})
+		deleted, err = s.store.LimitDelete(ctx, store.LimitDeleteParams{ID: id, Now: s.cfg.Now()})
 		if err != nil {
 			return fmt.Errorf("delete limits: %w", err)
 		}
@@ -255,6 +255,13 @@ func (s *Server) handleOnDemandGet(w http.ResponseWriter, r *http.Request, u *st
 	st, err := s.onDemandStatus(r.Context())
 	if err != nil {
 		return err
+	}
+	b, err := s.budget(r.Context(), s.cfg.Now())
+	if err != nil {
+		return err
+	}
+	if b.Monthly > 0 {
+		st.Budget = b
 	}
 	writeJSON(w, http.StatusOK, st)
 	return nil

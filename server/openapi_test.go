@@ -486,16 +486,20 @@ func TestOpenAPISchemasMatchAPITypes(t *testing.T) {
 	if schemas == nil {
 		t.Fatal("openapi.yaml has no components/schemas")
 	}
-	src := filepath.Join("..", "api", "types.go")
-	if _, err := os.Stat(src); err != nil {
-		t.Fatalf("api types: %v", err)
-	}
-	f, err := parser.ParseFile(token.NewFileSet(), src, nil, parser.SkipObjectResolution)
-	if err != nil {
-		t.Fatal(err)
+	var decls []ast.Decl
+	for _, name := range []string{"types.go", "cost.go"} {
+		src := filepath.Join("..", "api", name)
+		if _, err := os.Stat(src); err != nil {
+			t.Fatalf("api types: %v", err)
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), src, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		decls = append(decls, f.Decls...)
 	}
 	enums := map[string][]string{} // type name ("" for untyped Code*) -> values
-	for _, d := range f.Decls {
+	for _, d := range decls {
 		gd, ok := d.(*ast.GenDecl)
 		if !ok {
 			continue

@@ -104,6 +104,7 @@ func (s *Server) routes() http.Handler {
 	rt.admin("GET "+p+"/audit", "read the audit log", s.handleAuditList)
 	s.userRoutes(rt)
 	s.onDemandRoutes(rt)
+	s.usageRoutes(rt)
 	s.awsRoutes(rt)
 	s.kubeRoutes(rt)
 	s.tagRoutes(rt)

@@ -273,28 +273,13 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 		if look {
 			lookedAt = time.Now()
 			var job *store.Job
-			now := s.cfg.Now()
 			onFreshStack(func() { // this goroutine waits long: keep its stack small
-				// A runner claims only when it runs nothing: a job it holds
-				// that has not started never reached it (Redeliver).
-				job, err = s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: req.Free, Now: now, Redeliver: true})
+				job, err = s.claim(ctx, rn, req.Free)
 			})
 			if err == nil {
 				wt.leave()
 				wt.done(tok, true)
 				wt.busy()
-				if job.Redelivered {
-					s.log.Warn("job assigned again: the runner claims while holding it, so it never received its assignment",
-						"job", job.ID, "run", job.RunName, "runner", rn.Name, "lease", job.Lease)
-				} else {
-					s.markAttempt(job, rn)
-					s.metrics.observeClaim(job, now)
-					s.events.publish(job.UserID, api.EventRuns, api.EventRunners)
-					if job.UserID != rn.UserID {
-						s.events.publish(rn.UserID, api.EventRunners)
-					}
-					s.log.Info("job assigned", "job", job.ID, "run", job.RunName, "workflow", job.Workflow, "runner", rn.Name, "lease", job.Lease)
-				}
 				writeJSON(w, http.StatusOK, api.Assignment{Job: toAPIJob(job), Lease: job.Lease})
 				return nil
 			}
@@ -330,6 +315,31 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 			return fmt.Errorf("wait for a job: %w", ctx.Err())
 		}
 	}
+}
+
+// claim assigns rn a pending job that fits free, if there is one
+// (store.ErrNotFound otherwise). A runner claims only when it runs
+// nothing: a job it holds that has not started never reached it, and is
+// assigned again (Redeliver).
+func (s *Server) claim(ctx context.Context, rn *store.Runner, free api.HostResources) (*store.Job, error) {
+	now := s.cfg.Now()
+	job, err := s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: free, Now: now, Redeliver: true})
+	if err != nil {
+		return nil, err
+	}
+	if job.Redelivered {
+		s.log.Warn("job assigned again: the runner claims while holding it, so it never received its assignment",
+			"job", job.ID, "run", job.RunName, "runner", rn.Name, "lease", job.Lease)
+		return job, nil
+	}
+	s.markAttempt(job, rn)
+	s.metrics.observeClaim(job, now)
+	s.events.publish(job.UserID, api.EventRuns, api.EventRunners)
+	if job.UserID != rn.UserID {
+		s.events.publish(rn.UserID, api.EventRunners)
+	}
+	s.log.Info("job assigned", "job", job.ID, "run", job.RunName, "workflow", job.Workflow, "runner", rn.Name, "lease", job.Lease)
+	return job, nil
 }
 
 // idleWait is the shortest claim wait after which a runner counts as idle
@@ -454,7 +464,19 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 	}
 	s.events.publish(rn.UserID, api.EventRuns, api.EventRunners)
 	s.log.Info("job status", "job", job.ID, "run", job.RunName, "status", job.Status, "runner", rn.Name)
-	writeJSON(w, http.StatusOK, toAPIJob(job))
+	res := api.JobStatusResult{Job: toAPIJob(job)}
+	if req.Next != nil && job.Status.Finished() {
+		// The end is recorded whatever the claim does: a claim that fails
+		// only leaves the runner to claim as usual.
+		next, err := s.claim(r.Context(), rn, req.Next.Free)
+		switch {
+		case err == nil:
+			res.Next = &api.Assignment{Job: toAPIJob(next), Lease: next.Lease}
+		case !errors.Is(err, store.ErrNotFound) && r.Context().Err() == nil:
+			s.log.Warn("claim the runner's next job with its report of the end; it claims on its own", "runner", rn.Name, "err", err)
+		}
+	}
+	writeJSON(w, http.StatusOK, res)
 	return nil
 }
 

@@ -333,6 +333,11 @@ func (s *Server) handleRunList(w http.ResponseWriter, r *http.Request, u *store.
 		ids = append(ids, run.ID)
 	}
 	s.attachCheckpoints(r.Context(), out, ids)
+	costs, _, err := s.runCosts(r.Context(), runs)
+	if err != nil {
+		return err
+	}
+	withCosts(out, runs, costs)
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -376,6 +381,11 @@ func (s *Server) handleRunGet(w http.ResponseWriter, r *http.Request, u *store.U
 	}
 	out := []api.Run{toAPIRun(run)}
 	s.attachCheckpoints(r.Context(), out, []string{run.ID})
+	costs, _, err := s.runCosts(r.Context(), []*store.Run{run})
+	if err != nil {
+		return err
+	}
+	withCosts(out, []*store.Run{run}, costs)
 	writeJSON(w, http.StatusOK, out[0])
 	return nil
 }

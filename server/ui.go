@@ -32,6 +32,7 @@ func (s *Server) uiRoutes(rt *router) {
 	rt.adminPage("GET /users", s.uiAdminPage("users", "manage users", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Users" }))
 	rt.adminPage("GET /audit", s.uiAdminPage("audit", "read the audit log", func(r *http.Request, _ *session, p *ui.Page) { p.Title = "Audit" }))
 	rt.public("GET /ui/static/{path...}", ui.Static().ServeHTTP)
+	s.usageUIRoutes(rt)
 }
 
 // pageSession is the session of a page request, or nil when it has none

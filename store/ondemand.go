@@ -66,7 +66,8 @@ type LimitPutResult struct {
 
 // LimitDeleteParams are the arguments of LimitDelete.
 type LimitDeleteParams struct {
-	ID string // empty: all limits
+	ID  string // empty: all limits
+	Now time.Time
 }
 
 // LimitListParams are the arguments of LimitList.
@@ -124,8 +125,13 @@ type Instance struct {
 	Region       string
 	InstanceType string
 	Spot         bool
-	// PricePerHour is the offer's price when the instance was recorded.
+	// PricePerHour is the offer's price when the instance was recorded
+	// (for spot, the spot price then), in api.Currency.
 	PricePerHour float64
+	// LaunchUserID is the user of the job the instance was launched for;
+	// empty when it was launched for none (or recorded before it was
+	// kept).
+	LaunchUserID string
 	State        InstanceState
 	// LaunchKey is the idempotency key of the launch call for the instance,
 	// shared by the instances of one call.

@@ -82,6 +82,8 @@ type Store interface {
 	// LogStore keeps jobs' output for servers whose logs live in the
 	// database (logs.go).
 	LogStore
+	// UsageStore reads what cost and usage are computed from (usage.go).
+	UsageStore
 
 	// UserCreate records a user and, when p.TokenHash is set, its first
 	// token, in one transaction. ErrConflict when the name (even a removed
@@ -749,7 +751,10 @@ type Job struct {
 	ExitCode      *int
 	StopRequested string // "", "stop" or "abort"
 	SubmittedAt   time.Time
-	ClaimedAt     *time.Time
+	// QueuedAt is when the job last joined the back of the queue: when it
+	// was submitted, or when the jobs it depends on were done.
+	QueuedAt  time.Time
+	ClaimedAt *time.Time
 	// Redelivered: JobClaimNext gave the job again, under its lease, to
 	// the runner it was assigned to (JobClaimNextParams.Redeliver).
 	Redelivered bool

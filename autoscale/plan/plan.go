@@ -95,6 +95,11 @@ type Snapshot struct {
 	// saying why a limit of another one (AWS not configured) allows
 	// nothing; nil when not known.
 	Backends []string
+	// Budget, when set, says that the monthly budget of on-demand runners
+	// is spent: nothing is launched, instances up still take jobs, and a
+	// job that only a launch could serve waits (WaitBudget) with Budget as
+	// its message.
+	Budget string
 }
 
 // Job is a pending job.
@@ -248,6 +253,9 @@ const (
 	WaitNoRunner WaitCode = "no_runner"
 	// WaitUserLimit: the job's user runs as many jobs as their cap allows.
 	WaitUserLimit WaitCode = "user_limit"
+	// WaitBudget: a limit would launch an instance for it, but the month's
+	// on-demand budget is spent (Snapshot.Budget).
+	WaitBudget WaitCode = "budget"
 )
 
 // Waiting is a pending job nothing can take in this pass.

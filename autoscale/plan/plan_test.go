@@ -110,6 +110,19 @@ func TestLaunch(t *testing.T) {
 			},
 		},
 		{
+			name: "a spent budget launches nothing; an idle instance still takes a job",
+			s: Snapshot{
+				Limits:    []Limit{small},
+				Instances: []Instance{idle("i1", small, m5large, time.Minute)},
+				Jobs:      []Job{job("j1", "u1", 0, cpus(1)), job("j2", "u1", 1, cpus(1))},
+				Budget:    "the monthly budget is spent",
+			},
+			want: Decision{
+				Bindings: []Binding{onInstance("j1", "i1")},
+				Waiting:  []Waiting{{JobID: "j2", Code: WaitBudget, Message: "the monthly budget is spent"}},
+			},
+		},
+		{
 			name: "never over the maximum, launching and terminating instances included",
 			s: Snapshot{
 				Limits: []Limit{limitOf("l-small", "u1", m5large, 3)},

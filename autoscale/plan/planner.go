@@ -15,6 +15,7 @@ type planner struct {
 	now         time.Time
 	idleTimeout time.Duration
 	backends    []string // nil: not known
+	budget      string   // Snapshot.Budget
 	// registered is Snapshot.Registered; byUser groups it on the first
 	// job that waits.
 	registered       []RegisteredRunner
@@ -152,6 +153,7 @@ func newPlanner(s Snapshot) *planner {
 		p.idleTimeout = DefaultIdleTimeout
 	}
 	p.backends = s.Backends
+	p.budget = s.Budget
 	p.registered = s.Registered
 
 	offers := make(map[backend.OfferKey]*backend.Offer, len(s.Offers))

@@ -28,6 +28,9 @@ type shape struct {
 	lc      int
 
 	// For the waiting reason.
+	// overBudget counts the limits that would launch for the shape were
+	// the budget not spent.
+	overBudget       int
 	unavailable      int       // fitting allowed offers marked unavailable
 	unavailableUntil time.Time // the earliest of their until times
 	wait             *Waiting  // computed for the first job that waits
@@ -59,6 +62,10 @@ func (p *planner) shape(j *jobState) *shape {
 	}
 	for _, l := range team.launchable {
 		if (l.Spot && !k.interruptible) || !l.m.fits(k.need) {
+			continue
+		}
+		if p.budget != "" {
+			sh.overBudget++
 			continue
 		}
 		if !l.unavailableUntil.IsZero() {
@@ -161,6 +168,8 @@ func (sh *shape) waiting(p *planner, j *jobState) Waiting {
 func (p *planner) whyWaiting(sh *shape, j *jobState) Waiting {
 	what := instanceFor(j.Resources)
 	switch {
+	case sh.overBudget > 0:
+		return Waiting{Code: WaitBudget, Message: p.budget}
 	case len(sh.limits) == 1:
 		l := sh.limits[0]
 		return Waiting{Code: WaitNoRoom, Message: fmt.Sprintf(

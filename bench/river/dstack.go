@@ -202,22 +202,26 @@ func measureHTTP(ctx context.Context, cfg config, p place) (result, error) {
 					errs <- fmt.Errorf("claim: %w", err)
 					return
 				}
-				if a == nil {
-					return
-				}
-				for {
-					_, err := rc.JobSetStatus(ctx, a.Job.ID, a.Lease, api.JobStatusUpdate{Status: api.StatusDone})
-					if busyAnswer(err) && ctx.Err() == nil {
-						busy.Add(1)
-						continue
+				// Each job's end asks for the next job, as dstack-runner
+				// does: a queue drains with one request a job.
+				for a != nil {
+					var next *api.Assignment
+					for {
+						res, err := rc.JobSetStatus(ctx, a.Job.ID, a.Lease, api.JobStatusUpdate{Status: api.StatusDone, Next: &api.ClaimRequest{Free: host}})
+						if busyAnswer(err) && ctx.Err() == nil {
+							busy.Add(1)
+							continue
+						}
+						if err != nil {
+							errs <- fmt.Errorf("finish job %s: %w", a.Job.ID, err)
+							return
+						}
+						next = res.Next
+						break
 					}
-					if err != nil {
-						errs <- fmt.Errorf("finish job %s: %w", a.Job.ID, err)
-						return
-					}
-					break
+					drained.Add(1)
+					a = next
 				}
-				drained.Add(1)
 			}
 		})
 	}

@@ -465,25 +465,34 @@ func (r *simRunner) claims(ctx context.Context, claiming, done *atomic.Int64, fa
 			_ = sleep(ctx, time.Second)
 			continue
 		}
-		if a == nil {
-			continue
+		for a != nil {
+			a = r.complete(ctx, a, done, fails)
 		}
-		// As dstack-runner, retry a report that failed for a reason that
-		// passes; every failure counts.
-		p := client.Policy{Min: 100 * time.Millisecond, Max: 3 * time.Second, OnRetry: func(err error) { fails.add("complete", err) }}
-		err = client.Do(ctx, p, func(ctx context.Context) error {
-			_, err := r.c.JobSetStatus(ctx, a.Job.ID, a.Lease, api.JobStatusUpdate{Status: api.StatusDone, ExitCode: &zero})
-			return err
-		})
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			fails.add("complete", err)
-			continue
-		}
-		done.Add(1)
 	}
+}
+
+// complete reports a's end, asking for the runner's next job with it, as
+// dstack-runner does, and returns that job. As dstack-runner, it retries a
+// report that failed for a reason that passes; every failure counts.
+func (r *simRunner) complete(ctx context.Context, a *api.Assignment, done *atomic.Int64, fails *errs) *api.Assignment {
+	var next *api.Assignment
+	p := client.Policy{Min: 100 * time.Millisecond, Max: 3 * time.Second, OnRetry: func(err error) { fails.add("complete", err) }}
+	err := client.Do(ctx, p, func(ctx context.Context) error {
+		res, err := r.c.JobSetStatus(ctx, a.Job.ID, a.Lease, api.JobStatusUpdate{Status: api.StatusDone, ExitCode: &zero, Next: &api.ClaimRequest{Free: r.res}})
+		if err == nil {
+			next = res.Next
+		}
+		return err
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		fails.add("complete", err)
+		return nil
+	}
+	done.Add(1)
+	return next
 }
 
 // server is the dstack server under test.

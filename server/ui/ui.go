@@ -33,7 +33,7 @@ var staticFS embed.FS
 
 // Page is what a page shows that the server knows when it renders it.
 type Page struct {
-	// Name is the page (login, runs, run, runners, settings, audit): its template
+	// Name is the page (login, runs, run, runners, usage, settings, audit): its template
 	// and its script, static/NAME.js.
 	Name  string
 	Title string
@@ -55,7 +55,7 @@ type Page struct {
 }
 
 // Pages are the names of the pages there are templates for.
-var Pages = []string{"login", "runs", "run", "runners", "settings", "users", "audit"}
+var Pages = []string{"login", "runs", "run", "runners", "usage", "settings", "users", "audit"}
 
 // asset is an embedded static file with its ETag.
 type asset struct {

@@ -260,6 +260,15 @@ var dependsTests = []test{
 		if j := f.claim(r); j.RunID != later.ID {
 			t.Fatalf("after a is done, claimed %s of run %s; want the older pending run %s", j.Workflow, j.RunID, later.ID)
 		}
+		// It joined the queue when a was done; a when the run was submitted.
+		jobs := f.runJobs(run)
+		ended := f.job(a.ID).FinishedAt
+		if b := f.job(jobs["b"].ID); ended == nil || !b.QueuedAt.Equal(*ended) {
+			t.Errorf("b was queued at %v, want when a ended (%v)", b.QueuedAt, ended)
+		}
+		if got := f.job(a.ID).QueuedAt; !got.Equal(run.SubmittedAt) {
+			t.Errorf("a was queued at %v, want when the run was submitted (%v)", got, run.SubmittedAt)
+		}
 	}},
 	{"failure cascades", func(t *testing.T, open Open) {
 		f := setup(t, open)

@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Log":           logTests,
 		"Replica":       replicaTests,
 		"Checkpoint":    checkpointTests,
+		"Usage":         usageTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {

@@ -220,6 +220,67 @@ const dstack = (() => {
     return true;
   }
 
+  // chart fetches the SVG chart at url (a path of this server), laid out
+  // for the width of box, and shows it in box in place of the one there;
+  // query adds parameters. The server renders the chart and escapes what it
+  // holds; the SVG is parsed as XML, never as HTML, and the page's policy
+  // runs no script from it. A chart that did not change is left as it is.
+  // It resolves when the chart shows, and rejects with an APIError.
+  const charts = new WeakMap();
+  async function chart(box, url, query = {}) {
+    const width = Math.round(box.clientWidth || 720);
+    const q = new URLSearchParams({ ...query, width: String(width) });
+    let resp;
+    try {
+      resp = await fetch(url + '?' + q.toString(), { credentials: 'same-origin', cache: 'no-store', headers: { Accept: 'image/svg+xml' } });
+    } catch (e) {
+      throw new APIError(0, 'network', 'The server cannot be reached: ' + e.message);
+    }
+    const type = resp.headers.get('Content-Type') || '';
+    if (resp.redirected && new URL(resp.url).pathname === '/login') toLogin();
+    if (!resp.ok || !type.startsWith('image/svg+xml')) {
+      const body = type.startsWith('application/json') ? await resp.json().catch(() => null) : null;
+      if (body && body.error && body.error.message) throw new APIError(resp.status, body.error.code, body.error.message);
+      throw new APIError(resp.status, 'http', `The chart could not be loaded: the server answered ${resp.status} ${resp.statusText}`);
+    }
+    const text = await resp.text();
+    if (charts.get(box) === text && box.firstElementChild) return;
+    const doc = new DOMParser().parseFromString(text, 'image/svg+xml');
+    const svg = doc.documentElement;
+    if (svg.namespaceURI !== 'http://www.w3.org/2000/svg' || svg.localName !== 'svg') {
+      throw new APIError(resp.status, 'http', 'The chart could not be read');
+    }
+    charts.set(box, text);
+    box.replaceChildren(document.importNode(svg, true));
+    box.dataset.width = String(width);
+  }
+
+  // onResize calls fn when the width of box changed (a phone turned, a
+  // window resized), at most once per burst of changes.
+  function onResize(box, fn) {
+    let timer = null;
+    new ResizeObserver(() => {
+      const w = Math.round(box.clientWidth);
+      if (String(w) === box.dataset.width) return;
+      clearTimeout(timer);
+      timer = setTimeout(fn, 200);
+    }).observe(box);
+  }
+
+  // fmtMoney writes an amount of currency (USD as $).
+  function fmtMoney(v, currency) {
+    if (v === undefined || v === null) return '';
+    const n = Number(v);
+    const digits = n !== 0 && Math.abs(n) < 0.01 ? 4 : 2;
+    const s = n.toFixed(digits);
+    return currency === 'USD' || !currency ? '$' + s : s + ' ' + currency;
+  }
+
+  function fmtHours(h) {
+    if (h === undefined || h === null) return '';
+    return (Math.round(h * 100) / 100).toFixed(2);
+  }
+
   // copyText puts text on the clipboard; resolves true when it worked.
   async function copyText(text) {
     try {
@@ -265,5 +326,6 @@ const dstack = (() => {
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', setup);
   else setup();
 
-  return { api, APIError, el, td, showError, finished, badge, span, fmtDuration, fmtTime, fmtAgo, fmtMiB, fmtBytes, fmtGPUs, live, copyText, changed };
+  return { api, APIError, el, td, showError, finished, badge, span, fmtDuration, fmtTime, fmtAgo, fmtMiB, fmtBytes, fmtGPUs, live, copyText, changed,
+    chart, onResize, fmtMoney, fmtHours };
 })();

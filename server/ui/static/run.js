@@ -1,10 +1,11 @@
-// A run's page: its jobs, the output of one job followed as it is written
+// A run's page: its jobs, what they cost on on-demand instances, a timeline
+// of their phases (an SVG chart the server draws), the output of one job followed as it is written
 // (GET /api/v1/jobs/{id}/logs?follow=true, resumed from the byte offset
 // reached when the stream breaks), and its artifacts to download.
 'use strict';
 
 (() => {
-  const { api, el, td, badge, span, fmtTime, fmtBytes, showError, finished } = dstack;
+  const { api, el, td, badge, span, fmtTime, fmtBytes, showError, finished, chart, onResize, fmtMoney } = dstack;
   const name = document.getElementById('run').dataset.run;
   const statusEl = document.getElementById('run-status');
   const errEl = document.getElementById('run-error');
@@ -17,6 +18,7 @@
   const artEmpty = document.getElementById('artifacts-empty');
   const stopBtn = document.getElementById('stop');
   const abortBtn = document.getElementById('abort');
+  const timelineBox = document.getElementById('timeline');
   const active = new Set(['downloading', 'running', 'uploading']);
 
   let run = null;
@@ -32,6 +34,7 @@
       ['Workflow', run.workflow],
       ['Submitted', fmtTime(run.submitted_at)],
       ['Duration', span(started, run.finished_at)],
+      ['Cost', cost(run.cost)],
     ];
     info.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { text: v || '—' })]));
     statusEl.replaceChildren(badge(run.status));
@@ -39,6 +42,15 @@
     const open = !finished.has(run.status);
     stopBtn.hidden = !open;
     abortBtn.hidden = !open;
+  }
+
+  // cost is what a run or a job cost on on-demand instances: `-` when it
+  // ran on self-hosted runners only, empty when it has not run.
+  function cost(c) {
+    if (!c) return '';
+    const hours = c.instance_hours ? ` (${(Math.round(c.instance_hours * 100) / 100).toFixed(2)} instance hours)` : '';
+    if (!c.cost && !c.instance_hours && c.self_hosted) return '-';
+    return fmtMoney(c.cost, c.currency) + hours;
   }
 
   function renderJobs() {
@@ -51,7 +63,8 @@
         j.checkpoint ? el('span', { class: 'sub', text: `checkpoint ${fmtTime(j.checkpoint.created_at)} by attempt ${j.checkpoint.attempt + 1}: ${j.checkpoint.files} files, ${fmtBytes(j.checkpoint.size)}` }) : null),
       td('Started', fmtTime(j.started_at)),
       td('Duration', span(j.started_at, j.finished_at)),
-      td('Exit code', j.exit_code === undefined || j.exit_code === null ? '' : String(j.exit_code)))));
+      td('Exit code', j.exit_code === undefined || j.exit_code === null ? '' : String(j.exit_code)),
+      td('Cost', cost(j.cost) || '—'))));
   }
 
   // chosen is the job whose output to show: the user's pick, else the job
@@ -159,8 +172,16 @@
     }
   }
 
+  async function refreshTimeline() {
+    try {
+      await chart(timelineBox, `/runs/${encodeURIComponent(name)}/timeline.svg`);
+    } catch (e) {
+      showError(errEl, e);
+    }
+  }
+
   let lastStatus = '';
-  async function refresh() {
+  async function refresh(kinds) {
     try {
       run = await api('GET', '/runs/' + encodeURIComponent(name));
     } catch (e) {
@@ -169,11 +190,14 @@
     }
     showError(errEl, null);
     const id = chosen();
-    if (dstack.changed('run', [run, id])) {
+    const runChanged = dstack.changed('run', [run, id]);
+    if (runChanged) {
       renderInfo();
       renderJobs();
       renderSelect(id);
     }
+    // A run in flight grows on the timeline with time, so ticks redraw it too.
+    if (runChanged || (kinds && !finished.has(run.status))) refreshTimeline();
     follow(id);
     if (run.status !== lastStatus || !finished.has(run.status)) refreshArtifacts();
     lastStatus = run.status;
@@ -207,6 +231,7 @@
       renderJobs();
     }
   }, 1000);
-  dstack.live(['runs'], refresh);
+  onResize(timelineBox, refreshTimeline);
+  dstack.live(['runs', 'instances'], refresh);
   refresh();
 })();

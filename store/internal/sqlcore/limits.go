@@ -93,6 +93,11 @@ func (s *Store) LimitPut(ctx context.Context, p store.LimitPutParams) (*store.Li
 			}
 			p.ID = id
 		}
+		if res.Created || res.PrevMax != p.Max {
+			if err := recordLimit(ctx, q, p.ID, p.Max, now); err != nil {
+				return err
+			}
+		}
 		res.Limit, err = scanLimit(q.QueryRow(ctx, limitSelect+` WHERE l.id = $1`, p.ID))
 		return err
 	})
@@ -118,6 +123,11 @@ func (s *Store) LimitDelete(ctx context.Context, p store.LimitDeleteParams) ([]*
 		}
 		if p.ID != "" && len(out) == 0 {
 			return store.ErrNotFound
+		}
+		for _, l := range out {
+			if err := recordLimit(ctx, q, l.ID, 0, micros(p.Now)); err != nil {
+				return err
+			}
 		}
 		_, err = q.Exec(ctx, `DELETE FROM limits WHERE `+where, args...)
 		return err

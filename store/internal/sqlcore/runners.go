@@ -307,6 +307,9 @@ func (s *Store) interrupt(ctx context.Context, q Querier, j *store.Job, cause st
 	const guard = ` WHERE id = $1 AND lease = $2 AND status IN ` + activeStatuses + ` RETURNING ` + jobColumns
 	if j.StopRequested == "" && j.Attempt+1 < maxAttempts {
 		reason := fmt.Sprintf("interrupted: %s; requeued for attempt %d of %d", cause, j.Attempt+2, maxAttempts)
+		if err := saveHold(ctx, q, `j.id = $1 AND j.lease = $2`, micros(now), j.ID, j.Lease); err != nil {
+			return nil, err
+		}
 		return collectJobs(q.Query(ctx, `UPDATE jobs SET status = 'pending', attempt = attempt + 1,
 			lease = lease + 1, runner_id = NULL, claimed_at = NULL, started_at = NULL, exit_code = NULL,
 			status_reason = $3, last_interruption = $4`+guard, j.ID, j.Lease, reason, cause))

@@ -30,7 +30,7 @@ const jobColumns = `jobs.id, jobs.run_id, jobs.run_name, jobs.user_id, jobs.code
 	COALESCE((SELECT runners.name FROM runners WHERE runners.id = jobs.runner_id), jobs.runner_name),
 	jobs.lease, jobs.attempt, jobs.exit_code, jobs.stop_requested,
 	jobs.submitted_at, jobs.claimed_at, jobs.started_at, jobs.finished_at, jobs.artifact_store,
-	jobs.log_end, jobs.log_missing, jobs.last_interruption`
+	jobs.log_end, jobs.log_missing, jobs.last_interruption, jobs.queued_at`
 
 // activeStatuses is the SQL list of the states in which a runner holds a job.
 const activeStatuses = `('downloading', 'running', 'uploading')`
@@ -42,7 +42,7 @@ func scanJob(row Row) (*store.Job, error) {
 		spec                       string
 		status                     string
 		exitCode                   *int64
-		submitted                  int64
+		submitted, queued          int64
 		claimed, started, finished *int64
 	)
 	err := row.Scan(&j.ID, &j.RunID, &j.RunName, &j.UserID, &j.CodeID, &j.Workflow,
@@ -50,7 +50,7 @@ func scanJob(row Row) (*store.Job, error) {
 		&j.RunnerName,
 		&j.Lease, &j.Attempt, &exitCode, &j.StopRequested,
 		&submitted, &claimed, &started, &finished, &j.ArtifactStore,
-		&j.LogEnd, &j.LogMissing, &j.LastInterruption)
+		&j.LogEnd, &j.LogMissing, &j.LastInterruption, &queued)
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +63,7 @@ func scanJob(row Row) (*store.Job, error) {
 		j.ExitCode = &c
 	}
 	j.SubmittedAt = fromMicros(submitted)
+	j.QueuedAt = fromMicros(queued)
 	j.ClaimedAt = fromMicrosPtr(claimed)
 	j.StartedAt = fromMicrosPtr(started)
 	j.FinishedAt = fromMicrosPtr(finished)

@@ -263,6 +263,9 @@ func (s *Store) deleteRun(ctx context.Context, q Querier, id string, force bool,
 	if tags > 0 && !force {
 		return store.ErrRunTagged
 	}
+	if err := saveHold(ctx, q, `j.run_id = $1`, now, id); err != nil {
+		return err
+	}
 	for _, stmt := range []string{
 		`DELETE FROM tags WHERE run_id = $1`,
 		`DELETE FROM artifacts WHERE job_id IN (SELECT id FROM jobs WHERE run_id = $1)`,
