@@ -157,6 +157,14 @@ type JobSpec struct {
 	// the runs' tags (depends-on: [prepare:latest-data]): their artifacts are
 	// placed in the working directory as those of DependsOn are.
 	DependsOnTags []TaggedDependency `json:"depends_on_tags,omitempty"`
+	// Checkpoints are paths relative to the working directory that the
+	// runner syncs to the server every CheckpointInterval while the job
+	// runs (and at once on a stop, a spot notice or its shutdown); the next
+	// attempt of the job starts with the latest complete checkpoint in
+	// place. KeepCheckpoints keeps them after the job is done.
+	Checkpoints        []string `json:"checkpoints,omitempty"`
+	CheckpointInterval Duration `json:"checkpoint_interval,omitempty"`
+	KeepCheckpoints    bool     `json:"keep_checkpoints,omitempty"`
 }
 
 // TaggedDependency is a dependency on the job of Workflow in the run that
@@ -223,6 +231,9 @@ type Job struct {
 	// time it reported the job's end. It keeps sending them; the count
 	// falls to 0 (and is left out) once they are all stored.
 	LogMissing int64 `json:"log_missing,omitempty"`
+	// Checkpoint is the job's latest complete checkpoint, without its
+	// manifest, when it has one.
+	Checkpoint *Checkpoint `json:"checkpoint,omitempty"`
 	// Cost is what the job cost on on-demand instances; absent when it
 	// never ran on one.
 	Cost *Cost `json:"cost,omitempty"`

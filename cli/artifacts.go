@@ -36,18 +36,56 @@ func (e *Env) artifactsCmd() *cobra.Command {
 }
 
 func (e *Env) artifactsListCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, checkpoints bool
 	cmd := &cobra.Command{
-		Use:     "list RUN [--json]",
+		Use:     "list RUN [--checkpoints] [--json]",
 		Aliases: []string{"ls"},
 		Short:   "List a run's artifact files",
-		Args:    exactArgs("RUN"),
+		Long: `List a run's artifact files: those its jobs uploaded when they ended.
+
+With --checkpoints, list instead the files of each job's latest complete
+checkpoint (workflow key checkpoints:), which the job's next attempt, or
+` + "`dstack run --resume RUN`" + `, starts from.`,
+		Args: exactArgs("RUN"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if checkpoints {
+				return e.checkpointsList(cmd.Context(), args[0], asJSON)
+			}
 			return e.artifactsList(cmd.Context(), args[0], asJSON)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of files")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array of files (of checkpoints with --checkpoints)")
+	cmd.Flags().BoolVar(&checkpoints, "checkpoints", false, "list the files of each job's latest checkpoint")
 	return cmd
+}
+
+func (e *Env) checkpointsList(ctx context.Context, name string, asJSON bool) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	cps, err := c.RunCheckpoints(ctx, name)
+	if err != nil {
+		return c.runErr(name, err)
+	}
+	if asJSON {
+		return writeJSON(e.Stdout, cps)
+	}
+	if len(cps) == 0 {
+		fmt.Fprintf(e.Stderr, "Run %s has no checkpoints: its workflows list no checkpoints:, none was synced yet, or its jobs are done (add keep-checkpoints: true to keep them).\n", name)
+		return nil
+	}
+	now := e.Now()
+	for _, cp := range cps {
+		fmt.Fprintf(e.Stderr, "%s: %s\n", cp.Workflow, checkpointLine(&cp, now))
+	}
+	t := newTable(e.Stdout, "workflow", "path", "size", "sha256")
+	for _, cp := range cps {
+		for _, f := range cp.Manifest {
+			t.row(cp.Workflow, f.Path, formatBytes(f.Size), f.SHA256)
+		}
+	}
+	return t.flush()
 }
 
 func (e *Env) artifactsList(ctx context.Context, name string, asJSON bool) error {

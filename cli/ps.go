@@ -36,7 +36,9 @@ carries it in each run's and job's "cost" with its currency.
 Below the table, each pending job that waits says why (no runner or
 on-demand limit fits it, its limit is at its maximum...), and a job whose
 log the server could not store in full says "log incomplete: N bytes not
-stored" until its runner has sent the rest.
+stored" until its runner has sent the rest, and a job with a checkpoint
+(workflow key checkpoints:) shows its latest: when it was saved, by
+which attempt, its files and size.
 
 The table shows the newest 20 runs unless -a (all of them) or --limit N
 (the newest N). --json prints every run asked for as one JSON array, as
@@ -139,6 +141,19 @@ func (e *Env) ps(ctx context.Context, all bool, limit int, asJSON bool) error {
 			fmt.Fprintf(e.Stdout, "%s %s is pending: %s\n", r.Name, j.Workflow, oneLine(j.StatusReason))
 		}
 	}
+	// The latest checkpoint of each job that has one.
+	for _, r := range runs {
+		for _, j := range r.Jobs {
+			if j.Checkpoint == nil {
+				continue
+			}
+			if first {
+				fmt.Fprintln(e.Stdout)
+				first = false
+			}
+			fmt.Fprintf(e.Stdout, "%s %s: %s\n", r.Name, j.Workflow, checkpointLine(j.Checkpoint, now))
+		}
+	}
 	// Logs the server could not store in full (its disk was full).
 	for _, r := range runs {
 		for _, j := range r.Jobs {
@@ -222,4 +237,9 @@ func runDuration(r *api.Run, now time.Time) string {
 		end = &now
 	}
 	return formatDuration(end.Sub(*start))
+}
+
+// checkpointLine describes a job's latest checkpoint in a line.
+func checkpointLine(c *api.Checkpoint, now time.Time) string {
+	return fmt.Sprintf("checkpoint saved %s by attempt %d (%d files, %s)", formatAgo(now, c.CreatedAt), c.Attempt+1, c.Files, formatBytes(c.Size))
 }

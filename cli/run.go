@@ -26,7 +26,7 @@ const DefaultMaxCodeSize int64 = 256 << 20
 
 func (e *Env) runCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d [--json]] WORKFLOW [--VAR VALUE]...",
+		Use:   "run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d [--json]] (WORKFLOW [--VAR VALUE]... | --resume RUN)",
 		Short: "Run a workflow and follow its logs",
 		Long: `Run a workflow of .dstack/workflows.yaml, with every workflow it depends on.
 
@@ -45,6 +45,12 @@ Before uploading, the code is checked against the server's own limit
 -d --json prints the submitted run as JSON on stdout, as ` + "`dstack ps --json`" + `
 prints each run; --json goes before the workflow's name (after it, where
 no value follows it).
+
+--resume RUN runs again the jobs of a stopped or failed run that are not
+done, as their next attempt, each starting from its latest checkpoint
+(workflow key checkpoints:, restored into the working directory before its
+commands start, with DSTACK_RESUMED=1); done jobs stay done. The run keeps
+its name, code and variables, and is followed as a new one.
 
 Ctrl-C stops following the run, not the run: ` + "`dstack logs RUN -f`" + ` follows it
 again and ` + "`dstack stop RUN`" + ` stops it. The exit code is then 130.
@@ -66,7 +72,8 @@ Exit codes:
 		Example: `  dstack run train
   dstack run train --epochs 20 --lr=0.01
   dstack run -d train
-  dstack run -d --json train`,
+  dstack run -d --json train
+  dstack run --resume bold-otter-12`,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ra, err := parseRunArgs(args)
@@ -84,6 +91,7 @@ Exit codes:
 	cmd.Flags().Bool("json", false, "with -d, print the submitted run as JSON")
 	cmd.Flags().String("dir", "", "the project's directory (default: the current one)")
 	cmd.Flags().String("max-code-size", "256MiB", "the most file content of the working directory to upload (env DSTACK_MAX_CODE_SIZE)")
+	cmd.Flags().String("resume", "", "run again the jobs of the stopped or failed run RUN that are not done, from their checkpoints")
 	cmd.Flags().String("wait-server", DefaultWaitServer.String(), "how long to keep trying a server that went away while following the run before giving up with exit code 3")
 	return cmd
 }
@@ -107,6 +115,9 @@ func (e *Env) maxCodeSize(flag string) (int64, error) {
 }
 
 func (e *Env) run(ctx context.Context, ra runArgs) error {
+	if ra.Resume != "" {
+		return e.resume(ctx, ra)
+	}
 	dir, err := e.projectDir(ra.Dir)
 	if err != nil {
 		return err
@@ -178,6 +189,47 @@ func (e *Env) run(ctx context.Context, ra runArgs) error {
 			fmt.Fprintf(e.Stderr, "==> %s gets the artifacts of %s from run %s (tag %s)\n", j.Workflow, d.Workflow, d.RunName, d.Tag)
 		}
 	}
+	return e.follow(ctx, c, run, wait)
+}
+
+// resume runs a finished run's jobs that are not done again, from their
+// checkpoints, and follows it as run does a new one.
+func (e *Env) resume(ctx context.Context, ra runArgs) error {
+	wait, err := parseWaitServer(ra.WaitServer)
+	if err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	run, err := c.RunResume(ctx, ra.Resume)
+	if err != nil {
+		return c.runErr(ra.Resume, err)
+	}
+	var resumed []string
+	for _, j := range run.Jobs {
+		if j.Status == api.StatusDone {
+			continue
+		}
+		from := "from the beginning: no checkpoint"
+		if j.Checkpoint != nil {
+			from = checkpointLine(j.Checkpoint, e.Now())
+		}
+		resumed = append(resumed, fmt.Sprintf("%s (attempt %d, %s)", j.Workflow, j.Attempt+1, from))
+	}
+	if ra.Detach {
+		if ra.JSON {
+			if err := writeJSON(e.Stdout, run); err != nil {
+				return err
+			}
+		} else {
+			fmt.Fprintf(e.Stdout, "RUN %s resumed\n", run.Name)
+		}
+		fmt.Fprintf(e.Stderr, "Resuming %s. Follow it with `dstack logs %s -f`.\n", strings.Join(resumed, ", "), run.Name)
+		return nil
+	}
+	fmt.Fprintf(e.Stderr, "RUN %s resumed: %s\n", run.Name, strings.Join(resumed, ", "))
 	return e.follow(ctx, c, run, wait)
 }
 

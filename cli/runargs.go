@@ -32,6 +32,9 @@ type runArgs struct {
 	Dir         string
 	MaxCodeSize string // as given; empty for the default
 	WaitServer  string // --wait-server as given; empty for the default
+	// Resume is the run that --resume RUN runs again, from its jobs'
+	// checkpoints; it takes the place of WORKFLOW.
+	Resume string
 }
 
 // optionsAfterWorkflow are the run's options with a value that are taken
@@ -64,7 +67,7 @@ func parseRunArgs(args []string) (runArgs, error) {
 			// Before the workflow's name: the run's own options.
 			name, value, hasValue := strings.Cut(a, "=")
 			switch name {
-			case "--dir", "--max-code-size", "--wait-server":
+			case "--dir", "--max-code-size", "--wait-server", "--resume":
 				if !hasValue {
 					if i+1 >= len(args) {
 						return r, usagef("%s needs a value", name)
@@ -77,10 +80,18 @@ func parseRunArgs(args []string) (runArgs, error) {
 					r.Dir = value
 				case "--wait-server":
 					r.WaitServer = value
+				case "--resume":
+					if value == "" {
+						return r, usagef("--resume needs the name of a run: dstack run --resume RUN")
+					}
+					r.Resume = value
 				default:
 					r.MaxCodeSize = value
 				}
 				continue
+			}
+			if r.Resume != "" {
+				return r, usagef("unexpected argument %q: dstack run --resume RUN runs the run's own workflows again, and takes no workflow or variables", a)
 			}
 			if strings.HasPrefix(a, "-") {
 				return r, usagef("unknown option %q before the workflow's name: dstack run [--dir DIR] [--max-code-size SIZE] [--wait-server DURATION] [-d [--json]] WORKFLOW [--VAR VALUE]...", a)
@@ -128,6 +139,15 @@ func parseRunArgs(args []string) (runArgs, error) {
 		}
 		r.Vars[name] = value
 	}
+	if r.Resume != "" && !r.Help {
+		if r.Workflow != "" {
+			return r, usagef("--resume %s runs an earlier run again: it takes no workflow (%s)", r.Resume, r.Workflow)
+		}
+		if r.JSON && !r.Detach {
+			return r, usagef("--json prints the resumed run and goes with -d: dstack run -d --json --resume %s", r.Resume)
+		}
+		return r, nil
+	}
 	if r.Workflow == "" && !r.Help {
 		return r, usagef("missing WORKFLOW: dstack run WORKFLOW [--VAR VALUE]... [-d]")
 	}
@@ -154,6 +174,9 @@ func (r runArgs) args() []string {
 	}
 	if r.JSON {
 		out = append(out, "--json")
+	}
+	if r.Resume != "" {
+		out = append(out, "--resume="+r.Resume)
 	}
 	if r.Workflow != "" {
 		out = append(out, r.Workflow)

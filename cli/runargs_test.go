@@ -64,6 +64,11 @@ func TestParseRunArgs(t *testing.T) {
 		{name: "max code size after without value", args: []string{"train", "--max-code-size"}, wantErr: "--max-code-size needs a value"},
 		{name: "empty workflow", args: []string{""}, wantErr: "empty"},
 		{name: "json without detach", args: []string{"--json", "train"}, wantErr: "--json prints the submitted run and goes with -d"},
+		{name: "resume", args: []string{"--resume", "bold-otter-1"}, want: runArgs{Resume: "bold-otter-1"}},
+		{name: "resume detached as JSON", args: []string{"-d", "--json", "--resume=r"}, want: runArgs{Resume: "r", Detach: true, JSON: true}},
+		{name: "resume with a workflow", args: []string{"--resume", "r", "train"}, wantErr: "takes no workflow or variables"},
+		{name: "resume without a run", args: []string{"--resume"}, wantErr: "--resume needs a value"},
+		{name: "resume empty", args: []string{"--resume="}, wantErr: "--resume needs the name of a run"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,7 +98,7 @@ func TestParseRunArgs(t *testing.T) {
 
 func sameRunArgs(a, b runArgs) bool {
 	return a.Workflow == b.Workflow && a.Detach == b.Detach && a.JSON == b.JSON && a.Help == b.Help &&
-		a.Dir == b.Dir && a.MaxCodeSize == b.MaxCodeSize && a.WaitServer == b.WaitServer && maps.Equal(a.Vars, b.Vars)
+		a.Dir == b.Dir && a.MaxCodeSize == b.MaxCodeSize && a.WaitServer == b.WaitServer && a.Resume == b.Resume && maps.Equal(a.Vars, b.Vars)
 }
 
 // FuzzParseRunArgs checks that the parser never panics, that what it

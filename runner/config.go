@@ -108,6 +108,11 @@ type Config struct {
 	// uploaded until this long before the notice's time, and not at all
 	// when less is left (0: 20s).
 	SpotUploadMargin time.Duration `yaml:"-"`
+	// CheckpointSettle is how long a checkpoint sync waits between its two
+	// looks at each file: a file whose size or modification time changed
+	// in between is being written, and waits for a later sync (0: 1s;
+	// negative: no wait).
+	CheckpointSettle time.Duration `yaml:"-"`
 
 	// envErrs are the environment's values ApplyEnv could not read.
 	envErrs []error
@@ -363,6 +368,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.SpotUploadMargin == 0 {
 		c.SpotUploadMargin = 20 * time.Second
+	}
+	if c.CheckpointSettle == 0 {
+		c.CheckpointSettle = time.Second
 	}
 	if c.Version == "" {
 		c.Version = version.Version

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,8 +24,10 @@ type job struct {
 	lease int64
 	spec  api.JobSpec
 	run   string
-	log   *slog.Logger
-	dir   *jobdir.Dir // the working directory, once prepare made it
+	// attempt is the job's attempt, from 0 (api.Job.Attempt).
+	attempt int
+	log     *slog.Logger
+	dir     *jobdir.Dir // the working directory, once prepare made it
 
 	// ctx ends when the job is dropped: its lease was lost, or the runner's
 	// shutdown ran out of time.
@@ -45,6 +48,10 @@ type job struct {
 	shipCancel context.CancelFunc
 	// reported: the server took the job's final status.
 	reported atomic.Bool
+	// ckpt syncs the job's checkpoints; nil when its workflow has none.
+	ckpt *checkpointer
+	// restored is the checkpoint the attempt started from, if any.
+	restored *api.Checkpoint
 	// next is the runner's next assignment, when the server gave one with
 	// the final status (api.JobStatusUpdate.Next).
 	next *api.Assignment
@@ -122,11 +129,14 @@ func (j *job) setStatus(ctx context.Context, u api.JobStatusUpdate) error {
 // assignment when the server gave one with the report.
 func (r *Runner) runJob(a *api.Assignment) *api.Assignment {
 	j := &job{
-		r: r, id: a.Job.ID, lease: a.Lease, spec: a.Job.Spec, run: a.Job.RunName,
+		r: r, id: a.Job.ID, lease: a.Lease, spec: a.Job.Spec, run: a.Job.RunName, attempt: a.Job.Attempt,
 		log:    r.log.With("job", a.Job.ID, "run", a.Job.RunName, "workflow", a.Job.Workflow),
 		stopCh: make(chan api.StopSignal, 1),
 	}
 	j.ctx, j.cancel = context.WithCancel(r.hardCtx)
+	if len(j.spec.Checkpoints) > 0 {
+		j.ckpt = newCheckpointer(j)
+	}
 	r.mu.Lock()
 	r.current = j
 	r.mu.Unlock()
@@ -184,6 +194,7 @@ func (j *job) execute() {
 	if j.ctx.Err() != nil {
 		return // dropped: nothing more to report
 	}
+	j.finalCheckpoint(sp, &out)
 	if out.upload {
 		ctx, cancel := j.uploadContext(sp, &out)
 		if ctx != nil {
@@ -279,7 +290,7 @@ func (j *job) runProcess(sp *spool) outcome {
 	}
 	proc, err := j.r.exec.Start(j.ctx, executor.Spec{
 		JobID: j.id, RunName: j.run, Workflow: j.spec.Workflow, Provider: j.spec.Provider, Image: j.spec.Image,
-		Commands: j.spec.Commands, Env: j.spec.Env, WorkDir: j.dir.Path(), Output: sp,
+		Commands: j.spec.Commands, Env: j.env(), WorkDir: j.dir.Path(), Output: sp,
 		Resources: executorResources(j.spec.Resources),
 	})
 	if err != nil {
@@ -287,6 +298,12 @@ func (j *job) runProcess(sp *spool) outcome {
 		return outcome{status: api.StatusFailed, reason: err.Error()}
 	}
 	j.log.Info("job started")
+	if j.ckpt != nil {
+		ckptCtx, stopSyncs := context.WithCancel(j.ctx)
+		ck := j.ckpt
+		j.wg.Go(func() { ck.loop(ckptCtx) })
+		defer stopSyncs()
+	}
 	return j.supervise(proc)
 }
 
@@ -319,7 +336,75 @@ func (j *job) prepare(ctx context.Context) error {
 			return fmt.Errorf("download dependencies: %w", err)
 		}
 	}
+	if j.ckpt != nil && j.attempt > 0 {
+		cp, err := j.ckpt.restore(ctx)
+		if err != nil {
+			return fmt.Errorf("restore the checkpoint: %w", err)
+		}
+		if cp != nil {
+			j.restored = cp
+			j.spool.Note("restored checkpoint %d of attempt %d (%d files, %s, saved %s) into %s",
+				cp.Seq, cp.Attempt+1, cp.Files, humanBytes(cp.Size), cp.CreatedAt.UTC().Format(time.RFC3339), strings.Join(j.spec.Checkpoints, ", "))
+		} else {
+			j.spool.Note("no checkpoint to restore: attempt %d starts from the beginning", j.attempt+1)
+		}
+	}
 	return nil
+}
+
+// env is the job's environment: its workflow's, with DSTACK_ATTEMPT (from
+// 1) and, when the attempt starts from a checkpoint, DSTACK_RESUMED=1.
+func (j *job) env() map[string]string {
+	if j.ckpt == nil && j.attempt == 0 {
+		return j.spec.Env
+	}
+	env := make(map[string]string, len(j.spec.Env)+2)
+	for k, v := range j.spec.Env {
+		env[k] = v
+	}
+	env["DSTACK_ATTEMPT"] = strconv.Itoa(j.attempt + 1)
+	if j.restored != nil {
+		env["DSTACK_RESUMED"] = "1"
+	}
+	return env
+}
+
+// finalCheckpoint syncs the job's checkpoints once its commands ended,
+// unless they succeeded (and the workflow does not keep checkpoints), were
+// aborted, or never started. A job given back on a spot notice syncs within
+// the time its artifacts have.
+func (j *job) finalCheckpoint(sp *spool, out *outcome) {
+	if j.ckpt == nil || !out.upload || (out.status == api.StatusDone && !j.spec.KeepCheckpoints) {
+		return
+	}
+	ctx, cancel := j.uploadContext(sp, out)
+	defer cancel()
+	if ctx == nil {
+		return
+	}
+	res, err := j.ckpt.sync(ctx, true)
+	switch {
+	case err != nil && (isLeaseLost(err) || j.ctx.Err() != nil):
+	case err != nil:
+		sp.Note("the last checkpoint sync failed (%v): the next attempt starts from the one before", err)
+		j.log.Warn("final checkpoint sync", "err", err)
+	case res.checkpoint != nil:
+		sp.Note("checkpoint %d saved: %d files, %s", res.checkpoint.Seq, res.files, humanBytes(res.checkpoint.Size))
+	}
+}
+
+// humanBytes writes a size for people.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // supervise waits for the process to end, or stops it when asked to.
@@ -347,6 +432,9 @@ func (j *job) supervise(proc executor.Process) outcome {
 		out = outcome{status: api.StatusStopped, exitCode: &res.ExitCode, reason: "the runner shut down", upload: true}
 	case <-j.r.spot.interrupted:
 		j.log.Warn("the cloud reclaims the instance: stopping the job to give it back")
+		if j.ckpt != nil {
+			j.ckpt.syncNow() // while the job's commands end
+		}
 		res = j.terminate(proc, waitCh)
 		out = outcome{status: api.StatusInterrupted, exitCode: &res.ExitCode, reason: j.r.spot.current().reason(), upload: true}
 	case <-j.ctx.Done():

@@ -338,7 +338,18 @@ func (s *Server) removeBytes(ctx context.Context, it *store.TrashItem) (int64, e
 		if err != nil {
 			return 0, err
 		}
-		return blob.DeletePrefix(ctx, st, artifactPrefix(it.Key))
+		n, err := blob.DeletePrefix(ctx, st, artifactPrefix(it.Key))
+		if err != nil {
+			return n, err
+		}
+		m, err := blob.DeletePrefix(ctx, st, checkpointPrefix(it.Key))
+		return n + m, err
+	case store.TrashCheckpoints:
+		st, err := s.jobBlobs(ctx, &store.Job{ID: it.Key, ArtifactStore: it.Store})
+		if err != nil {
+			return 0, err
+		}
+		return blob.DeletePrefix(ctx, st, checkpointPrefix(it.Key))
 	}
 	return 0, fmt.Errorf("unknown kind of trash %q", it.Kind)
 }

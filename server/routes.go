@@ -90,6 +90,8 @@ func (s *Server) routes() http.Handler {
 	rt.member("POST "+p+"/runs/{name}/stop", s.handleRunStop)
 	rt.member("DELETE "+p+"/runs/{name}", s.handleRunDelete)
 	rt.member("GET "+p+"/runs/{name}/artifacts", s.handleArtifactList)
+	rt.member("GET "+p+"/runs/{name}/checkpoints", s.handleRunCheckpoints)
+	rt.member("POST "+p+"/runs/{name}/resume", s.handleRunResume)
 	rt.member("GET "+p+"/jobs/{id}/logs", s.handleJobLogs)
 	rt.member("GET "+p+"/jobs/{id}/artifacts/{path...}", s.handleArtifactDownload)
 	rt.member("GET "+p+"/runners", s.handleRunnerList)
@@ -118,6 +120,11 @@ func (s *Server) routes() http.Handler {
 	rt.runner("GET "+p+"/runner/jobs/{id}/stop", s.handleJobWaitStop)
 	rt.runner("PUT "+p+"/runner/jobs/{id}/artifacts/{path...}", s.handleArtifactUpload)
 	rt.runner("GET "+p+"/runner/jobs/{id}/dependencies", s.handleDependencies)
+	rt.runner("GET "+p+"/runner/jobs/{id}/checkpoint", s.handleCheckpointGet)
+	rt.runner("POST "+p+"/runner/jobs/{id}/checkpoint", s.handleCheckpointCommit)
+	rt.runner("POST "+p+"/runner/jobs/{id}/checkpoint/missing", s.handleCheckpointMissing)
+	rt.runner("PUT "+p+"/runner/jobs/{id}/checkpoint/blobs/{sha256}", s.handleCheckpointBlobUpload)
+	rt.runner("GET "+p+"/runner/jobs/{id}/checkpoint/blobs/{sha256}", s.handleCheckpointBlob)
 	rt.runner("GET "+p+"/runner/jobs/{id}/dependencies/{dep}/artifacts/{path...}", s.handleDependencyArtifact)
 
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {

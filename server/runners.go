@@ -460,6 +460,7 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 		s.queue.wake(jobKey(job.ID))
 		s.metrics.jobFinished(job)
 		s.wakeAutoscaler() // its runner is free, and its instance may idle
+		s.dropCheckpoint(job)
 	}
 	s.events.publish(rn.UserID, api.EventRuns, api.EventRunners)
 	s.log.Info("job status", "job", job.ID, "run", job.RunName, "status", job.Status, "runner", rn.Name)

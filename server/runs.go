@@ -163,6 +163,9 @@ func validateJobs(req api.RunSubmitRequest) ([]api.JobSpec, error) {
 				return nil, invalid("workflow %q: artifact path %q must be relative and stay inside the working directory", j.Workflow, a)
 			}
 		}
+		if err := validateCheckpoints(j); err != nil {
+			return nil, err
+		}
 		if err := validateTaggedDeps(j); err != nil {
 			return nil, err
 		}
@@ -324,9 +327,12 @@ func (s *Server) handleRunList(w http.ResponseWriter, r *http.Request, u *store.
 		w.Header().Set(api.NextCursorHeader, formatRunCursor(store.CursorOf(runs[limit-1])))
 	}
 	out := make([]api.Run, 0, len(runs))
+	ids := make([]string, 0, len(runs))
 	for _, run := range runs {
 		out = append(out, toAPIRun(run))
+		ids = append(ids, run.ID)
 	}
+	s.attachCheckpoints(r.Context(), out, ids)
 	costs, _, err := s.runCosts(r.Context(), runs)
 	if err != nil {
 		return err
@@ -374,6 +380,7 @@ func (s *Server) handleRunGet(w http.ResponseWriter, r *http.Request, u *store.U
 		return err
 	}
 	out := []api.Run{toAPIRun(run)}
+	s.attachCheckpoints(r.Context(), out, []string{run.ID})
 	costs, _, err := s.runCosts(r.Context(), []*store.Run{run})
 	if err != nil {
 		return err

@@ -150,6 +150,10 @@ const (
 	// TrashArtifacts: the artifacts of the job whose ID is Key, in the
 	// artifact store named by Store (Job.ArtifactStore).
 	TrashArtifacts TrashKind = "artifacts"
+	// TrashCheckpoints: the checkpoint of the job whose ID is Key, in the
+	// artifact store named by Store, deleted while the job's artifacts stay
+	// (TrashArtifacts takes both).
+	TrashCheckpoints TrashKind = "checkpoints"
 )
 
 // TrashItem is bytes to remove; Kind, Store and Key name it.
@@ -176,13 +180,14 @@ type JobSetLogSizeParams struct {
 // StorageUsage is what a user's code archives, logs and artifacts hold, in
 // bytes.
 type StorageUsage struct {
-	Code      int64
-	Logs      int64
-	Artifacts int64
+	Code        int64
+	Logs        int64
+	Artifacts   int64
+	Checkpoints int64
 }
 
 // Total is the sum of u's parts.
-func (u *StorageUsage) Total() int64 { return u.Code + u.Logs + u.Artifacts }
+func (u *StorageUsage) Total() int64 { return u.Code + u.Logs + u.Artifacts + u.Checkpoints }
 
 // UserSetStorageQuotaParams are the arguments of UserSetStorageQuota.
 type UserSetStorageQuotaParams struct {

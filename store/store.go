@@ -198,6 +198,15 @@ type Store interface {
 	RunCreate(ctx context.Context, p RunCreateParams) (*Run, error)
 	// RunGet returns a run with its jobs (by name).
 	RunGet(ctx context.Context, p RunGetParams) (*Run, error)
+	// RunResume runs again the jobs of a finished run that are not done
+	// (failed, stopped, aborted), as the next attempt of each: a job whose
+	// dependencies are all done becomes pending at the back of the queue,
+	// the others submitted; each gets a new lease and Attempt+1, and its
+	// checkpoint, if any, stays for the attempt to start from. Done jobs
+	// stay done. ErrNotFound when there is no such run; ErrRunUnfinished
+	// when a job of it is not finished; ErrRunDone when all are done. It
+	// returns the run after the change.
+	RunResume(ctx context.Context, p RunResumeParams) (*Run, error)
 	// RunList returns runs newest first with their jobs.
 	RunList(ctx context.Context, p RunListParams) ([]*Run, error)
 
@@ -377,6 +386,7 @@ type Store interface {
 	ReplicaDelete(ctx context.Context, p ReplicaDeleteParams) (int, error)
 
 	Storage
+	Checkpoints
 }
 
 // SettingServerID names the server installation's identity: every

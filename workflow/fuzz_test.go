@@ -3,6 +3,7 @@ package workflow
 import (
 	"slices"
 	"testing"
+	"time"
 )
 
 // FuzzParse checks that Parse never panics and that every file it accepts
@@ -22,6 +23,13 @@ func FuzzParse(f *testing.F) {
 		"workflows:\n  - {name: a, provider: bash, commands: [ls], depends-on: [a:latest, 'b:v1.0', c]}\n  - {name: c, provider: bash, commands: [ls], depends-on: ['c:x']}\n",
 		"workflows:\n  - name: a\n    provider: bash\n    commands: [ls]\n    depends-on:\n      - 'b:'\n      - ':t'\n      - b:c:d\n      - b\n      - b:t\n",
 		"x-d: &d {provider: bash}\nworkflows:\n  - <<: *d\n    name: a\n    commands: [ls]\n    resources: {cpu: 1, memory: 1.5GB, gpu: {name: A100, memory: 40GB}, shm_size: 1GB, interruptible: true}\n    artifacts: [{path: out}, '${{ d }}']\n    variables: {d: x}\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	for _, seed := range []string{
+		"workflows:\n  - {name: a, provider: bash, commands: [ls], checkpoints: [ckpt, ./ckpt/, out/x], checkpoint-interval: 30s, keep-checkpoints: true}\n",
+		"workflows:\n  - {name: a, provider: bash, commands: [ls], checkpoints: ['../x', /abs, '.', 'a\\b'], checkpoint-interval: 0s}\n",
+		"workflows:\n  - {name: a, provider: bash, commands: [ls], checkpoint-interval: 5m}\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -51,6 +59,16 @@ func FuzzParse(f *testing.F) {
 				for _, d := range s.DependsOnTags {
 					if d.Workflow == "" || d.Tag == "" || !TagPattern.MatchString(d.Tag) || slices.Contains(s.DependsOn, d.Workflow) {
 						t.Fatalf("Resolve(%q): %q has a bad tagged dependency %+v (in-run: %v)", name, s.Workflow, d, s.DependsOn)
+					}
+				}
+				for _, c := range s.Checkpoints {
+					if clean, err := CheckCheckpointPath(c); err != nil || clean != c {
+						t.Fatalf("Resolve(%q): %q has a bad checkpoint path %q: %v", name, s.Workflow, c, err)
+					}
+				}
+				if len(s.Checkpoints) > 0 {
+					if d := time.Duration(s.CheckpointInterval); d < MinCheckpointInterval || d > MaxCheckpointInterval {
+						t.Fatalf("Resolve(%q): %q has checkpoint interval %s", name, s.Workflow, d)
 					}
 				}
 				seen = append(seen, s.Workflow)

@@ -59,6 +59,7 @@ type workflow struct {
 	resources    api.Resources
 	artifacts    []text
 	env          []envVar
+	checkpoints  checkpoints
 }
 
 // parser collects problems as it walks the document.
@@ -171,6 +172,7 @@ func (p *parser) parseWorkflows(f *File, n *yaml.Node) {
 var workflowKeys = []string{
 	"name", "provider", "image", "commands", "depends-on", "variables", "resources",
 	"artifacts", "env", "file", "python_script", "args", "requirements", "version",
+	"checkpoints", "checkpoint-interval", "keep-checkpoints",
 }
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
@@ -237,11 +239,18 @@ func (p *parser) parseWorkflow(n *yaml.Node) *workflow {
 			w.artifacts = p.parseArtifacts(val, wf)
 		case "env":
 			w.env = p.parseEnv(val, wf)
+		case "checkpoints":
+			w.checkpoints.paths = p.parseCheckpointPaths(val, wf)
+		case "checkpoint-interval", "checkpoint_interval":
+			w.checkpoints.interval = p.parseCheckpointInterval(val, wf, key)
+		case "keep-checkpoints", "keep_checkpoints":
+			w.checkpoints.keep = p.parseKeepCheckpoints(val, wf, key)
 		default:
 			p.unknownKey(kv.key, wf, "", workflowKeys)
 		}
 	}
 	p.checkProvider(w, n, fields)
+	p.checkCheckpoints(w, n, fields)
 	return w
 }
 

@@ -334,6 +334,11 @@ func (f *File) build(w *workflow, overrides map[string]string) (api.JobSpec, []e
 			spec.Artifacts = append(spec.Artifacts, clean)
 		}
 	}
+	if len(w.checkpoints.paths) > 0 {
+		spec.Checkpoints = w.checkpoints.paths
+		spec.CheckpointInterval = api.Duration(w.checkpoints.interval)
+		spec.KeepCheckpoints = w.checkpoints.keep
+	}
 	if len(vars) > 0 {
 		spec.Variables = vars
 	}

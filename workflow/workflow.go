@@ -23,6 +23,9 @@
 //	    resources: {cpu: 4, memory: 16GB, gpu: 1, interruptible: true, shm_size: 1GB}
 //	    artifacts: [model]
 //	    env: {KEY: value}    # or a list of KEY=VALUE strings
+//	    checkpoints: [ckpt]  # synced while running, restored into the next attempt
+//	    checkpoint-interval: 5m
+//	    keep-checkpoints: false
 //
 // A depends-on entry is the name of a workflow of the file, run first in
 // the same run, or WORKFLOW:TAG: the workflow's job of the user's earlier

@@ -269,6 +269,7 @@ func (s *Store) deleteRun(ctx context.Context, q Querier, id string, force bool,
 	for _, stmt := range []string{
 		`DELETE FROM tags WHERE run_id = $1`,
 		`DELETE FROM artifacts WHERE job_id IN (SELECT id FROM jobs WHERE run_id = $1)`,
+		`DELETE FROM checkpoints WHERE job_id IN (SELECT id FROM jobs WHERE run_id = $1)`,
 		`DELETE FROM jobs WHERE run_id = $1`,
 		`DELETE FROM runs WHERE id = $1`,
 	} {
@@ -394,10 +395,12 @@ func (s *Store) JobSetLogSize(ctx context.Context, p store.JobSetLogSizeParams) 
 // usageSQL sums the recorded sizes per user; $1, when the filter is used,
 // is the user.
 func usageSQL(filter string) string {
-	return `SELECT user_id, CAST(SUM(code) AS BIGINT), CAST(SUM(logs) AS BIGINT), CAST(SUM(artifacts) AS BIGINT) FROM (
-		SELECT user_id, size AS code, CAST(0 AS BIGINT) AS logs, CAST(0 AS BIGINT) AS artifacts FROM code` + filter + `
-		UNION ALL SELECT user_id, 0, log_size, 0 FROM jobs` + filter + ` AND log_size > 0
-		UNION ALL SELECT j.user_id, 0, 0, a.size FROM artifacts a JOIN jobs j ON j.id = a.job_id` + filter + `
+	return `SELECT user_id, CAST(SUM(code) AS BIGINT), CAST(SUM(logs) AS BIGINT), CAST(SUM(artifacts) AS BIGINT),
+		CAST(SUM(checkpoints) AS BIGINT) FROM (
+		SELECT user_id, size AS code, CAST(0 AS BIGINT) AS logs, CAST(0 AS BIGINT) AS artifacts, CAST(0 AS BIGINT) AS checkpoints FROM code` + filter + `
+		UNION ALL SELECT user_id, 0, log_size, 0, 0 FROM jobs` + filter + ` AND log_size > 0
+		UNION ALL SELECT j.user_id, 0, 0, a.size, 0 FROM artifacts a JOIN jobs j ON j.id = a.job_id` + filter + `
+		UNION ALL SELECT j.user_id, 0, 0, 0, c.size FROM checkpoints c JOIN jobs j ON j.id = c.job_id` + filter + `
 	) u GROUP BY user_id`
 }
 
@@ -434,7 +437,7 @@ func (s *Store) storageUsed(ctx context.Context, query string, args ...any) (map
 			id string
 			u  store.StorageUsage
 		)
-		if err := rows.Scan(&id, &u.Code, &u.Logs, &u.Artifacts); err != nil {
+		if err := rows.Scan(&id, &u.Code, &u.Logs, &u.Artifacts, &u.Checkpoints); err != nil {
 			return nil, err
 		}
 		out[id] = &u
