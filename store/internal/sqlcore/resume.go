@@ -56,7 +56,7 @@ func (s *Store) RunResume(ctx context.Context, p store.RunResumeParams) (*store.
 				set = `status = 'pending', queue_seq = ` + s.d.NextQueueSeq + `, queued_at = $4`
 			}
 			n, err := q.Exec(ctx, `UPDATE jobs SET `+set+`, attempt = attempt + 1, lease = lease + 1,
-				runner_id = NULL, claimed_at = NULL, started_at = NULL, finished_at = NULL, exit_code = NULL,
+				runner_id = NULL, claimed_at = NULL, started_at = NULL, uploading_at = NULL, finished_at = NULL, exit_code = NULL,
 				stop_requested = '', status_reason = $2, last_interruption = $3
 				WHERE id = $1 AND status = $5`, j.ID, cause, cause, micros(p.Now), string(j.Status))
 			if err != nil {
