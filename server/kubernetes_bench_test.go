@@ -96,15 +96,51 @@ func BenchmarkKubernetesPendingToRegistered(b *testing.B) {
 		toJoin = append(toJoin, row.RegisteredAt.Sub(p.created))
 	}
 	b.StopTimer()
-	report := func(name string, ds []time.Duration) {
-		p50, p99 := pct(ds, 0.50), pct(ds, 0.99)
-		b.ReportMetric(float64(p50)/float64(time.Millisecond), name+"-p50-ms")
-		b.ReportMetric(float64(p99)/float64(time.Millisecond), name+"-p99-ms")
-		b.Logf("%s: p50 %s, p99 %s, max %s (n=%d)", name, p50, p99, pct(ds, 1), len(ds))
+	reportPercentiles(b, "pending-to-pod", toPod)
+	reportPercentiles(b, "pod-to-running", toRunning)
+	reportPercentiles(b, "pod-to-registered", toJoin)
+}
+
+// BenchmarkKubernetesRealKubelet measures, one job at a time, the same
+// path on a real kubelet with containerd (skipped where this host cannot run
+// one): pending job → runner Pod created, and Pod created → runner
+// registered, the runner started by the kubelet from the runner image with
+// its Secret's token and joining over the Pod network. The node fits one
+// runner Pod: after each job the server deletes the idle Pod (a one-second
+// idle timeout), outside the timed part, before the next job.
+//
+//	go test -run '^$' -bench BenchmarkKubernetesRealKubelet -benchtime 10x ./server/
+func BenchmarkKubernetesRealKubelet(b *testing.B) {
+	c, e := kubeletServer(b, time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := e.admin.LimitPut(ctx, api.LimitPutRequest{Region: kubetest.ContextName, InstanceType: "local.real", Max: 1}, false); err != nil {
+		b.Fatal(err)
 	}
-	report("pending-to-pod", toPod)
-	report("pod-to-running", toRunning)
-	report("pod-to-registered", toJoin)
+	pods := watchPods(ctx, b, c, "dstack")
+	var toPod, toJoin []time.Duration
+	for i := 0; b.Loop(); i++ {
+		start := time.Now()
+		submitIndependentJobs(b, e.admin, e.codeID, 1)
+		p := pods.next(b, i)
+		toPod = append(toPod, p.created.Sub(start))
+		row := waitRunnerListed(b, e, p.name, 2*time.Minute)
+		toJoin = append(toJoin, row.RegisteredAt.Sub(p.created))
+		b.StopTimer()
+		pods.deleted(b, p.name)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	reportPercentiles(b, "pending-to-pod", toPod)
+	reportPercentiles(b, "pod-to-registered", toJoin)
+}
+
+// reportPercentiles reports p50 and p99 of ds as the benchmark's metrics.
+func reportPercentiles(b *testing.B, name string, ds []time.Duration) {
+	p50, p99 := pct(ds, 0.50), pct(ds, 0.99)
+	b.ReportMetric(float64(p50)/float64(time.Millisecond), name+"-p50-ms")
+	b.ReportMetric(float64(p99)/float64(time.Millisecond), name+"-p99-ms")
+	b.Logf("%s: p50 %s, p99 %s, max %s (n=%d)", name, p50, p99, pct(ds, 1), len(ds))
 }
 
 // podWatch records when a watch first saw each runner Pod, and when it saw
@@ -114,6 +150,7 @@ type podWatch struct {
 	changed chan struct{}
 	order   []seenPod
 	runAt   map[string]time.Time
+	gone    map[string]bool
 }
 
 type seenPod struct {
@@ -128,18 +165,20 @@ func watchPods(ctx context.Context, tb testing.TB, c *kubetest.Cluster, ns strin
 	if err != nil {
 		tb.Fatal(err)
 	}
-	pw := &podWatch{changed: make(chan struct{}, 1), runAt: map[string]time.Time{}}
+	pw := &podWatch{changed: make(chan struct{}, 1), runAt: map[string]time.Time{}, gone: map[string]bool{}}
 	go func() {
 		defer w.Stop()
 		seen := map[string]bool{}
 		for ev := range w.ResultChan() {
 			now := time.Now()
 			p, ok := ev.Object.(*corev1.Pod)
-			if !ok || ev.Type == watch.Deleted {
+			if !ok {
 				continue
 			}
 			pw.mu.Lock()
-			if !seen[p.Name] {
+			if ev.Type == watch.Deleted {
+				pw.gone[p.Name] = true
+			} else if !seen[p.Name] {
 				seen[p.Name] = true
 				server := ""
 				for _, ev := range p.Spec.Containers[0].Env {
@@ -186,6 +225,12 @@ func (pw *podWatch) running(tb testing.TB, name string) time.Time {
 		return ok
 	})
 	return at
+}
+
+// deleted waits for the Pod called name to be deleted.
+func (pw *podWatch) deleted(tb testing.TB, name string) {
+	tb.Helper()
+	pw.wait(tb, "runner Pod "+name+" deleted", func() bool { return pw.gone[name] })
 }
 
 // wait waits, for a minute at most, until cond (called under pw.mu) holds,
