@@ -53,7 +53,9 @@ func TestUIKubernetes(t *testing.T) {
 	kl := startDockerKubelet(t, docker, kc.Client, ns)
 	gw := dockerGateway(t, docker)
 	port := strconv.Itoa(freePort(t))
-	c := newCluster(t, "", "--host", "0.0.0.0", "--port", port, "--external-url", "http://"+gw+":"+port)
+	// A long idle timeout: the runner Pod stays until on-demand runners are
+	// disabled.
+	c := newCluster(t, "", "--host", "0.0.0.0", "--port", port, "--external-url", "http://"+gw+":"+port, "--idle-timeout", "1h")
 	ok := func(args ...string) result {
 		t.Helper()
 		r := c.dstack("", args...)
