@@ -350,7 +350,7 @@
       odSwitch.checked = st.enabled;
       let text = `${st.enabled ? 'Enabled' : 'Disabled'}: ${plural(st.limits, 'limit')}, ${plural(st.running, 'instance')} running.`;
       if (!st.backends.length) {
-        text += ' This server has no backend to launch instances on: run `dstack server` on a host with Docker for the local backend, or configure AWS above.';
+        text += ' This server has no backend to launch instances on: run `dstack server` on a host with Docker for the local backend, or configure AWS or Kubernetes above.';
       } else {
         text += ' Backends: ' + st.backends.join(', ') + '.';
       }
