@@ -166,7 +166,7 @@ func TestUIKubernetes(t *testing.T) {
 		js(kubetest.ContextName), js(itype)))
 	b.do("add it", chromedp.Click(chromedp.CSS("#limit-add")))
 	b.wait("the limit in the table", fmt.Sprintf(`document.querySelector('#limits tr[data-instance-type=%q]') !== null`, itype))
-	if r := ok("on-demand", "limits"); !strings.Contains(r.stdout, "kubernetes") || !strings.Contains(r.stdout, itype) {
+	if r := ok("on-demand", "limits"); !strings.Contains(r.stdout, kubetest.ContextName) || !strings.Contains(r.stdout, itype) {
 		t.Errorf("dstack on-demand limits after adding one from the offers:\n%s", r)
 	}
 
