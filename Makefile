@@ -37,7 +37,8 @@ lint: ## go vet, gofmt and golangci-lint (the version pinned in tools/go.mod)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'run gofmt -w'; exit 1; }
 	$(GO) tool -modfile=tools/go.mod golangci-lint run ./...
 
-bench: ## benchmarks: pickup latency, claim throughput, log throughput
+bench: ## benchmarks: pickup latency, claim throughput, log throughput, Kubernetes runner Pods
+	scripts/kube.sh >/dev/null              # the Kubernetes benchmarks' test cluster
 	DSTACK_TEST_POSTGRES_DSN="$$(scripts/postgres.sh | tail -n 1)" \
 		$(GO) test -run '^$$' -bench . -benchtime 3s ./...
 

@@ -655,7 +655,8 @@ type KubernetesConfig struct {
 
 // KubernetesConfigRequest is the body of PUT /kubernetes: a kubeconfig's
 // content (or InCluster), checked against the API server before it is
-// saved, sealed.
+// saved, sealed. No kubeconfig, where one is stored, keeps the stored one
+// (and its context unless Context is given).
 type KubernetesConfigRequest struct {
 	Kubeconfig             string `json:"kubeconfig,omitempty"`
 	Context                string `json:"context,omitempty"`

@@ -367,8 +367,12 @@ func TestKubernetesUnschedulableTriesNext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.ContainsFunc(unavail, func(u *store.OfferUnavailable) bool { return u.InstanceType == kubeTaint }) {
-		t.Errorf("offers unavailable = %+v, want %s", unavail, kubeTaint)
+	// The limit's capacity note is the scheduler's FailedScheduling
+	// message, which it also writes as the Pod's PodScheduled condition.
+	if !slices.ContainsFunc(unavail, func(u *store.OfferUnavailable) bool {
+		return u.InstanceType == kubeTaint && strings.Contains(u.Reason, "nodes are available") && strings.Contains(u.Reason, "untolerated taint")
+	}) {
+		t.Errorf("offers unavailable = %+v, want %s with the scheduler's words", unavail, kubeTaint)
 	}
 	k.limit(kubeStd, 1)
 	k.step()

@@ -31,7 +31,7 @@ type apiEnv struct {
 }
 
 // setup starts a server for one test.
-func setup(t *testing.T, opts ...servertest.Option) *apiEnv {
+func setup(t testing.TB, opts ...servertest.Option) *apiEnv {
 	t.Helper()
 	srv := servertest.Start(t, opts...)
 	admin := srv.Client()

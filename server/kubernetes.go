@@ -271,6 +271,13 @@ func (s *Server) handleKubePut(w http.ResponseWriter, r *http.Request, u *store.
 	s.kube.change.Lock()
 	defer s.kube.change.Unlock()
 	ctx := r.Context()
+	// No kubeconfig keeps the stored one (and its context when none is
+	// given), as an empty AWS secret keeps the stored secret: the Settings
+	// page changes the namespace or the runner image without the file.
+	if prev, _ := s.kube.current(); req.Kubeconfig == "" && !req.InCluster && prev != nil && !prev.InCluster {
+		req.Kubeconfig = string(prev.Kubeconfig)
+		req.Context = cmpOr(req.Context, prev.Context)
+	}
 	cfg := &kubeStored{
 		Kubeconfig: []byte(req.Kubeconfig), Context: req.Context, Namespace: req.Namespace, InCluster: req.InCluster,
 		RunnerImage: req.RunnerImage, ScheduleTimeoutSeconds: req.ScheduleTimeoutSeconds,

@@ -29,45 +29,8 @@ import (
 // its Secret's token; the runner joins over the Pod network, runs the job;
 // after the idle timeout the server deletes the Pod.
 func TestKubernetesRealKubelet(t *testing.T) {
-	c := kubetest.Start(t)
-	node := c.AddKubeletNode(t, "real-1", map[string]string{kubetest.LabelInstanceType: "local.real"})
-	c.Namespace(t, "dstack")
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "dstack-runner")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/dstackai/dstack/cmd/dstack-runner")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build dstack-runner: %v\n%s", err, out)
-	}
-	busybox := "/bin/busybox"
-	if _, err := os.Stat(busybox); err != nil {
-		busybox = "/usr/bin/busybox"
-	}
-	const image = "docker.io/dstack/runner:kubelet-test"
-	tarball := filepath.Join(dir, "runner.tar")
-	if err := kubetest.WriteImage(tarball, image, map[string]string{"/dstack-runner": bin, "/bin/sh": busybox}, []string{"/dstack-runner"}); err != nil {
-		t.Fatal(err)
-	}
-	node.ImportImage(t, tarball)
-
-	// The Pods reach the server at this host's address through the node's
-	// bridge, so it listens on every interface.
-	hostIP := hostAddress(t)
-	port := freePort(t)
-	e := setup(t, servertest.WithConfig(func(cfg *server.Config) {
-		cfg.Host, cfg.Port = "0.0.0.0", port
-		cfg.ExternalURL = fmt.Sprintf("http://%s:%d", hostIP, port)
-		cfg.IdleTimeout = 5 * time.Second
-	}))
+	c, e := kubeletServer(t, 5*time.Second)
 	ctx := context.Background()
-	kc, err := os.ReadFile(c.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.admin.KubernetesPut(ctx, api.KubernetesConfigRequest{Kubeconfig: string(kc), RunnerImage: image,
-		ReserveMilliCPU: 1000, ReserveMemoryMiB: 1024}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := e.admin.LimitPut(ctx, api.LimitPutRequest{Region: kubetest.ContextName, InstanceType: "local.real", Max: 1}, false); err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +69,56 @@ func TestKubernetesRealKubelet(t *testing.T) {
 	})
 }
 
+// kubeletServer starts a cluster with one real kubelet node (instance type
+// local.real; the test is skipped where this host cannot run one) and a
+// server with the given idle timeout configured to launch runner Pods of a
+// runner image imported into the node, which reach it over the Pod network.
+func kubeletServer(t testing.TB, idle time.Duration) (*kubetest.Cluster, *apiEnv) {
+	t.Helper()
+	c := kubetest.Start(t)
+	node := c.AddKubeletNode(t, "real-1", map[string]string{kubetest.LabelInstanceType: "local.real"})
+	c.Namespace(t, "dstack")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "dstack-runner")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/dstackai/dstack/cmd/dstack-runner")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build dstack-runner: %v\n%s", err, out)
+	}
+	busybox := "/bin/busybox"
+	if _, err := os.Stat(busybox); err != nil {
+		busybox = "/usr/bin/busybox"
+	}
+	const image = "docker.io/dstack/runner:kubelet-test"
+	tarball := filepath.Join(dir, "runner.tar")
+	if err := kubetest.WriteImage(tarball, image, map[string]string{"/dstack-runner": bin, "/bin/sh": busybox}, []string{"/dstack-runner"}); err != nil {
+		t.Fatal(err)
+	}
+	node.ImportImage(t, tarball)
+
+	// The Pods reach the server at this host's address through the node's
+	// bridge, so it listens on every interface.
+	hostIP := hostAddress(t)
+	port := freePort(t)
+	e := setup(t, servertest.WithConfig(func(cfg *server.Config) {
+		cfg.Host, cfg.Port = "0.0.0.0", port
+		cfg.ExternalURL = fmt.Sprintf("http://%s:%d", hostIP, port)
+		cfg.IdleTimeout = idle
+	}))
+	ctx := context.Background()
+	kc, err := os.ReadFile(c.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.KubernetesPut(ctx, api.KubernetesConfigRequest{Kubeconfig: string(kc), RunnerImage: image,
+		ReserveMilliCPU: 1000, ReserveMemoryMiB: 1024}); err != nil {
+		t.Fatal(err)
+	}
+	return c, e
+}
+
 // hostAddress is an IPv4 address of this host other than loopback.
-func hostAddress(t *testing.T) string {
+func hostAddress(t testing.TB) string {
 	t.Helper()
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
@@ -122,7 +133,7 @@ func hostAddress(t *testing.T) string {
 	return ""
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -76,9 +76,17 @@ func TestKubernetesEndToEnd(t *testing.T) {
 		t.Fatalf("a refused configuration was stored: %v", err)
 	}
 
-	got, err := e.admin.KubernetesPut(ctx, api.KubernetesConfigRequest{Kubeconfig: string(kc), ReserveMilliCPU: 500})
-	if err != nil {
+	if _, err := e.admin.KubernetesPut(ctx, api.KubernetesConfigRequest{Kubeconfig: string(kc)}); err != nil {
 		t.Fatal(err)
+	}
+	// Saved again without the kubeconfig (as the Settings page does): the
+	// stored one is kept, checked again, with the new settings.
+	got, err := e.admin.KubernetesPut(ctx, api.KubernetesConfigRequest{ReserveMilliCPU: 500})
+	if err != nil {
+		t.Fatalf("PUT without the kubeconfig once one is stored: %v", err)
+	}
+	if got.Server != c.Server {
+		t.Errorf("PUT without the kubeconfig shows API server %q, want the stored kubeconfig's %s", got.Server, c.Server)
 	}
 	if got.Context != kubetest.ContextName || got.Namespace != "dstack" || !strings.Contains(got.InstanceTypes, "g5.xlarge") ||
 		got.ReserveMilliCPU != 500 || got.ReserveMemoryMiB != 256 {
@@ -185,7 +193,7 @@ func rawGet(t *testing.T, e *apiEnv, path string) string {
 
 // waitRunnerListed waits up to timeout for the runner named name in
 // `dstack runners` and returns its row.
-func waitRunnerListed(t *testing.T, e *apiEnv, name string, timeout time.Duration) api.Runner {
+func waitRunnerListed(t testing.TB, e *apiEnv, name string, timeout time.Duration) api.Runner {
 	t.Helper()
 	var row api.Runner
 	testutil.EventuallyWithin(t, timeout, "runner "+name+" registered", func() bool {

@@ -1,5 +1,7 @@
 // The Settings page: the user's token (rendered by the server, shown on
-// demand), the AWS credentials form, and the on-demand switch and limits.
+// demand), the AWS credentials form, the Kubernetes cluster (its form an
+// admin's only) with its nodes' instance types, and the on-demand switch and
+// limits.
 // Changes that would terminate instances are first sent with dry_run=true,
 // as the CLI does, and made only once the user confirms.
 'use strict';
@@ -160,6 +162,183 @@
     }
   });
 
+  // ---- Kubernetes ----
+  // Members see the cluster and its offers; the form is an admin's only
+  // (the template leaves it out for members).
+  const kubeForm = $('kube-form');
+  const kubeErr = $('kube-error');
+  const kubeSaved = $('kube-saved');
+  const kubeStatus = $('kube-status');
+  const kubeClear = $('kube-clear');
+  const kubeOffersBody = document.querySelector('#kube-offers tbody');
+  const kubeOffersErr = $('kube-offers-error');
+  let kube = { configured: false };
+
+  function fmtSeconds(s) {
+    if (!s) return '';
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const r = s % 60;
+    return [h ? h + 'h' : '', m ? m + 'm' : '', r ? r + 's' : ''].filter(Boolean).join(' ');
+  }
+
+  function fillKube(c) {
+    kube = c;
+    $('kube-info').hidden = !c.configured;
+    if (c.configured) {
+      let st = 'Configured' + (c.updated_at ? ' on ' + new Date(c.updated_at).toLocaleString() : '') + (c.updated_by ? ' by ' + c.updated_by : '') + '.';
+      if (c.instance_types && c.instance_types.startsWith('unknown')) st += ' The cluster\'s instance types are ' + c.instance_types + '.';
+      kubeStatus.textContent = st;
+      $('kube-context').textContent = c.context + (c.in_cluster ? ' (the server Pod\'s service account)' : '');
+      $('kube-server').textContent = c.server || (c.in_cluster ? 'the cluster the server runs in' : '');
+      $('kube-namespace').textContent = c.namespace;
+      $('kube-image').textContent = c.runner_image || 'none: runner Pods download dstack-runner from the server';
+      $('kube-timeout').textContent = fmtSeconds(c.schedule_timeout_seconds);
+      $('kube-reserve').textContent = `${c.reserve_millicpu || 0}m CPU, ${c.reserve_memory_mib || 0} MiB`;
+    } else {
+      kubeStatus.textContent = 'Not configured.';
+    }
+    if (!kubeForm) return;
+    const f = (n) => kubeForm.elements.namedItem(n);
+    // The kubeconfig is never sent back: an empty one keeps the stored one.
+    f('kubeconfig').value = '';
+    $('kube-file').value = '';
+    const stored = c.configured && !c.in_cluster;
+    f('kubeconfig').placeholder = stored ? 'stored (leave empty to keep)' : 'apiVersion: v1\nkind: Config\n…';
+    f('in_cluster').checked = Boolean(c.in_cluster);
+    f('context').value = c.configured && !c.in_cluster ? c.context : '';
+    f('namespace').value = c.namespace || '';
+    f('runner_image').value = c.runner_image || '';
+    // The values in effect: saving the form keeps them.
+    f('schedule_timeout').value = c.configured ? String(c.schedule_timeout_seconds || '') : '';
+    f('reserve_cpu').value = c.configured ? String(c.reserve_millicpu || 0) : '';
+    f('reserve_memory').value = c.configured ? String(c.reserve_memory_mib || 0) : '';
+    kubeClear.hidden = !c.configured;
+    inCluster();
+  }
+
+  // inCluster turns the kubeconfig's fields off while the server's own
+  // service account is to be used.
+  function inCluster() {
+    const on = $('kube-in-cluster').checked;
+    for (const id of ['kube-file', 'kube-kubeconfig', 'kube-context-in']) $(id).disabled = on;
+  }
+
+  function renderKubeOffers(offers) {
+    kubeOffersBody.replaceChildren(...offers.map((o) => {
+      const r = o.resources || {};
+      const add = el('button', { type: 'button', class: 'link add-limit', text: 'Add limit', 'aria-label': `Add a limit of ${o.instance_type} (${o.purchase_type})` });
+      add.addEventListener('click', () => {
+        openLimitForm();
+        regionIn.value = o.region;
+        $('limit-type').value = o.instance_type;
+        $('limit-spot').checked = o.purchase_type === 'spot';
+        loadOffers();
+        $('limit-max').focus();
+      });
+      return el('tr', { dataset: { instanceType: o.instance_type, purchaseType: o.purchase_type } },
+        td('Instance type', o.instance_type),
+        td('Purchase type', o.purchase_type),
+        td('CPU', r.cpus ? String(r.cpus) : ''),
+        td('Memory', fmtMiB(r.memory_mib)),
+        td('GPU', fmtGPUs(r.gpus) || 'none'),
+        td('', add));
+    }));
+    $('kube-offers').hidden = offers.length === 0;
+    $('kube-offers-empty').hidden = offers.length > 0;
+  }
+
+  async function loadKubeOffers() {
+    if (!kube.configured) {
+      showError(kubeOffersErr, null);
+      $('kube-offers').hidden = true;
+      $('kube-offers-empty').hidden = true;
+      return;
+    }
+    try {
+      renderKubeOffers(await api('GET', '/offers', { query: { backend: 'kubernetes', region: kube.context } }));
+      showError(kubeOffersErr, null);
+    } catch (e) {
+      $('kube-offers').hidden = true;
+      $('kube-offers-empty').hidden = true;
+      showError(kubeOffersErr, e);
+    }
+  }
+
+  async function loadKube() {
+    try {
+      fillKube(await api('GET', '/kubernetes'));
+    } catch (e) {
+      showError(kubeErr || kubeOffersErr, e);
+      return;
+    }
+    await loadKubeOffers();
+  }
+
+  // reserve is a reserve field for the API: empty the default (0), 0 none
+  // (-1).
+  const reserve = (v) => (v.trim() === '' ? 0 : Number(v) === 0 ? -1 : Number(v));
+
+  if (kubeForm) {
+    $('kube-in-cluster').addEventListener('change', inCluster);
+    $('kube-file').addEventListener('change', async (ev) => {
+      const file = ev.target.files[0];
+      if (!file) return;
+      showError(kubeErr, null);
+      try {
+        $('kube-kubeconfig').value = await file.text();
+      } catch (e) {
+        showError(kubeErr, 'Cannot read ' + file.name + ': ' + e.message);
+      }
+    });
+    kubeForm.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      showError(kubeErr, null);
+      kubeSaved.hidden = true;
+      const f = (n) => kubeForm.elements.namedItem(n);
+      const inC = f('in_cluster').checked;
+      const body = {
+        kubeconfig: inC ? '' : f('kubeconfig').value,
+        context: inC ? '' : f('context').value.trim(),
+        namespace: f('namespace').value.trim(),
+        in_cluster: inC,
+        runner_image: f('runner_image').value.trim(),
+        schedule_timeout_seconds: Number(f('schedule_timeout').value || 0),
+        reserve_millicpu: reserve(f('reserve_cpu').value),
+        reserve_memory_mib: reserve(f('reserve_memory').value),
+      };
+      const save = $('kube-save');
+      save.disabled = true;
+      try {
+        fillKube(await api('PUT', '/kubernetes', { body }));
+        kubeSaved.textContent = 'Saved: the cluster accepted the configuration.';
+        kubeSaved.hidden = false;
+        await loadKubeOffers();
+        loadOnDemand();
+      } catch (e) {
+        showError(kubeErr, e);
+      } finally {
+        save.disabled = false;
+      }
+    });
+    kubeClear.addEventListener('click', async () => {
+      showError(kubeErr, null);
+      kubeSaved.hidden = true;
+      try {
+        // Asked first, as the CLI does: refused (409) while runner Pods run.
+        await api('DELETE', '/kubernetes', { query: { dry_run: 'true' } });
+        if (!confirm(`Clear the Kubernetes configuration (context ${kube.context})? On-demand runners no longer run in the cluster; your limits are kept.`)) return;
+        await api('DELETE', '/kubernetes');
+        kubeSaved.textContent = 'Cleared.';
+        kubeSaved.hidden = false;
+        await loadKube();
+        loadOnDemand();
+      } catch (e) {
+        showError(kubeErr, e);
+      }
+    });
+  }
+
   // ---- On-demand switch ----
   const odSwitch = $('od-enabled');
   const odStatus = $('od-status');
@@ -171,7 +350,7 @@
       odSwitch.checked = st.enabled;
       let text = `${st.enabled ? 'Enabled' : 'Disabled'}: ${plural(st.limits, 'limit')}, ${plural(st.running, 'instance')} running.`;
       if (!st.backends.length) {
-        text += ' This server has no backend to launch instances on: run `dstack server` on a host with Docker for the local backend, or configure AWS above.';
+        text += ' This server has no backend to launch instances on: run `dstack server` on a host with Docker for the local backend, or configure AWS or Kubernetes above.';
       } else {
         text += ' Backends: ' + st.backends.join(', ') + '.';
       }
@@ -321,10 +500,13 @@
     }
   }
 
-  $('limit-new').addEventListener('click', () => {
+  function openLimitForm() {
     limitForm.hidden = false;
     $('limit-new').hidden = true;
     showError(limitErr, null);
+  }
+  $('limit-new').addEventListener('click', () => {
+    openLimitForm();
     loadOffers();
     $('limit-type').focus();
   });
@@ -370,6 +552,7 @@
     loadOnDemand();
   });
   loadAWS();
+  loadKube();
   loadOnDemand();
   loadLimits();
 })();
