@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Audit":         auditTests,
 		"Log":           logTests,
 		"Replica":       replicaTests,
+		"Image":         imageTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {
