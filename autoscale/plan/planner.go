@@ -2,8 +2,8 @@ package plan
 
 import (
 	"cmp"
-	"slices"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
