@@ -43,7 +43,6 @@ func TestKubernetesJobImages(t *testing.T) {
 		{"runner downloaded", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
 			testKubernetesJobImages(t, tc.runnerImage)
 		})
 	}
