@@ -167,6 +167,18 @@ type JobSpec struct {
 	KeepCheckpoints    bool     `json:"keep_checkpoints,omitempty"`
 }
 
+// RunImage is the container image the job's commands run in: Image for
+// the docker and python providers (the python provider's resolution has
+// made it python:VERSION), "" for bash, which runs wherever its runner is.
+// A runner bound to one image (a Kubernetes runner Pod made of that image)
+// takes only the jobs whose RunImage is its image.
+func (s JobSpec) RunImage() string {
+	if s.Provider == "bash" {
+		return ""
+	}
+	return s.Image
+}
+
 // TaggedDependency is a dependency on the job of Workflow in the run that
 // the user's tag Tag names (depends-on: [WORKFLOW:TAG]). The CLI sends
 // Workflow and Tag; the server sets RunName and JobID when it accepts the

@@ -12,8 +12,8 @@ import (
 	"github.com/dstackai/dstack/store"
 )
 
-// launchAll carries out the launches of one decision, the limits' calls in
-// parallel (each limit has at most one). A launch the cloud refuses for
+// launchAll carries out the launches of one decision, in parallel (each
+// limit has at most one per image). A launch the cloud refuses for
 // capacity or quota marks its offer unavailable and asks for another pass
 // at once, so the next offer is tried without waiting for the tick.
 func (c *Controller) launchAll(ctx context.Context, ls []plan.Launch, s *snapshot) error {
@@ -67,8 +67,12 @@ func (c *Controller) launch(ctx context.Context, l plan.Launch, s *snapshot) (bo
 		}
 	}
 	log := c.log.With("limit", l.LimitID, "offer", l.Offer.Key().String(), "count", l.Count, "launch_key", key)
+	if l.Offer.PerImage {
+		log = log.With("image", l.Image)
+	}
 	_, err := c.st.InstanceCreate(ctx, store.InstanceCreateParams{
 		LimitID: l.LimitID, PricePerHour: l.Offer.PricePerHour, LaunchKey: key, Instances: creates, Now: now,
+		ImageBound: l.Offer.PerImage, Image: l.Image,
 	})
 	if errors.Is(err, store.ErrLimitReached) {
 		log.Info("launch skipped: the limit has no room (changed since the plan)")
@@ -89,7 +93,7 @@ func (c *Controller) launch(ctx context.Context, l plan.Launch, s *snapshot) (bo
 	log.Info("launching instances", "jobs", l.JobIDs)
 	req := backend.LaunchRequest{
 		Offer: l.Offer, IdempotencyKey: key, ServerID: c.cfg.ServerID, LimitID: l.LimitID,
-		ServerURL: c.cfg.ServerURL, Instances: specs,
+		ServerURL: c.cfg.ServerURL, Instances: specs, Image: l.Image,
 	}
 	lctx, cancel := context.WithTimeout(ctx, c.cfg.LaunchTimeout)
 	got, err := b.Launch(lctx, req)

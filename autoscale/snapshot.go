@@ -61,7 +61,7 @@ func (c *Controller) snapshot(ctx context.Context) (*snapshot, map[string]*store
 	}
 	for _, j := range jobs {
 		s.pending[j.ID] = j
-		s.Jobs = append(s.Jobs, plan.Job{ID: j.ID, UserID: j.UserID, Resources: j.Resources, QueuedAt: j.QueuedAt})
+		s.Jobs = append(s.Jobs, plan.Job{ID: j.ID, UserID: j.UserID, Resources: j.Resources, QueuedAt: j.QueuedAt, Image: j.Image})
 	}
 	byRunner := map[string]*store.Runner{}
 	for _, r := range runners {
@@ -109,7 +109,8 @@ func (c *Controller) snapshot(ctx context.Context) (*snapshot, map[string]*store
 		if !ok {
 			o = backend.Offer{Backend: key.Backend, Region: key.Region, InstanceType: key.InstanceType, Spot: key.Spot, PricePerHour: in.PricePerHour}
 		}
-		pi := plan.Instance{ID: in.ID, LimitID: in.LimitID, Offer: o, State: planState(in.State), JobID: in.JobID, StartedAt: in.CreatedAt}
+		pi := plan.Instance{ID: in.ID, LimitID: in.LimitID, Offer: o, State: planState(in.State), JobID: in.JobID, StartedAt: in.CreatedAt,
+			ImageBound: in.ImageBound, Image: in.Image}
 		if r := byRunner[in.RunnerID]; r != nil && r.InterruptedAt != nil && pi.State == plan.InstanceRunning {
 			// The cloud reclaims it (a spot interruption its runner
 			// reported): it takes no job, is not kept for the job it ran,

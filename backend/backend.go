@@ -26,7 +26,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/dstackai/dstack/api"
 )
@@ -71,6 +73,13 @@ type Offer struct {
 	// PricePerHour is in US dollars: the on-demand list price, or the current
 	// spot price for a spot offer. The planner compares offers by it only.
 	PricePerHour float64
+	// PerImage: an instance of the offer runs its jobs in the image it is
+	// launched with (a Kubernetes runner Pod is made of the job's image),
+	// so the planner launches it with the pending job's image
+	// (LaunchRequest.Image) and its runner takes only jobs of that image.
+	// False where the runner runs any job's image itself (the Docker
+	// executor on a VM): launches carry no image.
+	PerImage bool
 }
 
 // Key is the offer's identity.
@@ -139,6 +148,11 @@ type LaunchRequest struct {
 	ServerURL string
 	// Instances are the instances to launch, one spec each; at least one.
 	Instances []InstanceSpec
+	// Image, for an offer that is PerImage, is the image the instances'
+	// jobs run in (api.JobSpec.RunImage): the backend makes the instances
+	// of it. Empty for jobs with no image, and for other offers, whose
+	// backends ignore it.
+	Image string
 }
 
 // Validate checks what every backend needs of a request: instances with
@@ -156,6 +170,8 @@ func (req LaunchRequest) Validate() error {
 		return bad("the idempotency key %q must be 1 to 64 ASCII characters", req.IdempotencyKey)
 	case req.ServerID == "":
 		return bad("no server ID")
+	case strings.ContainsFunc(req.Image, unicode.IsSpace) || len(req.Image) > 512:
+		return bad("image %q is not an image reference", req.Image)
 	}
 	if u, err := url.Parse(req.ServerURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return bad("server URL %q is not an absolute http(s) URL", req.ServerURL)

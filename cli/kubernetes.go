@@ -54,7 +54,9 @@ encrypted under the server's key and never shown again.
 
 --in-cluster uses the server Pod's own service account, when the server runs
 in the cluster. --runner-image names an image with dstack-runner on its PATH;
-without one, runner Pods download dstack-runner from the server at start.`,
+without one, runner Pods download dstack-runner from the server at start.
+Docker and python jobs run in their own image, the runner copied into their
+Pod by an init container; bash jobs run in the runner image.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" && !req.InCluster {

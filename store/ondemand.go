@@ -152,6 +152,12 @@ type Instance struct {
 	EndedAt       *time.Time // when it became terminated or gone
 	// Reason says why the instance is terminating or ended.
 	Reason string
+	// ImageBound: the instance's backend runs its jobs in the image it
+	// was launched with (a Kubernetes runner Pod made of Image), so its
+	// runner claims only jobs whose image (api.JobSpec.RunImage) is Image,
+	// "" meaning jobs with none. False: it takes any job.
+	ImageBound bool
+	Image      string
 }
 
 // InstanceCreateParams are the arguments of InstanceCreate.
@@ -163,8 +169,12 @@ type InstanceCreateParams struct {
 	// LaunchKey is the idempotency key of the launch call that will start
 	// them.
 	LaunchKey string
-	Instances []InstanceCreate // at least one
-	Now       time.Time
+	// ImageBound and Image are the instances' (Instance's fields of the
+	// same names): one launch is of one image.
+	ImageBound bool
+	Image      string
+	Instances  []InstanceCreate // at least one
+	Now        time.Time
 }
 
 // InstanceCreate is one instance of InstanceCreate.
@@ -230,7 +240,10 @@ type PendingJob struct {
 	UserID    string
 	Workflow  string
 	Resources api.Resources
-	Attempt   int
+	// Image is the image the job runs in (api.JobSpec.RunImage), "" for
+	// none.
+	Image   string
+	Attempt int
 	// LastInterruption is why the previous attempt ended, for a requeued
 	// job ("" for a first attempt).
 	LastInterruption string

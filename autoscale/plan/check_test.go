@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -29,6 +30,10 @@ func fitsRef(r api.Resources, h api.HostResources) bool {
 }
 
 func spotOK(spot bool, r api.Resources) bool { return !spot || r.Interruptible }
+
+// imageOK is the image rule: an instance bound to an image takes only jobs
+// of that image.
+func imageOK(in Instance, j Job) bool { return !in.ImageBound || in.Image == j.Image }
 
 // check returns every way d breaks the rules for s.
 func check(s Snapshot, d Decision) []string {
@@ -72,7 +77,7 @@ func check(s Snapshot, d Decision) []string {
 			continue
 		}
 		switch {
-		case pending[in.JobID].ID != "" && reservedFor[in.JobID] == "" && limits[in.LimitID].ID != "":
+		case pending[in.JobID].ID != "" && reservedFor[in.JobID] == "" && limits[in.LimitID].ID != "" && imageOK(in, pending[in.JobID]):
 			kind[in.ID] = reserved
 			reservedFor[in.JobID] = in.ID
 		case in.State != InstanceLaunching && in.JobID != "":
@@ -83,7 +88,9 @@ func check(s Snapshot, d Decision) []string {
 	}
 
 	// Sorted lists.
-	if !slices.IsSortedFunc(d.Launches, func(a, b Launch) int { return strings.Compare(a.LimitID, b.LimitID) }) ||
+	if !slices.IsSortedFunc(d.Launches, func(a, b Launch) int {
+		return cmp.Or(strings.Compare(a.LimitID, b.LimitID), strings.Compare(a.Image, b.Image))
+	}) ||
 		!slices.IsSortedFunc(d.Terminations, func(a, b Termination) int { return strings.Compare(a.InstanceID, b.InstanceID) }) ||
 		!slices.IsSortedFunc(d.Bindings, func(a, b Binding) int { return strings.Compare(a.JobID, b.JobID) }) ||
 		!slices.IsSortedFunc(d.Waiting, func(a, b Waiting) int { return strings.Compare(a.JobID, b.JobID) }) {
@@ -124,6 +131,9 @@ func check(s Snapshot, d Decision) []string {
 		}
 		if t.JobID != wantJob || t.Requeue != (kind[in.ID] == busy) || t.LimitID != in.LimitID {
 			fail("termination %+v of instance %+v (kind %d)", t, in, kind[in.ID])
+		}
+		if t.Reason == ReasonImage && (kind[in.ID] != free || in.State != InstanceRunning || !in.ImageBound) {
+			fail("instance %s replaced for an image but it is not an idle instance bound to one", in.ID)
 		}
 		if t.Reason == ReasonIdle {
 			since := in.IdleSince
@@ -174,11 +184,11 @@ func check(s Snapshot, d Decision) []string {
 	launchOf := map[string]Launch{}
 	for _, ln := range d.Launches {
 		l, ok := limits[ln.LimitID]
-		if _, dup := launchOf[ln.LimitID]; dup || !ok || !l.Enabled {
-			fail("launch for limit %s: known %v, enabled %v, or twice", ln.LimitID, ok, l.Enabled)
+		if _, dup := launchOf[ln.LimitID+"\x00"+ln.Image]; dup || !ok || !l.Enabled {
+			fail("launch for limit %s: known %v, enabled %v, or twice for image %q", ln.LimitID, ok, l.Enabled, ln.Image)
 			continue
 		}
-		launchOf[ln.LimitID] = ln
+		launchOf[ln.LimitID+"\x00"+ln.Image] = ln
 		if ln.Count != len(ln.JobIDs) || ln.Count <= 0 {
 			fail("launch %s: count %d for %d jobs", ln.LimitID, ln.Count, len(ln.JobIDs))
 		}
@@ -188,15 +198,18 @@ func check(s Snapshot, d Decision) []string {
 		if !available(l.OfferKey()) {
 			fail("launch %s: its offer is unavailable", ln.LimitID)
 		}
-		launched[l.ID] = ln.Count
-		if count[l.ID]+ln.Count > max(l.Max, 0) {
-			fail("launch %s: %d instances + %d launched > max %d", l.ID, count[l.ID], ln.Count, l.Max)
+		launched[l.ID] += ln.Count
+		if count[l.ID]+launched[l.ID] > max(l.Max, 0) {
+			fail("launch %s: %d instances + %d launched > max %d", l.ID, count[l.ID], launched[l.ID], l.Max)
 		}
 		for _, id := range ln.JobIDs {
 			planned[id]++
 			j := pending[id]
 			if j.ID == "" || !spotOK(l.Spot, j.Resources) || !fitsRef(j.Resources, ln.Offer.Resources()) {
 				fail("launch %s (%+v) for job %+v that it does not fit", l.ID, ln.Offer, j)
+			}
+			if want := map[bool]string{true: j.Image, false: ""}[ln.Offer.PerImage]; ln.Image != want {
+				fail("launch %s of image %q for job %s of image %q (offer per image: %v)", l.ID, ln.Image, j.ID, j.Image, ln.Offer.PerImage)
 			}
 		}
 	}
@@ -244,7 +257,7 @@ func check(s Snapshot, d Decision) []string {
 			l := limits[in.LimitID]
 			_, gone := terminated[in.ID]
 			fit := reservedFor[j.ID] == in.ID ||
-				kind[in.ID] == free && spotOK(l.Spot, j.Resources) && fitsRef(j.Resources, in.Offer.Resources())
+				kind[in.ID] == free && spotOK(l.Spot, j.Resources) && fitsRef(j.Resources, in.Offer.Resources()) && imageOK(in, j)
 			if !ok || gone || usedInst[in.ID] || !l.Enabled || !fit {
 				fail("binding %+v to an instance that cannot take it", b)
 			}
@@ -271,7 +284,7 @@ func check(s Snapshot, d Decision) []string {
 			t, gone := terminated[in.ID]
 			if ok && l.Enabled && kind[in.ID] == free && in.State != InstanceTerminating &&
 				!usedInst[in.ID] && (!gone || t.Reason == ReasonIdle) && spotOK(l.Spot, j.Resources) &&
-				fitsRef(j.Resources, in.Offer.Resources()) {
+				fitsRef(j.Resources, in.Offer.Resources()) && imageOK(in, j) {
 				return "free instance " + in.ID
 			}
 		}
@@ -308,6 +321,17 @@ func check(s Snapshot, d Decision) []string {
 		}
 		if w.Message == "" {
 			fail("job %s waits without a message", j.ID)
+		}
+		// An idle instance of another image in a limit that allows it
+		// makes room for it, unless it made room already.
+		if w.Code == WaitNoRoom && !strings.Contains(w.Message, "goes to make room") {
+			for _, l := range allowed(j, false) {
+				for _, in := range survivors[l.ID] {
+					if kind[in.ID] == free && in.State == InstanceRunning && !usedInst[in.ID] && !imageOK(in, j) {
+						fail("job %s waits for room in %s while its idle instance %s of image %q could make room", j.ID, l.ID, in.ID, in.Image)
+					}
+				}
+			}
 		}
 	}
 	for _, j := range s.Jobs {

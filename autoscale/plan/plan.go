@@ -29,8 +29,17 @@
 //     limit, launching and terminating instances included, never exceeds
 //     its maximum. A job nothing can take waits, with a reason for `dstack
 //     ps`.
-//  4. Idle instances that took no job and have been idle for IdleTimeout are
+//  4. A job that waits for room in a limit whose free instances are idle
+//     but bound to another image (see below) has one of them terminated,
+//     so that its instance is launched once that one is gone.
+//  5. Idle instances that took no job and have been idle for IdleTimeout are
 //     terminated.
+//
+// Images: an instance of an offer that is PerImage (a Kubernetes runner
+// Pod, whose image is fixed) is launched with its job's image and takes only
+// jobs of that image; jobs of two images get two instances (within the
+// limit). Instances of other offers take any job, and their launches carry
+// no image.
 //
 // What Plan leaves to the controller: timeouts of launching instances that
 // never register, instances the cloud has and the server does not know
@@ -110,6 +119,9 @@ type Job struct {
 	Resources api.Resources
 	// QueuedAt orders the queue: earlier jobs are planned first.
 	QueuedAt time.Time
+	// Image is the image the job runs in (api.JobSpec.RunImage), "" for
+	// none: an instance bound to an image takes only jobs of that image.
+	Image string
 }
 
 // Runner is a free self-hosted runner: it takes one job of its user that
@@ -163,7 +175,15 @@ type Instance struct {
 	IdleSince time.Time
 	// StartedAt is when the instance was launched.
 	StartedAt time.Time
+	// ImageBound: the instance runs its jobs in Image, the image it was
+	// launched with (its offer is PerImage), and takes only jobs of that
+	// image ("" meaning jobs with none). False: it takes any job.
+	ImageBound bool
+	Image      string
 }
+
+// takes reports whether the instance's image binding lets it take j.
+func (in Instance) takes(j Job) bool { return !in.ImageBound || in.Image == j.Image }
 
 // Limit allows up to Max instances of one offer, for any user's jobs.
 type Limit struct {
@@ -187,17 +207,21 @@ func (l Limit) OfferKey() backend.OfferKey {
 // Decision is what to do. Every pending job appears exactly once in
 // Bindings, in one Launch's JobIDs, or in Waiting.
 type Decision struct {
-	Launches     []Launch      // sorted by LimitID, at most one per limit
+	Launches     []Launch      // sorted by LimitID and Image, at most one per limit and image
 	Terminations []Termination // sorted by InstanceID
 	Bindings     []Binding     // sorted by JobID
 	Waiting      []Waiting     // sorted by JobID
 }
 
 // Launch is Count new instances of one limit's offer, one for each of JobIDs.
+// For an offer that is PerImage, a launch is of one image, the jobs'.
 type Launch struct {
 	LimitID string
 	Offer   backend.Offer
-	Count   int
+	// Image is the image of the instances when the offer is PerImage (the
+	// jobs' image, "" for jobs with none); "" otherwise.
+	Image string
+	Count int
 	// JobIDs are the jobs the instances are for, in queue order; len(JobIDs)
 	// is Count.
 	JobIDs []string
@@ -212,6 +236,9 @@ const (
 	ReasonOverLimit     Reason = "over_limit"     // its limit's maximum went down
 	ReasonLimitDeleted  Reason = "limit_deleted"  // its limit is gone
 	ReasonLimitDisabled Reason = "limit_disabled" // its limit is disabled
+	// ReasonImage: an idle instance bound to one image, in a limit at its
+	// maximum, makes room for a pending job of another image.
+	ReasonImage Reason = "image_replaced"
 )
 
 // Termination is one instance to terminate.
@@ -272,6 +299,7 @@ func Plan(s Snapshot) Decision {
 	p := newPlanner(s)
 	p.terminateForLimits()
 	p.assign()
+	p.replaceForImages()
 	p.terminateIdle()
 	return p.decision()
 }

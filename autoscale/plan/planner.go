@@ -2,6 +2,7 @@ package plan
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -34,6 +35,8 @@ type planner struct {
 	// caps are the users with a cap of running jobs, by ID.
 	caps   map[string]*userCap
 	shapes map[shapeKey]*shape
+	// roomless are the jobs of this pass that wait for room (rule 4).
+	roomless []roomless
 
 	out Decision
 }
@@ -124,18 +127,30 @@ type limitState struct {
 	live             []*instState   // not terminating, not terminated by this pass
 	count            int            // instances counted against Max
 	room             int            // launches still allowed in this pass
-	idle, launching  *pool          // free instances, running and launching
-	launch           *Launch
+	// idle and launching are the free instances, running and launching,
+	// in one pool per image binding.
+	idle, launching []*pool
+	// launches are the limit's launches of this pass, by image ("" for
+	// jobs with none, and for every launch of an offer not PerImage).
+	launches map[string]*Launch
 }
 
-// pool is a limit's free instances of one state, taken from head on.
+// pool is a limit's free instances of one state and one image binding,
+// taken from head on.
 type pool struct {
 	limit *limitState
 	insts []*instState
 	head  int
 	m     machine
 	price float64
+	// bound and image are the instances' image binding: bound ones take
+	// only jobs of image.
+	bound bool
+	image string
 }
+
+// takes reports whether the pool's instances may take a job of image.
+func (pl *pool) takes(image string) bool { return !pl.bound || pl.image == image }
 
 func (p *pool) empty() bool { return p.head == len(p.insts) }
 
@@ -227,7 +242,7 @@ func newPlanner(s Snapshot) *planner {
 	if len(naming) > 0 {
 		for _, j := range p.jobs {
 			for _, in := range naming[j.ID] {
-				if in.job == nil {
+				if in.job == nil && in.takes(j.Job) {
 					in.kind, in.job, j.reserved = instReserved, j, in
 					break
 				}
@@ -337,30 +352,42 @@ func (p *planner) terminateForLimits() {
 	}
 }
 
-// fillPools puts l's free instances into its pools: idle ones longest idle
-// first (they are nearest their timeout), launching ones oldest first.
+// fillPools puts l's free instances into its pools, one per image binding:
+// idle ones longest idle first (they are nearest their timeout), launching
+// ones oldest first.
 func (p *planner) fillPools(l *limitState) {
-	var idle, launching []*instState
+	type binding struct {
+		bound bool
+		image string
+	}
+	idle, launching := map[binding][]*instState{}, map[binding][]*instState{}
 	for _, in := range l.live {
 		if in.kind != instFree {
 			continue
 		}
+		b := binding{in.ImageBound, in.Image}
+		if !b.bound {
+			b.image = ""
+		}
 		if in.State == InstanceLaunching {
-			launching = append(launching, in)
+			launching[b] = append(launching[b], in)
 		} else {
-			idle = append(idle, in)
+			idle[b] = append(idle[b], in)
 		}
 	}
-	mk := func(insts []*instState, since func(*instState) time.Time) *pool {
-		if len(insts) == 0 {
-			return nil
+	mk := func(groups map[binding][]*instState, since func(*instState) time.Time) []*pool {
+		var out []*pool
+		for b, insts := range groups {
+			slices.SortFunc(insts, func(a, b *instState) int {
+				return cmp.Or(since(a).Compare(since(b)), strings.Compare(a.ID, b.ID))
+			})
+			// Instances of one limit share its instance type; the first
+			// one's offer stands for all.
+			out = append(out, &pool{limit: l, insts: insts, m: machineOf(insts[0].Offer.Resources()),
+				price: insts[0].Offer.PricePerHour, bound: b.bound, image: b.image})
 		}
-		slices.SortFunc(insts, func(a, b *instState) int {
-			return cmp.Or(since(a).Compare(since(b)), strings.Compare(a.ID, b.ID))
-		})
-		// Instances of one limit share its instance type; the first one's
-		// offer stands for all.
-		return &pool{limit: l, insts: insts, m: machineOf(insts[0].Offer.Resources()), price: insts[0].Offer.PricePerHour}
+		slices.SortFunc(out, func(a, b *pool) int { return cmp.Or(cmpBool(a.bound, b.bound), strings.Compare(a.image, b.image)) })
+		return out
 	}
 	l.idle = mk(idle, (*instState).idleSince)
 	l.launching = mk(launching, func(in *instState) time.Time { return in.StartedAt })
@@ -415,15 +442,78 @@ func (p *planner) assign() {
 		}
 		if l := sh.nextLimit(); l != nil {
 			l.room--
-			if l.launch == nil {
-				l.launch = &Launch{LimitID: l.ID, Offer: *l.offer}
+			image := ""
+			if l.offer.PerImage {
+				image = j.Image
 			}
-			l.launch.Count++
-			l.launch.JobIDs = append(l.launch.JobIDs, j.ID)
+			ln := l.launches[image]
+			if ln == nil {
+				ln = &Launch{LimitID: l.ID, Offer: *l.offer, Image: image}
+				if l.launches == nil {
+					l.launches = map[string]*Launch{}
+				}
+				l.launches[image] = ln
+			}
+			ln.Count++
+			ln.JobIDs = append(ln.JobIDs, j.ID)
 			continue
 		}
 		p.out.Waiting = append(p.out.Waiting, sh.waiting(p, j))
+		if sh.wait.Code == WaitNoRoom {
+			p.roomless = append(p.roomless, roomless{job: j, shape: sh, waiting: len(p.out.Waiting) - 1})
+		}
 	}
+}
+
+// roomless is a job that waits for room in the limits that allow it.
+type roomless struct {
+	job     *jobState
+	shape   *shape
+	waiting int // its index in out.Waiting
+}
+
+// replaceForImages applies rule 4: for each job that waits for room, in
+// the order planned, the first limit that allows it and has an idle
+// instance no job took this pass, bound to another image, has that
+// instance (the longest idle) terminated. The job still waits: the limit
+// has room once the cloud reports the instance gone.
+func (p *planner) replaceForImages() {
+	for _, r := range p.roomless {
+		for _, l := range r.shape.limits {
+			in := l.idleOfOtherImage(r.job.Image)
+			if in == nil {
+				continue
+			}
+			p.terminate(in, ReasonImage)
+			w := &p.out.Waiting[r.waiting]
+			what := "no image"
+			if in.Image != "" {
+				what = "image " + in.Image
+			}
+			w.Message += fmt.Sprintf("; its idle instance %s of %s goes to make room for this job's", in.ID, what)
+			break
+		}
+	}
+}
+
+// idleOfOtherImage is l's longest idle instance, bound to an image other
+// than image, that no job took and nothing terminated in this pass.
+func (l *limitState) idleOfOtherImage(image string) *instState {
+	var best *instState
+	for _, pl := range l.idle {
+		if pl.takes(image) {
+			continue
+		}
+		for _, in := range pl.insts {
+			if !in.taken && !in.terminated {
+				if best == nil || in.idleSince().Before(best.idleSince()) {
+					best = in
+				}
+				break
+			}
+		}
+	}
+	return best
 }
 
 // terminateIdle applies rule 4.
@@ -441,8 +531,13 @@ func (p *planner) terminateIdle() {
 
 func (p *planner) decision() Decision {
 	for _, l := range p.limits {
-		if l.launch != nil {
-			p.out.Launches = append(p.out.Launches, *l.launch)
+		images := make([]string, 0, len(l.launches))
+		for image := range l.launches {
+			images = append(images, image)
+		}
+		slices.Sort(images)
+		for _, image := range images {
+			p.out.Launches = append(p.out.Launches, *l.launches[image])
 		}
 	}
 	slices.SortFunc(p.out.Terminations, func(a, b Termination) int { return strings.Compare(a.InstanceID, b.InstanceID) })

@@ -42,6 +42,9 @@ func TestProperties(t *testing.T) {
 
 var gpuKinds = []api.GPU{a100, v100, t4}
 
+// images are the jobs' images of random snapshots: none, and two.
+var images = []string{"", "registry/a:1", "registry/b:1"}
+
 func randomSnapshot(rng *rand.Rand) Snapshot {
 	s := Snapshot{Now: t0, Unavailable: map[backend.OfferKey]time.Time{}}
 	if rng.IntN(3) == 0 {
@@ -61,6 +64,7 @@ func randomSnapshot(rng *rand.Rand) Snapshot {
 				o.GPUs = append(o.GPUs, g)
 			}
 		}
+		o.PerImage = rng.IntN(3) == 0
 		sp := o
 		sp.Spot = true
 		sp.PricePerHour = float64(1 + rng.IntN(20))
@@ -96,7 +100,7 @@ func randomSnapshot(rng *rand.Rand) Snapshot {
 			}
 		}
 		s.Jobs = append(s.Jobs, Job{ID: fmt.Sprintf("j%02d", i), UserID: user(), Resources: r,
-			QueuedAt: t0.Add(-time.Duration(rng.IntN(5)) * time.Second)})
+			QueuedAt: t0.Add(-time.Duration(rng.IntN(5)) * time.Second), Image: images[rng.IntN(len(images))]})
 	}
 
 	for i := range rng.IntN(4) {
@@ -131,6 +135,9 @@ func randomSnapshot(rng *rand.Rand) Snapshot {
 		if rng.IntN(2) == 0 {
 			in.IdleSince = t0.Add(-time.Duration(rng.IntN(600)) * time.Second)
 		}
+		if in.Offer.PerImage {
+			in.ImageBound, in.Image = true, images[rng.IntN(len(images))]
+		}
 		s.Instances = append(s.Instances, in)
 	}
 	return s
@@ -163,8 +170,8 @@ func dump(s Snapshot) string {
 		fmt.Fprintf(&b, "  limit %+v\n", x)
 	}
 	for _, x := range s.Instances {
-		fmt.Fprintf(&b, "  instance %s limit %s %s job %q idle since %s started %s offer %+v\n", x.ID, x.LimitID, x.State, x.JobID,
-			x.IdleSince.Format(time.TimeOnly), x.StartedAt.Format(time.TimeOnly), x.Offer)
+		fmt.Fprintf(&b, "  instance %s limit %s %s job %q idle since %s started %s bound %v image %q offer %+v\n", x.ID, x.LimitID, x.State, x.JobID,
+			x.IdleSince.Format(time.TimeOnly), x.StartedAt.Format(time.TimeOnly), x.ImageBound, x.Image, x.Offer)
 	}
 	for _, x := range s.Runners {
 		fmt.Fprintf(&b, "  runner %+v\n", x)
@@ -174,7 +181,7 @@ func dump(s Snapshot) string {
 		if x.Resources.GPU != nil {
 			g = fmt.Sprintf(" gpu %+v", *x.Resources.GPU)
 		}
-		fmt.Fprintf(&b, "  job %s user %s queued %s %+v%s\n", x.ID, x.UserID, x.QueuedAt.Format(time.TimeOnly), x.Resources, g)
+		fmt.Fprintf(&b, "  job %s user %s queued %s image %q %+v%s\n", x.ID, x.UserID, x.QueuedAt.Format(time.TimeOnly), x.Image, x.Resources, g)
 	}
 	return b.String()
 }

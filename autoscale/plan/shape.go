@@ -13,6 +13,7 @@ type shapeKey struct {
 	user          *userState
 	need          need
 	interruptible bool
+	image         string
 }
 
 // shape is the candidates of the jobs of one shapeKey, each list sorted in
@@ -38,7 +39,7 @@ type shape struct {
 
 func (p *planner) shape(j *jobState) *shape {
 	u := p.user(j.UserID)
-	k := shapeKey{user: u, need: j.need, interruptible: j.Resources.Interruptible}
+	k := shapeKey{user: u, need: j.need, interruptible: j.Resources.Interruptible, image: j.Image}
 	if sh := p.shapes[k]; sh != nil {
 		return sh
 	}
@@ -55,7 +56,7 @@ func (p *planner) shape(j *jobState) *shape {
 	slices.SortFunc(sh.runners, smallerRunner)
 	for _, pools := range [][]*pool{team.idle, team.launching} {
 		for _, pl := range pools {
-			if (!pl.limit.Spot || k.interruptible) && pl.m.fits(k.need) {
+			if (!pl.limit.Spot || k.interruptible) && pl.takes(k.image) && pl.m.fits(k.need) {
 				sh.pools = append(sh.pools, pl)
 			}
 		}
@@ -92,18 +93,15 @@ func (u *userState) sort() {
 		if !l.Enabled {
 			continue // its instances are terminated
 		}
-		if l.idle != nil {
-			u.idle = append(u.idle, l.idle)
-		}
-		if l.launching != nil {
-			u.launching = append(u.launching, l.launching)
-		}
+		u.idle = append(u.idle, l.idle...)
+		u.launching = append(u.launching, l.launching...)
 		if l.offer != nil {
 			u.launchable = append(u.launchable, l)
 		}
 	}
 	byPrice := func(a, b *pool) int {
-		return cmp.Or(cmp.Compare(a.price, b.price), strings.Compare(a.limit.ID, b.limit.ID))
+		return cmp.Or(cmp.Compare(a.price, b.price), strings.Compare(a.limit.ID, b.limit.ID),
+			cmpBool(a.bound, b.bound), strings.Compare(a.image, b.image))
 	}
 	slices.SortFunc(u.idle, byPrice)
 	slices.SortFunc(u.launching, byPrice)

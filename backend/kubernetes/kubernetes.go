@@ -188,6 +188,9 @@ func (b *Backend) offer(k typeKey, t *nodeType) (backend.Offer, bool) {
 	o := backend.Offer{
 		Backend: Name, Region: b.region, InstanceType: k.Type, Spot: k.Spot,
 		CPUs: int(cpu / 1000), MemoryMiB: mem >> 20,
+		// A Pod's image is fixed: each runner Pod serves the jobs of one
+		// image (see docs/kubernetes.md).
+		PerImage: true,
 	}
 	for range t.gpus {
 		o.GPUs = append(o.GPUs, api.GPU{Name: t.gpuName, MemoryMiB: t.gpuMemory})

@@ -32,6 +32,7 @@ const (
 	keyType        = "dstack.ai/instance-type"
 	keySpot        = "dstack.ai/spot"
 	keyRegion      = "dstack.ai/region"
+	keyImage       = "dstack.ai/image"
 	// SecretKey is the join token's key in the runner Pod's Secret.
 	SecretKey = "join-token"
 )
@@ -41,6 +42,12 @@ const (
 const (
 	podVolume = "dstack"
 	podMount  = "/dstack"
+	// RunnerPath is where the binary is in the runner Pod when it is
+	// downloaded, or injected into a job's image by the init container.
+	RunnerPath = podMount + "/bin/dstack-runner"
+	// InitContainer names the init container that injects the runner into
+	// a Pod of a job's image.
+	InitContainer = "dstack-runner"
 )
 
 // PodName is the name of the runner Pod (and of its Secret) of an instance
@@ -221,13 +228,35 @@ func (b *Backend) pod(req backend.LaunchRequest, spec backend.InstanceSpec, t *n
 		corev1.ResourceCPU:    milliQuantity(cpu),
 		corev1.ResourceMemory: *resource.NewQuantity(mem, resource.BinarySI),
 	}
+	// The init container asks for the CPU and memory of the main one (a
+	// Pod's request is the larger of the two, so this adds nothing and
+	// keeps it Guaranteed), not for its GPUs, which it does not use.
+	initRes := corev1.ResourceList{corev1.ResourceCPU: res[corev1.ResourceCPU], corev1.ResourceMemory: res[corev1.ResourceMemory]}
 	if t.gpus > 0 {
 		res[ResourceGPU] = *resource.NewQuantity(t.gpus, resource.DecimalSI)
 	}
 	image, command := b.cfg.Image, []string{"/bin/sh", "-c", bootstrap}
 	runnerArgs := []string{"start", "--executor", "shell", "--server", req.ServerURL, "--name", name,
 		"--data-dir", podMount + "/data", "--work-dir", podMount + "/work"}
-	if b.cfg.RunnerImage != "" {
+	mounts := []corev1.VolumeMount{{Name: podVolume, MountPath: podMount}}
+	var inits []corev1.Container
+	switch {
+	case req.Image != "":
+		// The job's image, with the runner injected into the emptyDir by
+		// the init container: from the runner image, or downloaded from
+		// the server by the default image.
+		annotations[keyImage] = req.Image
+		image, command = req.Image, append([]string{RunnerPath}, runnerArgs...)
+		init := corev1.Container{
+			Name: InitContainer, Image: b.cfg.RunnerImage, Command: []string{"dstack-runner", "copy", RunnerPath},
+			Resources: corev1.ResourceRequirements{Requests: initRes, Limits: initRes}, VolumeMounts: mounts,
+		}
+		if b.cfg.RunnerImage == "" {
+			init.Image, init.Command = b.cfg.Image, []string{"/bin/sh", "-c", fetchRunner}
+			init.Env = []corev1.EnvVar{{Name: "DSTACK_SERVER", Value: req.ServerURL}}
+		}
+		inits = []corev1.Container{init}
+	case b.cfg.RunnerImage != "":
 		image, command = b.cfg.RunnerImage, append([]string{"dstack-runner"}, runnerArgs...)
 	}
 	tolerations := append([]corev1.Toleration{
@@ -243,6 +272,7 @@ func (b *Backend) pod(req backend.LaunchRequest, spec backend.InstanceSpec, t *n
 			Affinity:                      &corev1.Affinity{NodeAffinity: nodeAffinity(req.Offer.InstanceType, req.Offer.Spot)},
 			Tolerations:                   tolerations,
 			Volumes:                       []corev1.Volume{{Name: podVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+			InitContainers:                inits,
 			Containers: []corev1.Container{{
 				Name:    "runner",
 				Image:   image,
@@ -256,7 +286,7 @@ func (b *Backend) pod(req backend.LaunchRequest, spec backend.InstanceSpec, t *n
 					{Name: "DSTACK_NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 				},
 				Resources:    corev1.ResourceRequirements{Requests: res, Limits: res},
-				VolumeMounts: []corev1.VolumeMount{{Name: podVolume, MountPath: podMount}},
+				VolumeMounts: mounts,
 			}},
 		},
 	}
@@ -284,18 +314,26 @@ func nodeAffinity(instanceType string, spot bool) *corev1.NodeAffinity {
 	return &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: terms}}
 }
 
-// bootstrap is the runner Pod's command when no RunnerImage is given: it
-// downloads dstack-runner from the server (curl, wget, or python3, whichever
-// the image has), checks its SHA-256 where sha256sum is, and starts it. The
-// join token stays in the environment, never in the arguments.
-const bootstrap = `set -eu
+// bootstrap is the runner Pod's command when no RunnerImage is given and
+// its jobs have no image: it downloads dstack-runner (fetchRunner) and
+// starts it. The join token stays in the environment, never in the
+// arguments.
+const bootstrap = fetchRunner + `# DSTACK_RUNNER_ARGS holds no spaces within an argument.
+exec "$bin" $DSTACK_RUNNER_ARGS
+`
+
+// fetchRunner downloads dstack-runner from the server (curl, wget, or
+// python3, whichever the image has) to RunnerPath and checks its SHA-256
+// where sha256sum is. It is the init container's command in a Pod of a
+// job's image when no RunnerImage is given.
+const fetchRunner = `set -eu
 case "$(uname -m)" in
 x86_64 | amd64) arch=amd64 ;;
 aarch64 | arm64) arch=arm64 ;;
 *) echo "dstack: dstack-runner is built for amd64 and arm64, not $(uname -m)" >&2; exit 1 ;;
 esac
 url="${DSTACK_SERVER%/}/runner/download/linux/$arch/dstack-runner"
-bin=` + podMount + `/bin/dstack-runner
+bin=` + RunnerPath + `
 mkdir -p "$(dirname "$bin")"
 fetch() {
 	if command -v curl >/dev/null 2>&1; then curl -fsSL --max-time 300 -o "$2" "$1"
@@ -316,8 +354,6 @@ if command -v sha256sum >/dev/null 2>&1; then
 	[ "$want" = "$got" ] || { echo "dstack: dstack-runner's checksum does not match" >&2; exit 1; }
 fi
 chmod 0755 "$bin"
-# DSTACK_RUNNER_ARGS holds no spaces within an argument.
-exec "$bin" $DSTACK_RUNNER_ARGS
 `
 
 // String names a Pod for errors.

@@ -1,6 +1,8 @@
 // Package runnercli is the `dstack-runner` command line: `config` writes the
 // runner's config file, `start` runs the agent until SIGINT or SIGTERM,
-// `version` prints the version. One file per command.
+// `version` prints the version, `copy` writes the binary elsewhere (a
+// Kubernetes runner Pod's init container injects it into the job's image
+// so). One file per command.
 //
 // Where settings come from, later sources winning: defaults (server
 // http://127.0.0.1:3000, the host name as the runner's name, data in
@@ -112,7 +114,7 @@ func newRoot(env Env) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.config, "config", "", "config file (default ~/.dstack-runner/config.yaml, or $"+EnvConfig+")")
 	root.PersistentFlags().StringVar(&g.dataDir, "data-dir", "", "directory for the runner's own files: its state and credential, the jobs' log spools; kept private, 0700 (default ~/.dstack-runner)")
 	root.PersistentFlags().StringVar(&g.workDir, "work-dir", "", "directory for the jobs' working directories, apart from --data-dir so that no job can reach the runner's files; new or empty, as the runner empties it at start (default: --data-dir's sibling, ~/.dstack-runner-work)")
-	root.AddCommand(newConfigCmd(g), newStartCmd(g), newVersionCmd(g))
+	root.AddCommand(newConfigCmd(g), newStartCmd(g), newVersionCmd(g), newCopyCmd(g))
 	// An unknown command is a usage error too.
 	root.Args = func(c *cobra.Command, args []string) error {
 		if len(args) > 0 {

@@ -350,3 +350,39 @@ func TestStartExecutor(t *testing.T) {
 		})
 	}
 }
+
+// TestCopy: `copy PATH` writes this very binary at PATH, executable, making
+// its directory; without exactly one argument it is a usage error.
+func TestCopy(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	dst := filepath.Join(t.TempDir(), "bin", "dstack-runner")
+	code, stdout, stderr := f.run(context.Background(), "copy", dst)
+	if code != ExitOK {
+		t.Fatalf("copy exit %d, stderr %s", code, stderr)
+	}
+	if !strings.Contains(stdout, dst) {
+		t.Errorf("stdout %q does not name %s", stdout, dst)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("the copy (%d bytes) is not this binary (%d bytes)", len(got), len(want))
+	}
+	if st, err := os.Stat(dst); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("the copy's mode = %v, %v; want 0755", st.Mode(), err)
+	}
+	if code, _, stderr := f.run(context.Background(), "copy"); code != ExitUsage || !strings.Contains(stderr, "one argument") {
+		t.Errorf("copy with no argument: exit %d, stderr %q; want a usage error", code, stderr)
+	}
+}

@@ -59,6 +59,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Replica":       replicaTests,
 		"Checkpoint":    checkpointTests,
 		"Usage":         usageTests,
+		"Image":         imageTests,
 	}
 	for group, tests := range groups {
 		t.Run(group, func(t *testing.T) {

@@ -68,7 +68,7 @@ func (s *Store) claimBatch(ctx context.Context, q Querier, reqs []store.JobClaim
 			exact = -1 // the first claim the candidates cannot settle
 		)
 		for k, i := range todo {
-			c, ok := st.pick(reqs[i], runners[reqs[i].RunnerID].anyone)
+			c, ok := st.pick(reqs[i], runners[reqs[i].RunnerID])
 			if !ok {
 				exact = k
 				break
@@ -143,6 +143,10 @@ type claimRunner struct {
 	// canClaim: the runner exists, is not interrupted, and its instance, if
 	// any, is running.
 	canClaim bool
+	// bound: the runner's instance is bound to image, and the runner takes
+	// only jobs of that image (claimSQL).
+	bound bool
+	image string
 }
 
 // claimRunners reads the runners of reqs, under a share lock on
@@ -184,21 +188,23 @@ func (s *Store) claimRunners(ctx context.Context, q Querier, reqs []store.JobCla
 	for id := range instances {
 		iids = append(iids, id)
 	}
-	rows, err = q.Query(ctx, `SELECT id, state FROM instances WHERE id IN (`+placeholders(1, len(iids))+`)`+s.d.ForShare, iids...)
+	rows, err = q.Query(ctx, `SELECT id, state, image_bound, image FROM instances WHERE id IN (`+placeholders(1, len(iids))+`)`+s.d.ForShare, iids...)
 	if err != nil {
 		return nil, fmt.Errorf("instances: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var id, state string
-		if err := rows.Scan(&id, &state); err != nil {
+		var (
+			id, state, image string
+			bound            bool
+		)
+		if err := rows.Scan(&id, &state, &bound, &image); err != nil {
 			return nil, fmt.Errorf("instances: %w", err)
 		}
-		if state != "running" {
-			r := out[instances[id]]
-			r.canClaim = false
-			out[instances[id]] = r
-		}
+		r := out[instances[id]]
+		r.canClaim = r.canClaim && state == "running"
+		r.bound, r.image = bound, image
+		out[instances[id]] = r
 	}
 	return out, rows.Err()
 }
@@ -210,11 +216,16 @@ type claimJob struct {
 	cpu                     int
 	memory, gpus, gpuMemory int64
 	gpuName                 string
+	image                   string
 	taken                   bool
 }
 
-// fits reports whether j fits a runner's free resources (claimSQL's test).
-func (j *claimJob) fits(p store.JobClaimNextParams) bool {
+// fits reports whether j fits a runner's free resources and, for a runner
+// bound to an image, is of its image (claimSQL's test).
+func (j *claimJob) fits(p store.JobClaimNextParams, r claimRunner) bool {
+	if r.bound && j.image != r.image {
+		return false
+	}
 	var gpuName string
 	var gpuMem int64
 	if len(p.Free.GPUs) > 0 {
@@ -293,7 +304,7 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 	if len(ids) == 0 {
 		return st, nil
 	}
-	const cols = `j.id, j.user_id, j.queue_seq, j.cpu, j.memory_mib, j.gpu_count, j.gpu_memory_mib, j.gpu_name`
+	const cols = `j.id, j.user_id, j.queue_seq, j.cpu, j.memory_mib, j.gpu_count, j.gpu_memory_mib, j.gpu_name, j.image`
 	read := func(rows Rows, err error) error {
 		if err != nil {
 			return err
@@ -301,7 +312,7 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 		defer rows.Close()
 		for rows.Next() {
 			var j claimJob
-			if err := rows.Scan(&j.id, &j.user, &j.queueSeq, &j.cpu, &j.memory, &j.gpus, &j.gpuMemory, &j.gpuName); err != nil {
+			if err := rows.Scan(&j.id, &j.user, &j.queueSeq, &j.cpu, &j.memory, &j.gpus, &j.gpuMemory, &j.gpuName, &j.image); err != nil {
 				return err
 			}
 			u := st.users[j.user]
@@ -342,19 +353,19 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 // queue order). It returns nil when no job fits, and false when the jobs
 // read cannot tell: a user whose turn comes before the pick has pending
 // jobs that were not read.
-func (st *claimState) pick(p store.JobClaimNextParams, anyone bool) (*claimJob, bool) {
+func (st *claimState) pick(p store.JobClaimNextParams, r claimRunner) (*claimJob, bool) {
 	var (
 		best     *claimJob
 		bestUser *claimUser
 		unread   []*claimUser // users with unread jobs and nothing read that fits
 	)
 	for _, u := range st.users {
-		if (!anyone && u.id != p.UserID) || u.capped() {
+		if (!r.anyone && u.id != p.UserID) || u.capped() {
 			continue
 		}
 		var first *claimJob
 		for _, j := range u.jobs {
-			if !j.taken && j.fits(p) {
+			if !j.taken && j.fits(p, r) {
 				first = j
 				break
 			}

@@ -15,7 +15,7 @@ import (
 const instanceColumns = `id, user_id, limit_id, backend, region, instance_type, spot, price_per_hour,
 	state, launch_key, cloud_id, COALESCE(job_id, ''), COALESCE(runner_id, ''),
 	created_at, launched_at, registered_at, idle_since, terminating_at, ended_at, reason,
-	COALESCE(launch_user_id, '')`
+	COALESCE(launch_user_id, ''), image_bound, image`
 
 // liveStates is the SQL list of the states in which an instance may take a
 // job.
@@ -30,7 +30,7 @@ func scanInstance(row Row) (*store.Instance, error) {
 	)
 	err := row.Scan(&in.ID, &in.UserID, &in.LimitID, &in.Backend, &in.Region, &in.InstanceType, &in.Spot,
 		&in.PricePerHour, &state, &in.LaunchKey, &in.CloudID, &in.JobID, &in.RunnerID,
-		&created, &launched, &registered, &idle, &terminating, &ended, &in.Reason, &in.LaunchUserID)
+		&created, &launched, &registered, &idle, &terminating, &ended, &in.Reason, &in.LaunchUserID, &in.ImageBound, &in.Image)
 	if err != nil {
 		return nil, err
 	}
@@ -95,12 +95,12 @@ func (s *Store) InstanceCreate(ctx context.Context, p store.InstanceCreateParams
 			}
 			in, err := scanInstance(q.QueryRow(ctx, `INSERT INTO instances (id, user_id, limit_id, backend, region,
 				instance_type, spot, price_per_hour, state, launch_key, job_id, join_token_hash, created_at,
-				launch_user_id)
+				launch_user_id, image_bound, image)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'launching', $9, $10, $11, $12,
-					(SELECT j.user_id FROM jobs j WHERE j.id = $10))
+					(SELECT j.user_id FROM jobs j WHERE j.id = $10), $13, $14)
 				RETURNING `+instanceColumns,
 				ic.ID, l.UserID, l.ID, l.Backend, l.Region, l.InstanceType, l.Spot, p.PricePerHour, p.LaunchKey,
-				nullIfEmpty(ic.JobID), nullIfEmpty(ic.JoinTokenHash), micros(p.Now)))
+				nullIfEmpty(ic.JobID), nullIfEmpty(ic.JoinTokenHash), micros(p.Now), p.ImageBound, p.Image))
 			if err != nil {
 				return fmt.Errorf("instance %s: %w", ic.ID, err)
 			}

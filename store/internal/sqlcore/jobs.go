@@ -36,6 +36,10 @@ func (s *Store) JobGet(ctx context.Context, id string) (*store.Job, error) {
 // PostgreSQL the inner SELECT also locks the job and skips rows others hold
 // (a stop request, say), and the row is checked again once locked.
 //
+// The runner of an instance bound to an image (store.Instance.ImageBound:
+// a Kubernetes runner Pod made of the image) takes only the jobs of that
+// image (jobs.image, ” for jobs with none); any other runner takes any.
+//
 // A runner whose machine is being reclaimed (RunnerInterrupt) claims
 // nothing; on PostgreSQL the claim reads that under a share lock too.
 //
@@ -55,6 +59,8 @@ func claimSQL(d Dialect) string {
 			AND (j.user_id = $3 OR (SELECT r.shared OR r.instance_id IS NOT NULL FROM runners r WHERE r.id = $1))
 			AND j.cpu <= $4 AND j.memory_mib <= $5 AND j.gpu_count <= $6 AND j.gpu_memory_mib <= $7
 			AND (j.gpu_name = '' OR ` + d.Strpos + `($8, j.gpu_name) > 0)
+			AND j.image = COALESCE((SELECT i.image FROM runners r JOIN instances i ON i.id = r.instance_id
+				WHERE r.id = $1 AND i.image_bound), j.image)
 			AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = j.user_id AND u.max_running > 0
 				AND (SELECT COUNT(*) FROM jobs a WHERE a.user_id = u.id AND a.status IN ` + activeStatuses + `) >= u.max_running)
 			ORDER BY (SELECT u.claim_seq FROM users u WHERE u.id = j.user_id), j.queue_seq LIMIT 1` + d.SkipLocked + `)
@@ -467,7 +473,7 @@ func (s *Store) JobCountByStatus(ctx context.Context) (map[api.JobStatus]int, er
 // JobListPending reads pending jobs in queue order through the index on
 // (status, queue_seq), decoding only their resources, not their specs.
 func (s *Store) JobListPending(ctx context.Context, p store.JobListPendingParams) ([]*store.PendingJob, error) {
-	q, args := `SELECT id, run_id, run_name, user_id, workflow, resources, attempt, submitted_at, queued_at,
+	q, args := `SELECT id, run_id, run_name, user_id, workflow, resources, image, attempt, submitted_at, queued_at,
 		COALESCE(last_interruption, '') FROM jobs WHERE status = 'pending'`, []any{}
 	if p.UserID != "" {
 		q += ` AND user_id = $1`
@@ -485,7 +491,7 @@ func (s *Store) JobListPending(ctx context.Context, p store.JobListPendingParams
 			res               string
 			submitted, queued int64
 		)
-		if err := rows.Scan(&j.ID, &j.RunID, &j.RunName, &j.UserID, &j.Workflow, &res, &j.Attempt, &submitted, &queued, &j.LastInterruption); err != nil {
+		if err := rows.Scan(&j.ID, &j.RunID, &j.RunName, &j.UserID, &j.Workflow, &res, &j.Image, &j.Attempt, &submitted, &queued, &j.LastInterruption); err != nil {
 			return nil, fmt.Errorf("list pending jobs: %w", err)
 		}
 		if err := json.Unmarshal([]byte(res), &j.Resources); err != nil {

@@ -92,7 +92,7 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 			}
 			n := needsOf(jc.Spec.Resources)
 			rows[i] = []any{jc.ID, p.ID, int64(i), p.Name, p.UserID, p.CodeID, jc.Spec.Workflow, string(spec),
-				int64(n.cpu), n.memoryMiB, int64(n.gpuCount), n.gpuName, n.gpuMemMiB, string(status), now, string(res), p.ArtifactStore}
+				int64(n.cpu), n.memoryMiB, int64(n.gpuCount), n.gpuName, n.gpuMemMiB, string(status), now, string(res), p.ArtifactStore, jc.Spec.RunImage()}
 		}
 		if err := s.bulk(ctx, q, s.insertJobs, rows, func(Rows) error { return nil }); err != nil {
 			return fmt.Errorf("jobs: %w", err)
@@ -114,16 +114,16 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 // insertJobsSQL adds a run's jobs, in their order in the queue.
 func insertJobsSQL(d Dialect) bulk {
 	return newBulk(`INSERT INTO jobs (id, run_id, position, run_name, user_id, code_id, workflow, spec,
-		cpu, memory_mib, gpu_count, gpu_name, gpu_memory_mib, status, queue_seq, submitted_at, queued_at, resources, artifact_store)
+		cpu, memory_mib, gpu_count, gpu_name, gpu_memory_mib, status, queue_seq, submitted_at, queued_at, resources, artifact_store, image)
 		SELECT v.id, v.run_id, v.position, v.run_name, v.user_id, v.code_id, v.workflow, v.spec,
 		v.cpu, v.memory_mib, v.gpu_count, v.gpu_name, v.gpu_memory_mib, v.status, `+d.NextQueueSeq+`, v.submitted, v.submitted,
-		v.resources, v.artifact_store
+		v.resources, v.artifact_store, v.image
 		FROM v ORDER BY v.position`,
 		bulkCol{"id", "text"}, bulkCol{"run_id", "text"}, bulkCol{"position", "bigint"}, bulkCol{"run_name", "text"},
 		bulkCol{"user_id", "text"}, bulkCol{"code_id", "text"}, bulkCol{"workflow", "text"}, bulkCol{"spec", "text"},
 		bulkCol{"cpu", "bigint"}, bulkCol{"memory_mib", "bigint"}, bulkCol{"gpu_count", "bigint"}, bulkCol{"gpu_name", "text"},
 		bulkCol{"gpu_memory_mib", "bigint"}, bulkCol{"status", "text"}, bulkCol{"submitted", "bigint"},
-		bulkCol{"resources", "text"}, bulkCol{"artifact_store", "text"})
+		bulkCol{"resources", "text"}, bulkCol{"artifact_store", "text"}, bulkCol{"image", "text"})
 }
 
 // runJobs reads a run's jobs in their RunCreate order.
