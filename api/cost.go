@@ -175,33 +175,7 @@ const MaxUsagePeriod = 400 * 24 * time.Hour
 // or a Go duration ("12h", "90m"), more than zero and at most
 // MaxUsagePeriod.
 func ParsePeriod(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	bad := func(why string) error {
-		return fmt.Errorf("period %q %s: give days (30d) or hours and minutes (12h, 90m)", s, why)
-	}
-	var d time.Duration
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.ParseInt(days, 10, 64)
-		if err != nil || days == "" || days[0] == '+' || days[0] == '-' {
-			return 0, bad("is not a number of days")
-		}
-		if n > int64(MaxUsagePeriod/(24*time.Hour)) {
-			return 0, bad(fmt.Sprintf("is too long: the most is %dd", MaxUsagePeriod/(24*time.Hour)))
-		}
-		d = time.Duration(n) * 24 * time.Hour
-	} else {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			return 0, bad("is not a duration")
-		}
-	}
-	switch {
-	case d <= 0:
-		return 0, bad("is not more than zero")
-	case d > MaxUsagePeriod:
-		return 0, bad(fmt.Sprintf("is too long: the most is %dd", MaxUsagePeriod/(24*time.Hour)))
-	}
-	return d, nil
+	return parseDays("period", s, MaxUsagePeriod)
 }
 
 // ParseMonthly reads a monthly budget given by a person: a non-negative
