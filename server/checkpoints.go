@@ -387,8 +387,9 @@ func (s *Server) attachCheckpoints(ctx context.Context, runs []api.Run, runIDs [
 		byJob[c.JobID] = c
 	}
 	for i := range runs {
-		for k := range runs[i].Jobs {
-			j := &runs[i].Jobs[k]
+		jobs := runs[i].Jobs
+		for k := range jobs {
+			j := &jobs[k]
 			if c := byJob[j.ID]; c != nil {
 				j.Checkpoint = toAPICheckpoint(c, j.Workflow, nil)
 			}

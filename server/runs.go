@@ -337,7 +337,7 @@ func (s *Server) handleRunList(w http.ResponseWriter, r *http.Request, u *store.
 	if err != nil {
 		return err
 	}
-	withCosts(out, runs, costs)
+	withCosts(out, costs)
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -385,7 +385,7 @@ func (s *Server) handleRunGet(w http.ResponseWriter, r *http.Request, u *store.U
 	if err != nil {
 		return err
 	}
-	withCosts(out, []*store.Run{run}, costs)
+	withCosts(out, costs)
 	writeJSON(w, http.StatusOK, out[0])
 	return nil
 }

@@ -174,17 +174,18 @@ func (s *Server) runCosts(ctx context.Context, runs []*store.Run) (map[string]*a
 	return cost.JobCosts(segs), cost.Holds(segs), nil
 }
 
-// withCosts puts the costs of jobs on the API runs out (of runs, in one
-// order).
-func withCosts(out []api.Run, runs []*store.Run, jobs map[string]*api.Cost) {
-	for i, run := range runs {
+// withCosts puts the costs of jobs on the API runs out, and each run's
+// total on the run.
+func withCosts(out []api.Run, jobs map[string]*api.Cost) {
+	for i := range out {
+		run := &out[i]
 		var total *api.Cost
-		for k, j := range run.Jobs {
-			c := jobs[j.ID]
+		for k := range run.Jobs {
+			c := jobs[run.Jobs[k].ID]
 			if c == nil {
 				continue
 			}
-			out[i].Jobs[k].Cost = c
+			run.Jobs[k].Cost = c
 			if total == nil {
 				total = &api.Cost{Currency: api.Currency}
 			}
@@ -198,7 +199,7 @@ func withCosts(out []api.Run, runs []*store.Run, jobs map[string]*api.Cost) {
 				}
 			}
 		}
-		out[i].Cost = total
+		run.Cost = total
 	}
 }
 

@@ -9,6 +9,6 @@ type RunResumeParams struct {
 	Now    time.Time
 }
 
-// ErrRunDone: RunResume found every job of the run done; it also matches
-// ErrConflict.
+// ErrRunDone is what RunResume returns when every job of the run is done;
+// it also matches ErrConflict.
 var ErrRunDone = &conflictError{"every job of the run is done"}
