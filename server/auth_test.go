@@ -47,15 +47,22 @@ var publicRoutes = map[string]string{
 	// The web UI's pages are shells that show nothing without a session
 	// cookie: they redirect to /login (TestUIPagesRedirectToLogin); what
 	// they show comes from the API. The static files hold no data.
-	"GET /{$}":                 "the web UI: redirects to /runs or /login",
-	"GET /login":               "the web UI's login page",
-	"GET /runs":                "a page of the web UI, for a session only",
-	"GET /runs/{name}":         "a page of the web UI, for a session only",
-	"GET /runners":             "a page of the web UI, for a session only",
-	"GET /settings":            "a page of the web UI, for a session only",
-	"GET /users":               "a page of the web UI, for an admin's session only",
-	"GET /audit":               "a page of the web UI, for an admin's session only",
-	"GET /ui/static/{path...}": "the web UI's stylesheet and scripts",
+	"GET /{$}":         "the web UI: redirects to /runs or /login",
+	"GET /login":       "the web UI's login page",
+	"GET /runs":        "a page of the web UI, for a session only",
+	"GET /runs/{name}": "a page of the web UI, for a session only",
+	"GET /runners":     "a page of the web UI, for a session only",
+	"GET /settings":    "a page of the web UI, for a session only",
+	"GET /users":       "a page of the web UI, for an admin's session only",
+	"GET /audit":       "a page of the web UI, for an admin's session only",
+	"GET /usage":       "a page of the web UI, for a session only",
+	// The charts are drawn for a session's user, with what the usage API
+	// would show them; without a session they redirect to /login
+	// (TestUIPagesRedirectToLogin).
+	"GET /usage/charts/instances.svg": "a chart of the web UI, for a session only",
+	"GET /usage/charts/daily.svg":     "a chart of the web UI, for a session only",
+	"GET /runs/{name}/timeline.svg":   "a chart of the web UI, for a session that may see the run",
+	"GET /ui/static/{path...}":        "the web UI's stylesheet and scripts",
 }
 
 // routeRequest is a plausible request to a route of the server, made with
@@ -64,7 +71,7 @@ var publicRoutes = map[string]string{
 func routeRequest(t *testing.T, r server.Route, run *api.Run, codeID string) req {
 	t.Helper()
 	job := run.Jobs[0]
-	path := fill(t, r.Path, map[string]string{"name": run.Name, "id": job.ID, "dep": job.ID, "path": "model/weights.bin", "os": "linux", "arch": "amd64", "ref": "r1"})
+	path := fill(t, r.Path, map[string]string{"name": run.Name, "id": job.ID, "dep": job.ID, "path": "model/weights.bin", "os": "linux", "arch": "amd64", "ref": "r1", "sha256": "abababababababababababababababababababababababababababababababab"})
 	bodies := map[string]string{
 		"POST /api/v1/code":                                "not really a tarball",
 		"POST /api/v1/runs":                                fmt.Sprintf(`{"workflow":"w","code_id":%q,"jobs":[{"workflow":"w","provider":"bash","commands":["true"]}]}`, codeID),

@@ -25,7 +25,7 @@ func jobRequests(t *testing.T, jobID, depID string) []req {
 		if r.Auth != "runnerToken" || !strings.Contains(r.Path, "{id}") {
 			continue
 		}
-		path := fill(t, r.Path, map[string]string{"id": jobID, "dep": depID, "path": "model/weights.bin"})
+		path := fill(t, r.Path, map[string]string{"id": jobID, "dep": depID, "path": "model/weights.bin", "sha256": "abababababababababababababababababababababababababababababababab"})
 		rq := req{method: r.Method, path: path}
 		switch r.String() {
 		case "POST /api/v1/runner/jobs/{id}/status":

@@ -128,7 +128,7 @@ type caller struct {
 func (e *roleEnv) roleRequest(t *testing.T, r server.Route, c caller) req {
 	t.Helper()
 	job := e.run.Jobs[0]
-	vals := map[string]string{"name": e.run.Name, "id": job.ID, "dep": job.ID, "path": "model/weights.bin",
+	vals := map[string]string{"name": e.run.Name, "id": job.ID, "dep": job.ID, "path": "model/weights.bin", "sha256": "abababababababababababababababababababababababababababababababab",
 		"os": "linux", "arch": "amd64", "ref": "alice-runner"}
 	switch {
 	case strings.HasPrefix(r.Path, "/api/v1/tags/"):

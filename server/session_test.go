@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -227,8 +228,9 @@ func TestUIPagesRedirectToLogin(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	tok := e.srv.AdminToken
-	pages := []string{"/", "/runs", "/runs/some-run-1", "/runners", "/settings"}
-	for _, p := range pages {
+	pages := []string{"/", "/runs", "/runs/some-run-1", "/runners", "/settings", "/usage"}
+	charts := []string{"/usage/charts/instances.svg", "/usage/charts/daily.svg", "/runs/some-run-1/timeline.svg"}
+	for _, p := range append(slices.Clone(pages), charts...) {
 		// A bearer token does not open a page, nor does a token in the
 		// query, and neither ends up in the redirect.
 		for _, rq := range []req{
