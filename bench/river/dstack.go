@@ -202,6 +202,9 @@ func measureHTTP(ctx context.Context, cfg config, p place) (result, error) {
 					errs <- fmt.Errorf("claim: %w", err)
 					return
 				}
+				if a == nil {
+					return // nothing left
+				}
 				// Each job's end asks for the next job, as dstack-runner
 				// does: a queue drains with one request a job.
 				for a != nil {
