@@ -149,6 +149,8 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		ForShare:     " FOR SHARE",
 		Lateral:      true,
 		Unnest:       true,
+		AnalyzeQueue: `ANALYZE jobs (status, user_id)`,
+		QueueRows:    `SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = 'jobs'::regclass`,
 		CodeLock:     fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, hashtext($1))`, codeLockKey),
 		// A log append's commit does not wait for the WAL's flush (about
 		// ten times faster on a busy disk); see Dialect.LogAsyncCommit.

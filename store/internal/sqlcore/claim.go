@@ -304,7 +304,6 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 	if len(ids) == 0 {
 		return st, nil
 	}
-	const cols = `j.id, j.user_id, j.queue_seq, j.cpu, j.memory_mib, j.gpu_count, j.gpu_memory_mib, j.gpu_name, j.image`
 	read := func(rows Rows, err error) error {
 		if err != nil {
 			return err
@@ -320,14 +319,12 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 		}
 		return rows.Err()
 	}
-	perUser := `SELECT ` + cols + ` FROM jobs j WHERE j.user_id = $1 AND j.status = 'pending' ORDER BY j.queue_seq LIMIT ` + fmt.Sprint(maxClaimBatch+1)
 	if s.d.Lateral {
 		uargs := make([]any, len(ids))
 		for i, id := range ids {
 			uargs[i] = id
 		}
-		err = read(q.Query(ctx, `SELECT `+cols+` FROM users u CROSS JOIN LATERAL (`+
-			strings.Replace(perUser, "$1", "u.id", 1)+`) j WHERE u.id IN (`+placeholders(1, len(ids))+`)`, uargs...))
+		err = read(q.Query(ctx, pendingOfUsersSQL(len(ids)), uargs...))
 	} else {
 		for _, id := range ids {
 			if err = read(q.Query(ctx, perUser, id)); err != nil {
@@ -345,6 +342,19 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 		}
 	}
 	return st, nil
+}
+
+// pendingCols are the columns of a pending job a claim reads (claimJob).
+const pendingCols = `j.id, j.user_id, j.queue_seq, j.cpu, j.memory_mib, j.gpu_count, j.gpu_memory_mib, j.gpu_name, j.image`
+
+// perUser reads the first maxClaimBatch+1 pending jobs of the user $1.
+var perUser = `SELECT ` + pendingCols + ` FROM jobs j WHERE j.user_id = $1 AND j.status = 'pending' ORDER BY j.queue_seq LIMIT ` + fmt.Sprint(maxClaimBatch+1)
+
+// pendingOfUsersSQL reads perUser's jobs of the n users $1...$n in one
+// statement, where the database joins laterally.
+func pendingOfUsersSQL(n int) string {
+	return `SELECT ` + pendingCols + ` FROM users u CROSS JOIN LATERAL (` +
+		strings.Replace(perUser, "$1", "u.id", 1) + `) j WHERE u.id IN (` + placeholders(1, n) + `)`
 }
 
 // pick chooses the job claimSQL would give the claim p: among the users it
@@ -406,15 +416,18 @@ type claimPick struct {
 }
 
 // assignJobs gives each job v.id to the runner v.runner at v.claimed,
-// unless it is no longer pending.
-var assignJobs = newBulk(`UPDATE jobs SET status = 'downloading', runner_id = v.runner, claimed_at = v.claimed,
+// unless it is no longer pending. The guard on the status is written so that
+// no index can serve it (COALESCE of a column that is never NULL): the jobs
+// are looked up by ID, whatever the planner believes of how many are
+// pending.
+var assignJobs = keyedBulk("jobs.id", `UPDATE jobs SET status = 'downloading', runner_id = v.runner, claimed_at = v.claimed,
 	lease = jobs.lease + 1, status_reason = ''
-	FROM v WHERE jobs.id = v.id AND jobs.status = 'pending'
+	FROM v WHERE jobs.id = v.id AND COALESCE(jobs.status, '') = 'pending'
 	RETURNING `+jobColumns,
 	bulkCol{"id", "text"}, bulkCol{"runner", "text"}, bulkCol{"claimed", "bigint"})
 
 // moveTurns sets the turn of each user v.id to v.seq.
-var moveTurns = newBulk(`UPDATE users SET claim_seq = v.seq FROM v WHERE users.id = v.id`,
+var moveTurns = keyedBulk("users.id", `UPDATE users SET claim_seq = v.seq FROM v WHERE users.id = v.id`,
 	bulkCol{"id", "text"}, bulkCol{"seq", "bigint"})
 
 // claimWrite writes picks: the jobs to their runners, and each claiming

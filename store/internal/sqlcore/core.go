@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"sync/atomic"
 
 	"github.com/dstackai/dstack/store"
 )
@@ -135,6 +136,14 @@ type Dialect struct {
 	// them as a table (unnest), so that a statement over many rows runs once
 	// (bulk.go).
 	Unnest bool
+	// AnalyzeQueue, when set, refreshes the planner's statistics of the
+	// jobs' states and users, and QueueRows reads how many jobs it saw. It
+	// runs after a submission once a fifth as many jobs as it saw were
+	// submitted since (analyzeQueue): a planner that believes the queue
+	// nearly empty after a large run reads every pending job for each batch
+	// of claims instead of the batch's own, and the database's own analysis
+	// comes up to a minute later.
+	AnalyzeQueue, QueueRows string
 	// Optimize, when set, runs after the migrations: it refreshes the
 	// statistics the planner chooses indexes by, where they are out of date.
 	Optimize string
@@ -153,6 +162,12 @@ type Store struct {
 	write DB
 	d     Dialect
 	close func() error
+
+	// submitted counts the jobs submitted since AnalyzeQueue last ran, and
+	// analyzedRows the jobs it saw then; analyzing is set while it runs.
+	submitted    atomic.Int64
+	analyzedRows atomic.Int64
+	analyzing    atomic.Bool
 
 	claimSQL     string
 	logAppendSQL string

@@ -108,7 +108,37 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 	if err != nil {
 		return nil, fmt.Errorf("create run %q: %w", p.Name, err)
 	}
+	s.analyzeQueue(ctx, len(p.Jobs))
 	return run, nil
+}
+
+// analyzeAfter is the fewest jobs submitted between two runs of
+// Dialect.AnalyzeQueue; past analyzeScale jobs in the table, a fifth of them.
+const (
+	analyzeAfter = 1000
+	analyzeScale = 5
+)
+
+// analyzeQueue counts n jobs submitted and, once as many were submitted
+// since it last ran as the table had a fifth of then (at least
+// analyzeAfter), runs Dialect.AnalyzeQueue before it returns, so that the
+// claims that follow are planned knowing the new jobs. It only informs the
+// planner: a failure (the database busy, ctx ended) is left for the next
+// submission or the database's own analysis.
+func (s *Store) analyzeQueue(ctx context.Context, n int) {
+	if s.d.AnalyzeQueue == "" || s.submitted.Add(int64(n)) < max(analyzeAfter, s.analyzedRows.Load()/analyzeScale) ||
+		!s.analyzing.CompareAndSwap(false, true) {
+		return
+	}
+	defer s.analyzing.Store(false)
+	s.submitted.Store(0)
+	if _, err := s.write.Exec(ctx, s.d.AnalyzeQueue); err != nil {
+		return
+	}
+	var rows int64
+	if err := s.write.QueryRow(ctx, s.d.QueueRows).Scan(&rows); err == nil {
+		s.analyzedRows.Store(rows)
+	}
 }
 
 // insertJobsSQL adds a run's jobs, in their order in the queue.
