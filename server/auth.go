@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -92,11 +93,21 @@ type authenticator struct {
 	// heartbeat timeout when shorter, so that a runner marked offline for
 	// its silence is read afresh when it calls again.
 	ttl time.Duration
-	// gen counts what was forgotten; refreshing holds the credentials
-	// being read again in the background.
+	// gen counts what was forgotten. refreshing holds the credentials to
+	// read again in the background, or being read; due those not yet taken;
+	// refresher is set while a goroutine reads them (refreshAll).
 	gen        uint64
 	refreshing map[string]bool
+	due        []string
+	refresher  bool
 }
+
+// refreshBatch is the most credentials one read refreshes; refreshGather is
+// how long the refresher waits for more to be due before a read.
+const (
+	refreshBatch  = 500
+	refreshGather = 100 * time.Millisecond
+)
 
 // runnerCacheTTL is how long a runner's credential is taken as read. Each
 // runner calls every few seconds (heartbeats, claims), so a shorter one
@@ -192,9 +203,13 @@ func (a *authenticator) runner(r *http.Request) (*store.Runner, error) {
 	a.mu.Lock()
 	c, ok := a.runners[h]
 	gen := a.gen
-	if ok && now.Sub(c.fetched) > a.ttl*2/3 && now.Sub(c.fetched) <= a.ttl && !a.refreshing[h] {
+	if ok && !a.refreshing[h] && now.Sub(c.fetched) > a.ttl*2/3 && now.Sub(c.fetched) <= a.ttl {
 		a.refreshing[h] = true
-		go a.refresh(h, gen)
+		a.due = append(a.due, h)
+		if !a.refresher {
+			a.refresher = true
+			go a.refreshAll()
+		}
 	}
 	a.mu.Unlock()
 	if !ok || now.Sub(c.fetched) > a.ttl {
@@ -227,28 +242,57 @@ func (a *authenticator) keep(h string, c cachedRunner, gen uint64) {
 	if a.gen != gen {
 		return
 	}
+	a.put(h, c)
+}
+
+// put caches c; the caller holds a.mu.
+func (a *authenticator) put(h string, c cachedRunner) {
 	if len(a.runners) > 100_000 {
 		clear(a.runners)
 	}
 	a.runners[h] = c
 }
 
-// refresh reads a cached credential again.
-func (a *authenticator) refresh(h string, gen uint64) {
-	defer func() {
+// refreshAll reads the credentials due again, up to refreshBatch in one
+// read, until none is due: with thousands of runners, each credential
+// read on its own made hundreds of reads a second. A credential the read
+// does not find is forgotten; one whose read failed stays cached until its
+// ttl and is due again at its next call.
+func (a *authenticator) refreshAll() {
+	for {
+		time.Sleep(refreshGather)
 		a.mu.Lock()
-		delete(a.refreshing, h)
+		if len(a.due) == 0 {
+			a.refresher = false
+			a.mu.Unlock()
+			return
+		}
+		n := min(len(a.due), refreshBatch)
+		batch := slices.Clone(a.due[:n])
+		a.due = slices.Delete(a.due, 0, n)
+		gen := a.gen
 		a.mu.Unlock()
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	now := a.now()
-	rn, err := a.store.RunnerGetByTokenHash(ctx, h)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		a.forget(h)
-	case err == nil:
-		a.keep(h, cachedRunner{r: rn, fetched: now}, gen)
+
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		now := a.now()
+		found, err := a.store.RunnersByTokenHash(ctx, batch)
+		cancel()
+		a.mu.Lock()
+		// A read that began before credentials were forgotten must not
+		// bring them back (what this batch forgets is not among them).
+		fresh := a.gen == gen
+		for _, h := range batch {
+			delete(a.refreshing, h)
+			switch {
+			case err != nil:
+			case found[h] == nil:
+				delete(a.runners, h)
+				a.gen++
+			case fresh:
+				a.put(h, cachedRunner{r: found[h], fetched: now})
+			}
+		}
+		a.mu.Unlock()
 	}
 }
 

@@ -149,6 +149,9 @@ type Store interface {
 	// RunnerGetByTokenHash finds the runner a credential belongs to, whatever
 	// its expiry; callers check TokenExpiresAt.
 	RunnerGetByTokenHash(ctx context.Context, tokenHash string) (*Runner, error)
+	// RunnersByTokenHash finds the runners the credentials tokenHashes
+	// belong to, by hash, in one read; a hash of no runner is left out.
+	RunnersByTokenHash(ctx context.Context, tokenHashes []string) (map[string]*Runner, error)
 	RunnerGet(ctx context.Context, id string) (*Runner, error)
 	// RunnerList lists a user's runners (all runners when UserID is empty),
 	// with the job each one holds.

@@ -131,6 +131,13 @@ var runnerTests = []test{
 		wantErr(t, "RunnerGet unknown", err, store.ErrNotFound)
 		_, err = f.s.RunnerGetByTokenHash(f.ctx, "other")
 		wantErr(t, "RunnerGetByTokenHash unknown", err, store.ErrNotFound)
+		many, err := f.s.RunnersByTokenHash(f.ctx, []string{"other", "rh1"})
+		if err != nil {
+			t.Fatalf("RunnersByTokenHash: %v", err)
+		}
+		if len(many) != 1 || many["rh1"] == nil || !reflect.DeepEqual(many["rh1"], byToken) {
+			t.Errorf("RunnersByTokenHash(other, rh1) = %+v, want rh1: %+v alone", many, byToken)
+		}
 		p.ID = "r2"
 		_, err = f.s.RunnerCreate(f.ctx, p)
 		wantErr(t, "RunnerCreate with a taken token", err, store.ErrConflict)

@@ -115,6 +115,45 @@ func (s *Store) RunnerGetByTokenHash(ctx context.Context, tokenHash string) (*st
 	return r, nil
 }
 
+// RunnersByTokenHash finds the runners of many credentials in one read.
+func (s *Store) RunnersByTokenHash(ctx context.Context, tokenHashes []string) (map[string]*store.Runner, error) {
+	out := make(map[string]*store.Runner, len(tokenHashes))
+	if len(tokenHashes) == 0 {
+		return out, nil
+	}
+	args := make([]any, len(tokenHashes))
+	for i, h := range tokenHashes {
+		args[i] = h
+	}
+	rows, err := s.read.Query(ctx, `SELECT r.token_hash, `+strings.TrimPrefix(runnerSelect, "SELECT ")+
+		` WHERE r.token_hash IN (`+placeholders(1, len(args))+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("runners by token: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var h string
+		r, err := scanRunner(withFirst{rows, &h})
+		if err != nil {
+			return nil, fmt.Errorf("runners by token: %w", err)
+		}
+		out[h] = r
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("runners by token: %w", err)
+	}
+	return out, nil
+}
+
+// withFirst scans a row whose first column goes to first, the rest as its
+// caller asks.
+type withFirst struct {
+	row   Row
+	first any
+}
+
+func (w withFirst) Scan(dest ...any) error { return w.row.Scan(append([]any{w.first}, dest...)...) }
+
 // RunnerGet finds a runner by ID.
 func (s *Store) RunnerGet(ctx context.Context, id string) (*store.Runner, error) {
 	r, err := scanRunner(s.read.QueryRow(ctx, runnerSelect+` WHERE r.id = $1`, id))
