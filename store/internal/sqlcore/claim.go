@@ -281,9 +281,7 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 		return nil, fmt.Errorf("turns: %w", err)
 	}
 	st.next = st.seqBase
-	rows, err := q.Query(ctx, `SELECT u.id, u.claim_seq, u.max_running,
-		CASE WHEN u.max_running > 0 THEN (SELECT COUNT(*) FROM jobs a WHERE a.user_id = u.id AND a.status IN `+activeStatuses+`) ELSE 0 END
-		FROM users u WHERE EXISTS (SELECT 1 FROM jobs j WHERE j.user_id = u.id AND j.status = 'pending')`+filter, args...)
+	rows, err := q.Query(ctx, usersWithPendingSQL(filter), args...)
 	if err != nil {
 		return nil, fmt.Errorf("users with pending jobs: %w", err)
 	}
@@ -342,6 +340,19 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 		}
 	}
 	return st, nil
+}
+
+// usersWithPendingSQL reads the users with pending jobs (and the condition
+// filter), each with her turn, cap and active jobs. Whether a user has a
+// pending job is read as her first one in queue order: that the planner can
+// only answer well through the index of pending jobs, where an EXISTS read
+// every job of the table when the statistics said most jobs are pending
+// and none was left.
+func usersWithPendingSQL(filter string) string {
+	return `SELECT u.id, u.claim_seq, u.max_running,
+		CASE WHEN u.max_running > 0 THEN (SELECT COUNT(*) FROM jobs a WHERE a.user_id = u.id AND a.status IN ` + activeStatuses + `) ELSE 0 END
+		FROM users u WHERE (SELECT j.queue_seq FROM jobs j WHERE j.user_id = u.id AND j.status = 'pending'
+			ORDER BY j.queue_seq LIMIT 1) IS NOT NULL` + filter
 }
 
 // pendingCols are the columns of a pending job a claim reads (claimJob).

@@ -2,8 +2,9 @@ package sqlcore
 
 // The statements over many rows, as PostgreSQL runs them.
 var (
-	AssignJobsSQL     = assignJobs.set
-	ChangeStatusesSQL = changeStatuses.set
-	PendingOfUsersSQL = pendingOfUsersSQL
-	MaxClaimBatch     = maxClaimBatch
+	AssignJobsSQL       = assignJobs.set
+	ChangeStatusesSQL   = changeStatuses.set
+	PendingOfUsersSQL   = pendingOfUsersSQL
+	UsersWithPendingSQL = usersWithPendingSQL
+	MaxClaimBatch       = maxClaimBatch
 )

@@ -26,7 +26,8 @@ import (
 // queue nearly empty, read all of a user's pending jobs to choose from for
 // each batch of claims and joined the batch to every pending job.
 // With many jobs newly claimed it believed none active and read every
-// active job for each batch of ends.
+// active job for each batch of ends; believing most jobs pending, it read
+// every job to learn that a user had none.
 func TestBatchesReadTheirRowsNotTheQueue(t *testing.T) {
 	ctx := t.Context()
 	dsn := storetest.PostgresDSN(t)
@@ -126,6 +127,16 @@ func TestBatchesReadTheirRowsNotTheQueue(t *testing.T) {
 	}
 	check("with 1,000 jobs claimed", "the ends", sqlcore.ChangeStatusesSQL, ids, runners, leases, done, none, null, at, zero, zero)
 	check("with 1,000 jobs claimed", "the assignment", sqlcore.AssignJobsSQL, pending(len(held)+batch), runners, at)
+
+	// The user's pending jobs all stopped, while the statistics still say
+	// nearly every job is pending: is she among the users a claim may take
+	// from?
+	if _, err := conn.Exec(ctx, "UPDATE jobs SET status = 'stopped' WHERE status = 'pending'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, read, plan := jobsRead(ctx, t, conn, sqlcore.UsersWithPendingSQL(" AND u.id IN ($1)"), []any{u.ID}); read > 1 {
+		t.Errorf("whether a user without pending jobs has one read %d rows of jobs, want at most 1. Plan:\n%s", read, plan)
+	}
 }
 
 // jobsRead runs query with args in a transaction it rolls back and
