@@ -154,6 +154,23 @@ type withFirst struct {
 
 func (w withFirst) Scan(dest ...any) error { return w.row.Scan(append([]any{w.first}, dest...)...) }
 
+// collectIDs reads a column of strings.
+func collectIDs(rows Rows, err error) ([]string, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
 // RunnerGet finds a runner by ID.
 func (s *Store) RunnerGet(ctx context.Context, id string) (*store.Runner, error) {
 	r, err := scanRunner(s.read.QueryRow(ctx, runnerSelect+` WHERE r.id = $1`, id))
@@ -211,6 +228,59 @@ func (s *Store) RunnerHeartbeat(ctx context.Context, p store.RunnerHeartbeatPara
 	return nil
 }
 
+// heartbeatChunk is how many beats one statement of RunnerHeartbeatBatch
+// writes: two parameters each, well under both databases' limits.
+const heartbeatChunk = 2048
+
+// heartbeatValues is RunnerHeartbeatBatch where statements take no arrays
+// (SQLite): it writes beats in a statement per heartbeatChunk, in one
+// transaction, which holds the write lock for two statements a chunk
+// rather than two a beat: a statement that brings back the runners found offline
+// (usually none), and one for the runners online. A chunk is padded to a
+// power of two beats (repeating its last), so that a few statements, kept
+// prepared, serve every size.
+func (s *Store) heartbeatValues(ctx context.Context, p store.RunnerHeartbeatBatchParams) ([]string, error) {
+	var revived []string
+	err := s.write.Tx(ctx, func(q Querier) error {
+		revived = nil
+		for from := 0; from < len(p.Beats); from += heartbeatChunk {
+			chunk := p.Beats[from:min(from+heartbeatChunk, len(p.Beats))]
+			n := 16
+			for n < len(chunk) {
+				n *= 2
+			}
+			var values strings.Builder
+			args := make([]any, 0, 2*n)
+			for i := range n {
+				b := chunk[min(i, len(chunk)-1)]
+				if i > 0 {
+					values.WriteString(", ")
+				}
+				fmt.Fprintf(&values, "(CAST($%d AS TEXT), CAST($%d AS BIGINT))", 2*i+1, 2*i+2)
+				args = append(args, b.ID, micros(b.At))
+			}
+			with := `WITH beats(id, at) AS (VALUES ` + values.String() + `) `
+			ids, err := collectIDs(q.Query(ctx, with+`UPDATE runners SET online = TRUE,
+				last_heartbeat = CASE WHEN beats.at > runners.last_heartbeat THEN beats.at ELSE runners.last_heartbeat END
+				FROM beats WHERE runners.id = beats.id AND runners.online = FALSE RETURNING runners.id`, args...))
+			if err != nil {
+				return err
+			}
+			revived = append(revived, ids...)
+			if _, err := q.Exec(ctx, with+`UPDATE runners SET last_heartbeat = beats.at
+				FROM beats WHERE runners.id = beats.id AND runners.online = TRUE AND runners.last_heartbeat < beats.at`, args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record %d runner heartbeats: %w", len(p.Beats), err)
+	}
+	slices.Sort(revived)
+	return slices.Compact(revived), nil
+}
+
 // reviveRunners brings back online each runner v.id found offline, heard
 // from at v.at, and returns their IDs.
 var reviveRunners = keyedBulk("runners.id", `UPDATE runners SET online = TRUE,
@@ -225,8 +295,12 @@ var noteBeats = keyedBulk("runners.id", `UPDATE runners SET last_heartbeat = v.a
 
 // RunnerHeartbeatBatch writes beats in one transaction: a statement that
 // brings back the runners found offline (usually none), and one for the
-// runners online, each over all the beats at once (bulk.go).
+// runners online, each over all the beats at once where the database takes
+// arrays (bulk.go), else over chunks of them (heartbeatValues).
 func (s *Store) RunnerHeartbeatBatch(ctx context.Context, p store.RunnerHeartbeatBatchParams) ([]string, error) {
+	if !s.d.Unnest {
+		return s.heartbeatValues(ctx, p)
+	}
 	rows := make([][]any, len(p.Beats))
 	for i, b := range p.Beats {
 		rows[i] = []any{b.ID, micros(b.At)}
