@@ -112,17 +112,16 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 	return run, nil
 }
 
-// analyzeAfter is the fewest jobs submitted between two runs of
-// Dialect.AnalyzeQueue; past analyzeScale jobs in the table, a fifth of them.
+// Dialect.AnalyzeQueue runs once analyzeAfter jobs were submitted since it
+// last ran, or 1/analyzeScale of the jobs it saw then, whichever is more.
 const (
 	analyzeAfter = 1000
 	analyzeScale = 5
 )
 
-// analyzeQueue counts n jobs submitted and, once as many were submitted
-// since it last ran as the table had a fifth of then (at least
-// analyzeAfter), runs Dialect.AnalyzeQueue before it returns, so that the
-// claims that follow are planned knowing the new jobs. It only informs the
+// analyzeQueue counts n jobs submitted and, once enough were (analyzeAfter),
+// runs Dialect.AnalyzeQueue before it returns, so that the claims that
+// follow are planned knowing the new jobs. It only informs the
 // planner: a failure (the database busy, ctx ended) is left for the next
 // submission or the database's own analysis.
 func (s *Store) analyzeQueue(ctx context.Context, n int) {
