@@ -52,23 +52,6 @@ func newBulk(query string, cols ...bulkCol) bulk {
 	}
 }
 
-// keyedBulk prepares an UPDATE of the rows of a table named by its column
-// key, which the rows' first column (text) holds: query's "FROM v WHERE "
-// then also says that key is one of the rows' first values. Without that,
-// PostgreSQL joins the rows to the whole table when its estimates are off (a
-// large run submitted since the table was last analyzed looks like a few
-// rows), so that a claim of 64 jobs read every pending job; with it, it
-// looks the rows up by key whatever its estimates.
-func keyedBulk(key, query string, cols ...bulkCol) bulk {
-	const where = "FROM v WHERE "
-	if !strings.Contains(query, where) || len(cols) == 0 || cols[0].pgType != "text" {
-		panic(fmt.Sprintf("keyed bulk statement must say %q and have a text first column: %s", where, query))
-	}
-	b := newBulk(strings.Replace(query, where, where+key+" = ANY($1::text[]) AND ", 1), cols...)
-	b.row = newBulk(strings.Replace(query, where, where+key+" = $1 AND ", 1), cols...).row
-	return b
-}
-
 // bulk runs b over the rows argSets (each the values of b's columns, in
 // order) and gives fn the rows of each statement it ran.
 func (s *Store) bulk(ctx context.Context, q Querier, b bulk, argSets [][]any, fn func(rows Rows) error) error {

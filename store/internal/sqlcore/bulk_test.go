@@ -33,14 +33,3 @@ func TestBulkColumns(t *testing.T) {
 		t.Errorf("bigint column = %v, want 1, NULL, 7", got)
 	}
 }
-
-func TestKeyedBulkStatements(t *testing.T) {
-	b := keyedBulk("users.id", `UPDATE users SET claim_seq = v.seq FROM v WHERE users.id = v.id`,
-		bulkCol{"id", "text"}, bulkCol{"seq", "bigint"})
-	if want := `UPDATE users SET claim_seq = v.seq FROM unnest($1::text[], $2::bigint[]) AS v(id, seq) WHERE users.id = ANY($1::text[]) AND users.id = v.id`; b.set != want {
-		t.Errorf("over arrays:\n%s\nwant\n%s", b.set, want)
-	}
-	if want := `UPDATE users SET claim_seq = v.seq FROM (SELECT $1 AS id, $2 AS seq) AS v WHERE users.id = $1 AND users.id = v.id`; b.row != want {
-		t.Errorf("over one row:\n%s\nwant\n%s", b.row, want)
-	}
-}

@@ -431,14 +431,14 @@ type claimPick struct {
 // no index can serve it (COALESCE of a column that is never NULL): the jobs
 // are looked up by ID, whatever the planner believes of how many are
 // pending.
-var assignJobs = keyedBulk("jobs.id", `UPDATE jobs SET status = 'downloading', runner_id = v.runner, claimed_at = v.claimed,
+var assignJobs = newBulk(`UPDATE jobs SET status = 'downloading', runner_id = v.runner, claimed_at = v.claimed,
 	lease = jobs.lease + 1, status_reason = ''
 	FROM v WHERE jobs.id = v.id AND COALESCE(jobs.status, '') = 'pending'
 	RETURNING `+jobColumns,
 	bulkCol{"id", "text"}, bulkCol{"runner", "text"}, bulkCol{"claimed", "bigint"})
 
 // moveTurns sets the turn of each user v.id to v.seq.
-var moveTurns = keyedBulk("users.id", `UPDATE users SET claim_seq = v.seq FROM v WHERE users.id = v.id`,
+var moveTurns = newBulk(`UPDATE users SET claim_seq = v.seq FROM v WHERE users.id = v.id`,
 	bulkCol{"id", "text"}, bulkCol{"seq", "bigint"})
 
 // claimWrite writes picks: the jobs to their runners, and each claiming

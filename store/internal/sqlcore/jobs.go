@@ -214,10 +214,11 @@ func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobS
 // changeStatuses moves each job v.id that its runner v.runner holds under
 // the lease v.lease to v.status at v.at. As in assignJobs, no index serves
 // the guard on the status: the planner's count of active jobs is stale as
-// soon as a batch of claims commits, and it read every active job through an
-// index on status when it believed there were none. A job that ends has the size of
-// its log in the database recorded (JobSetLogSize), when there is one.
-var changeStatuses = keyedBulk("jobs.id", `UPDATE jobs SET status = v.status, status_reason = v.reason,
+// soon as a batch of claims commits, and it read every active job through
+// an index on status when it believed there were none. A job that ends has
+// the size of its log in the database recorded (JobSetLogSize), when there
+// is one.
+var changeStatuses = newBulk(`UPDATE jobs SET status = v.status, status_reason = v.reason,
 	exit_code = COALESCE(v.exit_code, jobs.exit_code),
 	started_at = CASE WHEN v.status = 'running' THEN COALESCE(jobs.started_at, v.at) ELSE jobs.started_at END,
 	uploading_at = CASE WHEN v.status = 'uploading' THEN COALESCE(jobs.uploading_at, v.at) ELSE jobs.uploading_at END,

@@ -283,13 +283,13 @@ func (s *Store) heartbeatValues(ctx context.Context, p store.RunnerHeartbeatBatc
 
 // reviveRunners brings back online each runner v.id found offline, heard
 // from at v.at, and returns their IDs.
-var reviveRunners = keyedBulk("runners.id", `UPDATE runners SET online = TRUE,
+var reviveRunners = newBulk(`UPDATE runners SET online = TRUE,
 	last_heartbeat = CASE WHEN v.at > runners.last_heartbeat THEN v.at ELSE runners.last_heartbeat END
 	FROM v WHERE runners.id = v.id AND runners.online = FALSE RETURNING runners.id`,
 	bulkCol{"id", "text"}, bulkCol{"at", "bigint"})
 
 // noteBeats records that each runner v.id, online, was heard from at v.at.
-var noteBeats = keyedBulk("runners.id", `UPDATE runners SET last_heartbeat = v.at
+var noteBeats = newBulk(`UPDATE runners SET last_heartbeat = v.at
 	FROM v WHERE runners.id = v.id AND runners.online = TRUE AND runners.last_heartbeat < v.at`,
 	bulkCol{"id", "text"}, bulkCol{"at", "bigint"})
 
