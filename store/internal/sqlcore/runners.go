@@ -154,23 +154,6 @@ type withFirst struct {
 
 func (w withFirst) Scan(dest ...any) error { return w.row.Scan(append([]any{w.first}, dest...)...) }
 
-// collectIDs reads a column of strings.
-func collectIDs(rows Rows, err error) ([]string, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
-}
-
 // RunnerGet finds a runner by ID.
 func (s *Store) RunnerGet(ctx context.Context, id string) (*store.Runner, error) {
 	r, err := scanRunner(s.read.QueryRow(ctx, runnerSelect+` WHERE r.id = $1`, id))
@@ -234,8 +217,8 @@ const heartbeatChunk = 2048
 
 // heartbeatValues is RunnerHeartbeatBatch where statements take no arrays
 // (SQLite): it writes beats in a statement per heartbeatChunk, in one
-// transaction, which holds the write lock for two statements a chunk
-// rather than two a beat: a statement that brings back the runners found offline
+// transaction, which holds the write lock for two statements a chunk rather
+// than two a beat: a statement that brings back the runners found offline
 // (usually none), and one for the runners online. A chunk is padded to a
 // power of two beats (repeating its last), so that a few statements, kept
 // prepared, serve every size.
@@ -328,6 +311,23 @@ func (s *Store) RunnerHeartbeatBatch(ctx context.Context, p store.RunnerHeartbea
 	}
 	slices.Sort(revived)
 	return slices.Compact(revived), nil
+}
+
+// collectIDs reads a column of strings.
+func collectIDs(rows Rows, err error) ([]string, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
 }
 
 // RunnerMarkOffline marks stale runners offline and interrupts their jobs.
