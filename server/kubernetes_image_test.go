@@ -2,10 +2,8 @@ package server_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,7 +19,6 @@ import (
 	"github.com/dstackai/dstack/internal/kubetest"
 	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server"
-	"github.com/dstackai/dstack/server/servertest"
 )
 
 // TestKubernetesJobImages runs docker jobs of two images on a real kubelet
@@ -73,12 +70,7 @@ func testKubernetesJobImages(t *testing.T, withRunnerImage bool) {
 		}
 		node.ImportImage(t, tarball)
 	}
-	bin := filepath.Join(dir, "dstack-runner")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/dstackai/dstack/cmd/dstack-runner")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build dstack-runner: %v\n%s", err, out)
-	}
+	bin := buildRunner(t, dir)
 	runnerImage := ""
 	if withRunnerImage {
 		// Nothing but the binary: the init container runs it to copy itself.
@@ -101,23 +93,11 @@ func testKubernetesJobImages(t *testing.T, withRunnerImage bool) {
 		node.ImportImage(t, tarball)
 	}
 
-	hostIP := hostAddress(t)
-	port := freePort(t)
-	e := setup(t, servertest.WithConfig(func(cfg *server.Config) {
-		cfg.Host, cfg.Port = "0.0.0.0", port
-		cfg.ExternalURL = fmt.Sprintf("http://%s:%d", hostIP, port)
+	e := serveKubelet(t, c, runnerImage, func(cfg *server.Config) {
 		cfg.IdleTimeout = 5 * time.Second
 		cfg.RunnerBinaries = []string{bin} // what the download serves
-	}))
+	})
 	ctx := context.Background()
-	kc, err := os.ReadFile(c.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.admin.KubernetesPut(ctx, api.KubernetesConfigRequest{Kubeconfig: string(kc), RunnerImage: runnerImage,
-		ReserveMilliCPU: 1000, ReserveMemoryMiB: 1024}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := e.admin.LimitPut(ctx, api.LimitPutRequest{Region: kubetest.ContextName, InstanceType: "local.real", Max: 2}, false); err != nil {
 		t.Fatal(err)
 	}

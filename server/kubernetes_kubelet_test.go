@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/backend/kubernetes"
+	"github.com/dstackai/dstack/executor/executortest"
 	"github.com/dstackai/dstack/internal/kubetest"
 	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/server"
@@ -79,15 +79,10 @@ func kubeletServer(t testing.TB, idle time.Duration) (*kubetest.Cluster, *apiEnv
 	node := c.AddKubeletNode(t, "real-1", map[string]string{kubetest.LabelInstanceType: "local.real"})
 	c.Namespace(t, "dstack")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "dstack-runner")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "github.com/dstackai/dstack/cmd/dstack-runner")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build dstack-runner: %v\n%s", err, out)
-	}
-	busybox := "/bin/busybox"
-	if _, err := os.Stat(busybox); err != nil {
-		busybox = "/usr/bin/busybox"
+	bin := buildRunner(t, dir)
+	busybox, err := executortest.Busybox(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
 	const image = "docker.io/dstack/runner:kubelet-test"
 	tarball := filepath.Join(dir, "runner.tar")
@@ -95,7 +90,14 @@ func kubeletServer(t testing.TB, idle time.Duration) (*kubetest.Cluster, *apiEnv
 		t.Fatal(err)
 	}
 	node.ImportImage(t, tarball)
+	return c, serveKubelet(t, c, image, func(cfg *server.Config) { cfg.IdleTimeout = idle })
+}
 
+// serveKubelet starts a server (configured further by configure) that the
+// Pods of c's kubelet nodes reach, with c as its Kubernetes cluster and
+// runnerImage ("" for the default) as the runner image.
+func serveKubelet(t testing.TB, c *kubetest.Cluster, runnerImage string, configure func(*server.Config)) *apiEnv {
+	t.Helper()
 	// The Pods reach the server at this host's address through the node's
 	// bridge, so it listens on every interface.
 	hostIP := hostAddress(t)
@@ -103,18 +105,17 @@ func kubeletServer(t testing.TB, idle time.Duration) (*kubetest.Cluster, *apiEnv
 	e := setup(t, servertest.WithConfig(func(cfg *server.Config) {
 		cfg.Host, cfg.Port = "0.0.0.0", port
 		cfg.ExternalURL = fmt.Sprintf("http://%s:%d", hostIP, port)
-		cfg.IdleTimeout = idle
+		configure(cfg)
 	}))
-	ctx := context.Background()
 	kc, err := os.ReadFile(c.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.admin.KubernetesPut(ctx, api.KubernetesConfigRequest{Kubeconfig: string(kc), RunnerImage: image,
+	if _, err := e.admin.KubernetesPut(context.Background(), api.KubernetesConfigRequest{Kubeconfig: string(kc), RunnerImage: runnerImage,
 		ReserveMilliCPU: 1000, ReserveMemoryMiB: 1024}); err != nil {
 		t.Fatal(err)
 	}
-	return c, e
+	return e
 }
 
 // hostAddress is an IPv4 address of this host other than loopback.

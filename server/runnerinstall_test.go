@@ -166,7 +166,7 @@ func TestRunnerDownloadWithoutBinary(t *testing.T) {
 }
 
 // buildRunner builds cmd/dstack-runner into dir, as `make build` does.
-func buildRunner(t *testing.T, dir string) string {
+func buildRunner(t testing.TB, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "dstack-runner")
 	cmd := exec.Command("go", "build", "-o", bin, "github.com/dstackai/dstack/cmd/dstack-runner")
