@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,13 +30,14 @@ func checkpointJob() api.JobSpec {
 }
 
 // syncCheckpoint stores files (path: content) as a checkpoint, as a runner
-// does.
+// does: the manifest sorted by path (the runner's sortedFiles).
 func syncCheckpoint(t *testing.T, rc *client.Client, a *api.Assignment, files map[string]string) *api.Checkpoint {
 	t.Helper()
 	ctx := context.Background()
 	var m api.CheckpointManifest
 	var sums []string
-	for p, content := range files {
+	for _, p := range slices.Sorted(maps.Keys(files)) {
+		content := files[p]
 		s := sumOf([]byte(content))
 		sums = append(sums, s)
 		m.Files = append(m.Files, api.CheckpointFile{Path: p, Size: int64(len(content)), SHA256: s})
