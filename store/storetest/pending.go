@@ -1,8 +1,12 @@
 package storetest
 
 import (
+	"errors"
+	"fmt"
 	"reflect"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -170,6 +174,72 @@ var pendingReasonTests = []test{
 		}
 		if got := f.job(a.ID).Status; got != api.StatusDownloading {
 			t.Fatalf("claimed job is %s after JobSetPendingReasons, want downloading", got)
+		}
+	}},
+	{"reasons set while runners claim fail neither", func(t *testing.T, open Open) {
+		// The autoscaler sets the reasons of every pending job while
+		// runners claim them: neither may wait on the other's rows in a
+		// cycle (a deadlock, which the database breaks by failing one).
+		f := setup(t, open)
+		u := f.user()
+		// The jobs' IDs go down in queue order: claims, which take the
+		// first pending jobs, lock rows in the opposite order of IDs.
+		var ids []string
+		for i := range 600 {
+			p := f.runParams(u, spec("w"))
+			p.Jobs[0].ID = fmt.Sprintf("job-%04d", 9999-i)
+			if _, err := f.s.RunCreate(f.ctx, p); err != nil {
+				t.Fatalf("RunCreate: %v", err)
+			}
+			ids = append(ids, p.Jobs[0].ID)
+		}
+		runners := make([]*store.Runner, 16)
+		for i := range runners {
+			runners[i] = f.runner(u, cpuHost)
+		}
+		var (
+			wg      sync.WaitGroup
+			claimed atomic.Int64
+		)
+		for _, r := range runners {
+			wg.Go(func() {
+				for {
+					_, err := f.tryClaim(r, cpuHost)
+					if errors.Is(err, store.ErrNotFound) {
+						return
+					}
+					if err != nil {
+						t.Errorf("JobClaimNext while reasons are set: %v", err)
+						return
+					}
+					claimed.Add(1)
+				}
+			})
+		}
+		// As many passes at once as the autoscalers of several replicas
+		// make.
+		for k := range 4 {
+			wg.Go(func() {
+				for pass := 0; claimed.Load() < int64(len(ids)) && !t.Failed(); pass++ {
+					reasons := make(map[string]string, len(ids))
+					for _, id := range ids {
+						reasons[id] = fmt.Sprintf("no runner fits (pass %d of %d)", pass, k)
+					}
+					if _, err := f.s.JobSetPendingReasons(f.ctx, store.JobSetPendingReasonsParams{Reasons: reasons}); err != nil {
+						t.Errorf("JobSetPendingReasons while runners claim: %v", err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if n := claimed.Load(); n != int64(len(ids)) {
+			t.Fatalf("runners claimed %d of %d jobs", n, len(ids))
+		}
+		for _, id := range ids {
+			if j := f.job(id); j.Status != api.StatusDownloading || j.StatusReason != "" {
+				t.Fatalf("job %s: %s with reason %q after its claim; want downloading with none", id, j.Status, j.StatusReason)
+			}
 		}
 	}},
 }

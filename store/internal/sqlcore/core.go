@@ -170,6 +170,7 @@ type Store struct {
 	analyzing    atomic.Bool
 
 	claimSQL     string
+	setReasons   bulk
 	logAppendSQL string
 	insertJobs   bulk
 	// claims and statuses commit the claims, and the status changes, made
@@ -185,6 +186,7 @@ var _ store.Store = (*Store)(nil)
 func New(read Querier, write DB, d Dialect, closeFn func() error) *Store {
 	s := &Store{read: read, write: write, d: d, close: closeFn}
 	s.claimSQL = claimSQL(d)
+	s.setReasons = setReasons(d)
 	s.claims = &group[store.JobClaimNextParams, *store.Job]{db: write, max: maxClaimBatch, run: s.claimBatch}
 	s.statuses = &group[store.JobSetStatusParams, *store.Job]{db: write, max: maxStatusBatch, run: s.setStatusBatch}
 	s.logAppendSQL = logAppendSQL(d)

@@ -511,8 +511,7 @@ func (s *Store) JobListPending(ctx context.Context, p store.JobListPendingParams
 }
 
 // JobSetPendingReasons sets the reasons of the jobs still pending, in one
-// transaction, in the order of their IDs (so that two callers lock rows in
-// one order). A reason already there is not written again.
+// statement (setReasons). A reason already there is not written again.
 func (s *Store) JobSetPendingReasons(ctx context.Context, p store.JobSetPendingReasonsParams) (int, error) {
 	if len(p.Reasons) == 0 {
 		return 0, nil
@@ -522,21 +521,37 @@ func (s *Store) JobSetPendingReasons(ctx context.Context, p store.JobSetPendingR
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	argSets := make([][]any, len(ids))
+	for i, id := range ids {
+		argSets[i] = []any{id, p.Reasons[id]}
+	}
 	var changed int
 	err := s.write.Tx(ctx, func(q Querier) error {
 		changed = 0
-		for _, id := range ids {
-			n, err := q.Exec(ctx, `UPDATE jobs SET status_reason = $2
-				WHERE id = $1 AND status = 'pending' AND status_reason <> $2`, id, p.Reasons[id])
-			if err != nil {
-				return fmt.Errorf("job %s: %w", id, err)
+		return s.bulk(ctx, q, s.setReasons, argSets, func(rows Rows) error {
+			for rows.Next() {
+				changed++
 			}
-			changed += int(n)
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("set reasons of pending jobs: %w", err)
 	}
 	return changed, nil
+}
+
+// setReasons sets the reason of each job v.id still pending to v.reason,
+// unless it has it. A job whose row another transaction holds is left
+// alone (d.SkipLocked): claims lock the pending jobs they take in queue
+// order, and a statement that waited for them while holding rows of its
+// own could close a cycle (a deadlock, which fails one side); a claim
+// clears its job's reason anyway, and a job it did not take gets its reason
+// at the next pass.
+func setReasons(d Dialect) bulk {
+	return newBulk(`UPDATE jobs SET status_reason = v.reason FROM v
+		WHERE jobs.id = v.id AND jobs.status_reason <> v.reason
+		AND jobs.id = (SELECT l.id FROM jobs l WHERE l.id = v.id AND l.status = 'pending'`+d.SkipLocked+`)
+		RETURNING jobs.id`,
+		bulkCol{"id", "text"}, bulkCol{"reason", "text"})
 }
