@@ -277,6 +277,12 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 		filter = ` AND u.id IN (` + placeholders(1, len(args)) + `)`
 	}
 	st := &claimState{users: map[string]*claimUser{}}
+	if s.d.Lateral {
+		if err := st.readJoined(ctx, q, filter, args); err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
 	if err := q.QueryRow(ctx, `SELECT COALESCE(MAX(claim_seq), 0) FROM users`).Scan(&st.seqBase); err != nil {
 		return nil, fmt.Errorf("turns: %w", err)
 	}
@@ -317,29 +323,69 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 		}
 		return rows.Err()
 	}
-	if s.d.Lateral {
-		uargs := make([]any, len(ids))
-		for i, id := range ids {
-			uargs[i] = id
-		}
-		err = read(q.Query(ctx, pendingOfUsersSQL(len(ids)), uargs...))
-	} else {
-		for _, id := range ids {
-			if err = read(q.Query(ctx, perUser, id)); err != nil {
-				break
-			}
+	for _, id := range ids {
+		if err = read(q.Query(ctx, perUser, id)); err != nil {
+			break
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pending jobs: %w", err)
 	}
+	st.trim()
+	return st, nil
+}
+
+// trim puts each user's jobs in queue order and keeps the first
+// maxClaimBatch, noting whether she has more.
+func (st *claimState) trim() {
 	for _, u := range st.users {
 		slices.SortFunc(u.jobs, func(a, b *claimJob) int { return cmp.Compare(a.queueSeq, b.queueSeq) })
 		if len(u.jobs) > maxClaimBatch {
 			u.jobs, u.more = u.jobs[:maxClaimBatch], true
 		}
 	}
-	return st, nil
+}
+
+// readJoined reads what claimCandidates reads (the highest turn, the users
+// with pending jobs and the first pending jobs of each) in one statement,
+// where the database joins laterally: a claim batch's round trips are most
+// of its time.
+func (st *claimState) readJoined(ctx context.Context, q Querier, filter string, args []any) error {
+	rows, err := q.Query(ctx, candidatesJoinedSQL(filter), args...)
+	if err != nil {
+		return fmt.Errorf("pending jobs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			u claimUser
+			j claimJob
+		)
+		if err := rows.Scan(&st.seqBase, &u.id, &u.seq, &u.maxRunning, &u.active,
+			&j.id, &j.user, &j.queueSeq, &j.cpu, &j.memory, &j.gpus, &j.gpuMemory, &j.gpuName, &j.image); err != nil {
+			return fmt.Errorf("pending jobs: %w", err)
+		}
+		if _, ok := st.users[u.id]; !ok {
+			st.users[u.id] = &u
+		}
+		st.users[u.id].jobs = append(st.users[u.id].jobs, &j)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("pending jobs: %w", err)
+	}
+	st.next = st.seqBase
+	st.trim()
+	return nil
+}
+
+// candidatesJoinedSQL is usersWithPendingSQL(filter) joined laterally with
+// perUser, each row carrying the highest turn. The users are read first
+// (MATERIALIZED), so that each one's active jobs are counted once, not
+// once per pending job.
+func candidatesJoinedSQL(filter string) string {
+	return `WITH u AS MATERIALIZED (` + usersWithPendingSQL(filter) + `)
+		SELECT (SELECT COALESCE(MAX(claim_seq), 0) FROM users), u.*, j.*
+		FROM u CROSS JOIN LATERAL (` + strings.Replace(perUser, "$1", "u.id", 1) + `) j`
 }
 
 // usersWithPendingSQL reads the users with pending jobs (and the condition
@@ -350,7 +396,7 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 // and none was left.
 func usersWithPendingSQL(filter string) string {
 	return `SELECT u.id, u.claim_seq, u.max_running,
-		CASE WHEN u.max_running > 0 THEN (SELECT COUNT(*) FROM jobs a WHERE a.user_id = u.id AND a.status IN ` + activeStatuses + `) ELSE 0 END
+		CASE WHEN u.max_running > 0 THEN (SELECT COUNT(*) FROM jobs a WHERE a.user_id = u.id AND a.status IN ` + activeStatuses + `) ELSE 0 END AS active
 		FROM users u WHERE (SELECT j.queue_seq FROM jobs j WHERE j.user_id = u.id AND j.status = 'pending'
 			ORDER BY j.queue_seq LIMIT 1) IS NOT NULL` + filter
 }
@@ -360,13 +406,6 @@ const pendingCols = `j.id, j.user_id, j.queue_seq, j.cpu, j.memory_mib, j.gpu_co
 
 // perUser reads the first maxClaimBatch+1 pending jobs of the user $1.
 var perUser = `SELECT ` + pendingCols + ` FROM jobs j WHERE j.user_id = $1 AND j.status = 'pending' ORDER BY j.queue_seq LIMIT ` + fmt.Sprint(maxClaimBatch+1)
-
-// pendingOfUsersSQL reads perUser's jobs of the n users $1...$n in one
-// statement, where the database joins laterally.
-func pendingOfUsersSQL(n int) string {
-	return `SELECT ` + pendingCols + ` FROM users u CROSS JOIN LATERAL (` +
-		strings.Replace(perUser, "$1", "u.id", 1) + `) j WHERE u.id IN (` + placeholders(1, n) + `)`
-}
 
 // pick chooses the job claimSQL would give the claim p: among the users it
 // may take from who are under their cap, the first job that fits of the

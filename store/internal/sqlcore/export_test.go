@@ -4,7 +4,7 @@ package sqlcore
 var (
 	AssignJobsSQL       = assignJobs.set
 	ChangeStatusesSQL   = changeStatuses.set
-	PendingOfUsersSQL   = pendingOfUsersSQL
+	CandidatesJoinedSQL = candidatesJoinedSQL
 	UsersWithPendingSQL = usersWithPendingSQL
 	MaxClaimBatch       = maxClaimBatch
 )
