@@ -323,14 +323,26 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 // assigned again (Redeliver).
 func (s *Server) claim(ctx context.Context, rn *store.Runner, free api.HostResources) (*store.Job, error) {
 	now := s.cfg.Now()
-	job, err := s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: free, Now: now, Redeliver: true})
+	job, err := s.store.JobClaimNext(ctx, claimParams(rn, free, now))
 	if err != nil {
 		return nil, err
 	}
+	s.assigned(job, rn, now)
+	return job, nil
+}
+
+// claimParams is rn's claim of a job that fits free.
+func claimParams(rn *store.Runner, free api.HostResources, now time.Time) store.JobClaimNextParams {
+	return store.JobClaimNextParams{RunnerID: rn.ID, UserID: rn.UserID, Free: free, Now: now, Redeliver: true}
+}
+
+// assigned records that rn claimed job at now: its attempt, the metrics,
+// the events of the users concerned, the log.
+func (s *Server) assigned(job *store.Job, rn *store.Runner, now time.Time) {
 	if job.Redelivered {
 		s.log.Warn("job assigned again: the runner claims while holding it, so it never received its assignment",
 			"job", job.ID, "run", job.RunName, "runner", rn.Name, "lease", job.Lease)
-		return job, nil
+		return
 	}
 	s.markAttempt(job, rn)
 	s.metrics.observeClaim(job, now)
@@ -339,7 +351,6 @@ func (s *Server) claim(ctx context.Context, rn *store.Runner, free api.HostResou
 		s.events.publish(rn.UserID, api.EventRunners)
 	}
 	s.log.Info("job assigned", "job", job.ID, "run", job.RunName, "workflow", job.Workflow, "runner", rn.Name, "lease", job.Lease)
-	return job, nil
 }
 
 // idleWait is the shortest claim wait after which a runner counts as idle
@@ -437,7 +448,23 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 	if req.Status.Finished() && req.LogUnsent > 0 {
 		p.LogEnd, p.LogMissing = s.logShortfall(r.Context(), id, req)
 	}
-	job, err := s.store.JobSetStatus(r.Context(), p)
+	var (
+		job, next *store.Job
+		claimed   bool // the end was made with the next claim
+	)
+	if req.Next != nil && req.Status.Finished() {
+		// The end and the next claim share a transaction; where that fails
+		// the end is made alone, and the runner claims as usual if the
+		// claim fails after it.
+		job, next, err = s.store.JobEndAndClaim(r.Context(), p, claimParams(rn, req.Next.Free, p.Now))
+		claimed = err == nil
+		if err != nil && !errors.Is(err, store.ErrLeaseLost) && !errors.Is(err, store.ErrNotFound) && r.Context().Err() == nil {
+			s.log.Warn("end a job with its runner's next claim; ending it alone", "job", id, "runner", rn.Name, "err", err)
+			job, err = s.store.JobSetStatus(r.Context(), p)
+		}
+	} else {
+		job, err = s.store.JobSetStatus(r.Context(), p)
+	}
 	if errors.Is(err, store.ErrLeaseLost) || errors.Is(err, store.ErrNotFound) {
 		if _, cerr := s.checkRunnerJob(r.Context(), rn, id, lease); cerr != nil {
 			return cerr
@@ -465,7 +492,11 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 	s.events.publish(rn.UserID, api.EventRuns, api.EventRunners)
 	s.log.Info("job status", "job", job.ID, "run", job.RunName, "status", job.Status, "runner", rn.Name)
 	res := api.JobStatusResult{Job: toAPIJob(job)}
-	if req.Next != nil && job.Status.Finished() {
+	switch {
+	case next != nil:
+		s.assigned(next, rn, p.Now)
+		res.Next = &api.Assignment{Job: toAPIJob(next), Lease: next.Lease}
+	case req.Next != nil && job.Status.Finished() && !claimed:
 		// The end is recorded whatever the claim does: a claim that fails
 		// only leaves the runner to claim as usual.
 		next, err := s.claim(r.Context(), rn, req.Next.Free)

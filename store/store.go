@@ -231,6 +231,14 @@ type Store interface {
 	// of the job's log where the store holds it (LogAppend), as
 	// JobSetLogSize would.
 	JobSetStatus(ctx context.Context, p JobSetStatusParams) (*Job, error)
+	// JobEndAndClaim is JobSetStatus to a final state followed, in the
+	// same transaction, by JobClaimNext(next) for the runner that ended
+	// the job: a runner reports its job's end and gets its next job in one
+	// round. It returns the ended job and the claimed one, nil when no job
+	// fits next.Free; the claim is made only when the end is, and an error
+	// is the end's (JobSetStatus's errors). p.Status must be final and
+	// next.RunnerID p.RunnerID.
+	JobEndAndClaim(ctx context.Context, p JobSetStatusParams, next JobClaimNextParams) (ended, claimed *Job, err error)
 	// JobLogStored records that the log of a finished job marked
 	// incomplete (LogMissing > 0) has reached p.Size under the job's last
 	// lease: LogMissing becomes what is left to LogEnd, and both are

@@ -177,6 +177,9 @@ type Store struct {
 	// at the same time together (group.go).
 	claims   *group[store.JobClaimNextParams, *store.Job]
 	statuses *group[store.JobSetStatusParams, *store.Job]
+	// endClaims commits the ends of jobs made with their runner's next
+	// claim (JobEndAndClaim).
+	endClaims *group[endClaim, endClaimed]
 }
 
 var _ store.Store = (*Store)(nil)
@@ -189,6 +192,7 @@ func New(read Querier, write DB, d Dialect, closeFn func() error) *Store {
 	s.setReasons = setReasons(d)
 	s.claims = &group[store.JobClaimNextParams, *store.Job]{db: write, max: maxClaimBatch, run: s.claimBatch}
 	s.statuses = &group[store.JobSetStatusParams, *store.Job]{db: write, max: maxStatusBatch, run: s.setStatusBatch}
+	s.endClaims = &group[endClaim, endClaimed]{db: write, max: maxClaimBatch, par: 2, run: s.endClaimBatch}
 	s.logAppendSQL = logAppendSQL(d)
 	s.insertJobs = insertJobsSQL(d)
 	return s

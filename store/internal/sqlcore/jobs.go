@@ -116,6 +116,70 @@ func (s *Store) JobSetStatus(ctx context.Context, p store.JobSetStatusParams) (*
 	return j, nil
 }
 
+// JobEndAndClaim ends a job and claims its runner's next one in one
+// transaction. Calls made at the same time share it (endClaimBatch).
+func (s *Store) JobEndAndClaim(ctx context.Context, p store.JobSetStatusParams, next store.JobClaimNextParams) (*store.Job, *store.Job, error) {
+	if !p.Status.Finished() {
+		return nil, nil, fmt.Errorf("end job %s: %q is not a final state", p.ID, p.Status)
+	}
+	if next.RunnerID != p.RunnerID {
+		return nil, nil, fmt.Errorf("end job %s: the next claim is runner %s's, not runner %s's", p.ID, next.RunnerID, p.RunnerID)
+	}
+	r, err := s.endClaims.do(ctx, endClaim{end: p, next: next})
+	if err != nil {
+		return nil, nil, fmt.Errorf("set status of job %s: %w", p.ID, err)
+	}
+	return r.ended, r.next, nil
+}
+
+// endClaim is a call of JobEndAndClaim, endClaimed its outcome.
+type endClaim struct {
+	end  store.JobSetStatusParams
+	next store.JobClaimNextParams
+}
+
+type endClaimed struct {
+	ended, next *store.Job
+}
+
+// endClaimBatch does the ends of reqs as setStatusBatch, then the claims of
+// the jobs' runners whose end was made as claimBatch, in one transaction.
+func (s *Store) endClaimBatch(ctx context.Context, q Querier, reqs []endClaim) ([]outcome[endClaimed], error) {
+	ends := make([]store.JobSetStatusParams, len(reqs))
+	for i, r := range reqs {
+		ends[i] = r.end
+	}
+	ended, err := s.setStatusBatch(ctx, q, ends)
+	if err != nil {
+		return nil, err
+	}
+	outs := make([]outcome[endClaimed], len(reqs))
+	var (
+		claims []store.JobClaimNextParams
+		of     []int
+	)
+	for i, o := range ended {
+		outs[i] = outcome[endClaimed]{res: endClaimed{ended: o.res}, err: o.err}
+		if o.err == nil {
+			claims = append(claims, reqs[i].next)
+			of = append(of, i)
+		}
+	}
+	if len(claims) == 0 {
+		return outs, nil
+	}
+	claimed, err := s.claimBatch(ctx, q, claims)
+	if err != nil {
+		return nil, err
+	}
+	for k, o := range claimed {
+		if o.err == nil {
+			outs[of[k]].res.next = o.res
+		}
+	}
+	return outs, nil
+}
+
 // setStatusBatch does the status changes reqs, in their order, in one
 // transaction.
 //

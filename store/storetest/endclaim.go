@@ -1,0 +1,133 @@
+package storetest
+
+import (
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/dstackai/dstack/api"
+	"github.com/dstackai/dstack/store"
+)
+
+// endAndClaim ends j with st and claims its runner's next job with free.
+func (f *fixture) endAndClaim(j *store.Job, st api.JobStatus, free api.HostResources) (ended, next *store.Job, err error) {
+	now := f.tick()
+	return f.s.JobEndAndClaim(f.ctx,
+		store.JobSetStatusParams{ID: j.ID, RunnerID: j.RunnerID, Lease: j.Lease, Status: st, Now: now},
+		store.JobClaimNextParams{RunnerID: j.RunnerID, UserID: j.UserID, Free: free, Now: now})
+}
+
+// endClaimTests hold JobEndAndClaim to JobSetStatus followed by
+// JobClaimNext, alone and with many runners at once.
+var endClaimTests = []test{
+	{"a job's end gives its runner the next job", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		u := f.user()
+		ids := f.jobsOf(u, 2)
+		r := f.runner(u, cpuHost)
+		first := f.set(f.claim(r), api.StatusRunning)
+		ended, next, err := f.endAndClaim(first, api.StatusDone, cpuHost)
+		if err != nil {
+			t.Fatalf("JobEndAndClaim: %v", err)
+		}
+		if ended.ID != ids[0] || ended.Status != api.StatusDone || ended.FinishedAt == nil {
+			t.Fatalf("ended %s: %s, finished at %v; want %s done with its end time", ended.ID, ended.Status, ended.FinishedAt, ids[0])
+		}
+		if next == nil || next.ID != ids[1] || next.Status != api.StatusDownloading || next.RunnerID != r.ID {
+			t.Fatalf("next = %+v; want %s downloading on %s", next, ids[1], r.ID)
+		}
+		f.wantStatus(map[*store.Job]api.JobStatus{ended: api.StatusDone, next: api.StatusDownloading})
+		// Nothing left: the end is made, and no job comes with it.
+		next = f.set(next, api.StatusRunning)
+		ended, none, err := f.endAndClaim(next, api.StatusFailed, cpuHost)
+		if err != nil || ended.Status != api.StatusFailed || none != nil {
+			t.Fatalf("JobEndAndClaim with no job pending = %v, %v, %v; want the job failed and no next job", ended, jobID(none), err)
+		}
+	}},
+	{"an end under a lost lease claims nothing", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		u := f.user()
+		ids := f.jobsOf(u, 2)
+		r := f.runner(u, cpuHost)
+		j := f.set(f.claim(r), api.StatusRunning)
+		stale := *j
+		stale.Lease--
+		if _, next, err := f.endAndClaim(&stale, api.StatusDone, cpuHost); !errors.Is(err, store.ErrLeaseLost) || next != nil {
+			t.Fatalf("JobEndAndClaim under a stale lease = %s, %v; want ErrLeaseLost and no claim", jobID(next), err)
+		}
+		if got := f.job(ids[1]); got.Status != api.StatusPending {
+			t.Fatalf("the next job is %s after a refused end; want it still pending", got.Status)
+		}
+		f.wantStatus(map[*store.Job]api.JobStatus{j: api.StatusRunning})
+	}},
+	{"a job's end queues its dependent, which its runner gets at once", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		u := f.user()
+		run := f.run(u, spec("prepare"), spec("train", "prepare"))
+		jobs := f.runJobs(run)
+		r := f.runner(u, cpuHost)
+		prepare := f.set(f.claim(r), api.StatusRunning)
+		_, next, err := f.endAndClaim(prepare, api.StatusDone, cpuHost)
+		if err != nil {
+			t.Fatalf("JobEndAndClaim: %v", err)
+		}
+		if next == nil || next.ID != jobs["train"].ID {
+			t.Fatalf("next = %s; want train (%s), queued by the end", jobID(next), jobs["train"].ID)
+		}
+	}},
+	{"a job's end frees its user's place under the cap", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		u := f.user()
+		if _, err := f.s.UserSetMaxRunning(f.ctx, store.UserSetMaxRunningParams{UserID: u.ID, MaxRunning: 1}); err != nil {
+			t.Fatal(err)
+		}
+		f.jobsOf(u, 3)
+		r, other := f.runner(u, cpuHost), f.runner(u, cpuHost)
+		j := f.set(f.claim(r), api.StatusRunning)
+		f.noClaim(other) // at the cap
+		_, next, err := f.endAndClaim(j, api.StatusDone, cpuHost)
+		if err != nil || next == nil {
+			t.Fatalf("JobEndAndClaim at the cap = %s, %v; want the next job, the ended one no longer counting", jobID(next), err)
+		}
+		f.noClaim(other) // at the cap again
+	}},
+	{"runners ending jobs together take each pending job once, by turn of user", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		alice, bob := f.user(), f.user()
+		const runners = 16
+		f.jobsOf(alice, runners)
+		f.jobsOf(bob, runners)
+		held := make([]*store.Job, runners)
+		for i := range held {
+			held[i] = f.set(f.claim(f.sharedRunner(alice)), api.StatusRunning)
+		}
+		// Alice's runners took turns: half the jobs are alice's, half
+		// bob's, and as many of each are left.
+		var (
+			mu   sync.Mutex
+			got  = map[string]string{} // job → runner
+			user = map[string]int{}
+			wg   sync.WaitGroup
+		)
+		for _, j := range held {
+			wg.Go(func() {
+				ended, next, err := f.endAndClaim(j, api.StatusDone, cpuHost)
+				if err != nil || ended.Status != api.StatusDone || next == nil {
+					t.Errorf("JobEndAndClaim(%s) = %v, %s, %v; want it done and a next job", j.ID, ended, jobID(next), err)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if prev, ok := got[next.ID]; ok {
+					t.Errorf("job %s claimed by %s and %s", next.ID, prev, next.RunnerID)
+				}
+				got[next.ID] = next.RunnerID
+				user[next.UserID]++
+			})
+		}
+		wg.Wait()
+		if user[alice.ID] != runners/2 || user[bob.ID] != runners/2 {
+			t.Fatalf("%d next claims went %d to alice and %d to bob; want turns, %d each", runners, user[alice.ID], user[bob.ID], runners/2)
+		}
+	}},
+}
