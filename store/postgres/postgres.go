@@ -147,6 +147,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		ForUpdate:    " FOR UPDATE",
 		SkipLocked:   " FOR UPDATE SKIP LOCKED",
 		ForShare:     " FOR SHARE",
+		ForKeyShare:  " FOR KEY SHARE",
 		Lateral:      true,
 		Unnest:       true,
 		AnalyzeQueue: `ANALYZE jobs (status, user_id)`,

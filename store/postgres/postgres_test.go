@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/internal/testutil"
 	"github.com/dstackai/dstack/store"
 	"github.com/dstackai/dstack/store/postgres"
@@ -169,4 +170,89 @@ func migrationDB(t *testing.T) storetest.MigrationDB {
 // teams become the server's (migration 013).
 func TestTeamUpgrade(t *testing.T) {
 	storetest.RunTeamUpgrade(t, migrationDB(t))
+}
+
+// TestClaimsPassHeartbeats: a claim does not wait for a transaction that
+// writes its runner's row without changing what a claim reads, as a flush
+// of heartbeats does for thousands of runners until its commit: claims
+// that waited for it held the claim lock, and every claim of the replica
+// stalled behind them.
+func TestClaimsPassHeartbeats(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dsn := storetest.PostgresDSN(t)
+	s, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	u, err := s.UserCreate(ctx, store.UserCreateParams{ID: "u", Name: "u", TokenHash: "h-u", Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := api.HostResources{CPUs: 4, MemoryMiB: 8 << 10}
+	r, err := s.RunnerCreate(ctx, store.RunnerCreateParams{ID: "r", UserID: u.ID, Name: "r", Hostname: "r", Executor: "shell",
+		Version: "1", Resources: host, TokenHash: "h-r", TokenExpiresAt: now.Add(time.Hour), Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := store.RunCreateParams{ID: "run", Name: "run", UserID: u.ID, Workflow: "w", CodeID: "c", Now: now}
+	for _, id := range []string{"j1", "j2"} {
+		run.Jobs = append(run.Jobs, store.JobCreate{ID: id, Spec: api.JobSpec{Workflow: "w" + id, Provider: "bash", Commands: []string{"true"}}})
+	}
+	if _, err := s.RunCreate(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+
+	raw, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close(context.Background())
+	tx, err := raw.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck // the test ends
+	if _, err := tx.Exec(ctx, `UPDATE runners SET last_heartbeat = $2, online = TRUE WHERE id = $1`, r.ID, now.UnixMicro()); err != nil {
+		t.Fatal(err)
+	}
+	// The write is held open until the claims are done or given up on: a
+	// claim taken into a transaction waits for its outcome whatever its
+	// context, so the test ends the write itself when they wait too long.
+	done := make(chan error, 1)
+	go func() { done <- claimTwice(ctx, s, r, u, host, now) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		_ = tx.Rollback(context.Background())
+		<-done
+		t.Fatal("claims waited 10s for a heartbeat's write of the runner's row; want them done at once")
+	}
+}
+
+// claimTwice claims a job for r, ends it with JobEndAndClaim and checks
+// that the end brought the next job.
+func claimTwice(ctx context.Context, s *postgres.Store, r *store.Runner, u *store.User, host api.HostResources, now time.Time) error {
+	j, err := s.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: r.ID, UserID: u.ID, Free: host, Now: now})
+	if err != nil {
+		return err
+	}
+	j, err = s.JobSetStatus(ctx, store.JobSetStatusParams{ID: j.ID, RunnerID: r.ID, Lease: j.Lease, Status: api.StatusRunning, Now: now})
+	if err != nil {
+		return err
+	}
+	_, next, err := s.JobEndAndClaim(ctx, store.JobSetStatusParams{ID: j.ID, RunnerID: r.ID, Lease: j.Lease, Status: api.StatusDone, Now: now},
+		store.JobClaimNextParams{RunnerID: r.ID, UserID: u.ID, Free: host, Now: now})
+	if err == nil && next == nil {
+		err = errors.New("no next job with the end, want the second job")
+	}
+	return err
 }

@@ -131,3 +131,32 @@ var endClaimTests = []test{
 		}
 	}},
 }
+
+// endInterruptTests: interruptions of runners that report their jobs' ends
+// at the same time fail neither.
+var endInterruptTests = []test{
+	{"runners interrupted as they end their jobs fail neither", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		u := f.user()
+		const runners = 24
+		f.jobsOf(u, 2*runners)
+		held := make([]*store.Job, runners)
+		for i := range held {
+			held[i] = f.set(f.claim(f.runner(u, cpuHost)), api.StatusRunning)
+		}
+		var wg sync.WaitGroup
+		for _, j := range held {
+			wg.Go(func() {
+				if _, _, err := f.endAndClaim(j, api.StatusDone, cpuHost); err != nil {
+					t.Errorf("JobEndAndClaim(%s) while its runner is interrupted: %v", j.ID, err)
+				}
+			})
+			wg.Go(func() {
+				if _, _, err := f.s.RunnerInterrupt(f.ctx, store.RunnerInterruptParams{ID: j.RunnerID, Reason: "spot reclaimed", Now: base}); err != nil {
+					t.Errorf("RunnerInterrupt(%s) as it ends its job: %v", j.RunnerID, err)
+				}
+			})
+		}
+		wg.Wait()
+	}},
+}

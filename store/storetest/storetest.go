@@ -31,7 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"Run":       runTests,
 		"Claim":     claimTests,
 		"Batch":     batchTests,
-		"EndClaim":  endClaimTests,
+		"EndClaim":  append(endClaimTests, endInterruptTests...),
 		"Status":    statusTests,
 		"Depends":   dependsTests,
 		"Stop":      stopTests,

@@ -11,9 +11,14 @@ import (
 	"github.com/dstackai/dstack/store"
 )
 
-// maxClaimBatch bounds the claims one transaction takes; it is also how many
-// pending jobs of each user a batch reads (claimCandidates).
-const maxClaimBatch = 64
+// maxClaimBatch bounds the claims one transaction takes, and the pending
+// jobs of each user a batch reads (claimCandidates), which are as many as
+// its claims but at least minClaimRead: enough to find jobs that fit past
+// some that do not.
+const (
+	maxClaimBatch = 256
+	minClaimRead  = 64
+)
 
 // maxStatusBatch bounds the status changes one transaction takes.
 const maxStatusBatch = 128
@@ -30,14 +35,29 @@ const maxStatusBatch = 128
 // the assignments so far are written and that claim runs claimSQL itself;
 // the batch then reads again for the claims after it.
 func (s *Store) claimBatch(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) ([]outcome[*store.Job], error) {
+	if err := s.claimLock(ctx, q); err != nil {
+		return nil, err
+	}
+	return s.claimLocked(ctx, q, reqs)
+}
+
+// claimLock takes the claim lock (Dialect.ClaimLock) until the transaction
+// ends.
+func (s *Store) claimLock(ctx context.Context, q Querier) error {
+	if s.d.ClaimLock == "" {
+		return nil
+	}
+	if _, err := q.Exec(ctx, s.d.ClaimLock); err != nil {
+		return fmt.Errorf("claim lock: %w", err)
+	}
+	return nil
+}
+
+// claimLocked is claimBatch for a caller that holds the claim lock.
+func (s *Store) claimLocked(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) ([]outcome[*store.Job], error) {
 	outs := make([]outcome[*store.Job], len(reqs))
 	for i := range outs {
 		outs[i].err = store.ErrNotFound
-	}
-	if s.d.ClaimLock != "" {
-		if _, err := q.Exec(ctx, s.d.ClaimLock); err != nil {
-			return nil, fmt.Errorf("lock: %w", err)
-		}
 	}
 	runners, err := s.claimRunners(ctx, q, reqs)
 	if err != nil {
@@ -149,15 +169,16 @@ type claimRunner struct {
 	image string
 }
 
-// claimRunners reads the runners of reqs, under a share lock on
-// PostgreSQL, as claimSQL does: see there.
+// claimRunners reads the runners of reqs, under a key share lock on
+// PostgreSQL (Dialect.ForKeyShare), as claimSQL does, and their instances
+// under a share lock.
 func (s *Store) claimRunners(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) (map[string]claimRunner, error) {
 	ids := make([]any, 0, len(reqs))
 	for _, p := range reqs {
 		ids = appendNew(ids, p.RunnerID)
 	}
 	rows, err := q.Query(ctx, `SELECT r.id, r.shared OR r.instance_id IS NOT NULL, r.interrupted_at IS NULL,
-		COALESCE(r.instance_id, '') FROM runners r WHERE r.id IN (`+placeholders(1, len(ids))+`)`+s.d.ForShare, ids...)
+		COALESCE(r.instance_id, '') FROM runners r WHERE r.id IN (`+placeholders(1, len(ids))+`)`+s.d.ForKeyShare, ids...)
 	if err != nil {
 		return nil, fmt.Errorf("runners: %w", err)
 	}
@@ -255,12 +276,14 @@ type claimState struct {
 	// users past it, in order.
 	seqBase int64
 	next    int64
+	// limit is how many pending jobs of each user were read, at most.
+	limit int
 }
 
 // claimCandidates reads the users who may get a job from the claims todo
 // (all users when one of their runners takes anyone's, else the runners'
-// users), with their turn, cap and active jobs, and the first
-// maxClaimBatch pending jobs of each.
+// users), with their turn, cap and active jobs, and the first pending jobs
+// of each: as many as the claims, at least minClaimRead.
 func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.JobClaimNextParams, todo []int, runners map[string]claimRunner) (*claimState, error) {
 	var (
 		filter string
@@ -276,7 +299,7 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 		}
 		filter = ` AND u.id IN (` + placeholders(1, len(args)) + `)`
 	}
-	st := &claimState{users: map[string]*claimUser{}}
+	st := &claimState{users: map[string]*claimUser{}, limit: min(max(len(todo), minClaimRead), maxClaimBatch)}
 	if s.d.Lateral {
 		if err := st.readJoined(ctx, q, filter, args); err != nil {
 			return nil, err
@@ -324,7 +347,7 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 		return rows.Err()
 	}
 	for _, id := range ids {
-		if err = read(q.Query(ctx, perUser, id)); err != nil {
+		if err = read(q.Query(ctx, perUserSQL("$1", "$2"), id, st.limit+1)); err != nil {
 			break
 		}
 	}
@@ -335,13 +358,13 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 	return st, nil
 }
 
-// trim puts each user's jobs in queue order and keeps the first
-// maxClaimBatch, noting whether she has more.
+// trim puts each user's jobs in queue order and keeps the first st.limit,
+// noting whether she has more.
 func (st *claimState) trim() {
 	for _, u := range st.users {
 		slices.SortFunc(u.jobs, func(a, b *claimJob) int { return cmp.Compare(a.queueSeq, b.queueSeq) })
-		if len(u.jobs) > maxClaimBatch {
-			u.jobs, u.more = u.jobs[:maxClaimBatch], true
+		if len(u.jobs) > st.limit {
+			u.jobs, u.more = u.jobs[:st.limit], true
 		}
 	}
 }
@@ -351,7 +374,7 @@ func (st *claimState) trim() {
 // where the database joins laterally: a claim batch's round trips are most
 // of its time.
 func (st *claimState) readJoined(ctx context.Context, q Querier, filter string, args []any) error {
-	rows, err := q.Query(ctx, candidatesJoinedSQL(filter), args...)
+	rows, err := q.Query(ctx, candidatesJoinedSQL(filter, len(args)+1), append(args, st.limit+1)...)
 	if err != nil {
 		return fmt.Errorf("pending jobs: %w", err)
 	}
@@ -379,13 +402,14 @@ func (st *claimState) readJoined(ctx context.Context, q Querier, filter string, 
 }
 
 // candidatesJoinedSQL is usersWithPendingSQL(filter) joined laterally with
-// perUser, each row carrying the highest turn. The users are read first
-// (MATERIALIZED), so that each one's active jobs are counted once, not
-// once per pending job.
-func candidatesJoinedSQL(filter string) string {
+// perUserSQL, each row carrying the highest turn; $limit is how many
+// pending jobs of each user to read. The users are read first
+// (MATERIALIZED), so that each one's active jobs are counted once, not once
+// per pending job.
+func candidatesJoinedSQL(filter string, limit int) string {
 	return `WITH u AS MATERIALIZED (` + usersWithPendingSQL(filter) + `)
 		SELECT (SELECT COALESCE(MAX(claim_seq), 0) FROM users), u.*, j.*
-		FROM u CROSS JOIN LATERAL (` + strings.Replace(perUser, "$1", "u.id", 1) + `) j`
+		FROM u CROSS JOIN LATERAL (` + perUserSQL("u.id", fmt.Sprintf("$%d", limit)) + `) j`
 }
 
 // usersWithPendingSQL reads the users with pending jobs (and the condition
@@ -404,8 +428,10 @@ func usersWithPendingSQL(filter string) string {
 // pendingCols are the columns of a pending job a claim reads (claimJob).
 const pendingCols = `j.id, j.user_id, j.queue_seq, j.cpu, j.memory_mib, j.gpu_count, j.gpu_memory_mib, j.gpu_name, j.image`
 
-// perUser reads the first maxClaimBatch+1 pending jobs of the user $1.
-var perUser = `SELECT ` + pendingCols + ` FROM jobs j WHERE j.user_id = $1 AND j.status = 'pending' ORDER BY j.queue_seq LIMIT ` + fmt.Sprint(maxClaimBatch+1)
+// perUserSQL reads the first limit pending jobs of the user user.
+func perUserSQL(user, limit string) string {
+	return `SELECT ` + pendingCols + ` FROM jobs j WHERE j.user_id = ` + user + ` AND j.status = 'pending' ORDER BY j.queue_seq LIMIT ` + limit
+}
 
 // pick chooses the job claimSQL would give the claim p: among the users it
 // may take from who are under their cap, the first job that fits of the

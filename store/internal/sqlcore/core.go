@@ -118,6 +118,12 @@ type Dialect struct {
 	// ForShare is appended to a SELECT to keep the rows read from changing
 	// until the transaction ends ("" as for ForUpdate).
 	ForShare string
+	// ForKeyShare is appended to a SELECT of runners by a claim: it keeps
+	// the rows from being deleted until the transaction ends, and lets
+	// writes of other columns (heartbeats) through ("" as for ForUpdate).
+	// The one column it reads that another write changes, interrupted_at,
+	// is written under ClaimLock (RunnerInterrupt).
+	ForKeyShare string
 	// CodeLock, when set, is a statement that takes a lock on the code
 	// archive whose ID is $1 until the transaction ends: CodePut and the
 	// deletes that trash an archive's bytes run one at a time per archive
@@ -192,7 +198,7 @@ func New(read Querier, write DB, d Dialect, closeFn func() error) *Store {
 	s.setReasons = setReasons(d)
 	s.claims = &group[store.JobClaimNextParams, *store.Job]{db: write, max: maxClaimBatch, run: s.claimBatch}
 	s.statuses = &group[store.JobSetStatusParams, *store.Job]{db: write, max: maxStatusBatch, run: s.setStatusBatch}
-	s.endClaims = &group[endClaim, endClaimed]{db: write, max: maxClaimBatch, par: 2, run: s.endClaimBatch}
+	s.endClaims = &group[endClaim, endClaimed]{db: write, max: maxClaimBatch, run: s.endClaimBatch}
 	s.logAppendSQL = logAppendSQL(d)
 	s.insertJobs = insertJobsSQL(d)
 	return s

@@ -20,10 +20,6 @@ import (
 // hands the lead to the first queued call, which takes the queue. No
 // goroutine outlives a call.
 //
-// par transactions of the group may run at once (1 when unset): with 2, one
-// transaction's round trips overlap another's, in calls of several steps
-// that would otherwise leave the database idle between them.
-//
 // run does the calls in q and returns one outcome each; an outcome's error
 // (store.ErrNotFound, store.ErrLeaseLost...) fails that call only. An error
 // returned by run, or by the commit, fails the transaction: then each call is
@@ -32,12 +28,10 @@ import (
 type group[Req, Res any] struct {
 	db  DB
 	max int
-	par int
 	run func(ctx context.Context, q Querier, reqs []Req) ([]outcome[Res], error)
 
-	mu sync.Mutex
-	// running counts the transactions under way.
-	running int
+	mu      sync.Mutex
+	busy    bool
 	waiting []*groupCall[Req, Res]
 }
 
@@ -60,8 +54,8 @@ type groupCall[Req, Res any] struct {
 func (g *group[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	c := &groupCall[Req, Res]{req: req, signal: make(chan bool, 1)}
 	g.mu.Lock()
-	if g.running < max(g.par, 1) {
-		g.running++
+	if !g.busy {
+		g.busy = true
 		g.mu.Unlock()
 	} else {
 		g.waiting = append(g.waiting, c)
@@ -124,7 +118,7 @@ func (g *group[Req, Res]) finish(calls []*groupCall[Req, Res]) {
 		g.waiting = slices.Delete(g.waiting, 0, 1)
 		next.signal <- true
 	} else {
-		g.running--
+		g.busy = false
 	}
 }
 

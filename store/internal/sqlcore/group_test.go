@@ -198,38 +198,3 @@ func waitQueued(t *testing.T, g *group[int, int], n int) {
 		runtime.Gosched()
 	}
 }
-
-// TestGroupRunsParTransactions: a group with par 2 starts a second
-// transaction while one runs, the calls made while both run go into the
-// next one, and the group takes no third lane.
-func TestGroupRunsParTransactions(t *testing.T) {
-	r := &recorder{gate: make(chan struct{}), started: make(chan int, 10)}
-	g := newGroup(r)
-	g.par = 2
-	var wg sync.WaitGroup
-	results := make([]int, 12)
-	wg.Go(func() { results[0], _ = g.do(t.Context(), 0) })
-	wg.Go(func() { results[1], _ = g.do(t.Context(), 1) })
-	first := []int{<-r.started, <-r.started} // both started, neither done
-	slices.Sort(first)
-	if !slices.Equal(first, []int{0, 1}) {
-		t.Fatalf("transactions started with %v, want calls 0 and 1 each in its own", first)
-	}
-	for i := 2; i < len(results); i++ {
-		wg.Go(func() { results[i], _ = g.do(t.Context(), i) })
-	}
-	waitQueued(t, g, len(results)-2) // two lanes busy: the rest wait
-	close(r.gate)
-	wg.Wait()
-	for i, v := range results {
-		if v != 2*i {
-			t.Errorf("call %d got %d, want %d", i, v, 2*i)
-		}
-	}
-	if g.running != 0 {
-		t.Errorf("%d transactions still counted as running after every call returned", g.running)
-	}
-	if len(r.batches) > 4 {
-		t.Errorf("%d calls ran in %d transactions %v; want the calls queued behind the first two shared", len(results), len(r.batches), r.batches)
-	}
-}

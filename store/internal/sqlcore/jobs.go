@@ -66,7 +66,7 @@ func claimSQL(d Dialect) string {
 			ORDER BY (SELECT u.claim_seq FROM users u WHERE u.id = j.user_id), j.queue_seq LIMIT 1` + d.SkipLocked + `)
 		AND COALESCE((SELECT i.state FROM instances i
 			WHERE i.id = (SELECT r.instance_id FROM runners r WHERE r.id = $1)` + d.ForShare + `), 'running') = 'running'
-		AND (SELECT r.interrupted_at FROM runners r WHERE r.id = $1` + d.ForShare + `) IS NULL
+		AND (SELECT r.interrupted_at FROM runners r WHERE r.id = $1` + d.ForKeyShare + `) IS NULL
 		RETURNING ` + jobColumns
 }
 
@@ -144,7 +144,13 @@ type endClaimed struct {
 
 // endClaimBatch does the ends of reqs as setStatusBatch, then the claims of
 // the jobs' runners whose end was made as claimBatch, in one transaction.
+// It takes the claim lock first, as claims and RunnerInterrupt do: taken
+// after the ends, it would close a cycle with an interruption of one of
+// the runners, which holds it while it waits for the runner's job.
 func (s *Store) endClaimBatch(ctx context.Context, q Querier, reqs []endClaim) ([]outcome[endClaimed], error) {
+	if err := s.claimLock(ctx, q); err != nil {
+		return nil, err
+	}
 	ends := make([]store.JobSetStatusParams, len(reqs))
 	for i, r := range reqs {
 		ends[i] = r.end
@@ -168,7 +174,7 @@ func (s *Store) endClaimBatch(ctx context.Context, q Querier, reqs []endClaim) (
 	if len(claims) == 0 {
 		return outs, nil
 	}
-	claimed, err := s.claimBatch(ctx, q, claims)
+	claimed, err := s.claimLocked(ctx, q, claims)
 	if err != nil {
 		return nil, err
 	}

@@ -90,7 +90,7 @@ func TestBatchesReadTheirRowsNotTheQueue(t *testing.T) {
 	}
 	check("right after a run of 20,000 jobs", "the assignment", sqlcore.AssignJobsSQL, pending(0), runners, at)
 	// The jobs a batch of claims chooses from: the first of the user's.
-	if _, read, plan := jobsRead(ctx, t, conn, sqlcore.CandidatesJoinedSQL(" AND u.id IN ($1)"), []any{u.ID}); read > 2*(sqlcore.MaxClaimBatch+1) {
+	if _, read, plan := jobsRead(ctx, t, conn, sqlcore.CandidatesJoinedSQL(" AND u.id IN ($1)", 2), []any{u.ID, sqlcore.MaxClaimBatch + 1}); read > 2*(sqlcore.MaxClaimBatch+1) {
 		t.Errorf("right after a run of 20,000 jobs: the pending jobs a batch of claims chooses from: read %d rows of jobs; want at most %d. Plan:\n%s",
 			read, 2*(sqlcore.MaxClaimBatch+1), plan)
 	}

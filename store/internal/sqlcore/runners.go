@@ -437,9 +437,9 @@ func (s *Store) lockRun(ctx context.Context, q Querier, runID string) error {
 }
 
 // RunnerInterrupt marks a runner interrupted, keeping the first report, and
-// gives the jobs it holds the runner's interruption reason. On PostgreSQL the
-// runner's row is locked first: a claim for the runner (which reads the row
-// under a share lock) either commits before, and its job is among those
+// gives the jobs it holds the runner's interruption reason. It takes the
+// claim lock first (Dialect.ClaimLock), which claims hold until they commit:
+// a claim for the runner either commits before, and its job is among those
 // read here, or waits and then claims nothing.
 func (s *Store) RunnerInterrupt(ctx context.Context, p store.RunnerInterruptParams) (*store.Runner, []*store.Job, error) {
 	var (
@@ -448,6 +448,9 @@ func (s *Store) RunnerInterrupt(ctx context.Context, p store.RunnerInterruptPara
 	)
 	err := s.write.Tx(ctx, func(q Querier) error {
 		changed = nil
+		if err := s.claimLock(ctx, q); err != nil {
+			return err
+		}
 		n, err := q.Exec(ctx, `UPDATE runners SET interrupted_at = COALESCE(interrupted_at, $2),
 			interruption_reason = CASE WHEN interrupted_at IS NULL THEN $3 ELSE interruption_reason END
 			WHERE id = $1`, p.ID, micros(p.Now), p.Reason)
