@@ -345,6 +345,7 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 		}
 		left -= size
 	}
+	say("submitted in %s; %d done", time.Since(start), done.Load())
 	deadline := time.Now().Add(o.drainMax)
 	for done.Load() < int64(o.jobs) && time.Now().Before(deadline) {
 		if err := sleep(ctx, 5*time.Millisecond); err != nil {
