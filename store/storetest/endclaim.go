@@ -17,15 +17,21 @@ func (f *fixture) endAndClaim(j *store.Job, st api.JobStatus, free api.HostResou
 		store.JobClaimNextParams{RunnerID: j.RunnerID, UserID: j.UserID, Free: free, Now: now})
 }
 
+// twoJobsOneRunning submits two jobs of a new user and starts the first on
+// a new runner of hers.
+func (f *fixture) twoJobsOneRunning() (ids []string, running *store.Job) {
+	f.t.Helper()
+	u := f.user()
+	ids = f.jobsOf(u, 2)
+	return ids, f.set(f.claim(f.runner(u, cpuHost)), api.StatusRunning)
+}
+
 // endClaimTests hold JobEndAndClaim to JobSetStatus followed by
 // JobClaimNext, alone and with many runners at once.
 var endClaimTests = []test{
 	{"a job's end gives its runner the next job", func(t *testing.T, open Open) {
 		f := setup(t, open)
-		u := f.user()
-		ids := f.jobsOf(u, 2)
-		r := f.runner(u, cpuHost)
-		first := f.set(f.claim(r), api.StatusRunning)
+		ids, first := f.twoJobsOneRunning()
 		ended, next, err := f.endAndClaim(first, api.StatusDone, cpuHost)
 		if err != nil {
 			t.Fatalf("JobEndAndClaim: %v", err)
@@ -33,8 +39,8 @@ var endClaimTests = []test{
 		if ended.ID != ids[0] || ended.Status != api.StatusDone || ended.FinishedAt == nil {
 			t.Fatalf("ended %s: %s, finished at %v; want %s done with its end time", ended.ID, ended.Status, ended.FinishedAt, ids[0])
 		}
-		if next == nil || next.ID != ids[1] || next.Status != api.StatusDownloading || next.RunnerID != r.ID {
-			t.Fatalf("next = %+v; want %s downloading on %s", next, ids[1], r.ID)
+		if next == nil || next.ID != ids[1] || next.Status != api.StatusDownloading || next.RunnerID != first.RunnerID {
+			t.Fatalf("next = %+v; want %s downloading on %s", next, ids[1], first.RunnerID)
 		}
 		f.wantStatus(map[*store.Job]api.JobStatus{ended: api.StatusDone, next: api.StatusDownloading})
 		// Nothing left: the end is made, and no job comes with it.
@@ -46,10 +52,7 @@ var endClaimTests = []test{
 	}},
 	{"an end under a lost lease claims nothing", func(t *testing.T, open Open) {
 		f := setup(t, open)
-		u := f.user()
-		ids := f.jobsOf(u, 2)
-		r := f.runner(u, cpuHost)
-		j := f.set(f.claim(r), api.StatusRunning)
+		ids, j := f.twoJobsOneRunning()
 		stale := *j
 		stale.Lease--
 		if _, next, err := f.endAndClaim(&stale, api.StatusDone, cpuHost); !errors.Is(err, store.ErrLeaseLost) || next != nil {
