@@ -212,7 +212,7 @@ func TestClaimsPassHeartbeats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer raw.Close(context.Background())
+	t.Cleanup(func() { _ = raw.Close(context.Background()) })
 	tx, err := raw.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -233,8 +233,7 @@ func TestClaimsPassHeartbeats(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		_ = tx.Rollback(context.Background())
-		<-done
-		t.Fatal("claims waited 10s for a heartbeat's write of the runner's row; want them done at once")
+		t.Fatalf("claims waited 10s for a heartbeat's write of the runner's row (then: %v); want them done at once", <-done)
 	}
 }
 
