@@ -243,9 +243,13 @@ func (s *Store) heartbeatValues(ctx context.Context, p store.RunnerHeartbeatBatc
 				args = append(args, b.ID, micros(b.At))
 			}
 			with := `WITH beats(id, at) AS (VALUES ` + values.String() + `) `
-			ids, err := collectIDs(q.Query(ctx, with+`UPDATE runners SET online = TRUE,
+			rows, err := q.Query(ctx, with+`UPDATE runners SET online = TRUE,
 				last_heartbeat = CASE WHEN beats.at > runners.last_heartbeat THEN beats.at ELSE runners.last_heartbeat END
-				FROM beats WHERE runners.id = beats.id AND runners.online = FALSE RETURNING runners.id`, args...))
+				FROM beats WHERE runners.id = beats.id AND runners.online = FALSE RETURNING runners.id`, args...)
+			if err != nil {
+				return err
+			}
+			ids, err := collectStrings(rows)
 			if err != nil {
 				return err
 			}
@@ -311,23 +315,6 @@ func (s *Store) RunnerHeartbeatBatch(ctx context.Context, p store.RunnerHeartbea
 	}
 	slices.Sort(revived)
 	return slices.Compact(revived), nil
-}
-
-// collectIDs reads a column of strings.
-func collectIDs(rows Rows, err error) ([]string, error) {
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
 }
 
 // RunnerMarkOffline marks stale runners offline and interrupts their jobs.

@@ -229,6 +229,7 @@ func (s *Store) RunDeleteFinishedBefore(ctx context.Context, p store.RunDeleteFi
 	return out, nil
 }
 
+// collectStrings reads a column of strings and closes rows.
 func collectStrings(rows Rows) ([]string, error) {
 	defer rows.Close()
 	var out []string
