@@ -134,8 +134,9 @@ func (s *Store) claimHeld(ctx context.Context, q Querier, reqs []store.JobClaimN
 	if len(ids) == 0 {
 		return nil, nil
 	}
+	in, args := s.in("runner_id", 1, ids)
 	got, err := collectJobs(q.Query(ctx, `SELECT `+jobColumns+` FROM jobs
-		WHERE runner_id IN (`+placeholders(1, len(ids))+`) AND status = 'downloading' ORDER BY claimed_at`, ids...))
+		WHERE `+in+` AND status = 'downloading' ORDER BY claimed_at`, args...))
 	if err != nil {
 		return nil, fmt.Errorf("jobs held: %w", err)
 	}
@@ -177,8 +178,9 @@ func (s *Store) claimRunners(ctx context.Context, q Querier, reqs []store.JobCla
 	for _, p := range reqs {
 		ids = appendNew(ids, p.RunnerID)
 	}
+	in, args := s.in("r.id", 1, ids)
 	rows, err := q.Query(ctx, `SELECT r.id, r.shared OR r.instance_id IS NOT NULL, r.interrupted_at IS NULL,
-		COALESCE(r.instance_id, '') FROM runners r WHERE r.id IN (`+placeholders(1, len(ids))+`)`+s.d.ForKeyShare, ids...)
+		COALESCE(r.instance_id, '') FROM runners r WHERE `+in+s.d.ForKeyShare, args...)
 	if err != nil {
 		return nil, fmt.Errorf("runners: %w", err)
 	}
@@ -209,7 +211,8 @@ func (s *Store) claimRunners(ctx context.Context, q Querier, reqs []store.JobCla
 	for id := range instances {
 		iids = append(iids, id)
 	}
-	rows, err = q.Query(ctx, `SELECT id, state, image_bound, image FROM instances WHERE id IN (`+placeholders(1, len(iids))+`)`+s.d.ForShare, iids...)
+	in, args = s.in("id", 1, iids)
+	rows, err = q.Query(ctx, `SELECT id, state, image_bound, image FROM instances WHERE `+in+s.d.ForShare, args...)
 	if err != nil {
 		return nil, fmt.Errorf("instances: %w", err)
 	}
@@ -294,10 +297,12 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 		anyone = anyone || runners[reqs[i].RunnerID].anyone
 	}
 	if !anyone {
+		var users []any
 		for _, i := range todo {
-			args = appendNew(args, reqs[i].UserID)
+			users = appendNew(users, reqs[i].UserID)
 		}
-		filter = ` AND u.id IN (` + placeholders(1, len(args)) + `)`
+		filter, args = s.in("u.id", 1, users)
+		filter = " AND " + filter
 	}
 	st := &claimState{users: map[string]*claimUser{}, limit: min(max(len(todo), minClaimRead), maxClaimBatch)}
 	if s.d.Lateral {

@@ -212,6 +212,23 @@ func (s *Store) Close() error {
 	return s.close()
 }
 
+// in is the condition that expr is one of the texts vals, given as the
+// statement's arguments from the from-th on, and those arguments. Where the
+// database takes arrays (Dialect.Unnest) they are one array argument: the
+// statement's text is then the same whatever their count, and is parsed and
+// planned once a connection, where a list of placeholders makes a statement
+// of its own for each count, prepared again and planned afresh each time.
+func (s *Store) in(expr string, from int, vals []any) (string, []any) {
+	if !s.d.Unnest {
+		return expr + " IN (" + placeholders(from, len(vals)) + ")", vals
+	}
+	texts := make([]string, len(vals))
+	for i, v := range vals {
+		texts[i] = v.(string)
+	}
+	return fmt.Sprintf("%s = ANY($%d::text[])", expr, from), []any{texts}
+}
+
 // placeholders returns "$from, $from+1, ..." for n arguments.
 func placeholders(from, n int) string {
 	var b strings.Builder

@@ -200,9 +200,10 @@ func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobS
 	for _, p := range reqs {
 		ids = append(ids, p.ID)
 	}
+	in, args := s.in("j.id", 1, ids)
 	rows, err := q.Query(ctx, `SELECT j.id, j.run_id,
 		EXISTS (SELECT 1 FROM jobs w WHERE w.run_id = j.run_id AND w.status = 'submitted')
-		FROM jobs j WHERE j.id IN (`+placeholders(1, len(ids))+`)`, ids...)
+		FROM jobs j WHERE `+in, args...)
 	if err != nil {
 		return nil, fmt.Errorf("runs of jobs: %w", err)
 	}

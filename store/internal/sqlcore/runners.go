@@ -125,8 +125,9 @@ func (s *Store) RunnersByTokenHash(ctx context.Context, tokenHashes []string) (m
 	for i, h := range tokenHashes {
 		args[i] = h
 	}
+	in, args := s.in("r.token_hash", 1, args)
 	rows, err := s.read.Query(ctx, `SELECT r.token_hash, `+strings.TrimPrefix(runnerSelect, "SELECT ")+
-		` WHERE r.token_hash IN (`+placeholders(1, len(args))+`)`, args...)
+		` WHERE `+in, args...)
 	if err != nil {
 		return nil, fmt.Errorf("runners by token: %w", err)
 	}
