@@ -281,19 +281,228 @@ func (p poolDB) Tx(ctx context.Context, fn func(q sqlcore.Querier) error) error 
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer c.Release()
-	tx, err := c.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin: %w", mapErr(err))
-	}
-	if err := fn(queries{tx}); err != nil {
-		_ = tx.Rollback(context.WithoutCancel(ctx))
+	tx := &txQueries{conn: c.Conn(), pending: []deferred{{sql: "BEGIN"}}}
+	if err := fn(tx); err != nil {
+		tx.rollback(context.WithoutCancel(ctx))
 		return err
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit: %w", mapErr(err))
+	if err := tx.commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
 }
+
+// txQueries runs the statements of a transaction on its connection. Its
+// BEGIN, and the statements given to Defer, go out with the statement after
+// them, in one round trip (a pipeline): a transaction's first statement
+// costs no round trip of its own, and neither does a lock that a claim
+// takes before it reads (sqlcore.Deferrer).
+type txQueries struct {
+	conn    *pgx.Conn
+	pending []deferred
+	// begun: BEGIN was sent.
+	begun bool
+}
+
+type deferred struct {
+	sql  string
+	args []any
+}
+
+// Defer queues a statement whose outcome no one reads but its error, which
+// the next statement reports (sqlcore.Deferrer).
+func (t *txQueries) Defer(query string, args ...any) {
+	t.pending = append(t.pending, deferred{sql: query, args: args})
+}
+
+// send sends the pending statements and then queries, in one round trip,
+// and returns the results at the first of queries.
+func (t *txQueries) send(ctx context.Context, queries ...deferred) (pgx.BatchResults, error) {
+	b := &pgx.Batch{}
+	for _, d := range append(t.pending, queries...) {
+		b.Queue(d.sql, d.args...)
+	}
+	n := len(t.pending)
+	t.pending, t.begun = nil, true
+	br := t.conn.SendBatch(ctx, b)
+	for range n {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return nil, mapErr(err)
+		}
+	}
+	return br, nil
+}
+
+// flush sends the pending statements alone.
+func (t *txQueries) flush(ctx context.Context) error {
+	br, err := t.send(ctx)
+	if err != nil {
+		return err
+	}
+	return mapErr(br.Close())
+}
+
+func (t *txQueries) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	if len(t.pending) > 0 && len(args) == 0 {
+		// Perhaps several statements (a migration), which only the simple
+		// protocol runs, outside a pipeline.
+		if err := t.flush(ctx); err != nil {
+			return 0, err
+		}
+	}
+	if len(t.pending) == 0 {
+		return queries{t.conn}.Exec(ctx, query, args...)
+	}
+	br, err := t.send(ctx, deferred{sql: query, args: args})
+	if err != nil {
+		return 0, err
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+func (t *txQueries) Query(ctx context.Context, query string, args ...any) (sqlcore.Rows, error) {
+	if len(t.pending) == 0 {
+		return queries{t.conn}.Query(ctx, query, args...)
+	}
+	br, err := t.send(ctx, deferred{sql: query, args: args})
+	if err != nil {
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, mapErr(err)
+	}
+	return &batchRows{pgRows: pgRows{rows}, br: br}, nil
+}
+
+func (t *txQueries) QueryRow(ctx context.Context, query string, args ...any) sqlcore.Row {
+	if len(t.pending) == 0 {
+		return queries{t.conn}.QueryRow(ctx, query, args...)
+	}
+	br, err := t.send(ctx, deferred{sql: query, args: args})
+	if err != nil {
+		return errRow{err}
+	}
+	return batchRow{row: br.QueryRow(), br: br}
+}
+
+// QueryEach sends the statements in one round trip (sqlcore.Pipeliner).
+func (t *txQueries) QueryEach(ctx context.Context, query string, argSets [][]any, fn func(i int, rows sqlcore.Rows) error) error {
+	qs := make([]deferred, len(argSets))
+	for i, args := range argSets {
+		qs[i] = deferred{sql: query, args: args}
+	}
+	br, err := t.send(ctx, qs...)
+	if err != nil {
+		return err
+	}
+	for i := range argSets {
+		rows, err := br.Query()
+		if err != nil {
+			_ = br.Close()
+			return mapErr(err)
+		}
+		err = fn(i, pgRows{rows})
+		rows.Close()
+		if err == nil {
+			err = mapErr(rows.Err())
+		}
+		if err != nil {
+			_ = br.Close()
+			return err
+		}
+	}
+	return mapErr(br.Close())
+}
+
+// commit sends what is pending with COMMIT. A transaction that sent
+// nothing has nothing to commit.
+func (t *txQueries) commit(ctx context.Context) error {
+	if !t.begun && len(t.pending) <= 1 {
+		return nil
+	}
+	br, err := t.send(ctx, deferred{sql: "COMMIT"})
+	if err != nil {
+		return err
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return mapErr(err)
+	}
+	if tag.String() == "ROLLBACK" { // the transaction had failed
+		return pgx.ErrTxCommitRollback
+	}
+	return nil
+}
+
+// rollback ends a transaction that failed. A connection that cannot roll
+// back is closed, so that the pool does not hand it out again.
+func (t *txQueries) rollback(ctx context.Context) {
+	if !t.begun {
+		return
+	}
+	if _, err := t.conn.Exec(ctx, "ROLLBACK"); err != nil {
+		_ = t.conn.Close(ctx)
+	}
+}
+
+// batchRows ends its batch once read to the end or closed.
+type batchRows struct {
+	pgRows
+	br       pgx.BatchResults
+	closeErr error
+}
+
+func (r *batchRows) Next() bool {
+	if r.pgRows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+func (r *batchRows) Close() {
+	r.pgRows.Close()
+	if err := r.br.Close(); err != nil && r.closeErr == nil {
+		r.closeErr = mapErr(err)
+	}
+}
+
+func (r *batchRows) Err() error {
+	if err := r.pgRows.Err(); err != nil {
+		return err
+	}
+	return r.closeErr
+}
+
+type batchRow struct {
+	row pgx.Row
+	br  pgx.BatchResults
+}
+
+func (r batchRow) Scan(dest ...any) error {
+	err := r.row.Scan(dest...)
+	if cerr := r.br.Close(); err == nil {
+		err = cerr
+	}
+	return mapErr(err)
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
 
 // releaseRows gives its connection back to the pool once read to the end
 // or closed.

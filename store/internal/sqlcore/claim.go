@@ -47,6 +47,10 @@ func (s *Store) claimLock(ctx context.Context, q Querier) error {
 	if s.d.ClaimLock == "" {
 		return nil
 	}
+	if d, ok := q.(Deferrer); ok {
+		d.Defer(s.d.ClaimLock) // taken before the claim's first read
+		return nil
+	}
 	if _, err := q.Exec(ctx, s.d.ClaimLock); err != nil {
 		return fmt.Errorf("claim lock: %w", err)
 	}

@@ -40,6 +40,14 @@ type Pipeliner interface {
 	QueryEach(ctx context.Context, query string, argSets [][]any, fn func(i int, rows Rows) error) error
 }
 
+// Deferrer is a Querier of a transaction that sends a statement whose
+// outcome no one reads (a lock) with the statement after it, in one round
+// trip. The deferred statement runs first; its error is the next
+// statement's.
+type Deferrer interface {
+	Defer(query string, args ...any)
+}
+
 // queryEach runs query once per argument set, in one round trip where q
 // pipelines (Pipeliner), one after the other otherwise, and gives fn the
 // rows of each.
