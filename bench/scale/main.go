@@ -5,7 +5,8 @@
 // server gives and long-poll for jobs as dstack-runner does, and measures
 // what one replica needs to hold them:
 //
-//   - the server's resident memory (VmRSS) with N runners connected;
+//   - the server's resident memory (VmRSS) with N runners connected, and
+//     the most it was resident (VmHWM) by the end of the drain;
 //   - its CPU, in % of one core, while the runners only heartbeat and wait;
 //   - heartbeat latency (p50, p99) while idle and while jobs drain;
 //   - how fast a batch of jobs submitted through the API drains (a
@@ -132,6 +133,7 @@ type result struct {
 	n                  int
 	db                 string
 	rssMiB             float64
+	peakMiB            float64
 	idleCPU            float64
 	idleP50, idleP99   time.Duration
 	drainP50, drainP99 time.Duration
@@ -144,13 +146,13 @@ type result struct {
 
 func printTable(w io.Writer, o options, rows []result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "runners\tdb\tRSS MiB\tidle CPU %\thb p50 idle\thb p99 idle\thb p50 drain\thb p99 drain\tdrain jobs/s\terrors\t")
+	fmt.Fprintln(tw, "runners\tdb\tRSS MiB\tpeak MiB\tidle CPU %\thb p50 idle\thb p99 idle\thb p50 drain\thb p99 drain\tdrain jobs/s\terrors\t")
 	for _, r := range rows {
 		rate := fmt.Sprintf("%.0f", r.drainRate)
 		if r.drained < o.jobs {
 			rate = fmt.Sprintf("%s (%d/%d)", rate, r.drained, o.jobs)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%d\t\n", r.n, r.db, r.rssMiB, r.idleCPU,
+		fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%d\t\n", r.n, r.db, r.rssMiB, r.peakMiB, r.idleCPU,
 			ms(r.idleP50), ms(r.idleP99), ms(r.drainP50), ms(r.drainP99), rate, r.clientErrs+int64(r.serverErrs))
 	}
 	_ = tw.Flush()
@@ -322,7 +324,7 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	cpu1, t1 := cpuTicks(srv.pid()), time.Now()
 	lat.setPhase("")
 	res.idleCPU = 100 * float64(cpu1-cpu0) / float64(clockTicks) / t1.Sub(t0).Seconds()
-	res.rssMiB = float64(rssKiB(srv.pid())) / 1024
+	res.rssMiB = float64(statusKiB(srv.pid(), "VmRSS")) / 1024
 	res.idleP50, res.idleP99 = lat.quantiles("idle")
 
 	say("draining %d jobs", o.jobs)
@@ -357,6 +359,7 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	res.drained = int(done.Load())
 	res.drainRate = float64(res.drained) / elapsed.Seconds()
 	res.drainP50, res.drainP99 = lat.quantiles("drain")
+	res.peakMiB = float64(statusKiB(srv.pid(), "VmHWM")) / 1024
 
 	say("stopping")
 	cancelRunners()
@@ -620,14 +623,15 @@ func cpuTicks(pid int) int64 {
 	return ut + st
 }
 
-// rssKiB is the process's VmRSS.
-func rssKiB(pid int) int64 {
+// statusKiB is a size the kernel gives of the process, in KiB: field is
+// VmRSS (resident now) or VmHWM (the most it was resident).
+func statusKiB(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb
 		}

@@ -177,13 +177,14 @@ given.` + envHelp(),
 
 // serverGCPercent is the server's GOGC unless GOGC or GOMEMLIMIT is set.
 // A server with many runners holds two connections per runner that mostly
-// wait: their goroutines' stacks are most of its memory, and each
-// collection scans every one of them. Collecting less often costs little
-// memory beside them and much CPU less: at 10,000 runners on PostgreSQL,
-// 200 against 50 took RSS from about 390 to 420 MiB, and while jobs
-// drained, heartbeats' p99 from 250-340 ms to 40 ms and the drain from
-// 2,500-3,200 to 3,500 jobs/s (bench/scale).
-const serverGCPercent = 200
+// wait: their buffers are most of a live heap that changes slowly, and the
+// default (the heap may double before a collection) would cost hundreds of
+// MiB at 10,000 runners. Collecting less often saves CPU while jobs drain,
+// but the heap grows to its goal in a minute: at 10,000 runners on
+// PostgreSQL, 200 took the server from 464 to 732 MiB resident after a
+// minute idle, and from 625 to 885 MiB at its peak in a drain (bench/scale
+// -idle 60s).
+const serverGCPercent = 50
 
 func tuneGC() {
 	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
