@@ -192,37 +192,6 @@ func (q queries) QueryRow(ctx context.Context, query string, args ...any) sqlcor
 	return pgRow{q.q.QueryRow(ctx, query, args...)}
 }
 
-// QueryEach sends the statements of a transaction in one round trip
-// (sqlcore.Pipeliner).
-func (q queries) QueryEach(ctx context.Context, query string, argSets [][]any, fn func(i int, rows sqlcore.Rows) error) error {
-	tx, ok := q.q.(pgx.Tx)
-	if !ok {
-		return sqlcore.QueryEachInTurn(ctx, q, query, argSets, fn)
-	}
-	b := &pgx.Batch{}
-	for _, args := range argSets {
-		b.Queue(query, args...)
-	}
-	br := tx.SendBatch(ctx, b)
-	for i := range argSets {
-		rows, err := br.Query()
-		if err != nil {
-			br.Close()
-			return mapErr(err)
-		}
-		err = fn(i, pgRows{rows})
-		rows.Close()
-		if err == nil {
-			err = mapErr(rows.Err())
-		}
-		if err != nil {
-			br.Close()
-			return err
-		}
-	}
-	return mapErr(br.Close())
-}
-
 // poolDB runs queries and transactions on connections of the pool, each
 // waited for acquireTimeout at most.
 type poolDB struct {
