@@ -55,11 +55,11 @@ func queryEach(ctx context.Context, q Querier, query string, argSets [][]any, fn
 	if p, ok := q.(Pipeliner); ok {
 		return p.QueryEach(ctx, query, argSets, fn)
 	}
-	return QueryEachInTurn(ctx, q, query, argSets, fn)
+	return queryEachInTurn(ctx, q, query, argSets, fn)
 }
 
-// QueryEachInTurn is Pipeliner.QueryEach one statement after the other.
-func QueryEachInTurn(ctx context.Context, q Querier, query string, argSets [][]any, fn func(i int, rows Rows) error) error {
+// queryEachInTurn is Pipeliner.QueryEach one statement after the other.
+func queryEachInTurn(ctx context.Context, q Querier, query string, argSets [][]any, fn func(i int, rows Rows) error) error {
 	for i, args := range argSets {
 		rows, err := q.Query(ctx, query, args...)
 		if err != nil {
