@@ -461,11 +461,11 @@ func (c *Controller) explain(ctx context.Context) error {
 		snap.Jobs = append(snap.Jobs, plan.Job{ID: j.ID, UserID: j.UserID, Resources: j.Resources, QueuedAt: j.QueuedAt})
 	}
 	if len(jobs) > 0 {
-		runners, err := c.st.RunnerList(ctx, store.RunnerListParams{})
+		kinds, err := c.st.RunnerTally(ctx)
 		if err != nil {
-			return fmt.Errorf("list runners: %w", err)
+			return fmt.Errorf("tally runners: %w", err)
 		}
-		snap.Registered = mayTakeJobs(runners)
+		snap.Registered = mayTakeJobs(kinds)
 		caps, err := c.st.UserCapList(ctx)
 		if err != nil {
 			return fmt.Errorf("list capped users: %w", err)
@@ -485,16 +485,18 @@ func (c *Controller) explain(ctx context.Context) error {
 // with no backend: every self-hosted runner, online or not (an offline one
 // may come back), and the runner of an on-demand instance while it is
 // online (left from when a backend was configured), which takes anyone's
-// jobs.
-func mayTakeJobs(rs []*store.Runner) []plan.RegisteredRunner {
+// jobs. Runners alike come as one, with their count: with thousands of
+// runners a pass reads a few rows, not thousands.
+func mayTakeJobs(kinds []*store.RunnerKind) []plan.RegisteredRunner {
 	var out []plan.RegisteredRunner
-	for _, r := range rs {
-		if r.InstanceID != "" && !r.Online {
+	for _, k := range kinds {
+		if k.OnDemand && !k.Online {
 			continue
 		}
-		rr := registered(r)
-		rr.Shared = rr.Shared || r.InstanceID != ""
-		out = append(out, rr)
+		out = append(out, plan.RegisteredRunner{
+			UserID: k.UserID, Resources: k.Resources, Busy: k.Busy, Count: k.Count,
+			Offline: !k.Online || k.Interrupted, Shared: k.Shared || k.OnDemand,
+		})
 	}
 	return out
 }

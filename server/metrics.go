@@ -92,16 +92,16 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(n), string(st))
 		}
 	}
-	if rs, err := c.s.store.RunnerList(ctx, store.RunnerListParams{}); err == nil {
+	if kinds, err := c.s.store.RunnerTally(ctx); err == nil {
 		var on, off, busy float64
-		for _, r := range rs {
+		for _, k := range kinds {
 			switch {
-			case !r.Online:
-				off++
-			case r.JobID != "":
-				busy++
+			case !k.Online:
+				off += float64(k.Count)
+			case k.Busy:
+				busy += float64(k.Count)
 			default:
-				on++
+				on += float64(k.Count)
 			}
 		}
 		ch <- prometheus.MustNewConstMetric(runnersDesc, prometheus.GaugeValue, on, "idle")

@@ -156,6 +156,12 @@ type Store interface {
 	// RunnerList lists a user's runners (all runners when UserID is empty),
 	// with the job each one holds.
 	RunnerList(ctx context.Context, p RunnerListParams) ([]*Runner, error)
+	// RunnerTally counts every runner by what tells runners apart to a
+	// reason a job waits, or to a gauge: owner, shared, on-demand,
+	// resources, online, interrupted and busy. It reads as much as
+	// RunnerList and brings back one row per kind of runner, however
+	// many runners are alike.
+	RunnerTally(ctx context.Context) ([]*RunnerKind, error)
 	// RunnerHeartbeat records that a runner was heard from; an offline runner
 	// comes back online.
 	RunnerHeartbeat(ctx context.Context, p RunnerHeartbeatParams) error
@@ -622,6 +628,20 @@ type RunnerCreateParams struct {
 	TokenID string
 	// Shared marks a self-hosted runner as taking any user's jobs.
 	Shared bool
+}
+
+// RunnerKind is Count runners alike to RunnerTally.
+type RunnerKind struct {
+	UserID string
+	Shared bool
+	// OnDemand: they run on instances the server launched.
+	OnDemand    bool
+	Resources   api.HostResources
+	Online      bool
+	Interrupted bool
+	// Busy: each holds a job (Runner.JobID is set).
+	Busy  bool
+	Count int
 }
 
 // RunnerListParams are the arguments of RunnerList.

@@ -116,7 +116,12 @@ type RegisteredRunner struct {
 	// Offline: it stopped heartbeating (it may come back), or its machine
 	// is being reclaimed.
 	Offline bool
+	// Count is how many runners alike this one stands for (a tally of
+	// the store's); 0 is one.
+	Count int
 }
+
+func (r RegisteredRunner) count() int { return max(r.Count, 1) }
 
 // runnerFit is how the runners a user registered stand toward one job.
 type runnerFit struct {
@@ -126,7 +131,7 @@ type runnerFit struct {
 }
 
 func fitRegistered(r api.Resources, runners []RegisteredRunner) runnerFit {
-	f := runnerFit{registered: len(runners)}
+	var f runnerFit
 	if len(runners) == 0 {
 		return f
 	}
@@ -134,16 +139,17 @@ func fitRegistered(r api.Resources, runners []RegisteredRunner) runnerFit {
 	hosts := make([]api.HostResources, len(runners))
 	for i, rn := range runners {
 		hosts[i] = rn.Resources
+		f.registered += rn.count()
 		if !machineOf(rn.Resources).fits(n) {
 			continue
 		}
 		switch {
 		case rn.Offline:
-			f.offline++
+			f.offline += rn.count()
 		case rn.Busy:
-			f.busy++
+			f.busy += rn.count()
 		default:
-			f.free++
+			f.free += rn.count()
 		}
 	}
 	if f.free+f.busy+f.offline == 0 {

@@ -120,6 +120,15 @@ func TestWaitingWithoutBackend(t *testing.T) {
 			registered: []RegisteredRunner{busy, busy, small},
 			want:       map[string]string{},
 		},
+		{
+			name: "runners alike counted once stand for them all",
+			jobs: []Job{job("a", "u1", 2), job("b", "u1", 64)},
+			registered: []RegisteredRunner{
+				{UserID: "u1", Resources: small.Resources, Busy: true, Count: 3000},
+				{UserID: "u1", Resources: small.Resources, Offline: true, Count: 2},
+			},
+			want: map[string]string{"a": "waiting: 3000 runners that fit are busy and 2 are offline", "b": tooBig},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -28,6 +28,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		"UserAdmin": userAdminTests,
 		"Token":     tokenTests,
 		"Runner":    runnerTests,
+		"Tally":     tallyTests,
 		"Run":       runTests,
 		"Claim":     claimTests,
 		"Batch":     batchTests,

@@ -190,6 +190,39 @@ func (s *Store) RunnerList(ctx context.Context, p store.RunnerListParams) ([]*st
 	return out, nil
 }
 
+// RunnerTally counts the runners by kind, in one read that groups them
+// where they lie: the autoscaler's pass with no backend, which says why
+// jobs wait, asks it for every runner as often as every half second.
+func (s *Store) RunnerTally(ctx context.Context) ([]*store.RunnerKind, error) {
+	rows, err := s.read.Query(ctx, `SELECT r.user_id, r.shared, COALESCE(r.instance_id, '') <> '', r.resources,
+		r.online, r.interrupted_at IS NOT NULL,
+		EXISTS (SELECT 1 FROM jobs h WHERE h.runner_id = r.id AND h.status IN `+activeStatuses+`),
+		COUNT(*)
+		FROM runners r GROUP BY 1, 2, 3, 4, 5, 6, 7`)
+	if err != nil {
+		return nil, fmt.Errorf("tally runners: %w", err)
+	}
+	defer rows.Close()
+	var out []*store.RunnerKind
+	for rows.Next() {
+		var (
+			k   store.RunnerKind
+			res string
+		)
+		if err := rows.Scan(&k.UserID, &k.Shared, &k.OnDemand, &res, &k.Online, &k.Interrupted, &k.Busy, &k.Count); err != nil {
+			return nil, fmt.Errorf("tally runners: %w", err)
+		}
+		if err := json.Unmarshal([]byte(res), &k.Resources); err != nil {
+			return nil, fmt.Errorf("tally runners: resources of user %s's runners: %w", k.UserID, err)
+		}
+		out = append(out, &k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("tally runners: %w", err)
+	}
+	return out, nil
+}
+
 // RunnerHeartbeat marks a runner online and heard from at p.Now.
 func (s *Store) RunnerHeartbeat(ctx context.Context, p store.RunnerHeartbeatParams) error {
 	q := `UPDATE runners SET online = TRUE, last_heartbeat = $2 WHERE id = $1`
