@@ -206,6 +206,36 @@ var runnerTests = []test{
 }
 
 var runTests = []test{
+	{"create gives the jobs back as a read does", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		u := f.user()
+		train := spec("train", "prepare")
+		train.Image = "python:3.12"
+		train.Env = map[string]string{"A": "1"}
+		train.Artifacts = []string{"model"}
+		train.Checkpoints, train.CheckpointInterval = []string{"ckpt"}, api.Duration(time.Minute)
+		train.Resources = api.Resources{CPU: 4, MemoryMiB: 16 << 10, GPU: &api.GPURequest{Count: 1, Name: "A100"}, Interruptible: true}
+		empty := spec("empty")
+		empty.Commands, empty.Env = []string{}, map[string]string{}
+		p := f.runParams(u, spec("prepare"), empty, train)
+		p.ArtifactStore = "s3://bucket/dstack"
+		created, err := f.s.RunCreate(f.ctx, p)
+		if err != nil {
+			t.Fatalf("RunCreate: %v", err)
+		}
+		got, err := f.s.RunGet(f.ctx, store.RunGetParams{Name: p.Name})
+		if err != nil {
+			t.Fatalf("RunGet: %v", err)
+		}
+		if len(created.Jobs) != 3 || len(got.Jobs) != 3 {
+			t.Fatalf("RunCreate gave %d jobs, RunGet %d; want 3", len(created.Jobs), len(got.Jobs))
+		}
+		for i := range got.Jobs {
+			if !reflect.DeepEqual(created.Jobs[i], got.Jobs[i]) {
+				t.Errorf("job %d:\nRunCreate %+v\nRunGet    %+v", i, created.Jobs[i], got.Jobs[i])
+			}
+		}
+	}},
 	{"create and get", func(t *testing.T, open Open) {
 		f := setup(t, open)
 		u := f.user()

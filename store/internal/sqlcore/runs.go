@@ -76,7 +76,11 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 		if err != nil {
 			return err
 		}
+		// The jobs come back as a read would give them, built from what
+		// is written rather than read again: the columns written are
+		// all a new job sets, and the others hold their defaults.
 		rows := make([][]any, len(p.Jobs))
+		jobs := make([]*store.Job, len(p.Jobs))
 		for i, jc := range p.Jobs {
 			spec, err := json.Marshal(jc.Spec)
 			if err != nil {
@@ -86,6 +90,13 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 			if len(jc.Spec.DependsOn) > 0 {
 				status = api.StatusSubmitted
 			}
+			j := &store.Job{ID: jc.ID, RunID: p.ID, RunName: p.Name, UserID: p.UserID, CodeID: p.CodeID,
+				Workflow: jc.Spec.Workflow, Status: status, SubmittedAt: fromMicros(now), QueuedAt: fromMicros(now),
+				ArtifactStore: p.ArtifactStore}
+			if err := json.Unmarshal(spec, &j.Spec); err != nil { // as scanJob decodes it
+				return fmt.Errorf("job %s: decode spec: %w", jc.ID, err)
+			}
+			jobs[i] = j
 			res, err := json.Marshal(jc.Spec.Resources)
 			if err != nil {
 				return fmt.Errorf("job %s: encode resources: %w", jc.ID, err)
@@ -96,10 +107,6 @@ func (s *Store) RunCreate(ctx context.Context, p store.RunCreateParams) (*store.
 		}
 		if err := s.bulk(ctx, q, s.insertJobs, rows, func(Rows) error { return nil }); err != nil {
 			return fmt.Errorf("jobs: %w", err)
-		}
-		jobs, err := s.runJobs(ctx, q, p.ID)
-		if err != nil {
-			return err
 		}
 		run = &store.Run{ID: p.ID, Name: p.Name, UserID: p.UserID, UserName: userName, Workflow: p.Workflow,
 			CodeID: p.CodeID, SubmittedAt: fromMicros(now), Jobs: jobs}
