@@ -46,6 +46,10 @@ func BenchmarkJobListPending(b *testing.B) {
 	storetest.BenchmarkJobListPending(b, open(b))
 }
 
+func BenchmarkRunCreate(b *testing.B) {
+	storetest.BenchmarkRunCreate(b, open(b))
+}
+
 // TestUnavailable: a pool with no connection free within the acquire
 // timeout, and a database that cannot be reached, fail with
 // store.ErrUnavailable and say which, instead of waiting on.

@@ -45,6 +45,10 @@ func BenchmarkJobListPending(b *testing.B) {
 	storetest.BenchmarkJobListPending(b, open(b))
 }
 
+func BenchmarkRunCreate(b *testing.B) {
+	storetest.BenchmarkRunCreate(b, open(b))
+}
+
 // TestLockedDatabaseIsUnavailable: while another connection holds the
 // write lock, writes fail with store.ErrUnavailable naming the lock once
 // the busy timeout has passed, those queued behind them too, and work

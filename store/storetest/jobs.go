@@ -548,3 +548,23 @@ func BenchmarkClaimConcurrent(b *testing.B, s store.Store) {
 	}
 	b.ReportMetric(float64(queued*b.N)/total.Seconds(), "jobs/s")
 }
+
+// BenchmarkRunCreate measures submitting: a run of 1,000 jobs an
+// operation, the most the server takes in one run.
+func BenchmarkRunCreate(b *testing.B, s store.Store) {
+	ctx := b.Context()
+	u, _ := benchSetup(b, s, 0)
+	const size = 1000
+	for it := range b.N {
+		b.StopTimer()
+		p := store.RunCreateParams{ID: "run-" + strconv.Itoa(it), Name: "run-" + strconv.Itoa(it), UserID: u.ID, Workflow: "a", CodeID: "c", Now: base}
+		for i := range size {
+			p.Jobs = append(p.Jobs, store.JobCreate{ID: fmt.Sprintf("job-%d-%d", it, i), Spec: spec(fmt.Sprintf("w%d", i))})
+		}
+		b.StartTimer()
+		if _, err := s.RunCreate(ctx, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "jobs/s")
+}
