@@ -205,28 +205,33 @@ var runnerTests = []test{
 	}},
 }
 
+// createAndGet creates the run p and reads it back.
+func (f *fixture) createAndGet(p store.RunCreateParams) (created, got *store.Run) {
+	f.t.Helper()
+	created, err := f.s.RunCreate(f.ctx, p)
+	if err != nil {
+		f.t.Fatalf("RunCreate: %v", err)
+	}
+	got, err = f.s.RunGet(f.ctx, store.RunGetParams{Name: p.Name})
+	if err != nil {
+		f.t.Fatalf("RunGet: %v", err)
+	}
+	return created, got
+}
+
 var runTests = []test{
 	{"create gives the jobs back as a read does", func(t *testing.T, open Open) {
 		f := setup(t, open)
 		u := f.user()
-		train := spec("train", "prepare")
-		train.Image = "python:3.12"
-		train.Env = map[string]string{"A": "1"}
-		train.Artifacts = []string{"model"}
-		train.Checkpoints, train.CheckpointInterval = []string{"ckpt"}, api.Duration(time.Minute)
-		train.Resources = api.Resources{CPU: 4, MemoryMiB: 16 << 10, GPU: &api.GPURequest{Count: 1, Name: "A100"}, Interruptible: true}
+		train := api.JobSpec{Workflow: "train", Provider: "docker", Image: "python:3.12", Commands: []string{"python train.py"},
+			Env: map[string]string{"A": "1"}, DependsOn: []string{"prepare"}, Artifacts: []string{"model"},
+			Checkpoints: []string{"ckpt"}, CheckpointInterval: api.Duration(time.Minute),
+			Resources: api.Resources{CPU: 4, GPU: &api.GPURequest{Count: 1, Name: "A100"}, Interruptible: true}}
 		empty := spec("empty")
 		empty.Commands, empty.Env = []string{}, map[string]string{}
 		p := f.runParams(u, spec("prepare"), empty, train)
 		p.ArtifactStore = "s3://bucket/dstack"
-		created, err := f.s.RunCreate(f.ctx, p)
-		if err != nil {
-			t.Fatalf("RunCreate: %v", err)
-		}
-		got, err := f.s.RunGet(f.ctx, store.RunGetParams{Name: p.Name})
-		if err != nil {
-			t.Fatalf("RunGet: %v", err)
-		}
+		created, got := f.createAndGet(p)
 		if len(created.Jobs) != 3 || len(got.Jobs) != 3 {
 			t.Fatalf("RunCreate gave %d jobs, RunGet %d; want 3", len(created.Jobs), len(got.Jobs))
 		}
@@ -246,14 +251,7 @@ var runTests = []test{
 		train.Variables = map[string]string{"epochs": "20"}
 		train.Resources = api.Resources{CPU: 4, MemoryMiB: 16 << 10, GPU: &api.GPURequest{Count: 1, Name: "A100"}, Interruptible: true}
 		p := f.runParams(u, spec("prepare"), train)
-		created, err := f.s.RunCreate(f.ctx, p)
-		if err != nil {
-			t.Fatalf("RunCreate: %v", err)
-		}
-		got, err := f.s.RunGet(f.ctx, store.RunGetParams{Name: p.Name})
-		if err != nil {
-			t.Fatalf("RunGet: %v", err)
-		}
+		created, got := f.createAndGet(p)
 		for name, r := range map[string]*store.Run{"RunCreate": created, "RunGet": got} {
 			if r.ID != p.ID || r.Name != p.Name || r.UserID != u.ID || r.UserName != u.Name || r.Workflow != "train" || r.CodeID != p.CodeID {
 				t.Errorf("%s = %+v", name, r)
@@ -276,7 +274,7 @@ var runTests = []test{
 			}
 		}
 		other := f.user()
-		_, err = f.s.RunGet(f.ctx, store.RunGetParams{Name: p.Name, UserID: other.ID})
+		_, err := f.s.RunGet(f.ctx, store.RunGetParams{Name: p.Name, UserID: other.ID})
 		wantErr(t, "RunGet of another user's run", err, store.ErrNotFound)
 		if _, err := f.s.RunGet(f.ctx, store.RunGetParams{Name: p.Name, UserID: u.ID}); err != nil {
 			t.Errorf("RunGet by its user: %v", err)
