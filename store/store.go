@@ -158,9 +158,9 @@ type Store interface {
 	RunnerList(ctx context.Context, p RunnerListParams) ([]*Runner, error)
 	// RunnerTally counts every runner by what tells runners apart to a
 	// reason a job waits, or to a gauge: owner, shared, on-demand,
-	// resources, online, interrupted and busy. It reads as much as
-	// RunnerList and brings back one row per kind of runner, however
-	// many runners are alike.
+	// resources, online, interrupted and busy. It looks at every runner,
+	// as RunnerList does, but brings back one row per kind of runner,
+	// however many runners are alike.
 	RunnerTally(ctx context.Context) ([]*RunnerKind, error)
 	// RunnerHeartbeat records that a runner was heard from; an offline runner
 	// comes back online.
