@@ -106,13 +106,15 @@ type shipFixture struct {
 	ctx context.Context
 }
 
-func setupShipper(t testing.TB, configure func(*logServer)) shipFixture {
+// setupShipper starts a shipper to a log server that configure sets up;
+// each of prepare sets the shipper up before it starts.
+func setupShipper(t testing.TB, configure func(*logServer), prepare ...func(*shipper)) shipFixture {
 	t.Helper()
-	return setupShipperLog(t, configure, testLogger(t))
+	return setupShipperLog(t, configure, testLogger(t), prepare...)
 }
 
 // setupShipperLog is setupShipper with the shipper logging to log.
-func setupShipperLog(t testing.TB, configure func(*logServer), log *slog.Logger) shipFixture {
+func setupShipperLog(t testing.TB, configure func(*logServer), log *slog.Logger, prepare ...func(*shipper)) shipFixture {
 	t.Helper()
 	srv := newLogServer(t)
 	if configure != nil {
@@ -131,6 +133,9 @@ func setupShipperLog(t testing.TB, configure func(*logServer), log *slog.Logger)
 		return c.JobLogAppend(ctx, "job-1", 7, offset, data)
 	}, log)
 	sh.minBO, sh.maxBO = time.Millisecond, 20*time.Millisecond
+	for _, p := range prepare {
+		p(sh)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() {
 		cancel()
@@ -242,8 +247,8 @@ func TestShipperStops(t *testing.T) {
 			var lost sync.WaitGroup
 			lost.Add(1)
 			var once sync.Once
-			f := setupShipper(t, func(s *logServer) { s.answer = tt.answer })
-			f.sh.onLost = func() { once.Do(lost.Done) }
+			f := setupShipper(t, func(s *logServer) { s.answer = tt.answer },
+				func(sh *shipper) { sh.onLost = func() { once.Do(lost.Done) } })
 			_, _ = f.sp.Write([]byte("hello\n"))
 			<-f.sh.done
 			if !tt.wantErr(f.sh.err) {
