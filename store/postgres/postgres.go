@@ -323,18 +323,25 @@ func (t *txQueries) Exec(ctx context.Context, query string, args ...any) (int64,
 	if len(t.pending) == 0 {
 		return queries{t.conn}.Exec(ctx, query, args...)
 	}
-	br, err := t.send(ctx, deferred{sql: query, args: args})
+	tag, err := t.exec(ctx, deferred{sql: query, args: args})
 	if err != nil {
 		return 0, err
+	}
+	return tag.RowsAffected(), nil
+}
+
+// exec sends the pending statements and then d, in one round trip, and
+// returns d's outcome.
+func (t *txQueries) exec(ctx context.Context, d deferred) (pgconn.CommandTag, error) {
+	br, err := t.send(ctx, d)
+	if err != nil {
+		return pgconn.CommandTag{}, err
 	}
 	tag, err := br.Exec()
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return 0, mapErr(err)
-	}
-	return tag.RowsAffected(), nil
+	return tag, mapErr(err)
 }
 
 func (t *txQueries) Query(ctx context.Context, query string, args ...any) (sqlcore.Rows, error) {
@@ -399,16 +406,9 @@ func (t *txQueries) commit(ctx context.Context) error {
 	if !t.begun && len(t.pending) <= 1 {
 		return nil
 	}
-	br, err := t.send(ctx, deferred{sql: "COMMIT"})
+	tag, err := t.exec(ctx, deferred{sql: "COMMIT"})
 	if err != nil {
 		return err
-	}
-	tag, err := br.Exec()
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return mapErr(err)
 	}
 	if tag.String() == "ROLLBACK" { // the transaction had failed
 		return pgx.ErrTxCommitRollback
