@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/dstackai/dstack/store"
@@ -30,8 +29,12 @@ type group[Req, Res any] struct {
 	max int
 	run func(ctx context.Context, q Querier, reqs []Req) ([]outcome[Res], error)
 
-	mu      sync.Mutex
-	busy    bool
+	mu   sync.Mutex
+	busy bool
+	// waiting are the queued calls, oldest first, some of them given up
+	// (groupCall.gone). With thousands of runners claiming as jobs arrive
+	// the queue is thousands long: a call is taken off its head, or marked
+	// gone where it stands, never searched for or moved.
 	waiting []*groupCall[Req, Res]
 }
 
@@ -46,6 +49,9 @@ type groupCall[Req, Res any] struct {
 	// signal gets false when out is set, true when the call is to lead the
 	// next transaction.
 	signal chan bool
+	// queued: the call is in group.waiting; gone: its caller gave up on it
+	// there. Both are guarded by group.mu.
+	queued, gone bool
 }
 
 // do runs req in the group's next transaction. Once the call is taken into a
@@ -58,6 +64,7 @@ func (g *group[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 		g.busy = true
 		g.mu.Unlock()
 	} else {
+		c.queued = true
 		g.waiting = append(g.waiting, c)
 		g.mu.Unlock()
 		var lead bool
@@ -65,8 +72,8 @@ func (g *group[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 		case lead = <-c.signal:
 		case <-ctx.Done():
 			g.mu.Lock()
-			if i := slices.Index(g.waiting, c); i >= 0 {
-				g.waiting = slices.Delete(g.waiting, i, i+1)
+			if c.queued {
+				c.gone = true
 				g.mu.Unlock()
 				var zero Res
 				return zero, ctx.Err()
@@ -86,10 +93,15 @@ func (g *group[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 // panic fails the calls of the transaction and still hands the lead on, so
 // that the calls queued behind do not wait forever.
 func (g *group[Req, Res]) lead(ctx context.Context, c *groupCall[Req, Res]) {
+	calls := []*groupCall[Req, Res]{c}
 	g.mu.Lock()
-	n := min(len(g.waiting), g.max-1)
-	calls := append([]*groupCall[Req, Res]{c}, g.waiting[:n]...)
-	g.waiting = slices.Delete(g.waiting, 0, n)
+	for len(calls) < g.max {
+		o := g.next()
+		if o == nil {
+			break
+		}
+		calls = append(calls, o)
+	}
 	g.mu.Unlock()
 
 	defer func() {
@@ -113,13 +125,27 @@ func (g *group[Req, Res]) finish(calls []*groupCall[Req, Res]) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if len(g.waiting) > 0 {
-		next := g.waiting[0]
-		g.waiting = slices.Delete(g.waiting, 0, 1)
+	if next := g.next(); next != nil {
 		next.signal <- true
 	} else {
 		g.busy = false
 	}
+}
+
+// next takes the oldest call not given up off the queue, nil when there is
+// none. g.mu is held.
+func (g *group[Req, Res]) next() *groupCall[Req, Res] {
+	for len(g.waiting) > 0 {
+		c := g.waiting[0]
+		g.waiting[0] = nil // the queue keeps no reference past its head
+		g.waiting = g.waiting[1:]
+		c.queued = false
+		if !c.gone {
+			return c
+		}
+	}
+	g.waiting = nil
+	return nil
 }
 
 // exec sets the outcome of each call.

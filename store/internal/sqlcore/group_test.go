@@ -198,3 +198,64 @@ func waitQueued(t *testing.T, g *group[int, int], n int) {
 		runtime.Gosched()
 	}
 }
+
+// TestGroupSkipsGivenUpCalls: a call given up while queued neither leads
+// nor takes a place in the next transaction.
+func TestGroupSkipsGivenUpCalls(t *testing.T) {
+	r := &recorder{gate: make(chan struct{}), started: make(chan int, 10)}
+	g := newGroup(r)
+	g.max = 2
+	var wg sync.WaitGroup
+	wg.Go(func() { _, _ = g.do(t.Context(), 1) })
+	<-r.started
+	ctx, cancel := context.WithCancel(t.Context())
+	gone := make(chan error)
+	go func() {
+		_, err := g.do(ctx, 7)
+		gone <- err
+	}()
+	waitQueued(t, g, 1)
+	for i, v := range []int{2, 3, 4} {
+		wg.Go(func() { _, _ = g.do(t.Context(), v) })
+		waitQueued(t, g, i+2)
+	}
+	cancel()
+	if err := <-gone; !errors.Is(err, context.Canceled) {
+		t.Fatalf("given-up call: %v, want context.Canceled", err)
+	}
+	close(r.gate)
+	wg.Wait()
+	want := [][]int{{1}, {2, 3}, {4}}
+	if !slices.EqualFunc(r.batches, want, slices.Equal) {
+		t.Fatalf("batches %v, want %v", r.batches, want)
+	}
+}
+
+// BenchmarkGroupGivenUpCalls: thousands of queued calls given up at once,
+// as the waits of thousands of runners end together.
+func BenchmarkGroupGivenUpCalls(b *testing.B) {
+	const callers = 10_000
+	for b.Loop() {
+		r := &recorder{gate: make(chan struct{}), started: make(chan int, callers+1)}
+		g := newGroup(r)
+		var wg sync.WaitGroup
+		wg.Go(func() { _, _ = g.do(context.Background(), 1) })
+		<-r.started
+		ctx, cancel := context.WithCancel(context.Background())
+		for range callers {
+			wg.Go(func() { _, _ = g.do(ctx, 2) })
+		}
+		for {
+			g.mu.Lock()
+			k := len(g.waiting)
+			g.mu.Unlock()
+			if k == callers {
+				break
+			}
+			runtime.Gosched()
+		}
+		cancel()
+		close(r.gate)
+		wg.Wait()
+	}
+}
