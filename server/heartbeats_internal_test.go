@@ -81,3 +81,62 @@ func TestHeartbeatsAreWrittenInBatchesAndReaped(t *testing.T) {
 		t.Fatal("a runner back is not online right after its heartbeat")
 	}
 }
+
+// TestRestartedServerWaitsForRunnersToBeat: a server that was down longer
+// than the heartbeat timeout does not take its runners for silent before
+// they could reach it again: the jobs they run are not requeued. A runner
+// that stays silent for the timeout after the restart is offline.
+func TestRestartedServerWaitsForRunnersToBeat(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dir := t.TempDir()
+	clock := testutil.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	cfg := Config{DataDir: dir, Now: clock.Now, HeartbeatTimeout: 30 * time.Second}
+	s, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users, err := s.store.UserList(ctx)
+	if err != nil || len(users) == 0 {
+		t.Fatalf("list users: %v", err)
+	}
+	free := api.HostResources{CPUs: 1, MemoryMiB: 1024}
+	if _, err := s.store.RunnerCreate(ctx, store.RunnerCreateParams{
+		ID: "busy", UserID: users[0].ID, Name: "busy", Executor: "shell", Resources: free,
+		TokenHash: hashToken(newToken(runnerTokenPrefix)), TokenExpiresAt: clock.Now().Add(24 * time.Hour), Now: clock.Now(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.store.RunCreate(ctx, store.RunCreateParams{ID: "run", Name: "run", UserID: users[0].ID, Workflow: "w", CodeID: "code", Now: clock.Now(),
+		Jobs: []store.JobCreate{{ID: "job", Spec: api.JobSpec{Workflow: "w", Provider: "bash", Commands: []string{"sleep 1d"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.store.JobClaimNext(ctx, store.JobClaimNextParams{RunnerID: "busy", UserID: users[0].ID, Free: free, Now: clock.Now()}); err != nil {
+		t.Fatalf("claim: %v", err)
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	clock.Advance(5 * time.Minute) // the server is down
+	s, err = New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop() })
+	clock.Advance(10 * time.Second) // the runner's next beat is yet to come
+	var pruned time.Time
+	s.reap(ctx, &pruned)
+	if r, err := s.store.RunnerGet(ctx, "busy"); err != nil || !r.Online {
+		t.Fatalf("runner 10s after the restart: %+v, %v; want online", r, err)
+	}
+	if j, err := s.store.JobGet(ctx, "job"); err != nil || j.Status != api.StatusDownloading || j.RunnerID != "busy" {
+		t.Fatalf("job 10s after the restart: %+v, %v; want still the runner's", j, err)
+	}
+
+	clock.Advance(25 * time.Second) // silent for 35s since the restart
+	s.reap(ctx, &pruned)
+	if r, err := s.store.RunnerGet(ctx, "busy"); err != nil || r.Online {
+		t.Fatalf("runner silent since the restart: %+v, %v; want offline", r, err)
+	}
+}

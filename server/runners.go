@@ -593,8 +593,16 @@ func (s *Server) reap(ctx context.Context, pruned *time.Time) {
 		*pruned = now
 		s.pruneRunners(ctx, now)
 	}
+	// A runner is silent for the timeout counted while the server was up
+	// to hear it: a server back from an outage longer than the timeout
+	// would otherwise take every runner whose next beat is yet to come
+	// for gone, and requeue the jobs they are running.
+	cut := now.Add(-s.cfg.HeartbeatTimeout - flushEvery(s.cfg.HeartbeatTimeout))
+	if !s.upSince.Before(cut) {
+		return
+	}
 	jobs, err := s.store.RunnerMarkOffline(ctx, store.RunnerMarkOfflineParams{
-		HeartbeatBefore: now.Add(-s.cfg.HeartbeatTimeout - flushEvery(s.cfg.HeartbeatTimeout)), MaxAttempts: s.cfg.MaxAttempts, Now: now,
+		HeartbeatBefore: cut, MaxAttempts: s.cfg.MaxAttempts, Now: now,
 	})
 	if err != nil {
 		if ctx.Err() == nil {

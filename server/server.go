@@ -262,7 +262,10 @@ type Server struct {
 	auth    *authenticator
 	queue   *queue
 	// beats holds the heartbeats not yet written (heartbeats.go).
-	beats   *heartbeats
+	beats *heartbeats
+	// upSince is when the server began, from which runners could reach it
+	// (reap).
+	upSince time.Time
 	metrics *metrics
 	// box seals the secrets the server keeps (cloud credentials, UI
 	// sessions) under the server key (see package secretbox).
@@ -436,6 +439,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.auth = newAuthenticator(st, cfg.Now)
 	s.auth.ttl = min(runnerCacheTTL, cfg.HeartbeatTimeout)
 	s.beats = newHeartbeats(st, s.log, s.runnersRevived)
+	s.upSince = cfg.Now()
 	s.auth.box = box
 	s.auth.origin = originOf(cfg.ExternalURL)
 	s.metrics = newMetrics(s)
