@@ -135,3 +135,47 @@ func TestRunnerCredentialsAreRefreshedTogether(t *testing.T) {
 		t.Error("the credential of a removed runner was still taken after it was read again")
 	}
 }
+
+// TestForgetRunnerDropsOnlyItsCredentials: forgetting a runner drops each
+// credential cached for it, and no other runner's.
+func TestForgetRunnerDropsOnlyItsCredentials(t *testing.T) {
+	a := newAuthenticator(nil, time.Now)
+	now := time.Now()
+	a.put("old", cachedRunner{r: &store.Runner{ID: "r1"}, fetched: now})
+	a.put("new", cachedRunner{r: &store.Runner{ID: "r1"}, fetched: now})
+	a.put("other", cachedRunner{r: &store.Runner{ID: "r2"}, fetched: now})
+	a.put("other", cachedRunner{r: &store.Runner{ID: "r2"}, fetched: now}) // read again
+	a.forgetRunner("r1")
+	if _, ok := a.runners["old"]; ok {
+		t.Error("r1's first credential is still cached")
+	}
+	if _, ok := a.runners["new"]; ok {
+		t.Error("r1's second credential is still cached")
+	}
+	if _, ok := a.runners["other"]; !ok {
+		t.Error("r2's credential was dropped with r1's")
+	}
+	a.forgetRunner("r2")
+	if len(a.runners) != 0 || len(a.hashes) != 0 {
+		t.Errorf("after forgetting both: %d credentials, %d runners left", len(a.runners), len(a.hashes))
+	}
+}
+
+// BenchmarkForgetRunner: with 10,000 runners cached, forgetting one (it
+// went offline, came back, was removed) costs the same as with one.
+func BenchmarkForgetRunner(b *testing.B) {
+	a := newAuthenticator(nil, time.Now)
+	now := time.Now()
+	const runners = 10_000
+	for i := range runners {
+		id := fmt.Sprintf("r%d", i)
+		a.put("h"+id, cachedRunner{r: &store.Runner{ID: id}, fetched: now})
+	}
+	i := 0
+	for b.Loop() {
+		id := fmt.Sprintf("r%d", i%runners)
+		a.forgetRunner(id)
+		a.put("h"+id, cachedRunner{r: &store.Runner{ID: id}, fetched: now})
+		i++
+	}
+}
