@@ -326,9 +326,10 @@ func (a *authenticator) forgetRunner(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.gen++
-	for _, h := range slices.Clone(a.hashes[id]) {
-		a.drop(h)
+	for _, h := range a.hashes[id] {
+		delete(a.runners, h)
 	}
+	delete(a.hashes, id)
 }
 
 func (a *authenticator) forget(hash string) {
