@@ -272,8 +272,10 @@ type Store interface {
 	JobListPending(ctx context.Context, p JobListPendingParams) ([]*PendingJob, error)
 	// JobSetPendingReasons sets the StatusReason of each job of p.Reasons
 	// that is still pending (why it waits, as the autoscaler sees it; ""
-	// clears it), all in one transaction. Jobs no longer pending, or
-	// unknown, are left as they are. It returns how many jobs changed.
+	// clears it), a few hundred jobs a transaction, so that a claim never
+	// waits long for a job whose reason is being written. Jobs no longer
+	// pending, or unknown, are left as they are. It returns how many jobs
+	// changed; after a failure, the reasons written before it stay.
 	// JobClaimNext clears the reason of the job it claims.
 	JobSetPendingReasons(ctx context.Context, p JobSetPendingReasonsParams) (int, error)
 

@@ -581,36 +581,46 @@ func (s *Store) JobListPending(ctx context.Context, p store.JobListPendingParams
 	return out, nil
 }
 
-// JobSetPendingReasons sets the reasons of the jobs still pending, in one
-// statement (setReasons). A reason already there is not written again.
+// JobSetPendingReasons sets the reasons of the jobs still pending, in
+// transactions of at most maxReasonBatch jobs each (setReasons). A reason
+// already there is not written again.
+//
+// A transaction holds the rows it writes until it commits, and a claim of
+// one of them waits for that: a queue of thousands of jobs written in one
+// transaction held claims for most of a second.
 func (s *Store) JobSetPendingReasons(ctx context.Context, p store.JobSetPendingReasonsParams) (int, error) {
-	if len(p.Reasons) == 0 {
-		return 0, nil
-	}
 	ids := make([]string, 0, len(p.Reasons))
 	for id := range p.Reasons {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	argSets := make([][]any, len(ids))
-	for i, id := range ids {
-		argSets[i] = []any{id, p.Reasons[id]}
-	}
 	var changed int
-	err := s.write.Tx(ctx, func(q Querier) error {
-		changed = 0
-		return s.bulk(ctx, q, s.setReasons, argSets, func(rows Rows) error {
-			for rows.Next() {
-				changed++
-			}
-			return nil
+	for chunk := range slices.Chunk(ids, maxReasonBatch) {
+		argSets := make([][]any, len(chunk))
+		for i, id := range chunk {
+			argSets[i] = []any{id, p.Reasons[id]}
+		}
+		var n int
+		err := s.write.Tx(ctx, func(q Querier) error {
+			n = 0
+			return s.bulk(ctx, q, s.setReasons, argSets, func(rows Rows) error {
+				for rows.Next() {
+					n++
+				}
+				return nil
+			})
 		})
-	})
-	if err != nil {
-		return 0, fmt.Errorf("set reasons of pending jobs: %w", err)
+		if err != nil {
+			return changed, fmt.Errorf("set reasons of pending jobs: %w", err)
+		}
+		changed += n
 	}
 	return changed, nil
 }
+
+// maxReasonBatch bounds the jobs one transaction of JobSetPendingReasons
+// writes.
+const maxReasonBatch = 256
 
 // setReasons sets the reason of each job v.id still pending to v.reason,
 // unless it has it. A job whose row another transaction holds is left
