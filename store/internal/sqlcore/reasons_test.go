@@ -25,7 +25,7 @@ func (d *txSizes) Tx(ctx context.Context, fn func(q Querier) error) error {
 type sizeQuerier struct{ d *txSizes }
 
 func (q sizeQuerier) Exec(context.Context, string, ...any) (int64, error) { return 0, nil }
-func (q sizeQuerier) QueryRow(context.Context, string, ...any) Row     { return nil }
+func (q sizeQuerier) QueryRow(context.Context, string, ...any) Row        { return nil }
 func (q sizeQuerier) Query(_ context.Context, _ string, args ...any) (Rows, error) {
 	if len(args) > 0 {
 		if ids, ok := args[0].([]string); ok {
