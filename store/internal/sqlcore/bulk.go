@@ -61,11 +61,7 @@ func (s *Store) bulk(ctx context.Context, q Querier, b bulk, argSets [][]any, fn
 	if !s.d.Unnest {
 		return queryEach(ctx, q, b.row, argSets, func(_ int, rows Rows) error { return fn(rows) })
 	}
-	arrays := make([]any, len(b.cols))
-	for i, c := range b.cols {
-		arrays[i] = column(c.pgType, argSets, i)
-	}
-	rows, err := q.Query(ctx, b.set, arrays...)
+	rows, err := q.Query(ctx, b.set, b.arrays(argSets)...)
 	if err != nil {
 		return err
 	}
@@ -76,6 +72,27 @@ func (s *Store) bulk(ctx context.Context, q Querier, b bulk, argSets [][]any, fn
 	for rows.Next() { // the rows fn did not read
 	}
 	return rows.Err()
+}
+
+// bulkDefer runs b over the rows argSets as bulk does, where no one reads
+// its rows: in a transaction that sends statements with the next one
+// (Deferrer), it goes out with it, and its error is that statement's.
+func (s *Store) bulkDefer(ctx context.Context, q Querier, b bulk, argSets [][]any) error {
+	d, ok := q.(Deferrer)
+	if !ok || !s.d.Unnest || len(argSets) == 0 {
+		return s.bulk(ctx, q, b, argSets, func(Rows) error { return nil })
+	}
+	d.Defer(b.set, b.arrays(argSets)...)
+	return nil
+}
+
+// arrays are the array arguments of b.set for the rows argSets.
+func (b bulk) arrays(argSets [][]any) []any {
+	arrays := make([]any, len(b.cols))
+	for i, c := range b.cols {
+		arrays[i] = column(c.pgType, argSets, i)
+	}
+	return arrays
 }
 
 // column gathers the values of column i of the rows argSets into an array

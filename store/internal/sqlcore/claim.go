@@ -561,7 +561,9 @@ func (s *Store) claimWrite(ctx context.Context, q Querier, reqs []store.JobClaim
 		turns = append(turns, []any{u, t})
 	}
 	slices.SortFunc(turns, func(a, b []any) int { return cmp.Compare(a[0].(string), b[0].(string)) })
-	if err := s.bulk(ctx, q, moveTurns, turns, func(Rows) error { return nil }); err != nil {
+	// No one reads the turns' update: it goes out with the transaction's
+	// next statement, its COMMIT at the latest (Deferrer).
+	if err := s.bulkDefer(ctx, q, moveTurns, turns); err != nil {
 		return nil, fmt.Errorf("turns: %w", err)
 	}
 	return lost, nil
