@@ -371,17 +371,17 @@ func (t *txQueries) QueryRow(ctx context.Context, query string, args ...any) sql
 	return batchRow{row: br.QueryRow(), br: br}
 }
 
-// QueryEach sends the statements in one round trip (sqlcore.Pipeliner).
-func (t *txQueries) QueryEach(ctx context.Context, query string, argSets [][]any, fn func(i int, rows sqlcore.Rows) error) error {
-	qs := make([]deferred, len(argSets))
-	for i, args := range argSets {
-		qs[i] = deferred{sql: query, args: args}
+// QueryAll sends the statements in one round trip (sqlcore.Pipeliner).
+func (t *txQueries) QueryAll(ctx context.Context, stmts []sqlcore.Stmt, fn func(i int, rows sqlcore.Rows) error) error {
+	qs := make([]deferred, len(stmts))
+	for i, st := range stmts {
+		qs[i] = deferred{sql: st.SQL, args: st.Args}
 	}
 	br, err := t.send(ctx, qs...)
 	if err != nil {
 		return err
 	}
-	for i := range argSets {
+	for i := range stmts {
 		rows, err := br.Query()
 		if err != nil {
 			_ = br.Close()

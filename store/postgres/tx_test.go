@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -104,17 +105,34 @@ func TestTx(t *testing.T) {
 		if err != nil {
 			t.Fatalf("several statements: %v", err)
 		}
-		// A deferred statement, then the same statement with several
-		// argument sets.
+		// A deferred statement, then several statements in one round
+		// trip, each read in turn.
 		err = db.Tx(ctx, func(q sqlcore.Querier) error {
 			q.(sqlcore.Deferrer).Defer(`SELECT pg_advisory_xact_lock($1)`, int64(7))
-			return q.(sqlcore.Pipeliner).QueryEach(ctx, `INSERT INTO t (id) VALUES ($1) RETURNING id`,
-				[][]any{{"e"}, {"f"}}, func(int, sqlcore.Rows) error { return nil })
+			var got []string
+			err := q.(sqlcore.Pipeliner).QueryAll(ctx, []sqlcore.Stmt{
+				{SQL: `INSERT INTO t (id) VALUES ($1) RETURNING id`, Args: []any{"e"}},
+				{SQL: `INSERT INTO t (id) VALUES ($1), ($2) RETURNING id`, Args: []any{"f", "g"}},
+				{SQL: `SELECT count(*)::text FROM t`},
+			}, func(_ int, rows sqlcore.Rows) error {
+				for rows.Next() {
+					var v string
+					if err := rows.Scan(&v); err != nil {
+						return err
+					}
+					got = append(got, v)
+				}
+				return nil
+			})
+			if err == nil && !slices.Equal(got, []string{"e", "f", "g", "7"}) {
+				err = fmt.Errorf("the pipeline read %v, want e, f, g and a count of 7", got)
+			}
+			return err
 		})
 		if err != nil {
 			t.Fatalf("deferred lock, then a pipeline: %v", err)
 		}
-		if got, want := rowsOf(t, db), []string{"a", "b", "c", "d", "e", "f"}; !slices.Equal(got, want) {
+		if got, want := rowsOf(t, db), []string{"a", "b", "c", "d", "e", "f", "g"}; !slices.Equal(got, want) {
 			t.Fatalf("rows = %v, want %v", got, want)
 		}
 	})

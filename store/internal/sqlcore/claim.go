@@ -63,11 +63,7 @@ func (s *Store) claimLocked(ctx context.Context, q Querier, reqs []store.JobClai
 	for i := range outs {
 		outs[i].err = store.ErrNotFound
 	}
-	runners, err := s.claimRunners(ctx, q, reqs)
-	if err != nil {
-		return nil, err
-	}
-	held, err := s.claimHeld(ctx, q, reqs)
+	runners, held, first, err := s.claimReads(ctx, q, reqs)
 	if err != nil {
 		return nil, err
 	}
@@ -83,9 +79,13 @@ func (s *Store) claimLocked(ctx context.Context, q Querier, reqs []store.JobClai
 		}
 	}
 	for len(todo) > 0 {
-		st, err := s.claimCandidates(ctx, q, reqs, todo, runners)
-		if err != nil {
-			return nil, err
+		st := first.usable(reqs, todo, runners)
+		first = nil
+		if st == nil {
+			var err error
+			if st, err = s.claimCandidates(ctx, q, reqs, todo, runners); err != nil {
+				return nil, err
+			}
 		}
 		var (
 			picks []claimPick
@@ -126,9 +126,63 @@ func (s *Store) claimLocked(ctx context.Context, q Querier, reqs []store.JobClai
 	return outs, nil
 }
 
-// claimHeld reads the jobs not yet started (downloading) of the runners of
-// the claims that ask to be given theirs again (Redeliver), by runner.
-func (s *Store) claimHeld(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) (map[string]*store.Job, error) {
+// claimReads reads what the claims reqs start from: their runners
+// (claimRunners), the jobs not yet started that the runners which ask for
+// them again hold (heldStmt), and, where the database pipelines, the first
+// candidates of the claims' users (candidatesFor), all in one round trip.
+// first is nil where it was not read.
+func (s *Store) claimReads(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) (runners map[string]claimRunner, held map[string]*store.Job, first *claimState, err error) {
+	stmts := []Stmt{s.runnersStmt(reqs)}
+	heldAt, firstAt := -1, -1
+	if st, ok := s.heldStmt(reqs); ok {
+		heldAt = len(stmts)
+		stmts = append(stmts, st)
+	}
+	var firstStmt Stmt
+	if _, ok := q.(Pipeliner); ok && s.d.Lateral {
+		// Read now, the candidates serve the first assignments unless a
+		// runner turns out to take anyone's jobs (claimState.usable).
+		var users []any // every user's, where the last batch had a runner that takes anyone's
+		if !s.claimedForAnyone.Load() {
+			for _, p := range reqs {
+				users = appendNew(users, p.UserID)
+			}
+		}
+		first, firstStmt = s.candidatesFor(users, len(reqs))
+		firstAt = len(stmts)
+		stmts = append(stmts, firstStmt)
+	}
+	var instances map[string]string
+	err = queryAll(ctx, q, stmts, func(i int, rows Rows) error {
+		var err error
+		switch i {
+		case 0:
+			runners, instances, err = scanRunners(rows)
+		case heldAt:
+			held, err = scanHeld(rows)
+		case firstAt:
+			err = first.scanJoined(rows)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("claims: %w", err)
+	}
+	anyone := false
+	for _, r := range runners {
+		anyone = anyone || r.anyone
+	}
+	s.claimedForAnyone.Store(anyone)
+	if err := s.claimInstances(ctx, q, runners, instances); err != nil {
+		return nil, nil, nil, err
+	}
+	return runners, held, first, nil
+}
+
+// heldStmt reads the jobs not yet started (downloading) of the runners of
+// the claims that ask to be given theirs again (Redeliver); false when none
+// asks.
+func (s *Store) heldStmt(reqs []store.JobClaimNextParams) (Stmt, bool) {
 	var ids []any
 	for _, p := range reqs {
 		if p.Redeliver {
@@ -136,16 +190,21 @@ func (s *Store) claimHeld(ctx context.Context, q Querier, reqs []store.JobClaimN
 		}
 	}
 	if len(ids) == 0 {
-		return nil, nil
+		return Stmt{}, false
 	}
 	in, args := s.in("runner_id", 1, ids)
-	got, err := collectJobs(q.Query(ctx, `SELECT `+jobColumns+` FROM jobs
-		WHERE `+in+` AND status = 'downloading' ORDER BY claimed_at`, args...))
-	if err != nil {
-		return nil, fmt.Errorf("jobs held: %w", err)
-	}
-	out := make(map[string]*store.Job, len(got))
-	for _, j := range got {
+	return Stmt{SQL: `SELECT ` + jobColumns + ` FROM jobs
+		WHERE ` + in + ` AND status = 'downloading' ORDER BY claimed_at`, Args: args}, true
+}
+
+// scanHeld reads the rows of heldStmt, the first job of each runner.
+func scanHeld(rows Rows) (map[string]*store.Job, error) {
+	out := map[string]*store.Job{}
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("jobs held: %w", err)
+		}
 		if _, ok := out[j.RunnerID]; !ok {
 			out[j.RunnerID] = j
 		}
@@ -174,20 +233,21 @@ type claimRunner struct {
 	image string
 }
 
-// claimRunners reads the runners of reqs, under a key share lock on
-// PostgreSQL (Dialect.ForKeyShare), as claimSQL does, and their instances
-// under a share lock.
-func (s *Store) claimRunners(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) (map[string]claimRunner, error) {
+// runnersStmt reads the runners of reqs, under a key share lock on
+// PostgreSQL (Dialect.ForKeyShare), as claimSQL does.
+func (s *Store) runnersStmt(reqs []store.JobClaimNextParams) Stmt {
 	ids := make([]any, 0, len(reqs))
 	for _, p := range reqs {
 		ids = appendNew(ids, p.RunnerID)
 	}
 	in, args := s.in("r.id", 1, ids)
-	rows, err := q.Query(ctx, `SELECT r.id, r.shared OR r.instance_id IS NOT NULL, r.interrupted_at IS NULL,
-		COALESCE(r.instance_id, '') FROM runners r WHERE `+in+s.d.ForKeyShare, args...)
-	if err != nil {
-		return nil, fmt.Errorf("runners: %w", err)
-	}
+	return Stmt{SQL: `SELECT r.id, r.shared OR r.instance_id IS NOT NULL, r.interrupted_at IS NULL,
+		COALESCE(r.instance_id, '') FROM runners r WHERE ` + in + s.d.ForKeyShare, Args: args}
+}
+
+// scanRunners reads the rows of runnersStmt, and the instances of the
+// runners that may claim, each with its runner.
+func scanRunners(rows Rows) (map[string]claimRunner, map[string]string, error) {
 	out := map[string]claimRunner{}
 	instances := map[string]string{} // instance → runner
 	for rows.Next() {
@@ -196,29 +256,31 @@ func (s *Store) claimRunners(ctx context.Context, q Querier, reqs []store.JobCla
 			r            claimRunner
 		)
 		if err := rows.Scan(&id, &r.anyone, &r.canClaim, &instance); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("runners: %w", err)
+			return nil, nil, fmt.Errorf("runners: %w", err)
 		}
 		out[id] = r
 		if instance != "" && r.canClaim {
 			instances[instance] = id
 		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("runners: %w", err)
-	}
+	return out, instances, nil
+}
+
+// claimInstances reads the instances of runners (instance → runner) under a
+// share lock: a runner claims only while its instance runs, and takes only
+// its image's jobs while the instance is bound to one.
+func (s *Store) claimInstances(ctx context.Context, q Querier, runners map[string]claimRunner, instances map[string]string) error {
 	if len(instances) == 0 {
-		return out, nil
+		return nil
 	}
 	iids := make([]any, 0, len(instances))
 	for id := range instances {
 		iids = append(iids, id)
 	}
-	in, args = s.in("id", 1, iids)
-	rows, err = q.Query(ctx, `SELECT id, state, image_bound, image FROM instances WHERE `+in+s.d.ForShare, args...)
+	in, args := s.in("id", 1, iids)
+	rows, err := q.Query(ctx, `SELECT id, state, image_bound, image FROM instances WHERE `+in+s.d.ForShare, args...)
 	if err != nil {
-		return nil, fmt.Errorf("instances: %w", err)
+		return fmt.Errorf("instances: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -227,14 +289,17 @@ func (s *Store) claimRunners(ctx context.Context, q Querier, reqs []store.JobCla
 			bound            bool
 		)
 		if err := rows.Scan(&id, &state, &bound, &image); err != nil {
-			return nil, fmt.Errorf("instances: %w", err)
+			return fmt.Errorf("instances: %w", err)
 		}
-		r := out[instances[id]]
+		r := runners[instances[id]]
 		r.canClaim = r.canClaim && state == "running"
 		r.bound, r.image = bound, image
-		out[instances[id]] = r
+		runners[instances[id]] = r
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("instances: %w", err)
+	}
+	return nil
 }
 
 // claimJob is a pending job as a claim sees it.
@@ -285,6 +350,9 @@ type claimState struct {
 	next    int64
 	// limit is how many pending jobs of each user were read, at most.
 	limit int
+	// everyone: the users read are every user with pending jobs, not
+	// only some users'.
+	everyone bool
 }
 
 // claimCandidates reads the users who may get a job from the claims todo
@@ -292,28 +360,30 @@ type claimState struct {
 // users), with their turn, cap and active jobs, and the first pending jobs
 // of each: as many as the claims, at least minClaimRead.
 func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.JobClaimNextParams, todo []int, runners map[string]claimRunner) (*claimState, error) {
-	var (
-		filter string
-		args   []any
-	)
 	anyone := false
 	for _, i := range todo {
 		anyone = anyone || runners[reqs[i].RunnerID].anyone
 	}
+	var users []any
 	if !anyone {
-		var users []any
 		for _, i := range todo {
 			users = appendNew(users, reqs[i].UserID)
 		}
-		filter, args = s.in("u.id", 1, users)
-		filter = " AND " + filter
 	}
-	st := &claimState{users: map[string]*claimUser{}, limit: min(max(len(todo), minClaimRead), maxClaimBatch)}
+	st, joined := s.candidatesFor(users, len(todo))
 	if s.d.Lateral {
-		if err := st.readJoined(ctx, q, filter, args); err != nil {
+		if err := queryAll(ctx, q, []Stmt{joined}, func(_ int, rows Rows) error { return st.scanJoined(rows) }); err != nil {
 			return nil, err
 		}
 		return st, nil
+	}
+	var (
+		filter string
+		args   []any
+	)
+	if users != nil {
+		filter, args = s.in("u.id", 1, users)
+		filter = " AND " + filter
 	}
 	if err := q.QueryRow(ctx, `SELECT COALESCE(MAX(claim_seq), 0) FROM users`).Scan(&st.seqBase); err != nil {
 		return nil, fmt.Errorf("turns: %w", err)
@@ -378,16 +448,44 @@ func (st *claimState) trim() {
 	}
 }
 
-// readJoined reads what claimCandidates reads (the highest turn, the users
-// with pending jobs and the first pending jobs of each) in one statement,
-// where the database joins laterally: a claim batch's round trips are most
-// of its time.
-func (st *claimState) readJoined(ctx context.Context, q Querier, filter string, args []any) error {
-	rows, err := q.Query(ctx, candidatesJoinedSQL(filter, len(args)+1), append(args, st.limit+1)...)
-	if err != nil {
-		return fmt.Errorf("pending jobs: %w", err)
+// candidatesFor is the state n claims assign from, before it is read, and
+// the statement that reads it in one go where the database joins laterally
+// (scanJoined): the users among users (every user when nil) who have
+// pending jobs, and the first pending jobs of each, as many as the claims
+// but at least minClaimRead.
+func (s *Store) candidatesFor(users []any, n int) (*claimState, Stmt) {
+	st := &claimState{users: map[string]*claimUser{}, limit: min(max(n, minClaimRead), maxClaimBatch), everyone: users == nil}
+	var (
+		filter string
+		args   []any
+	)
+	if users != nil {
+		filter, args = s.in("u.id", 1, users)
+		filter = " AND " + filter
 	}
-	defer rows.Close()
+	return st, Stmt{SQL: candidatesJoinedSQL(filter, len(args)+1), Args: append(args, st.limit+1)}
+}
+
+// usable returns st, read for every claim of reqs (claimReads), to assign
+// the claims todo from, or nil where it cannot serve: a runner of one of
+// them takes anyone's jobs, and st holds only the claims' users'.
+func (st *claimState) usable(reqs []store.JobClaimNextParams, todo []int, runners map[string]claimRunner) *claimState {
+	if st == nil || st.everyone {
+		return st
+	}
+	for _, i := range todo {
+		if runners[reqs[i].RunnerID].anyone {
+			return nil
+		}
+	}
+	return st
+}
+
+// scanJoined reads the rows of candidatesFor's statement: the highest turn,
+// the users with pending jobs and the first pending jobs of each, in one
+// statement, where the database joins laterally: a claim batch's round
+// trips are most of its time.
+func (st *claimState) scanJoined(rows Rows) error {
 	for rows.Next() {
 		var (
 			u claimUser
@@ -401,9 +499,6 @@ func (st *claimState) readJoined(ctx context.Context, q Querier, filter string, 
 			st.users[u.id] = &u
 		}
 		st.users[u.id].jobs = append(st.users[u.id].jobs, &j)
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("pending jobs: %w", err)
 	}
 	st.next = st.seqBase
 	st.trim()

@@ -32,12 +32,18 @@ type Querier interface {
 	QueryRow(ctx context.Context, query string, args ...any) Row
 }
 
-// Pipeliner is a Querier that runs one statement with several sets of
-// arguments in one round trip to the database (PostgreSQL's pipeline).
+// Pipeliner is a Querier that runs several statements in one round trip to
+// the database (PostgreSQL's pipeline).
 type Pipeliner interface {
-	// QueryEach runs query once per argument set, in order, and gives fn
-	// the rows of each.
-	QueryEach(ctx context.Context, query string, argSets [][]any, fn func(i int, rows Rows) error) error
+	// QueryAll runs stmts in order and gives fn the rows of each; the
+	// first error stops them.
+	QueryAll(ctx context.Context, stmts []Stmt, fn func(i int, rows Rows) error) error
+}
+
+// Stmt is a statement and its arguments.
+type Stmt struct {
+	SQL  string
+	Args []any
 }
 
 // Deferrer is a Querier of a transaction that sends a statement whose
@@ -48,20 +54,14 @@ type Deferrer interface {
 	Defer(query string, args ...any)
 }
 
-// queryEach runs query once per argument set, in one round trip where q
-// pipelines (Pipeliner), one after the other otherwise, and gives fn the
-// rows of each.
-func queryEach(ctx context.Context, q Querier, query string, argSets [][]any, fn func(i int, rows Rows) error) error {
+// queryAll runs stmts, in one round trip where q pipelines (Pipeliner), one
+// after the other otherwise, and gives fn the rows of each.
+func queryAll(ctx context.Context, q Querier, stmts []Stmt, fn func(i int, rows Rows) error) error {
 	if p, ok := q.(Pipeliner); ok {
-		return p.QueryEach(ctx, query, argSets, fn)
+		return p.QueryAll(ctx, stmts, fn)
 	}
-	return queryEachInTurn(ctx, q, query, argSets, fn)
-}
-
-// queryEachInTurn is Pipeliner.QueryEach one statement after the other.
-func queryEachInTurn(ctx context.Context, q Querier, query string, argSets [][]any, fn func(i int, rows Rows) error) error {
-	for i, args := range argSets {
-		rows, err := q.Query(ctx, query, args...)
+	for i, st := range stmts {
+		rows, err := q.Query(ctx, st.SQL, st.Args...)
 		if err != nil {
 			return err
 		}
@@ -77,6 +77,15 @@ func queryEachInTurn(ctx context.Context, q Querier, query string, argSets [][]a
 		}
 	}
 	return nil
+}
+
+// queryEach is queryAll of query once per argument set.
+func queryEach(ctx context.Context, q Querier, query string, argSets [][]any, fn func(i int, rows Rows) error) error {
+	stmts := make([]Stmt, len(argSets))
+	for i, args := range argSets {
+		stmts[i] = Stmt{SQL: query, Args: args}
+	}
+	return queryAll(ctx, q, stmts, fn)
 }
 
 // Rows is the result of Query.
@@ -182,6 +191,10 @@ type Store struct {
 	submitted    atomic.Int64
 	analyzedRows atomic.Int64
 	analyzing    atomic.Bool
+	// claimedForAnyone: the last batch of claims had a runner that takes
+	// anyone's jobs, so the next reads every user's candidates with its
+	// runners (claimReads).
+	claimedForAnyone atomic.Bool
 
 	claimSQL     string
 	setReasons   bulk
