@@ -127,7 +127,7 @@ func (s *Store) claimLocked(ctx context.Context, q Querier, reqs []store.JobClai
 }
 
 // claimReads reads what the claims reqs start from: their runners
-// (claimRunners), the jobs not yet started that the runners which ask for
+// (runnersStmt) and their instances (claimInstances), the jobs not yet started that the runners which ask for
 // them again hold (heldStmt), and, where the database pipelines, the first
 // candidates of the claims' users (candidatesFor), all in one round trip.
 // first is nil where it was not read.
@@ -377,14 +377,7 @@ func (s *Store) claimCandidates(ctx context.Context, q Querier, reqs []store.Job
 		}
 		return st, nil
 	}
-	var (
-		filter string
-		args   []any
-	)
-	if users != nil {
-		filter, args = s.in("u.id", 1, users)
-		filter = " AND " + filter
-	}
+	filter, args := s.usersFilter(users)
 	if err := q.QueryRow(ctx, `SELECT COALESCE(MAX(claim_seq), 0) FROM users`).Scan(&st.seqBase); err != nil {
 		return nil, fmt.Errorf("turns: %w", err)
 	}
@@ -455,15 +448,18 @@ func (st *claimState) trim() {
 // but at least minClaimRead.
 func (s *Store) candidatesFor(users []any, n int) (*claimState, Stmt) {
 	st := &claimState{users: map[string]*claimUser{}, limit: min(max(n, minClaimRead), maxClaimBatch), everyone: users == nil}
-	var (
-		filter string
-		args   []any
-	)
-	if users != nil {
-		filter, args = s.in("u.id", 1, users)
-		filter = " AND " + filter
-	}
+	filter, args := s.usersFilter(users)
 	return st, Stmt{SQL: candidatesJoinedSQL(filter, len(args)+1), Args: append(args, st.limit+1)}
+}
+
+// usersFilter is the condition, and its arguments from $1, that a user u
+// is one of users; none where users is nil (every user).
+func (s *Store) usersFilter(users []any) (string, []any) {
+	if users == nil {
+		return "", nil
+	}
+	filter, args := s.in("u.id", 1, users)
+	return " AND " + filter, args
 }
 
 // usable returns st, read for every claim of reqs (claimReads), to assign
