@@ -122,13 +122,7 @@ func TestGroupCancelledWhileQueued(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() { _, _ = g.do(t.Context(), 1) })
 	<-r.started
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() {
-		_, err := g.do(ctx, 7)
-		done <- err
-	}()
-	waitQueued(t, g, 1)
+	cancel, done := queueCall7(t, g)
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled queued call: %v, want context.Canceled", err)
@@ -182,8 +176,22 @@ func TestGroupPanicFreesTheLead(t *testing.T) {
 	}
 }
 
+// queueCall7 makes a call of 7 that queues behind the transaction under
+// way, and returns what gives it up and where its error comes.
+func queueCall7(t *testing.T, g *group[int, int]) (context.CancelFunc, <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := g.do(ctx, 7)
+		done <- err
+	}()
+	waitQueued(t, g, 1)
+	return cancel, done
+}
+
 // waitQueued waits until n calls wait for the next transaction.
-func waitQueued(t *testing.T, g *group[int, int], n int) {
+func waitQueued(t testing.TB, g *group[int, int], n int) {
 	t.Helper()
 	for {
 		g.mu.Lock()
@@ -208,13 +216,7 @@ func TestGroupSkipsGivenUpCalls(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() { _, _ = g.do(t.Context(), 1) })
 	<-r.started
-	ctx, cancel := context.WithCancel(t.Context())
-	gone := make(chan error)
-	go func() {
-		_, err := g.do(ctx, 7)
-		gone <- err
-	}()
-	waitQueued(t, g, 1)
+	cancel, gone := queueCall7(t, g)
 	for i, v := range []int{2, 3, 4} {
 		wg.Go(func() { _, _ = g.do(t.Context(), v) })
 		waitQueued(t, g, i+2)
@@ -245,15 +247,7 @@ func BenchmarkGroupGivenUpCalls(b *testing.B) {
 		for range callers {
 			wg.Go(func() { _, _ = g.do(ctx, 2) })
 		}
-		for {
-			g.mu.Lock()
-			k := len(g.waiting)
-			g.mu.Unlock()
-			if k == callers {
-				break
-			}
-			runtime.Gosched()
-		}
+		waitQueued(b, g, callers)
 		cancel()
 		close(r.gate)
 		wg.Wait()
