@@ -85,6 +85,8 @@ var pgTypes = map[string]string{
 var intended = map[string]string{
 	"table jobs: index unique (queue_seq) only in SQLite": "SQLite's next queue_seq is MAX(queue_seq) + 1 (Dialect.NextQueueSeq), " +
 		"which this index serves and keeps unique; PostgreSQL takes it from the sequence jobs_queue_seq",
+	"table jobs: foreign key (runner_id) references runners (id) on delete no action only in SQLite": "PostgreSQL checked it for every job a claim assigns, " +
+		"a quarter of the claim's UPDATE, to guard what the claim lock guards (migration 029); SQLite cannot drop it without rebuilding the table",
 }
 
 // sqliteTypes maps SQLite's synonyms to the SQL name the migrations use.

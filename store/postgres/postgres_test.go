@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/url"
@@ -258,4 +259,91 @@ func claimTwice(ctx context.Context, s *postgres.Store, r *store.Runner, u *stor
 		err = errors.New("no next job with the end, want the second job")
 	}
 	return err
+}
+
+// TestRunnerRemovalWaitsForClaims: removing a runner, by hand or past
+// retention, waits for the claim under way to commit before it reads
+// whether the runner holds a job. No foreign key stops a claim from giving
+// a job to a runner being removed (migration 029): without the wait, the
+// removal would clear the job's runner and leave it downloading for no one.
+func TestRunnerRemovalWaitsForClaims(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dsn := storetest.PostgresDSN(t)
+	s, err := postgres.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	u, err := s.UserCreate(ctx, store.UserCreateParams{ID: "u", Name: "u", TokenHash: "u", Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	offlineRunner := func(id string) {
+		t.Helper()
+		if _, err := s.RunnerCreate(ctx, store.RunnerCreateParams{ID: id, UserID: u.ID, Name: id, Hostname: id, Executor: "shell",
+			Version: "test", TokenHash: "token-" + id, TokenExpiresAt: now.Add(time.Hour), Now: now}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.RunnerMarkOffline(ctx, store.RunnerMarkOfflineParams{HeartbeatBefore: now, RunnerID: id, MaxAttempts: 3, Now: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claimer, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer claimer.Close(ctx)
+
+	for _, tc := range []struct {
+		name   string
+		remove func(id string) error
+	}{
+		{"RunnerDelete", func(id string) error { return s.RunnerDelete(ctx, store.RunnerDeleteParams{ID: id}) }},
+		{"RunnerDeleteOffline", func(id string) error {
+			gone, err := s.RunnerDeleteOffline(ctx, store.RunnerDeleteOfflineParams{HeartbeatBefore: now.Add(time.Hour)})
+			if err == nil && (len(gone) != 1 || gone[0].ID != id) {
+				return fmt.Errorf("removed %d runners, want runner %s alone", len(gone), id)
+			}
+			return err
+		}},
+	} {
+		id := "r-" + tc.name
+		offlineRunner(id)
+		tx, err := claimer.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, postgres.ClaimLock); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- tc.remove(id) }()
+		testutil.Eventually(t, tc.name+" to wait for the claim lock", func() bool {
+			select {
+			case err := <-done:
+				t.Fatalf("%s returned (%v) while a claim held the claim lock; want it to wait for the claim to commit", tc.name, err)
+			default:
+			}
+			var waiting int
+			if err := claimer.QueryRow(ctx, `SELECT count(*) FROM pg_locks
+				WHERE locktype = 'advisory' AND NOT granted AND objid = hashtext(current_schema())::oid AND pid <> pg_backend_pid()`).Scan(&waiting); err != nil {
+				t.Fatal(err)
+			}
+			return waiting > 0
+		})
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("%s once the claim committed: %v", tc.name, err)
+		}
+		if _, err := s.RunnerGet(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("RunnerGet after %s = %v, want store.ErrNotFound", tc.name, err)
+		}
+	}
 }

@@ -496,9 +496,13 @@ func (s *Store) RunnerInterrupt(ctx context.Context, p store.RunnerInterruptPara
 	return r, changed, nil
 }
 
-// RunnerDelete removes an offline self-hosted runner that holds no job.
+// RunnerDelete removes an offline self-hosted runner that holds no job. It
+// takes the claim lock first, as deleteRunners requires.
 func (s *Store) RunnerDelete(ctx context.Context, p store.RunnerDeleteParams) error {
 	err := s.write.Tx(ctx, func(q Querier) error {
+		if err := s.claimLock(ctx, q); err != nil {
+			return err
+		}
 		r, err := scanRunner(q.QueryRow(ctx, runnerSelect+` WHERE r.id = $1`, p.ID))
 		if err != nil {
 			return err
@@ -520,11 +524,15 @@ func (s *Store) RunnerDelete(ctx context.Context, p store.RunnerDeleteParams) er
 }
 
 // RunnerDeleteOffline removes the offline self-hosted runners that hold no
-// job and were last heard from before p.HeartbeatBefore.
+// job and were last heard from before p.HeartbeatBefore. It takes the claim
+// lock first, as deleteRunners requires.
 func (s *Store) RunnerDeleteOffline(ctx context.Context, p store.RunnerDeleteOfflineParams) ([]*store.Runner, error) {
 	var out []*store.Runner
 	err := s.write.Tx(ctx, func(q Querier) error {
 		out = nil
+		if err := s.claimLock(ctx, q); err != nil {
+			return err
+		}
 		rows, err := q.Query(ctx, runnerSelect+` WHERE r.online = FALSE AND r.instance_id IS NULL AND r.last_heartbeat < $1
 			AND NOT EXISTS (SELECT 1 FROM jobs h WHERE h.runner_id = r.id AND h.status IN `+activeStatuses+`)
 			ORDER BY r.id`, micros(p.HeartbeatBefore))
@@ -562,6 +570,10 @@ func (s *Store) RunnerDeleteOffline(ctx context.Context, p store.RunnerDeleteOff
 }
 
 // deleteRunners removes the runners ids; their jobs keep the runner's name.
+// The caller holds the claim lock (Dialect.ClaimLock), taken before it read
+// that the runners hold no job: no claim can then give one of them a job
+// between that read and the removal. On PostgreSQL nothing else keeps a
+// job's runner_id from naming a removed runner (migration 029).
 func deleteRunners(ctx context.Context, q Querier, ids []any) error {
 	in := placeholders(1, len(ids))
 	if _, err := q.Exec(ctx, `UPDATE jobs SET runner_name = COALESCE((SELECT runners.name FROM runners WHERE runners.id = jobs.runner_id), runner_name),
