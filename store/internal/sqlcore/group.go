@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
+	"time"
 
 	"github.com/dstackai/dstack/store"
 )
@@ -63,6 +65,7 @@ func (g *group[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	if !g.busy {
 		g.busy = true
 		g.mu.Unlock()
+		g.gather()
 	} else {
 		c.queued = true
 		g.waiting = append(g.waiting, c)
@@ -88,6 +91,33 @@ func (g *group[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	g.lead(ctx, c)
 	return c.out.res, c.out.err
 }
+
+// gather lets the calls made together with the one that found the group
+// idle queue behind it before it leads: while other goroutines run, it
+// yields the processor, until a yield adds no call to the queue, the queue
+// fills a transaction or maxGather has passed. A lone call yields once.
+//
+// Calls come in bursts: the callers of one transaction of a group learn
+// their outcome together and go on to their next call together, to another
+// group, often idle at that moment. Without the gathering, the first of
+// them would commit alone and the rest would wait for it to queue in the
+// next transaction, a transaction each burst spent on one call.
+func (g *group[Req, Res]) gather() {
+	start, n := time.Now(), 0
+	for time.Since(start) < maxGather {
+		runtime.Gosched()
+		g.mu.Lock()
+		m := len(g.waiting)
+		g.mu.Unlock()
+		if m == n || m >= g.max-1 {
+			return
+		}
+		n = m
+	}
+}
+
+// maxGather bounds how long gather waits for a burst of calls.
+const maxGather = 500 * time.Microsecond
 
 // lead runs c and the calls queued behind it, then hands the lead on. A
 // panic fails the calls of the transaction and still hands the lead on, so
