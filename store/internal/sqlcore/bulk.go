@@ -74,6 +74,22 @@ func (s *Store) bulk(ctx context.Context, q Querier, b bulk, argSets [][]any, fn
 	return rows.Err()
 }
 
+// bulkStmts are the statements bulk runs for b over the rows argSets, for a
+// caller that sends them with others (queryAll).
+func (s *Store) bulkStmts(b bulk, argSets [][]any) []Stmt {
+	if len(argSets) == 0 {
+		return nil
+	}
+	if s.d.Unnest {
+		return []Stmt{{SQL: b.set, Args: b.arrays(argSets)}}
+	}
+	stmts := make([]Stmt, len(argSets))
+	for i, args := range argSets {
+		stmts[i] = Stmt{SQL: b.row, Args: args}
+	}
+	return stmts
+}
+
 // bulkDefer runs b over the rows argSets as bulk does, where no one reads
 // its rows: in a transaction that sends statements with the next one
 // (Deferrer), it goes out with it, and its error is that statement's.

@@ -191,64 +191,30 @@ func (s *Store) endClaimBatch(ctx context.Context, q Querier, reqs []endClaim) (
 //
 // A job that ends settles the jobs of its run that wait for it (propagate).
 // Only runs that still have waiting jobs need that, and only their rows are
-// locked (in ID order), so that the transactions ending jobs of one such run
-// see each other's outcome. A run has no waiting job again once it has none,
-// so the many runs without any are never locked.
+// locked (in ID order, before any job's), so that the transactions ending
+// jobs of one such run see each other's outcome. A run has no waiting job
+// again once it has none, so the many runs without any are never locked.
+// The locks go out with the first changes, in one round trip where the
+// database pipelines.
 func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobSetStatusParams) ([]outcome[*store.Job], error) {
 	outs := make([]outcome[*store.Job], len(reqs))
-	ids := make([]any, 0, len(reqs))
+	var ending []any
 	for _, p := range reqs {
-		ids = append(ids, p.ID)
-	}
-	in, args := s.in("j.id", 1, ids)
-	rows, err := q.Query(ctx, `SELECT j.id, j.run_id,
-		EXISTS (SELECT 1 FROM jobs w WHERE w.run_id = j.run_id AND w.status = 'submitted')
-		FROM jobs j WHERE `+in, args...)
-	if err != nil {
-		return nil, fmt.Errorf("runs of jobs: %w", err)
-	}
-	runOf, waits := map[string]string{}, map[string]bool{}
-	for rows.Next() {
-		var (
-			id, run string
-			waiting bool
-		)
-		if err := rows.Scan(&id, &run, &waiting); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("runs of jobs: %w", err)
-		}
-		runOf[id], waits[run] = run, waiting
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("runs of jobs: %w", err)
-	}
-	var lock []string
-	for _, p := range reqs {
-		if run := runOf[p.ID]; p.Status.Finished() && waits[run] && !slices.Contains(lock, run) {
-			lock = append(lock, run)
+		if p.Status.Finished() {
+			ending = appendNew(ending, p.ID)
 		}
 	}
-	slices.Sort(lock)
-	for _, run := range lock {
-		if err := s.lockRun(ctx, q, run); err != nil {
-			return nil, err
-		}
-	}
-	var unknown, round, later []int
-	for i, p := range reqs {
-		if _, ok := runOf[p.ID]; !ok {
-			unknown = append(unknown, i)
-		} else {
-			round = append(round, i)
-		}
-	}
-	for _, i := range unknown {
-		outs[i].err = store.ErrNotFound
+	var (
+		waits          = map[string]bool{} // the runs locked, which have waiting jobs
+		missing, later []int
+		round          = make([]int, len(reqs))
+	)
+	for i := range round {
+		round[i] = i
 	}
 	// A job changed twice in the batch (a runner's resend) changes in a
 	// later round, after the first change is read.
-	for len(round) > 0 {
+	for first := true; len(round) > 0; first = false {
 		seen := map[string]bool{}
 		var now []int
 		for _, i := range round {
@@ -259,7 +225,12 @@ func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobS
 			seen[reqs[i].ID] = true
 			now = append(now, i)
 		}
-		changed, err := s.setStatuses(ctx, q, reqs, now)
+		var lock *Stmt
+		if first && len(ending) > 0 {
+			st := s.lockWaitingRuns(ending)
+			lock = &st
+		}
+		changed, err := s.setStatuses(ctx, q, reqs, now, lock, waits)
 		if err != nil {
 			return nil, err
 		}
@@ -267,11 +238,11 @@ func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobS
 			p := reqs[i]
 			j, ok := changed[p.ID]
 			if !ok {
-				outs[i].err = store.ErrLeaseLost
+				missing = append(missing, i)
 				continue
 			}
 			outs[i].res = j
-			if p.Status.Finished() && waits[runOf[p.ID]] {
+			if p.Status.Finished() && waits[j.RunID] {
 				if _, err := s.propagate(ctx, q, j, p.Now); err != nil {
 					return nil, err
 				}
@@ -279,7 +250,50 @@ func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobS
 		}
 		round, later = later, nil
 	}
+	if len(missing) > 0 {
+		// Not changed: a job that is not its runner's under the lease, or
+		// not active, or no job at all.
+		var ids []any
+		for _, i := range missing {
+			ids = appendNew(ids, reqs[i].ID)
+		}
+		in, args := s.in("id", 1, ids)
+		rows, err := q.Query(ctx, `SELECT id FROM jobs WHERE `+in, args...)
+		if err != nil {
+			return nil, fmt.Errorf("jobs not changed: %w", err)
+		}
+		known := map[string]bool{}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("jobs not changed: %w", err)
+			}
+			known[id] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("jobs not changed: %w", err)
+		}
+		for _, i := range missing {
+			if known[reqs[i].ID] {
+				outs[i].err = store.ErrLeaseLost
+			} else {
+				outs[i].err = store.ErrNotFound
+			}
+		}
+	}
 	return outs, nil
+}
+
+// lockWaitingRuns locks, in ID order, the runs of the jobs ids that have
+// waiting jobs, and reads their IDs.
+func (s *Store) lockWaitingRuns(ids []any) Stmt {
+	in, args := s.in("j.id", 1, ids)
+	return Stmt{SQL: `SELECT r.id FROM runs r
+		WHERE r.id IN (SELECT j.run_id FROM jobs j WHERE ` + in + `)
+		AND EXISTS (SELECT 1 FROM jobs w WHERE w.run_id = r.id AND w.status = 'submitted')
+		ORDER BY r.id` + s.d.ForUpdate, Args: args}
 }
 
 // changeStatuses moves each job v.id that its runner v.runner holds under
@@ -305,9 +319,11 @@ var changeStatuses = newBulk(`UPDATE jobs SET status = v.status, status_reason =
 	bulkCol{"log_end", "bigint"}, bulkCol{"log_missing", "bigint"})
 
 // setStatuses makes the status changes reqs[i] for i in idx, of distinct
-// jobs, in one round trip where the database pipelines, and returns the jobs it changed by ID: a job
-// that is not its runner's under the lease, or not active, is left alone.
-func (s *Store) setStatuses(ctx context.Context, q Querier, reqs []store.JobSetStatusParams, idx []int) (map[string]*store.Job, error) {
+// jobs, and returns the jobs it changed by ID: a job that is not its
+// runner's under the lease, or not active, is left alone. lock, when not
+// nil, runs first, in the same round trip where the database pipelines:
+// lockWaitingRuns, whose runs it adds to locked.
+func (s *Store) setStatuses(ctx context.Context, q Querier, reqs []store.JobSetStatusParams, idx []int, lock *Stmt, locked map[string]bool) (map[string]*store.Job, error) {
 	argSets := make([][]any, len(idx))
 	for k, i := range idx {
 		p := reqs[i]
@@ -322,8 +338,23 @@ func (s *Store) setStatuses(ctx context.Context, q Querier, reqs []store.JobSetS
 		}
 		argSets[k] = []any{p.ID, p.RunnerID, p.Lease, string(p.Status), p.Reason, exitCode, micros(p.Now), logEnd, logMissing}
 	}
+	var stmts []Stmt
+	if lock != nil {
+		stmts = append(stmts, *lock)
+	}
+	stmts = append(stmts, s.bulkStmts(changeStatuses, argSets)...)
 	var got []*store.Job
-	err := s.bulk(ctx, q, changeStatuses, argSets, func(rows Rows) error {
+	err := queryAll(ctx, q, stmts, func(i int, rows Rows) error {
+		if i == 0 && lock != nil {
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					return fmt.Errorf("lock runs: %w", err)
+				}
+				locked[id] = true
+			}
+			return nil
+		}
 		for rows.Next() {
 			j, err := scanJob(rows)
 			if err != nil {
