@@ -59,11 +59,27 @@ func (s *Store) claimLock(ctx context.Context, q Querier) error {
 
 // claimLocked is claimBatch for a caller that holds the claim lock.
 func (s *Store) claimLocked(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) ([]outcome[*store.Job], error) {
+	return s.claimLockedRead(ctx, q, reqs, nil)
+}
+
+// claimLockedRead is claimLocked where pre, if not nil, is what
+// claimReads would read, read already for these claims or more.
+func (s *Store) claimLockedRead(ctx context.Context, q Querier, reqs []store.JobClaimNextParams, pre *claimRead) ([]outcome[*store.Job], error) {
 	outs := make([]outcome[*store.Job], len(reqs))
 	for i := range outs {
 		outs[i].err = store.ErrNotFound
 	}
-	runners, held, first, err := s.claimReads(ctx, q, reqs)
+	var (
+		runners map[string]claimRunner
+		held    map[string]*store.Job
+		first   *claimState
+		err     error
+	)
+	if pre != nil {
+		runners, held, first, err = s.finishClaimReads(ctx, q, pre)
+	} else {
+		runners, held, first, err = s.claimReads(ctx, q, reqs)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -132,13 +148,31 @@ func (s *Store) claimLocked(ctx context.Context, q Querier, reqs []store.JobClai
 // candidates of the claims' users (candidatesFor), all in one round trip.
 // first is nil where it was not read.
 func (s *Store) claimReads(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) (runners map[string]claimRunner, held map[string]*store.Job, first *claimState, err error) {
-	stmts := []Stmt{s.runnersStmt(reqs)}
-	heldAt, firstAt := -1, -1
-	if st, ok := s.heldStmt(reqs); ok {
-		heldAt = len(stmts)
-		stmts = append(stmts, st)
+	r := s.prepareClaimReads(q, reqs)
+	if err := queryAll(ctx, q, r.stmts, r.scan); err != nil {
+		return nil, nil, nil, fmt.Errorf("claims: %w", err)
 	}
-	var firstStmt Stmt
+	return s.finishClaimReads(ctx, q, r)
+}
+
+// claimRead is what claimReads reads, for a caller that sends its
+// statements with others of its own: prepareClaimReads makes the
+// statements, scan reads the rows of each, finishClaimReads completes it.
+type claimRead struct {
+	stmts           []Stmt
+	heldAt, firstAt int
+	runners         map[string]claimRunner
+	instances       map[string]string
+	held            map[string]*store.Job
+	first           *claimState
+}
+
+func (s *Store) prepareClaimReads(q Querier, reqs []store.JobClaimNextParams) *claimRead {
+	r := &claimRead{stmts: []Stmt{s.runnersStmt(reqs)}, heldAt: -1, firstAt: -1}
+	if st, ok := s.heldStmt(reqs); ok {
+		r.heldAt = len(r.stmts)
+		r.stmts = append(r.stmts, st)
+	}
 	if _, ok := q.(Pipeliner); ok && s.d.Lateral {
 		// Read now, the candidates serve the first assignments unless a
 		// runner turns out to take anyone's jobs (claimState.usable).
@@ -148,35 +182,38 @@ func (s *Store) claimReads(ctx context.Context, q Querier, reqs []store.JobClaim
 				users = appendNew(users, p.UserID)
 			}
 		}
-		first, firstStmt = s.candidatesFor(users, len(reqs))
-		firstAt = len(stmts)
-		stmts = append(stmts, firstStmt)
+		var st Stmt
+		r.first, st = s.candidatesFor(users, len(reqs))
+		r.firstAt = len(r.stmts)
+		r.stmts = append(r.stmts, st)
 	}
-	var instances map[string]string
-	err = queryAll(ctx, q, stmts, func(i int, rows Rows) error {
-		var err error
-		switch i {
-		case 0:
-			runners, instances, err = scanRunners(rows)
-		case heldAt:
-			held, err = scanHeld(rows)
-		case firstAt:
-			err = first.scanJoined(rows)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("claims: %w", err)
+	return r
+}
+
+// scan reads the rows of r.stmts[i].
+func (r *claimRead) scan(i int, rows Rows) error {
+	var err error
+	switch i {
+	case 0:
+		r.runners, r.instances, err = scanRunners(rows)
+	case r.heldAt:
+		r.held, err = scanHeld(rows)
+	case r.firstAt:
+		err = r.first.scanJoined(rows)
 	}
+	return err
+}
+
+func (s *Store) finishClaimReads(ctx context.Context, q Querier, r *claimRead) (runners map[string]claimRunner, held map[string]*store.Job, first *claimState, err error) {
 	anyone := false
-	for _, r := range runners {
-		anyone = anyone || r.anyone
+	for _, rn := range r.runners {
+		anyone = anyone || rn.anyone
 	}
 	s.claimedForAnyone.Store(anyone)
-	if err := s.claimInstances(ctx, q, runners, instances); err != nil {
+	if err := s.claimInstances(ctx, q, r.runners, r.instances); err != nil {
 		return nil, nil, nil, err
 	}
-	return runners, held, first, nil
+	return r.runners, r.held, r.first, nil
 }
 
 // heldStmt reads the jobs not yet started (downloading) of the runners of

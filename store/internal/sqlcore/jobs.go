@@ -152,12 +152,20 @@ func (s *Store) endClaimBatch(ctx context.Context, q Querier, reqs []endClaim) (
 		return nil, err
 	}
 	ends := make([]store.JobSetStatusParams, len(reqs))
+	nexts := make([]store.JobClaimNextParams, len(reqs))
 	for i, r := range reqs {
-		ends[i] = r.end
+		ends[i], nexts[i] = r.end, r.next
 	}
-	ended, err := s.setStatusBatch(ctx, q, ends)
+	// The claims' reads go out with the ends, for every claim: those whose
+	// end fails are left out after. Where an end queued jobs that waited for
+	// it, the candidates read before are not all there are.
+	pre := s.prepareClaimReads(q, nexts)
+	ended, settled, err := s.setStatusesWith(ctx, q, ends, &pipelined{stmts: pre.stmts, scan: pre.scan})
 	if err != nil {
 		return nil, err
+	}
+	if settled {
+		pre.first = nil
 	}
 	outs := make([]outcome[endClaimed], len(reqs))
 	var (
@@ -174,7 +182,7 @@ func (s *Store) endClaimBatch(ctx context.Context, q Querier, reqs []endClaim) (
 	if len(claims) == 0 {
 		return outs, nil
 	}
-	claimed, err := s.claimLocked(ctx, q, claims)
+	claimed, err := s.claimLockedRead(ctx, q, claims, pre)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +205,22 @@ func (s *Store) endClaimBatch(ctx context.Context, q Querier, reqs []endClaim) (
 // The locks go out with the first changes, in one round trip where the
 // database pipelines.
 func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobSetStatusParams) ([]outcome[*store.Job], error) {
-	outs := make([]outcome[*store.Job], len(reqs))
+	outs, _, err := s.setStatusesWith(ctx, q, reqs, nil)
+	return outs, err
+}
+
+// pipelined are statements a caller sends with others (queryAll), and
+// what reads the rows of each, by its index among them.
+type pipelined struct {
+	stmts []Stmt
+	scan  func(i int, rows Rows) error
+}
+
+// setStatusesWith is setStatusBatch, which sends also, if not nil, with
+// its first changes, in the same round trip where the database pipelines.
+// settled reports whether an end settled a run's waiting jobs.
+func (s *Store) setStatusesWith(ctx context.Context, q Querier, reqs []store.JobSetStatusParams, also *pipelined) (outs []outcome[*store.Job], settled bool, err error) {
+	outs = make([]outcome[*store.Job], len(reqs))
 	var ending []any
 	for _, p := range reqs {
 		if p.Status.Finished() {
@@ -225,14 +248,20 @@ func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobS
 			seen[reqs[i].ID] = true
 			now = append(now, i)
 		}
-		var lock *Stmt
-		if first && len(ending) > 0 {
-			st := s.lockWaitingRuns(ending)
-			lock = &st
+		var (
+			lock *Stmt
+			with *pipelined
+		)
+		if first {
+			if len(ending) > 0 {
+				st := s.lockWaitingRuns(ending)
+				lock = &st
+			}
+			with = also
 		}
-		changed, err := s.setStatuses(ctx, q, reqs, now, lock, waits)
+		changed, err := s.setStatuses(ctx, q, reqs, now, lock, waits, with)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		for _, i := range now {
 			p := reqs[i]
@@ -244,8 +273,9 @@ func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobS
 			outs[i].res = j
 			if p.Status.Finished() && waits[j.RunID] {
 				if _, err := s.propagate(ctx, q, j, p.Now); err != nil {
-					return nil, err
+					return nil, false, err
 				}
+				settled = true
 			}
 		}
 		round, later = later, nil
@@ -260,20 +290,20 @@ func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobS
 		in, args := s.in("id", 1, ids)
 		rows, err := q.Query(ctx, `SELECT id FROM jobs WHERE `+in, args...)
 		if err != nil {
-			return nil, fmt.Errorf("jobs not changed: %w", err)
+			return nil, false, fmt.Errorf("jobs not changed: %w", err)
 		}
 		known := map[string]bool{}
 		for rows.Next() {
 			var id string
 			if err := rows.Scan(&id); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("jobs not changed: %w", err)
+				return nil, false, fmt.Errorf("jobs not changed: %w", err)
 			}
 			known[id] = true
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("jobs not changed: %w", err)
+			return nil, false, fmt.Errorf("jobs not changed: %w", err)
 		}
 		for _, i := range missing {
 			if known[reqs[i].ID] {
@@ -283,7 +313,7 @@ func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobS
 			}
 		}
 	}
-	return outs, nil
+	return outs, settled, nil
 }
 
 // lockWaitingRuns locks, in ID order, the runs of the jobs ids that have
@@ -322,8 +352,9 @@ var changeStatuses = newBulk(`UPDATE jobs SET status = v.status, status_reason =
 // jobs, and returns the jobs it changed by ID: a job that is not its
 // runner's under the lease, or not active, is left alone. lock, when not
 // nil, runs first, in the same round trip where the database pipelines:
-// lockWaitingRuns, whose runs it adds to locked.
-func (s *Store) setStatuses(ctx context.Context, q Querier, reqs []store.JobSetStatusParams, idx []int, lock *Stmt, locked map[string]bool) (map[string]*store.Job, error) {
+// lockWaitingRuns, whose runs it adds to locked; also, when not nil, after
+// the changes.
+func (s *Store) setStatuses(ctx context.Context, q Querier, reqs []store.JobSetStatusParams, idx []int, lock *Stmt, locked map[string]bool, also *pipelined) (map[string]*store.Job, error) {
 	argSets := make([][]any, len(idx))
 	for k, i := range idx {
 		p := reqs[i]
@@ -343,8 +374,15 @@ func (s *Store) setStatuses(ctx context.Context, q Querier, reqs []store.JobSetS
 		stmts = append(stmts, *lock)
 	}
 	stmts = append(stmts, s.bulkStmts(changeStatuses, argSets)...)
+	alsoAt := len(stmts)
+	if also != nil {
+		stmts = append(stmts, also.stmts...)
+	}
 	var got []*store.Job
 	err := queryAll(ctx, q, stmts, func(i int, rows Rows) error {
+		if i >= alsoAt {
+			return also.scan(i-alsoAt, rows)
+		}
 		if i == 0 && lock != nil {
 			for rows.Next() {
 				var id string
