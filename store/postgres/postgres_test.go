@@ -177,6 +177,22 @@ func TestTeamUpgrade(t *testing.T) {
 	storetest.RunTeamUpgrade(t, migrationDB(t))
 }
 
+// migrated opens a store on a schema of its own, migrated, and returns it
+// with the schema's DSN.
+func migrated(t *testing.T) (*postgres.Store, string) {
+	t.Helper()
+	dsn := storetest.PostgresDSN(t)
+	s, err := postgres.Open(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if err := s.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return s, dsn
+}
+
 // TestClaimsPassHeartbeats: a claim does not wait for a transaction that
 // writes its runner's row without changing what a claim reads, as a flush
 // of heartbeats does for thousands of runners until its commit: claims
@@ -185,15 +201,7 @@ func TestTeamUpgrade(t *testing.T) {
 func TestClaimsPassHeartbeats(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	dsn := storetest.PostgresDSN(t)
-	s, err := postgres.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s, dsn := migrated(t)
 	now := time.Now()
 	u, err := s.UserCreate(ctx, store.UserCreateParams{ID: "u", Name: "u", TokenHash: "h-u", Now: now})
 	if err != nil {
@@ -269,15 +277,7 @@ func claimTwice(ctx context.Context, s *postgres.Store, r *store.Runner, u *stor
 func TestRunnerRemovalWaitsForClaims(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	dsn := storetest.PostgresDSN(t)
-	s, err := postgres.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s, dsn := migrated(t)
 	now := time.Now()
 	u, err := s.UserCreate(ctx, store.UserCreateParams{ID: "u", Name: "u", TokenHash: "u", Now: now})
 	if err != nil {
