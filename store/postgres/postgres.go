@@ -53,9 +53,12 @@ const migrateLockKey = 0x64737461 // "dsta"
 // codeLockKey is the first key of the advisory locks taken per code archive
 // (sqlcore.Dialect.CodeLock).
 const codeLockKey = 0x636f6465 // "code"
+
 // claimLockKey is the first key of the advisory lock that serialises claims
-// (the second as for migrateLockKey).
+// (the second as for migrateLockKey); claimLock takes it.
 const claimLockKey = 0x636c6169 // "clai"
+
+var claimLock = fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, hashtext(current_schema()))`, claimLockKey)
 
 // Store is store.Store on PostgreSQL; its methods are documented on
 // store.Store.
@@ -141,7 +144,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		Migrations:   sub,
 		TableColumns: `SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1`,
 		MigrateLock:  fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, hashtext(current_schema()))`, migrateLockKey),
-		ClaimLock:    fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, hashtext(current_schema()))`, claimLockKey),
+		ClaimLock:    claimLock,
 		NextQueueSeq: `nextval('jobs_queue_seq')`,
 		Strpos:       "strpos",
 		ForUpdate:    " FOR UPDATE",

@@ -53,29 +53,13 @@ func newBulk(query string, cols ...bulkCol) bulk {
 }
 
 // bulk runs b over the rows argSets (each the values of b's columns, in
-// order) and gives fn the rows of each statement it ran.
+// order) and gives fn the rows of each statement it ran (bulkStmts).
 func (s *Store) bulk(ctx context.Context, q Querier, b bulk, argSets [][]any, fn func(rows Rows) error) error {
-	if len(argSets) == 0 {
-		return nil
-	}
-	if !s.d.Unnest {
-		return queryEach(ctx, q, b.row, argSets, func(_ int, rows Rows) error { return fn(rows) })
-	}
-	rows, err := q.Query(ctx, b.set, b.arrays(argSets)...)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	if err := fn(rows); err != nil {
-		return err
-	}
-	for rows.Next() { // the rows fn did not read
-	}
-	return rows.Err()
+	return queryAll(ctx, q, s.bulkStmts(b, argSets), func(_ int, rows Rows) error { return fn(rows) })
 }
 
-// bulkStmts are the statements bulk runs for b over the rows argSets, for a
-// caller that sends them with others (queryAll).
+// bulkStmts are the statements that run b over the rows argSets: one over
+// them all where the database unnests arrays, one a row elsewhere.
 func (s *Store) bulkStmts(b bulk, argSets [][]any) []Stmt {
 	if len(argSets) == 0 {
 		return nil

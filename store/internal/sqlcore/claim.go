@@ -62,24 +62,20 @@ func (s *Store) claimLocked(ctx context.Context, q Querier, reqs []store.JobClai
 	return s.claimLockedRead(ctx, q, reqs, nil)
 }
 
-// claimLockedRead is claimLocked where pre, if not nil, is what
-// claimReads would read, read already for these claims or more.
+// claimLockedRead is claimLocked where pre, if not nil, is what the claims
+// start from (claimRead), read already for these claims or more.
 func (s *Store) claimLockedRead(ctx context.Context, q Querier, reqs []store.JobClaimNextParams, pre *claimRead) ([]outcome[*store.Job], error) {
 	outs := make([]outcome[*store.Job], len(reqs))
 	for i := range outs {
 		outs[i].err = store.ErrNotFound
 	}
-	var (
-		runners map[string]claimRunner
-		held    map[string]*store.Job
-		first   *claimState
-		err     error
-	)
-	if pre != nil {
-		runners, held, first, err = s.finishClaimReads(ctx, q, pre)
-	} else {
-		runners, held, first, err = s.claimReads(ctx, q, reqs)
+	if pre == nil {
+		pre = s.prepareClaimReads(q, reqs)
+		if err := queryAll(ctx, q, pre.stmts, pre.scan); err != nil {
+			return nil, fmt.Errorf("claims: %w", err)
+		}
 	}
+	runners, held, first, err := s.finishClaimReads(ctx, q, pre)
 	if err != nil {
 		return nil, err
 	}
@@ -142,22 +138,14 @@ func (s *Store) claimLockedRead(ctx context.Context, q Querier, reqs []store.Job
 	return outs, nil
 }
 
-// claimReads reads what the claims reqs start from: their runners
-// (runnersStmt) and their instances (claimInstances), the jobs not yet started that the runners which ask for
-// them again hold (heldStmt), and, where the database pipelines, the first
-// candidates of the claims' users (candidatesFor), all in one round trip.
-// first is nil where it was not read.
-func (s *Store) claimReads(ctx context.Context, q Querier, reqs []store.JobClaimNextParams) (runners map[string]claimRunner, held map[string]*store.Job, first *claimState, err error) {
-	r := s.prepareClaimReads(q, reqs)
-	if err := queryAll(ctx, q, r.stmts, r.scan); err != nil {
-		return nil, nil, nil, fmt.Errorf("claims: %w", err)
-	}
-	return s.finishClaimReads(ctx, q, r)
-}
-
-// claimRead is what claimReads reads, for a caller that sends its
-// statements with others of its own: prepareClaimReads makes the
-// statements, scan reads the rows of each, finishClaimReads completes it.
+// claimRead is what claims start from: their runners (runnersStmt) and
+// their instances (claimInstances), the jobs not yet started that the
+// runners which ask for them again hold (heldStmt), and, where the database
+// pipelines, the first candidates of the claims' users (candidatesFor), all
+// read in one round trip, with other statements of the caller's where it
+// has some. prepareClaimReads makes the statements, scan reads the rows of
+// each, finishClaimReads completes it; first stays nil where it was not
+// read.
 type claimRead struct {
 	stmts           []Stmt
 	heldAt, firstAt int
@@ -499,7 +487,7 @@ func (s *Store) usersFilter(users []any) (string, []any) {
 	return " AND " + filter, args
 }
 
-// usable returns st, read for every claim of reqs (claimReads), to assign
+// usable returns st, read for every claim of reqs (claimRead), to assign
 // the claims todo from, or nil where it cannot serve: a runner of one of
 // them takes anyone's jobs, and st holds only the claims' users'.
 func (st *claimState) usable(reqs []store.JobClaimNextParams, todo []int, runners map[string]claimRunner) *claimState {

@@ -57,6 +57,9 @@ type Deferrer interface {
 // queryAll runs stmts, in one round trip where q pipelines (Pipeliner), one
 // after the other otherwise, and gives fn the rows of each.
 func queryAll(ctx context.Context, q Querier, stmts []Stmt, fn func(i int, rows Rows) error) error {
+	if len(stmts) == 0 {
+		return nil
+	}
 	if p, ok := q.(Pipeliner); ok {
 		return p.QueryAll(ctx, stmts, fn)
 	}
@@ -79,13 +82,37 @@ func queryAll(ctx context.Context, q Querier, stmts []Stmt, fn func(i int, rows 
 	return nil
 }
 
-// queryEach is queryAll of query once per argument set.
-func queryEach(ctx context.Context, q Querier, query string, argSets [][]any, fn func(i int, rows Rows) error) error {
-	stmts := make([]Stmt, len(argSets))
-	for i, args := range argSets {
-		stmts[i] = Stmt{SQL: query, Args: args}
+// pipelined are statements sent with others (queryPipelined), and what
+// reads the rows of each, by its index among them.
+type pipelined struct {
+	stmts []Stmt
+	scan  func(i int, rows Rows) error
+}
+
+// queryPipelined runs the statements of each of ps (nil ones left out), in
+// order and in one round trip where q pipelines, and gives each the rows of
+// its own.
+func queryPipelined(ctx context.Context, q Querier, ps ...*pipelined) error {
+	type at struct {
+		p *pipelined
+		i int // the statement's index among p's
 	}
-	return queryAll(ctx, q, stmts, fn)
+	var (
+		stmts []Stmt
+		ats   []at
+	)
+	for _, p := range ps {
+		if p == nil {
+			continue
+		}
+		for i := range p.stmts {
+			ats = append(ats, at{p, i})
+		}
+		stmts = append(stmts, p.stmts...)
+	}
+	return queryAll(ctx, q, stmts, func(i int, rows Rows) error {
+		return ats[i].p.scan(ats[i].i, rows)
+	})
 }
 
 // Rows is the result of Query.
@@ -193,7 +220,7 @@ type Store struct {
 	analyzing    atomic.Bool
 	// claimedForAnyone: the last batch of claims had a runner that takes
 	// anyone's jobs, so the next reads every user's candidates with its
-	// runners (claimReads).
+	// runners (claimRead).
 	claimedForAnyone atomic.Bool
 
 	claimSQL     string

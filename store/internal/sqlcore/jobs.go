@@ -209,13 +209,6 @@ func (s *Store) setStatusBatch(ctx context.Context, q Querier, reqs []store.JobS
 	return outs, err
 }
 
-// pipelined are statements a caller sends with others (queryAll), and
-// what reads the rows of each, by its index among them.
-type pipelined struct {
-	stmts []Stmt
-	scan  func(i int, rows Rows) error
-}
-
 // setStatusesWith is setStatusBatch, which sends also, if not nil, with
 // its first changes, in the same round trip where the database pipelines.
 // settled reports whether an end settled a run's waiting jobs.
@@ -248,18 +241,14 @@ func (s *Store) setStatusesWith(ctx context.Context, q Querier, reqs []store.Job
 			seen[reqs[i].ID] = true
 			now = append(now, i)
 		}
-		var (
-			lock *Stmt
-			with *pipelined
-		)
+		var before, after *pipelined
 		if first {
 			if len(ending) > 0 {
-				st := s.lockWaitingRuns(ending)
-				lock = &st
+				before = s.lockWaitingRuns(ending, waits)
 			}
-			with = also
+			after = also
 		}
-		changed, err := s.setStatuses(ctx, q, reqs, now, lock, waits, with)
+		changed, err := s.setStatuses(ctx, q, reqs, now, before, after)
 		if err != nil {
 			return nil, false, err
 		}
@@ -280,50 +269,70 @@ func (s *Store) setStatusesWith(ctx context.Context, q Querier, reqs []store.Job
 		}
 		round, later = later, nil
 	}
-	if len(missing) > 0 {
-		// Not changed: a job that is not its runner's under the lease, or
-		// not active, or no job at all.
-		var ids []any
-		for _, i := range missing {
-			ids = appendNew(ids, reqs[i].ID)
-		}
-		in, args := s.in("id", 1, ids)
-		rows, err := q.Query(ctx, `SELECT id FROM jobs WHERE `+in, args...)
-		if err != nil {
-			return nil, false, fmt.Errorf("jobs not changed: %w", err)
-		}
-		known := map[string]bool{}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return nil, false, fmt.Errorf("jobs not changed: %w", err)
-			}
-			known[id] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, false, fmt.Errorf("jobs not changed: %w", err)
-		}
-		for _, i := range missing {
-			if known[reqs[i].ID] {
-				outs[i].err = store.ErrLeaseLost
-			} else {
-				outs[i].err = store.ErrNotFound
-			}
-		}
+	if err := s.unchanged(ctx, q, reqs, missing, outs); err != nil {
+		return nil, false, err
 	}
 	return outs, settled, nil
 }
 
+// unchanged sets the outcome of the status changes reqs[i], for i in idx,
+// that changed nothing: ErrLeaseLost for a job that is not its runner's
+// under the lease, or not active, ErrNotFound for no job at all.
+func (s *Store) unchanged(ctx context.Context, q Querier, reqs []store.JobSetStatusParams, idx []int, outs []outcome[*store.Job]) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	var ids []any
+	for _, i := range idx {
+		ids = appendNew(ids, reqs[i].ID)
+	}
+	in, args := s.in("id", 1, ids)
+	rows, err := q.Query(ctx, `SELECT id FROM jobs WHERE `+in, args...)
+	if err != nil {
+		return fmt.Errorf("jobs not changed: %w", err)
+	}
+	defer rows.Close()
+	known := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return fmt.Errorf("jobs not changed: %w", err)
+		}
+		known[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("jobs not changed: %w", err)
+	}
+	for _, i := range idx {
+		if known[reqs[i].ID] {
+			outs[i].err = store.ErrLeaseLost
+		} else {
+			outs[i].err = store.ErrNotFound
+		}
+	}
+	return nil
+}
+
 // lockWaitingRuns locks, in ID order, the runs of the jobs ids that have
-// waiting jobs, and reads their IDs.
-func (s *Store) lockWaitingRuns(ids []any) Stmt {
+// waiting jobs, and adds their IDs to locked.
+func (s *Store) lockWaitingRuns(ids []any, locked map[string]bool) *pipelined {
 	in, args := s.in("j.id", 1, ids)
-	return Stmt{SQL: `SELECT r.id FROM runs r
-		WHERE r.id IN (SELECT j.run_id FROM jobs j WHERE ` + in + `)
-		AND EXISTS (SELECT 1 FROM jobs w WHERE w.run_id = r.id AND w.status = 'submitted')
-		ORDER BY r.id` + s.d.ForUpdate, Args: args}
+	return &pipelined{
+		stmts: []Stmt{{SQL: `SELECT r.id FROM runs r
+			WHERE r.id IN (SELECT j.run_id FROM jobs j WHERE ` + in + `)
+			AND EXISTS (SELECT 1 FROM jobs w WHERE w.run_id = r.id AND w.status = 'submitted')
+			ORDER BY r.id` + s.d.ForUpdate, Args: args}},
+		scan: func(_ int, rows Rows) error {
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					return fmt.Errorf("lock runs: %w", err)
+				}
+				locked[id] = true
+			}
+			return nil
+		},
+	}
 }
 
 // changeStatuses moves each job v.id that its runner v.runner holds under
@@ -350,11 +359,10 @@ var changeStatuses = newBulk(`UPDATE jobs SET status = v.status, status_reason =
 
 // setStatuses makes the status changes reqs[i] for i in idx, of distinct
 // jobs, and returns the jobs it changed by ID: a job that is not its
-// runner's under the lease, or not active, is left alone. lock, when not
-// nil, runs first, in the same round trip where the database pipelines:
-// lockWaitingRuns, whose runs it adds to locked; also, when not nil, after
-// the changes.
-func (s *Store) setStatuses(ctx context.Context, q Querier, reqs []store.JobSetStatusParams, idx []int, lock *Stmt, locked map[string]bool, also *pipelined) (map[string]*store.Job, error) {
+// runner's under the lease, or not active, is left alone. before and after,
+// when not nil, go out before and after the changes, in the same round
+// trip where the database pipelines.
+func (s *Store) setStatuses(ctx context.Context, q Querier, reqs []store.JobSetStatusParams, idx []int, before, after *pipelined) (map[string]*store.Job, error) {
 	argSets := make([][]any, len(idx))
 	for k, i := range idx {
 		p := reqs[i]
@@ -369,40 +377,21 @@ func (s *Store) setStatuses(ctx context.Context, q Querier, reqs []store.JobSetS
 		}
 		argSets[k] = []any{p.ID, p.RunnerID, p.Lease, string(p.Status), p.Reason, exitCode, micros(p.Now), logEnd, logMissing}
 	}
-	var stmts []Stmt
-	if lock != nil {
-		stmts = append(stmts, *lock)
-	}
-	stmts = append(stmts, s.bulkStmts(changeStatuses, argSets)...)
-	alsoAt := len(stmts)
-	if also != nil {
-		stmts = append(stmts, also.stmts...)
-	}
 	var got []*store.Job
-	err := queryAll(ctx, q, stmts, func(i int, rows Rows) error {
-		if i >= alsoAt {
-			return also.scan(i-alsoAt, rows)
-		}
-		if i == 0 && lock != nil {
+	changes := &pipelined{
+		stmts: s.bulkStmts(changeStatuses, argSets),
+		scan: func(_ int, rows Rows) error {
 			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					return fmt.Errorf("lock runs: %w", err)
+				j, err := scanJob(rows)
+				if err != nil {
+					return err
 				}
-				locked[id] = true
+				got = append(got, j)
 			}
 			return nil
-		}
-		for rows.Next() {
-			j, err := scanJob(rows)
-			if err != nil {
-				return err
-			}
-			got = append(got, j)
-		}
-		return nil
-	})
-	if err != nil {
+		},
+	}
+	if err := queryPipelined(ctx, q, before, changes, after); err != nil {
 		return nil, err
 	}
 	out := make(map[string]*store.Job, len(got))
