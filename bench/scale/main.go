@@ -57,6 +57,8 @@ type options struct {
 	rate     int
 	drainMax time.Duration
 	keep     bool
+	probes   int
+	probeGap time.Duration
 	pprof    string
 	verbose  bool
 }
@@ -64,6 +66,9 @@ type options struct {
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "serve" {
 		os.Exit(serve(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "probe" {
+		os.Exit(runProbe(os.Args[2:]))
 	}
 	var o options
 	var counts string
@@ -75,6 +80,8 @@ func main() {
 	flag.IntVar(&o.rate, "start-rate", 1000, "runners started per second, as a fleet that comes up over time (0: all at once, as after a restart of the server)")
 	flag.DurationVar(&o.drainMax, "drain-timeout", 3*time.Minute, "give up a drain after this long")
 	flag.BoolVar(&o.keep, "keep", false, "keep the data dirs (server logs) after the run")
+	flag.IntVar(&o.probes, "probes", 20, "of the N runners, those that time heartbeats from a process of their own (they only heartbeat)")
+	flag.DurationVar(&o.probeGap, "probe-every", 250*time.Millisecond, "time between two heartbeats of a probe runner")
 	flag.StringVar(&o.pprof, "pprof", "", "serve the server's net/http/pprof at this address (e.g. 127.0.0.1:6060), for profiling")
 	flag.BoolVar(&o.verbose, "v", false, "say what each step does")
 	flag.Parse()
@@ -84,6 +91,9 @@ func main() {
 			fatalf("-n %q: give runner counts such as 1000,5000,10000", counts)
 		}
 		o.counts = append(o.counts, n)
+	}
+	if o.probes < 1 || o.probes >= slices.Min(o.counts) {
+		fatalf("-probes %d: give at least 1, and fewer than the smallest runner count", o.probes)
 	}
 	raiseNoFile()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -137,11 +147,14 @@ type result struct {
 	idleCPU            float64
 	idleP50, idleP99   time.Duration
 	drainP50, drainP99 time.Duration
-	drainRate          float64
-	drained            int
-	clientErrs         int64
-	serverErrs         int
-	firstErr           string
+	// simIdleP99 and simDrainP99 are the heartbeats timed inside the load
+	// generator, its own scheduling included.
+	simIdleP99, simDrainP99 time.Duration
+	drainRate               float64
+	drained                 int
+	clientErrs              int64
+	serverErrs              int
+	firstErr                string
 }
 
 func printTable(w io.Writer, o options, rows []result) {
@@ -156,6 +169,10 @@ func printTable(w io.Writer, o options, rows []result) {
 			ms(r.idleP50), ms(r.idleP99), ms(r.drainP50), ms(r.drainP99), rate, r.clientErrs+int64(r.serverErrs))
 	}
 	_ = tw.Flush()
+	for _, r := range rows {
+		fmt.Fprintf(w, "%d runners: heartbeat p99 timed inside the load generator (its own scheduling included): %s idle, %s draining\n",
+			r.n, ms(r.simIdleP99), ms(r.simDrainP99))
+	}
 	for _, r := range rows {
 		if r.firstErr != "" {
 			fmt.Fprintf(w, "%d runners: first error: %s\n", r.n, r.firstErr)
@@ -255,7 +272,7 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	defer cancelRunners()
 
 	say("registering")
-	rs := make([]*simRunner, n)
+	rs := make([]*simRunner, n-o.probes)
 	{
 		var wg sync.WaitGroup
 		var next atomic.Int64
@@ -266,7 +283,7 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 				defer wg.Done()
 				for {
 					i := int(next.Add(1) - 1)
-					if i >= n || runCtx.Err() != nil {
+					if i >= len(rs) || runCtx.Err() != nil {
 						return
 					}
 					res := api.HostResources{CPUs: 8, MemoryMiB: 32 << 10}
@@ -291,7 +308,13 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 		default:
 		}
 	}
-	say("starting %d runners", n)
+	say("starting %d probe runners", o.probes)
+	pr, err := startProbe(ctx, srv.url, srv.token, o.probes, o.probeGap)
+	if err != nil {
+		return res, err
+	}
+	defer pr.stop()
+	say("starting %d runners", len(rs))
 	var claiming atomic.Int64
 	var done atomic.Int64
 	var wg sync.WaitGroup
@@ -305,7 +328,7 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 		go func() { defer wg.Done(); r.heartbeats(runCtx, lat, &fails) }()
 		go func() { defer wg.Done(); r.claims(runCtx, &claiming, &done, &fails) }()
 	}
-	for claiming.Load() < int64(n) {
+	for claiming.Load() < int64(len(rs)) {
 		if err := sleep(ctx, 50*time.Millisecond); err != nil {
 			return res, err
 		}
@@ -325,7 +348,8 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	lat.setPhase("")
 	res.idleCPU = 100 * float64(cpu1-cpu0) / float64(clockTicks) / t1.Sub(t0).Seconds()
 	res.rssMiB = float64(statusKiB(srv.pid(), "VmRSS")) / 1024
-	res.idleP50, res.idleP99 = lat.quantiles("idle")
+	res.idleP50, res.idleP99, _ = pr.quantiles(t0, t1)
+	_, res.simIdleP99 = lat.quantiles("idle")
 
 	say("draining %d jobs", o.jobs)
 	code, err := admin.CodeUpload(ctx, bytes.NewReader(tinyCode()))
@@ -358,17 +382,23 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	lat.setPhase("")
 	res.drained = int(done.Load())
 	res.drainRate = float64(res.drained) / elapsed.Seconds()
-	res.drainP50, res.drainP99 = lat.quantiles("drain")
+	res.drainP50, res.drainP99, _ = pr.quantiles(start, start.Add(elapsed))
+	_, res.simDrainP99 = lat.quantiles("drain")
 	res.peakMiB = float64(statusKiB(srv.pid(), "VmHWM")) / 1024
 
 	say("stopping")
 	cancelRunners()
 	wg.Wait()
+	pr.stop()
 	// Let the server see the runners go, as it would see them restart.
 	_ = sleep(ctx, time.Second)
 	srv.stop()
-	res.clientErrs = fails.n.Load()
+	probeErrs, probeFirst := pr.errors()
+	res.clientErrs = fails.n.Load() + int64(probeErrs)
 	res.firstErr = fails.first
+	if res.firstErr == "" && probeFirst != "" {
+		res.firstErr = "probe runner: " + probeFirst
+	}
 	var firstSrv string
 	res.serverErrs, firstSrv = srv.logErrors()
 	if res.firstErr == "" && firstSrv != "" {
