@@ -26,6 +26,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -348,7 +349,10 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	lat.setPhase("")
 	res.idleCPU = 100 * float64(cpu1-cpu0) / float64(clockTicks) / t1.Sub(t0).Seconds()
 	res.rssMiB = float64(statusKiB(srv.pid(), "VmRSS")) / 1024
-	res.idleP50, res.idleP99, _ = pr.quantiles(t0, t1)
+	var timed int
+	if res.idleP50, res.idleP99, timed = pr.quantiles(t0, t1); timed == 0 {
+		return res, errors.New("the probe runners timed no heartbeat in the idle window: see their errors above")
+	}
 	_, res.simIdleP99 = lat.quantiles("idle")
 
 	say("draining %d jobs", o.jobs)
@@ -382,7 +386,9 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	lat.setPhase("")
 	res.drained = int(done.Load())
 	res.drainRate = float64(res.drained) / elapsed.Seconds()
-	res.drainP50, res.drainP99, _ = pr.quantiles(start, start.Add(elapsed))
+	if res.drainP50, res.drainP99, timed = pr.quantiles(start, start.Add(elapsed)); timed == 0 {
+		return res, errors.New("the probe runners timed no heartbeat while jobs drained: see their errors above")
+	}
 	_, res.simDrainP99 = lat.quantiles("drain")
 	res.peakMiB = float64(statusKiB(srv.pid(), "VmHWM")) / 1024
 
