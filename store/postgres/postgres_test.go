@@ -347,3 +347,7 @@ func TestRunnerRemovalWaitsForClaims(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkRunnerHeartbeatBatch(b *testing.B) {
+	storetest.BenchmarkRunnerHeartbeatBatch(b, open(b))
+}

@@ -212,3 +212,7 @@ func migrationDB(t *testing.T) storetest.MigrationDB {
 func TestTeamUpgrade(t *testing.T) {
 	storetest.RunTeamUpgrade(t, migrationDB(t))
 }
+
+func BenchmarkRunnerHeartbeatBatch(b *testing.B) {
+	storetest.BenchmarkRunnerHeartbeatBatch(b, open(b))
+}

@@ -11,6 +11,7 @@ package sqlcore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"strings"
@@ -261,18 +262,25 @@ func (s *Store) Close() error {
 }
 
 // in is the condition that expr is one of the texts vals, given as the
-// statement's arguments from the from-th on, and those arguments. Where the
-// database takes arrays (Dialect.Unnest) they are one array argument: the
-// statement's text is then the same whatever their count, and is parsed and
-// planned once a connection, where a list of placeholders makes a statement
-// of its own for each count, prepared again and planned afresh each time.
+// statement's from-th argument, and that argument: an array where the
+// database takes arrays (Dialect.Unnest, PostgreSQL), else a JSON array the
+// statement reads with json_each (SQLite). Either way the statement's text
+// is the same whatever the count, and is parsed and planned once a
+// connection, where a list of placeholders makes a statement of its own for
+// each count, prepared again and planned afresh each time; and SQLite binds
+// one argument once, where it looks up each of n placeholders in a list of
+// n.
 func (s *Store) in(expr string, from int, vals []any) (string, []any) {
-	if !s.d.Unnest {
-		return expr + " IN (" + placeholders(from, len(vals)) + ")", vals
-	}
 	texts := make([]string, len(vals))
 	for i, v := range vals {
 		texts[i] = v.(string)
+	}
+	if !s.d.Unnest {
+		b, err := json.Marshal(texts)
+		if err != nil {
+			panic(err) // strings always marshal
+		}
+		return fmt.Sprintf("%s IN (SELECT value FROM json_each($%d))", expr, from), []any{string(b)}
 	}
 	return fmt.Sprintf("%s = ANY($%d::text[])", expr, from), []any{texts}
 }

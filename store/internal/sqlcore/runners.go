@@ -245,55 +245,39 @@ func (s *Store) RunnerHeartbeat(ctx context.Context, p store.RunnerHeartbeatPara
 	return nil
 }
 
-// heartbeatChunk is how many beats one statement of RunnerHeartbeatBatch
-// writes: two parameters each, well under both databases' limits.
-const heartbeatChunk = 2048
-
-// heartbeatValues is RunnerHeartbeatBatch where statements take no arrays
-// (SQLite): it writes beats in a statement per heartbeatChunk, in one
-// transaction, which holds the write lock for two statements a chunk rather
-// than two a beat: a statement that brings back the runners found offline
-// (usually none), and one for the runners online. A chunk is padded to a
-// power of two beats (repeating its last), so that a few statements, kept
-// prepared, serve every size.
-func (s *Store) heartbeatValues(ctx context.Context, p store.RunnerHeartbeatBatchParams) ([]string, error) {
+// heartbeatsJSON is RunnerHeartbeatBatch where statements take no arrays
+// (SQLite): the beats go as one argument, a JSON array of [id, at] pairs
+// that the statements read with json_each, in one transaction that holds
+// the write lock for two statements whatever their number: one that brings
+// back the runners found offline (usually none), and one for the runners
+// online. Their text is the same for any number of beats, so they stay
+// prepared; and one argument costs its binding once, where SQLite looks up
+// each of n placeholders in a list of n (n² work, most of a flush of
+// thousands of beats when they were placeholders).
+func (s *Store) heartbeatsJSON(ctx context.Context, p store.RunnerHeartbeatBatchParams) ([]string, error) {
+	pairs := make([][2]any, len(p.Beats))
+	for i, b := range p.Beats {
+		pairs[i] = [2]any{b.ID, micros(b.At)}
+	}
+	arg, err := json.Marshal(pairs)
+	if err != nil {
+		return nil, err
+	}
+	const with = `WITH beats(id, at) AS MATERIALIZED (SELECT value ->> 0, value ->> 1 FROM json_each($1)) `
 	var revived []string
-	err := s.write.Tx(ctx, func(q Querier) error {
-		revived = nil
-		for from := 0; from < len(p.Beats); from += heartbeatChunk {
-			chunk := p.Beats[from:min(from+heartbeatChunk, len(p.Beats))]
-			n := 16
-			for n < len(chunk) {
-				n *= 2
-			}
-			var values strings.Builder
-			args := make([]any, 0, 2*n)
-			for i := range n {
-				b := chunk[min(i, len(chunk)-1)]
-				if i > 0 {
-					values.WriteString(", ")
-				}
-				fmt.Fprintf(&values, "(CAST($%d AS TEXT), CAST($%d AS BIGINT))", 2*i+1, 2*i+2)
-				args = append(args, b.ID, micros(b.At))
-			}
-			with := `WITH beats(id, at) AS (VALUES ` + values.String() + `) `
-			rows, err := q.Query(ctx, with+`UPDATE runners SET online = TRUE,
-				last_heartbeat = CASE WHEN beats.at > runners.last_heartbeat THEN beats.at ELSE runners.last_heartbeat END
-				FROM beats WHERE runners.id = beats.id AND runners.online = FALSE RETURNING runners.id`, args...)
-			if err != nil {
-				return err
-			}
-			ids, err := collectStrings(rows)
-			if err != nil {
-				return err
-			}
-			revived = append(revived, ids...)
-			if _, err := q.Exec(ctx, with+`UPDATE runners SET last_heartbeat = beats.at
-				FROM beats WHERE runners.id = beats.id AND runners.online = TRUE AND runners.last_heartbeat < beats.at`, args...); err != nil {
-				return err
-			}
+	err = s.write.Tx(ctx, func(q Querier) error {
+		rows, err := q.Query(ctx, with+`UPDATE runners SET online = TRUE,
+			last_heartbeat = CASE WHEN beats.at > runners.last_heartbeat THEN beats.at ELSE runners.last_heartbeat END
+			FROM beats WHERE runners.id = beats.id AND runners.online = FALSE RETURNING runners.id`, string(arg))
+		if err != nil {
+			return err
 		}
-		return nil
+		if revived, err = collectStrings(rows); err != nil {
+			return err
+		}
+		_, err = q.Exec(ctx, with+`UPDATE runners SET last_heartbeat = beats.at
+			FROM beats WHERE runners.id = beats.id AND runners.online = TRUE AND runners.last_heartbeat < beats.at`, string(arg))
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record %d runner heartbeats: %w", len(p.Beats), err)
@@ -316,11 +300,11 @@ var noteBeats = newBulk(`UPDATE runners SET last_heartbeat = v.at
 
 // RunnerHeartbeatBatch writes beats in one transaction: a statement that
 // brings back the runners found offline (usually none), and one for the
-// runners online, each over all the beats at once where the database takes
-// arrays (bulk.go), else over chunks of them (heartbeatValues).
+// runners online, each over all the beats at once: as arrays where the
+// database takes them (bulk.go), else as JSON (heartbeatsJSON).
 func (s *Store) RunnerHeartbeatBatch(ctx context.Context, p store.RunnerHeartbeatBatchParams) ([]string, error) {
 	if !s.d.Unnest {
-		return s.heartbeatValues(ctx, p)
+		return s.heartbeatsJSON(ctx, p)
 	}
 	rows := make([][]any, len(p.Beats))
 	for i, b := range p.Beats {
