@@ -466,8 +466,20 @@ func (r *simRunner) heartbeats(ctx context.Context, lat *latencies, fails *errs)
 	if iv <= 0 {
 		iv = 10 * time.Second
 	}
-	// Runners start at different times: spread the first beat.
-	t := time.NewTimer(time.Duration(randInt63n(int64(iv))))
+	beat(ctx, r.c, iv, func(_ time.Time, d time.Duration, err error) {
+		if err != nil {
+			fails.add("heartbeat", err)
+		} else {
+			lat.add(d)
+		}
+	})
+}
+
+// beat heartbeats with c every `every` until ctx ends, the first beat at a
+// random point of the first interval (runners start at different times),
+// and tells done when each was sent, its round trip and how it failed.
+func beat(ctx context.Context, c *client.Client, every time.Duration, done func(sent time.Time, d time.Duration, err error)) {
+	t := time.NewTimer(time.Duration(randInt63n(int64(every))))
 	defer t.Stop()
 	for {
 		select {
@@ -476,16 +488,13 @@ func (r *simRunner) heartbeats(ctx context.Context, lat *latencies, fails *errs)
 		case <-t.C:
 		}
 		start := time.Now()
-		err := r.c.RunnerHeartbeat(ctx, api.HeartbeatRequest{})
+		err := c.RunnerHeartbeat(ctx, api.HeartbeatRequest{})
+		d := time.Since(start)
 		if ctx.Err() != nil {
 			return
 		}
-		if err != nil {
-			fails.add("heartbeat", err)
-		} else {
-			lat.add(time.Since(start))
-		}
-		t.Reset(iv)
+		done(start, d, err)
+		t.Reset(every)
 	}
 }
 

@@ -192,28 +192,13 @@ func runProbe(args []string) int {
 	var wg sync.WaitGroup
 	for _, rc := range rcs {
 		wg.Go(func() {
-			// Probe runners beat out of step with each other.
-			t := time.NewTimer(time.Duration(randInt63n(int64(*every))))
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-				start := time.Now()
-				err := rc.RunnerHeartbeat(ctx, api.HeartbeatRequest{})
-				d := time.Since(start)
-				switch {
-				case ctx.Err() != nil:
-					return
-				case err != nil:
+			beat(ctx, rc, *every, func(sent time.Time, d time.Duration, err error) {
+				if err != nil {
 					say("err heartbeat: %s", strings.ReplaceAll(err.Error(), "\n", " "))
-				default:
-					say("ok %d %d", start.UnixNano(), d.Nanoseconds())
+				} else {
+					say("ok %d %d", sent.UnixNano(), d.Nanoseconds())
 				}
-				t.Reset(*every)
-			}
+			})
 		})
 	}
 	wg.Wait()
