@@ -399,7 +399,7 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	// Let the server see the runners go, as it would see them restart.
 	_ = sleep(ctx, time.Second)
 	srv.stop()
-	probeErrs, probeFirst := pr.errors()
+	probeErrs, probeFirst := pr.failures()
 	res.clientErrs = fails.n.Load() + int64(probeErrs)
 	res.firstErr = fails.first
 	if res.firstErr == "" && probeFirst != "" {

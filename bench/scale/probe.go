@@ -136,9 +136,9 @@ func (p *probe) quantiles(from, to time.Time) (p50, p99 time.Duration, n int) {
 	return ds[len(ds)*50/100], ds[min(len(ds)-1, len(ds)*99/100)], len(ds)
 }
 
-// errors returns how many heartbeats of the probe runners failed, and the
+// failures returns how many heartbeats of the probe runners failed, and the
 // first failure.
-func (p *probe) errors() (int, string) {
+func (p *probe) failures() (int, string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.failed, p.first

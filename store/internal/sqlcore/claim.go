@@ -75,10 +75,10 @@ func (s *Store) claimLockedRead(ctx context.Context, q Querier, reqs []store.Job
 			return nil, fmt.Errorf("claims: %w", err)
 		}
 	}
-	runners, held, first, err := s.finishClaimReads(ctx, q, pre)
-	if err != nil {
+	if err := s.finishClaimReads(ctx, q, pre); err != nil {
 		return nil, err
 	}
+	runners, held, first := pre.runners, pre.held, pre.first
 	var todo []int
 	for i, p := range reqs {
 		if j, ok := held[p.RunnerID]; ok && p.Redeliver {
@@ -192,16 +192,16 @@ func (r *claimRead) scan(i int, rows Rows) error {
 	return err
 }
 
-func (s *Store) finishClaimReads(ctx context.Context, q Querier, r *claimRead) (runners map[string]claimRunner, held map[string]*store.Job, first *claimState, err error) {
+// finishClaimReads completes r once its statements were read: it notes
+// whether a runner of the claims takes anyone's jobs (claimedForAnyone) and
+// reads the instances of the runners that have one (claimInstances).
+func (s *Store) finishClaimReads(ctx context.Context, q Querier, r *claimRead) error {
 	anyone := false
 	for _, rn := range r.runners {
 		anyone = anyone || rn.anyone
 	}
 	s.claimedForAnyone.Store(anyone)
-	if err := s.claimInstances(ctx, q, r.runners, r.instances); err != nil {
-		return nil, nil, nil, err
-	}
-	return r.runners, r.held, r.first, nil
+	return s.claimInstances(ctx, q, r.runners, r.instances)
 }
 
 // heldStmt reads the jobs not yet started (downloading) of the runners of
