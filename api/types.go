@@ -359,6 +359,11 @@ type RunnerRegisterResponse struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	// HeartbeatInterval is how often the server wants to hear from the runner.
 	HeartbeatInterval Duration `json:"heartbeat_interval"`
+	// ClaimBeats says that a claim the runner keeps open (its long poll
+	// for a job) stands for its heartbeats: the server hears the runner
+	// for as long as the request is open, and a runner waiting for a job
+	// need not heartbeat. A server that does not say so needs the beats.
+	ClaimBeats bool `json:"claim_beats,omitempty"`
 }
 
 // RunnerJoinRequest is the body of POST /runners/join, sent without any

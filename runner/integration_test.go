@@ -559,6 +559,48 @@ func TestStopGoesOffline(t *testing.T) {
 	}
 }
 
+// TestIdleRunnerWaitsInClaimsWithoutHeartbeats: a runner waiting for a job
+// is heard through its open claim, as its server says at registration, so
+// it sends no heartbeat while it waits, and stays online.
+func TestIdleRunnerWaitsInClaimsWithoutHeartbeats(t *testing.T) {
+	t.Parallel()
+	// Heartbeats every second; claims that end with no job every second.
+	srv := servertest.Start(t, servertest.WithHeartbeatTimeout(3*time.Second))
+	f := &fixture{srv: srv, admin: srv.Client()}
+	var claims, beats atomic.Int64
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/runner/claim"):
+			defer claims.Add(1) // once it is answered
+		case strings.HasSuffix(r.URL.Path, "/runner/heartbeat"):
+			beats.Add(1)
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	f.cfg = Config{
+		Server: front.URL, Token: srv.AdminToken, Name: "test-runner", DataDir: t.TempDir(), ClaimWait: time.Second,
+		Resources: &api.HostResources{CPUs: 4, MemoryMiB: 8192, DiskMiB: 100 << 10}, StopGrace: time.Second,
+	}
+	f.r = f.startRunner(t)
+	// Four claims answered empty: three seconds at least, three heartbeat
+	// intervals.
+	testutil.Eventually(t, "four claims to end with no job", func() bool { return claims.Load() >= 4 })
+	// A beat may fall in the instant between two claims.
+	if n := beats.Load(); n > 1 {
+		t.Errorf("the runner heartbeat %d times while it waited in claims; want none", n)
+	}
+	rs, err := f.admin.RunnerList(t.Context())
+	if err != nil || len(rs) != 1 || rs[0].Status != api.RunnerOnline {
+		t.Fatalf("runners %+v, %v: want the waiting runner online", rs, err)
+	}
+}
+
 // TestRunnerAsksForItsNextJobWithTheEnd: a runner reports each job's end
 // and gets its next job in the same request, so that a queue of jobs costs
 // one claim, not one a job.

@@ -103,6 +103,8 @@ type Runner struct {
 	cred      *state // the current identity; never nil after Start
 	runnerCli *client.Client
 	current   *job
+	// claiming: a claim of the claim loop is open (heartbeatLoop).
+	claiming bool
 	// forgot: the saved identity was removed (an interrupted runner's) and
 	// is not to be saved again.
 	forgot bool
@@ -445,6 +447,7 @@ func (r *Runner) register(ctx context.Context, stale string) error {
 			st := &state{
 				Server: r.cfg.Server, Name: r.cfg.Name, RunnerID: resp.RunnerID, Token: resp.Token,
 				RegisteredAt: time.Now(), ExpiresAt: resp.ExpiresAt, HeartbeatInterval: time.Duration(resp.HeartbeatInterval),
+				ClaimBeats: resp.ClaimBeats,
 			}
 			r.setCred(st)
 			if err := r.save(st, true); err != nil {
@@ -528,6 +531,12 @@ func (r *Runner) heartbeatInterval() time.Duration {
 	return 10 * time.Second
 }
 
+func (r *Runner) setClaiming(on bool) {
+	r.mu.Lock()
+	r.claiming = on
+	r.mu.Unlock()
+}
+
 func (r *Runner) heartbeatLoop(ctx context.Context) {
 	t := time.NewTimer(r.heartbeatInterval())
 	defer t.Stop()
@@ -542,7 +551,13 @@ func (r *Runner) heartbeatLoop(ctx context.Context) {
 		if r.current != nil {
 			jobID = r.current.id
 		}
+		// A claim open stands for the beat where the server says so.
+		skip := jobID == "" && r.claiming && r.cred.ClaimBeats
 		r.mu.Unlock()
+		if skip {
+			t.Reset(r.heartbeatInterval())
+			continue
+		}
 		tok := r.token()
 		err := r.client().RunnerHeartbeat(ctx, api.HeartbeatRequest{JobID: jobID})
 		switch {
@@ -574,7 +589,9 @@ func (r *Runner) claimLoop() {
 	for ctx.Err() == nil {
 		r.renewIfDue(ctx)
 		tok := r.token()
+		r.setClaiming(true)
 		a, err := r.client().RunnerClaim(ctx, api.ClaimRequest{Free: r.resources, Wait: api.Duration(r.cfg.ClaimWait)})
+		r.setClaiming(false)
 		switch {
 		case ctx.Err() != nil:
 			return

@@ -20,6 +20,9 @@ type state struct {
 	RegisteredAt      time.Time     `json:"registered_at"`
 	ExpiresAt         time.Time     `json:"expires_at"`
 	HeartbeatInterval time.Duration `json:"heartbeat_interval"`
+	// ClaimBeats: the server hears the runner while it waits in a claim,
+	// so the runner does not heartbeat then (api.RunnerRegisterResponse).
+	ClaimBeats bool `json:"claim_beats,omitempty"`
 	// JobID is the job in progress, if any.
 	JobID string `json:"job_id,omitempty"`
 }

@@ -135,19 +135,7 @@ func TestHeartbeatsBatchedSilentRunnerGoesOffline(t *testing.T) {
 		t.Fatal(err)
 	}
 	clock.Advance(3 * time.Second) // silent 6s, alive 3s
-	status := func(name string) api.RunnerStatus {
-		rs, err := e.admin.RunnerList(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range rs {
-			if r.Name == name {
-				return r.Status
-			}
-		}
-		t.Fatalf("no runner %s", name)
-		return ""
-	}
+	status := func(name string) api.RunnerStatus { return runnerStatus(t, e.admin, name) }
 	testutil.Eventually(t, "the silent runner to go offline", func() bool { return status("silent") == api.RunnerOffline })
 	if got := status("alive"); got != api.RunnerOnline {
 		t.Fatalf("the runner that heartbeats is %s, want online", got)
@@ -159,6 +147,90 @@ func TestHeartbeatsBatchedSilentRunnerGoesOffline(t *testing.T) {
 	if got := status("silent"); got != api.RunnerOnline {
 		t.Fatalf("a runner back is %s right after its heartbeat, want online", got)
 	}
+}
+
+// runnerStatus is the status of the runner named name.
+func runnerStatus(t *testing.T, admin *client.Client, name string) api.RunnerStatus {
+	t.Helper()
+	rs, err := admin.RunnerList(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if r.Name == name {
+			return r.Status
+		}
+	}
+	t.Fatalf("no runner %s", name)
+	return ""
+}
+
+// TestRunnerWaitingInAClaimNeedsNoHeartbeat: the server says that a claim
+// stands for a runner's heartbeats, and a runner that only waits in claims
+// stays online past the heartbeat timeout while a silent one goes offline;
+// once its claim ends, it goes offline in turn. A runner that goes offline
+// while its claim is still open is not brought back by it.
+func TestRunnerWaitingInAClaimNeedsNoHeartbeat(t *testing.T) {
+	t.Parallel()
+	clock := testutil.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	e := setup(t, withClock(clock), servertest.WithHeartbeatTimeout(4*time.Second))
+	reg, err := e.admin.RunnerRegister(t.Context(), api.RunnerRegisterRequest{
+		Name: "waiting", Hostname: "waiting.example", Executor: "shell", Version: "test", Resources: bigRunner,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reg.ClaimBeats {
+		t.Fatal("the registration does not say that a claim stands for heartbeats")
+	}
+	waiting := e.admin.WithToken(reg.Token)
+	silent := registerRunner(t, e.admin, "silent")
+	status := func(name string) api.RunnerStatus { return runnerStatus(t, e.admin, name) }
+	// silentGoesOffline waits for a pass of the reaper after the clock
+	// moved: the silent runner, online, goes offline in it.
+	silentGoesOffline := func() {
+		t.Helper()
+		if err := silent.RunnerHeartbeat(t.Context(), api.HeartbeatRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			clock.Advance(2 * time.Second)
+		}
+		testutil.Eventually(t, "the silent runner to go offline", func() bool { return status("silent") == api.RunnerOffline })
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	claim := longClaim(ctx, waiting, bigRunner)
+	waitClaimers(t, e.srv, 1)
+	silentGoesOffline()
+	if got := status("waiting"); got != api.RunnerOnline {
+		t.Fatalf("the runner waiting in a claim for 6s, with no heartbeat, is %s; want online", got)
+	}
+
+	cancel()
+	<-claim
+	waitClaimers(t, e.srv, 0)
+	for range 3 {
+		clock.Advance(2 * time.Second)
+	}
+	testutil.Eventually(t, "the runner whose claim ended to go offline", func() bool { return status("waiting") == api.RunnerOffline })
+
+	// Back, waiting again, then gone for good while its claim is open.
+	ctx, cancel = context.WithCancel(t.Context())
+	defer cancel()
+	claim = longClaim(ctx, waiting, bigRunner)
+	waitClaimers(t, e.srv, 1)
+	testutil.Eventually(t, "the runner back in a claim to be online", func() bool { return status("waiting") == api.RunnerOnline })
+	if err := waiting.RunnerOffline(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	silentGoesOffline()
+	if got := status("waiting"); got != api.RunnerOffline {
+		t.Fatalf("a runner that went offline is %s after its claim, still open, was counted; want offline", got)
+	}
+	cancel()
+	<-claim
 }
 
 // TestIdleRunnerGetsAJobQueuedBetweenItsWaits: a runner whose wait ended

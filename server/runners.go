@@ -72,7 +72,7 @@ func (s *Server) handleRunnerRegister(w http.ResponseWriter, r *http.Request, u 
 	s.events.publish(u.ID, api.EventRunners)
 	writeJSON(w, http.StatusCreated, api.RunnerRegisterResponse{
 		RunnerID: rn.ID, Token: token, ExpiresAt: rn.TokenExpiresAt,
-		HeartbeatInterval: api.Duration(s.cfg.HeartbeatTimeout / 3),
+		HeartbeatInterval: api.Duration(heartbeatInterval(s.cfg.HeartbeatTimeout)), ClaimBeats: true,
 	})
 	return nil
 }
@@ -121,7 +121,7 @@ func (s *Server) runnerJoin(w http.ResponseWriter, r *http.Request) error {
 	s.events.publish(rn.UserID, api.EventRunners, api.EventInstances)
 	writeJSON(w, http.StatusCreated, api.RunnerRegisterResponse{
 		RunnerID: rn.ID, Token: token, ExpiresAt: rn.TokenExpiresAt,
-		HeartbeatInterval: api.Duration(s.cfg.HeartbeatTimeout / 3),
+		HeartbeatInterval: api.Duration(heartbeatInterval(s.cfg.HeartbeatTimeout)), ClaimBeats: true,
 	})
 	return nil
 }
@@ -256,6 +256,8 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 			re.Stop()
 		}
 	}()
+	// The runner is heard for as long as it waits (ClaimBeats).
+	defer s.beats.hold(rn.ID, s.cfg.Now())()
 	wt := s.queue.claimWaiter(rn, freeShape(req.Free))
 	defer wt.leave()
 	// A runner back for another wait, with nothing changed since its last

@@ -438,7 +438,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.log.Debug("encryption key", "source", keySource, "key_id", box.ID())
 	s.auth = newAuthenticator(st, cfg.Now)
 	s.auth.ttl = min(runnerCacheTTL, cfg.HeartbeatTimeout)
-	s.beats = newHeartbeats(st, s.log, s.runnersRevived)
+	s.beats = newHeartbeats(st, s.log, cfg.Now, heartbeatInterval(cfg.HeartbeatTimeout), s.runnersRevived)
 	s.upSince = cfg.Now()
 	s.auth.box = box
 	s.auth.origin = originOf(cfg.ExternalURL)

@@ -151,6 +151,7 @@ type result struct {
 	// simIdleP99 and simDrainP99 are the heartbeats timed inside the load
 	// generator, its own scheduling included.
 	simIdleP99, simDrainP99 time.Duration
+	simIdleN, simDrainN     int
 	drainRate               float64
 	drained                 int
 	clientErrs              int64
@@ -171,8 +172,8 @@ func printTable(w io.Writer, o options, rows []result) {
 	}
 	_ = tw.Flush()
 	for _, r := range rows {
-		fmt.Fprintf(w, "%d runners: heartbeat p99 timed inside the load generator (its own scheduling included): %s idle, %s draining\n",
-			r.n, ms(r.simIdleP99), ms(r.simDrainP99))
+		fmt.Fprintf(w, "%d runners: heartbeat p99 timed inside the load generator (its own scheduling included): %s idle (%d beats), %s draining (%d beats)\n",
+			r.n, ms(r.simIdleP99), r.simIdleN, ms(r.simDrainP99), r.simDrainN)
 	}
 	for _, r := range rows {
 		if r.firstErr != "" {
@@ -204,15 +205,15 @@ func (l *latencies) add(d time.Duration) {
 	l.mu.Unlock()
 }
 
-func (l *latencies) quantiles(p string) (p50, p99 time.Duration) {
+func (l *latencies) quantiles(p string) (p50, p99 time.Duration, n int) {
 	l.mu.Lock()
 	s := slices.Clone(l.by[p])
 	l.mu.Unlock()
 	if len(s) == 0 {
-		return 0, 0
+		return 0, 0, 0
 	}
 	slices.Sort(s)
-	return s[len(s)*50/100], s[min(len(s)-1, len(s)*99/100)]
+	return s[len(s)*50/100], s[min(len(s)-1, len(s)*99/100)], len(s)
 }
 
 // errs counts failed calls and keeps the first.
@@ -298,7 +299,7 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 						}
 						return
 					}
-					rs[i] = &simRunner{c: admin.WithToken(reg.Token), res: res, interval: time.Duration(reg.HeartbeatInterval)}
+					rs[i] = &simRunner{c: admin.WithToken(reg.Token), res: res, interval: time.Duration(reg.HeartbeatInterval), claimBeats: reg.ClaimBeats}
 				}
 			}()
 		}
@@ -353,7 +354,7 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	if res.idleP50, res.idleP99, timed = pr.quantiles(t0, t1); timed == 0 {
 		return res, errors.New("the probe runners timed no heartbeat in the idle window: see their errors above")
 	}
-	_, res.simIdleP99 = lat.quantiles("idle")
+	_, res.simIdleP99, res.simIdleN = lat.quantiles("idle")
 
 	say("draining %d jobs", o.jobs)
 	code, err := admin.CodeUpload(ctx, bytes.NewReader(tinyCode()))
@@ -389,7 +390,7 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	if res.drainP50, res.drainP99, timed = pr.quantiles(start, start.Add(elapsed)); timed == 0 {
 		return res, errors.New("the probe runners timed no heartbeat while jobs drained: see their errors above")
 	}
-	_, res.simDrainP99 = lat.quantiles("drain")
+	_, res.simDrainP99, res.simDrainN = lat.quantiles("drain")
 	res.peakMiB = float64(statusKiB(srv.pid(), "VmHWM")) / 1024
 
 	say("stopping")
@@ -454,6 +455,10 @@ type simRunner struct {
 	c        *client.Client
 	res      api.HostResources
 	interval time.Duration
+	// claimBeats and claiming: as dstack-runner, a runner whose server
+	// hears it while it waits in a claim does not heartbeat then.
+	claimBeats bool
+	claiming   atomic.Bool
 }
 
 var zero = 0
@@ -466,7 +471,8 @@ func (r *simRunner) heartbeats(ctx context.Context, lat *latencies, fails *errs)
 	if iv <= 0 {
 		iv = 10 * time.Second
 	}
-	beat(ctx, r.c, iv, func(_ time.Time, d time.Duration, err error) {
+	skip := func() bool { return r.claimBeats && r.claiming.Load() }
+	beat(ctx, r.c, iv, skip, func(_ time.Time, d time.Duration, err error) {
 		if err != nil {
 			fails.add("heartbeat", err)
 		} else {
@@ -477,8 +483,9 @@ func (r *simRunner) heartbeats(ctx context.Context, lat *latencies, fails *errs)
 
 // beat heartbeats with c every `every` until ctx ends, the first beat at a
 // random point of the first interval (runners start at different times),
-// and tells done when each was sent, its round trip and how it failed.
-func beat(ctx context.Context, c *client.Client, every time.Duration, done func(sent time.Time, d time.Duration, err error)) {
+// and tells done when each was sent, its round trip and how it failed. A
+// beat is left out where skip (if not nil) says so.
+func beat(ctx context.Context, c *client.Client, every time.Duration, skip func() bool, done func(sent time.Time, d time.Duration, err error)) {
 	t := time.NewTimer(time.Duration(randInt63n(int64(every))))
 	defer t.Stop()
 	for {
@@ -486,6 +493,10 @@ func beat(ctx context.Context, c *client.Client, every time.Duration, done func(
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if skip != nil && skip() {
+			t.Reset(every)
+			continue
 		}
 		start := time.Now()
 		err := c.RunnerHeartbeat(ctx, api.HeartbeatRequest{})
@@ -505,7 +516,9 @@ func (r *simRunner) claims(ctx context.Context, claiming, done *atomic.Int64, fa
 			claiming.Add(1)
 			first = false
 		}
+		r.claiming.Store(true)
 		a, err := r.c.RunnerClaim(ctx, api.ClaimRequest{Free: r.res, Wait: api.Duration(claimWait)})
+		r.claiming.Store(false)
 		if ctx.Err() != nil {
 			return
 		}

@@ -192,7 +192,7 @@ func runProbe(args []string) int {
 	var wg sync.WaitGroup
 	for _, rc := range rcs {
 		wg.Go(func() {
-			beat(ctx, rc, *every, func(sent time.Time, d time.Duration, err error) {
+			beat(ctx, rc, *every, nil, func(sent time.Time, d time.Duration, err error) {
 				if err != nil {
 					say("err heartbeat: %s", strings.ReplaceAll(err.Error(), "\n", " "))
 				} else {
