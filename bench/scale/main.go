@@ -36,6 +36,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -152,11 +153,15 @@ type result struct {
 	// generator, its own scheduling included.
 	simIdleP99, simDrainP99 time.Duration
 	simIdleN, simDrainN     int
-	drainRate               float64
-	drained                 int
-	clientErrs              int64
-	serverErrs              int
-	firstErr                string
+	// drainCPU is where the machine's processors went while jobs drained:
+	// the server's, the load generator's and every process's (percent of
+	// one core each).
+	drainCPU   struct{ server, generator, machine float64 }
+	drainRate  float64
+	drained    int
+	clientErrs int64
+	serverErrs int
+	firstErr   string
 }
 
 func printTable(w io.Writer, o options, rows []result) {
@@ -174,6 +179,11 @@ func printTable(w io.Writer, o options, rows []result) {
 	for _, r := range rows {
 		fmt.Fprintf(w, "%d runners: heartbeat p99 timed inside the load generator (its own scheduling included): %s idle (%d beats), %s draining (%d beats)\n",
 			r.n, ms(r.simIdleP99), r.simIdleN, ms(r.simDrainP99), r.simDrainN)
+	}
+	for _, r := range rows {
+		c := r.drainCPU
+		fmt.Fprintf(w, "%d runners: CPU while jobs drained, in %% of a core of %d: server %.0f, load generator %.0f, whole machine %.0f\n",
+			r.n, runtime.NumCPU(), c.server, c.generator, c.machine)
 	}
 	for _, r := range rows {
 		if r.firstErr != "" {
@@ -362,6 +372,8 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 		return res, fmt.Errorf("upload code: %w", err)
 	}
 	lat.setPhase("drain")
+	srv0, gen0 := cpuTicks(srv.pid()), cpuTicks(os.Getpid())
+	busy0, all0 := machineTicks()
 	start := time.Now()
 	for left := o.jobs; left > 0; {
 		size := min(left, 1000)
@@ -384,6 +396,13 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 		}
 	}
 	elapsed := time.Since(start)
+	srv1, gen1 := cpuTicks(srv.pid()), cpuTicks(os.Getpid())
+	busy1, all1 := machineTicks()
+	core := func(ticks int64) float64 { return 100 * float64(ticks) / float64(clockTicks) / elapsed.Seconds() }
+	res.drainCPU.server, res.drainCPU.generator = core(srv1-srv0), core(gen1-gen0)
+	if all1 > all0 {
+		res.drainCPU.machine = 100 * float64(runtime.NumCPU()) * (busy1 - busy0) / (all1 - all0)
+	}
 	lat.setPhase("")
 	res.drained = int(done.Load())
 	res.drainRate = float64(res.drained) / elapsed.Seconds()
@@ -679,6 +698,27 @@ func cpuTicks(pid int) int64 {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return ut + st
+}
+
+// machineTicks is the time all processors were busy, and in all, since
+// boot, in clock ticks: /proc/stat's user, nice, system, idle, iowait, irq,
+// softirq and steal, all but idle and iowait busy (the guest times that
+// follow are counted in user and nice already).
+func machineTicks() (busy, all float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i := 1; i < len(f) && i <= 8; i++ {
+		v, _ := strconv.ParseFloat(f[i], 64)
+		all += v
+		if i != 4 && i != 5 {
+			busy += v
+		}
+	}
+	return busy, all
 }
 
 // statusKiB is a size the kernel gives of the process, in KiB: field is
