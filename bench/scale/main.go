@@ -219,11 +219,16 @@ func (l *latencies) quantiles(p string) (p50, p99 time.Duration, n int) {
 	l.mu.Lock()
 	s := slices.Clone(l.by[p])
 	l.mu.Unlock()
-	if len(s) == 0 {
+	return percentiles(s)
+}
+
+// percentiles sorts ds and returns its p50 and p99, and how many there are.
+func percentiles(ds []time.Duration) (p50, p99 time.Duration, n int) {
+	if len(ds) == 0 {
 		return 0, 0, 0
 	}
-	slices.Sort(s)
-	return s[len(s)*50/100], s[min(len(s)-1, len(s)*99/100)], len(s)
+	slices.Sort(ds)
+	return ds[len(ds)*50/100], ds[min(len(ds)-1, len(ds)*99/100)], len(ds)
 }
 
 // errs counts failed calls and keeps the first.
@@ -358,7 +363,7 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	}
 	cpu1, t1 := cpuTicks(srv.pid()), time.Now()
 	lat.setPhase("")
-	res.idleCPU = 100 * float64(cpu1-cpu0) / float64(clockTicks) / t1.Sub(t0).Seconds()
+	res.idleCPU = coreShare(cpu1-cpu0, t1.Sub(t0))
 	res.rssMiB = float64(statusKiB(srv.pid(), "VmRSS")) / 1024
 	var timed int
 	if res.idleP50, res.idleP99, timed = pr.quantiles(t0, t1); timed == 0 {
@@ -398,8 +403,7 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	elapsed := time.Since(start)
 	srv1, gen1 := cpuTicks(srv.pid()), cpuTicks(os.Getpid())
 	busy1, all1 := machineTicks()
-	core := func(ticks int64) float64 { return 100 * float64(ticks) / float64(clockTicks) / elapsed.Seconds() }
-	res.drainCPU.server, res.drainCPU.generator = core(srv1-srv0), core(gen1-gen0)
+	res.drainCPU.server, res.drainCPU.generator = coreShare(srv1-srv0, elapsed), coreShare(gen1-gen0, elapsed)
 	if all1 > all0 {
 		res.drainCPU.machine = 100 * float64(runtime.NumCPU()) * (busy1 - busy0) / (all1 - all0)
 	}
@@ -698,6 +702,11 @@ func cpuTicks(pid int) int64 {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return ut + st
+}
+
+// coreShare is ticks of processor time over d, in % of one core.
+func coreShare(ticks int64, d time.Duration) float64 {
+	return 100 * float64(ticks) / float64(clockTicks) / d.Seconds()
 }
 
 // machineTicks is the time all processors were busy, and in all, since

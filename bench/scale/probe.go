@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -129,11 +128,7 @@ func (p *probe) quantiles(from, to time.Time) (p50, p99 time.Duration, n int) {
 		}
 	}
 	p.mu.Unlock()
-	if len(ds) == 0 {
-		return 0, 0, 0
-	}
-	slices.Sort(ds)
-	return ds[len(ds)*50/100], ds[min(len(ds)-1, len(ds)*99/100)], len(ds)
+	return percentiles(ds)
 }
 
 // failures returns how many heartbeats of the probe runners failed, and the
