@@ -255,3 +255,112 @@ func TestIdleRunnerGetsAJobQueuedBetweenItsWaits(t *testing.T) {
 		t.Fatalf("waited %s for the idle runner to claim the job", testutil.Wait)
 	}
 }
+
+// looksNone is how many looks at the queue found no job, from /metrics.
+func looksNone(t *testing.T, srv *servertest.Server) float64 {
+	t.Helper()
+	return scrape(t, srv.URL)[`dstack_queue_looks_total{result="none"}`]
+}
+
+// TestAnEndThatFreesNothingWakesNoRunner: a job's end that queues no job
+// and frees no place under a cap wakes no waiting runner, and the runner
+// that ended it, having found nothing with the report, waits without
+// looking again: one look for the end, not one per runner. Both runners
+// still get the next jobs at once.
+func TestAnEndThatFreesNothingWakesNoRunner(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	busy := registerRunner(t, e.admin, "busy")
+	waiting := registerRunner(t, e.admin, "waiting")
+	e.submit(t, e.admin, bashJob("train"))
+	a := claim(t, busy)
+	setStatus(t, busy, a, api.StatusRunning)
+	waited := longClaim(ctx, waiting, bigRunner)
+	waitClaimers(t, e.srv, 1)
+
+	before := looksNone(t, e.srv)
+	res, err := busy.JobSetStatus(ctx, a.Job.ID, a.Lease, api.JobStatusUpdate{Status: api.StatusDone, Next: &api.ClaimRequest{Free: bigRunner}})
+	if err != nil || res.Next != nil {
+		t.Fatalf("end with the next claim, nothing queued: %+v, %v", res, err)
+	}
+	again := longClaim(ctx, busy, bigRunner)
+	waitClaimers(t, e.srv, 2)
+	if got := looksNone(t, e.srv) - before; got != 1 {
+		t.Errorf("looks that found no job after an end that freed nothing = %v; want 1 (the end's own)", got)
+	}
+
+	run := e.submit(t, e.admin, bashJob("a"), bashJob("b"))
+	got := map[string]bool{}
+	for range 2 {
+		select {
+		case r := <-waited:
+			if r.err != nil || r.a == nil {
+				t.Fatalf("the waiting runner's claim: %+v, %v", r.a, r.err)
+			}
+			got[r.a.Job.ID] = true
+		case r := <-again:
+			if r.err != nil || r.a == nil {
+				t.Fatalf("the claim after the end: %+v, %v", r.a, r.err)
+			}
+			got[r.a.Job.ID] = true
+		case <-time.After(testutil.Wait):
+			t.Fatalf("waited %s for both runners to claim a job", testutil.Wait)
+		}
+	}
+	if !got[run.Jobs[0].ID] || !got[run.Jobs[1].ID] {
+		t.Fatalf("claimed %v; want both jobs of run %s", got, run.Name)
+	}
+}
+
+// TestAnEndThatFreesAJobWakesARunner: a job's end that queues the job that
+// waited for it, or frees a place under its user's cap, wakes a waiting
+// runner, which claims the job at once, not at a re-check.
+func TestAnEndThatFreesAJobWakesARunner(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		jobs []api.JobSpec
+		cap  bool
+	}{
+		{"a dependent queued", []api.JobSpec{bashJob("prep"), bashJob("train", "prep")}, false},
+		{"a place under the cap", []api.JobSpec{bashJob("prep"), bashJob("train")}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := setup(t)
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			owner, ownerID := newUserWithID(t, e, "owner")
+			if tc.cap {
+				u, err := e.srv.Store().UserGet(ctx, ownerID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := server.SetUserMaxRunning(e.srv.Server, u, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			busy := registerRunner(t, owner, "busy")
+			waiting := registerRunner(t, owner, "waiting")
+			run := e.submit(t, owner, tc.jobs...)
+			a := claim(t, busy)
+			if a.Job.ID != run.Jobs[0].ID {
+				t.Fatalf("claimed %s; want %s", a.Job.ID, run.Jobs[0].ID)
+			}
+			setStatus(t, busy, a, api.StatusRunning)
+			waited := longClaim(ctx, waiting, bigRunner)
+			waitClaimers(t, e.srv, 1)
+			setStatus(t, busy, a, api.StatusDone)
+			select {
+			case r := <-waited:
+				if r.err != nil || r.a == nil || r.a.Job.ID != run.Jobs[1].ID {
+					t.Fatalf("the waiting runner's claim: %+v, %v; want job %s", r.a, r.err, run.Jobs[1].ID)
+				}
+			case <-time.After(testutil.Wait):
+				t.Fatalf("waited %s for the waiting runner to claim the job the end freed", testutil.Wait)
+			}
+		})
+	}
+}

@@ -88,7 +88,7 @@ func ClaimWaiters(s *Server) int {
 	defer s.queue.mu.Unlock()
 	n := 0
 	for _, l := range s.queue.waiting {
-		n += l.Len()
+		n += l.n
 	}
 	return n
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -20,6 +21,9 @@ type metrics struct {
 	interrupted prometheus.Counter
 	logBytes    prometheus.Counter
 	requests    *prometheus.CounterVec
+	// looks counts the claims' looks at the queue, by what they found
+	// (lookClaimed, lookNone).
+	looks *prometheus.CounterVec
 	// auditFailures counts audit entries that could not be recorded
 	// (audit.go).
 	auditFailures prometheus.Counter
@@ -45,11 +49,15 @@ func newMetrics(s *Server) *metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dstack_http_requests_total", Help: "API requests by method and status code.",
 		}, []string{"method", "code"}),
+		looks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dstack_queue_looks_total",
+			Help: "Looks at the queue for a runner's next job (a claim, or the claim made with the report of a job's end), by result: claimed, or none (no pending job fit). Looks that find none are the database's cost of idle runners.",
+		}, []string{"result"}),
 		auditFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dstack_audit_failures_total", Help: "Audit entries that could not be recorded (the server's log has each at ERROR).",
 		}),
 	}
-	m.reg.MustRegister(m.pickup, m.finished, m.interrupted, m.logBytes, m.requests, m.auditFailures, s.backendMetrics,
+	m.reg.MustRegister(m.pickup, m.finished, m.interrupted, m.logBytes, m.requests, m.looks, m.auditFailures, s.backendMetrics,
 		&stateCollector{s: s}, &costCollector{s: s}, &storageCollector{m: s.storage}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -65,6 +73,23 @@ func (m *metrics) instrument(h http.Handler) http.Handler {
 func (m *metrics) observeClaim(j *store.Job, now time.Time) {
 	if j.Attempt == 0 && len(j.Spec.DependsOn) == 0 {
 		m.pickup.Observe(now.Sub(j.SubmittedAt).Seconds())
+	}
+}
+
+// The results of dstack_queue_looks_total.
+const (
+	lookClaimed = "claimed"
+	lookNone    = "none"
+)
+
+// looked counts a look at the queue that ended with err (nil: it claimed a
+// job; store.ErrNotFound: none fit); a look that failed is not counted.
+func (m *metrics) looked(err error) {
+	switch {
+	case err == nil:
+		m.looks.WithLabelValues(lookClaimed).Inc()
+	case errors.Is(err, store.ErrNotFound):
+		m.looks.WithLabelValues(lookNone).Inc()
 	}
 }
 

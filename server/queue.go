@@ -34,8 +34,8 @@ import (
 type queue struct {
 	mu   sync.Mutex
 	subs map[string]chan struct{}
-	// waiting holds the claim waiters per key, oldest first.
-	waiting map[string]*list.List
+	// waiting holds the claim waiters per key, by shape, oldest first.
+	waiting map[string]*waitList
 	seq     uint64
 	// gens counts the wakes of each claim key (a user's; anyUserKey counts
 	// them all), and idle holds the runners whose last wait ended with no
@@ -59,7 +59,7 @@ type idleLook struct {
 }
 
 func newQueue() *queue {
-	return &queue{subs: map[string]chan struct{}{}, waiting: map[string]*list.List{},
+	return &queue{subs: map[string]chan struct{}{}, waiting: map[string]*waitList{},
 		gens: map[string]uint64{}, idle: map[string]idleLook{}, recheck: recheck}
 }
 
@@ -115,7 +115,7 @@ func (q *queue) wakeAll() {
 	q.subs = map[string]chan struct{}{}
 	bound := q.seq + 1
 	for key, l := range q.waiting {
-		for range l.Len() {
+		for range l.n {
 			if !q.deliverLocked(&wakeToken{key: key, bound: bound}) {
 				break
 			}
@@ -173,6 +173,14 @@ type wakeToken struct {
 	chain  bool
 }
 
+// waitList is the claim waiters of one key, in a list per shape, each
+// oldest first: the oldest waiter of a shape no claim failed for is at the
+// front of one of them, however many runners alike wait.
+type waitList struct {
+	byShape map[string]*list.List
+	n       int
+}
+
 // deliverLocked hands t to the oldest waiter that may take it and reports
 // whether there was one.
 func (q *queue) deliverLocked(t *wakeToken) bool {
@@ -182,15 +190,12 @@ func (q *queue) deliverLocked(t *wakeToken) bool {
 		if l == nil {
 			continue
 		}
-		for e := l.Front(); e != nil; e = e.Next() {
-			w := e.Value.(*waiter)
-			if w.seq >= t.bound || (best != nil && w.seq > best.seq) {
-				break
+		for shape, sl := range l.byShape {
+			w := sl.Front().Value.(*waiter)
+			if w.seq >= t.bound || t.failed[shape] || (best != nil && w.seq > best.seq) {
+				continue
 			}
-			if !t.failed[w.shape] {
-				best = w
-				break
-			}
+			best = w
 		}
 	}
 	if best == nil {
@@ -210,9 +215,14 @@ func (q *queue) unqueueLocked(w *waiter) {
 		return
 	}
 	l := q.waiting[w.key]
-	l.Remove(w.el)
+	sl := l.byShape[w.shape]
+	sl.Remove(w.el)
 	w.el = nil
-	if l.Len() == 0 {
+	l.n--
+	if sl.Len() == 0 {
+		delete(l.byShape, w.shape)
+	}
+	if l.n == 0 {
 		delete(q.waiting, w.key)
 	}
 }
@@ -264,10 +274,16 @@ func (w *waiter) arm() *wakeToken {
 		w.seq = q.seq
 		l := q.waiting[w.key]
 		if l == nil {
-			l = list.New()
+			l = &waitList{byShape: map[string]*list.List{}}
 			q.waiting[w.key] = l
 		}
-		w.el = l.PushBack(w)
+		sl := l.byShape[w.shape]
+		if sl == nil {
+			sl = list.New()
+			l.byShape[w.shape] = sl
+		}
+		w.el = sl.PushBack(w)
+		l.n++
 	}
 	return t
 }
@@ -323,6 +339,16 @@ func (w *waiter) idleSince(now time.Time) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return l.at, true
+}
+
+// mark notes the wakes of w's key before a look at the store made without
+// arm: a claim made with the report of a job's end, which idleEnd may
+// then record.
+func (w *waiter) mark() {
+	q := w.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	w.gen = q.gens[w.key]
 }
 
 // idleEnd records that w's wait ended with no job, its last look at the

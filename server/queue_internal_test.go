@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -115,5 +116,35 @@ func TestQueueIdleRunnerWaitsWithoutLooking(t *testing.T) {
 	}
 	if _, ok := shared.idleSince(now.Add(time.Second)); ok {
 		t.Fatal("any user's job should make a shared runner look")
+	}
+}
+
+// BenchmarkQueueWakeThatFindsNothing: a wake whose claim finds nothing,
+// among many waiting runners alike (10,000 runners of one user waiting
+// while the queue is empty, each job's end a wake). Handing the wake on
+// must not walk the runners alike: one failed claim speaks for them all.
+func BenchmarkQueueWakeThatFindsNothing(b *testing.B) {
+	for _, n := range []int{100, 10_000} {
+		b.Run(fmt.Sprintf("waiters=%d", n), func(b *testing.B) {
+			q := newQueue()
+			ws := make([]*waiter, n)
+			for i := range ws {
+				ws[i] = q.claimWaiter(&store.Runner{ID: fmt.Sprintf("r%d", i), UserID: "u"}, "8/16384/0")
+				ws[i].arm()
+			}
+			i := 0
+			for b.Loop() {
+				q.offerHere("u", 1, true)
+				// The wake goes to the longest waiting runner, which
+				// then waits again, at the back.
+				w := ws[i%n]
+				i++
+				if !woken(w) {
+					b.Fatal("the wake did not go to the longest waiting runner")
+				}
+				tok := w.arm()
+				w.done(tok, false)
+			}
+		})
 	}
 }

@@ -326,6 +326,7 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 func (s *Server) claim(ctx context.Context, rn *store.Runner, free api.HostResources) (*store.Job, error) {
 	now := s.cfg.Now()
 	job, err := s.store.JobClaimNext(ctx, claimParams(rn, free, now))
+	s.metrics.looked(err)
 	if err != nil {
 		return nil, err
 	}
@@ -457,9 +458,24 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 	if req.Next != nil && req.Status.Finished() {
 		// The end and the next claim share a transaction; where that fails
 		// the end is made alone, and the runner claims as usual if the
-		// claim fails after it.
+		// claim fails after it. A claim that finds nothing counts as a
+		// look for the runner's next wait (queue.idleSince), as the end of
+		// an empty wait does: the wait that follows need not look again.
+		wt := s.queue.claimWaiter(rn, freeShape(req.Next.Free))
+		wt.mark()
+		lookedAt := time.Now()
 		job, next, err = s.store.JobEndAndClaim(r.Context(), p, claimParams(rn, req.Next.Free, p.Now))
 		claimed = err == nil
+		switch {
+		case next != nil:
+			wt.busy()
+			s.metrics.looked(nil)
+		case claimed:
+			s.metrics.looked(store.ErrNotFound)
+			if rn.InstanceID == "" && rn.InterruptedAt == nil {
+				wt.idleEnd(lookedAt)
+			}
+		}
 		if err != nil && !errors.Is(err, store.ErrLeaseLost) && !errors.Is(err, store.ErrNotFound) && r.Context().Err() == nil {
 			s.log.Warn("end a job with its runner's next claim; ending it alone", "job", id, "runner", rn.Name, "err", err)
 			job, err = s.store.JobSetStatus(r.Context(), p)
@@ -485,7 +501,11 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 		} else {
 			s.finishLog(job.ID)
 		}
-		s.queue.wake(userKey(job.UserID)) // dependents may be queued now
+		if job.Unblocks {
+			// Jobs that waited for it are queued, or its user's cap
+			// has room again: a waiting runner may claim one now.
+			s.queue.wake(userKey(job.UserID))
+		}
 		s.queue.wake(jobKey(job.ID))
 		s.metrics.jobFinished(job)
 		s.wakeAutoscaler() // its runner is free, and its instance may idle

@@ -810,6 +810,12 @@ type Job struct {
 	// LastInterruption is why the previous attempt ended when the job was
 	// requeued ("runner r1 stopped responding"); empty for a first attempt.
 	LastInterruption string
+	// Unblocks, on the job JobSetStatus or JobEndAndClaim ended, says that
+	// the end may let a pending job be claimed that could not be claimed
+	// before: it queued jobs that waited for it, or its user has a cap on
+	// active jobs (UserSetMaxRunning), of which it frees a place. An end
+	// that does neither leaves every claim as it was.
+	Unblocks bool
 }
 
 // JobClaimNextParams are the arguments of JobClaimNext.

@@ -50,6 +50,52 @@ var endClaimTests = []test{
 			t.Fatalf("JobEndAndClaim with no job pending = %v, %v, %v; want the job failed and no next job", ended, jobID(none), err)
 		}
 	}},
+	{"an end says whether it may let another job be claimed", func(t *testing.T, open Open) {
+		f := setup(t, open)
+		u := f.user()
+		r := f.runner(u, cpuHost)
+		// Independent jobs, no cap: an end frees nothing for others.
+		f.jobsOf(u, 2)
+		first := f.set(f.claim(r), api.StatusRunning)
+		if ended := f.set(first, api.StatusDone); ended.Unblocks {
+			t.Error("the end of an independent job of a user without a cap unblocks jobs; want not")
+		}
+		second := f.set(f.claim(r), api.StatusRunning)
+		if ended, _, err := f.endAndClaim(second, api.StatusDone, cpuHost); err != nil || ended.Unblocks {
+			t.Errorf("JobEndAndClaim of an independent job = unblocks %v, %v; want not", ended != nil && ended.Unblocks, err)
+		}
+		// An end that queues the job waiting for it; one that fails it.
+		jobs := f.runJobs(f.run(u, spec("prepare"), spec("train", "prepare")))
+		prepare := f.set(f.claim(r), api.StatusRunning)
+		if prepare.ID != jobs["prepare"].ID {
+			t.Fatalf("claimed %s; want prepare", prepare.ID)
+		}
+		if ended := f.set(prepare, api.StatusDone); !ended.Unblocks {
+			t.Error("the end that queued a dependent does not unblock jobs")
+		}
+		train := f.set(f.claim(r), api.StatusRunning)
+		if ended := f.set(train, api.StatusDone); ended.Unblocks {
+			t.Error("the end of the run's last job unblocks jobs; want not")
+		}
+		f.runJobs(f.run(u, spec("prepare"), spec("train", "prepare")))
+		prepare = f.set(f.claim(r), api.StatusRunning)
+		if ended := f.set(prepare, api.StatusFailed); ended.Unblocks {
+			t.Error("a failure that failed its dependent unblocks jobs; want not")
+		}
+		// Under a cap every end frees a place.
+		if _, err := f.s.UserSetMaxRunning(f.ctx, store.UserSetMaxRunningParams{UserID: u.ID, MaxRunning: 1}); err != nil {
+			t.Fatal(err)
+		}
+		f.jobsOf(u, 2)
+		third := f.set(f.claim(r), api.StatusRunning)
+		ended, next, err := f.endAndClaim(third, api.StatusStopped, cpuHost)
+		if err != nil || !ended.Unblocks || next == nil {
+			t.Fatalf("JobEndAndClaim under a cap = unblocks %v, next %s, %v; want it to unblock, and the next job", ended != nil && ended.Unblocks, jobID(next), err)
+		}
+		if running := f.set(next, api.StatusRunning); running.Unblocks {
+			t.Error("a change to running unblocks jobs; want only ends to")
+		}
+	}},
 	{"an end under a lost lease claims nothing", func(t *testing.T, open Open) {
 		f := setup(t, open)
 		ids, j := f.twoJobsOneRunning()

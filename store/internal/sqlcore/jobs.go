@@ -261,10 +261,14 @@ func (s *Store) setStatusesWith(ctx context.Context, q Querier, reqs []store.Job
 			}
 			outs[i].res = j
 			if p.Status.Finished() && waits[j.RunID] {
-				if _, err := s.propagate(ctx, q, j, p.Now); err != nil {
+				changed, err := s.propagate(ctx, q, j, p.Now)
+				if err != nil {
 					return nil, false, err
 				}
 				settled = true
+				for _, c := range changed {
+					j.Unblocks = j.Unblocks || c.Status == api.StatusPending
+				}
 			}
 		}
 		round, later = later, nil
@@ -341,7 +345,8 @@ func (s *Store) lockWaitingRuns(ids []any, locked map[string]bool) *pipelined {
 // soon as a batch of claims commits, and it read every active job through
 // an index on status when it believed there were none. A job that ends has
 // the size of its log in the database recorded (JobSetLogSize), when there
-// is one.
+// is one. The last column is the cap on the job's user's active jobs (0:
+// none): an end under a cap frees a place (store.Job.Unblocks).
 var changeStatuses = newBulk(`UPDATE jobs SET status = v.status, status_reason = v.reason,
 	exit_code = COALESCE(v.exit_code, jobs.exit_code),
 	started_at = CASE WHEN v.status = 'running' THEN COALESCE(jobs.started_at, v.at) ELSE jobs.started_at END,
@@ -352,7 +357,7 @@ var changeStatuses = newBulk(`UPDATE jobs SET status = v.status, status_reason =
 		THEN COALESCE((SELECT l.off + l.size FROM job_logs l WHERE l.job_id = jobs.id ORDER BY l.off DESC LIMIT 1), jobs.log_size)
 		ELSE jobs.log_size END
 	FROM v WHERE jobs.id = v.id AND jobs.runner_id = v.runner AND jobs.lease = v.lease AND COALESCE(jobs.status, '') IN `+activeStatuses+`
-	RETURNING `+jobColumns,
+	RETURNING `+jobColumns+`, COALESCE((SELECT u.max_running FROM users u WHERE u.id = jobs.user_id), 0)`,
 	bulkCol{"id", "text"}, bulkCol{"runner", "text"}, bulkCol{"lease", "bigint"}, bulkCol{"status", "text"},
 	bulkCol{"reason", "text"}, bulkCol{"exit_code", "bigint"}, bulkCol{"at", "bigint"},
 	bulkCol{"log_end", "bigint"}, bulkCol{"log_missing", "bigint"})
@@ -382,10 +387,12 @@ func (s *Store) setStatuses(ctx context.Context, q Querier, reqs []store.JobSetS
 		stmts: s.bulkStmts(changeStatuses, argSets),
 		scan: func(_ int, rows Rows) error {
 			for rows.Next() {
-				j, err := scanJob(rows)
+				var capped int64
+				j, err := scanJob(rows, &capped)
 				if err != nil {
 					return err
 				}
+				j.Unblocks = j.Status.Finished() && capped > 0
 				got = append(got, j)
 			}
 			return nil

@@ -35,8 +35,9 @@ const jobColumns = `jobs.id, jobs.run_id, jobs.run_name, jobs.user_id, jobs.code
 // activeStatuses is the SQL list of the states in which a runner holds a job.
 const activeStatuses = `('downloading', 'running', 'uploading')`
 
-// scanJob reads one row of jobColumns.
-func scanJob(row Row) (*store.Job, error) {
+// scanJob reads one row of jobColumns, and then of the columns extra
+// scans into, when the query returns more.
+func scanJob(row Row, extra ...any) (*store.Job, error) {
 	var (
 		j                          store.Job
 		spec                       string
@@ -46,12 +47,12 @@ func scanJob(row Row) (*store.Job, error) {
 		claimed, started, finished *int64
 		uploading                  *int64
 	)
-	err := row.Scan(&j.ID, &j.RunID, &j.RunName, &j.UserID, &j.CodeID, &j.Workflow,
+	err := row.Scan(append([]any{&j.ID, &j.RunID, &j.RunName, &j.UserID, &j.CodeID, &j.Workflow,
 		&spec, &status, &j.StatusReason, &j.RunnerID,
 		&j.RunnerName,
 		&j.Lease, &j.Attempt, &exitCode, &j.StopRequested,
 		&submitted, &claimed, &started, &finished, &j.ArtifactStore,
-		&j.LogEnd, &j.LogMissing, &j.LastInterruption, &queued, &uploading)
+		&j.LogEnd, &j.LogMissing, &j.LastInterruption, &queued, &uploading}, extra...)...)
 	if err != nil {
 		return nil, err
 	}
