@@ -156,7 +156,11 @@ type result struct {
 	// drainCPU is where the machine's processors went while jobs drained:
 	// the server's, the load generator's and every process's (percent of
 	// one core each).
-	drainCPU   struct{ server, generator, machine float64 }
+	drainCPU struct{ server, generator, machine float64 }
+	// looks are the server's looks at the queue while jobs drained
+	// (dstack_queue_looks_total), by result; ok when they were read.
+	looks      struct{ claimed, none float64 }
+	looksOK    bool
 	drainRate  float64
 	drained    int
 	clientErrs int64
@@ -184,6 +188,12 @@ func printTable(w io.Writer, o options, rows []result) {
 		c := r.drainCPU
 		fmt.Fprintf(w, "%d runners: CPU while jobs drained, in %% of a core of %d: server %.0f, load generator %.0f, whole machine %.0f\n",
 			r.n, runtime.NumCPU(), c.server, c.generator, c.machine)
+	}
+	for _, r := range rows {
+		if r.looksOK && r.drained > 0 {
+			fmt.Fprintf(w, "%d runners: looks at the queue while jobs drained: %.0f claimed a job, %.0f found none (%.2f a job)\n",
+				r.n, r.looks.claimed, r.looks.none, r.looks.none/float64(r.drained))
+		}
 	}
 	for _, r := range rows {
 		if r.firstErr != "" {
@@ -377,6 +387,7 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 		return res, fmt.Errorf("upload code: %w", err)
 	}
 	lat.setPhase("drain")
+	looks0, looksErr := queueLooks(ctx, srv.url)
 	srv0, gen0 := cpuTicks(srv.pid()), cpuTicks(os.Getpid())
 	busy0, all0 := machineTicks()
 	start := time.Now()
@@ -402,6 +413,11 @@ func runOne(ctx context.Context, o options, n int) (result, error) {
 	}
 	elapsed := time.Since(start)
 	srv1, gen1 := cpuTicks(srv.pid()), cpuTicks(os.Getpid())
+	looks1, err := queueLooks(ctx, srv.url)
+	if looksErr == nil && err == nil {
+		res.looksOK = true
+		res.looks.claimed, res.looks.none = looks1.claimed-looks0.claimed, looks1.none-looks0.none
+	}
 	busy1, all1 := machineTicks()
 	res.drainCPU.server, res.drainCPU.generator = coreShare(srv1-srv0, elapsed), coreShare(gen1-gen0, elapsed)
 	if all1 > all0 {
@@ -603,6 +619,41 @@ func (s *server) stop() {
 			<-done
 		}
 	})
+}
+
+// queueLooks reads the server's looks at the queue so far, by result,
+// from its /metrics.
+func queueLooks(ctx context.Context, url string) (looks struct{ claimed, none float64 }, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/metrics", nil)
+	if err != nil {
+		return looks, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return looks, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return looks, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case `dstack_queue_looks_total{result="claimed"}`:
+			looks.claimed = v
+		case `dstack_queue_looks_total{result="none"}`:
+			looks.none = v
+		}
+	}
+	return looks, sc.Err()
 }
 
 // logErrors counts the ERROR records of the server's log.
