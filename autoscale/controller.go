@@ -514,10 +514,16 @@ type jobAttempt struct {
 // instance is launching for them, or a runner takes them), in one batch of
 // the changes since the last pass. The store leaves jobs no longer pending
 // alone; a claim clears the reason itself.
+//
+// A job that waits only for a busy runner to be free (plan.Waiting.Busy)
+// gets its reason once it has waited busyReasonAfter: a queue that drains
+// within seconds has every job's reason written, and then cleared by its
+// claim, for nothing, while the writes hold up the claims on SQLite.
 func (c *Controller) storeReasons(ctx context.Context, waiting []plan.Waiting, pending map[string]*store.PendingJob) error {
+	now := c.cfg.Now()
 	want := make(map[jobAttempt]string, len(waiting))
 	for _, w := range waiting {
-		if j := pending[w.JobID]; j != nil {
+		if j := pending[w.JobID]; j != nil && (!w.Busy || now.Sub(j.QueuedAt) >= busyReasonAfter) {
 			want[jobAttempt{j.ID, j.Attempt}] = waitingMessage(w.Message, j)
 		}
 	}
@@ -546,6 +552,10 @@ func (c *Controller) storeReasons(ctx context.Context, waiting []plan.Waiting, p
 	c.reasons = want
 	return nil
 }
+
+// busyReasonAfter is how long a job waits for a busy runner before it says
+// so ("waiting: 2 runners that fit are busy").
+const busyReasonAfter = 5 * time.Second
 
 // waitingMessage is why a job waits; a requeued job's also says why its
 // previous attempt ended, which its requeue wrote as its reason before:

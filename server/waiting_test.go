@@ -113,10 +113,13 @@ func TestJobWithNoRunnerRegisteredSaysHowToStartOne(t *testing.T) {
 }
 
 // A job that fits a busy runner says so ("waiting: 1 runner that fits is
-// busy", not that no runner fits); the reason goes once the runner is free.
+// busy", not that no runner fits) once it has waited 5s: a queue that
+// drains sooner is not written a reason per job. The reason goes once the
+// runner is free.
 func TestJobThatFitsABusyRunnerSaysItIsBusy(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
+	clock := testutil.NewClock(time.Now())
+	e := setup(t, withClock(clock))
 	rc := registerRunner(t, e.admin, "r1")
 	first := e.submit(t, e.admin, bashJob("first"))
 	a := claim(t, rc)
@@ -125,7 +128,12 @@ func TestJobThatFitsABusyRunnerSaysItIsBusy(t *testing.T) {
 	}
 	second := e.submit(t, e.admin, bashJob("second"))
 	big := e.submit(t, e.admin, withResources(bashJob("big"), api.Resources{MemoryMiB: 1 << 20}))
+	// The pass that says why the big job waits has seen the second.
 	waitReason(t, e.admin, big, "no runner has 1024GB memory (the largest has 16GB); add a runner that does, or lower resources")
+	if got := pendingReason(t, e.admin, second.Name, second.Jobs[0].ID); got != "" {
+		t.Fatalf("a job queued a moment ago for a busy runner says %q; want no reason yet", got)
+	}
+	clock.Advance(5 * time.Second)
 	waitReason(t, e.admin, second, "waiting: 1 runner that fits is busy")
 	setStatus(t, rc, a, api.StatusRunning)
 	setStatus(t, rc, a, api.StatusDone)

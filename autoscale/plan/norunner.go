@@ -193,15 +193,16 @@ func (f runnerFit) waitingFor() string {
 // (it takes the job on its next claim), "waiting: 2 runners that fit are
 // busy" when every one that fits is busy or offline, and what they lack
 // when none fits (as NoRunnerFits).
-func waitingOnRunners(r api.Resources, runners []RegisteredRunner) string {
+func waitingOnRunners(r api.Resources, runners []RegisteredRunner) (msg string, busy bool) {
 	f := fitRegistered(r, runners)
 	switch {
 	case f.registered == 0:
-		return "no runner is registered: start one with dstack-runner start"
+		return "no runner is registered: start one with dstack-runner start", false
 	case f.lack != "":
-		return f.lack + "; " + f.fix
+		return f.lack + "; " + f.fix, false
 	}
-	return f.waitingFor()
+	msg = f.waitingFor()
+	return msg, msg != "" && f.busy > 0
 }
 
 // WaitingWithoutBackend is the Waiting of a server with no backend, where
@@ -235,7 +236,11 @@ func WaitingWithoutBackend(s Snapshot) []Waiting {
 		res  api.Resources // GPU nil
 		gpu  api.GPURequest
 	}
-	memo := map[shape]string{}
+	type why struct {
+		msg  string
+		busy bool
+	}
+	memo := map[shape]why{}
 	var out []Waiting
 	for _, j := range s.Jobs {
 		if n, ok := capped[j.UserID]; ok {
@@ -246,13 +251,13 @@ func WaitingWithoutBackend(s Snapshot) []Waiting {
 		if g := j.Resources.GPU; g != nil {
 			sh.res.GPU, sh.gpu = nil, *g
 		}
-		msg, ok := memo[sh]
+		w, ok := memo[sh]
 		if !ok {
-			msg = waitingOnRunners(j.Resources, append(slices.Clip(byUser[j.UserID]), shared...))
-			memo[sh] = msg
+			w.msg, w.busy = waitingOnRunners(j.Resources, append(slices.Clip(byUser[j.UserID]), shared...))
+			memo[sh] = w
 		}
-		if msg != "" {
-			out = append(out, Waiting{JobID: j.ID, Code: WaitNoRunner, Message: msg})
+		if w.msg != "" {
+			out = append(out, Waiting{JobID: j.ID, Code: WaitNoRunner, Message: w.msg, Busy: w.busy})
 		}
 	}
 	slices.SortFunc(out, func(a, b Waiting) int { return strings.Compare(a.JobID, b.JobID) })

@@ -292,6 +292,10 @@ type Waiting struct {
 	// Message says why, for a person: "no limit allows an on-demand instance
 	// with 4 GPUs".
 	Message string
+	// Busy: on a server with no backend (WaitingWithoutBackend), the job
+	// waits only for a runner that fits, and is busy, to be free: the
+	// ordinary wait of a queue, not a problem to fix.
+	Busy bool
 }
 
 // Plan decides. It is a pure function of s.
