@@ -152,17 +152,7 @@ func TestHeartbeatsBatchedSilentRunnerGoesOffline(t *testing.T) {
 // runnerStatus is the status of the runner named name.
 func runnerStatus(t *testing.T, admin *client.Client, name string) api.RunnerStatus {
 	t.Helper()
-	rs, err := admin.RunnerList(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range rs {
-		if r.Name == name {
-			return r.Status
-		}
-	}
-	t.Fatalf("no runner %s", name)
-	return ""
+	return findRunner(t, admin, name, func(r api.Runner) bool { return r.Name == name }).Status
 }
 
 // TestRunnerWaitingInAClaimNeedsNoHeartbeat: the server says that a claim

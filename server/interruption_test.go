@@ -20,16 +20,23 @@ var notice = api.RunnerInterruptionRequest{Action: "terminate", Time: time.Date(
 // runnerByID finds a runner in the user's list.
 func runnerByID(t *testing.T, c *client.Client, id string) api.Runner {
 	t.Helper()
+	return findRunner(t, c, id, func(r api.Runner) bool { return r.ID == id })
+}
+
+// findRunner returns the runner of the user's list that is (which names
+// it for the failure).
+func findRunner(t *testing.T, c *client.Client, which string, is func(api.Runner) bool) api.Runner {
+	t.Helper()
 	rs, err := c.RunnerList(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range rs {
-		if r.ID == id {
+		if is(r) {
 			return r
 		}
 	}
-	t.Fatalf("no runner %s", id)
+	t.Fatalf("no runner %s", which)
 	return api.Runner{}
 }
 

@@ -238,6 +238,10 @@ type waiter struct {
 	seq    uint64
 	el     *list.Element
 	tok    *wakeToken // handed over and not yet used
+	// mayIdle: the runner may wait without looking (idleSince). The
+	// runners of on-demand instances, and interrupted ones, always look:
+	// their state changes without a wake.
+	mayIdle bool
 }
 
 // claimWaiter returns a waiter for the runner's jobs that claims with free.
@@ -251,7 +255,8 @@ func (q *queue) claimWaiter(rn *store.Runner, free string) *waiter {
 	if rn.InterruptedAt != nil {
 		shape += "|interrupted:" + rn.ID
 	}
-	return &waiter{q: q, runner: rn.ID, key: claimKey(rn), shape: shape, ch: make(chan struct{}, 1)}
+	return &waiter{q: q, runner: rn.ID, key: claimKey(rn), shape: shape, ch: make(chan struct{}, 1),
+		mayIdle: rn.InstanceID == "" && rn.InterruptedAt == nil}
 }
 
 // arm queues w, if it is not queued, and returns the token that woke it
@@ -328,14 +333,14 @@ func (w *waiter) pass(t *wakeToken) {
 // resources are the same and that was less than recheck ago: the store
 // would answer as it did, and the runner may wait without looking. With
 // every runner idle, a claim looks at the store about once per recheck
-// rather than once per wait. The runners of on-demand instances always
-// look: their instance's state changes without a wake.
+// rather than once per wait. A runner that may not idle (mayIdle) always
+// looks.
 func (w *waiter) idleSince(now time.Time) (time.Time, bool) {
 	q := w.q
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	l, ok := q.idle[w.runner]
-	if !ok || l.shape != w.shape || l.gen != q.gens[w.key] || now.Sub(l.at) >= q.recheck || now.Before(l.at) {
+	if !ok || !w.mayIdle || l.shape != w.shape || l.gen != q.gens[w.key] || now.Sub(l.at) >= q.recheck || now.Before(l.at) {
 		return time.Time{}, false
 	}
 	return l.at, true
@@ -352,8 +357,11 @@ func (w *waiter) mark() {
 }
 
 // idleEnd records that w's wait ended with no job, its last look at the
-// store being at at.
+// store being at at; nothing for a runner that may not idle.
 func (w *waiter) idleEnd(at time.Time) {
+	if !w.mayIdle {
+		return
+	}
 	q := w.q
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -264,7 +264,7 @@ func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, rn *store.R
 	// one ended empty, waits without looking (queue.idleSince); its re-check
 	// comes when it would have come.
 	look, lookedAt, reIn := true, time.Time{}, time.Duration(0)
-	steady := time.Duration(req.Wait) >= idleWait && rn.InstanceID == "" && rn.InterruptedAt == nil
+	steady := time.Duration(req.Wait) >= idleWait && wt.mayIdle
 	if steady {
 		if at, ok := wt.idleSince(time.Now()); ok {
 			look, lookedAt, reIn = false, at, max(0, s.queue.recheck-time.Since(at))
@@ -472,9 +472,7 @@ func (s *Server) handleJobStatus(w http.ResponseWriter, r *http.Request, rn *sto
 			s.metrics.looked(nil)
 		case claimed:
 			s.metrics.looked(store.ErrNotFound)
-			if rn.InstanceID == "" && rn.InterruptedAt == nil {
-				wt.idleEnd(lookedAt)
-			}
+			wt.idleEnd(lookedAt)
 		}
 		if err != nil && !errors.Is(err, store.ErrLeaseLost) && !errors.Is(err, store.ErrNotFound) && r.Context().Err() == nil {
 			s.log.Warn("end a job with its runner's next claim; ending it alone", "job", id, "runner", rn.Name, "err", err)
