@@ -48,6 +48,8 @@ import (
 
 	"github.com/dstackai/dstack/api"
 	"github.com/dstackai/dstack/client"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 type options struct {
@@ -636,24 +638,23 @@ func queueLooks(ctx context.Context, url string) (looks struct{ claimed, none fl
 	if resp.StatusCode != http.StatusOK {
 		return looks, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		v, err := strconv.ParseFloat(value, 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case `dstack_queue_looks_total{result="claimed"}`:
-			looks.claimed = v
-		case `dstack_queue_looks_total{result="none"}`:
-			looks.none = v
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return looks, fmt.Errorf("GET /metrics: %w", err)
+	}
+	for _, m := range fams["dstack_queue_looks_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			switch {
+			case l.GetName() != "result":
+			case l.GetValue() == "claimed":
+				looks.claimed = m.GetCounter().GetValue()
+			case l.GetValue() == "none":
+				looks.none = m.GetCounter().GetValue()
+			}
 		}
 	}
-	return looks, sc.Err()
+	return looks, nil
 }
 
 // logErrors counts the ERROR records of the server's log.

@@ -266,9 +266,7 @@ func (s *Store) setStatusesWith(ctx context.Context, q Querier, reqs []store.Job
 					return nil, false, err
 				}
 				settled = true
-				for _, c := range changed {
-					j.Unblocks = j.Unblocks || c.Status == api.StatusPending
-				}
+				j.Unblocks = j.Unblocks || slices.ContainsFunc(changed, func(c *store.Job) bool { return c.Status == api.StatusPending })
 			}
 		}
 		round, later = later, nil
